@@ -1,0 +1,86 @@
+"""localllm: run a language model on the machine in front of you.
+
+    import localllm
+    llm = localllm.load("auto")
+    print(llm.generate("Hello"))
+
+Public names are resolved lazily so that `import localllm` stays cheap: no C
+extension, NVML, ONNX Runtime or Textual is loaded until it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    # hardware facts
+    "Accelerator": "hardware",
+    "CPUInfo": "hardware",
+    "GPUInfo": "hardware",
+    "Hardware": "hardware",
+    "MemoryInfo": "hardware",
+    "RuntimeInfo": "hardware",
+    "probe": "probe",
+    "load_profile": "probe",
+    "list_profiles": "probe",
+    # catalog and planning
+    "Catalog": "catalog",
+    "Family": "catalog",
+    "Variant": "catalog",
+    "load_catalog": "catalog",
+    "Placement": "placement",
+    "Plan": "planner",
+    "plan": "planner",
+    # running
+    "Chunk": "generation",
+    "Completion": "generation",
+    "SamplingOptions": "generation",
+    "Timings": "generation",
+    "Model": "model",
+    "load": "model",
+    # errors
+    "CatalogError": "errors",
+    "ChecksumMismatchError": "errors",
+    "ContextOverflowError": "errors",
+    "DownloadError": "errors",
+    "GenerationError": "errors",
+    "InsufficientDiskError": "errors",
+    "InsufficientMemoryError": "errors",
+    "InvalidModelError": "errors",
+    "LocalLLMError": "errors",
+    "ModelNotFoundError": "errors",
+    "ModelUnavailableError": "errors",
+    "NoFittingVariantError": "errors",
+    "ProfileNotFoundError": "errors",
+    "RuntimeUnavailableError": "errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'localllm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .catalog import Catalog, Family, Variant, load_catalog
+    from .errors import *  # noqa: F403
+    from .generation import Chunk, Completion, SamplingOptions, Timings
+    from .hardware import Accelerator, CPUInfo, GPUInfo, Hardware, MemoryInfo, RuntimeInfo
+    from .model import Model, load
+    from .placement import Placement
+    from .planner import Plan, plan
+    from .probe import list_profiles, load_profile, probe

@@ -1,0 +1,126 @@
+"""Every error localllm raises, under one root.
+
+    LocalLLMError
+    ├── CatalogError            (ValueError)        models.toml is malformed
+    ├── ModelNotFoundError      (LookupError)       unknown model name or quant
+    ├── ProfileNotFoundError    (LookupError)       unknown hardware profile
+    ├── InvalidModelError       (ValueError)        a model file or folder is bad or refused
+    ├── InsufficientMemoryError (MemoryError)       a plan does not fit
+    │   └── NoFittingVariantError                   nothing in the catalog fits
+    ├── ContextOverflowError    (ValueError)        a prompt longer than the context window
+    ├── RuntimeUnavailableError (ImportError)       a backend is not installed or cannot run here
+    ├── GenerationError         (RuntimeError)      the engine failed mid-generation
+    └── DownloadError           (OSError)           a file could not be fetched
+        ├── ChecksumMismatchError                   size or sha256 differs from the catalog
+        ├── InsufficientDiskError                   not enough free disk for the download
+        └── ModelUnavailableError                   offline / unreachable and not cached
+
+Messages say what happened, with the numbers, and what to do next; the numbers are
+also attributes so programs need not parse text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CatalogError",
+    "ChecksumMismatchError",
+    "ContextOverflowError",
+    "DownloadError",
+    "GenerationError",
+    "InsufficientDiskError",
+    "InsufficientMemoryError",
+    "InvalidModelError",
+    "LocalLLMError",
+    "ModelNotFoundError",
+    "ModelUnavailableError",
+    "NoFittingVariantError",
+    "ProfileNotFoundError",
+    "RuntimeUnavailableError",
+]
+
+
+class LocalLLMError(Exception):
+    """Root of every error localllm raises."""
+
+
+class CatalogError(LocalLLMError, ValueError):
+    """The model catalog (models.toml) is malformed."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class ModelNotFoundError(LocalLLMError, LookupError):
+    """A model name or quant is not in the catalog."""
+
+    def __init__(self, message: str, *, name: str | None = None, suggestions: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.name = name
+        self.suggestions = tuple(suggestions)
+
+
+class ProfileNotFoundError(LocalLLMError, LookupError):
+    """A hardware profile name or file does not exist."""
+
+
+class InvalidModelError(LocalLLMError, ValueError):
+    """A model file or folder is malformed, truncated, unsupported or refused."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+
+class InsufficientMemoryError(LocalLLMError, MemoryError):
+    """A plan needs more memory than the machine can give."""
+
+    def __init__(self, message: str, *, needed: int | None = None, available: int | None = None,
+                 plan: object | None = None):
+        super().__init__(message)
+        self.needed = needed
+        self.available = available
+        self.plan = plan
+
+
+class NoFittingVariantError(InsufficientMemoryError):
+    """No variant of the requested model (or of the catalog) fits this machine."""
+
+
+class ContextOverflowError(LocalLLMError, ValueError):
+    """A prompt (plus requested output) is longer than the context window."""
+
+    def __init__(self, message: str, *, n_prompt: int | None = None, n_ctx: int | None = None):
+        super().__init__(message)
+        self.n_prompt = n_prompt
+        self.n_ctx = n_ctx
+
+
+class RuntimeUnavailableError(LocalLLMError, ImportError):
+    """A runtime backend is not installed or cannot be used here."""
+
+
+class GenerationError(LocalLLMError, RuntimeError):
+    """The engine failed while generating."""
+
+
+class DownloadError(LocalLLMError, OSError):
+    """A model file could not be fetched."""
+
+
+class ChecksumMismatchError(DownloadError):
+    """A downloaded file's size or sha256 differs from what the catalog says."""
+
+
+class InsufficientDiskError(DownloadError):
+    """Not enough free disk space for a download."""
+
+    def __init__(self, message: str, *, needed: int | None = None, available: int | None = None):
+        super().__init__(message)
+        self.needed = needed
+        self.available = available
+
+
+class ModelUnavailableError(DownloadError):
+    """A file is neither cached nor downloadable (offline or unreachable)."""

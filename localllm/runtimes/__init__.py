@@ -1,0 +1,1 @@
+"""Runtime adapters; each imports its backend only when chosen."""

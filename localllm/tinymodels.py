@@ -1,0 +1,179 @@
+"""Random-weight models for tests and benchmarks, written with the `gguf` package.
+
+No weights can be downloaded in CI, so tests build their own: a Llama-architecture
+GGUF with a SentencePiece-style vocabulary (byte tokens `<0xNN>`, printable
+characters, a few words) and a chat template in its metadata. The same writer makes
+realistic shapes (SmolLM2-135M, Llama-3.2-1B...) for the benchmarks.
+
+Imports numpy and gguf only when called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CHATML_TEMPLATE", "TinyShape", "SHAPES", "tiny_vocab", "write_llama_gguf", "quantize_gguf"]
+
+# A ChatML template, as Qwen2.5 and SmolLM2 ship it (simplified: no tools).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_WORDS = (
+    "hello world the a an is are was of and to in on for with you I it this that what how "
+    "yes no ok stop end model local chat reply token text fast slow cat dog sun moon one two "
+    "three four five six seven eight nine ten plus minus equals answer question"
+).split()
+
+
+@dataclass(frozen=True)
+class TinyShape:
+    n_layer: int = 2
+    n_embd: int = 64
+    n_head: int = 4
+    n_head_kv: int = 2
+    n_ff: int = 128
+    n_ctx_train: int = 2048
+    n_vocab: int | None = None  # None: exactly the built-in vocabulary; larger pads with filler tokens
+    tied_embeddings: bool = False
+    head_dim: int | None = None  # None: n_embd // n_head
+
+
+# Shapes of real models (public configs), for benchmarks and estimator checks.
+SHAPES: dict[str, TinyShape] = {
+    "tiny": TinyShape(),
+    "smollm2-135m": TinyShape(30, 576, 9, 3, 1536, 8192, 49152, True),
+    "qwen2.5-0.5b": TinyShape(24, 896, 14, 2, 4864, 32768, 151936, True),
+    "llama-3.2-1b": TinyShape(16, 2048, 32, 8, 8192, 131072, 128256, True),
+}
+
+
+def tiny_vocab() -> tuple[list[str], list[float], list[int]]:
+    """(tokens, scores, types) of a small SentencePiece vocabulary that covers any text."""
+    # token types, as llama.cpp defines them
+    normal, unknown, control, byte = 1, 2, 3, 6
+    tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    types = [unknown, control, control, control, control]
+    scores = [0.0] * len(tokens)
+    for b in range(256):
+        tokens.append(f"<0x{b:02X}>")
+        types.append(byte)
+        scores.append(0.0)
+    pieces = ["\u2581"] + [chr(c) for c in range(33, 127)]
+    pieces += ["\u2581" + chr(c) for c in range(33, 127)]
+    pieces += ["\u2581" + w for w in _WORDS] + list(dict.fromkeys(_WORDS))
+    seen = set(tokens)
+    for i, piece in enumerate(pieces):
+        if piece in seen:
+            continue
+        seen.add(piece)
+        tokens.append(piece)
+        types.append(normal)
+        # longer pieces score higher so the SPM merger prefers them
+        scores.append(-1000.0 + len(piece) * 10.0 - i * 1e-3)
+    return tokens, scores, types
+
+
+def write_llama_gguf(path: str | Path, shape: TinyShape | str = "tiny", *, seed: int = 0,
+                     chat_template: str | None = CHATML_TEMPLATE, name: str = "tiny-llama",
+                     f16: bool = False, scale: float = 0.5) -> Path:
+    """Write a random-weight Llama GGUF file; returns its path.
+
+    `scale` sets the weight spread: larger values make greedy output depend more on
+    the prompt. F32 weights by default (exact), F16 with `f16=True` (half the size, the
+    usual input to quantization).
+    """
+    import gguf
+    import numpy as np
+
+    if isinstance(shape, str):
+        shape = SHAPES[shape]
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    tokens, scores, types = tiny_vocab()
+    n_vocab = shape.n_vocab or len(tokens)
+    if n_vocab < len(tokens):
+        raise ValueError(f"n_vocab {n_vocab} is smaller than the base vocabulary ({len(tokens)})")
+    for i in range(len(tokens), n_vocab):
+        tokens.append(f"[filler{i}]")
+        scores.append(-1e6)
+        types.append(4)  # user-defined: never produced by tokenizing ordinary text
+    head_dim = shape.head_dim or shape.n_embd // shape.n_head
+    dtype = np.float16 if f16 else np.float32
+
+    def weight(*dims: int, std: float | None = None) -> np.ndarray:
+        std = std if std is not None else scale / np.sqrt(dims[-1])
+        return (rng.standard_normal(dims, dtype=np.float32) * std).astype(dtype)
+
+    def norm(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)  # norms stay f32, as llama.cpp's converter keeps them
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(name)
+    w.add_context_length(shape.n_ctx_train)
+    w.add_embedding_length(shape.n_embd)
+    w.add_block_count(shape.n_layer)
+    w.add_feed_forward_length(shape.n_ff)
+    w.add_head_count(shape.n_head)
+    w.add_head_count_kv(shape.n_head_kv)
+    w.add_rope_dimension_count(head_dim)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    w.add_vocab_size(n_vocab)
+    w.add_file_type(1 if f16 else 0)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(4 if chat_template else 2)  # <|im_end|> ends a chat turn
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    if chat_template:
+        w.add_chat_template(chat_template)
+
+    w.add_tensor("token_embd.weight", weight(n_vocab, shape.n_embd, std=scale))
+    for i in range(shape.n_layer):
+        q_dim, kv_dim = shape.n_head * head_dim, shape.n_head_kv * head_dim
+        w.add_tensor(f"blk.{i}.attn_norm.weight", norm(shape.n_embd))
+        w.add_tensor(f"blk.{i}.attn_q.weight", weight(q_dim, shape.n_embd))
+        w.add_tensor(f"blk.{i}.attn_k.weight", weight(kv_dim, shape.n_embd))
+        w.add_tensor(f"blk.{i}.attn_v.weight", weight(kv_dim, shape.n_embd))
+        w.add_tensor(f"blk.{i}.attn_output.weight", weight(shape.n_embd, q_dim))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", norm(shape.n_embd))
+        w.add_tensor(f"blk.{i}.ffn_gate.weight", weight(shape.n_ff, shape.n_embd))
+        w.add_tensor(f"blk.{i}.ffn_up.weight", weight(shape.n_ff, shape.n_embd))
+        w.add_tensor(f"blk.{i}.ffn_down.weight", weight(shape.n_embd, shape.n_ff))
+    w.add_tensor("output_norm.weight", norm(shape.n_embd))
+    if not shape.tied_embeddings:
+        w.add_tensor("output.weight", weight(n_vocab, shape.n_embd))
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+# llama.cpp's LLAMA_FTYPE_MOSTLY_* values
+_FTYPES = {"Q4_0": 2, "Q8_0": 7, "Q2_K": 10, "Q3_K_M": 12, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}
+
+
+def quantize_gguf(src: str | Path, dst: str | Path, quant: str = "Q4_K_M", *, threads: int = 0) -> Path:
+    """Quantize a GGUF file with llama.cpp's own quantizer; returns the output path."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = _FTYPES[quant.upper()]
+    params.nthread = threads
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize({src} -> {quant}) returned {rc}")
+    return Path(dst)

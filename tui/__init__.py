@@ -1,0 +1,1 @@
+"""The Textual chat app, imported as localllm.tui (Textual is imported only here)."""
