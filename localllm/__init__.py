@@ -44,6 +44,7 @@ _EXPORTS = {
     "load": "model",
     # errors
     "CatalogError": "errors",
+    "ChatTemplateError": "errors",
     "ChecksumMismatchError": "errors",
     "ContextOverflowError": "errors",
     "DownloadError": "errors",

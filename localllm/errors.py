@@ -8,6 +8,7 @@
     ├── InsufficientMemoryError (MemoryError)       a plan does not fit
     │   └── NoFittingVariantError                   nothing in the catalog fits
     ├── ContextOverflowError    (ValueError)        a prompt longer than the context window
+    ├── ChatTemplateError       (ValueError)        messages rejected by (or breaking) a chat template
     ├── RuntimeUnavailableError (ImportError)       a backend is not installed or cannot run here
     ├── GenerationError         (RuntimeError)      the engine failed mid-generation
     └── DownloadError           (OSError)           a file could not be fetched
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "CatalogError",
+    "ChatTemplateError",
     "ChecksumMismatchError",
     "ContextOverflowError",
     "DownloadError",
@@ -91,10 +93,16 @@ class NoFittingVariantError(InsufficientMemoryError):
 class ContextOverflowError(LocalLLMError, ValueError):
     """A prompt (plus requested output) is longer than the context window."""
 
-    def __init__(self, message: str, *, n_prompt: int | None = None, n_ctx: int | None = None):
+    def __init__(self, message: str, *, n_prompt: int | None = None, n_ctx: int | None = None,
+                 max_tokens: int | None = None):
         super().__init__(message)
         self.n_prompt = n_prompt
         self.n_ctx = n_ctx
+        self.max_tokens = max_tokens
+
+
+class ChatTemplateError(LocalLLMError, ValueError):
+    """Chat messages are malformed, or the model's chat template rejected or failed on them."""
 
 
 class RuntimeUnavailableError(LocalLLMError, ImportError):

@@ -1,0 +1,385 @@
+"""The one token loop every runtime shares: sampling, stop strings, UTF-8, timings.
+
+`run(engine, prompt_tokens, options)` drives any `localllm.runtimes.base.Engine` and
+yields `Chunk`s. Sampling is done here in numpy (not in the backend) so that llama.cpp
+and ONNX Runtime give the same behaviour for the same options. Chat templates are in
+`localllm.chat_template`.
+
+numpy is imported inside functions so that `import localllm` stays light.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import threading
+import time
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+from .errors import ContextOverflowError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from .runtimes.base import Engine
+
+__all__ = [
+    "Chunk",
+    "Completion",
+    "SamplingOptions",
+    "Sampler",
+    "StopMatcher",
+    "Timings",
+    "Utf8Decoder",
+    "join",
+    "run",
+]
+
+# Sampling defaults: llama.cpp's `common_params_sampling` (common/common.h), which the
+# llama.cpp CLI and server use, so a model behaves here as it does there.
+DEFAULT_TEMPERATURE = 0.8  # llama.cpp temp
+DEFAULT_TOP_K = 40  # llama.cpp top_k
+DEFAULT_TOP_P = 0.95  # llama.cpp top_p
+DEFAULT_MIN_P = 0.05  # llama.cpp min_p
+DEFAULT_REPEAT_PENALTY = 1.0  # llama.cpp penalty_repeat (1.0 = off)
+DEFAULT_REPEAT_LAST_N = 64  # llama.cpp penalty_last_n
+# llama.cpp's n_predict is -1 (unbounded); a library call needs a bound. mlx-lm uses
+# 256, Ollama's API effectively runs to the context; 512 covers a typical reply.
+DEFAULT_MAX_TOKENS = 512
+
+FinishReason = str  # "stop" | "length" | "cancelled" | "eos"
+FINISH_REASONS = ("stop", "length", "cancelled", "eos")
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to pick tokens. temperature 0 is greedy; top_k 0, top_p 1, min_p 0 disable those filters.
+
+    `seed` None draws a fresh seed per request; an int makes sampling reproducible.
+    `max_tokens` None generates until an end-of-generation token or a full context.
+    """
+
+    temperature: float = DEFAULT_TEMPERATURE
+    top_k: int = DEFAULT_TOP_K
+    top_p: float = DEFAULT_TOP_P
+    min_p: float = DEFAULT_MIN_P
+    repeat_penalty: float = DEFAULT_REPEAT_PENALTY
+    repeat_last_n: int = DEFAULT_REPEAT_LAST_N
+    seed: int | None = None
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):  # a lone string is one stop string, not its characters
+            object.__setattr__(self, "stop", (self.stop,))
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        problems = []
+        if not (isinstance(self.temperature, (int, float)) and self.temperature >= 0
+                and math.isfinite(self.temperature)):
+            problems.append(f"temperature must be a number >= 0 (0 is greedy), got {self.temperature!r}")
+        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+            problems.append(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            problems.append(f"top_p must be in (0, 1] (1 disables it), got {self.top_p!r}")
+        if not (isinstance(self.min_p, (int, float)) and 0 <= self.min_p < 1):
+            problems.append(f"min_p must be in [0, 1) (0 disables it), got {self.min_p!r}")
+        if not (isinstance(self.repeat_penalty, (int, float)) and self.repeat_penalty > 0):
+            problems.append(f"repeat_penalty must be > 0 (1 disables it), got {self.repeat_penalty!r}")
+        if not (isinstance(self.repeat_last_n, int) and self.repeat_last_n >= 0):
+            problems.append(f"repeat_last_n must be an integer >= 0, got {self.repeat_last_n!r}")
+        if self.seed is not None and not isinstance(self.seed, int):
+            problems.append(f"seed must be an integer or None, got {self.seed!r}")
+        if self.max_tokens is not None and not (isinstance(self.max_tokens, int) and self.max_tokens >= 1):
+            problems.append(f"max_tokens must be an integer >= 1 or None, got {self.max_tokens!r}")
+        if not all(isinstance(s, str) and s for s in self.stop):
+            problems.append(f"stop must be non-empty strings, got {self.stop!r}")
+        if problems:
+            raise ValueError("invalid sampling options: " + "; ".join(problems))
+
+    @classmethod
+    def from_kwargs(cls, base: "SamplingOptions | None" = None, **options: object) -> "SamplingOptions":
+        """Options from keyword arguments; an unknown name raises TypeError listing the valid ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown sampling option(s) {', '.join(unknown)}; "
+                            f"valid options are: {', '.join(sorted(known))}")
+        return replace(base or cls(), **options)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where the time went in one request. Rates are tokens per second (0.0 when not measurable)."""
+
+    load_s: float = 0.0  # model load (same for every request of a model)
+    ttft_s: float = 0.0  # request start to first token sampled (prompt processing + 1 sample)
+    prompt_tokens: int = 0  # tokens in the prompt
+    cached_tokens: int = 0  # of which reused from the KV cache (not evaluated again)
+    prompt_tps: float = 0.0  # evaluated prompt tokens / prompt time
+    decode_tokens: int = 0  # tokens generated
+    decode_tps: float = 0.0  # tokens after the first / time after the first
+    total_s: float = 0.0  # request start to end
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of streamed output: text and the token ids that produced it.
+
+    Text held back (half a UTF-8 character, a possible start of a stop string) comes in
+    a later chunk. The last chunk of a stream has `finish_reason` and `timings` set.
+    """
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None
+    timings: Timings | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished generation: the joined text of a stream and how it ended."""
+
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    token_ids: tuple[int, ...] = ()
+    timings: Timings = field(default_factory=Timings)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def join(chunks: Iterable[Chunk]) -> Completion:
+    """The Completion a stream of chunks adds up to (generate is the join of stream)."""
+    parts: list[str] = []
+    ids: list[int] = []
+    last: Chunk | None = None
+    for chunk in chunks:
+        parts.append(chunk.text)
+        ids.extend(chunk.token_ids)
+        last = chunk
+    if last is None or last.finish_reason is None:  # a stream always ends with a finish chunk
+        raise RuntimeError("stream ended without a finishing chunk")
+    timings = last.timings or Timings()
+    return Completion(text="".join(parts), finish_reason=last.finish_reason,
+                      prompt_tokens=timings.prompt_tokens, completion_tokens=len(ids),
+                      token_ids=tuple(ids), timings=timings)
+
+
+class Utf8Decoder:
+    """Incremental UTF-8: bytes of a character split across tokens come out whole.
+
+    Invalid bytes become U+FFFD, as a terminal would show them; never a broken character.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> str:
+        return self._decoder.decode(data, final=False)
+
+    def flush(self) -> str:
+        return self._decoder.decode(b"", final=True)
+
+
+class StopMatcher:
+    """Finds stop strings in streamed text; nothing of a stop string is ever emitted.
+
+    `feed` returns (text safe to emit, stopped). Text that could be the start of a stop
+    string is held back until the next piece shows whether it is one.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = tuple(s for s in stops if s)
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        if not self._stops:
+            return text, False
+        buf = self._held + text
+        # held text holds no whole stop string (it would have stopped), so a plain find is exact
+        found = -1
+        for s in self._stops:
+            i = buf.find(s)
+            if i != -1 and (found == -1 or i < found):
+                found = i
+        if found != -1:
+            self._held = ""
+            return buf[:found], True
+        hold = self._partial_suffix(buf)
+        self._held = buf[len(buf) - hold:] if hold else ""
+        return buf[:len(buf) - hold], False
+
+    def flush(self) -> str:
+        """Text still held back when the stream ends without a stop."""
+        held, self._held = self._held, ""
+        return held
+
+    def _partial_suffix(self, buf: str) -> int:
+        """Length of the longest suffix of buf that is a proper prefix of a stop string."""
+        best = 0
+        for s in self._stops:
+            for n in range(min(len(s) - 1, len(buf)), best, -1):
+                if buf.endswith(s[:n]):
+                    best = n
+                    break
+        return best
+
+
+class Sampler:
+    """Picks the next token from logits, in llama.cpp's order: penalties, top_k, top_p, min_p, temperature.
+
+    Greedy (temperature 0) is a single argmax. Otherwise top_k runs first with
+    `argpartition`, so only k candidates are sorted and softmaxed even for a 150k vocabulary.
+    """
+
+    def __init__(self, options: SamplingOptions, n_vocab: int) -> None:
+        import numpy as np
+
+        self.options = options
+        self.n_vocab = n_vocab
+        self._rng = np.random.default_rng(options.seed)
+
+    def sample(self, logits: "np.ndarray", history: Sequence[int] = ()) -> int:
+        import numpy as np
+
+        o = self.options
+        if o.repeat_penalty != 1.0 and o.repeat_last_n and history:
+            recent = np.unique(np.asarray(history[-o.repeat_last_n:], dtype=np.int64))
+            recent = recent[(recent >= 0) & (recent < logits.shape[0])]
+            logits = logits.copy()  # never write into the backend's buffer
+            vals = logits[recent]
+            # llama.cpp's rule: shrink positive logits, push negative ones further down
+            logits[recent] = np.where(vals > 0, vals / o.repeat_penalty, vals * o.repeat_penalty)
+        if o.temperature == 0:
+            return int(np.argmax(logits))
+
+        n = logits.shape[0]
+        k = o.top_k if 0 < o.top_k < n else n
+        if k < n:
+            idx = np.argpartition(logits, n - k)[n - k:]
+        else:
+            idx = np.arange(n)
+        vals = logits[idx].astype(np.float64)
+        order = np.argsort(-vals, kind="stable")
+        idx, vals = idx[order], vals[order]
+        if o.top_p < 1.0:
+            p = np.exp(vals - vals[0])
+            p /= p.sum()
+            keep = int(np.searchsorted(np.cumsum(p), o.top_p)) + 1  # smallest set reaching top_p
+            idx, vals = idx[:keep], vals[:keep]
+        if o.min_p > 0.0:
+            # p_i >= min_p * p_max  <=>  logit_i >= logit_max + log(min_p)
+            keep = int(np.count_nonzero(vals >= vals[0] + math.log(o.min_p)))
+            idx, vals = idx[:max(keep, 1)], vals[:max(keep, 1)]
+        p = np.exp((vals - vals[0]) / o.temperature)
+        cdf = np.cumsum(p)
+        choice = int(np.searchsorted(cdf, self._rng.random() * cdf[-1], side="right"))
+        return int(idx[min(choice, len(idx) - 1)])
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions,
+        stop_event: threading.Event | None = None) -> Iterator[Chunk]:
+    """Generate from prompt tokens, reusing the engine's cached prefix; yields Chunks.
+
+    Raises:
+        ContextOverflowError: the prompt leaves no room for a token in the context.
+        GenerationError: the engine failed.
+    """
+    prompt = list(prompt_tokens)
+    n_prompt, n_ctx = len(prompt), engine.n_ctx
+    if n_prompt == 0:
+        raise ValueError("the prompt is empty after tokenization; give at least one token")
+    if n_prompt >= n_ctx:
+        raise ContextOverflowError(
+            f"the prompt is {n_prompt} tokens but the context window is {n_ctx} tokens "
+            f"(max_tokens {options.max_tokens}); shorten the prompt or load with a larger context",
+            n_prompt=n_prompt, n_ctx=n_ctx, max_tokens=options.max_tokens)
+
+    t_start = time.perf_counter()
+    # Reuse the cached prefix; keep at least one prompt token to evaluate, for its logits.
+    n_keep = min(common_prefix(engine.cached_tokens, prompt), n_prompt - 1)
+    if n_keep < engine.n_past:
+        engine.rewind(n_keep)
+    logits = engine.eval(prompt[n_keep:])
+    t_prompt = time.perf_counter()
+
+    sampler = Sampler(options, engine.n_vocab)
+    decoder = Utf8Decoder()
+    stopper = StopMatcher(options.stop)
+    penalise = options.repeat_penalty != 1.0 and options.repeat_last_n > 0
+    history = prompt[-options.repeat_last_n:] if penalise else []
+    generated: list[int] = []
+    pending: list[int] = []
+    t_first = None
+    finish: FinishReason | None = None
+
+    def timings() -> Timings:
+        t_end = time.perf_counter()
+        first = t_first if t_first is not None else t_end
+        n_eval = n_prompt - n_keep
+        decode_s = t_end - first
+        return Timings(
+            load_s=engine.load_seconds, ttft_s=first - t_start, prompt_tokens=n_prompt,
+            cached_tokens=n_keep, prompt_tps=n_eval / (t_prompt - t_start) if t_prompt > t_start else 0.0,
+            decode_tokens=len(generated),
+            decode_tps=(len(generated) - 1) / decode_s if len(generated) > 1 and decode_s > 0 else 0.0,
+            total_s=t_end - t_start)
+
+    while True:
+        if stop_event is not None and stop_event.is_set():
+            finish = "cancelled"
+            break
+        token = sampler.sample(logits, history)
+        if t_first is None:
+            t_first = time.perf_counter()
+        if engine.is_eog(token):
+            finish = "eos"
+            break
+        generated.append(token)
+        pending.append(token)
+        if penalise:
+            history.append(token)
+        text, stopped = stopper.feed(decoder.feed(engine.token_bytes(token)))
+        if stopped:
+            yield Chunk(text, tuple(pending), "stop", timings())
+            return
+        if text:
+            yield Chunk(text, tuple(pending))
+            pending = []
+        if options.max_tokens is not None and len(generated) >= options.max_tokens:
+            finish = "length"
+            break
+        if engine.n_past + 1 > n_ctx:  # no room to evaluate the token just sampled
+            finish = "length"
+            break
+        if stop_event is not None and stop_event.is_set():
+            finish = "cancelled"
+            break
+        logits = engine.eval([token])
+
+    # The stream ends without a stop string: release what was held back.
+    tail, stopped = stopper.feed(decoder.flush())
+    if stopped:
+        yield Chunk(tail, tuple(pending), "stop", timings())
+        return
+    yield Chunk(tail + stopper.flush(), tuple(pending), finish, timings())

@@ -1,0 +1,87 @@
+"""The small contract every runtime adapter meets.
+
+An engine owns one loaded model and its KV cache for a single sequence. The shared
+token loop in `localllm.generation.run` drives it:
+
+    tokens = engine.tokenize(prompt)          # once per request
+    engine.rewind(n_common)                   # keep the cached prefix the prompt shares
+    logits = engine.eval(tokens[n_common:])   # fill the cache, logits of the last token
+    loop: sample(logits) -> token; engine.token_bytes(token); logits = engine.eval([token])
+
+Everything above the engine (sampling, stop strings, UTF-8 safety, timings, chat
+templates, threading) is shared, so llama.cpp and ONNX Runtime behave the same. An
+engine is not thread-safe: `localllm.model.Model` serialises access with a lock.
+
+Rules an adapter must keep:
+- `cached_tokens` is exactly the tokens whose keys/values are in the cache, in order;
+  `eval` appends to it and `rewind` truncates it (`n_past == len(cached_tokens)`).
+- `eval` returns the logits of the last token it was given, as float32 of shape
+  [n_vocab]. The array may be a view of the backend's buffer that is valid only until
+  the next `eval`/`rewind`/`close`; callers copy it if they keep it. `eval` splits long
+  inputs into batches itself and raises `GenerationError` when the backend fails, and
+  `ContextOverflowError` when the cache would exceed `n_ctx`.
+- `token_bytes` returns raw bytes (a byte-fallback token may be half a UTF-8
+  character); control tokens return b"".
+- Nothing is printed: backend chatter goes to `logging`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:  # numpy is not imported by `import localllm`
+    import numpy as np
+
+__all__ = ["Engine"]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    runtime: str  # "llama.cpp" | "onnxruntime"
+    n_ctx: int  # context window the engine was loaded with
+    n_vocab: int  # logits length
+    load_seconds: float  # wall time of the load, for Timings
+
+    @property
+    def cached_tokens(self) -> Sequence[int]:
+        """Token ids currently in the KV cache, in order (read-only view)."""
+
+    @property
+    def n_past(self) -> int:
+        """Number of tokens in the KV cache: len(cached_tokens)."""
+
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
+        """Token ids for text; `special` lets control tokens like <|im_end|> be recognised."""
+
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes one token stands for (may be part of a UTF-8 character)."""
+
+    def is_eog(self, token: int) -> bool:
+        """True for end-of-generation tokens (EOS, EOT, <|im_end|>...)."""
+
+    def has_token(self, text: str) -> bool:
+        """True if `text` is a single special/control token of the vocabulary (e.g. "<|im_start|>")."""
+
+    @property
+    def bos_token(self) -> str | None:
+        """Text of the beginning-of-sequence token, for chat templates."""
+
+    @property
+    def eos_token(self) -> str | None:
+        """Text of the end-of-sequence token, for chat templates."""
+
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template shipped with the model, if any."""
+
+    def eval(self, tokens: Sequence[int]) -> "np.ndarray":
+        """Append tokens to the cache; return float32 logits [n_vocab] of the last one."""
+
+    def rewind(self, n_keep: int) -> None:
+        """Drop cached tokens after the first n_keep (for prefix reuse)."""
+
+    def metadata(self) -> dict[str, object]:
+        """Facts worth showing: architecture, parameters, file, quantization."""
+
+    def close(self) -> None:
+        """Free the model; idempotent."""

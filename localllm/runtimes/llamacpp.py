@@ -1,0 +1,368 @@
+"""llama.cpp engine on llama-cpp-python's low-level C bindings.
+
+We drive llama.cpp through its C API (`llama_cpp.llama_cpp`), not the high-level
+`Llama` class: the class prints to stderr when verbose and swaps file descriptors 1
+and 2 for /dev/null when not (which blanks a running TUI), and its `create_completion`
+has failed with "failed to find a memory slot" on small models. Our own loop
+(`localllm.generation.run`) decodes one sequence with explicit positions.
+
+Native logging goes through `llama_log_set` into the `localllm.runtimes.llamacpp.native`
+logger; nothing is written to the terminal.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..errors import ContextOverflowError, GenerationError, InvalidModelError, RuntimeUnavailableError
+from ..placement import Placement
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+__all__ = ["LlamaCppEngine", "install_log_handler", "KV_TYPES"]
+
+log = logging.getLogger(__name__)
+native_log = logging.getLogger(__name__ + ".native")
+# Without this, Python's last-resort handler would print native warnings to stderr when
+# the application configured no logging; records still propagate to configured handlers.
+native_log.addHandler(logging.NullHandler())
+
+INSTALL_HINT = 'pip install "llama-cpp-python==0.3.36"'
+# ggml_type ids for the KV cache (ggml.h: GGML_TYPE_F32=0, F16=1, Q4_0=2, Q8_0=8, BF16=30)
+KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
+# enum ggml_log_level (ggml.h, this version): NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4,
+# CONT=5 (llama_cpp/_logger.py's comment shows an older order). llama.cpp logs every
+# load detail at INFO: that is chatter for us, so it becomes DEBUG.
+_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+_GGML_LOG_LEVEL_CONT = 5
+_LLAMA_SPLIT_MODE_LAYER = 1  # llama.h
+_LLAMA_MAX_DEVICES = 16  # llama_cpp.LLAMA_MAX_DEVICES upper bound we accept in tensor_split
+
+_lib = None  # the llama_cpp.llama_cpp module once imported
+_lib_lock = threading.Lock()
+_log_state: dict[str, Any] = {"level": logging.DEBUG, "buf": "", "errors": []}
+_MAX_KEPT_ERRORS = 4  # error lines kept for the next exception message
+_log_lock = threading.Lock()
+
+
+def _log_callback(level: int, text: bytes, _user_data: Any) -> None:
+    # Runs inside C: an exception here would be printed to stderr by ctypes, so none escapes.
+    try:
+        with _log_lock:
+            if level != _GGML_LOG_LEVEL_CONT:
+                _log_state["level"] = _LEVELS.get(level, logging.DEBUG)
+            _log_state["buf"] += (text or b"").decode("utf-8", errors="replace")
+            if "\n" in _log_state["buf"]:  # messages arrive in pieces; log whole lines
+                *lines, _log_state["buf"] = _log_state["buf"].split("\n")
+                for line in lines:
+                    if line.strip():
+                        native_log.log(_log_state["level"], "%s", line)
+                        if _log_state["level"] >= logging.ERROR:
+                            _log_state["errors"] = [*_log_state["errors"], line.strip()][-_MAX_KEPT_ERRORS:]
+    except BaseException:  # noqa: BLE001 - never let anything reach the C caller or stderr
+        pass
+
+
+_c_log_callback = None  # the ctypes function object: must stay alive as long as llama.cpp may call it
+
+
+def _import_llama_cpp():
+    """Import llama_cpp once, route its logging into Python, init the backend."""
+    global _lib, _c_log_callback
+    with _lib_lock:
+        if _lib is not None:
+            return _lib
+        try:
+            import llama_cpp.llama_cpp as lib
+        except ImportError as exc:
+            raise RuntimeUnavailableError(
+                f"llama.cpp runtime is not installed ({exc}); install it with: {INSTALL_HINT}") from exc
+        except OSError as exc:  # the shared library is there but cannot be loaded
+            raise RuntimeUnavailableError(
+                f"llama.cpp's shared library could not be loaded ({exc}); reinstall with: {INSTALL_HINT}") from exc
+        # llama_cpp's import installs its own callback that prints to stderr: replace it.
+        _c_log_callback = lib.llama_log_callback(_log_callback)
+        lib.llama_log_set(_c_log_callback, ctypes.c_void_p(0))
+        lib.llama_backend_init()
+        _lib = lib
+        return lib
+
+
+def _take_native_error() -> str:
+    """The error lines llama.cpp logged since the last call (then forgotten), for exception messages."""
+    with _log_lock:
+        lines, _log_state["errors"] = _log_state["errors"], []
+    return f" (llama.cpp: {'; '.join(lines)})" if lines else ""
+
+
+def install_log_handler() -> None:
+    """Route llama.cpp's native logging into Python `logging` (done on first load anyway)."""
+    _import_llama_cpp()
+
+
+class LlamaCppEngine:
+    """One llama.cpp model and context (a single sequence), per the `Engine` protocol."""
+
+    runtime = "llama.cpp"
+
+    def __init__(self, path: str | os.PathLike[str], placement: Placement) -> None:
+        import numpy as np
+
+        lib = _import_llama_cpp()
+        self._lib = lib
+        self._np = np
+        self.path = os.fspath(path)
+        self.placement = placement
+        self._model = None
+        self._ctx = None
+        self._batch = None
+        self._tokens: list[int] = []
+        if placement.kv_type not in KV_TYPES:
+            raise ValueError(f"unknown KV cache type {placement.kv_type!r}; use one of {sorted(KV_TYPES)}")
+        if len(placement.tensor_split) > _LLAMA_MAX_DEVICES:
+            raise ValueError(f"tensor_split has {len(placement.tensor_split)} entries; at most {_LLAMA_MAX_DEVICES}")
+        if not os.path.isfile(self.path):
+            raise InvalidModelError(f"model file not found: {self.path}", path=self.path)
+
+        t0 = time.perf_counter()
+        _take_native_error()
+        mparams = lib.llama_model_default_params()
+        # -1 means all layers; llama.cpp takes any number above n_layer as "all"
+        mparams.n_gpu_layers = 0x7FFFFFFF if placement.n_gpu_layers < 0 else placement.n_gpu_layers
+        mparams.split_mode = _LLAMA_SPLIT_MODE_LAYER
+        mparams.main_gpu = placement.main_gpu
+        if placement.tensor_split:
+            # kept on self: llama.cpp reads the pointer during load
+            self._c_split = (ctypes.c_float * lib.LLAMA_MAX_DEVICES)(*placement.tensor_split)
+            mparams.tensor_split = self._c_split
+        mparams.load_mode = lib.LLAMA_LOAD_MODE_MMAP if placement.use_mmap else lib.LLAMA_LOAD_MODE_NONE
+        self._model = lib.llama_model_load_from_file(self.path.encode("utf-8"), mparams)
+        if not self._model:
+            self._model = None
+            raise InvalidModelError(
+                f"llama.cpp could not load {self.path}{_take_native_error()}; "
+                "check the file is a complete GGUF of an architecture this llama.cpp supports",
+                path=self.path)
+        self._vocab = lib.llama_model_get_vocab(self._model)
+
+        cparams = lib.llama_context_default_params()
+        n_batch = max(1, min(placement.n_batch, placement.n_ctx))
+        cparams.n_ctx = placement.n_ctx
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = max(1, min(placement.n_ubatch, n_batch))
+        cparams.n_seq_max = 1
+        cparams.n_threads = placement.n_threads
+        cparams.n_threads_batch = placement.n_threads_batch or placement.n_threads
+        cparams.flash_attn_type = (lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if placement.flash_attn
+                                   else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        cparams.type_k = KV_TYPES[placement.kv_type]
+        cparams.type_v = KV_TYPES[placement.kv_type]
+        cparams.no_perf = True  # we time ourselves
+        self._ctx = lib.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            self._ctx = None
+            self.close()
+            raise GenerationError(
+                f"llama.cpp could not create a context of {placement.n_ctx} tokens for {self.path} "
+                f"(KV cache {placement.kv_type}, flash_attn={placement.flash_attn}){_take_native_error()}; "
+                "try a smaller context or the f16 KV cache")
+        self._mem = lib.llama_get_memory(self._ctx)
+        self.n_ctx = int(lib.llama_n_ctx(self._ctx))
+        self.n_batch = n_batch
+        self.n_vocab = int(lib.llama_vocab_n_tokens(self._vocab))
+        self._batch = lib.llama_batch_init(n_batch, 0, 1)
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._piece_cache: dict[int, bytes] = {}
+        self._eog_cache: dict[int, bool] = {}
+        self._meta = self._read_metadata()
+        self.load_seconds = time.perf_counter() - t0
+        log.debug("loaded %s in %.2fs (n_ctx %d, n_gpu_layers %d, threads %d)", self.path,
+                  self.load_seconds, self.n_ctx, placement.n_gpu_layers, placement.n_threads)
+
+    # --- cache state ---------------------------------------------------------------
+    @property
+    def cached_tokens(self) -> Sequence[int]:
+        return tuple(self._tokens)
+
+    @property
+    def n_past(self) -> int:
+        return len(self._tokens)
+
+    # --- tokens ----------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
+        lib = self._require()
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        buf = (lib.llama_token * n_max)()
+        n = lib.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_bos, special)
+        if n < 0:  # buffer too small: -n is the size needed
+            n_max = -n
+            buf = (lib.llama_token * n_max)()
+            n = lib.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_bos, special)
+            if n < 0:
+                raise GenerationError(f"llama.cpp failed to tokenize {len(data)} bytes of text (code {n})")
+        return list(buf[:n])
+
+    def token_bytes(self, token: int) -> bytes:
+        piece = self._piece_cache.get(token)
+        if piece is None:
+            lib = self._require()
+            n = lib.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = lib.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
+                piece = buf.raw[:n]
+            else:
+                piece = self._piece_buf.raw[:n]
+            self._piece_cache[token] = piece
+        return piece
+
+    def is_eog(self, token: int) -> bool:
+        eog = self._eog_cache.get(token)
+        if eog is None:
+            eog = self._eog_cache[token] = bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+        return eog
+
+    def has_token(self, text: str) -> bool:
+        try:
+            ids = self.tokenize(text, add_bos=False, special=True)
+        except GenerationError:
+            return False
+        return len(ids) == 1 and bool(self._lib.llama_vocab_get_attr(self._vocab, ids[0])
+                                      & (self._lib.LLAMA_TOKEN_ATTR_CONTROL | self._lib.LLAMA_TOKEN_ATTR_USER_DEFINED))
+
+    def _token_text(self, token: int) -> str | None:
+        if token < 0:
+            return None
+        text = self._lib.llama_vocab_get_text(self._vocab, token)
+        return text.decode("utf-8", errors="replace") if text is not None else None
+
+    @property
+    def bos_token(self) -> str | None:
+        return self._token_text(self._lib.llama_vocab_bos(self._vocab))
+
+    @property
+    def eos_token(self) -> str | None:
+        return self._token_text(self._lib.llama_vocab_eos(self._vocab))
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(self._lib.llama_vocab_get_add_bos(self._vocab))
+
+    @property
+    def chat_template(self) -> str | None:
+        raw = self._lib.llama_model_chat_template(self._model, None)
+        return raw.decode("utf-8", errors="replace") if raw else None
+
+    # --- evaluation ------------------------------------------------------------------
+    def eval(self, tokens: Sequence[int]) -> "np.ndarray":
+        lib = self._require()
+        tokens = list(tokens)
+        if not tokens:
+            raise ValueError("eval needs at least one token")
+        if self.n_past + len(tokens) > self.n_ctx:
+            raise ContextOverflowError(
+                f"{self.n_past} cached + {len(tokens)} new tokens exceed the context window of {self.n_ctx}",
+                n_prompt=self.n_past + len(tokens), n_ctx=self.n_ctx)
+        batch = self._batch
+        for start in range(0, len(tokens), self.n_batch):
+            part = tokens[start:start + self.n_batch]
+            pos0 = len(self._tokens)
+            n = len(part)
+            for i, tok in enumerate(part):
+                batch.token[i] = tok
+                batch.pos[i] = pos0 + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = 0
+            batch.logits[n - 1] = 1
+            batch.n_tokens = n
+            rc = lib.llama_decode(self._ctx, batch)
+            if rc != 0:
+                # the failed batch may have left part of its cells: drop them so state stays exact
+                lib.llama_memory_seq_rm(self._mem, -1, pos0, -1)
+                raise GenerationError(
+                    f"llama_decode returned {rc} at position {pos0} ({n} tokens, n_ctx {self.n_ctx})"
+                    + ("; the KV cache has no free slot" if rc == 1 else "") + _take_native_error())
+            self._tokens.extend(part)
+        ptr = lib.llama_get_logits_ith(self._ctx, -1)
+        if not ptr:
+            raise GenerationError("llama.cpp returned no logits for the last token")
+        # zero-copy view into llama.cpp's buffer; valid until the next decode
+        return self._np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def rewind(self, n_keep: int) -> None:
+        lib = self._require()
+        n_keep = max(0, min(n_keep, len(self._tokens)))
+        if n_keep == len(self._tokens):
+            return
+        if not lib.llama_memory_seq_rm(self._mem, -1, n_keep, -1):
+            lib.llama_memory_clear(self._mem, True)  # partial removal unsupported (recurrent models)
+            n_keep = 0
+        del self._tokens[n_keep:]
+
+    # --- facts -----------------------------------------------------------------------
+    def _read_metadata(self) -> dict[str, str]:
+        lib = self._lib
+        out: dict[str, str] = {}
+        size = 256
+        buf = ctypes.create_string_buffer(size)
+        for i in range(lib.llama_model_meta_count(self._model)):
+            values = []
+            for getter in (lib.llama_model_meta_key_by_index, lib.llama_model_meta_val_str_by_index):
+                n = getter(self._model, i, buf, len(buf))
+                if n >= len(buf):
+                    buf = ctypes.create_string_buffer(n + 1)
+                    n = getter(self._model, i, buf, len(buf))
+                values.append(buf.value.decode("utf-8", errors="replace"))
+            out[values[0]] = values[1]
+        return out
+
+    def metadata(self) -> dict[str, object]:
+        lib = self._require()
+        desc = ctypes.create_string_buffer(256)
+        lib.llama_model_desc(self._model, desc, len(desc))
+        return {
+            "architecture": self._meta.get("general.architecture"),
+            "name": self._meta.get("general.name"),
+            "description": desc.value.decode("utf-8", errors="replace"),
+            "parameters": int(lib.llama_model_n_params(self._model)),
+            "size_bytes": int(lib.llama_model_size(self._model)),
+            "n_layer": int(lib.llama_model_n_layer(self._model)),
+            "n_ctx_train": int(lib.llama_model_n_ctx_train(self._model)),
+            "n_vocab": self.n_vocab,
+            "file_type": self._meta.get("general.file_type"),
+            "path": self.path,
+            "gguf": {k: v for k, v in self._meta.items() if not k.startswith("tokenizer.chat_template")},
+        }
+
+    # --- lifetime --------------------------------------------------------------------
+    def _require(self):
+        if self._ctx is None and self._model is None:
+            raise GenerationError("this model has been closed; load it again")
+        return self._lib
+
+    def close(self) -> None:
+        lib = self._lib
+        if self._batch is not None:
+            lib.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx is not None:
+            lib.llama_free(self._ctx)
+            self._ctx = None
+        if self._model is not None:
+            lib.llama_model_free(self._model)
+            self._model = None
+        self._tokens.clear()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
