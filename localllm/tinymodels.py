@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CHATML_TEMPLATE", "TinyShape", "SHAPES", "tiny_vocab", "write_llama_gguf", "quantize_gguf"]
+__all__ = ["CHATML_TEMPLATE", "TinyShape", "SHAPES", "spm_vocab", "tiny_vocab", "write_llama_gguf",
+           "write_llama_weights", "quantize_gguf"]
 
 # A ChatML template, as Qwen2.5 and SmolLM2 ship it (simplified: no tools).
 CHATML_TEMPLATE = (
@@ -52,30 +53,44 @@ SHAPES: dict[str, TinyShape] = {
 }
 
 
-def tiny_vocab() -> tuple[list[str], list[float], list[int]]:
-    """(tokens, scores, types) of a small SentencePiece vocabulary that covers any text."""
-    # token types, as llama.cpp defines them
-    normal, unknown, control, byte = 1, 2, 3, 6
-    tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
-    types = [unknown, control, control, control, control]
+# token types, as llama.cpp defines them (llama_token_type)
+TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_BYTE = 1, 2, 3, 4, 6
+# ids of the special tokens every vocabulary here starts with
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+BYTE_TOKEN_OFFSET = len(SPECIAL_TOKENS)  # <0x00> is token 5, <0xFF> token 260
+
+
+def spm_vocab(pieces) -> tuple[list[str], list[float], list[int]]:
+    """(tokens, scores, types) of a SentencePiece vocabulary: the special tokens, 256 byte
+    tokens `<0xNN>` (so any text tokenizes), then `pieces` in order (duplicates dropped).
+
+    Longer pieces score higher, so llama.cpp's SPM merger prefers them; with only
+    single-character pieces no merge applies and tokenization is one token per character.
+    """
+    tokens = list(SPECIAL_TOKENS)
+    types = [TOKEN_UNKNOWN] + [TOKEN_CONTROL] * (len(SPECIAL_TOKENS) - 1)
     scores = [0.0] * len(tokens)
     for b in range(256):
         tokens.append(f"<0x{b:02X}>")
-        types.append(byte)
+        types.append(TOKEN_BYTE)
         scores.append(0.0)
-    pieces = ["\u2581"] + [chr(c) for c in range(33, 127)]
-    pieces += ["\u2581" + chr(c) for c in range(33, 127)]
-    pieces += ["\u2581" + w for w in _WORDS] + list(dict.fromkeys(_WORDS))
     seen = set(tokens)
     for i, piece in enumerate(pieces):
         if piece in seen:
             continue
         seen.add(piece)
         tokens.append(piece)
-        types.append(normal)
-        # longer pieces score higher so the SPM merger prefers them
+        types.append(TOKEN_NORMAL)
         scores.append(-1000.0 + len(piece) * 10.0 - i * 1e-3)
     return tokens, scores, types
+
+
+def tiny_vocab() -> tuple[list[str], list[float], list[int]]:
+    """(tokens, scores, types) of a small SentencePiece vocabulary that covers any text."""
+    pieces = ["\u2581"] + [chr(c) for c in range(33, 127)]
+    pieces += ["\u2581" + chr(c) for c in range(33, 127)]
+    pieces += ["\u2581" + w for w in _WORDS] + list(dict.fromkeys(_WORDS))
+    return spm_vocab(pieces)
 
 
 def write_llama_gguf(path: str | Path, shape: TinyShape | str = "tiny", *, seed: int = 0,
@@ -87,7 +102,6 @@ def write_llama_gguf(path: str | Path, shape: TinyShape | str = "tiny", *, seed:
     the prompt. F32 weights by default (exact), F16 with `f16=True` (half the size, the
     usual input to quantization).
     """
-    import gguf
     import numpy as np
 
     if isinstance(shape, str):
@@ -112,8 +126,46 @@ def write_llama_gguf(path: str | Path, shape: TinyShape | str = "tiny", *, seed:
     def norm(n: int) -> np.ndarray:
         return np.ones(n, dtype=np.float32)  # norms stay f32, as llama.cpp's converter keeps them
 
+    tensors = {"token_embd.weight": weight(n_vocab, shape.n_embd, std=scale)}
+    q_dim, kv_dim = shape.n_head * head_dim, shape.n_head_kv * head_dim
+    for i in range(shape.n_layer):
+        tensors[f"blk.{i}.attn_norm.weight"] = norm(shape.n_embd)
+        tensors[f"blk.{i}.attn_q.weight"] = weight(q_dim, shape.n_embd)
+        tensors[f"blk.{i}.attn_k.weight"] = weight(kv_dim, shape.n_embd)
+        tensors[f"blk.{i}.attn_v.weight"] = weight(kv_dim, shape.n_embd)
+        tensors[f"blk.{i}.attn_output.weight"] = weight(shape.n_embd, q_dim)
+        tensors[f"blk.{i}.ffn_norm.weight"] = norm(shape.n_embd)
+        tensors[f"blk.{i}.ffn_gate.weight"] = weight(shape.n_ff, shape.n_embd)
+        tensors[f"blk.{i}.ffn_up.weight"] = weight(shape.n_ff, shape.n_embd)
+        tensors[f"blk.{i}.ffn_down.weight"] = weight(shape.n_embd, shape.n_ff)
+    tensors["output_norm.weight"] = norm(shape.n_embd)
+    if not shape.tied_embeddings:
+        tensors["output.weight"] = weight(n_vocab, shape.n_embd)
+    return write_llama_weights(path, shape, tensors, vocab=(tokens, scores, types),
+                               chat_template=chat_template, name=name, file_type=1 if f16 else 0)
+
+
+def write_llama_weights(path: str | Path, shape: TinyShape, tensors, *, vocab, chat_template: str | None,
+                        name: str, file_type: int = 0, rms_eps: float = 1e-5, rope_freq_base: float = 10000.0,
+                        add_bos: bool = True, add_space_prefix: bool | None = None,
+                        extra_kv: dict[str, str] | None = None) -> Path:
+    """Write a Llama GGUF from given tensors (llama.cpp names and layout, numpy arrays); returns its path.
+
+    `tensors` maps GGUF tensor names (token_embd.weight, blk.N.attn_q.weight, ...) to arrays
+    shaped (out_features, in_features); attn_q/attn_k rows must already be in llama.cpp's
+    rope order (permuted as HF's convert script does). `vocab` is (tokens, scores, types).
+    `add_space_prefix=None` leaves llama.cpp's default (a space before the first word).
+    """
+    import gguf
+
+    path = Path(path)
+    tokens, scores, types = vocab
+    n_vocab = len(tokens)
+    head_dim = shape.head_dim or shape.n_embd // shape.n_head
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(name)
+    for key, value in (extra_kv or {}).items():
+        w.add_string(key, value)
     w.add_context_length(shape.n_ctx_train)
     w.add_embedding_length(shape.n_embd)
     w.add_block_count(shape.n_layer)
@@ -123,10 +175,10 @@ def write_llama_gguf(path: str | Path, shape: TinyShape | str = "tiny", *, seed:
     w.add_rope_dimension_count(head_dim)
     w.add_key_length(head_dim)
     w.add_value_length(head_dim)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(rms_eps)
+    w.add_rope_freq_base(rope_freq_base)
     w.add_vocab_size(n_vocab)
-    w.add_file_type(1 if f16 else 0)
+    w.add_file_type(file_type)
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores(scores)
@@ -134,27 +186,14 @@ def write_llama_gguf(path: str | Path, shape: TinyShape | str = "tiny", *, seed:
     w.add_bos_token_id(1)
     w.add_eos_token_id(4 if chat_template else 2)  # <|im_end|> ends a chat turn
     w.add_unk_token_id(0)
-    w.add_add_bos_token(True)
+    w.add_add_bos_token(add_bos)
     w.add_add_eos_token(False)
+    if add_space_prefix is not None:
+        w.add_add_space_prefix(add_space_prefix)
     if chat_template:
         w.add_chat_template(chat_template)
-
-    w.add_tensor("token_embd.weight", weight(n_vocab, shape.n_embd, std=scale))
-    for i in range(shape.n_layer):
-        q_dim, kv_dim = shape.n_head * head_dim, shape.n_head_kv * head_dim
-        w.add_tensor(f"blk.{i}.attn_norm.weight", norm(shape.n_embd))
-        w.add_tensor(f"blk.{i}.attn_q.weight", weight(q_dim, shape.n_embd))
-        w.add_tensor(f"blk.{i}.attn_k.weight", weight(kv_dim, shape.n_embd))
-        w.add_tensor(f"blk.{i}.attn_v.weight", weight(kv_dim, shape.n_embd))
-        w.add_tensor(f"blk.{i}.attn_output.weight", weight(shape.n_embd, q_dim))
-        w.add_tensor(f"blk.{i}.ffn_norm.weight", norm(shape.n_embd))
-        w.add_tensor(f"blk.{i}.ffn_gate.weight", weight(shape.n_ff, shape.n_embd))
-        w.add_tensor(f"blk.{i}.ffn_up.weight", weight(shape.n_ff, shape.n_embd))
-        w.add_tensor(f"blk.{i}.ffn_down.weight", weight(shape.n_embd, shape.n_ff))
-    w.add_tensor("output_norm.weight", norm(shape.n_embd))
-    if not shape.tied_embeddings:
-        w.add_tensor("output.weight", weight(n_vocab, shape.n_embd))
-
+    for tensor_name, array in tensors.items():
+        w.add_tensor(tensor_name, array)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
