@@ -14,11 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 __all__ = ["Accelerator", "CPUInfo", "GPUInfo", "Hardware", "MemoryInfo", "RuntimeInfo"]
 
 
@@ -63,12 +58,14 @@ class CPUInfo:
     physical_cores: int | None = None
     logical_cores: int | None = None
     quota_cores: float | None = None  # cgroup cpu.max quota/period; None: unlimited
+    affinity_cores: int | None = None  # CPUs this process may run on (sched_getaffinity, `nproc`)
     flags: tuple[str, ...] = ()  # normalized feature names, sorted
 
     @property
     def effective_cores(self) -> float | None:
-        """Logical cores capped by the cgroup CPU quota."""
-        values = [float(v) for v in (self.logical_cores, self.quota_cores) if v is not None]
+        """Logical cores capped by the CPU affinity mask and the cgroup CPU quota."""
+        values = [float(v) for v in (self.logical_cores, self.affinity_cores, self.quota_cores)
+                  if v is not None]
         return min(values) if values else None
 
     def has(self, flag: str) -> bool:
@@ -161,6 +158,11 @@ class Hardware:
                 raise ProfileNotFoundError(f"hardware profile {str(path)!r} does not exist") from None
         else:
             text = str(source)
+        # imported here: tomllib costs ~5-10 ms, and `import localllm` must stay cheap
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
         return cls.from_dict(tomllib.loads(text))
 
     def runtime(self, name: str) -> RuntimeInfo | None:
