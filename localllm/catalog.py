@@ -1,0 +1,375 @@
+"""The model catalog: families with their architecture facts, and the files (variants) of each.
+
+    cat = load_catalog()
+    cat.find("qwen2.5-1.5b-instruct:q4_k_m")   # -> Variant
+    cat.find("falcon-7b")                       # -> Family (unique prefix)
+
+Facts are read from models.toml and kept as frozen values. A local GGUF file gets a
+Family from its own header (`family_from_gguf_metadata`) so the planner can size it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from dataclasses import dataclass, fields
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import CatalogError, ModelNotFoundError
+
+__all__ = [
+    "Catalog",
+    "Family",
+    "PPL_TO_QUALITY_POINTS",
+    "QUANT_ORDER",
+    "Variant",
+    "family_from_gguf_metadata",
+    "load_catalog",
+]
+
+# Quant names from smallest to largest; lookups are case-insensitive.
+QUANT_ORDER = ("Q2_K", "Q3_K_M", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16")
+_QUANT_ALIASES = {"FP16": "F16", "Q8": "Q8_0", "Q4": "Q4_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M",
+                  "Q3_K": "Q3_K_M"}
+
+# How many points of a family's quality score (MMLU-like, 0-100) one unit of perplexity
+# increase costs. A judgement call, not a measurement: it makes Q2_K (+3.5 ppl) cost
+# about 14 points, so an 8B at Q2_K ranks below a 3B at Q4_K_M, while Q4_K_M..Q8_0 cost
+# under a point, in line with published quant comparisons.
+PPL_TO_QUALITY_POINTS = 4.0
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model (e.g. Llama 3.2 1B Instruct) and the architecture facts that size it."""
+
+    name: str
+    display_name: str
+    arch: str  # llama.cpp architecture name: llama, qwen2, phi3, gemma2, falcon, ...
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int  # stored, never derived from n_embd / n_head (Gemma-2: 256, not 288)
+    n_embd: int
+    n_ctx_train: int
+    n_vocab: int
+    n_ff: int | None = None
+    tied_embeddings: bool = False
+    ffn_gated: bool = True  # SwiGLU/GeGLU (gate+up+down); False for a plain MLP (Falcon)
+    sliding_window: int | None = None
+    sliding_window_pattern: int | None = None  # llama.cpp n_swa_pattern: layer i slides when i % p < p - 1
+    tokenizer: str | None = None  # bpe | spm
+    quality: float | None = None  # benchmark score, higher is better
+    quality_source: str | None = None
+    license: str | None = None
+    chat: bool = True
+    aliases: tuple[str, ...] = ()
+
+    def is_sliding_layer(self, i: int) -> bool:
+        """True when layer `i` keeps only the last `sliding_window` positions."""
+        if not self.sliding_window:
+            return False
+        p = self.sliding_window_pattern or 1
+        if p == 1:  # every layer slides (e.g. Mistral 7B v0.1)
+            return True
+        return i % p < p - 1
+
+    @property
+    def n_sliding_layers(self) -> int:
+        return sum(self.is_sliding_layer(i) for i in range(self.n_layer))
+
+    # -- parameter counts, for splitting a file's bytes between devices ---------------
+    @property
+    def layer_params(self) -> int:
+        """Weights in one repeating layer (attention + feed-forward matrices)."""
+        q = self.n_head * self.head_dim
+        kv = self.n_head_kv * self.head_dim
+        ff = self.n_ff or 4 * self.n_embd
+        attn = self.n_embd * q + 2 * self.n_embd * kv + q * self.n_embd
+        ffn = (3 if self.ffn_gated else 2) * self.n_embd * ff
+        return attn + ffn
+
+    @property
+    def embedding_params(self) -> int:
+        return self.n_embd * self.n_vocab
+
+    @property
+    def n_params(self) -> int:
+        out = 0 if self.tied_embeddings else self.embedding_params
+        return self.embedding_params + out + self.n_layer * self.layer_params
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One file of a family: a quantization in a format, with where to get it and its size."""
+
+    family: Family
+    quant: str  # Q4_K_M, Q8_0, F16, ... ("local" when unknown)
+    size: int  # bytes of the file (GGUF) or folder (ONNX)
+    format: str = "gguf"  # gguf | onnx
+    repo: str | None = None  # Hugging Face repository
+    filename: str | None = None  # file inside `repo`
+    path: str | None = None  # a file shipped in the package (relative to it) or a local path
+    sha256: str | None = None
+    size_estimated: bool = False  # computed by tools/catalog_sizes.py, not published
+    quality_penalty: float = 0.0  # perplexity increase of this quant (llama.cpp's table)
+    penalty_source: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.family.name}:{self.quant.lower()}"
+
+    @property
+    def quality(self) -> float:
+        """Family quality minus the quant's cost; the planner ranks variants by this."""
+        base = self.family.quality if self.family.quality is not None else 0.0
+        return base - PPL_TO_QUALITY_POINTS * self.quality_penalty
+
+    @property
+    def packaged(self) -> bool:
+        """True for a starter model shipped inside the package."""
+        return self.path is not None and self.repo is None
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Catalog:
+    families: tuple[Family, ...]
+    variants: tuple[Variant, ...]
+    path: str | None = None
+
+    @cached_property
+    def _by_name(self) -> dict[str, Family]:
+        return {f.name.lower(): f for f in self.families}
+
+    def family(self, name: str) -> Family:
+        """The family called `name` (exact, alias, or unique prefix); ModelNotFoundError otherwise."""
+        found = self.find(name.split(":", 1)[0])
+        return found if isinstance(found, Family) else found.family
+
+    def variants_of(self, family: Family | str, *, format: str | None = None) -> tuple[Variant, ...]:
+        name = family.name if isinstance(family, Family) else self.family(family).name
+        return tuple(v for v in self.variants
+                     if v.family.name == name and (format is None or v.format == format))
+
+    def find(self, name: str) -> Family | Variant:
+        """Resolve "family" or "family:quant" (case-insensitive).
+
+        Raises:
+            ModelNotFoundError: unknown family (with near names) or quant (with those there are).
+        """
+        text = name.strip()
+        fam_part, _, quant_part = text.partition(":")
+        family = self._resolve_family(fam_part)
+        if not quant_part:
+            return family
+        quant = quant_part.strip().upper().replace("-", "_")
+        quant = _QUANT_ALIASES.get(quant, quant)
+        for v in self.variants_of(family):
+            if v.quant.upper() == quant or f"{v.format}-{v.quant}".upper() == quant:
+                return v
+        have = ", ".join(v.quant.lower() for v in self.variants_of(family))
+        raise ModelNotFoundError(
+            f"{family.name} has no {quant_part.strip()!r} variant; available: {have}",
+            name=text, suggestions=tuple(v.name for v in self.variants_of(family)))
+
+    def _resolve_family(self, query: str) -> Family:
+        q = query.strip().lower()
+        if q in self._by_name:
+            return self._by_name[q]
+        for f in self.families:
+            if q in (a.lower() for a in f.aliases) or _slug(q) == _slug(f.display_name):
+                return f
+        starts = [f for f in self.families if f.name.lower().startswith(q + "-") or
+                  f.name.lower().startswith(q) and len(q) >= 4]
+        if len(starts) == 1:
+            return starts[0]
+        names = [f.name for f in self.families]
+        near = difflib.get_close_matches(q, names, n=3, cutoff=0.5)
+        near = list(dict.fromkeys([*(f.name for f in starts), *near]))[:5]
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise ModelNotFoundError(
+            f"no model called {query!r} in the catalog{hint} "
+            f"(`localllm models` lists all {len(names)} families)",
+            name=query, suggestions=tuple(near))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
+
+
+# -- loading --------------------------------------------------------------------------------
+
+_FAMILY_FIELDS = {f.name for f in fields(Family)} - {"name"}
+_REQUIRED = ("display_name", "arch", "n_layer", "n_head", "n_head_kv", "head_dim", "n_embd",
+             "n_ctx_train", "n_vocab")
+_VARIANT_KEYS = {"family", "quant", "size", "format", "repo", "filename", "path", "sha256",
+                 "size_estimated", "size_source"}
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """Read models.toml (the bundled one by default); cached until the file changes.
+
+    Raises:
+        CatalogError: the file is missing or malformed (message names file and line).
+    """
+    from .resources import catalog_path
+
+    p = Path(path) if path is not None else catalog_path()
+    try:
+        mtime = p.stat().st_mtime_ns
+    except OSError as exc:
+        raise CatalogError(f"cannot read model catalog {str(p)!r}: {exc.strerror}", path=str(p)) from None
+    return _load(str(p), mtime)
+
+
+@lru_cache(maxsize=8)
+def _load(path: str, mtime_ns: int) -> Catalog:
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = _line_of_error(exc)
+        raise CatalogError(f"{path}:{line or '?'}: malformed TOML: {exc}", path=path, line=line) from None
+    return _parse(data, text, path)
+
+
+def _line_of_error(exc: Exception) -> int | None:
+    lineno = getattr(exc, "lineno", None)
+    if lineno:
+        return int(lineno)
+    m = re.search(r"line (\d+)", str(exc))
+    return int(m.group(1)) if m else None
+
+
+def _parse(data: dict[str, Any], text: str, path: str) -> Catalog:
+    lines = text.splitlines()
+
+    def line_of(pattern: str, nth: int = 0) -> int | None:
+        hits = [i + 1 for i, ln in enumerate(lines) if re.match(pattern, ln.strip())]
+        return hits[nth] if nth < len(hits) else None
+
+    def fail(msg: str, line: int | None) -> CatalogError:
+        return CatalogError(f"{path}:{line or '?'}: {msg}", path=path, line=line)
+
+    quants = data.get("quants", {})
+    families: dict[str, Family] = {}
+    defaults: dict[str, dict[str, str]] = {}
+    for name, raw in (data.get("families") or {}).items():
+        at = line_of(rf'\[families\.("{re.escape(name)}"|{re.escape(name)})\]')
+        if not isinstance(raw, dict):
+            raise fail(f"family {name!r} must be a table", at)
+        missing = [k for k in _REQUIRED if k not in raw]
+        if missing:
+            raise fail(f"family {name!r} lacks {', '.join(missing)}", at)
+        extra = set(raw) - _FAMILY_FIELDS - {"gguf_repo", "gguf_filename"}
+        if extra:
+            raise fail(f"family {name!r} has unknown field(s) {', '.join(sorted(extra))}", at)
+        kwargs = {k: v for k, v in raw.items() if k in _FAMILY_FIELDS}
+        if "aliases" in kwargs:
+            kwargs["aliases"] = tuple(kwargs["aliases"])
+        for k in ("n_layer", "n_head", "n_head_kv", "head_dim", "n_embd", "n_ctx_train", "n_vocab"):
+            if not isinstance(kwargs[k], int) or isinstance(kwargs[k], bool) or kwargs[k] <= 0:
+                raise fail(f"family {name!r}: {k} must be a positive integer, got {kwargs[k]!r}", at)
+        families[name] = Family(name=name, **kwargs)
+        defaults[name] = {"repo": raw.get("gguf_repo"), "filename": raw.get("gguf_filename")}
+
+    variants: list[Variant] = []
+    for i, raw in enumerate(data.get("variants") or []):
+        at = line_of(r"\[\[variants\]\]", i)
+        extra = set(raw) - _VARIANT_KEYS
+        if extra:
+            raise fail(f"variant has unknown field(s) {', '.join(sorted(extra))}", at)
+        fam = families.get(raw.get("family"))
+        if fam is None:
+            raise fail(f"variant names unknown family {raw.get('family')!r}", at)
+        quant = raw.get("quant")
+        size = raw.get("size")
+        if not isinstance(quant, str) or not isinstance(size, int) or size <= 0:
+            raise fail(f"variant of {fam.name} needs a quant (text) and a positive integer size", at)
+        fmt = raw.get("format", "gguf")
+        if fmt not in ("gguf", "onnx"):
+            raise fail(f"variant {fam.name}:{quant} has format {fmt!r}; expected gguf or onnx", at)
+        repo, filename, rel = raw.get("repo"), raw.get("filename"), raw.get("path")
+        if rel is None and fmt == "gguf":
+            repo = repo or defaults[fam.name]["repo"]
+            filename = filename or defaults[fam.name]["filename"]
+            if filename:
+                filename = filename.replace("{quant}", quant).replace("{quant_lower}", quant.lower())
+        if rel is None and not repo:
+            raise fail(f"variant {fam.name}:{quant} has neither repo nor path", at)
+        q = quants.get(quant.upper(), {})
+        variants.append(Variant(
+            family=fam, quant=quant, size=size, format=fmt, repo=repo, filename=filename, path=rel,
+            sha256=raw.get("sha256"), size_estimated=bool(raw.get("size_estimated", False)),
+            quality_penalty=float(q.get("ppl_delta", 0.0)), penalty_source=q.get("source")))
+    seen: set[str] = set()
+    for v in variants:
+        key = f"{v.format}:{v.name}"
+        if key in seen:
+            raise fail(f"variant {v.name} ({v.format}) is listed twice", None)
+        seen.add(key)
+    return Catalog(families=tuple(families.values()), variants=tuple(variants), path=path)
+
+
+# -- local files ----------------------------------------------------------------------------
+
+def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str,
+                              tied_embeddings: bool | None = None) -> Family:
+    """A Family for a local GGUF file, from the `{arch}.*` keys of its header.
+
+    `metadata` maps GGUF keys to plain values (lists for arrays). `tied_embeddings` is
+    known from the tensor list (no `output.weight`); pass it when you have it.
+
+    Raises:
+        CatalogError: a key the planner needs is missing.
+    """
+    arch = metadata.get("general.architecture")
+    if not isinstance(arch, str):
+        raise CatalogError(f"{name}: GGUF header has no general.architecture")
+
+    def get(key: str, default: Any = None, *, required: bool = False) -> Any:
+        value = metadata.get(f"{arch}.{key}", default)
+        if isinstance(value, (list, tuple)):  # per-layer arrays (e.g. head_count_kv): take the largest
+            value = max(value) if value else default
+        if value is None and required:
+            raise CatalogError(f"{name}: GGUF header has no {arch}.{key}; cannot size this model")
+        return value
+
+    n_layer = int(get("block_count", required=True))
+    n_embd = int(get("embedding_length", required=True))
+    n_head = int(get("attention.head_count", required=True))
+    n_head_kv = int(get("attention.head_count_kv", n_head))
+    head_dim = int(get("attention.key_length", n_embd // n_head))  # llama.cpp's own default
+    n_ctx = int(get("context_length", 2048))
+    n_ff = get("feed_forward_length")
+    vocab = metadata.get(f"{arch}.vocab_size")
+    if vocab is None:
+        tokens = metadata.get("tokenizer.ggml.tokens")
+        vocab = len(tokens) if isinstance(tokens, (list, tuple)) else tokens
+    window = get("attention.sliding_window")
+    pattern = 2 if window and arch.startswith("gemma2") else (6 if window and arch.startswith("gemma3") else None)
+    return Family(
+        name=name, display_name=str(metadata.get("general.name") or name), arch=arch,
+        n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_embd=n_embd,
+        n_ctx_train=n_ctx, n_vocab=int(vocab or 32000), n_ff=int(n_ff) if n_ff else None,
+        tied_embeddings=bool(tied_embeddings), ffn_gated=arch not in ("falcon", "gpt2", "gptneox", "phi2"),
+        sliding_window=int(window) if window else None, sliding_window_pattern=pattern,
+        quality=None, quality_source="local file: no benchmark score", chat=True)
+
+
+def local_variant(family: Family, *, weight_bytes: int, path: str | None = None,
+                  quant: str = "local") -> Variant:
+    """A Variant for a file on disk, sized by its exact tensor bytes."""
+    return Variant(family=family, quant=quant, size=int(weight_bytes), path=path, format="gguf")
+
