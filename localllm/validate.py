@@ -35,6 +35,8 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import InvalidModelError
+# ONNX folders are checked by the ONNX runtime's module (graph names, external data, tokenizer)
+from .runtimes.onnx_folder import OnnxFolderInfo, is_onnx_folder, validate_onnx_folder
 
 __all__ = [
     "GGUFArray",
@@ -199,16 +201,6 @@ class GGUFInfo:
             return tuple(r.array_values(elem, value.length, key))
 
 
-@dataclass(frozen=True)
-class OnnxFolderInfo:
-    """A folder that looks like an ONNX model export (layout check only, for now)."""
-
-    path: Path
-    onnx_files: tuple[str, ...]
-    has_tokenizer: bool
-    has_genai_config: bool
-
-
 # -- dispatch ----------------------------------------------------------------------------
 
 
@@ -223,8 +215,7 @@ def validate_model_path(path: str | os.PathLike) -> GGUFInfo | OnnxFolderInfo:
     if not p.exists():
         raise InvalidModelError(f"{p}: no such file or folder.", path=str(p))
     if p.is_dir():
-        onnx = sorted(f.name for f in p.glob("*.onnx"))
-        if onnx:
+        if is_onnx_folder(p):  # *.onnx at the top or in onnx/, as published exports have it
             return validate_onnx_folder(p)
         weights = sorted(f.name for f in p.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES | {".safetensors"})
         hint = (f" It holds {', '.join(weights[:3])}: Transformers weights, which localllm does not run."
@@ -241,7 +232,7 @@ def validate_model_path(path: str | os.PathLike) -> GGUFInfo | OnnxFolderInfo:
             f"{p} is a safetensors file: localllm runs GGUF files (llama.cpp) and ONNX folders. Download a GGUF "
             "build of this model, or convert it with llama.cpp's convert_hf_to_gguf.py.", path=str(p))
     if suffix == ".onnx":
-        return validate_onnx_folder(p.parent)
+        return validate_onnx_folder(p)
     with open(p, "rb") as f:
         head = f.read(4)
     if head == GGUF_MAGIC:  # a GGUF file with another name is still a GGUF file
@@ -249,16 +240,6 @@ def validate_model_path(path: str | os.PathLike) -> GGUFInfo | OnnxFolderInfo:
     raise InvalidModelError(
         f"{p}: unknown model format (extension {suffix or 'none'!r}, first bytes {head!r}). localllm loads "
         ".gguf files and ONNX model folders.", path=str(p))
-
-
-def validate_onnx_folder(path: str | os.PathLike) -> OnnxFolderInfo:
-    """Layout check of an ONNX model folder (the ONNX runtime's owner extends this)."""
-    p = Path(path)
-    onnx = tuple(sorted(f.name for f in p.glob("*.onnx")))
-    if not onnx:
-        raise InvalidModelError(f"{p}: no *.onnx file in this folder.", path=str(p))
-    return OnnxFolderInfo(path=p, onnx_files=onnx, has_tokenizer=(p / "tokenizer.json").is_file(),
-                          has_genai_config=(p / "genai_config.json").is_file())
 
 
 def refuse_pickle(path: str | os.PathLike) -> None:

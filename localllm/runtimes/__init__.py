@@ -31,8 +31,8 @@ def load_engine(path: str | os.PathLike[str], placement: Placement):
 
         return LlamaCppEngine(path, placement)
     if placement.runtime == "onnxruntime":
-        # TODO(onnx engineer): `from .onnx import OnnxEngine; return OnnxEngine(path, placement)`
-        raise RuntimeUnavailableError(
-            f"the ONNX Runtime engine is not available in this build; cannot load {path}")
+        from .onnx import OnnxEngine
+
+        return OnnxEngine(path, placement)
     raise RuntimeUnavailableError(
         f"unknown runtime {placement.runtime!r}; localllm runs 'llama.cpp' and 'onnxruntime'")

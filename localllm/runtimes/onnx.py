@@ -303,7 +303,7 @@ class OnnxEngine:
         limit = info.context_length
         self.n_ctx = int(min(placement.n_ctx, limit)) if limit else int(placement.n_ctx)
         if limit and placement.n_ctx > limit:
-            log.warning("n_ctx %d exceeds the model's context length %d; using %d", placement.n_ctx, limit, limit)
+            log.info("n_ctx %d exceeds the model's context length %d; using %d", placement.n_ctx, limit, limit)
         self.n_batch = max(1, int(placement.n_batch))
         if placement.kv_type not in ("f16", "f32") or (placement.kv_type == "f32") != (info.kv_dtype == "float32"):
             log.debug("KV-cache type comes from the ONNX graph (%s), not the placement (%s)",
