@@ -30,7 +30,7 @@ _BOOL_FLAGS = {
     "hw.optional.avx512vnni": ("avx512_vnni",),
 }
 # tokens of machdep.cpu.features / leaf7_features (Intel Macs) -> normalized flag
-_FEATURE_WORDS = {"SSE4.2": "sse4_2", "AVX1.0": "avx", "F16C": "f16c", "FMA": "fma", "AVX2": "avx2",
+_FEATURE_WORDS = {"SSE3": "sse3", "SSSE3": "ssse3", "SSE4.1": "sse4_1", "SSE4.2": "sse4_2", "AVX1.0": "avx", "F16C": "f16c", "FMA": "fma", "AVX2": "avx2",
                   "AVX512F": "avx512f", "AVX512VNNI": "avx512_vnni"}
 
 
