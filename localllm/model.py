@@ -271,8 +271,10 @@ def _validate(path: Path) -> Any:
 
 def _plan_local(path: Path, info: Any, *, context: int | None, runtime: str | None) -> tuple[object | None, Placement]:
     """A plan and placement for a local file, from the planner when it offers one."""
-    from . import planner
-
+    try:
+        from . import planner
+    except ImportError:  # TODO(lead): remove once localllm/planner.py has landed
+        planner = None
     plan_local = getattr(planner, "plan_local", None)
     if plan_local is not None:
         plan = plan_local(path, info, context=context, runtime=runtime)

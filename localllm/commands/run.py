@@ -1,12 +1,91 @@
-"""`localllm run`."""
+"""`localllm run MODEL "prompt"`: stream a completion to stdout.
+
+Text goes to stdout as it is generated; status and timings go to stderr, so
+`localllm run m.gguf "..." > out.txt` captures only the model's words. `--json` prints
+one JSON object with the text, finish reason and timings instead.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from dataclasses import asdict
+
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="(run: not built yet)")
+    p = sub.add_parser("run", help="generate text from a prompt, streamed to stdout",
+                       description="Load MODEL (a .gguf file, a catalog name or 'auto') and complete PROMPT.")
+    p.add_argument("model", metavar="MODEL", help="path to a .gguf file, an ONNX folder, a catalog name, or 'auto'")
+    p.add_argument("prompt", metavar="PROMPT", help="the prompt; '-' reads it from stdin")
+    p.add_argument("--chat", action="store_true",
+                   help="send PROMPT as a user message through the model's chat template")
+    p.add_argument("--system", metavar="TEXT", help="system message (with --chat)")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="stop after N tokens (default 512)")
+    p.add_argument("--temperature", type=float, metavar="T", help="0 is greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, metavar="K")
+    p.add_argument("--top-p", type=float, metavar="P")
+    p.add_argument("--min-p", type=float, metavar="P")
+    p.add_argument("--repeat-penalty", type=float, metavar="R")
+    p.add_argument("--seed", type=int, metavar="N", help="make sampling reproducible")
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    p.add_argument("--ctx", type=int, metavar="N", help="context window in tokens")
+    p.add_argument("--runtime", choices=("llama.cpp", "onnxruntime"), help="override the planner's runtime")
+    p.add_argument("--offline", action="store_true", default=None, help="never touch the network")
+    p.add_argument("--force", action="store_true", help="load even if the plan predicts it will not fit")
+    p.add_argument("--json", action="store_true", help="print the full result with timings as JSON")
     p.set_defaults(func=run)
 
 
+def _options(args) -> dict:
+    pairs = {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k,
+             "top_p": args.top_p, "min_p": args.min_p, "repeat_penalty": args.repeat_penalty,
+             "seed": args.seed, "stop": tuple(args.stop) if args.stop else None}
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
+def _progress(done: int, total: int | None = None, *_: object) -> None:
+    if total:
+        print(f"\rdownloading {done / 2**20:.0f}/{total / 2**20:.0f} MiB", end="", file=sys.stderr, flush=True)
+
+
 def run(args) -> int:
-    raise NotImplementedError("localllm run is not built yet")
+    from ..model import load
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    options = _options(args)
+    print(f"loading {args.model} ...", file=sys.stderr, flush=True)
+    with load(args.model, context=args.ctx, runtime=args.runtime, offline=args.offline,
+              progress=_progress, force=args.force) as llm:
+        print(f"loaded {llm.info.name} ({llm.info.runtime}, n_ctx {llm.info.n_ctx}, "
+              f"{llm.info.load_seconds:.2f}s)", file=sys.stderr, flush=True)
+        if args.chat:
+            messages = ([{"role": "system", "content": args.system}] if args.system else [])
+            messages.append({"role": "user", "content": prompt})
+            chunks = llm.chat_stream(messages, **options)
+        else:
+            chunks = llm.stream(prompt, **options)
+        parts: list[str] = []
+        ids: list[int] = []
+        last = None
+        for chunk in chunks:
+            parts.append(chunk.text)
+            ids.extend(chunk.token_ids)
+            last = chunk
+            if not args.json and chunk.text:
+                sys.stdout.write(chunk.text)
+                sys.stdout.flush()
+        timings = last.timings if last is not None else None
+        if args.json:
+            result = {"model": llm.info.name, "path": llm.info.path, "runtime": llm.info.runtime,
+                      "text": "".join(parts), "finish_reason": last.finish_reason if last else None,
+                      "prompt_tokens": timings.prompt_tokens if timings else 0,
+                      "completion_tokens": len(ids), "timings": asdict(timings) if timings else None}
+            json.dump(result, sys.stdout, ensure_ascii=False, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write("\n")
+            if timings is not None:
+                print(f"[{last.finish_reason}] {len(ids)} tokens; prompt {timings.prompt_tokens} tokens "
+                      f"at {timings.prompt_tps:.1f} tok/s, first token {timings.ttft_s * 1000:.0f} ms, "
+                      f"decode {timings.decode_tps:.1f} tok/s", file=sys.stderr)
+    return 0

@@ -44,6 +44,12 @@ _GGML_LOG_LEVEL_CONT = 5
 _LLAMA_SPLIT_MODE_LAYER = 1  # llama.h
 _LLAMA_MAX_DEVICES = 16  # llama_cpp.LLAMA_MAX_DEVICES upper bound we accept in tensor_split
 
+# ggml's CPU "extra buffer types" repack weights for AMX / interleaved SIMD kernels. The
+# AMX path faults with an invalid opcode (SIGILL, `tilezero`) on this project's machines
+# (a VM whose CPU reports AMX) and kills the process, so when the installed llama.cpp was
+# built with AMX we turn extra buffers off unless this variable says "1" ("0" forces off).
+EXTRA_BUFFERS_ENV = "LOCALLLM_LLAMA_EXTRA_BUFFERS"
+
 _lib = None  # the llama_cpp.llama_cpp module once imported
 _lib_lock = threading.Lock()
 _log_state: dict[str, Any] = {"level": logging.DEBUG, "buf": "", "errors": []}
@@ -101,6 +107,19 @@ def _take_native_error() -> str:
     return f" (llama.cpp: {'; '.join(lines)})" if lines else ""
 
 
+def use_extra_buffers() -> bool:
+    """Whether to let ggml repack weights into extra buffer types (see EXTRA_BUFFERS_ENV)."""
+    value = os.environ.get(EXTRA_BUFFERS_ENV, "").strip()
+    if value in ("0", "1"):
+        return value == "1"
+    info = _import_llama_cpp().llama_print_system_info().decode("utf-8", errors="replace")
+    if "AMX_INT8 = 1" in info:
+        log.info("llama.cpp was built with AMX: weight repacking (extra buffers) is off; "
+                 "set %s=1 to turn it on", EXTRA_BUFFERS_ENV)
+        return False
+    return True
+
+
 def install_log_handler() -> None:
     """Route llama.cpp's native logging into Python `logging` (done on first load anyway)."""
     _import_llama_cpp()
@@ -142,6 +161,7 @@ class LlamaCppEngine:
             self._c_split = (ctypes.c_float * lib.LLAMA_MAX_DEVICES)(*placement.tensor_split)
             mparams.tensor_split = self._c_split
         mparams.load_mode = lib.LLAMA_LOAD_MODE_MMAP if placement.use_mmap else lib.LLAMA_LOAD_MODE_NONE
+        mparams.use_extra_bufts = use_extra_buffers()
         self._model = lib.llama_model_load_from_file(self.path.encode("utf-8"), mparams)
         if not self._model:
             self._model = None
