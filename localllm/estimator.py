@@ -1,0 +1,290 @@
+"""How much memory a variant needs at a context, where it sits, and how fast it may decode.
+
+Pure arithmetic on catalog values. The numbers follow llama.cpp's allocations:
+
+* weights: the file's tensor bytes; the token embedding stays on the host, repeating
+  layers are offloaded from the last one backwards, the output layer goes to the GPU
+  last (n_gpu_layers = n_layer + 1); tied embeddings are duplicated for the GPU output.
+* KV cache: 2 · n_layer · n_ctx · n_head_kv · head_dim · bytes(type), with sliding-window
+  layers holding only their window when the runtime asks for it (swa_full = False).
+* compute buffers: ggml's graph allocator reuses memory, so the peak is near the
+  largest intermediate (logits, attention scores or the feed-forward activation) plus
+  the residual stream.
+* runtime overhead: named constants below, with their source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .catalog import Family, Variant
+
+__all__ = [
+    "BANDWIDTH_EFFICIENCY",
+    "CPU_THREAD_BANDWIDTH_GBS",
+    "DeviceMemory",
+    "HOST_RUNTIME_OVERHEAD",
+    "KV_BYTES_PER_ELEMENT",
+    "MemoryEstimate",
+    "compute_buffer_bytes",
+    "decode_tokens_per_second",
+    "estimate",
+    "kv_cache_bytes",
+    "weight_split",
+]
+
+MiB = 1024**2
+
+# Bytes per cached element: f16 = 2; q8_0 and q4_0 store 32 values in 34 and 18 bytes
+# (ggml-common.h block_q8_0 / block_q4_0). f32 for ONNX exports that keep float caches.
+KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "f32": 4.0}
+
+# llama.cpp pads the KV cache length to a multiple of 256 (flash attention's padding; the
+# smaller non-FA padding is covered by it).
+KV_PAD = 256
+
+# llama_context_default_params() has swa_full = true, and llama-cpp-python 0.3.36 keeps it
+# unless told otherwise (checked: llama_cpp.llama_context_default_params().swa_full).
+SWA_FULL_DEFAULT = True
+
+# Host memory the process holds besides weights, KV and compute buffers: the Python
+# interpreter with llama-cpp-python and the ggml libraries (47 MiB max RSS after
+# `import llama_cpp` here), the vocabulary and sampler state, allocator slack. Chosen so
+# the estimate covers the measured peak RSS of ~1.5 GB for a 0.95 GB Llama-3.2-1B-shaped
+# Q4_K_M at n_ctx 2048 on this machine (DESIGN.md); issue 7 calibrates it.
+HOST_RUNTIME_OVERHEAD = 200 * MiB
+
+# Device memory a CUDA/ROCm process takes before any tensor: the context and the cuBLAS
+# workspace, 250-400 MiB on recent drivers as nvidia-smi shows for a llama.cpp process.
+GPU_RUNTIME_OVERHEAD = {"cuda": 320 * MiB, "rocm": 320 * MiB, "vulkan": 160 * MiB, "sycl": 320 * MiB,
+                        "metal": 0}  # Metal shares the process's own memory: counted on the host
+
+# Fraction of peak memory bandwidth llama.cpp's decode loop reaches; Apple Silicon and
+# CUDA token-generation benchmarks in llama.cpp discussion #4167 and its CUDA counterpart
+# land at 60-80 %. Issue 7 replaces this with measured numbers.
+BANDWIDTH_EFFICIENCY = 0.7
+
+# Decode bandwidth one CPU thread sustains: this machine decoded a 0.95 GB Q4_K_M at
+# 21-24 tokens/s on 2 threads (DESIGN.md), about 10.5 GB/s per thread. CPU decode speed
+# is the smaller of this times the threads and the memory bandwidth.
+CPU_THREAD_BANDWIDTH_GBS = 10.5
+
+# bits per weight of ggml types (block bytes * 8 / block size), for splitting a file
+_BPW = {"F32": 32.0, "F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_1": 6.0, "Q5_K": 5.5, "Q5_0": 5.5,
+        "Q4_K": 4.5, "Q4_0": 4.5, "IQ4_NL": 4.5, "Q3_K": 3.4375, "Q2_K": 2.625}
+_DEFAULT_TYPE = {"Q2_K": "Q2_K", "Q3_K_M": "Q3_K", "Q4_0": "Q4_0", "Q4_K_M": "Q4_K", "Q5_K_M": "Q5_K",
+                 "Q6_K": "Q6_K", "Q8_0": "Q8_0", "F16": "F16"}
+_FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Bytes one device holds for a model."""
+
+    device: str  # "cpu" or "gpu0", "gpu1", ...
+    weights: int = 0
+    kv_cache: int = 0
+    compute: int = 0
+    overhead: int = 0
+    n_layers: int = 0  # repeating layers placed here
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.compute + self.overhead
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    n_ctx: int
+    n_gpu_layers: int  # 0..n_layer+1 (n_layer + 1: the output layer too)
+    kv_type: str
+    flash_attn: bool
+    devices: tuple[DeviceMemory, ...]  # "cpu" first
+
+    @property
+    def total(self) -> int:
+        return sum(d.total for d in self.devices)
+
+    def device(self, name: str) -> DeviceMemory:
+        return next((d for d in self.devices if d.device == name), DeviceMemory(name))
+
+    @property
+    def host(self) -> DeviceMemory:
+        return self.device("cpu")
+
+
+# -- pieces ---------------------------------------------------------------------------------
+
+def padded_ctx(n_ctx: int) -> int:
+    return -(-n_ctx // KV_PAD) * KV_PAD
+
+
+def kv_cache_bytes(family: Family, n_ctx: int, kv_type: str = "f16", *, layers: range | None = None,
+                   swa_full: bool = SWA_FULL_DEFAULT, n_ubatch: int = 512) -> int:
+    """K and V cache bytes for `layers` (all by default) at a context of `n_ctx` tokens."""
+    try:
+        per = KV_BYTES_PER_ELEMENT[kv_type]
+    except KeyError:
+        raise ValueError(f"unknown KV cache type {kv_type!r}; use one of {', '.join(KV_BYTES_PER_ELEMENT)}") from None
+    ctx = padded_ctx(n_ctx)
+    total = 0.0
+    for i in layers if layers is not None else range(family.n_layer):
+        cells = ctx
+        if not swa_full and family.is_sliding_layer(i):
+            cells = min(ctx, padded_ctx(family.sliding_window + n_ubatch))  # llama.cpp iswa cache size
+        total += 2 * cells * family.n_head_kv * family.head_dim * per
+    return int(total)
+
+
+def compute_buffer_bytes(family: Family, *, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = False,
+                         logits: bool = True, layers: bool = True) -> int:
+    """Peak scratch memory of the compute graph on one device (f32 activations).
+
+    `logits`: the output layer runs here (n_vocab x n_ubatch scores for the worst-case
+    batch llama.cpp reserves); `layers`: some repeating layers run here.
+    """
+    f32 = 4
+    parts = [0]
+    if logits:
+        parts.append(family.n_vocab * n_ubatch * f32)
+    if layers:
+        if not flash_attn:  # scores and their softmax live together: 2 x n_head x n_kv x n_ubatch
+            parts.append(2 * family.n_head * padded_ctx(n_ctx) * n_ubatch * f32)
+        ff = family.n_ff or 4 * family.n_embd
+        parts.append((2 if family.ffn_gated else 1) * ff * n_ubatch * f32)
+    residual = 3 * family.n_embd * n_ubatch * f32  # input, residual and normed copies
+    return max(parts) + residual
+
+
+def weight_split(variant: Variant) -> tuple[int, int, int]:
+    """(token embedding, one repeating layer, output layer) bytes of a variant's file.
+
+    From the quant's tensor types when the quant is a known llama.cpp mix (output in
+    Q6_K/Q8_0, embedding in the base type with K-quant fallbacks); otherwise by
+    parameter share. Tied embeddings report the output as the duplicate llama.cpp makes
+    for the GPU (0 while the output stays on the host).
+    """
+    f = variant.family
+    size = variant.size
+    embd_params = f.embedding_params
+    base = _DEFAULT_TYPE.get(variant.quant.upper())
+    if base is None:  # unknown mix (a local file): split by parameter share
+        share = size / max(1, f.n_params)
+        embd = int(embd_params * share)
+        out = embd
+    else:
+        if base == "F16":
+            out_type = embd_type = "F16"
+        else:
+            out_type = "Q8_0" if f.arch == "falcon" or f.n_embd % 256 else ("Q8_0" if base == "Q8_0" else "Q6_K")
+            embd_type = base
+            if f.n_embd % 256 and embd_type in _FALLBACK:
+                embd_type = _FALLBACK[embd_type]
+            if f.tied_embeddings:
+                embd_type = out_type
+        embd = int(embd_params * _BPW[embd_type] / 8)
+        out = int(embd_params * _BPW[out_type] / 8) if not f.tied_embeddings else embd
+    in_file = embd + (0 if f.tied_embeddings else out)
+    layer = max(0, size - in_file) // f.n_layer  # metadata (a few MB) is spread over the layers
+    return embd, layer, out
+
+
+# -- the estimate ---------------------------------------------------------------------------
+
+def estimate(variant: Variant, *, n_ctx: int, n_gpu_layers: int = 0, kv_type: str = "f16",
+             flash_attn: bool = False, n_ubatch: int = 512, gpu_shares: tuple[float, ...] = (1.0,),
+             gpu_backend: str | None = None, swa_full: bool = SWA_FULL_DEFAULT) -> MemoryEstimate:
+    """Bytes per device for `variant` at `n_ctx` with `n_gpu_layers` offloaded.
+
+    `gpu_shares`: one weight per GPU (llama.cpp's tensor_split); layers are given to the
+    GPUs in order, in proportion. n_gpu_layers = n_layer + 1 puts the output layer on the
+    last GPU too.
+    """
+    f = variant.family
+    L = f.n_layer
+    ngl = max(0, min(n_gpu_layers, L + 1))
+    n_gpu_repeating = min(ngl, L)
+    output_on_gpu = ngl > L
+    embd, layer_bytes, out_bytes = weight_split(variant)
+
+    first_gpu_layer = L - n_gpu_repeating
+    cpu_layers = range(0, first_gpu_layer)
+    # share the offloaded layers out by tensor_split, in order
+    gpus: list[DeviceMemory] = []
+    assigned = _apportion(n_gpu_repeating, gpu_shares) if n_gpu_repeating or output_on_gpu else []
+    start = first_gpu_layer
+    overhead = GPU_RUNTIME_OVERHEAD.get(gpu_backend or "cuda", GPU_RUNTIME_OVERHEAD["cuda"])
+    last_with_layers = max((i for i, n in enumerate(assigned) if n), default=len(assigned) - 1)
+    for i, n in enumerate(assigned):
+        layers = range(start, start + n)
+        start += n
+        has_out = output_on_gpu and i == last_with_layers
+        if not n and not has_out:
+            continue
+        gpus.append(DeviceMemory(
+            device=f"gpu{i}",
+            weights=n * layer_bytes + (out_bytes if has_out else 0),
+            kv_cache=kv_cache_bytes(f, n_ctx, kv_type, layers=layers, swa_full=swa_full, n_ubatch=n_ubatch),
+            compute=compute_buffer_bytes(f, n_ctx=n_ctx, n_ubatch=n_ubatch, flash_attn=flash_attn,
+                                         logits=has_out, layers=n > 0),
+            overhead=overhead, n_layers=n))
+    host_out = 0 if output_on_gpu or f.tied_embeddings else out_bytes
+    cpu = DeviceMemory(
+        device="cpu",
+        weights=embd + len(cpu_layers) * layer_bytes + host_out,
+        kv_cache=kv_cache_bytes(f, n_ctx, kv_type, layers=cpu_layers, swa_full=swa_full, n_ubatch=n_ubatch),
+        compute=compute_buffer_bytes(f, n_ctx=n_ctx, n_ubatch=n_ubatch, flash_attn=flash_attn,
+                                     logits=not output_on_gpu, layers=len(cpu_layers) > 0),
+        # output buffer: one row of f32 logits per sequence (llama.cpp "CPU output buffer")
+        overhead=HOST_RUNTIME_OVERHEAD + f.n_vocab * 4,
+        n_layers=len(cpu_layers))
+    return MemoryEstimate(n_ctx=n_ctx, n_gpu_layers=ngl, kv_type=kv_type, flash_attn=flash_attn,
+                          devices=(cpu, *gpus))
+
+
+def _apportion(n: int, shares: tuple[float, ...]) -> list[int]:
+    """Split n layers by weights, largest remainders first (llama.cpp rounds similarly)."""
+    total = sum(shares) or 1.0
+    raw = [n * s / total for s in shares]
+    out = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - out[i], reverse=True)[: n - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def decode_tokens_per_second(variant: Variant, est: MemoryEstimate, *, cpu_bandwidth_gbs: float | None,
+                             gpu_bandwidth_gbs: tuple[float | None, ...] = (),
+                             cpu_threads: int | None = None) -> tuple[float | None, str]:
+    """Predicted decode speed: bandwidth / bytes read per token, per device, summed in time.
+
+    Each token reads every weight but the embedding (one row) and, on average, half of a
+    full KV cache. Returns (tokens/s or None, the basis in words).
+    """
+    f = variant.family
+    embd, layer_bytes, out_bytes = weight_split(variant)
+    seconds = 0.0
+    parts = []
+    for dev in est.devices:
+        if dev.device == "cpu":
+            bw = cpu_bandwidth_gbs
+            if cpu_threads:  # few threads cannot pull the whole bus
+                cap = cpu_threads * CPU_THREAD_BANDWIDTH_GBS / BANDWIDTH_EFFICIENCY
+                bw = min(bw, cap) if bw else cap
+            out = out_bytes if (est.n_gpu_layers <= f.n_layer) else 0
+            read = dev.n_layers * layer_bytes + out + dev.kv_cache // 2
+        else:
+            idx = int(dev.device[3:])
+            bw = gpu_bandwidth_gbs[idx] if idx < len(gpu_bandwidth_gbs) else None
+            read = dev.weights + dev.kv_cache // 2
+        if read <= 0:
+            continue
+        if not bw:
+            return None, f"memory bandwidth of {dev.device} unknown"
+        seconds += read / (bw * 1e9 * BANDWIDTH_EFFICIENCY)
+        parts.append(f"{read / 1e9:.2f} GB at {bw:.4g} GB/s ({dev.device})")
+    if seconds <= 0:
+        return None, "nothing to read"
+    tps = 1.0 / seconds
+    basis = (f"{BANDWIDTH_EFFICIENCY:.0%} of memory bandwidth / bytes read per token: "
+             + " + ".join(parts))
+    return tps, basis

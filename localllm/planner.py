@@ -1,0 +1,640 @@
+"""Choose the model variant, runtime and placement that truly fit a machine, and say why.
+
+A pure function of (Hardware, Catalog, request): no I/O once the hardware is known.
+
+Search order for each variant: fully on the GPU(s) at the target context; fully on the
+GPU(s) with the context shrunk toward a floor; partial offload (as many layers as fit);
+CPU at the target context; CPU with the context shrunk. Across variants, "auto" takes
+the best tier first, then (for interactive work) variants predicted to decode at least
+INTERACTIVE_MIN_TOKENS_PER_S, then the highest quality, then the smaller file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .catalog import Catalog, Family, Variant, load_catalog, local_variant
+from .errors import ModelNotFoundError, NoFittingVariantError
+from .estimator import MemoryEstimate, decode_tokens_per_second, estimate
+from .hardware import GPUInfo, Hardware
+from .placement import Placement
+
+__all__ = [
+    "CONTEXT_FLOOR",
+    "DEFAULT_CONTEXT",
+    "DeviceBudget",
+    "GPU_MARGIN",
+    "INTERACTIVE_MIN_TOKENS_PER_S",
+    "Plan",
+    "RAM_FRACTION",
+    "Rejected",
+    "VariantFit",
+    "fit_table",
+    "plan",
+    "plan_local",
+]
+
+MiB = 1024**2
+GiB = 1024**3
+
+# Context the planner aims for when none is asked: llama.cpp's --fit shrinks toward 4096
+# before it moves layers off the GPU, so 4096 is what a tuned llama.cpp would keep.
+DEFAULT_CONTEXT = 4096
+# ...and the least it shrinks to when memory is short (a chat turn plus its history).
+CONTEXT_FLOOR = 2048
+
+# Part of the usable RAM (MemAvailable, or the cgroup headroom, whichever is smaller) a
+# plan may take: the rest stays for page cache growth, the app and the user's other
+# programs. llama.cpp's own fitter assumes unlimited system RAM and ignores cgroups; we
+# do not.
+RAM_FRACTION = 0.90
+
+# Device memory kept free on every GPU beyond our estimate: Ollama reserves 457 MiB per
+# CUDA/ROCm GPU and 512 MiB on Metal (its gpu overhead defaults); our estimate already
+# counts the runtime context (estimator.GPU_RUNTIME_OVERHEAD).
+GPU_MARGIN = {"cuda": 457 * MiB, "rocm": 457 * MiB, "metal": 512 * MiB}
+GPU_MARGIN_DEFAULT = 512 * MiB  # vulkan, sycl, unknown
+
+# Apple GPUs may use recommendedMaxWorkingSetSize, about 65-75 % of RAM; when the probe
+# could not read it, take the low end.
+APPLE_WORKING_SET_FRACTION = 0.65
+
+# Interactive work wants replies at least as fast as people read (about 4-5 words/s,
+# roughly 5-7 tokens/s); slower variants rank below faster ones for interactive use.
+INTERACTIVE_MIN_TOKENS_PER_S = 5.0
+
+# Threads when the CPU core count is unknown.
+DEFAULT_THREADS = 4
+
+# How many rejected alternatives a plan keeps.
+MAX_REJECTED = 6
+
+WORKLOADS = ("interactive", "batch")
+KV_TYPES = ("f16", "q8_0", "q4_0")
+RUNTIMES = ("llama.cpp", "onnxruntime")
+_FLASH_ATTN_BACKENDS = ("cuda", "metal")
+
+# tiers, best first
+_GPU, _GPU_SHRUNK, _PARTIAL, _CPU, _CPU_SHRUNK = range(5)
+_TIER_WHERE = {_GPU: "gpu", _GPU_SHRUNK: "gpu", _PARTIAL: "partial", _CPU: "cpu", _CPU_SHRUNK: "cpu"}
+
+
+@dataclass(frozen=True)
+class DeviceBudget:
+    device: str  # "cpu", "gpu0", ...
+    available: int  # bytes a plan may use there
+    basis: str  # how that number was reached
+
+
+@dataclass(frozen=True)
+class Rejected:
+    name: str  # variant name
+    why: str
+    needed: int | None = None
+    available: int | None = None
+
+
+@dataclass(frozen=True)
+class VariantFit:
+    """How one variant would run here: the row of `localllm models --fits`."""
+
+    variant: Variant
+    where: str  # gpu | partial | cpu | none
+    fits: bool
+    needed: int  # bytes, all devices
+    available: int | None
+    n_ctx: int
+    n_gpu_layers: int
+    tokens_per_s: float | None
+    why: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The planner's decision: what to run, where, with how much memory, and why."""
+
+    variant: Variant
+    placement: Placement
+    fits: bool
+    where: str  # gpu | partial | cpu (where it would run; "cpu" for a plan that does not fit)
+    memory: MemoryEstimate  # breakdown per device
+    budgets: tuple[DeviceBudget, ...]
+    needed: int  # bytes, all devices
+    available: int | None  # bytes, all budgets (one pool on unified memory)
+    tokens_per_s: float | None
+    tokens_per_s_basis: str
+    reasons: tuple[str, ...] = ()
+    rejected: tuple[Rejected, ...] = ()
+    warnings: tuple[str, ...] = ()
+    workload: str = "interactive"
+    hardware_name: str | None = None
+
+    @property
+    def family(self) -> Family:
+        return self.variant.family
+
+    @property
+    def runtime(self) -> str:
+        return self.placement.runtime
+
+    def explain(self) -> str:
+        """The plan in words, for people."""
+        v, p = self.variant, self.placement
+        on = {"gpu": "fully on the GPU", "partial": "split between GPU and CPU", "cpu": "on the CPU"}[self.where]
+        est = " (size estimated)" if v.size_estimated else ""
+        lines = [f"{v.name}  ({v.family.display_name}, {v.quant}, {_gb(v.size)}{est}) {on} with {p.runtime}"]
+        if self.hardware_name:
+            lines[0] += f"  [profile {self.hardware_name}]"
+        verdict = "fits" if self.fits else "DOES NOT FIT"
+        avail = f" of {_gb(self.available)} available" if self.available is not None else ""
+        lines.append(f"  {verdict}: needs {_gb(self.needed)}{avail}")
+        split = f", tensor_split {list(p.tensor_split)}" if p.tensor_split else ""
+        lines.append(f"  placement: n_gpu_layers={p.n_gpu_layers}, n_ctx={p.n_ctx}, threads={p.n_threads}, "
+                     f"batch={p.n_batch}/{p.n_ubatch}, kv={p.kv_type}, flash_attn={'on' if p.flash_attn else 'off'}"
+                     f"{split}")
+        lines.append("  memory:")
+        budgets = {b.device: b for b in self.budgets}
+        for d in self.memory.devices:
+            if not d.total:
+                continue
+            b = budgets.get(d.device)
+            of = f"  of {_gb(b.available)} ({b.basis})" if b else ""
+            layers = f", {d.n_layers} layers" if d.n_layers else ""
+            lines.append(f"    {d.device:5} weights {_gb(d.weights)} + KV {_gb(d.kv_cache)} + compute "
+                         f"{_gb(d.compute)} + runtime {_gb(d.overhead)} = {_gb(d.total)}{layers}{of}")
+        if "pool" in budgets:
+            b = budgets["pool"]
+            lines.append(f"    pool  {_gb(self.needed)} of {_gb(b.available)} ({b.basis})")
+        if self.tokens_per_s:
+            lines.append(f"  speed: ~{self.tokens_per_s:.1f} tokens/s decode, predicted ({self.tokens_per_s_basis})")
+        else:
+            lines.append(f"  speed: not predicted ({self.tokens_per_s_basis})")
+        if self.reasons:
+            lines.append("  why:")
+            lines += [f"    - {r}" for r in self.reasons]
+        if self.rejected:
+            lines.append("  rejected:")
+            lines += [f"    - {r.name}: {r.why}" for r in self.rejected]
+        if self.warnings:
+            lines.append("  warnings:")
+            lines += [f"    ! {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for --json."""
+        v = self.variant
+        return {
+            "variant": v.name, "family": v.family.name, "quant": v.quant, "format": v.format,
+            "repo": v.repo, "filename": v.filename, "path": v.path, "size": v.size,
+            "size_estimated": v.size_estimated, "quality": round(v.quality, 3),
+            "fits": self.fits, "where": self.where, "workload": self.workload,
+            "hardware": self.hardware_name,
+            "placement": {k: (list(x) if isinstance(x, tuple) else x) for k, x in asdict(self.placement).items()},
+            "memory": {d.device: {"weights": d.weights, "kv_cache": d.kv_cache, "compute": d.compute,
+                                  "overhead": d.overhead, "total": d.total, "n_layers": d.n_layers}
+                       for d in self.memory.devices},
+            "budgets": {b.device: {"available": b.available, "basis": b.basis} for b in self.budgets},
+            "needed": self.needed, "available": self.available,
+            "tokens_per_s": self.tokens_per_s, "tokens_per_s_basis": self.tokens_per_s_basis,
+            "reasons": list(self.reasons),
+            "rejected": [asdict(r) for r in self.rejected],
+            "warnings": list(self.warnings),
+        }
+
+
+# -- the request and the machine, as the search sees them ---------------------------------------
+
+@dataclass(frozen=True)
+class _Machine:
+    hw: Hardware
+    ram: int | None  # bytes a plan may use in RAM (None: unknown)
+    ram_basis: str
+    gpus: tuple[GPUInfo, ...]  # GPUs the runtime can use
+    gpu_budgets: tuple[int, ...]
+    gpu_bases: tuple[str, ...]
+    unified: bool
+    threads: int
+    notes: tuple[str, ...] = ()
+
+    def budgets(self, *, with_gpus: bool) -> tuple[DeviceBudget, ...]:
+        out = [DeviceBudget("cpu" if not self.unified else "pool", self.ram if self.ram is not None else -1,
+                            self.ram_basis)]
+        if with_gpus:
+            out += [DeviceBudget(f"gpu{i}", b, basis)
+                    for i, (b, basis) in enumerate(zip(self.gpu_budgets, self.gpu_bases))]
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class _Request:
+    ctx_target: int | None  # None: DEFAULT_CONTEXT capped by the family
+    ctx_explicit: bool
+    workload: str
+    runtime: str | None
+    kv_type: str
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    variant: Variant
+    tier: int | None  # None: does not fit anywhere
+    est: MemoryEstimate
+    n_ctx: int
+    tokens_per_s: float | None
+    basis: str
+    why: str  # a line on the outcome (or why it does not fit)
+    needed: int
+    available: int | None
+
+    @property
+    def fits(self) -> bool:
+        return self.tier is not None
+
+    def key(self, workload: str, *, prefer_fast: bool = True) -> tuple:
+        fast = (not prefer_fast or workload != "interactive" or self.tokens_per_s is None
+                or self.tokens_per_s >= INTERACTIVE_MIN_TOKENS_PER_S)
+        return (-(self.tier if self.tier is not None else 99), fast, round(self.variant.quality, 1),
+                -self.variant.size)
+
+
+def _machine(hw: Hardware, *, runtime: str, headroom: int) -> _Machine:
+    mem = hw.memory
+    notes: list[str] = []
+    usable = mem.usable if mem.usable is not None else mem.limit
+    if usable is None:
+        ram, basis = None, "system memory unknown"
+        notes.append("could not learn how much memory is free; the plan assumes it is enough")
+    else:
+        ram = max(0, int(usable * RAM_FRACTION) - headroom)
+        src = "cgroup headroom" if (mem.cgroup_headroom is not None and mem.cgroup_headroom == usable) else \
+            ("available RAM" if mem.usable is not None else "RAM limit")
+        basis = f"{RAM_FRACTION:.0%} of {_gb(usable)} {src}"
+        if mem.cgroup_limit is not None:
+            basis += f", cgroup limit {_gb(mem.cgroup_limit)}"
+        if headroom:
+            basis += f", minus {_gb(headroom)} headroom"
+    llama = hw.runtime("llama.cpp")
+    gpus: list[GPUInfo] = []
+    if runtime == "llama.cpp" and llama is not None and llama.gpu_offload is False and hw.gpus:
+        notes.append("llama.cpp here is built without GPU offload: the GPU is not used")
+    elif runtime == "llama.cpp":
+        gpus = [g for g in hw.gpus if _gpu_memory(g, hw) and _backend(g)]
+    unified = bool(gpus) and all(g.unified for g in gpus)
+    budgets, bases = [], []
+    for g in gpus:
+        raw = _gpu_memory(g, hw)
+        margin = GPU_MARGIN.get(_backend(g) or "", GPU_MARGIN_DEFAULT)
+        budgets.append(max(0, raw - margin))
+        what = "working-set budget" if g.budget is not None else ("free" if g.memory_free is not None else "total")
+        bases.append(f"{_gb(raw)} {what} on {g.name} minus {_gb(margin)} margin")
+    return _Machine(hw=hw, ram=ram, ram_basis=basis, gpus=tuple(gpus), gpu_budgets=tuple(budgets),
+                    gpu_bases=tuple(bases), unified=unified, threads=_threads(hw), notes=tuple(notes))
+
+
+def _gpu_memory(g: GPUInfo, hw: Hardware) -> int | None:
+    if g.usable_memory is not None:
+        return g.usable_memory
+    if g.vendor == "apple" and hw.memory.total:
+        return int(hw.memory.total * APPLE_WORKING_SET_FRACTION)
+    return None
+
+
+def _backend(g: GPUInfo) -> str | None:
+    if g.backend:
+        return g.backend
+    return {"nvidia": "cuda", "apple": "metal", "amd": "rocm"}.get(g.vendor)
+
+
+def _threads(hw: Hardware) -> int:
+    cpu = hw.cpu
+    n = cpu.physical_cores
+    if not n and cpu.logical_cores:
+        n = max(1, cpu.logical_cores // 2) if cpu.logical_cores > 1 else 1
+    n = n or DEFAULT_THREADS
+    if cpu.quota_cores is not None:
+        n = min(n, max(1, int(cpu.quota_cores)))
+    return n
+
+
+# -- one variant ----------------------------------------------------------------------------------
+
+def _contexts(family: Family, req: _Request) -> list[int]:
+    target = req.ctx_target or DEFAULT_CONTEXT
+    target = min(target, family.n_ctx_train) if not req.ctx_explicit else target
+    floor = target if req.ctx_explicit else min(target, CONTEXT_FLOOR)
+    out = [target]
+    c = target
+    while c // 2 >= floor:
+        c //= 2
+        out.append(c)
+    if out[-1] != floor:
+        out.append(floor)
+    return out
+
+
+def _check(est: MemoryEstimate, m: _Machine) -> tuple[bool, str, int, int | None]:
+    """(fits, the binding constraint in words, needed, available) for one estimate."""
+    gpu_devs = [d for d in est.devices if d.device != "cpu"]
+    for d in gpu_devs:
+        i = int(d.device[3:])
+        if d.total > m.gpu_budgets[i]:
+            return False, (f"needs {_gb(d.total)} on {d.device} ({m.gpus[i].name}), "
+                           f"{_gb(m.gpu_budgets[i])} usable there"), d.total, m.gpu_budgets[i]
+    if m.unified and gpu_devs:
+        need = est.total
+        if m.ram is not None and need > m.ram:
+            return False, f"needs {_gb(need)} of unified memory, {_gb(m.ram)} usable", need, m.ram
+        return True, "", need, m.ram
+    host = est.host.total
+    if m.ram is not None and host > m.ram:
+        return False, f"needs {_gb(host)} of RAM, {_gb(m.ram)} usable ({m.ram_basis})", host, m.ram
+    avail = None if m.ram is None else m.ram + sum(m.gpu_budgets[int(d.device[3:])] for d in gpu_devs)
+    return True, "", est.total, avail
+
+
+def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
+    f = v.family
+    ctxs = _contexts(f, req)
+    kv = req.kv_type
+    L = f.n_layer
+    shares = tuple(float(b) for b in m.gpu_budgets) or (1.0,)
+    backend = _backend(m.gpus[0]) if m.gpus else None
+    fa_gpu = backend in _FLASH_ATTN_BACKENDS or kv != "f16"
+    fa_cpu = kv != "f16"  # quantized V cache needs flash attention in llama.cpp
+
+    def cand(tier, est, ctx, why, need, avail):
+        tps, basis = decode_tokens_per_second(
+            v, est, cpu_bandwidth_gbs=m.hw.memory.bandwidth_gbs,
+            gpu_bandwidth_gbs=tuple(g.bandwidth_gbs for g in m.gpus), cpu_threads=m.threads)
+        return _Candidate(v, tier, est, ctx, tps, basis, why, need, avail)
+
+    first_fail = None
+    if m.gpus and v.format == "gguf":
+        for i, ctx in enumerate(ctxs):
+            est = estimate(v, n_ctx=ctx, n_gpu_layers=L + 1, kv_type=kv, flash_attn=fa_gpu,
+                           gpu_shares=shares, gpu_backend=backend)
+            ok, why, need, avail = _check(est, m)
+            if ok:
+                return cand(_GPU if i == 0 else _GPU_SHRUNK, est, ctx,
+                            "fits fully on the GPU" + ("" if i == 0 else f" with the context shrunk to {ctx}"),
+                            need, avail)
+            first_fail = first_fail or (why, need, avail)
+        ctx = ctxs[0]
+        for ngl in range(L, 0, -1):
+            est = estimate(v, n_ctx=ctx, n_gpu_layers=ngl, kv_type=kv, flash_attn=fa_gpu,
+                           gpu_shares=shares, gpu_backend=backend)
+            ok, _, need, avail = _check(est, m)
+            if ok:
+                return cand(_PARTIAL, est, ctx, f"{ngl} of {L} layers fit on the GPU ({first_fail[0]} for all)",
+                            need, avail)
+    last = None
+    for i, ctx in enumerate(ctxs):
+        est = estimate(v, n_ctx=ctx, n_gpu_layers=0, kv_type=kv, flash_attn=fa_cpu)
+        ok, why, need, avail = _check(est, m)
+        if ok:
+            gpu_note = f" ({first_fail[0]} to run on the GPU)" if first_fail else ""
+            return cand(_CPU if i == 0 else _CPU_SHRUNK, est, ctx,
+                        "fits in RAM" + ("" if i == 0 else f" with the context shrunk to {ctx}") + gpu_note,
+                        need, avail)
+        last = (est, ctx, why, need, avail)
+    est, ctx, why, need, avail = last
+    return cand(None, est, ctx, why, need, avail)
+
+
+def _placement(c: _Candidate, m: _Machine, req: _Request, runtime: str) -> Placement:
+    L = c.variant.family.n_layer
+    ngl = c.est.n_gpu_layers
+    tensor_split: tuple[float, ...] = ()
+    if ngl and len(m.gpus) > 1:
+        total = sum(m.gpu_budgets) or 1
+        tensor_split = tuple(round(b / total, 4) for b in m.gpu_budgets)
+    provider = None
+    if runtime == "onnxruntime":
+        provider = "CPUExecutionProvider"
+    return Placement(
+        runtime=runtime, n_ctx=c.n_ctx, n_gpu_layers=-1 if ngl > L else ngl, n_threads=m.threads,
+        n_threads_batch=m.threads, n_batch=512, n_ubatch=512, flash_attn=c.est.flash_attn,
+        kv_type=req.kv_type, use_mmap=True, main_gpu=0, tensor_split=tensor_split, provider=provider)
+
+
+# -- the public functions -------------------------------------------------------------------------
+
+def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = None,
+         context: int | None = None, workload: str = "interactive", runtime: str | None = None,
+         kv_type: str | None = None, headroom: int | None = None, catalog: Catalog | None = None) -> Plan:
+    """Choose what to run and where.
+
+    Args:
+        model: "auto", a catalog name ("family" or "family:quant"), a Family or a Variant.
+        hardware: the machine; None probes this one.
+        context: minimum context in tokens; None aims for DEFAULT_CONTEXT and may shrink
+            toward CONTEXT_FLOOR.
+        workload: "interactive" (real-time) or "batch".
+        runtime: "llama.cpp" or "onnxruntime"; None picks llama.cpp for GGUF.
+        kv_type: KV cache type, "f16" (default), "q8_0" or "q4_0".
+        headroom: bytes of RAM to leave free beyond the planner's own margin.
+        catalog: the catalog; None loads the bundled one.
+
+    Returns a Plan; for a named model that does not fit, `fits` is False (the caller
+    decides). Raises:
+        NoFittingVariantError: "auto" and nothing in the catalog fits.
+        ModelNotFoundError: unknown model, quant or runtime choice.
+    """
+    catalog = catalog or load_catalog()
+    hardware = hardware if hardware is not None else _probe()
+    req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime=runtime,
+                               kv_type=kv_type, headroom=headroom)
+    if isinstance(model, str) and model.strip().lower() == "auto":
+        pool = [v for v in catalog.variants if _runtime_for(v) == runtime]
+        if not pool:
+            raise ModelNotFoundError(f"the catalog has no variants for runtime {runtime!r}")
+        return _choose(pool, m, req, runtime, auto=True, catalog=catalog)
+    found = catalog.find(model) if isinstance(model, str) else model
+    if isinstance(found, Family):
+        pool = [v for v in catalog.variants_of(found) if _runtime_for(v) == runtime]
+        if not pool:
+            raise ModelNotFoundError(f"{found.name} has no variants for runtime {runtime!r}", name=found.name)
+        return _choose(pool, m, req, runtime, auto=False, catalog=catalog)
+    return _choose([found], m, req, runtime, auto=False, catalog=catalog)
+
+
+def plan_local(family: Family, *, weight_bytes: int, path: str | None = None, quant: str = "local",
+               hardware: Hardware | None = None, context: int | None = None, workload: str = "interactive",
+               runtime: str | None = None, kv_type: str | None = None, headroom: int | None = None) -> Plan:
+    """Plan a local GGUF file: `family` from its header (catalog.family_from_gguf_metadata),
+    `weight_bytes` its exact tensor bytes."""
+    variant = local_variant(family, weight_bytes=weight_bytes, path=path, quant=quant)
+    hardware = hardware if hardware is not None else _probe()
+    req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime=runtime,
+                               kv_type=kv_type, headroom=headroom)
+    return _choose([variant], m, req, runtime, auto=False, catalog=None)
+
+
+def fit_table(hardware: Hardware | None = None, *, catalog: Catalog | None = None, context: int | None = None,
+              workload: str = "interactive", kv_type: str | None = None,
+              headroom: int | None = None) -> tuple[VariantFit, ...]:
+    """Every catalog variant with where it would run here (the `localllm models --fits` table)."""
+    catalog = catalog or load_catalog()
+    hardware = hardware if hardware is not None else _probe()
+    rows = []
+    for v in catalog.variants:
+        req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime=_runtime_for(v),
+                                   kv_type=kv_type, headroom=headroom)
+        c = _assess(v, m, req)
+        rows.append(VariantFit(variant=v, where=_TIER_WHERE.get(c.tier, "none"), fits=c.fits, needed=c.needed,
+                               available=c.available, n_ctx=c.n_ctx, n_gpu_layers=c.est.n_gpu_layers,
+                               tokens_per_s=c.tokens_per_s, why=c.why))
+    return tuple(rows)
+
+
+def _probe() -> Hardware:
+    from .probe import probe
+
+    return probe()
+
+
+def _runtime_for(v: Variant) -> str:
+    return "onnxruntime" if v.format == "onnx" else "llama.cpp"
+
+
+def _prepare(hw: Hardware, *, context, workload, runtime, kv_type, headroom):
+    if workload not in WORKLOADS:
+        raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}, got {workload!r}")
+    kv = kv_type or "f16"
+    if kv not in KV_TYPES:
+        raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ModelNotFoundError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if context is not None and (not isinstance(context, int) or context < 16):
+        raise ValueError(f"context must be a whole number of tokens >= 16, got {context!r}")
+    if headroom is not None and headroom < 0:
+        raise ValueError(f"headroom must be >= 0 bytes, got {headroom!r}")
+    runtime = runtime or "llama.cpp"
+    req = _Request(ctx_target=context, ctx_explicit=context is not None, workload=workload, runtime=runtime,
+                   kv_type=kv)
+    return req, _machine(hw, runtime=runtime, headroom=headroom or 0), runtime
+
+
+def _choose(pool: list[Variant], m: _Machine, req: _Request, runtime: str, *, auto: bool,
+            catalog: Catalog | None) -> Plan:
+    cands = [_assess(v, m, req) for v in pool]
+    fitting = [c for c in cands if c.fits]
+    warnings = list(m.notes)
+    if not fitting:
+        smallest = min(cands, key=lambda c: c.needed)
+        if auto:
+            raise NoFittingVariantError(
+                f"no model in the catalog fits this machine: the smallest, {smallest.variant.name}, "
+                f"{smallest.why}. Free some memory, or pass a smaller context or a headroom of 0.",
+                needed=smallest.needed, available=smallest.available)
+        chosen = smallest if len(pool) > 1 else cands[0]
+        reasons = [f"{chosen.variant.name} {chosen.why}"]
+        if len(pool) > 1:
+            reasons.append(f"no variant of {chosen.variant.family.name} fits; this is the smallest")
+        reasons.append("loading it anyway needs force=True and may swap or be killed for memory")
+        rejected = _rejected_for_unfit(chosen, cands, m, req, catalog)
+        return _make_plan(chosen, m, req, runtime, fits=False, reasons=reasons, rejected=rejected,
+                          warnings=warnings)
+    # a named model: its best quality that fits; "auto" also prefers real-time speed
+    best = max(fitting, key=lambda c: c.key(req.workload, prefer_fast=auto))
+    reasons = [_tier_reason(best, m), f"quality {best.variant.quality:.1f} ({best.variant.family.quality_source}"
+               f"{_penalty_note(best.variant)})"]
+    if auto:
+        reasons.insert(0, f"best-ranked of {len(fitting)} fitting variants out of {len(cands)}")
+    elif len(pool) > 1:
+        reasons.insert(0, f"best-ranked of {len(fitting)} fitting variants of {best.variant.family.name}")
+    if req.workload == "interactive" and best.tokens_per_s is not None \
+            and best.tokens_per_s < INTERACTIVE_MIN_TOKENS_PER_S:
+        warnings.append(f"predicted {best.tokens_per_s:.1f} tokens/s is below the "
+                        f"{INTERACTIVE_MIN_TOKENS_PER_S:g} tokens/s that reads as real time")
+    if req.workload == "batch" and best.tier in (_CPU, _CPU_SHRUNK):
+        warnings.append("batch work on the CPU only: it belongs on a GPU or accelerator; expect it to be slow"
+                        " and to keep the CPU busy")
+    if req.ctx_explicit and req.ctx_target > best.variant.family.n_ctx_train:
+        warnings.append(f"context {req.ctx_target} is beyond the {best.variant.family.n_ctx_train} tokens "
+                        f"{best.variant.family.name} was trained on: quality may drop")
+    rejected = _rejected_for_fit(best, cands, req)
+    return _make_plan(best, m, req, runtime, fits=True, reasons=reasons, rejected=rejected, warnings=warnings)
+
+
+def _tier_reason(c: _Candidate, m: _Machine) -> str:
+    if c.tier in (_CPU, _CPU_SHRUNK) and not m.gpus:
+        return f"{c.why}; no usable GPU here, and interactive work may run on a CPU that holds it comfortably"
+    return c.why
+
+
+def _penalty_note(v: Variant) -> str:
+    if v.quality_penalty:
+        return f"; {v.quant} costs +{v.quality_penalty:g} perplexity per llama.cpp"
+    return ""
+
+
+def _rejected_for_fit(best: _Candidate, cands: list[_Candidate], req: _Request) -> tuple[Rejected, ...]:
+    """The nearest better-quality alternatives and why they lost."""
+    out = []
+    better = sorted((c for c in cands if c is not best and round(c.variant.quality, 1)
+                     >= round(best.variant.quality, 1)), key=lambda c: c.variant.quality)
+    for c in better:
+        if not c.fits:
+            out.append(Rejected(c.variant.name, f"does not fit: {c.why}", c.needed, c.available))
+        elif c.tier > best.tier:
+            out.append(Rejected(c.variant.name, f"a later resort: {c.why}, while {best.variant.name} "
+                                f"{best.why}", c.needed, c.available))
+        elif round(c.variant.quality, 1) == round(best.variant.quality, 1):
+            out.append(Rejected(c.variant.name, f"fits, but no better in quality and larger "
+                                f"({_gb(c.variant.size)} vs {_gb(best.variant.size)})", c.needed, c.available))
+        else:
+            out.append(Rejected(c.variant.name, f"predicted {c.tokens_per_s or 0:.1f} tokens/s, below "
+                                f"{INTERACTIVE_MIN_TOKENS_PER_S:g} for interactive work", c.needed, c.available))
+        if len(out) >= MAX_REJECTED:
+            break
+    return tuple(out)
+
+
+def _rejected_for_unfit(chosen: _Candidate, cands: list[_Candidate], m: _Machine, req: _Request,
+                        catalog: Catalog | None) -> tuple[Rejected, ...]:
+    """For a plan that does not fit: the other variants of the family that would."""
+    out = [Rejected(c.variant.name, f"does not fit: {c.why}", c.needed, c.available)
+           for c in cands if c is not chosen]
+    if catalog is not None:
+        others = [_assess(v, m, req) for v in catalog.variants_of(chosen.variant.family)
+                  if v.name != chosen.variant.name and all(v.name != c.variant.name for c in cands)]
+        out = [Rejected(c.variant.name, f"would fit: {c.why}", c.needed, c.available) for c in others
+               if c.fits] + out
+    return tuple(out[:MAX_REJECTED])
+
+
+def _make_plan(c: _Candidate, m: _Machine, req: _Request, runtime: str, *, fits: bool, reasons: list[str],
+               rejected: tuple[Rejected, ...], warnings: list[str]) -> Plan:
+    placement = _placement(c, m, req, runtime)
+    where = _TIER_WHERE.get(c.tier, "cpu")
+    reasons = list(reasons)
+    reasons.append(f"{placement.n_threads} threads: "
+                   + _threads_basis(m.hw))
+    if c.n_ctx != (req.ctx_target or DEFAULT_CONTEXT):
+        if not req.ctx_explicit and c.n_ctx == c.variant.family.n_ctx_train:
+            reasons.append(f"context {c.n_ctx}: all {c.variant.family.name} was trained on")
+    return Plan(variant=c.variant, placement=placement, fits=fits, where=where, memory=c.est,
+                budgets=m.budgets(with_gpus=bool(c.est.n_gpu_layers)), needed=c.needed, available=c.available,
+                tokens_per_s=c.tokens_per_s, tokens_per_s_basis=c.basis, reasons=tuple(reasons),
+                rejected=rejected, warnings=tuple(warnings), workload=req.workload,
+                hardware_name=m.hw.name)
+
+
+def _threads_basis(hw: Hardware) -> str:
+    cpu = hw.cpu
+    parts = [f"{cpu.physical_cores} physical cores" if cpu.physical_cores else
+             (f"{cpu.logical_cores} logical cores / 2" if cpu.logical_cores else f"default {DEFAULT_THREADS}")]
+    if cpu.quota_cores is not None:
+        parts.append(f"capped by the cgroup CPU quota of {cpu.quota_cores:g}")
+    return ", ".join(parts)
+
+
+def _gb(n: int | None) -> str:
+    if n is None:
+        return "?"
+    if abs(n) >= 10**9:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.0f} MB"
+
