@@ -14,7 +14,9 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import threading
+import types
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -323,3 +325,16 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> Hardware:
         raise LocalLLMError(f"hardware profile {str(path)!r} is not valid: {exc}. "
                             "Compare it with a file from `localllm probe --save FILE`.") from exc
 
+
+
+class _CallableModule(types.ModuleType):
+    """This module shares its name with the function it exports. Importing the submodule
+    (`from .probe import probe` anywhere) makes Python bind the module to the package
+    attribute `localllm.probe`, replacing the lazily exported function; so calling the
+    module calls the function, and `localllm.probe()` works whichever is bound."""
+
+    def __call__(self, *, runtimes: bool = False, refresh: bool = False) -> Hardware:
+        return probe(runtimes=runtimes, refresh=refresh)
+
+
+sys.modules[__name__].__class__ = _CallableModule
