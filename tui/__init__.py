@@ -1,1 +1,25 @@
-"""The Textual chat app, imported as localllm.tui (Textual is imported only here)."""
+"""The Textual chat app, imported as localllm.tui (Textual is imported only here).
+
+    from localllm.tui import ChatApp
+    ChatApp("model.gguf").run()
+
+`localllm.tui.history` (the SQLite conversation store) does not import Textual.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ChatApp", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ChatApp":
+        from .app import ChatApp
+
+        return ChatApp
+    if name == "run":
+        from .run import run
+
+        return run
+    raise AttributeError(f"module 'localllm.tui' has no attribute {name!r}")
