@@ -35,6 +35,9 @@ _EXPORTS = {
     "Placement": "placement",
     "Plan": "planner",
     "plan": "planner",
+    "plan_local": "planner",
+    "fit_table": "planner",
+    "family_from_gguf_metadata": "catalog",
     # running
     "Chunk": "generation",
     "Completion": "generation",
@@ -83,5 +86,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .hardware import Accelerator, CPUInfo, GPUInfo, Hardware, MemoryInfo, RuntimeInfo
     from .model import Model, load
     from .placement import Placement
-    from .planner import Plan, plan
+    from .catalog import family_from_gguf_metadata
+    from .planner import Plan, fit_table, plan, plan_local
     from .probe import list_profiles, load_profile, probe

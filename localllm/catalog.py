@@ -33,6 +33,7 @@ __all__ = [
     "Variant",
     "family_from_gguf_metadata",
     "load_catalog",
+    "local_variant",
 ]
 
 # Quant names from smallest to largest; lookups are case-insensitive.
@@ -355,8 +356,8 @@ def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str,
     n_ff = get("feed_forward_length")
     vocab = metadata.get(f"{arch}.vocab_size")
     if vocab is None:
-        tokens = metadata.get("tokenizer.ggml.tokens")
-        vocab = len(tokens) if isinstance(tokens, (list, tuple)) else tokens
+        tokens = metadata.get("tokenizer.ggml.tokens")  # a list, or a summary with .length
+        vocab = len(tokens) if isinstance(tokens, (list, tuple)) else getattr(tokens, "length", tokens)
     window = get("attention.sliding_window")
     pattern = 2 if window and arch.startswith("gemma2") else (6 if window and arch.startswith("gemma3") else None)
     return Family(
