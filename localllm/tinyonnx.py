@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["OnnxShape", "ONNX_SHAPES", "ReferenceDecoder", "SPECIAL_TOKENS", "build_tokenizer",
-           "make_weights", "write_onnx_folder"]
+           "make_weights", "reference_decoder", "write_onnx_folder"]
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 _OPSET = 17  # ReduceMean still takes `axes` as an attribute; LayerNormalization exists
@@ -425,6 +425,21 @@ def _genai_config(shape: OnnxShape, ids: dict[str, int], eos: list[int], ctx: in
                    "num_return_sequences": 1, "past_present_share_buffer": False, "repetition_penalty": 1.0,
                    "temperature": 1.0, "top_k": 1, "top_p": 1.0},
     }
+
+
+def reference_decoder(folder: str | Path, shape: OnnxShape | str = "tiny", *, seed: int = 0,
+                      scale: float = 0.5) -> ReferenceDecoder:
+    """The numpy twin of a folder written by `write_onnx_folder` with the same shape, seed and scale."""
+    from tokenizers import Tokenizer
+
+    if isinstance(shape, str):
+        shape = ONNX_SHAPES[shape]
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    shape = replace(shape, n_vocab=config["vocab_size"])
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    silent = [tok.token_to_id(t) for t in SPECIAL_TOKENS]
+    return ReferenceDecoder(shape, make_weights(shape, seed=seed, scale=scale, silent=silent))
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -336,6 +336,8 @@ def validate_onnx_folder(path: str | Path, *, variant: str | None = None) -> Onn
         folder = p
         variants = find_onnx_files(folder)
         model_file = None
+        if not variants:
+            pick_onnx_file(folder, variants)  # raises, naming where it looked
 
     genai = _read_json(folder / "genai_config.json")
     config = _read_json(folder / "config.json")

@@ -1,0 +1,132 @@
+"""localllm's ONNX Runtime path against onnxruntime-genai, on the same model folder, on CPU.
+
+Builds (once) a random-weight Qwen2.5-0.5B-shaped decoder folder with
+`localllm.tinyonnx` (fp32 weights, external data, genai_config.json), then decodes the
+same prompt greedily with both:
+
+- localllm: `OnnxEngine` driven by the shared token loop `localllm.generation.run`
+  (what `Model.generate` runs), numpy sampling, per-token bytes and UTF-8 decoding;
+- onnxruntime-genai: `Generator.generate_next_token()` with greedy search.
+
+Both use the same ONNX Runtime, graph and thread count; the runs alternate and the
+median decode tokens/s of each is compared. Greedy outputs must be identical (a
+correctness cross-check). Needs the `bench` extra: pip install -e ".[bench]".
+
+    python benchmarks/bench_onnx.py --threads 2 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_RATIO = 0.95  # issue: at least 0.95 of onnxruntime-genai's decode tokens/s
+
+
+def build(folder: Path, shape: str, threads: int) -> Path:
+    from localllm.tinyonnx import write_onnx_folder
+
+    if not (folder / "onnx" / "model.onnx").is_file():
+        t0 = time.perf_counter()
+        write_onnx_folder(folder, shape, seed=0, context_length=4096)
+        print(f"built {shape} folder in {time.perf_counter() - t0:.1f}s: {folder}", file=sys.stderr)
+    cfg_path = folder / "genai_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model"]["decoder"]["session_options"]["intra_op_num_threads"] = threads
+    cfg["model"]["decoder"]["session_options"]["inter_op_num_threads"] = 1
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    return folder
+
+
+def run_localllm(engine, prompt: list[int], n_gen: int) -> tuple[float, list[int]]:
+    from localllm.generation import SamplingOptions, join, run
+
+    engine.rewind(0)  # no prefix reuse: both sides process the whole prompt
+    done = join(run(engine, prompt, SamplingOptions(temperature=0, max_tokens=n_gen)))
+    return done.timings.decode_tps, list(done.token_ids)
+
+
+def run_genai(og, model, prompt: list[int], n_gen: int) -> tuple[float, list[int]]:
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(prompt) + n_gen, do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(prompt)
+    out: list[int] = []
+    t_first = None
+    while not gen.is_done() and len(out) < n_gen:
+        gen.generate_next_token()
+        out.append(int(gen.get_next_tokens()[0]))
+        if t_first is None:
+            t_first = time.perf_counter()  # same point as localllm's Timings: after the first token
+    t_end = time.perf_counter()
+    del gen
+    return (len(out) - 1) / (t_end - t_first), out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", default="qwen2.5-0.5b", help="a localllm.tinyonnx.ONNX_SHAPES name")
+    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "localllm-bench-onnx",
+                    help="where the model folder is built (reused when present)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt-tokens", type=int, default=32)
+    ap.add_argument("--gen", type=int, default=48, help="tokens to generate per run")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    import onnxruntime_genai as og
+
+    from localllm.hardware import Hardware
+    from localllm.placement import Placement
+    from localllm.runtimes.onnx import OnnxEngine
+
+    folder = build(args.dir / args.shape, args.shape, args.threads)
+    os.environ.setdefault("LOCALLLM_HOME", str(args.dir / "home"))  # the optimized-model cache
+    placement = Placement(runtime="onnxruntime", n_ctx=4096, n_threads=args.threads,
+                          provider="CPUExecutionProvider")
+    engine = OnnxEngine(folder, placement, hardware=Hardware())
+    print(f"localllm load {engine.load_seconds:.1f}s ({engine.provider}, optimized model "
+          f"{engine.optimized_path})", file=sys.stderr)
+    t0 = time.perf_counter()
+    config = og.Config(str(folder))
+    config.clear_providers()  # CPU
+    genai = og.Model(config)
+    print(f"genai load {time.perf_counter() - t0:.1f}s (onnxruntime-genai {og.__version__})", file=sys.stderr)
+
+    prompt = [(7 * i + 3) % 300 + 3 for i in range(args.prompt_tokens)]
+    ours, theirs = [], []
+    run_localllm(engine, prompt[:4], 4)  # warm-up both (first-run allocations)
+    run_genai(og, genai, prompt[:4], 4)
+    for r in range(args.runs):
+        tps, toks_a = run_localllm(engine, prompt, args.gen)
+        ours.append(tps)
+        tps_b, toks_b = run_genai(og, genai, prompt, args.gen)
+        theirs.append(tps_b)
+        same = toks_a == toks_b
+        print(f"run {r + 1}: localllm {tps:.2f} tok/s, onnxruntime-genai {tps_b:.2f} tok/s, "
+              f"same tokens: {same}", file=sys.stderr)
+        if not same:
+            print(f"  localllm {toks_a[:12]}...\n  genai    {toks_b[:12]}...", file=sys.stderr)
+    a, b = statistics.median(ours), statistics.median(theirs)
+    result = {"shape": args.shape, "threads": args.threads, "prompt_tokens": args.prompt_tokens,
+              "generated": args.gen, "runs": args.runs, "localllm_decode_tps": round(a, 3),
+              "genai_decode_tps": round(b, 3), "ratio": round(a / b, 4), "target": TARGET_RATIO,
+              "onnxruntime_genai": og.__version__, "weights_bytes": engine.info.weights_bytes}
+    engine.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"decode tokens/s (median of {args.runs}): localllm {a:.2f}, onnxruntime-genai {b:.2f}; "
+              f"ratio {a / b:.3f} (target >= {TARGET_RATIO})")
+    return 0 if a / b >= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
