@@ -349,6 +349,9 @@ def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions
         if stop_event is not None and stop_event.is_set():
             finish = "cancelled"
             break
+        if n_prompt + len(generated) >= n_ctx:  # prompt + output never exceed the window
+            finish = "length"
+            break
         token = sampler.sample(logits, history)
         if t_first is None:
             t_first = time.perf_counter()

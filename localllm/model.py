@@ -228,26 +228,38 @@ def load(model: str | os.PathLike[str] = "auto", *, context: int | None = None, 
     if path is not None:
         info = _validate(path)
         plan, placement = _plan_local(path, info, context=context, runtime=runtime)
+        if plan is not None:
+            _refuse_unfit(plan, force)
         name = path.stem if path.is_file() else path.name
     else:
         from . import planner, store
 
         plan = planner.plan(str(model), context=context, runtime=runtime)
-        if not plan.fits and not force:
-            raise InsufficientMemoryError(
-                f"{plan.variant} is predicted not to fit in this machine's memory; "
-                f"pass force=True to try anyway, or choose a smaller model or context.\n{plan.explain()}",
-                needed=getattr(plan, "needed", None), available=getattr(plan, "available", None), plan=plan)
+        _refuse_unfit(plan, force)
         path = Path(store.fetch(plan.variant, progress=progress, offline=offline))
         _validate(path)
         placement = plan.placement
-        name = str(getattr(plan.variant, "name", model))
+        name = plan.variant.name
     engine = load_engine(path, placement)
     try:
         return Model(engine, name=name, path=path, placement=placement, plan=plan)
     except BaseException:
         engine.close()
         raise
+
+
+def _refuse_unfit(plan: Any, force: bool) -> None:
+    if plan.fits or force:
+        return
+    raise InsufficientMemoryError(
+        f"{plan.variant.name} is predicted not to fit in this machine's memory "
+        f"(needs {plan.needed / 2**30:.2f} GiB, {_gib(plan.available)} available); pass force=True "
+        f"to try anyway, or choose a smaller model or context.\n{plan.explain()}",
+        needed=plan.needed, available=plan.available, plan=plan)
+
+
+def _gib(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / 2**30:.2f} GiB"
 
 
 def _as_local_path(model: str | os.PathLike[str]) -> Path | None:
@@ -269,24 +281,31 @@ def _validate(path: Path) -> Any:
     return validate.validate_model_path(path)
 
 
-def _plan_local(path: Path, info: Any, *, context: int | None, runtime: str | None) -> tuple[object | None, Placement]:
-    """A plan and placement for a local file, from the planner when it offers one."""
-    try:
-        from . import planner
-    except ImportError:  # TODO(lead): remove once localllm/planner.py has landed
-        planner = None
-    plan_local = getattr(planner, "plan_local", None)
-    if plan_local is not None:
-        plan = plan_local(path, info, context=context, runtime=runtime)
-        return plan, plan.placement
-    # TODO(lead): the planner has no plan for local files yet; this placement is from probe() facts.
+def _plan_local(path: Path, info: Any, *, context: int | None,
+                runtime: str | None) -> tuple[object | None, Placement]:
+    """A plan and placement for a local file: the planner's, sized from the GGUF header."""
+    from .errors import CatalogError
+
+    if path.is_file() and hasattr(info, "tensors"):
+        from .catalog import family_from_gguf_metadata
+        from .planner import plan_local
+
+        try:
+            tied = not any(t.name == "output.weight" for t in info.tensors)
+            family = family_from_gguf_metadata(info.metadata, name=path.stem, tied_embeddings=tied)
+        except CatalogError as exc:  # an architecture the planner cannot size: llama.cpp may still run it
+            log.warning("cannot plan %s (%s); using a CPU placement", path, exc)
+        else:
+            plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(path), context=context,
+                              runtime=runtime)
+            return plan, plan.placement
+    # TODO(lead): the planner has no plan for local ONNX folders; a CPU placement from probe() facts.
     from .probe import probe
 
     hw = probe()
     cores = hw.cpu.physical_cores or int(hw.cpu.effective_cores or 1)
-    meta = getattr(info, "metadata", {}) or {}
-    arch = getattr(info, "architecture", None) or meta.get("general.architecture")
-    trained = meta.get(f"{arch}.context_length")
+    meta = getattr(info, "metadata", None) or {}
+    trained = meta.get(f"{meta.get('general.architecture')}.context_length")
     n_ctx = context or min(DEFAULT_LOCAL_CONTEXT, int(trained) if trained else DEFAULT_LOCAL_CONTEXT)
     rt = runtime or ("onnxruntime" if path.is_dir() else "llama.cpp")
     return None, Placement(runtime=rt, n_ctx=n_ctx, n_threads=max(1, int(cores)))

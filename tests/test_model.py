@@ -1,0 +1,219 @@
+"""The public Model API and load() on a real tiny GGUF, plus `localllm run`."""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import localllm
+from localllm import Chunk, Completion, Model
+from localllm.errors import ContextOverflowError, GenerationError, InvalidModelError
+
+GREEDY = dict(temperature=0, max_tokens=24)
+PROMPTS = ["hello world", "the cat", "one two three", "what is this", "moon and sun", "I am a model",
+           "yes no ok", "four five six"]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_gguf):
+    m = localllm.load(tiny_gguf, context=512)
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def long_prompt(model):
+    """A prompt whose greedy continuation runs at least 30 tokens (no early EOS)."""
+    for p in PROMPTS:
+        if model.generate(p, temperature=0, max_tokens=30).finish_reason == "length":
+            return p
+    pytest.fail("no prompt gives 30 greedy tokens on the tiny model")
+
+
+def test_load_gives_a_model_with_info(model, tiny_gguf):
+    assert isinstance(model, Model)
+    info = model.info
+    assert (info.name, info.path, info.runtime, info.n_ctx) == ("tiny", str(tiny_gguf), "llama.cpp", 512)
+    assert info.template_source == "gguf" and info.placement.n_ctx == 512
+    assert info.metadata["architecture"] == "llama"
+    with pytest.raises(AttributeError):
+        info.n_ctx = 1  # type: ignore[misc]
+
+
+def test_generate_returns_completion_and_is_deterministic_when_greedy(model, tiny_gguf):
+    a = model.generate("hello world", **GREEDY)
+    b = model.generate("hello world", **GREEDY)
+    assert isinstance(a, Completion) and a.text and str(a) == a.text
+    assert (a.text, a.token_ids) == (b.text, b.token_ids)
+    assert a.completion_tokens == len(a.token_ids) > 0 and a.prompt_tokens == model.count_tokens("hello world")
+    assert b.timings.cached_tokens == a.prompt_tokens - 1  # the prompt was reused from the cache
+    with localllm.load(tiny_gguf, context=256) as other:  # a fresh load gives the same tokens
+        assert other.generate("hello world", **GREEDY).token_ids == a.token_ids
+
+
+def test_stream_joins_to_generate(model):
+    chunks = list(model.stream("the cat", **GREEDY))
+    assert all(isinstance(c, Chunk) for c in chunks)
+    assert [c.finish_reason for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    assert chunks[-1].finish_reason in ("length", "eos") and chunks[-1].timings is not None
+    full = model.generate("the cat", **GREEDY)
+    assert "".join(c.text for c in chunks) == full.text
+    assert tuple(t for c in chunks for t in c.token_ids) == full.token_ids
+
+
+def test_seeded_sampling_is_reproducible(model):
+    a = model.generate("the cat", temperature=1.0, seed=11, max_tokens=20)
+    b = model.generate("the cat", temperature=1.0, seed=11, max_tokens=20)
+    assert a.token_ids == b.token_ids
+
+
+def test_stop_string_cuts_output_before_it(model, long_prompt):
+    full = model.generate(long_prompt, temperature=0, max_tokens=30).text
+    stop = full[len(full) // 2:len(full) // 2 + 2]
+    assert stop.strip(), "pick a stop string with visible text"
+    cut = model.generate(long_prompt, temperature=0, max_tokens=30, stop=[stop])
+    assert cut.finish_reason == "stop"
+    assert cut.text == full[:full.index(stop)] and stop not in cut.text
+
+
+def test_chat_applies_the_models_template(model):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
+    rendered = model.render_chat(msgs)
+    assert rendered == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n"
+                        "<|im_start|>assistant\n")
+    # special tokens are parsed as single control tokens, not spelled out
+    assert model.tokenize("<|im_start|>") == [3]
+    chat = model.chat(msgs, **GREEDY)
+    assert chat.token_ids == model.generate(rendered, **GREEDY).token_ids
+    assert chat.prompt_tokens == model.count_tokens(msgs) == model.count_tokens(rendered)
+    assert "".join(c.text for c in model.chat_stream(msgs, **GREEDY)) == chat.text
+
+
+def test_stop_event_cancels_mid_stream(model, long_prompt):
+    stop = threading.Event()
+    got = []
+    for chunk in model.stream(long_prompt, temperature=0, max_tokens=30, stop_event=stop):
+        got.append(chunk)
+        if len(got) == 3:
+            stop.set()
+    assert got[-1].finish_reason == "cancelled"
+    assert sum(len(c.token_ids) for c in got) < 30
+
+
+def test_cancel_from_another_thread(model, long_prompt):
+    chunks = model.stream(long_prompt, temperature=0, max_tokens=None)
+    first = next(chunks)
+    threading.Thread(target=model.cancel).start()
+    rest = list(chunks)
+    assert (rest or [first])[-1].finish_reason == "cancelled"
+    # the next request is not cancelled by the earlier cancel()
+    assert model.generate(long_prompt, temperature=0, max_tokens=5).finish_reason == "length"
+
+
+def test_eight_threads_share_one_model(model):
+    expected = {p: model.generate(p, **GREEDY) for p in PROMPTS}
+    results: dict[str, list] = {}
+    errors: list[BaseException] = []
+
+    def worker(p: str, streaming: bool) -> None:
+        try:
+            if streaming:
+                results[p] = ["".join(c.text for c in model.stream(p, **GREEDY))]
+            else:
+                c = model.generate(p, **GREEDY)
+                results[p] = [c.text, c.token_ids]
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(p, i % 2 == 0)) for i, p in enumerate(PROMPTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    for i, p in enumerate(PROMPTS):
+        assert results[p][0] == expected[p].text
+        if i % 2:
+            assert results[p][1] == expected[p].token_ids
+
+
+def test_abandoned_stream_releases_the_model(model):
+    gen = model.stream("hello world", **GREEDY)
+    next(gen)  # holds the lock now
+    del gen
+    gc.collect()
+    done = []
+    t = threading.Thread(target=lambda: done.append(model.generate("the cat", **GREEDY)))
+    t.start()
+    t.join(timeout=60)
+    assert done, "a dropped stream kept the model locked"
+
+
+def test_context_overflow_names_the_numbers(tiny_gguf):
+    with localllm.load(tiny_gguf, context=256) as small:
+        n_ctx = small.info.n_ctx
+        assert n_ctx == 256
+        prompt = "hello world " * 40
+        n = small.count_tokens(prompt)
+        assert n > n_ctx
+        with pytest.raises(ContextOverflowError) as err:
+            small.generate(prompt, max_tokens=10)
+        e = err.value
+        assert (e.n_prompt, e.n_ctx, e.max_tokens) == (n, n_ctx, 10)
+        assert str(n) in str(e) and str(n_ctx) in str(e)
+        # a prompt that fits but a long request ends at the window, not with a crash
+        c = small.generate("hello", temperature=1.0, seed=1, top_k=0, top_p=1.0, min_p=0.0, max_tokens=None)
+        assert c.finish_reason in ("length", "eos") and c.prompt_tokens + c.completion_tokens <= n_ctx
+
+
+def test_bad_options_raise_at_call_time(model):
+    with pytest.raises(TypeError, match="unknown sampling option"):
+        model.stream("hi", temprature=0)
+    with pytest.raises(ValueError):
+        model.generate("hi", top_p=2)
+    with pytest.raises(TypeError):
+        model.generate(["not", "a", "string"])
+
+
+def test_closed_model_refuses_and_context_manager_closes(tiny_gguf):
+    with localllm.load(tiny_gguf, context=128) as m:
+        assert m.generate("hi", max_tokens=2).completion_tokens >= 1
+    assert m.closed
+    with pytest.raises(GenerationError, match="closed"):
+        m.generate("hi")
+    m.close()  # idempotent
+
+
+def test_load_refuses_bad_files(tmp_path, tiny_gguf):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny_gguf.read_bytes()[:3000])
+    with pytest.raises(InvalidModelError):
+        localllm.load(cut)
+    pickle = tmp_path / "model.bin"
+    pickle.write_bytes(b"\x80\x04junk")
+    with pytest.raises(InvalidModelError):
+        localllm.load(pickle)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "localllm", "run", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_run_streams_text_and_json(model, tiny_gguf):
+    expected = model.generate("hello world", temperature=0, max_tokens=12).text
+    out = _cli(str(tiny_gguf), "hello world", "--max-tokens", "12", "--temperature", "0", "--ctx", "256")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == expected + "\n"
+    assert "tok/s" in out.stderr and "llama_" not in out.stderr  # status only, no native chatter
+    js = _cli(str(tiny_gguf), "hello world", "--max-tokens", "12", "--temperature", "0", "--ctx", "256", "--json")
+    result = json.loads(js.stdout)
+    assert result["text"] == expected and result["completion_tokens"] <= 12
+    assert result["timings"]["prompt_tokens"] == result["prompt_tokens"] > 0
+    bad = _cli(str(tiny_gguf) + ".missing.gguf", "hi")
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error:")
