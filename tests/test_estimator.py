@@ -1,0 +1,115 @@
+"""Memory arithmetic: KV cache, compute buffers, the host/GPU split, decode speed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from localllm.catalog import load_catalog
+from localllm.estimator import (
+    HOST_RUNTIME_OVERHEAD,
+    compute_buffer_bytes,
+    decode_tokens_per_second,
+    estimate,
+    kv_cache_bytes,
+    weight_split,
+)
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return load_catalog()
+
+
+def test_kv_cache_per_token_matches_the_formula(cat):
+    falcon = cat.find("falcon-7b-instruct")
+    phi = cat.find("phi-3.5-mini-instruct")
+    # 2 · n_layer · n_head_kv · head_dim · 2 bytes: Falcon 8 KiB/token, Phi-3.5 384 KiB/token
+    assert kv_cache_bytes(falcon, 1024) == 1024 * 8 * 1024
+    assert kv_cache_bytes(phi, 1024) == 1024 * 384 * 1024
+    assert kv_cache_bytes(phi, 1024, "q8_0") == int(1024 * 384 * 1024 * 34 / 32 / 2)
+    assert kv_cache_bytes(phi, 1024, "q4_0") == int(1024 * 384 * 1024 * 18 / 32 / 2)
+    with pytest.raises(ValueError, match="q3_0"):
+        kv_cache_bytes(phi, 1024, "q3_0")
+
+
+def test_sliding_window_layers_hold_only_their_window_when_asked(cat):
+    g = cat.find("gemma-2-2b-it")
+    full = kv_cache_bytes(g, 8192, swa_full=True)
+    iswa = kv_cache_bytes(g, 8192, swa_full=False)
+    per_layer_full = full // 26
+    # 13 global layers keep 8192 cells, 13 sliding layers 4096 + one ubatch (512)
+    assert iswa == 13 * per_layer_full + 13 * per_layer_full * (4096 + 512) // 8192
+    assert kv_cache_bytes(g, 2048, swa_full=False) == kv_cache_bytes(g, 2048)  # window larger than context
+
+
+def test_compute_buffer_grows_with_vocab_batch_and_without_flash_attention(cat):
+    g = cat.find("gemma-2-2b-it")
+    q = cat.find("qwen2.5-0.5b-instruct")
+    assert compute_buffer_bytes(g, n_ctx=4096) > compute_buffer_bytes(q, n_ctx=4096)  # 256k vs 152k vocab
+    assert compute_buffer_bytes(g, n_ctx=4096, n_ubatch=256) < compute_buffer_bytes(g, n_ctx=4096)
+    phi = cat.find("phi-3.5-mini-instruct")
+    assert compute_buffer_bytes(phi, n_ctx=16384, flash_attn=True) < compute_buffer_bytes(phi, n_ctx=16384)
+
+
+def test_weight_split_adds_up_to_the_file(cat):
+    for name in ("falcon-7b-instruct:q4_k_m", "llama-3.2-1b-instruct:q8_0", "qwen2.5-0.5b-instruct:f16"):
+        v = cat.find(name)
+        embd, layer, out = weight_split(v)
+        in_file = embd + (0 if v.family.tied_embeddings else out) + layer * v.family.n_layer
+        assert 0.99 * v.size <= in_file <= v.size
+
+
+def test_layers_go_to_the_gpu_from_the_end_and_the_output_last(cat):
+    v = cat.find("llama-3.1-8b-instruct:q4_k_m")
+    L = v.family.n_layer
+    cpu_only = estimate(v, n_ctx=4096)
+    assert [d.device for d in cpu_only.devices] == ["cpu"]
+    all_layers = estimate(v, n_ctx=4096, n_gpu_layers=L)
+    with_output = estimate(v, n_ctx=4096, n_gpu_layers=L + 1)
+    embd, layer, out = weight_split(v)
+    assert all_layers.device("gpu0").weights == L * layer
+    assert with_output.device("gpu0").weights == L * layer + out
+    assert with_output.host.weights == embd  # the token embedding stays on the host
+    assert all_layers.host.weights == embd + out
+    assert with_output.host.kv_cache == 0 and with_output.device("gpu0").kv_cache == cpu_only.host.kv_cache
+
+
+def test_tied_embeddings_are_duplicated_for_a_gpu_output(cat):
+    v = cat.find("llama-3.2-1b-instruct:q4_k_m")
+    embd, layer, out = weight_split(v)
+    e = estimate(v, n_ctx=2048, n_gpu_layers=v.family.n_layer + 1)
+    assert e.host.weights == embd and e.device("gpu0").weights == v.family.n_layer * layer + embd
+
+
+def test_two_gpus_share_the_layers_by_weight(cat):
+    v = cat.find("llama-3.1-8b-instruct:q8_0")
+    e = estimate(v, n_ctx=4096, n_gpu_layers=33, gpu_shares=(3.0, 1.0))
+    assert e.device("gpu0").n_layers == 24 and e.device("gpu1").n_layers == 8
+    assert e.device("gpu1").weights > 8 * weight_split(v)[1]  # the output went to the last GPU
+
+
+def test_estimate_covers_the_measured_peak_rss(cat):
+    """DESIGN.md: a random Llama-3.2-1B-shaped Q4_K_M (~0.95 GB) peaked at ~1.5 GB RSS at n_ctx 2048."""
+    v = dataclasses.replace(cat.find("llama-3.2-1b-instruct:q4_k_m"), size=950_000_000)
+    need = estimate(v, n_ctx=2048).total
+    assert 1.5e9 <= need <= 1.5e9 * 1.15
+    assert HOST_RUNTIME_OVERHEAD < 0.3e9
+
+
+def test_decode_speed_is_bandwidth_over_bytes_per_token(cat):
+    v = cat.find("qwen2.5-7b-instruct:q4_k_m")
+    e = estimate(v, n_ctx=4096, n_gpu_layers=v.family.n_layer + 1)
+    tps, basis = decode_tokens_per_second(v, e, cpu_bandwidth_gbs=50, gpu_bandwidth_gbs=(1000.0,))
+    read = e.device("gpu0").weights + e.device("gpu0").kv_cache // 2
+    assert tps == pytest.approx(0.7 * 1000e9 / read, rel=0.01)
+    assert "1000 GB/s" in basis
+    slow, _ = decode_tokens_per_second(v, e, cpu_bandwidth_gbs=50, gpu_bandwidth_gbs=(500.0,))
+    assert slow == pytest.approx(tps / 2, rel=0.01)
+    none, why = decode_tokens_per_second(v, e, cpu_bandwidth_gbs=None, gpu_bandwidth_gbs=(None,))
+    assert none is None and "unknown" in why
+    cpu = estimate(v, n_ctx=4096)
+    two, _ = decode_tokens_per_second(v, cpu, cpu_bandwidth_gbs=200, cpu_threads=2)
+    eight, _ = decode_tokens_per_second(v, cpu, cpu_bandwidth_gbs=200, cpu_threads=8)
+    assert two < eight  # few threads cannot use the whole bus
