@@ -161,13 +161,9 @@ def _record_path(path: Path) -> Path:
 def sha256_of(path: Path) -> str:
     """sha256 of a file, remembered by (path, size, mtime) so it is computed once."""
     st = path.stat()
-    rec = _record_path(path)
-    try:
-        data = json.loads(rec.read_text())
-        if data["size"] == st.st_size and data["mtime_ns"] == st.st_mtime_ns and _SHA256.fullmatch(data["sha256"]):
-            return data["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    data = _read_record(path)
+    if data and data["size"] == st.st_size and data["mtime_ns"] == st.st_mtime_ns:
+        return data["sha256"]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(HASH_CHUNK):
@@ -175,6 +171,16 @@ def sha256_of(path: Path) -> str:
     digest = h.hexdigest()
     _remember(path, digest, st)
     return digest
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        data = json.loads(_record_path(path).read_text())
+        if isinstance(data["size"], int) and isinstance(data["mtime_ns"], int) and _SHA256.fullmatch(data["sha256"]):
+            return data
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def _remember(path: Path, digest: str, st: os.stat_result | None = None) -> None:
@@ -195,6 +201,10 @@ def _mismatch(path: Path, size: int | None, sha256: str | None) -> str | None:
     actual = path.stat().st_size
     if size is not None and actual != size:
         return f"it is {actual:,} bytes, expected {size:,}"
+    if not sha256:
+        # no hash in the catalog: hold the file to the hash it had when it was downloaded, if recorded
+        rec = _read_record(path)
+        sha256 = rec["sha256"] if rec else None
     if sha256:
         digest = sha256_of(path)
         if digest != sha256.lower():

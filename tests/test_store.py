@@ -331,3 +331,52 @@ def test_home_is_read_at_call_time(monkeypatch, tmp_path):
 class _Catalog:
     def __init__(self, *variants):
         self.variants = variants or (FakeVariant(),)
+
+
+def test_pull_command_downloads_a_catalog_variant(hub, monkeypatch, capsys):
+    from localllm.catalog import load_catalog
+    from localllm.cli import main
+
+    variant = load_catalog().find("qwen2.5-0.5b-instruct:q2_k")
+    hub.files[f"/{variant.repo}/resolve/main/{variant.filename}"] = CONTENT
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: usage(10**12, 0, 10**12))
+    assert main(["pull", "qwen2.5-0.5b-instruct:q2_k"]) == 0
+    out = capsys.readouterr()
+    path = Path(out.out.strip())
+    assert path.read_bytes() == CONTENT and path == store.resolve(variant)
+    assert "verified" in out.err
+    n = len(hub.requests)
+    assert main(["pull", "qwen2.5-0.5b-instruct:q2_k"]) == 0  # already there: no network
+    assert "already on disk" in capsys.readouterr().err and len(hub.requests) == n
+    assert main(["pull", "no-such-model"]) == 1
+    assert "error:" in capsys.readouterr().err
+
+
+def test_progress_bar_renders_on_a_terminal():
+    import io
+
+    from localllm.commands.pull import ProgressBar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    bar = ProgressBar("tiny:q4_k_m", stream=stream)
+    bar(0, 2_000_000)
+    bar(2_000_000, 2_000_000)
+    bar.finish()
+    text = stream.getvalue()
+    assert "100%" in text and "2.0 MB/2.0 MB" in text and text.endswith("\n")
+
+
+def test_file_without_catalog_hash_is_held_to_its_download_hash(hub):
+    v = FakeVariant(sha256=None, size=None)  # only the server's ETag gave a hash
+    path = store.fetch(v)
+    assert store.resolve(v) == path
+    st = path.stat()
+    with open(path, "r+b") as f:  # damaged on disk later
+        f.write(b"X")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert store.resolve(v) is None

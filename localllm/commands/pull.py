@@ -1,12 +1,98 @@
-"""`localllm pull`."""
+"""`localllm pull MODEL[:QUANT]`: download a catalog model into the cache, with a progress bar on stderr."""
 
 from __future__ import annotations
 
+import sys
+import time
+
+BAR_WIDTH = 28
+REDRAW_EVERY_S = 0.1  # redraw the bar at most ten times a second
+
 
 def register(sub) -> None:
-    p = sub.add_parser("pull", help="(pull: not built yet)")
+    p = sub.add_parser("pull", help="download a model into the local cache",
+                       description="Download a catalog model (family or family:quant) and verify it. A family "
+                                   "without a quant gets the variant the planner picks for this machine.")
+    p.add_argument("model", help='catalog name, e.g. "qwen2.5-1.5b-instruct:q4_k_m", a family, or "auto"')
+    p.add_argument("--force", action="store_true", help="download again even if a verified copy is on disk")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    raise NotImplementedError("localllm pull is not built yet")
+    from .. import store
+
+    variant = _pick_variant(args.model)
+    already = None if args.force else store.resolve(variant)
+    if already is not None:
+        print(f"{variant.name} is already on disk: {already}", file=sys.stderr)
+        print(already)
+        return 0
+    bar = ProgressBar(variant.name, stream=sys.stderr)
+    try:
+        path = store.fetch(variant, progress=bar, offline=False, force_download=args.force)
+    finally:
+        bar.finish()
+    print(f"{variant.name}: verified and saved", file=sys.stderr)
+    print(path)
+    return 0
+
+
+def _pick_variant(name: str):
+    """A Variant for a name: exact variant, or the planner's choice for a family / "auto"."""
+    from ..catalog import Variant, load_catalog
+
+    catalog = load_catalog()
+    found = None if name.strip().lower() == "auto" else catalog.find(name)
+    if isinstance(found, Variant):
+        return found
+    from ..planner import plan
+
+    return plan(name, catalog=catalog).variant
+
+
+class ProgressBar:
+    """Renders progress(done, total) callbacks as one redrawn line (only on a terminal)."""
+
+    def __init__(self, label: str, *, stream=sys.stderr):
+        self.label, self.stream = label, stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.start = time.monotonic()
+        self.first_done: int | None = None
+        self.last_draw = 0.0
+        self.drawn = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if self.first_done is None:
+            self.first_done = done  # a resumed download starts above zero
+            if done:
+                print(f"resuming {self.label} at {_size(done)}", file=self.stream)
+        if not self.tty or (now - self.last_draw < REDRAW_EVERY_S and (total is None or done < total)):
+            return
+        self.last_draw = now
+        rate = (done - self.first_done) / max(now - self.start, 1e-6)
+        if total:
+            frac = min(done / total, 1.0)
+            filled = int(frac * BAR_WIDTH)
+            eta = (total - done) / rate if rate > 0 else None
+            line = (f"{self.label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {frac:4.0%} "
+                    f"{_size(done)}/{_size(total)} {_size(rate)}/s"
+                    + (f" ETA {int(eta) // 60}:{int(eta) % 60:02d}" if eta is not None else ""))
+        else:
+            line = f"{self.label} {_size(done)} {_size(rate)}/s"
+        self.stream.write("\r" + line + "\x1b[K")
+        self.stream.flush()
+        self.drawn = True
+
+    def finish(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
