@@ -63,15 +63,14 @@ def collect(*, root: Path = Path("/"), system: str | None = None,
     os_version = _safe(notes, "os", lambda: _os_version(system), None)
 
     if system == "linux":
-        memory, cpu, ram = _safe(notes, "linux", lambda: _linux(root, machine, notes, live=live),
-                                 (MemoryInfo(), CPUInfo(), {}))
+        memory, cpu = _linux(root, machine, notes, live=live)
     elif system == "darwin":
-        memory, cpu, ram = _safe(notes, "macos", lambda: _macos(notes), (MemoryInfo(), CPUInfo(), {}))
+        memory, cpu = _safe(notes, "macos", lambda: _macos(notes), (MemoryInfo(), CPUInfo()))
     else:
-        memory, cpu, ram = _safe(notes, "system", lambda: _other(machine, notes),
-                                 (MemoryInfo(), CPUInfo(), {}))
+        memory, cpu = _safe(notes, "system", lambda: _other(machine, notes),
+                            (MemoryInfo(), CPUInfo()))
 
-    gpus = _safe(notes, "gpu", lambda: _gpus(root, system, cpu, memory, notes, live=live), [])
+    gpus = _safe(notes, "gpu", lambda: _gpus(root, system, cpu, memory, notes), [])
     from .probe_gpu import accelerators
 
     accels = _safe(notes, "accelerators",
@@ -100,18 +99,24 @@ def _os_version(system: str) -> str | None:
     return platform.release() or None
 
 
-def _linux(root: Path, machine: str, notes: list[str], *, live: bool):
-    from .probe_linux import read_cgroup, read_cpu, read_memory
+def _linux(root: Path, machine: str, notes: list[str], *, live: bool
+           ) -> tuple[MemoryInfo, CPUInfo]:
+    from . import probe_linux as pl
 
-    ram, n = read_memory(root)
+    # each reader on its own: one failing leaves the others' facts standing
+    ram, n = _safe(notes, "memory", lambda: pl.read_memory(root), ({}, []))
     notes += n
-    info, n = read_cpu(root, machine=machine)
+    info, n = _safe(notes, "cpu", lambda: pl.read_cpu(root, machine=machine),
+                    ({"arch": pl.normalize_arch(machine)}, []))
     notes += n
-    cg, n = read_cgroup(root)
+    cg, n = _safe(notes, "cgroup", lambda: pl.read_cgroup(root), (pl.CgroupFacts(), []))
     notes += n
     affinity = None
     if live and hasattr(os, "sched_getaffinity"):
-        affinity = len(os.sched_getaffinity(0))
+        affinity = _safe(notes, "cpu affinity", lambda: len(os.sched_getaffinity(0)), None)
+    if live and not info.get("brand") and not info.get("flags"):  # /proc/cpuinfo unreadable
+        brand, vendor, flags = _py_cpuinfo(notes)
+        info.update(brand=brand, vendor=vendor, flags=flags)
     logical = info.get("logical") or (os.cpu_count() if live else None)
     cpu = CPUInfo(arch=info["arch"], vendor=info.get("vendor"), brand=info.get("brand"),
                   physical_cores=info.get("physical"), logical_cores=logical,
@@ -120,7 +125,7 @@ def _linux(root: Path, machine: str, notes: list[str], *, live: bool):
                         swap_total=ram.get("SwapTotal"), swap_free=ram.get("SwapFree"),
                         cgroup_version=cg.version, cgroup_limit=cg.memory_limit,
                         cgroup_usage=cg.memory_usage)
-    return memory, cpu, ram
+    return memory, cpu
 
 
 def _macos(notes: list[str]):
@@ -141,7 +146,7 @@ def _macos(notes: list[str]):
                   flags=info["flags"])
     memory = MemoryInfo(total=mem.get("total"), available=available,
                         swap_total=mem.get("swap_total"), swap_free=mem.get("swap_free"))
-    return memory, cpu, {}
+    return memory, cpu
 
 
 def _other(machine: str, notes: list[str]):
@@ -153,30 +158,33 @@ def _other(machine: str, notes: list[str]):
     vm, sw = psutil.virtual_memory(), psutil.swap_memory()
     memory = MemoryInfo(total=int(vm.total), available=int(vm.available),
                         swap_total=int(sw.total), swap_free=int(sw.free))
-    brand = vendor = None
-    flags: tuple[str, ...] = ()
+    brand, vendor, flags = _py_cpuinfo(notes)
+    cpu = CPUInfo(arch=normalize_arch(machine), vendor=vendor, brand=brand,
+                  physical_cores=psutil.cpu_count(logical=False),
+                  logical_cores=psutil.cpu_count(logical=True), flags=flags)
+    return memory, cpu
+
+
+def _py_cpuinfo(notes: list[str]) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """Brand, vendor and normalized flags from py-cpuinfo: ~1 s (a subprocess), so last resort."""
     try:
         import cpuinfo
 
         info = cpuinfo.get_cpu_info()
-        brand, vendor = info.get("brand_raw"), info.get("vendor_id_raw")
-        from .probe_linux import _ARM_FLAGS, _X86_FLAGS
-
-        raw = set(info.get("flags", ()))
-        found = {_X86_FLAGS[f] for f in raw if f in _X86_FLAGS}
-        for f in raw:
-            found.update(_ARM_FLAGS.get(f, ()))
-        flags = tuple(sorted(found))
     except Exception as exc:
         notes.append(f"cpu: brand and flags unknown (py-cpuinfo: {exc})")
-    cpu = CPUInfo(arch=normalize_arch(machine), vendor=vendor, brand=brand,
-                  physical_cores=psutil.cpu_count(logical=False),
-                  logical_cores=psutil.cpu_count(logical=True), flags=flags)
-    return memory, cpu, {}
+        return None, None, ()
+    from .probe_linux import _ARM_FLAGS, _X86_FLAGS
+
+    raw = set(info.get("flags", ()))
+    found = {_X86_FLAGS[f] for f in raw if f in _X86_FLAGS}
+    for f in raw:
+        found.update(_ARM_FLAGS.get(f, ()))
+    return info.get("brand_raw"), info.get("vendor_id_raw"), tuple(sorted(found))
 
 
-def _gpus(root: Path, system: str, cpu: CPUInfo, memory: MemoryInfo, notes: list[str], *,
-          live: bool) -> list[GPUInfo]:
+def _gpus(root: Path, system: str, cpu: CPUInfo, memory: MemoryInfo,
+          notes: list[str]) -> list[GPUInfo]:
     from . import probe_gpu
 
     gpus: list[GPUInfo] = []
