@@ -52,8 +52,9 @@ def _s(value) -> str:
 
 
 def nvidia_present(root: Path = Path("/")) -> bool:
-    """Cheap check before loading NVML: the NVIDIA kernel driver is there."""
-    return (root / "proc/driver/nvidia").exists() or (root / "dev/nvidiactl").exists()
+    """Cheap check before loading NVML: the NVIDIA kernel driver is there (or, under WSL2,
+    the paravirtual GPU device through which NVML reaches the Windows driver)."""
+    return any((root / p).exists() for p in ("proc/driver/nvidia", "dev/nvidiactl", "dev/dxg"))
 
 
 def nvidia_gpus() -> tuple[list[GPUInfo], list[str]]:

@@ -140,6 +140,13 @@ def test_collect_uses_nvml_only_when_the_driver_is_there(monkeypatch, tmp_path):
     assert [g.name for g in hw.gpus] == ["NVIDIA GeForce RTX 4090"]
 
 
+def test_wsl2_gpu_device_counts_as_nvidia_driver(tmp_path):
+    assert not nvidia_present(tmp_path)
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev/dxg").write_text("")
+    assert nvidia_present(tmp_path)
+
+
 def test_amd_sysfs():
     gpus, notes = sysfs_gpus(ROOTS / "amd_sysfs")
     (g,) = gpus
