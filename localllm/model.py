@@ -26,6 +26,7 @@ from .generation import Chunk, Completion, SamplingOptions, join, run
 from .placement import Placement
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .hardware import Hardware
     from .runtimes.base import Engine
 
 __all__ = ["Model", "ModelInfo", "load"]
@@ -206,7 +207,7 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 def load(model: str | os.PathLike[str] = "auto", *, context: int | None = None, runtime: str | None = None,
          offline: bool | None = None, progress: Callable[..., Any] | None = None,
-         force: bool = False) -> Model:
+         force: bool = False, hardware: "Hardware | None" = None) -> Model:
     """Load a model: "auto", a catalog name (optionally "name:quant"), a .gguf file or an ONNX folder.
 
     Args:
@@ -216,6 +217,8 @@ def load(model: str | os.PathLike[str] = "auto", *, context: int | None = None, 
         offline: never touch the network (default: LOCALLLM_OFFLINE / HF_HUB_OFFLINE).
         progress: download progress callback, passed to the store.
         force: load even when the plan predicts it will not fit in memory.
+        hardware: plan for these facts instead of probing this machine (a caller that
+            already probed, or a profile in tests).
 
     Raises:
         InsufficientMemoryError: the plan does not fit (and not force).
@@ -227,14 +230,14 @@ def load(model: str | os.PathLike[str] = "auto", *, context: int | None = None, 
     path = _as_local_path(model)
     if path is not None:
         info = _validate(path)
-        plan, placement = _plan_local(path, info, context=context, runtime=runtime)
+        plan, placement = _plan_local(path, info, context=context, runtime=runtime, hardware=hardware)
         if plan is not None:
             _refuse_unfit(plan, force)
         name = path.stem if path.is_file() else path.name
     else:
         from . import planner, store
 
-        plan = planner.plan(str(model), context=context, runtime=runtime)
+        plan = planner.plan(str(model), context=context, runtime=runtime, hardware=hardware)
         _refuse_unfit(plan, force)
         path = Path(store.fetch(plan.variant, progress=progress, offline=offline))
         _validate(path)
@@ -281,8 +284,8 @@ def _validate(path: Path) -> Any:
     return validate.validate_model_path(path)
 
 
-def _plan_local(path: Path, info: Any, *, context: int | None,
-                runtime: str | None) -> tuple[object | None, Placement]:
+def _plan_local(path: Path, info: Any, *, context: int | None, runtime: str | None,
+                hardware: "Hardware | None") -> tuple[object | None, Placement]:
     """A plan and placement for a local file: the planner's, sized from the GGUF header."""
     from .errors import CatalogError
 
@@ -297,12 +300,12 @@ def _plan_local(path: Path, info: Any, *, context: int | None,
             log.warning("cannot plan %s (%s); using a CPU placement", path, exc)
         else:
             plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(path), context=context,
-                              runtime=runtime)
+                              runtime=runtime, hardware=hardware)
             return plan, plan.placement
     # TODO(lead): the planner has no plan for local ONNX folders; a CPU placement from probe() facts.
     from .probe import probe
 
-    hw = probe()
+    hw = hardware if hardware is not None else probe()
     cores = hw.cpu.physical_cores or int(hw.cpu.effective_cores or 1)
     meta = getattr(info, "metadata", None) or {}
     trained = meta.get(f"{meta.get('general.architecture')}.context_length")

@@ -217,3 +217,26 @@ def test_cli_run_streams_text_and_json(model, tiny_gguf):
     assert result["timings"]["prompt_tokens"] == result["prompt_tokens"] > 0
     bad = _cli(str(tiny_gguf) + ".missing.gguf", "hi")
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+def test_a_plan_that_does_not_fit_is_refused_unless_forced():
+    from localllm import InsufficientMemoryError, ModelUnavailableError, load_profile
+
+    small = load_profile("container-4gib")
+    with pytest.raises(InsufficientMemoryError) as err:
+        localllm.load("llama-3.1-8b-instruct:q4_k_m", hardware=small, offline=True)
+    e = err.value
+    assert e.needed and e.available and e.needed > e.available and e.plan is not None
+    assert "force=True" in str(e) and "GiB" in str(e)
+    # forced: the plan is accepted and the store is asked; offline with nothing cached it says so
+    with pytest.raises(ModelUnavailableError):
+        localllm.load("llama-3.1-8b-instruct:q4_k_m", hardware=small, offline=True, force=True)
+
+
+def test_local_file_is_planned_for_the_given_hardware(tiny_gguf):
+    from localllm import load_profile
+
+    with localllm.load(tiny_gguf, hardware=load_profile("raspberry-pi-5-8gb")) as m:
+        assert m.plan is not None and m.plan.fits
+        assert m.info.placement == m.plan.placement
+        assert m.info.placement.n_threads == 4  # the Pi's cores, not this machine's
