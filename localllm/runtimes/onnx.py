@@ -21,6 +21,7 @@ import ctypes
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -310,6 +311,9 @@ class OnnxEngine:
                       info.kv_dtype, placement.kv_type)
         self._eog = self._eog_ids()
         self._binding = self._session.io_binding()
+        # attention mask and positions are views of these (contiguous: leading dim 1)
+        self._ones = np.ones((1, self.n_ctx), dtype=np.int64)
+        self._positions = np.arange(self.n_ctx, dtype=np.int64)[None]
         self._tokens: list[int] = []
         self._past: list[Any] = []  # OrtValues: k0, v0, k1, v1, ...
         self._logits_value = None  # keeps the OrtValue behind the returned logits view alive
@@ -322,7 +326,8 @@ class OnnxEngine:
     # --- session ---------------------------------------------------------------------
     def _session_options(self, placement: Placement, level):
         so = self._ort.SessionOptions()
-        so.log_severity_level = 3  # errors only; ONNX Runtime logs to stderr otherwise
+        # fatal only: ONNX Runtime logs to stderr, and its errors reach us as exceptions anyway
+        so.log_severity_level = 4
         if placement.n_threads and placement.n_threads > 0:
             so.intra_op_num_threads = int(placement.n_threads)
         so.inter_op_num_threads = 1
@@ -458,32 +463,39 @@ class OnnxEngine:
             raise ContextOverflowError(
                 f"{self.n_past} cached + {len(tokens)} new tokens exceed the context window of {self.n_ctx}",
                 n_prompt=self.n_past + len(tokens), n_ctx=self.n_ctx)
-        bad = [t for t in tokens if not 0 <= t < self.n_vocab]
-        if bad:
+        if min(tokens) < 0 or max(tokens) >= self.n_vocab:
+            bad = [t for t in tokens if not 0 <= t < self.n_vocab]
             raise GenerationError(f"token id(s) {bad[:5]} outside the vocabulary of {self.n_vocab}")
         logits = None
         for start in range(0, len(tokens), self.n_batch):
             logits = self._step(tokens[start:start + self.n_batch])
         return logits
 
-    def _step(self, part: list[int]) -> "np.ndarray":
-        np, io, names, b = self._np, self._io, self._io, self._binding
-        n_past, n = len(self._tokens), len(part)
-        b.bind_cpu_input(names.input_ids, np.asarray([part], dtype=np.int64))
-        if names.attention_mask:
-            b.bind_cpu_input(names.attention_mask, np.ones((1, n_past + n), dtype=np.int64))
-        if names.position_ids:
-            b.bind_cpu_input(names.position_ids, np.arange(n_past, n_past + n, dtype=np.int64)[None])
-        if names.use_cache_branch:
-            b.bind_cpu_input(names.use_cache_branch, np.asarray([n_past > 0]))
-        if names.logits_to_keep:
-            b.bind_cpu_input(names.logits_to_keep, np.asarray(1, dtype=np.int64))
-        for i in range(self.info.n_layer):
-            b.bind_ortvalue_input(io.past_keys[i], self._past[2 * i])
-            b.bind_ortvalue_input(io.past_values[i], self._past[2 * i + 1])
+    def _bind_outputs(self) -> None:
+        """Outputs bound to a device, not to buffers: ONNX Runtime allocates them (their length grows)."""
+        io, b = self._io, self._binding
+        b.clear_binding_outputs()  # a finished run leaves its outputs bound as fixed-shape buffers
         b.bind_output(io.logits, "cpu")
         for name in (*io.present_keys, *io.present_values):
             b.bind_output(name, self._device, self._device_id)
+
+    def _step(self, part: list[int]) -> "np.ndarray":
+        np, io, b = self._np, self._io, self._binding
+        n_past, n = len(self._tokens), len(part)
+        b.bind_cpu_input(io.input_ids, np.array([part], dtype=np.int64))
+        if io.attention_mask:
+            b.bind_cpu_input(io.attention_mask, self._ones[:, :n_past + n])
+        if io.position_ids:
+            b.bind_cpu_input(io.position_ids, self._positions[:, n_past:n_past + n])
+        if io.use_cache_branch:
+            b.bind_cpu_input(io.use_cache_branch, np.array([n_past > 0]))
+        if io.logits_to_keep:
+            b.bind_cpu_input(io.logits_to_keep, np.array(1, dtype=np.int64))
+        self._bind_outputs()
+        past = self._past
+        for i in range(self.info.n_layer):
+            b.bind_ortvalue_input(io.past_keys[i], past[2 * i])
+            b.bind_ortvalue_input(io.past_values[i], past[2 * i + 1])
         try:
             self._session.run_with_iobinding(b)
         except Exception as exc:
@@ -495,8 +507,6 @@ class OnnxEngine:
         keys, values = outs[1:1 + n_layer], outs[1 + n_layer:]
         self._past = [v for pair in zip(keys, values) for v in pair]
         self._tokens.extend(part)
-        b.clear_binding_inputs()
-        b.clear_binding_outputs()
         return self._last_logits(outs[0])
 
     def _last_logits(self, value) -> "np.ndarray":
@@ -506,7 +516,7 @@ class OnnxEngine:
         if elem == "tensor(float)":
             # a view of the last row, no copy; `_logits_value` keeps the buffer alive
             self._logits_value = value
-            start = value.data_ptr() + 4 * (int(np.prod(shape)) - self.n_vocab)
+            start = value.data_ptr() + 4 * (math.prod(shape) - self.n_vocab)
             buf = (ctypes.c_float * self.n_vocab).from_address(start)
             return np.ctypeslib.as_array(buf)
         row = value.numpy().reshape(-1, shape[-1])[-1]
