@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 __all__ = ["HOME_ENV", "home"]
@@ -18,6 +19,9 @@ def home() -> Path:
     value = os.environ.get(HOME_ENV)
     if value:
         return Path(value).expanduser()
-    from platformdirs import user_cache_dir  # cheap, but keep `import localllm` minimal
+    if sys.platform.startswith("linux"):  # platformdirs' rule, without its ~4 ms import
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        return Path(xdg or os.path.expanduser("~/.cache")) / "localllm"
+    from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("localllm", appauthor=False))

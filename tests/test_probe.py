@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import localllm
+import localllm.paths
 from localllm import Hardware, probe
 
 
@@ -114,7 +115,7 @@ def test_probe_never_raises_when_everything_fails(monkeypatch):
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(probe_linux, "read_memory", boom)
-    monkeypatch.setattr(shutil, "disk_usage", boom)
+    monkeypatch.setattr(localllm.paths, "home", boom)
     hw = localllm.probe(refresh=True)
     assert hw.memory.total is None and hw.disk_free is None
     assert any("memory: probe failed (RuntimeError: simulated failure)" in n for n in hw.notes)
@@ -132,3 +133,17 @@ def test_localllm_home_read_at_call_time(monkeypatch, tmp_path):
     assert home() == tmp_path / "b"
     monkeypatch.delenv("LOCALLLM_HOME")
     assert home().name == "localllm" and os.path.isabs(home())
+
+
+def test_default_home_matches_platformdirs(monkeypatch, tmp_path):
+    from platformdirs import user_cache_dir
+
+    from localllm.paths import home
+
+    monkeypatch.delenv("LOCALLLM_HOME")
+    for xdg in (None, str(tmp_path / "xdg")):
+        if xdg is None:
+            monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+        else:
+            monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+        assert home() == Path(user_cache_dir("localllm", appauthor=False))
