@@ -29,12 +29,12 @@ from pathlib import Path
 TARGET_RATIO = 0.95  # issue: at least 0.95 of onnxruntime-genai's decode tokens/s
 
 
-def build(folder: Path, shape: str, threads: int) -> Path:
+def build(folder: Path, shape: str, threads: int, attention: str) -> Path:
     from localllm.tinyonnx import write_onnx_folder
 
     if not (folder / "onnx" / "model.onnx").is_file():
         t0 = time.perf_counter()
-        write_onnx_folder(folder, shape, seed=0, context_length=4096)
+        write_onnx_folder(folder, shape, seed=0, context_length=4096, attention=attention)
         print(f"built {shape} folder in {time.perf_counter() - t0:.1f}s: {folder}", file=sys.stderr)
     cfg_path = folder / "genai_config.json"
     cfg = json.loads(cfg_path.read_text())
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "localllm-bench-onnx",
                     help="where the model folder is built (reused when present)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--attention", choices=("standard", "gqa"), default="standard",
+                    help="standard ONNX ops, or the fused GroupQueryAttention op genai's builder uses")
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--gen", type=int, default=48, help="tokens to generate per run")
     ap.add_argument("--runs", type=int, default=3)
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from localllm.placement import Placement
     from localllm.runtimes.onnx import OnnxEngine
 
-    folder = build(args.dir / args.shape, args.shape, args.threads)
+    folder = build(args.dir / f"{args.shape}-{args.attention}", args.shape, args.threads, args.attention)
     os.environ.setdefault("LOCALLLM_HOME", str(args.dir / "home"))  # the optimized-model cache
     placement = Placement(runtime="onnxruntime", n_ctx=4096, n_threads=args.threads,
                           provider="CPUExecutionProvider")
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         if not same:
             print(f"  localllm {toks_a[:12]}...\n  genai    {toks_b[:12]}...", file=sys.stderr)
     a, b = statistics.median(ours), statistics.median(theirs)
-    result = {"shape": args.shape, "threads": args.threads, "prompt_tokens": args.prompt_tokens,
+    result = {"shape": args.shape, "attention": args.attention, "threads": args.threads, "prompt_tokens": args.prompt_tokens,
               "generated": args.gen, "runs": args.runs, "localllm_decode_tps": round(a, 3),
               "genai_decode_tps": round(b, 3), "ratio": round(a / b, 4), "target": TARGET_RATIO,
               "onnxruntime_genai": og.__version__, "weights_bytes": engine.info.weights_bytes}

@@ -204,7 +204,7 @@ class ReferenceDecoder:
 # -- the ONNX graph ------------------------------------------------------------------
 
 def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: Path,
-                 kv_dtype: str):
+                 kv_dtype: str, attention: str = "standard"):
     """ModelProto whose initializers point into `data_file` (written here, aligned)."""
     import numpy as np
     from onnx import TensorProto, helper
@@ -277,10 +277,18 @@ def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: 
         blocked = node("Or", [node("Unsqueeze", [future, c_ax10]), pad])  # [B,1,1,S,T]
         mask = node("Where", [blocked, "neg", "fzero"])
 
-        # cos/sin [B, S, 1, hd/2], broadcast over the heads of q/k [B, S, heads, hd/2]
         c_ax2 = const("axis2", [2])
-        cos_g = node("Unsqueeze", [node("Gather", ["rope_cos", "position_ids"], axis=0), c_ax2])
-        sin_g = node("Unsqueeze", [node("Gather", ["rope_sin", "position_ids"], axis=0), c_ax2])
+        gqa = attention == "gqa"
+        if gqa:
+            # what onnxruntime-genai's builder feeds GroupQueryAttention: per-sequence length - 1
+            # and the total length, both int32, derived from the attention mask
+            seqlens_k = node("Cast", [node("Sub", [node("ReduceSum", ["attention_mask", c_ax1], keepdims=0),
+                                                   c_ax1])], to=TensorProto.INT32)
+            total_len = node("Cast", [t_len], to=TensorProto.INT32)
+        else:
+            # cos/sin [B, S, 1, hd/2], broadcast over the heads of q/k [B, S, heads, hd/2]
+            cos_g = node("Unsqueeze", [node("Gather", ["rope_cos", "position_ids"], axis=0), c_ax2])
+            sin_g = node("Unsqueeze", [node("Gather", ["rope_sin", "position_ids"], axis=0), c_ax2])
 
         def rms(x, g):
             var = node("ReduceMean", [node("Mul", [x, x])], axes=[-1], keepdims=1)
@@ -299,6 +307,19 @@ def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: 
             q, k, v = (node("MatMul", [h, p + n]) for n in ("wq", "wk", "wv"))
             if shape.qkv_bias:
                 q, k, v = (node("Add", [t, p + n]) for t, n in ((q, "bq"), (k, "bk"), (v, "bv")))
+            if gqa:  # the fused contrib op: rotary, cache append, grouped attention in one kernel
+                nodes.append(helper.make_node(
+                    "GroupQueryAttention", [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value",
+                                            seqlens_k, total_len, "rope_cos", "rope_sin"],
+                    [f"gqa_out{i}", f"present.{i}.key", f"present.{i}.value"], name=f"gqa{i}",
+                    domain="com.microsoft", num_heads=nh, kv_num_heads=nkv, scale=float(1.0 / np.sqrt(hd)),
+                    do_rotary=1, rotary_interleaved=0))
+                x = node("Add", [x, node("MatMul", [f"gqa_out{i}", p + "wo"])])
+                h = rms(x, p + "ffn_norm")
+                g = node("MatMul", [h, p + "wg"])
+                act = node("Mul", [node("Mul", [g, node("Sigmoid", [g])]), node("MatMul", [h, p + "wu"])])
+                x = node("Add", [x, node("MatMul", [act, p + "wd"])])
+                continue
             q = node("Transpose", [rope(node("Reshape", [q, c_q]))], perm=[0, 2, 1, 3])
             k = node("Transpose", [rope(node("Reshape", [k, c_kv]))], perm=[0, 2, 1, 3])
             v = node("Transpose", [node("Reshape", [v, c_kv])], perm=[0, 2, 1, 3])
@@ -334,13 +355,17 @@ def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: 
               helper.make_tensor_value_info("attention_mask", TensorProto.INT64,
                                             ["batch_size", "total_sequence_length"]),
               helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"])]
+    if attention == "gqa":
+        inputs.pop()  # positions come from the attention mask, as in onnxruntime-genai's exports
     outputs = [helper.make_tensor_value_info("logits", f, ["batch_size", "sequence_length", shape.n_vocab])]
     for i in range(shape.n_layer):
         for kind in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", kv_onnx, past_dims))
             outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", kv_onnx, pres_dims))
     graph = helper.make_graph(nodes, "tiny-decoder", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)],
+    opsets = [helper.make_opsetid("", _OPSET)] + ([helper.make_opsetid("com.microsoft", 1)]
+                                                  if attention == "gqa" else [])
+    model = helper.make_model(graph, opset_imports=opsets,
                               producer_name="localllm.tinyonnx")
     model.ir_version = 8  # readable by every onnxruntime >= 1.14
     return model
@@ -348,10 +373,13 @@ def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: 
 
 def write_onnx_folder(folder: str | Path, shape: OnnxShape | str = "tiny", *, seed: int = 0,
                       scale: float = 0.5, kv_dtype: str = "float32", genai_config: bool = True,
-                      context_length: int | None = None) -> Path:
+                      context_length: int | None = None, attention: str = "standard") -> Path:
     """Write a random-weight ONNX LLM folder (see module docstring); returns the folder.
 
     `kv_dtype` "float16" stores the KV cache in half precision (math stays float32).
+    `attention` "gqa" uses ONNX Runtime's fused GroupQueryAttention contrib op (the layout
+    onnxruntime-genai's model builder writes, without a position_ids input) instead of
+    standard ONNX ops; float32 cache only.
     """
     import onnx
 
@@ -368,7 +396,10 @@ def write_onnx_folder(folder: str | Path, shape: OnnxShape | str = "tiny", *, se
     ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
     weights = make_weights(shape, seed=seed, scale=scale, silent=list(ids.values()))
     tok.save(str(folder / "tokenizer.json"))
-    model = _build_graph(shape, weights, folder / "onnx" / "model.onnx_data", kv_dtype)
+    if attention not in ("standard", "gqa") or (attention == "gqa" and kv_dtype != "float32"):
+        raise ValueError(f"attention {attention!r} with kv_dtype {kv_dtype!r}: expected 'standard', "
+                         "or 'gqa' with a float32 cache")
+    model = _build_graph(shape, weights, folder / "onnx" / "model.onnx_data", kv_dtype, attention)
     del weights
     onnx.save_model(model, str(folder / "onnx" / "model.onnx"))
 
@@ -397,7 +428,10 @@ def write_onnx_folder(folder: str | Path, shape: OnnxShape | str = "tiny", *, se
     _write_json(folder / "tokenizer_config.json", tok_config)
     _write_json(folder / "generation_config.json", gen_config)
     if genai_config:
-        _write_json(folder / "genai_config.json", _genai_config(shape, ids, eos, ctx))
+        genai = _genai_config(shape, ids, eos, ctx)
+        if attention == "gqa":
+            del genai["model"]["decoder"]["inputs"]["position_ids"]
+        _write_json(folder / "genai_config.json", genai)
     return folder
 
 

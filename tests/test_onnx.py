@@ -124,6 +124,25 @@ def test_float16_cache_matches_reference(tiny_onnx_f16):
         e.close()
 
 
+def test_fused_group_query_attention_layout(tmp_path):
+    """onnxruntime-genai's layout: GroupQueryAttention contrib op, positions from the mask, no position_ids."""
+    folder = write_onnx_folder(tmp_path / "gqa", seed=SEED, attention="gqa")
+    e = engine_for(folder, n_batch=4)
+    try:
+        assert e.info.io.position_ids is None
+        ref = reference_decoder(folder, seed=SEED)
+        prompt = e.tokenize("hello world, the cat is fast")
+        np.testing.assert_allclose(e.eval(prompt).copy(), ref.forward(prompt)[-1], atol=1e-4, rtol=0)
+        for tok in (40, 41):
+            np.testing.assert_allclose(e.eval([tok]).copy(), ref.forward([tok])[-1], atol=1e-4, rtol=0)
+        e.rewind(3)
+        ref.reset()
+        ref.forward(prompt[:3])
+        np.testing.assert_allclose(e.eval([9, 10]).copy(), ref.forward([9, 10])[-1], atol=1e-4, rtol=0)
+    finally:
+        e.close()
+
+
 def test_batches_and_rewind_keep_the_cache_exact(tiny_onnx):
     e = engine_for(tiny_onnx, n_batch=3)
     try:
