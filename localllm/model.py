@@ -34,6 +34,9 @@ __all__ = ["Model", "ModelInfo", "load"]
 log = logging.getLogger(__name__)
 
 Message = Mapping[str, Any]
+# close() cancels the running generation, which then ends within a token; a stream that
+# is held but not iterated (same thread, or abandoned) would block forever without a bound.
+_CLOSE_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -150,10 +153,16 @@ class Model:
     def close(self) -> None:
         """Free the model's memory; waits for a running generation. Idempotent."""
         self._cancel.set()
-        with self._lock:
+        if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
+            raise GenerationError(
+                f"model {self.info.name!r} could not close: a stream still holds it after "
+                f"{_CLOSE_WAIT_S:.0f} s; close or finish that stream first")
+        try:
             if not self._closed:
                 self._closed = True
                 self._engine.close()
+        finally:
+            self._lock.release()
 
     @property
     def closed(self) -> bool:
