@@ -6,7 +6,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -83,7 +83,7 @@ class ChatApp(App):
     def __init__(self, model: str | None = None, *, context: int | None = None, db_path: str | Path | None = None,
                  hardware: Any = None, extra_models: Sequence[str | os.PathLike[str]] = (),
                  hide_timings: bool = False, system_prompt: str = "",
-                 loader: Callable[..., Any] | None = None) -> None:
+                 sampling: Mapping[str, Any] | None = None, loader: Callable[..., Any] | None = None) -> None:
         """
         Args:
             model: "auto"/None, a catalog name, or a local .gguf file / ONNX folder.
@@ -93,6 +93,7 @@ class ChatApp(App):
             extra_models: local files the model switcher offers besides the catalog.
             hide_timings: show no timings or thread counts (stable screenshots).
             system_prompt: system prompt of new chats.
+            sampling: SamplingOptions fields for new chats (each chat keeps its own, ctrl+s edits).
             loader: loader(target, context=, progress=) -> Model; default localllm.load
                 (through backend.load_model). For embedding apps and test doubles.
         """
@@ -104,6 +105,8 @@ class ChatApp(App):
         self.extra_models = [str(p) for p in extra_models]
         self.hide_timings = hide_timings
         self.default_system_prompt = system_prompt
+        localllm.SamplingOptions.from_kwargs(**(sampling or {}))  # unknown or bad options raise now
+        self.default_sampling = dict(sampling or {})
         self.loader = loader or backend.load_model
         self.model: Any = None  # localllm.Model once loaded
         self.loading: str = ""  # what is being loaded now, "" when idle

@@ -69,6 +69,7 @@ class _Generation:
     stop: threading.Event
     model_name: str
     parts: list[str] = field(default_factory=list)
+    finishing: bool = False
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -128,7 +129,9 @@ class ChatScreen(Screen):
         with Horizontal(id="body"):
             yield ChatList(id="chats")
             with Vertical(id="main"):
-                yield VerticalScroll(id="conversation")
+                conversation = VerticalScroll(id="conversation")
+                conversation.can_focus = False  # typing always goes to the prompt; the wheel still scrolls
+                yield conversation
                 yield PromptArea(id="prompt")
         yield StatusLine("Loading…", id="status", markup=False)
         yield Footer()
@@ -158,8 +161,15 @@ class ChatScreen(Screen):
         self._ctx_used = None
         self._count_context()
         self.update_status()
-        if not prompt.disabled:
+        self.call_after_refresh(self._focus_prompt)
+
+    def _focus_prompt(self) -> None:
+        prompt = self.query_one(PromptArea)
+        if not prompt.disabled and self.app.screen is self:
             prompt.focus()
+
+    def on_screen_resume(self) -> None:
+        self.call_after_refresh(self._focus_prompt)
 
     async def _show_notes(self) -> None:
         conv = self.query_one("#conversation", VerticalScroll)
@@ -314,13 +324,14 @@ class ChatScreen(Screen):
     def action_settings(self) -> None:
         chat = self.chat
         system = chat.system_prompt if chat else self.capp.default_system_prompt
-        sampling = dict(chat.sampling) if chat else {}
+        sampling = dict(chat.sampling) if chat else dict(self.capp.default_sampling)
 
         def done(result: dict | None) -> None:
             if result is None:
                 return
             if self.chat is None:
-                self.chat = self.capp.history.new_chat(model=self._model_name())
+                self.chat = self.capp.history.new_chat(model=self._model_name(),
+                                                       sampling=self.capp.default_sampling)
             self.chat = self.capp.history.update_settings(self.chat.id, system_prompt=result["system_prompt"],
                                                          sampling=result["sampling"])
             self.refresh_chat_list()
@@ -390,7 +401,8 @@ class ChatScreen(Screen):
         prompt.clear()
         history = self.capp.history
         if self.chat is None:
-            self.chat = history.new_chat(system_prompt=self.capp.default_system_prompt, model=self._model_name())
+            self.chat = history.new_chat(system_prompt=self.capp.default_system_prompt,
+                                         sampling=self.capp.default_sampling, model=self._model_name())
             for view in self.query("MessageView.info"):
                 await view.remove()
         msg = history.add_message(self.chat.id, "user", text)  # committed before the reply starts
@@ -456,9 +468,9 @@ class ChatScreen(Screen):
     @on(ReplyDone)
     async def _on_done(self, msg: ReplyDone) -> None:
         gen = self._gen
-        if gen is None or gen.gen_id != msg.gen_id:
+        if gen is None or gen.gen_id != msg.gen_id or gen.finishing:
             return
-        self._gen = None
+        gen.finishing = True  # `generating` stays true until the reply is stored and shown
         await gen.stream.stop()
         text = gen.text
         history = self.capp.history
@@ -488,6 +500,7 @@ class ChatScreen(Screen):
                 self.notify(msg.error, severity="error")
         if self.chat is not None and self.chat.id == gen.chat_id:
             self.chat = history.chat(gen.chat_id)
+        self._gen = None
         self.update_status()
         self.post_message(self.ReplyFinished(msg.finish_reason, msg.error))
 

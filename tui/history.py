@@ -1,8 +1,10 @@
 """Conversations kept in SQLite: chats, their messages, settings. No Textual here.
 
-Each message is committed as soon as it is complete (WAL journal, synchronous=NORMAL
-is durable against a killed process; FULL also against power loss, which we use), so
-killing the app in the middle of a reply loses at most that reply.
+Each message is committed as soon as it is complete, so killing the app in the middle
+of a reply loses at most that reply. WAL with synchronous=NORMAL: a commit is durable
+against a killed process (the WAL is in the OS page cache) without an fsync per
+message on the UI thread; only a power cut may lose the last few commits (SQLite docs,
+"WAL mode ... synchronous=NORMAL").
 
 The database lives in the user's data folder (platformdirs), or in $LOCALLLM_DATA when
 set, or under $LOCALLLM_HOME/data when only that is set (tests isolate themselves so).
@@ -111,7 +113,7 @@ class History:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         with self._lock:

@@ -14,6 +14,9 @@ def register(sub) -> None:
     p.add_argument("--profile", default=None, metavar="NAME",
                    help="plan for a hardware profile (profiles/*.toml or a path) instead of this machine")
     p.add_argument("--system", default="", metavar="TEXT", help="system prompt for new chats")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature for new chats (0: greedy)")
+    p.add_argument("--max-tokens", type=int, default=None, metavar="N", help="reply length limit for new chats")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed for new chats")
     p.set_defaults(func=run)
 
 
@@ -23,6 +26,13 @@ def run(args) -> int:
     if args.ctx is not None and args.ctx < 16:
         raise localllm.LocalLLMError(f"--ctx must be at least 16 tokens, got {args.ctx}")
     hardware = localllm.load_profile(args.profile) if args.profile else None
+    sampling = {k: v for k, v in (("temperature", args.temperature), ("max_tokens", args.max_tokens),
+                                  ("seed", args.seed)) if v is not None}
+    try:
+        localllm.SamplingOptions(**sampling)
+    except ValueError as exc:
+        raise localllm.LocalLLMError(str(exc)) from None
     from localllm.tui import run as run_tui
 
-    return run_tui(args.model, context=args.ctx, hardware=hardware, system_prompt=args.system)
+    return run_tui(args.model, context=args.ctx, hardware=hardware, system_prompt=args.system,
+                   sampling=sampling)
