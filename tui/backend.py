@@ -77,6 +77,8 @@ def looks_like_path(model: str) -> bool:
 def hardware_lines(hw: Any) -> tuple[str, ...]:
     """A short, human summary of a localllm.Hardware."""
     lines = []
+    if getattr(hw, "name", None):
+        lines.append(f"Profile {hw.name} (planning for that machine, not this one)")
     cpu = getattr(hw, "cpu", None)
     if cpu is not None:
         cores = f"{cpu.physical_cores or '?'} cores / {cpu.logical_cores or '?'} threads"
@@ -97,7 +99,7 @@ def hardware_lines(hw: Any) -> tuple[str, ...]:
                          f" {_gib(getattr(g, 'memory_free', None))} free)")
     else:
         lines.append("GPU     none found: running on the CPU")
-    runtimes = [r for r in (getattr(hw, "runtimes", ()) or ()) if getattr(r, "available", True)]
+    runtimes = [r for r in (getattr(hw, "runtimes", ()) or ()) if getattr(r, "installed", False)]
     if runtimes:
         lines.append("Runtime " + ", ".join(f"{r.name} {getattr(r, 'version', '') or ''}".strip()
                                             for r in runtimes))

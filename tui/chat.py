@@ -137,6 +137,8 @@ class ChatScreen(Screen):
         yield Footer()
 
     async def on_mount(self) -> None:
+        if self.capp.hide_timings:  # stable screenshots: no blinking cursor either
+            self.query_one(PromptArea).cursor_blink = False
         self.refresh_chat_list()
         chats = self.capp.history.chats()
         if chats:

@@ -142,10 +142,10 @@ class HelpScreen(ModalScreen[None]):
 
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > Vertical { width: 72; max-width: 95%; height: auto; max-height: 90%; border: thick $accent;
-        background: $surface; padding: 1 2; }
-    HelpScreen DataTable { height: auto; max-height: 30; }
-    HelpScreen #keymap-note { color: $text-muted; margin-top: 1; }
+    HelpScreen > Vertical { width: 100; max-width: 98%; height: 95%; border: thick $accent;
+        background: $surface; padding: 0 1; }
+    HelpScreen DataTable { height: 1fr; }
+    HelpScreen #keymap-note { color: $text-muted; height: auto; }
     """
     BINDINGS = [Binding("escape,q,f1", "dismiss", "Close", id="help.close")]
 
@@ -156,10 +156,9 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Keys", classes="title")
+            yield Static(f"Keys. Remap them in {self.keymap_path} by binding id, e.g. "
+                         '[keys] "localllm.stop" = "ctrl+c"', id="keymap-note", markup=False)
             yield DataTable(cursor_type="row", zebra_stripes=True)
-            yield Static(f"Remap any key in {self.keymap_path}, e.g.\n"
-                         '[keys]\n"localllm.stop" = "ctrl+c"', id="keymap-note", markup=False)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

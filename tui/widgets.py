@@ -106,7 +106,7 @@ class StatusLine(Static):
     """model · runtime · placement · context used/limit · TTFT · tokens/s."""
 
     DEFAULT_CSS = """
-    StatusLine { dock: bottom; height: 1; background: $panel; color: $text; padding: 0 1; }
+    StatusLine { height: 1; background: $panel; color: $text; padding: 0 1; }
     """
 
 
