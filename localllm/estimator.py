@@ -254,7 +254,8 @@ def _apportion(n: int, shares: tuple[float, ...]) -> list[int]:
 
 def decode_tokens_per_second(variant: Variant, est: MemoryEstimate, *, cpu_bandwidth_gbs: float | None,
                              gpu_bandwidth_gbs: tuple[float | None, ...] = (),
-                             cpu_threads: int | None = None) -> tuple[float | None, str]:
+                             cpu_threads: int | None = None,
+                             cpu_thread_bandwidth_gbs: float | None = None) -> tuple[float | None, str]:
     """Predicted decode speed: bandwidth / bytes read per token, per device, summed in time.
 
     Each token reads every weight but the embedding (one row) and, on average, half of a
@@ -268,7 +269,8 @@ def decode_tokens_per_second(variant: Variant, est: MemoryEstimate, *, cpu_bandw
         if dev.device == "cpu":
             bw = cpu_bandwidth_gbs
             if cpu_threads:  # few threads cannot pull the whole bus
-                cap = cpu_threads * CPU_THREAD_BANDWIDTH_GBS / BANDWIDTH_EFFICIENCY
+                per_thread = cpu_thread_bandwidth_gbs or CPU_THREAD_BANDWIDTH_GBS / BANDWIDTH_EFFICIENCY
+                cap = cpu_threads * per_thread
                 bw = min(bw, cap) if bw else cap
             out = out_bytes if (est.n_gpu_layers <= f.n_layer) else 0
             read = dev.n_layers * layer_bytes + out + dev.kv_cache // 2

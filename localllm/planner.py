@@ -12,13 +12,17 @@ INTERACTIVE_MIN_TOKENS_PER_S, then the highest quality, then the smaller file.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import replace as _replace
+from typing import TYPE_CHECKING, Any
 
 from .catalog import Catalog, Family, Variant, load_catalog, local_variant
 from .errors import ModelNotFoundError, NoFittingVariantError
 from .estimator import MemoryEstimate, decode_tokens_per_second, estimate
 from .hardware import GPUInfo, Hardware
 from .placement import Placement
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .calibration import Calibration
 
 __all__ = [
     "CONTEXT_FLOOR",
@@ -216,6 +220,8 @@ class _Machine:
     unified: bool
     threads: int
     notes: tuple[str, ...] = ()
+    calibration: "Calibration | None" = None  # measured figures for this machine
+    threads_explicit: bool = False  # the caller fixed the thread count
 
     def budgets(self, *, with_gpus: bool) -> tuple[DeviceBudget, ...]:
         out = [DeviceBudget("cpu" if not self.unified else "pool", self.ram if self.ram is not None else -1,
@@ -258,7 +264,8 @@ class _Candidate:
                 -self.variant.size)
 
 
-def _machine(hw: Hardware, *, runtime: str, headroom: int) -> _Machine:
+def _machine(hw: Hardware, *, runtime: str, headroom: int, calibration: "Calibration | None" = None,
+             threads: int | None = None) -> _Machine:
     mem = hw.memory
     notes: list[str] = []
     usable = mem.usable if mem.usable is not None else mem.limit
@@ -289,7 +296,8 @@ def _machine(hw: Hardware, *, runtime: str, headroom: int) -> _Machine:
         what = "working-set budget" if g.budget is not None else ("free" if g.memory_free is not None else "total")
         bases.append(f"{_gb(raw)} {what} on {g.name} minus {_gb(margin)} margin")
     return _Machine(hw=hw, ram=ram, ram_basis=basis, gpus=tuple(gpus), gpu_budgets=tuple(budgets),
-                    gpu_bases=tuple(bases), unified=unified, threads=_threads(hw), notes=tuple(notes))
+                    gpu_bases=tuple(bases), unified=unified, threads=threads or _threads(hw), notes=tuple(notes),
+                    calibration=calibration, threads_explicit=threads is not None)
 
 
 def _gpu_memory(g: GPUInfo, hw: Hardware) -> int | None:
@@ -361,12 +369,14 @@ def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
     shares = tuple(float(b) for b in m.gpu_budgets) or (1.0,)
     backend = _backend(m.gpus[0]) if m.gpus else None
     fa_gpu = backend in _FLASH_ATTN_BACKENDS or kv != "f16"
-    fa_cpu = kv != "f16"  # quantized V cache needs flash attention in llama.cpp
+    # Flash attention on the CPU too: llama.cpp's own default (flash_attn_type AUTO turns it on
+    # for CPU), needed for a quantized V cache, and it keeps the n_head x n_ctx x n_ubatch
+    # attention scores out of memory, so long contexts cost only their KV cache
+    # (benchmarks/estimator_accuracy.py; decode was no slower with it here).
+    fa_cpu = True
 
     def cand(tier, est, ctx, why, need, avail):
-        tps, basis = decode_tokens_per_second(
-            v, est, cpu_bandwidth_gbs=m.hw.memory.bandwidth_gbs,
-            gpu_bandwidth_gbs=tuple(g.bandwidth_gbs for g in m.gpus), cpu_threads=m.threads)
+        tps, basis = _speed(v, est, m)
         return _Candidate(v, tier, est, ctx, tps, basis, why, need, avail)
 
     first_fail = None
@@ -402,6 +412,57 @@ def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
     return cand(None, est, ctx, why, need, avail)
 
 
+def _speed(v: Variant, est: MemoryEstimate, m: _Machine, threads: int | None = None) -> tuple[float | None, str]:
+    """Decode tokens/s for `est` with `threads`: measured on this machine when a bench record
+    matches (model shape and size, threads, offloaded layers), else from bandwidth."""
+    threads = threads or m.threads
+    bw = m.calibration.bandwidth if m.calibration is not None else None
+    tps, basis = decode_tokens_per_second(
+        v, est, cpu_bandwidth_gbs=m.hw.memory.bandwidth_gbs,
+        gpu_bandwidth_gbs=tuple(g.bandwidth_gbs for g in m.gpus), cpu_threads=threads,
+        cpu_thread_bandwidth_gbs=bw.per_thread_gbs if bw is not None else None)
+    if bw is not None and m.hw.memory.bandwidth_gbs is not None:
+        basis = basis.replace(" (cpu)", f" (cpu, measured here on {bw.date[:10]})")
+    rec = m.calibration.lookup(v.family, v.size, n_threads=threads, n_gpu_layers=_ngl_key(est, v)) \
+        if m.calibration is not None else None
+    if rec is not None and rec.decode_tps > 0:
+        formula = f"; estimated from bandwidth: {tps:.1f}" if tps else ""
+        return rec.decode_tps, (f"measured on this machine on {rec.date[:10]} by localllm bench "
+                                f"({rec.n_threads} threads, n_ctx {rec.n_ctx}){formula}")
+    if basis and tps:
+        basis = "estimated from bandwidth: " + basis
+    return tps, basis
+
+
+def _ngl_key(est: MemoryEstimate, v: Variant) -> int:
+    """n_gpu_layers as a Placement (and a bench record) holds it: -1 for everything."""
+    return -1 if est.n_gpu_layers > v.family.n_layer else est.n_gpu_layers
+
+
+def _measured_threads(c: _Candidate, m: _Machine) -> tuple[int, float, str] | None:
+    """(threads, tokens/s, basis) when bench measured this model at two or more thread
+    counts here and another count than the default decoded faster."""
+    if m.calibration is None or m.threads_explicit:
+        return None
+    v = c.variant
+    key = _ngl_key(c.est, v)
+    sig_records = [r for r in m.calibration.bench if r.matches(_signature(v), v.size, n_gpu_layers=key)]
+    if len({r.n_threads for r in sig_records}) < 2:
+        return None
+    best = max(sig_records, key=lambda r: r.decode_tps)
+    if best.n_threads == m.threads:
+        return None
+    counts = ", ".join(f"{r.n_threads}: {r.decode_tps:.1f}" for r in sorted(sig_records, key=lambda r: r.n_threads))
+    return best.n_threads, best.decode_tps, (f"measured on this machine on {best.date[:10]} by localllm bench "
+                                             f"(tokens/s by threads: {counts})")
+
+
+def _signature(v: Variant) -> str:
+    from .calibration import model_signature
+
+    return model_signature(v.family)
+
+
 def _placement(c: _Candidate, m: _Machine, req: _Request, runtime: str) -> Placement:
     L = c.variant.family.n_layer
     ngl = c.est.n_gpu_layers
@@ -422,7 +483,8 @@ def _placement(c: _Candidate, m: _Machine, req: _Request, runtime: str) -> Place
 
 def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = None,
          context: int | None = None, workload: str = "interactive", runtime: str | None = None,
-         kv_type: str | None = None, headroom: int | None = None, catalog: Catalog | None = None) -> Plan:
+         kv_type: str | None = None, headroom: int | None = None, catalog: Catalog | None = None,
+         calibration: "Calibration | None" = None, threads: int | None = None) -> Plan:
     """Choose what to run and where.
 
     Args:
@@ -435,6 +497,10 @@ def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = 
         kv_type: KV cache type, "f16" (default), "q8_0" or "q4_0".
         headroom: bytes of RAM to leave free beyond the planner's own margin.
         catalog: the catalog; None loads the bundled one.
+        calibration: measured figures (localllm.calibration); None reads this machine's
+            kept figures when `hardware` is a live probe (not a profile). Measured decode
+            speeds are preferred to the bandwidth formula.
+        threads: CPU threads; None chooses (cores, or what bench measured fastest).
 
     Returns a Plan; for a named model that does not fit, `fits` is False (the caller
     decides). Raises:
@@ -444,7 +510,8 @@ def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = 
     catalog = catalog or load_catalog()
     hardware = hardware if hardware is not None else _probe()
     req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime=runtime,
-                               kv_type=kv_type, headroom=headroom)
+                               kv_type=kv_type, headroom=headroom, calibration=_calibration(hardware, calibration),
+                               threads=threads)
     if isinstance(model, str) and model.strip().lower() == "auto":
         pool = [v for v in catalog.variants if _runtime_for(v) == runtime]
         if not pool:
@@ -461,13 +528,15 @@ def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = 
 
 def plan_local(family: Family, *, weight_bytes: int, path: str | None = None, quant: str = "local",
                hardware: Hardware | None = None, context: int | None = None, workload: str = "interactive",
-               runtime: str | None = None, kv_type: str | None = None, headroom: int | None = None) -> Plan:
+               runtime: str | None = None, kv_type: str | None = None, headroom: int | None = None,
+               calibration: "Calibration | None" = None, threads: int | None = None) -> Plan:
     """Plan a local GGUF file: `family` from its header (catalog.family_from_gguf_metadata),
-    `weight_bytes` its exact tensor bytes."""
+    `weight_bytes` its exact tensor bytes. `calibration` and `threads` as for `plan`."""
     variant = local_variant(family, weight_bytes=weight_bytes, path=path, quant=quant)
     hardware = hardware if hardware is not None else _probe()
     req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime=runtime,
-                               kv_type=kv_type, headroom=headroom)
+                               kv_type=kv_type, headroom=headroom, calibration=_calibration(hardware, calibration),
+                               threads=threads)
     return _choose([variant], m, req, runtime, auto=False, catalog=None)
 
 
@@ -477,10 +546,11 @@ def fit_table(hardware: Hardware | None = None, *, catalog: Catalog | None = Non
     """Every catalog variant with where it would run here (the `localllm models --fits` table)."""
     catalog = catalog or load_catalog()
     hardware = hardware if hardware is not None else _probe()
+    calibration = _calibration(hardware, None)
     rows = []
     for v in catalog.variants:
         req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime=_runtime_for(v),
-                                   kv_type=kv_type, headroom=headroom)
+                                   kv_type=kv_type, headroom=headroom, calibration=calibration)
         c = _assess(v, m, req)
         rows.append(VariantFit(variant=v, where=_TIER_WHERE.get(c.tier, "none"), fits=c.fits, needed=c.needed,
                                available=c.available, n_ctx=c.n_ctx, n_gpu_layers=c.est.n_gpu_layers,
@@ -494,11 +564,21 @@ def _probe() -> Hardware:
     return probe()
 
 
+def _calibration(hw: Hardware, given: "Calibration | None") -> "Calibration | None":
+    """The measured figures to plan with: those given, else this machine's kept ones for a
+    live probe (a profile describes another machine)."""
+    if given is not None or hw.name is not None:
+        return given
+    from .calibration import load_calibration
+
+    return load_calibration(hw)
+
+
 def _runtime_for(v: Variant) -> str:
     return "onnxruntime" if v.format == "onnx" else "llama.cpp"
 
 
-def _prepare(hw: Hardware, *, context, workload, runtime, kv_type, headroom):
+def _prepare(hw: Hardware, *, context, workload, runtime, kv_type, headroom, calibration=None, threads=None):
     if workload not in WORKLOADS:
         raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}, got {workload!r}")
     kv = kv_type or "f16"
@@ -510,10 +590,13 @@ def _prepare(hw: Hardware, *, context, workload, runtime, kv_type, headroom):
         raise ValueError(f"context must be a whole number of tokens >= 16, got {context!r}")
     if headroom is not None and headroom < 0:
         raise ValueError(f"headroom must be >= 0 bytes, got {headroom!r}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
     runtime = runtime or "llama.cpp"
     req = _Request(ctx_target=context, ctx_explicit=context is not None, workload=workload, runtime=runtime,
                    kv_type=kv)
-    return req, _machine(hw, runtime=runtime, headroom=headroom or 0), runtime
+    return req, _machine(hw, runtime=runtime, headroom=headroom or 0, calibration=calibration,
+                         threads=threads), runtime
 
 
 def _choose(pool: list[Variant], m: _Machine, req: _Request, runtime: str, *, auto: bool,
@@ -607,11 +690,20 @@ def _rejected_for_unfit(chosen: _Candidate, cands: list[_Candidate], m: _Machine
 
 def _make_plan(c: _Candidate, m: _Machine, req: _Request, runtime: str, *, fits: bool, reasons: list[str],
                rejected: tuple[Rejected, ...], warnings: list[str]) -> Plan:
+    measured = _measured_threads(c, m) if fits else None
+    if measured is not None:  # bench found another thread count faster on this machine
+        n, tps, basis = measured
+        m = _replace(m, threads=n)
+        c = _replace(c, tokens_per_s=tps, basis=basis)
     placement = _placement(c, m, req, runtime)
     where = _TIER_WHERE.get(c.tier, "cpu")
     reasons = list(reasons)
-    reasons.append(f"{placement.n_threads} threads: "
-                   + _threads_basis(m.hw))
+    if measured is not None:
+        reasons.append(f"{placement.n_threads} threads: fastest measured here ({measured[2]})")
+    elif m.threads_explicit:
+        reasons.append(f"{placement.n_threads} threads: as asked")
+    else:
+        reasons.append(f"{placement.n_threads} threads: " + _threads_basis(m.hw))
     if c.n_ctx != (req.ctx_target or DEFAULT_CONTEXT):
         if not req.ctx_explicit and c.n_ctx == c.variant.family.n_ctx_train:
             reasons.append(f"context {c.n_ctx}: all {c.variant.family.name} was trained on")

@@ -39,7 +39,7 @@ def probe(*, runtimes: bool = False, refresh: bool = False) -> Hardware:
     global _cached, _cached_runtimes
     with _lock:
         if _cached is None or refresh:
-            _cached = collect()
+            _cached = _with_measured_bandwidth(collect())
         hw = _cached
         if not runtimes:
             return hw
@@ -79,6 +79,22 @@ def collect(*, root: Path = Path("/"), system: str | None = None,
         memory=memory, cpu=cpu, gpus=tuple(gpus), accelerators=tuple(accels),
         disk_free=disk_free, disk_path=disk_path, on_battery=battery, notes=tuple(notes),
     )
+
+
+def _with_measured_bandwidth(hw: Hardware) -> Hardware:
+    """Fill memory.bandwidth_gbs from this machine's kept measurement (localllm.bandwidth), if any."""
+    if hw.memory.bandwidth_gbs is not None:
+        return hw
+    try:
+        from .calibration import load_calibration
+
+        kept = load_calibration(hw).bandwidth
+    except Exception:  # the probe never raises
+        log.debug("reading the kept bandwidth failed", exc_info=True)
+        return hw
+    if kept is None:
+        return hw
+    return dataclasses.replace(hw, memory=dataclasses.replace(hw.memory, bandwidth_gbs=kept.gbs))
 
 
 def _safe(notes: list[str], label: str, fn: Callable[[], T], default: T) -> T:

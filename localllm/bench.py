@@ -1,0 +1,294 @@
+"""Measure a model on this machine and hold it against what the planner predicted.
+
+Each repetition runs in a fresh Python process (so load time and peak resident memory
+are those of one real load), which loads the file with localllm's own runtime, feeds a
+prompt of about `n_prompt` tokens and generates `n_gen` tokens greedily. The parent
+gathers the runs; `BenchResult` has the means, spreads and the planner's predictions
+(from its formulas, never from earlier measurements), and `record()` keeps the result
+in this machine's calibration so later plans use measured figures.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import GenerationError, InvalidModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .calibration import BenchRecord
+    from .hardware import Hardware
+
+__all__ = ["BenchResult", "Prediction", "RunMeasurement", "bench", "measure_once", "record"]
+
+DEFAULT_PROMPT_TOKENS = 128  # a short chat turn with some history
+DEFAULT_GEN_TOKENS = 64  # enough decode steps for a stable rate
+DEFAULT_REPEAT = 3
+CHILD_TIMEOUT_S = 1800  # one repetition; a 1B model on two busy cores takes well under a minute
+
+_WORDS = ("the quick brown fox jumps over the lazy dog while local models answer questions "
+          "write text and chat with you on your own machine").split()
+
+
+@dataclass(frozen=True)
+class RunMeasurement:
+    """One repetition, in one fresh process."""
+
+    load_s: float
+    ttft_s: float
+    prompt_tokens: int
+    prompt_tps: float
+    decode_tokens: int
+    decode_tps: float
+    peak_rss: int  # bytes: VmHWM (mapped weights included once touched)
+    rss_before_load: int  # bytes: VmHWM after imports, before the model
+    gpu_memory: int | None = None  # bytes this process holds on GPUs (NVML), None without a GPU
+    finish_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the planner predicted for this placement, from its formulas."""
+
+    decode_tps: float | None
+    decode_basis: str
+    host_bytes: int  # peak resident memory on the host
+    gpu_bytes: int | None  # all GPUs, None when nothing is offloaded
+    memory: dict[str, dict[str, int]] = field(default_factory=dict)  # per device breakdown
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str
+    weight_bytes: int
+    signature: str
+    placement: dict[str, Any]
+    n_prompt: int
+    n_gen: int
+    runs: tuple[RunMeasurement, ...]
+    predicted: Prediction
+    date: str
+
+    def mean(self, name: str) -> float | None:
+        vals = [getattr(r, name) for r in self.runs if getattr(r, name) is not None]
+        return statistics.fmean(vals) if vals else None
+
+    def stdev(self, name: str) -> float | None:
+        vals = [getattr(r, name) for r in self.runs if getattr(r, name) is not None]
+        return statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+
+    def spread(self, name: str) -> tuple[float, float] | None:
+        vals = [getattr(r, name) for r in self.runs if getattr(r, name) is not None]
+        return (min(vals), max(vals)) if vals else None
+
+    @property
+    def peak_rss(self) -> int:
+        """The largest peak over the runs (memory must cover the worst run)."""
+        return max(r.peak_rss for r in self.runs)
+
+    def ratio(self, name: str) -> float | None:
+        """measured / predicted for decode_tps, peak_rss or gpu_memory."""
+        measured: float | None
+        if name == "decode_tps":
+            measured, pred = self.mean("decode_tps"), self.predicted.decode_tps
+        elif name == "peak_rss":
+            measured, pred = self.peak_rss, self.predicted.host_bytes
+        elif name == "gpu_memory":
+            measured, pred = self.mean("gpu_memory"), self.predicted.gpu_bytes
+        else:
+            raise ValueError(f"no prediction for {name!r}; use decode_tps, peak_rss or gpu_memory")
+        return measured / pred if measured and pred else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["summary"] = {
+            k: {"mean": self.mean(k), "stdev": self.stdev(k), "min_max": self.spread(k)}
+            for k in ("load_s", "ttft_s", "prompt_tps", "decode_tps", "peak_rss", "gpu_memory")}
+        out["ratios"] = {k: self.ratio(k) for k in ("decode_tps", "peak_rss", "gpu_memory")}
+        return out
+
+    def to_record(self) -> "BenchRecord":
+        from .calibration import BenchRecord
+
+        gpu = self.mean("gpu_memory")
+        return BenchRecord(
+            signature=self.signature, weight_bytes=self.weight_bytes, n_threads=int(self.placement["n_threads"]),
+            n_gpu_layers=int(self.placement["n_gpu_layers"]), n_ctx=int(self.placement["n_ctx"]),
+            decode_tps=round(self.mean("decode_tps") or 0.0, 3), prompt_tps=round(self.mean("prompt_tps") or 0.0, 3),
+            peak_rss=self.peak_rss, date=self.date, model=Path(self.model).name,
+            load_s=round(self.mean("load_s") or 0.0, 4), ttft_s=round(self.mean("ttft_s") or 0.0, 4),
+            n_prompt=self.n_prompt, n_gen=self.n_gen, gpu_memory=int(gpu) if gpu else None)
+
+
+def bench(path: str | os.PathLike[str], *, n_prompt: int = DEFAULT_PROMPT_TOKENS, n_gen: int = DEFAULT_GEN_TOKENS,
+          context: int | None = None, threads: int | None = None, repeat: int = DEFAULT_REPEAT,
+          warmup: bool = True, progress=None) -> BenchResult:
+    """Measure `path` (a GGUF file) `repeat` times, each in a fresh process.
+
+    Args:
+        n_prompt: about this many prompt tokens. n_gen: tokens to generate.
+        context: n_ctx (default: the planner's choice). threads: override the planner's threads.
+        warmup: one uncounted short run first, so the first counted load does not pay for
+            reading the file from disk.
+        progress: called with (index, RunMeasurement) after each counted run.
+
+    Raises:
+        ValueError: bad counts. InvalidModelError: not a usable GGUF file.
+        GenerationError: a run failed (its stderr is in the message).
+    """
+    if n_prompt < 1 or n_gen < 2 or repeat < 1:
+        raise ValueError(f"need n_prompt >= 1, n_gen >= 2 and repeat >= 1; got {n_prompt}, {n_gen}, {repeat}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() != ".gguf":
+        raise InvalidModelError(f"bench measures a .gguf file; {str(p)!r} is not one", path=str(p))
+    spec = {"path": str(p), "n_prompt": n_prompt, "n_gen": n_gen, "context": context, "threads": threads}
+    if warmup:
+        _child({**spec, "n_prompt": 4, "n_gen": 2})
+    runs, first = [], None
+    for i in range(repeat):
+        out = _child(spec)
+        first = first or out
+        run = RunMeasurement(**out["run"])
+        runs.append(run)
+        if progress is not None:
+            progress(i, run)
+    pred = first["predicted"]
+    return BenchResult(model=str(p), weight_bytes=first["weight_bytes"], signature=first["signature"],
+                       placement=first["placement"], n_prompt=n_prompt, n_gen=n_gen, runs=tuple(runs),
+                       predicted=Prediction(**pred), date=_dt.datetime.now().isoformat(timespec="seconds"))
+
+
+def record(result: BenchResult, hw: "Hardware | None" = None) -> Path:
+    """Keep `result` in this machine's calibration; returns the file."""
+    from .calibration import save_bench
+
+    if hw is None:
+        from .probe import probe
+
+        hw = probe()
+    return save_bench(hw, result.to_record())
+
+
+def _child(spec: dict[str, Any]) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "localllm.bench", json.dumps(spec)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise GenerationError(f"a bench run of {spec['path']} took over {CHILD_TIMEOUT_S} s and was stopped; "
+                              "try fewer tokens (--prompt/--gen) or a smaller model") from None
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        tail = (out.stderr or out.stdout).strip()[-2000:]
+        raise GenerationError(f"the bench run of {spec['path']} failed (exit {out.returncode}):\n{tail}")
+    return json.loads(lines[-1])
+
+
+# -- in the child process --------------------------------------------------------------------------
+
+def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, context: int | None = None,
+                 threads: int | None = None) -> dict[str, Any]:
+    """One load + prompt + decode in this process (call it in a fresh one); plain data."""
+    from .calibration import Calibration, model_signature
+    from .catalog import family_from_gguf_metadata
+    from .model import Model
+    from .planner import plan_local
+    from .runtimes import load_engine
+    from .validate import validate_gguf
+
+    rss_before = _peak_rss()
+    p = Path(path)
+    info = validate_gguf(p)
+    tied = not any(t.name == "output.weight" for t in info.tensors)
+    family = family_from_gguf_metadata(info.metadata, name=p.stem, tied_embeddings=tied)
+    # the formula's prediction, never an earlier measurement of this same model
+    plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(p), context=context,
+                      calibration=Calibration(), threads=threads)
+    placement = plan.placement
+    engine = load_engine(p, placement)
+    with Model(engine, name=p.stem, path=p, placement=placement, plan=plan) as model:
+        prompt = _prompt_of(model, n_prompt, placement.n_ctx - n_gen - 1)
+        done = model.generate(prompt, max_tokens=n_gen, temperature=0)
+        t = done.timings
+        run = RunMeasurement(load_s=t.load_s, ttft_s=t.ttft_s, prompt_tokens=t.prompt_tokens,
+                             prompt_tps=t.prompt_tps, decode_tokens=t.decode_tokens, decode_tps=t.decode_tps,
+                             peak_rss=_peak_rss(), rss_before_load=rss_before,
+                             gpu_memory=_gpu_memory() if placement.n_gpu_layers else None,
+                             finish_reason=done.finish_reason)
+    mem = {d.device: {"weights": d.weights, "kv_cache": d.kv_cache, "compute": d.compute,
+                      "overhead": d.overhead, "total": d.total} for d in plan.memory.devices}
+    gpu = sum(d.total for d in plan.memory.devices if d.device != "cpu")
+    pred = Prediction(decode_tps=plan.tokens_per_s, decode_basis=plan.tokens_per_s_basis,
+                      host_bytes=plan.memory.host.total, gpu_bytes=gpu or None, memory=mem)
+    pl = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(replace(placement)).items()}
+    return {"run": asdict(run), "predicted": asdict(pred), "placement": pl, "weight_bytes": info.tensor_bytes,
+            "signature": model_signature(family)}
+
+
+def _prompt_of(model, n_tokens: int, limit: int) -> str:
+    """Text that tokenizes to about n_tokens (never more than `limit`)."""
+    n_tokens = max(1, min(n_tokens, limit))
+    words = max(1, n_tokens)
+    for _ in range(6):
+        text = " ".join(_WORDS[i % len(_WORDS)] for i in range(words))
+        count = model.count_tokens(text)
+        if count == n_tokens or (count < n_tokens and words > 4 * n_tokens):
+            break
+        words = max(1, int(words * n_tokens / max(count, 1)))
+    while words > 1 and model.count_tokens(text) > n_tokens:
+        words -= 1
+        text = " ".join(_WORDS[i % len(_WORDS)] for i in range(words))
+    return text
+
+
+def _peak_rss() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB elsewhere
+
+
+def _gpu_memory() -> int | None:
+    """Bytes this process holds on NVIDIA GPUs (NVML), or None when NVML cannot tell."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        total, pid = 0, os.getpid()
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if proc.pid == pid and proc.usedGpuMemory:
+                    total += int(proc.usedGpuMemory)
+        return total or None
+    except Exception:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+if __name__ == "__main__":  # the child: python -m localllm.bench '<json spec>'
+    _spec = json.loads(sys.argv[1])
+    print(json.dumps(measure_once(_spec["path"], n_prompt=_spec["n_prompt"], n_gen=_spec["n_gen"],
+                                  context=_spec.get("context"), threads=_spec.get("threads"))))

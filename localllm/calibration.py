@@ -1,0 +1,203 @@
+"""What this machine measured: memory bandwidth and `localllm bench` results, kept per machine.
+
+One JSON file per machine under `<home>/machines/<key>.json`, where the key is derived
+from the hardware facts that decide speed (CPU, cores, RAM, GPUs), so a profile or a
+hand-built Hardware never picks up this machine's numbers. The planner takes a
+`Calibration` value and prefers its measured decode speed to the bandwidth formula.
+
+    {"key": ..., "bandwidth": {...}, "bench": [{...}, ...]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .catalog import Family
+    from .hardware import Hardware
+
+__all__ = ["BandwidthRecord", "BenchRecord", "Calibration", "load_calibration", "machine_key",
+           "machine_file", "model_signature", "save_bandwidth", "save_bench"]
+
+log = logging.getLogger(__name__)
+
+# A measured record matches a planned variant when the weights differ by at most this
+# share: a catalog variant is sized by its file, a local file by its tensor bytes
+# (the header adds a few MB).
+WEIGHT_MATCH_TOLERANCE = 0.03
+# Bench records kept per machine (newest win; one per model signature, threads and layers).
+MAX_BENCH_RECORDS = 200
+
+
+@dataclass(frozen=True)
+class BandwidthRecord:
+    """Memory read bandwidth measured on this machine (GB/s = 10**9 bytes/s)."""
+
+    gbs: float  # all threads together
+    per_thread_gbs: float  # one thread
+    threads: int  # threads used for `gbs`
+    bytes: int  # array size read
+    date: str  # ISO date of the measurement
+    method: str = "numpy max() over an int64 array, best of N"
+
+
+@dataclass(frozen=True)
+class BenchRecord:
+    """One `localllm bench` result: means over repetitions."""
+
+    signature: str  # model_signature(): architecture shape, without the weights
+    weight_bytes: int
+    n_threads: int
+    n_gpu_layers: int
+    n_ctx: int
+    decode_tps: float
+    prompt_tps: float
+    peak_rss: int  # bytes, VmHWM
+    date: str  # ISO date
+    model: str = ""  # file name, for people
+    load_s: float = 0.0
+    ttft_s: float = 0.0
+    n_prompt: int = 0
+    n_gen: int = 0
+    gpu_memory: int | None = None
+
+    def matches(self, signature: str, weight_bytes: int, *, n_threads: int | None = None,
+                n_gpu_layers: int | None = None) -> bool:
+        if self.signature != signature:
+            return False
+        if abs(self.weight_bytes - weight_bytes) > WEIGHT_MATCH_TOLERANCE * max(weight_bytes, 1):
+            return False
+        if n_threads is not None and self.n_threads != n_threads:
+            return False
+        return n_gpu_layers is None or self.n_gpu_layers == n_gpu_layers
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Measured figures for one machine (empty when nothing was measured)."""
+
+    key: str = ""
+    bandwidth: BandwidthRecord | None = None
+    bench: tuple[BenchRecord, ...] = field(default=())
+
+    def lookup(self, family: "Family", weight_bytes: int, *, n_threads: int | None = None,
+               n_gpu_layers: int | None = None) -> BenchRecord | None:
+        """The newest bench record for this model shape and size (and threads/layers when given)."""
+        sig = model_signature(family)
+        found = [r for r in self.bench if r.matches(sig, weight_bytes, n_threads=n_threads,
+                                                    n_gpu_layers=n_gpu_layers)]
+        return max(found, key=lambda r: r.date) if found else None
+
+    def best_threads(self, family: "Family", weight_bytes: int, *, n_gpu_layers: int | None = None,
+                     candidates: tuple[int, ...] | None = None) -> BenchRecord | None:
+        """The measured record with the fastest decode for this model among thread counts."""
+        sig = model_signature(family)
+        found = [r for r in self.bench if r.matches(sig, weight_bytes, n_gpu_layers=n_gpu_layers)
+                 and (candidates is None or r.n_threads in candidates)]
+        return max(found, key=lambda r: r.decode_tps) if found else None
+
+
+def model_signature(family: "Family") -> str:
+    """The architecture facts that decide speed and memory, as one string (no name)."""
+    f = family
+    return (f"{f.arch}/L{f.n_layer}/E{f.n_embd}/H{f.n_head}/KV{f.n_head_kv}/D{f.head_dim}"
+            f"/FF{f.n_ff or 0}/V{f.n_vocab}")
+
+
+def machine_key(hw: "Hardware") -> str:
+    """A file-name-safe key for a machine, from the facts that decide its speed."""
+    cpu, mem = hw.cpu, hw.memory
+    facts = [hw.os, cpu.arch, cpu.brand or "", str(cpu.physical_cores), str(cpu.logical_cores),
+             str(round((mem.total or 0) / 2**30))]
+    facts += [f"{g.vendor}:{g.name}:{round((g.memory_total or 0) / 2**30)}" for g in hw.gpus]
+    digest = hashlib.sha256("|".join(facts).encode()).hexdigest()[:12]
+    brand = re.sub(r"[^a-z0-9]+", "-", (cpu.brand or cpu.arch).lower()).strip("-")[:40]
+    return f"{brand}-{digest}"
+
+
+def machine_file(hw: "Hardware") -> Path:
+    from .paths import home
+
+    return home() / "machines" / f"{machine_key(hw)}.json"
+
+
+def load_calibration(hw: "Hardware") -> Calibration:
+    """This machine's measured figures; empty when none were kept (or the file is unreadable)."""
+    path = machine_file(hw)
+    data = _read(path)
+    if not data:
+        return Calibration(key=machine_key(hw))
+    bw = data.get("bandwidth")
+    try:
+        bandwidth = BandwidthRecord(**_known(BandwidthRecord, bw)) if isinstance(bw, dict) else None
+    except (TypeError, ValueError):
+        log.warning("ignoring a malformed bandwidth record in %s", path)
+        bandwidth = None
+    records = []
+    for item in data.get("bench", ()):
+        try:
+            records.append(BenchRecord(**_known(BenchRecord, item)))
+        except (TypeError, ValueError):
+            log.warning("ignoring a malformed bench record in %s", path)
+    return Calibration(key=machine_key(hw), bandwidth=bandwidth, bench=tuple(records))
+
+
+def save_bandwidth(hw: "Hardware", record: BandwidthRecord) -> Path:
+    """Keep a bandwidth measurement for this machine; returns the file."""
+    path = machine_file(hw)
+    data = _read(path) or {}
+    data["key"] = machine_key(hw)
+    data["bandwidth"] = asdict(record)
+    _write(path, data)
+    return path
+
+
+def save_bench(hw: "Hardware", record: BenchRecord) -> Path:
+    """Keep a bench result for this machine, replacing an older one for the same model,
+    threads and GPU layers; returns the file."""
+    path = machine_file(hw)
+    data = _read(path) or {}
+    data["key"] = machine_key(hw)
+    kept = [r for r in data.get("bench", ()) if not (
+        isinstance(r, dict) and r.get("signature") == record.signature
+        and r.get("weight_bytes") == record.weight_bytes and r.get("n_threads") == record.n_threads
+        and r.get("n_gpu_layers") == record.n_gpu_layers)]
+    data["bench"] = (kept + [asdict(record)])[-MAX_BENCH_RECORDS:]
+    _write(path, data)
+    return path
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s (%s); measured figures ignored", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".machine-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
