@@ -19,7 +19,7 @@ def __getattr__(name: str) -> Any:
 
         return ChatApp
     if name == "run":
-        from .run import run
+        from .launch import run
 
         return run
     raise AttributeError(f"module 'localllm.tui' has no attribute {name!r}")

@@ -136,7 +136,7 @@ def startup_report(model: str | None, *, context: int | None = None,
                                  advice="Check the path, or run `localllm chat` without a model to let "
                                         "localllm choose one.")
         return StartupReport(hw_lines, target,
-                             plan_text=f"Loading the local file {path} ({_gib(path.stat().st_size)}); "
+                             plan_text=f"Loading the local file {path} ({_size(path.stat().st_size)}); "
                                        "placement is planned from its header and this machine.")
     try:
         plan = localllm.plan(target, hardware=hw, context=context) if hw is not None else \
@@ -204,6 +204,10 @@ def list_models(*, hardware: Any = None, extra: Sequence[str | os.PathLike[str]]
 
 def _gib(n: int | None) -> str:
     return "?" if n is None else f"{n / GIB:.1f} GiB"
+
+
+def _size(n: int) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB // 8 else f"{n / 2**20:.1f} MiB"
 
 
 def _variant_name(plan: Any) -> str:

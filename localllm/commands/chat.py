@@ -32,7 +32,7 @@ def run(args) -> int:
         localllm.SamplingOptions(**sampling)
     except ValueError as exc:
         raise localllm.LocalLLMError(str(exc)) from None
-    from localllm.tui import run as run_tui
+    from localllm.tui.launch import run as run_tui
 
     return run_tui(args.model, context=args.ctx, hardware=hardware, system_prompt=args.system,
                    sampling=sampling)
