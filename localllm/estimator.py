@@ -9,8 +9,14 @@ Pure arithmetic on catalog values. The numbers follow llama.cpp's allocations:
   layers holding only their window when the runtime asks for it (swa_full = False).
 * compute buffers: ggml's graph allocator reuses memory, so the peak is near the
   largest intermediate (logits, attention scores or the feed-forward activation) plus
-  the residual stream.
+  the residual stream. A GPU buffer is allocated whole up front, so its worst case
+  counts; host buffers are plain memory whose pages become resident only when written,
+  and localllm's runtime asks llama.cpp for the last token's logits only, so on the host
+  the n_vocab x n_ubatch logits reservation never becomes resident (one row does).
 * runtime overhead: named constants below, with their source.
+
+Calibrated against measured peak RSS (VmHWM, memory-mapped weights included) by
+benchmarks/estimator_accuracy.py: every case within 10 % or 100 MiB.
 """
 
 from __future__ import annotations
@@ -47,12 +53,16 @@ KV_PAD = 256
 # unless told otherwise (checked: llama_cpp.llama_context_default_params().swa_full).
 SWA_FULL_DEFAULT = True
 
-# Host memory the process holds besides weights, KV and compute buffers: the Python
-# interpreter with llama-cpp-python and the ggml libraries (47 MiB max RSS after
-# `import llama_cpp` here), the vocabulary and sampler state, allocator slack. Chosen so
-# the estimate covers the measured peak RSS of ~1.5 GB for a 0.95 GB Llama-3.2-1B-shaped
-# Q4_K_M at n_ctx 2048 on this machine (DESIGN.md); issue 7 calibrates it.
-HOST_RUNTIME_OVERHEAD = 200 * MiB
+# Host memory the process holds besides weights, KV, compute buffers and vocabulary: the
+# Python interpreter with localllm, numpy and the llama.cpp/ggml libraries, thread
+# stacks, allocator slack. Measured peak RSS minus weights and KV was 64-72 MiB for the
+# SmolLM2/Qwen2.5/Llama-3.2 shapes here (benchmarks/estimator_accuracy.py); the rest
+# is a margin for the application's own objects, so the estimate errs high.
+HOST_RUNTIME_OVERHEAD = 96 * MiB
+
+# llama.cpp's vocabulary tables (token text, scores, attributes, the text-to-id map) and
+# our per-token caches: the measured base grew ~16 MiB from a 49k to a 152k vocabulary.
+VOCAB_BYTES_PER_TOKEN = 160
 
 # Device memory a CUDA/ROCm process takes before any tensor: the context and the cuBLAS
 # workspace, 250-400 MiB on recent drivers as nvidia-smi shows for a llama.cpp process.
@@ -137,19 +147,22 @@ def kv_cache_bytes(family: Family, n_ctx: int, kv_type: str = "f16", *, layers: 
 
 
 def compute_buffer_bytes(family: Family, *, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = False,
-                         logits: bool = True, layers: bool = True) -> int:
+                         logits: bool = True, layers: bool = True, resident: bool = False) -> int:
     """Peak scratch memory of the compute graph on one device (f32 activations).
 
     `logits`: the output layer runs here (n_vocab x n_ubatch scores for the worst-case
-    batch llama.cpp reserves); `layers`: some repeating layers run here.
+    batch llama.cpp reserves); `layers`: some repeating layers run here. `resident`: count
+    what becomes resident on the host (one row of logits: localllm asks for the last
+    token's only) rather than what llama.cpp reserves (a GPU allocates all of it).
     """
     f32 = 4
     parts = [0]
     if logits:
-        parts.append(family.n_vocab * n_ubatch * f32)
+        parts.append(family.n_vocab * (1 if resident else n_ubatch) * f32)
     if layers:
-        if not flash_attn:  # scores and their softmax live together: 2 x n_head x n_kv x n_ubatch
-            parts.append(2 * family.n_head * padded_ctx(n_ctx) * n_ubatch * f32)
+        if not flash_attn:  # the scores, softmaxed in place: n_head x n_kv x n_ubatch (llama.cpp's
+            # reserve for SmolLM2's shape at n_ctx 8192 was 166 MiB: one copy, not two)
+            parts.append(family.n_head * padded_ctx(n_ctx) * n_ubatch * f32)
         ff = family.n_ff or 4 * family.n_embd
         parts.append((2 if family.ffn_gated else 1) * ff * n_ubatch * f32)
     residual = 3 * family.n_embd * n_ubatch * f32  # input, residual and normed copies
@@ -234,9 +247,9 @@ def estimate(variant: Variant, *, n_ctx: int, n_gpu_layers: int = 0, kv_type: st
         weights=embd + len(cpu_layers) * layer_bytes + host_out,
         kv_cache=kv_cache_bytes(f, n_ctx, kv_type, layers=cpu_layers, swa_full=swa_full, n_ubatch=n_ubatch),
         compute=compute_buffer_bytes(f, n_ctx=n_ctx, n_ubatch=n_ubatch, flash_attn=flash_attn,
-                                     logits=not output_on_gpu, layers=len(cpu_layers) > 0),
+                                     logits=not output_on_gpu, layers=len(cpu_layers) > 0, resident=True),
         # output buffer: one row of f32 logits per sequence (llama.cpp "CPU output buffer")
-        overhead=HOST_RUNTIME_OVERHEAD + f.n_vocab * 4,
+        overhead=HOST_RUNTIME_OVERHEAD + f.n_vocab * (4 + VOCAB_BYTES_PER_TOKEN),
         n_layers=len(cpu_layers))
     return MemoryEstimate(n_ctx=n_ctx, n_gpu_layers=ngl, kv_type=kv_type, flash_attn=flash_attn,
                           devices=(cpu, *gpus))
