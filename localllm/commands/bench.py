@@ -1,12 +1,190 @@
-"""`localllm bench`."""
+"""`localllm bench`: measure a model here, beside what the planner predicted."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+
+from localllm.tinymodels import SHAPES
+
+MiB = 2**20
+
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="(bench: not built yet)")
+    p = sub.add_parser(
+        "bench", help="measure speed and memory of a model here, beside the planner's predictions",
+        description="Load a model in fresh processes, measure prompt and decode tokens/s, load time, time to "
+                    "first token and peak memory, and print each beside the planner's prediction. Results "
+                    "are kept for this machine; later plans use the measured speed.")
+    p.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                   help="a .gguf file or catalog name (default: the model `auto` would use, if it is on disk)")
+    p.add_argument("--synthetic", metavar="SHAPE[:QUANT]", default=None,
+                   help=f"measure a random-weight model of a real shape instead ({', '.join(s for s in SHAPES if s != 'tiny')}"
+                        "; quant Q4_K_M by default, or Q8_0, F16): measures the machine, not a model's output")
+    p.add_argument("--prompt", type=int, default=128, metavar="N", help="prompt tokens (about; default 128)")
+    p.add_argument("--gen", type=int, default=64, metavar="N", help="tokens to generate (default 64)")
+    p.add_argument("--ctx", type=int, default=None, metavar="N", help="context window (default: the plan's)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: the plan's)")
+    p.add_argument("--repeat", type=int, default=3, metavar="N", help="repetitions, each a fresh process (default 3)")
+    p.add_argument("--refresh-bandwidth", action="store_true", help="measure the memory bandwidth again")
+    p.add_argument("--no-save", action="store_true", help="do not keep the result for this machine")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    raise NotImplementedError("localllm bench is not built yet")
+    from localllm.bandwidth import machine_bandwidth
+    from localllm.bench import bench, record
+    from localllm.probe import probe
+
+    path = _model_path(args)
+    hw = probe()
+    if not args.json:
+        print(f"measuring {path.name} ({args.repeat} runs in fresh processes)...", file=sys.stderr, flush=True)
+    bw = machine_bandwidth(hw, refresh=args.refresh_bandwidth)
+    hw = probe(refresh=True)  # now with the kept bandwidth
+    result = bench(path, n_prompt=args.prompt, n_gen=args.gen, context=args.ctx, threads=args.threads,
+                   repeat=args.repeat, progress=None if args.json else _progress)
+    saved = None if args.no_save else record(result, hw)
+    load = _load_average()
+    if args.json:
+        out = result.to_dict()
+        out["bandwidth"] = bw.__dict__
+        out["saved_to"] = str(saved) if saved else None
+        out["load_average"] = load
+        print(json.dumps(out, indent=2))
+        return 0
+    print(_render(result, bw, saved, load, hw))
+    return 0
+
+
+def _model_path(args) -> Path:
+    from localllm.errors import InvalidModelError, ModelNotFoundError
+
+    if args.synthetic:
+        if args.model:
+            raise InvalidModelError("give either MODEL or --synthetic, not both")
+        return _synthetic(args.synthetic)
+    if args.model and (args.model.lower().endswith(".gguf") or os.sep in args.model or Path(args.model).exists()):
+        p = Path(args.model).expanduser()
+        if not p.is_file():
+            raise ModelNotFoundError(f"no model file at {str(p)!r}", name=args.model)
+        return p
+    from localllm import store
+    from localllm.catalog import Variant, load_catalog
+    from localllm.planner import plan
+
+    if args.model:
+        found = load_catalog().find(args.model)
+        variant = found if isinstance(found, Variant) else plan(found, context=args.ctx).variant
+        why = f"{variant.name}"
+    else:
+        variant = plan("auto", context=args.ctx).variant
+        why = f"the model `auto` would use here, {variant.name},"
+    if variant.format != "gguf":
+        raise InvalidModelError(f"{variant.name} is an ONNX model; localllm bench measures GGUF files (llama.cpp)")
+    local = store.resolve(variant)
+    if local is None:
+        raise ModelNotFoundError(
+            f"{why} is not on disk. Download it with `localllm pull {variant.name}`, pass a .gguf file, or "
+            f"measure this machine with a random-weight model: `localllm bench --synthetic smollm2-135m`",
+            name=variant.name)
+    return Path(local)
+
+
+def _synthetic(spec: str) -> Path:
+    from localllm.errors import InvalidModelError
+    from localllm.paths import home
+    from localllm.tinymodels import quantize_gguf, write_llama_gguf
+
+    shape, _, quant = spec.partition(":")
+    shape, quant = shape.strip().lower(), (quant.strip() or "Q4_K_M").upper()
+    if shape not in SHAPES:
+        raise InvalidModelError(f"unknown --synthetic shape {shape!r}; use one of {', '.join(SHAPES)}")
+    if quant not in ("Q4_K_M", "Q8_0", "F16", "Q4_0", "Q6_K"):
+        raise InvalidModelError(f"unknown --synthetic quant {quant!r}; use Q4_K_M, Q8_0, Q6_K, Q4_0 or F16")
+    folder = home() / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / f"synthetic-{shape}-{quant.lower()}.gguf"
+    if dst.is_file():
+        return dst
+    print(f"writing a random-weight {shape} model ({quant}) to {dst} ...", file=sys.stderr, flush=True)
+    f16 = folder / f"synthetic-{shape}-f16.gguf"
+    tmp = folder / f".{f16.name}.tmp"
+    if not f16.is_file():
+        write_llama_gguf(tmp, shape, f16=True, name=f"synthetic-{shape}")
+        os.replace(tmp, f16)
+    if quant == "F16":
+        return f16
+    tmp = folder / f".{dst.name}.tmp"
+    try:
+        quantize_gguf(f16, tmp, quant)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    f16.unlink()
+    return dst
+
+
+def _progress(i, run) -> None:
+    print(f"  run {i + 1}: load {run.load_s:.2f} s, first token {run.ttft_s:.2f} s, prompt {run.prompt_tps:.1f} "
+          f"tok/s, decode {run.decode_tps:.1f} tok/s, peak RSS {run.peak_rss / MiB:.0f} MiB",
+          file=sys.stderr, flush=True)
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def _render(r, bw, saved, load, hw) -> str:
+    p = r.placement
+    where = "CPU" if not p["n_gpu_layers"] else f"n_gpu_layers {p['n_gpu_layers']}"
+    first = r.runs[0]
+    lines = [f"{Path(r.model).name}: {r.weight_bytes / MiB:.0f} MiB of weights, n_ctx {p['n_ctx']}, {p['n_threads']} "
+             f"threads, {where}, flash attention {'on' if p['flash_attn'] else 'off'}",
+             f"{len(r.runs)} runs, each a fresh process: prompt {first.prompt_tokens} tokens, "
+             f"{first.decode_tokens} generated (greedy)",
+             f"memory bandwidth {bw.gbs:.1f} GB/s on {bw.threads} threads, {bw.per_thread_gbs:.1f} GB/s on one "
+             f"(measured {bw.date[:10]})", ""]
+    head = f"{'':24s} {'measured: mean ± sd':>24s} {'min..max':>18s} {'predicted':>11s} {'ratio':>7s}"
+    lines.append(head)
+
+    def row(label, name, scale=1.0, unit="", pred=None, ratio=None, fmt="{:.2f}"):
+        mean, sd, spread = r.mean(name), r.stdev(name), r.spread(name)
+        if mean is None:
+            return
+        m = f"{fmt.format(mean / scale)} ± {fmt.format(sd / scale)}{unit}"
+        s = f"{fmt.format(spread[0] / scale)}..{fmt.format(spread[1] / scale)}"
+        pr = f"{fmt.format(pred / scale)}{unit}" if pred else "-"
+        ra = f"{ratio:.2f}" if ratio else "-"
+        lines.append(f"{label:24s} {m:>24s} {s:>18s} {pr:>11s} {ra:>7s}")
+
+    row("decode tokens/s", "decode_tps", pred=r.predicted.decode_tps, ratio=r.ratio("decode_tps"), fmt="{:.1f}")
+    row("prompt tokens/s", "prompt_tps", fmt="{:.1f}")
+    row("time to first token", "ttft_s", unit=" s", fmt="{:.3f}")
+    row("load time", "load_s", unit=" s", fmt="{:.3f}")
+    row("peak resident memory", "peak_rss", scale=MiB, unit=" MiB", pred=r.predicted.host_bytes,
+        ratio=r.ratio("peak_rss"), fmt="{:.0f}")
+    if r.mean("gpu_memory") is not None or r.predicted.gpu_bytes:
+        row("GPU memory", "gpu_memory", scale=MiB, unit=" MiB", pred=r.predicted.gpu_bytes,
+            ratio=r.ratio("gpu_memory"), fmt="{:.0f}")
+    lines.append("")
+    lines.append("ratio = measured / predicted; the planner does not predict prompt speed, first token or load time")
+    lines.append(f"decode prediction: {r.predicted.decode_basis}")
+    cpu = r.predicted.memory.get("cpu")
+    if cpu:
+        lines.append(f"memory prediction: weights {cpu['weights'] / MiB:.0f} + KV {cpu['kv_cache'] / MiB:.0f} + compute "
+                     f"{cpu['compute'] / MiB:.0f} + runtime {cpu['overhead'] / MiB:.0f} MiB")
+    cores = hw.cpu.effective_cores or 1
+    if load and load[0] > cores:
+        lines.append(f"note: load average {load[0]:.1f} on {cores:g} cores: other programs were running; "
+                     "speeds are lower and spread wider than on an idle machine")
+    if saved:
+        lines.append(f"kept in {saved}: plans for this model here now use the measured decode speed")
+    return "\n".join(lines)
