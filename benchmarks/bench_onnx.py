@@ -55,7 +55,8 @@ def run_localllm(engine, prompt: list[int], n_gen: int) -> tuple[float, list[int
 class Interleaved:
     """Wraps the localllm engine for `generation.run`; before each decode step it steps genai once.
 
-    Per token, both sides are timed back to back (a second or so apart), so the load other
+    Per token, both sides are timed back to back (a second or so apart, the order
+    alternating), so the load other
     processes put on a shared CPU hits both alike; the paired per-token ratio is robust to it.
     localllm's time per token is its `eval` plus the loop's work until the next `eval`
     (sampling, bytes, UTF-8, stop strings); genai's is one `generate_next_token()`.
@@ -69,6 +70,7 @@ class Interleaved:
         self._gen = None
         self._ours_eval = None
         self._returned = None
+        self._step = 0
 
     def __getattr__(self, name):
         return getattr(self._engine, name)
@@ -83,16 +85,29 @@ class Interleaved:
             self._gen.generate_next_token()
             self.genai_tokens.append(int(self._gen.get_next_tokens()[0]))
             return self._engine.eval(tokens)
-        if self._ours_eval is not None:
+        if self._ours_eval is not None:  # the loop's work since control came back counts as ours
             self.ours.append(self._ours_eval + (now - self._returned))
-        self._gen.generate_next_token()  # runs the model on its last token, picks the next
-        t_g = time.perf_counter()
-        self.theirs.append(t_g - now)
-        self.genai_tokens.append(int(self._gen.get_next_tokens()[0]))
-        logits = self._engine.eval(tokens)
-        self._returned = time.perf_counter()
-        self._ours_eval = self._returned - t_g
+        self._step += 1
+        # alternate which side goes first, so neither always runs on a cache the other warmed
+        if self._step % 2:
+            self._genai_step()
+            t0 = time.perf_counter()
+            logits = self._engine.eval(tokens)
+            self._returned = time.perf_counter()
+            self._ours_eval = self._returned - t0
+        else:
+            t0 = time.perf_counter()
+            logits = self._engine.eval(tokens)
+            self._ours_eval = time.perf_counter() - t0
+            self._genai_step()
+            self._returned = time.perf_counter()
         return logits
+
+    def _genai_step(self) -> None:
+        t0 = time.perf_counter()
+        self._gen.generate_next_token()  # runs the model on its last token, picks the next
+        self.theirs.append(time.perf_counter() - t0)
+        self.genai_tokens.append(int(self._gen.get_next_tokens()[0]))
 
 
 def run_interleaved(og, model, engine, prompt: list[int], n_gen: int):
