@@ -16,6 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,9 @@ class RunMeasurement:
     rss_before_load: int  # bytes: VmHWM after imports, before the model
     gpu_memory: int | None = None  # bytes this process holds on GPUs (NVML), None without a GPU
     finish_reason: str = ""
+    # 1 / the median time between tokens: the rate while no other program held the cores,
+    # which a shared machine's mean hides (a preempted step waits a whole time slice)
+    decode_tps_median: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -96,22 +100,23 @@ class BenchResult:
     def ratio(self, name: str) -> float | None:
         """measured / predicted for decode_tps, peak_rss or gpu_memory."""
         measured: float | None
-        if name == "decode_tps":
-            measured, pred = self.mean("decode_tps"), self.predicted.decode_tps
+        if name in ("decode_tps", "decode_tps_median"):
+            measured, pred = self.mean(name), self.predicted.decode_tps
         elif name == "peak_rss":
             measured, pred = self.peak_rss, self.predicted.host_bytes
         elif name == "gpu_memory":
             measured, pred = self.mean("gpu_memory"), self.predicted.gpu_bytes
         else:
-            raise ValueError(f"no prediction for {name!r}; use decode_tps, peak_rss or gpu_memory")
+            raise ValueError(f"no prediction for {name!r}; use decode_tps, decode_tps_median, peak_rss or gpu_memory")
         return measured / pred if measured and pred else None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["summary"] = {
             k: {"mean": self.mean(k), "stdev": self.stdev(k), "min_max": self.spread(k)}
-            for k in ("load_s", "ttft_s", "prompt_tps", "decode_tps", "peak_rss", "gpu_memory")}
-        out["ratios"] = {k: self.ratio(k) for k in ("decode_tps", "peak_rss", "gpu_memory")}
+            for k in ("load_s", "ttft_s", "prompt_tps", "decode_tps", "decode_tps_median", "peak_rss",
+                      "gpu_memory")}
+        out["ratios"] = {k: self.ratio(k) for k in ("decode_tps", "decode_tps_median", "peak_rss", "gpu_memory")}
         return out
 
     def to_record(self) -> "BenchRecord":
@@ -216,13 +221,18 @@ def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, con
     engine = load_engine(p, placement)
     with Model(engine, name=p.stem, path=p, placement=placement, plan=plan) as model:
         prompt = _prompt_of(model, n_prompt, placement.n_ctx - n_gen - 1)
-        done = model.generate(prompt, max_tokens=n_gen, temperature=0)
-        t = done.timings
+        stamps: list[tuple[float, int]] = []
+        for chunk in model.stream(prompt, max_tokens=n_gen, temperature=0):
+            stamps.append((time.perf_counter(), len(chunk.token_ids)))
+            last = chunk
+        t = last.timings
+        per_token = [(b[0] - a[0]) / b[1] for a, b in zip(stamps, stamps[1:]) if b[1]]
         run = RunMeasurement(load_s=t.load_s, ttft_s=t.ttft_s, prompt_tokens=t.prompt_tokens,
                              prompt_tps=t.prompt_tps, decode_tokens=t.decode_tokens, decode_tps=t.decode_tps,
                              peak_rss=_peak_rss(), rss_before_load=rss_before,
                              gpu_memory=_gpu_memory() if placement.n_gpu_layers else None,
-                             finish_reason=done.finish_reason)
+                             finish_reason=last.finish_reason or "",
+                             decode_tps_median=1 / statistics.median(per_token) if per_token else 0.0)
     mem = {d.device: {"weights": d.weights, "kv_cache": d.kv_cache, "compute": d.compute,
                       "overhead": d.overhead, "total": d.total} for d in plan.memory.devices}
     gpu = sum(d.total for d in plan.memory.devices if d.device != "cpu")

@@ -166,6 +166,8 @@ def _render(r, bw, saved, load, hw) -> str:
         lines.append(f"{label:24s} {m:>24s} {s:>18s} {pr:>11s} {ra:>7s}")
 
     row("decode tokens/s", "decode_tps", pred=r.predicted.decode_tps, ratio=r.ratio("decode_tps"), fmt="{:.1f}")
+    row("  median step", "decode_tps_median", pred=r.predicted.decode_tps, ratio=r.ratio("decode_tps_median"),
+        fmt="{:.1f}")
     row("prompt tokens/s", "prompt_tps", fmt="{:.1f}")
     row("time to first token", "ttft_s", unit=" s", fmt="{:.3f}")
     row("load time", "load_s", unit=" s", fmt="{:.3f}")
@@ -175,7 +177,8 @@ def _render(r, bw, saved, load, hw) -> str:
         row("GPU memory", "gpu_memory", scale=MiB, unit=" MiB", pred=r.predicted.gpu_bytes,
             ratio=r.ratio("gpu_memory"), fmt="{:.0f}")
     lines.append("")
-    lines.append("ratio = measured / predicted; the planner does not predict prompt speed, first token or load time")
+    lines.append("ratio = measured / predicted; median step = 1 / the median time between tokens (the speed while "
+                 "no other program held the cores); the planner does not predict prompt speed, first token or load time")
     lines.append(f"decode prediction: {r.predicted.decode_basis}")
     cpu = r.predicted.memory.get("cpu")
     if cpu:
