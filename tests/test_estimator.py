@@ -91,10 +91,13 @@ def test_two_gpus_share_the_layers_by_weight(cat):
 
 
 def test_estimate_covers_the_measured_peak_rss(cat):
-    """DESIGN.md: a random Llama-3.2-1B-shaped Q4_K_M (~0.95 GB) peaked at ~1.5 GB RSS at n_ctx 2048."""
-    v = dataclasses.replace(cat.find("llama-3.2-1b-instruct:q4_k_m"), size=950_000_000)
-    need = estimate(v, n_ctx=2048).total
-    assert 1.5e9 <= need <= 1.5e9 * 1.15
+    """benchmarks/estimator_accuracy.py: a random Llama-3.2-1B-shaped Q4_K_M (799,862,784 tensor bytes) peaked
+    at 955,654,144 bytes RSS (VmHWM) at n_ctx 2048 with localllm's runtime, flash attention on (the CPU plan).
+    (DESIGN.md's ~1.5 GB was raw llama-cpp-python, whose Llama class keeps n_ctx x n_vocab scores.)"""
+    v = dataclasses.replace(cat.find("llama-3.2-1b-instruct:q4_k_m"), size=799_862_784)
+    need = estimate(v, n_ctx=2048, flash_attn=True).total
+    measured = 955_654_144
+    assert measured <= need <= measured + max(0.10 * measured, 100 * 2**20)
     assert HOST_RUNTIME_OVERHEAD < 0.3e9
 
 
