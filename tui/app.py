@@ -17,7 +17,7 @@ import localllm
 
 from . import backend
 from .backend import Progress, StartupReport
-from .chat import ChatScreen
+from .chat import ChatScreen, lower_thread_priority
 from .history import History, data_dir
 from .screens import HelpScreen, ModelSwitcher, PlanScreen, StartupScreen, report_text
 
@@ -169,6 +169,7 @@ class ChatApp(App):
         self._load_blocking(target)
 
     def _load_blocking(self, target: str) -> None:
+        lower_thread_priority()  # runs in a load worker thread
         self.post_message(LoadProgress(Progress("load", detail=target)))
         try:
             model = self.loader(target, context=self.context,

@@ -115,6 +115,9 @@ def test_localllm_chat_in_tmux(tiny_gguf, tmp_path):
         wait(lambda t: "tiny · llama.cpp" in t and "is ready" in t, "the model to load")
         # greedy, "hello" gets the tiny model (seed 1) to write real words: " no ' ten hello on hello..."
         _tmux("-L", socket, "send-keys", "-t", "e2e", "-l", "hello")
+        # Enter only once the text is on screen (an Enter typed in the same instant as the
+        # model became ready was once lost under heavy load: see the report)
+        wait(lambda t: "▎  hello" in t or "  hello\n" in t, "the typed prompt")
         _tmux("-L", socket, "send-keys", "-t", "e2e", "Enter")
         screen = wait(lambda t: "tok/s" in t and "TTFT –" not in t, "the reply and its timings")
         with History(data / "chats.sqlite3") as h:
