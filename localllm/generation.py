@@ -298,8 +298,12 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions,
-        stop_event: threading.Event | None = None) -> Iterator[Chunk]:
+        stop_event: threading.Event | None = None, *,
+        stop_tokens: frozenset[int] = frozenset()) -> Iterator[Chunk]:
     """Generate from prompt tokens, reusing the engine's cached prefix; yields Chunks.
+
+    `stop_tokens` end generation like the engine's end-of-generation tokens (finish_reason
+    "eos"): a fallback chat format's end-of-turn token the model does not mark as such.
 
     Raises:
         ContextOverflowError: the prompt leaves no room for a token in the context.
@@ -355,7 +359,7 @@ def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions
         token = sampler.sample(logits, history)
         if t_first is None:
             t_first = time.perf_counter()
-        if engine.is_eog(token):
+        if token in stop_tokens or engine.is_eog(token):
             finish = "eos"
             break
         generated.append(token)

@@ -75,6 +75,11 @@ class Model:
         self._closed = False
         self._formatter = chat_formatter(engine.chat_template, bos_token=engine.bos_token,
                                          eos_token=engine.eos_token, has_token=engine.has_token)
+        # a fallback format's end-of-turn strings that are single control tokens (ChatML's
+        # <|im_end|> in a model without a template): control tokens have no text, so a stop
+        # string would never see them
+        self._turn_end_tokens = frozenset(
+            engine.tokenize(s, add_bos=False, special=True)[0] for s in self._formatter.stop if engine.has_token(s))
         self.plan = plan
         self.info = ModelInfo(
             name=name, path=os.fspath(path), runtime=engine.runtime, placement=placement,
@@ -127,7 +132,7 @@ class Model:
         if self._formatter.stop:  # a fallback format needs its own stop strings
             opts = SamplingOptions.from_kwargs(opts, stop=tuple(dict.fromkeys((*opts.stop, *self._formatter.stop))))
         tokens = self._tokenize_prompt(self.render_chat(messages))
-        return self._run(tokens, opts, stop_event)
+        return self._run(tokens, opts, stop_event, self._turn_end_tokens)
 
     def render_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
         """The prompt text the chat template makes of messages."""
@@ -190,7 +195,8 @@ class Model:
         add_bos = not (bos and prompt.startswith(bos))
         return self._engine.tokenize(prompt, add_bos=add_bos, special=True)
 
-    def _run(self, tokens: list[int], opts: SamplingOptions, stop_event: Any) -> Iterator[Chunk]:
+    def _run(self, tokens: list[int], opts: SamplingOptions, stop_event: Any,
+             stop_tokens: frozenset[int] = frozenset()) -> Iterator[Chunk]:
         n_ctx = self._engine.n_ctx
         if len(tokens) >= n_ctx:
             raise ContextOverflowError(
@@ -198,13 +204,14 @@ class Model:
                 f"{n_ctx} tokens (max_tokens {opts.max_tokens}); shorten the prompt or load with "
                 f"a larger context (load(..., context=N))",
                 n_prompt=len(tokens), n_ctx=n_ctx, max_tokens=opts.max_tokens)
-        return self._locked(tokens, opts, stop_event)
+        return self._locked(tokens, opts, stop_event, stop_tokens)
 
-    def _locked(self, tokens: list[int], opts: SamplingOptions, stop_event: Any) -> Iterator[Chunk]:
+    def _locked(self, tokens: list[int], opts: SamplingOptions, stop_event: Any,
+                stop_tokens: frozenset[int]) -> Iterator[Chunk]:
         with self._lock:  # held until the stream ends, is closed, or is collected
             self._require_open()
             self._cancel.clear()
-            yield from run(self._engine, tokens, opts, _AnyEvent(self._cancel, stop_event))
+            yield from run(self._engine, tokens, opts, _AnyEvent(self._cancel, stop_event), stop_tokens=stop_tokens)
 
 
 # --- load ----------------------------------------------------------------------------

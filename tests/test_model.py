@@ -240,3 +240,16 @@ def test_local_file_is_planned_for_the_given_hardware(tiny_gguf):
         assert m.plan is not None and m.plan.fits
         assert m.info.placement == m.plan.placement
         assert m.info.placement.n_threads == 4  # the Pi's cores, not this machine's
+
+
+def test_model_without_template_uses_a_fallback_that_ends_turns(tmp_path):
+    from localllm.tinymodels import write_llama_gguf
+
+    path = write_llama_gguf(tmp_path / "notemplate.gguf", seed=1, chat_template=None)
+    with localllm.load(path, context=256) as m:
+        assert m.info.template_source == "fallback-chatml" and "no chat template" in m.info.template_note
+        assert m.render_chat([{"role": "user", "content": "hi"}]).endswith("<|im_start|>assistant\n")
+        assert m._turn_end_tokens == frozenset({4})  # <|im_end|> ends the reply though not marked EOG
+        reply = m.chat([{"role": "user", "content": "hi"}], temperature=1.0, seed=2, top_k=0, top_p=1.0,
+                       min_p=0.0, max_tokens=200)
+        assert 4 not in reply.token_ids and reply.finish_reason in ("eos", "length", "stop")
