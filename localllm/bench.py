@@ -55,6 +55,12 @@ class RunMeasurement:
     # 1 / the median time between tokens: the rate while no other program held the cores,
     # which a shared machine's mean hides (a preempted step waits a whole time slice)
     decode_tps_median: float = 0.0
+    # Share of its threads' time the process really ran while decoding (process CPU time /
+    # wall time / threads): near 1 on an idle machine, lower when other programs compete.
+    decode_cpu_share: float = 0.0
+    # Decode tokens per second of CPU time per thread: the speed the cores deliver when the
+    # process has them; on a shared machine this is the figure to hold a prediction against
+    decode_tps_cpu: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ class BenchResult:
     def ratio(self, name: str) -> float | None:
         """measured / predicted for decode_tps, peak_rss or gpu_memory."""
         measured: float | None
-        if name in ("decode_tps", "decode_tps_median"):
+        if name in ("decode_tps", "decode_tps_median", "decode_tps_cpu"):
             measured, pred = self.mean(name), self.predicted.decode_tps
         elif name == "peak_rss":
             measured, pred = self.peak_rss, self.predicted.host_bytes
@@ -114,9 +120,10 @@ class BenchResult:
         out = asdict(self)
         out["summary"] = {
             k: {"mean": self.mean(k), "stdev": self.stdev(k), "min_max": self.spread(k)}
-            for k in ("load_s", "ttft_s", "prompt_tps", "decode_tps", "decode_tps_median", "peak_rss",
-                      "gpu_memory")}
-        out["ratios"] = {k: self.ratio(k) for k in ("decode_tps", "decode_tps_median", "peak_rss", "gpu_memory")}
+            for k in ("load_s", "ttft_s", "prompt_tps", "decode_tps", "decode_tps_median", "decode_tps_cpu",
+                      "decode_cpu_share", "peak_rss", "gpu_memory")}
+        out["ratios"] = {k: self.ratio(k) for k in ("decode_tps", "decode_tps_median", "decode_tps_cpu", "peak_rss",
+                                                    "gpu_memory")}
         return out
 
     def to_record(self) -> "BenchRecord":
@@ -222,17 +229,25 @@ def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, con
     with Model(engine, name=p.stem, path=p, placement=placement, plan=plan) as model:
         prompt = _prompt_of(model, n_prompt, placement.n_ctx - n_gen - 1)
         stamps: list[tuple[float, int]] = []
+        cpu: list[float] = []
         for chunk in model.stream(prompt, max_tokens=n_gen, temperature=0):
             stamps.append((time.perf_counter(), len(chunk.token_ids)))
+            cpu.append(time.process_time())
             last = chunk
         t = last.timings
         per_token = [(b[0] - a[0]) / b[1] for a, b in zip(stamps, stamps[1:]) if b[1]]
+        n_after_first = sum(n for _, n in stamps[1:])
+        wall, cpu_s = stamps[-1][0] - stamps[0][0], cpu[-1] - cpu[0]
+        threads_used = placement.n_threads
+        share = cpu_s / wall / threads_used if wall > 0 else 0.0
+        tps_cpu = n_after_first / (cpu_s / threads_used) if cpu_s > 0 else 0.0
         run = RunMeasurement(load_s=t.load_s, ttft_s=t.ttft_s, prompt_tokens=t.prompt_tokens,
                              prompt_tps=t.prompt_tps, decode_tokens=t.decode_tokens, decode_tps=t.decode_tps,
                              peak_rss=_peak_rss(), rss_before_load=rss_before,
                              gpu_memory=_gpu_memory() if placement.n_gpu_layers else None,
                              finish_reason=last.finish_reason or "",
-                             decode_tps_median=1 / statistics.median(per_token) if per_token else 0.0)
+                             decode_tps_median=1 / statistics.median(per_token) if per_token else 0.0,
+                             decode_cpu_share=round(share, 3), decode_tps_cpu=tps_cpu)
     mem = {d.device: {"weights": d.weights, "kv_cache": d.kv_cache, "compute": d.compute,
                       "overhead": d.overhead, "total": d.total} for d in plan.memory.devices}
     gpu = sum(d.total for d in plan.memory.devices if d.device != "cpu")

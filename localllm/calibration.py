@@ -197,6 +197,7 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; it holds no secrets
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

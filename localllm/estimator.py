@@ -28,14 +28,19 @@ from .catalog import Family, Variant
 __all__ = [
     "BANDWIDTH_EFFICIENCY",
     "CPU_THREAD_BANDWIDTH_GBS",
+    "THREAD_DECODE_FRACTION",
     "DeviceMemory",
     "HOST_RUNTIME_OVERHEAD",
     "KV_BYTES_PER_ELEMENT",
     "MemoryEstimate",
+    "ONNX_HOST_OVERHEAD",
+    "ONNX_KV_COPIES",
     "compute_buffer_bytes",
     "decode_tokens_per_second",
     "estimate",
+    "estimate_onnx",
     "kv_cache_bytes",
+    "onnx_kv_type",
     "weight_split",
 ]
 
@@ -74,10 +79,15 @@ GPU_RUNTIME_OVERHEAD = {"cuda": 320 * MiB, "rocm": 320 * MiB, "vulkan": 160 * Mi
 # land at 60-80 %. Issue 7 replaces this with measured numbers.
 BANDWIDTH_EFFICIENCY = 0.7
 
-# Decode bandwidth one CPU thread sustains: this machine decoded a 0.95 GB Q4_K_M at
-# 21-24 tokens/s on 2 threads (DESIGN.md), about 10.5 GB/s per thread. CPU decode speed
-# is the smaller of this times the threads and the memory bandwidth.
-CPU_THREAD_BANDWIDTH_GBS = 10.5
+# Weight bytes one CPU thread streams through llama.cpp's quantized dot products per second
+# of its CPU time: 5.4-6.6 GB/s for Q4_K_M and Q8_0 Llama/Qwen shapes on this project's
+# Xeon (AVX-512, weight repacking off), i.e. compute-bound well below the memory bus.
+# CPU decode speed is the smaller of this times the threads and the bus's share above.
+CPU_THREAD_BANDWIDTH_GBS = 6.0
+# ...and as a share of what one thread reads with numpy (localllm.bandwidth's per-thread
+# figure, 14.8 GB/s on that machine): used when this machine's bandwidth was measured, so
+# a faster or slower core scales the figure.
+THREAD_DECODE_FRACTION = 0.4
 
 # bits per weight of ggml types (block bytes * 8 / block size), for splitting a file
 _BPW = {"F32": 32.0, "F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_1": 6.0, "Q5_K": 5.5, "Q5_0": 5.5,
@@ -279,12 +289,16 @@ def decode_tokens_per_second(variant: Variant, est: MemoryEstimate, *, cpu_bandw
     seconds = 0.0
     parts = []
     for dev in est.devices:
+        label = dev.device
         if dev.device == "cpu":
             bw = cpu_bandwidth_gbs
             if cpu_threads:  # few threads cannot pull the whole bus
-                per_thread = cpu_thread_bandwidth_gbs or CPU_THREAD_BANDWIDTH_GBS / BANDWIDTH_EFFICIENCY
-                cap = cpu_threads * per_thread
-                bw = min(bw, cap) if bw else cap
+                per_thread = (cpu_thread_bandwidth_gbs * THREAD_DECODE_FRACTION if cpu_thread_bandwidth_gbs
+                              else CPU_THREAD_BANDWIDTH_GBS)
+                cap = cpu_threads * per_thread / BANDWIDTH_EFFICIENCY  # already a decode rate: undo the share
+                if not bw or cap < bw:
+                    bw = cap
+                    label = f"{cpu_threads} thread(s) x {per_thread:.1f} GB/s decode each (cpu)"
             out = out_bytes if (est.n_gpu_layers <= f.n_layer) else 0
             read = dev.n_layers * layer_bytes + out + dev.kv_cache // 2
         else:
@@ -296,10 +310,67 @@ def decode_tokens_per_second(variant: Variant, est: MemoryEstimate, *, cpu_bandw
         if not bw:
             return None, f"memory bandwidth of {dev.device} unknown"
         seconds += read / (bw * 1e9 * BANDWIDTH_EFFICIENCY)
-        parts.append(f"{read / 1e9:.2f} GB at {bw:.4g} GB/s ({dev.device})")
+        parts.append(f"{read / 1e9:.2f} GB at " + (label if label != dev.device else f"{bw:.4g} GB/s ({label})"))
     if seconds <= 0:
         return None, "nothing to read"
     tps = 1.0 / seconds
     basis = (f"{BANDWIDTH_EFFICIENCY:.0%} of memory bandwidth / bytes read per token: "
              + " + ".join(parts))
     return tps, basis
+
+
+# -- ONNX Runtime --------------------------------------------------------------------------
+
+# localllm's ONNX engine binds each step's `present.*` outputs as the next step's
+# `past_key_values.*` inputs (runtimes/onnx.py): during a step the old cache (n tokens) and
+# the new one (n + chunk) are both alive, so the peak is two caches, not one.
+ONNX_KV_COPIES = 2
+
+# Host memory of a process running ONNX Runtime besides weights, KV and activations: the
+# llama.cpp figure (Python, localllm, numpy) plus onnxruntime's shared library, its arena
+# bookkeeping and the `tokenizers` vocabulary. onnxruntime's CPU wheel maps about 20-30 MB
+# of code; 64 MiB more errs high until benchmarks/estimator_accuracy.py measures it.
+ONNX_HOST_OVERHEAD = HOST_RUNTIME_OVERHEAD + 64 * MiB
+
+
+def onnx_kv_type(variant: Variant) -> str:
+    """KV-cache type of a published ONNX export: "f16" for fp16 graphs (onnx-community's
+    model_fp16 / model_q4f16), "f32" otherwise (model.onnx, int8, q4 and the genai CPU int4
+    exports keep float32 caches)."""
+    q = variant.quant.upper()
+    return "f16" if ("F16" in q or "FP16" in q) else "f32"
+
+
+def estimate_onnx(variant: Variant, *, n_ctx: int, on_gpu: bool = False, kv_type: str | None = None,
+                  n_batch: int = 512, gpu_backend: str | None = "cuda",
+                  kv_bytes_per_token: int | None = None) -> MemoryEstimate:
+    """Bytes per device for an ONNX export run by ONNX Runtime: all on one GPU or all on the CPU.
+
+    ONNX Runtime has no partial offload: with a GPU provider every initializer and the KV
+    cache live on the GPU; with the CPU provider in RAM. Weights are the files' bytes
+    (`variant.size`: the .onnx plus its external data); the KV cache is
+    2 · n_layer · n_ctx · n_head_kv · head_dim · bytes(kv_type), ONNX_KV_COPIES times, or
+    `kv_bytes_per_token` · n_ctx when the folder's graph was read (OnnxFolderInfo). Activations:
+    the prompt is fed n_batch tokens at a time and the exports return logits for each
+    (n_vocab x n_batch f32, on the host where the engine binds them), plus the attention
+    scores and feed-forward activations of one layer.
+    """
+    f = variant.family
+    kv_type = kv_type or onnx_kv_type(variant)
+    if kv_type not in ("f16", "f32"):
+        raise ValueError(f"ONNX KV caches are f16 or f32 as exported, got {kv_type!r}")
+    per_token = kv_bytes_per_token or int(2 * f.n_layer * f.n_head_kv * f.head_dim * KV_BYTES_PER_ELEMENT[kv_type])
+    kv = ONNX_KV_COPIES * per_token * n_ctx
+    logits = f.n_vocab * n_batch * 4
+    layer_compute = compute_buffer_bytes(f, n_ctx=n_ctx, n_ubatch=n_batch, flash_attn=False, logits=False)
+    host_overhead = ONNX_HOST_OVERHEAD + f.n_vocab * VOCAB_BYTES_PER_TOKEN
+    if on_gpu:
+        gpu = DeviceMemory(device="gpu0", weights=variant.size, kv_cache=kv, compute=layer_compute + logits,
+                           overhead=GPU_RUNTIME_OVERHEAD.get(gpu_backend or "cuda", GPU_RUNTIME_OVERHEAD["cuda"]),
+                           n_layers=f.n_layer)
+        cpu = DeviceMemory(device="cpu", compute=logits, overhead=host_overhead)
+        return MemoryEstimate(n_ctx=n_ctx, n_gpu_layers=f.n_layer + 1, kv_type=kv_type, flash_attn=False,
+                              devices=(cpu, gpu))
+    cpu = DeviceMemory(device="cpu", weights=variant.size, kv_cache=kv, compute=layer_compute + logits,
+                       overhead=host_overhead, n_layers=f.n_layer)
+    return MemoryEstimate(n_ctx=n_ctx, n_gpu_layers=0, kv_type=kv_type, flash_attn=False, devices=(cpu,))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .catalog import Catalog, Family, Variant, load_catalog, local_variant
 from .errors import ModelNotFoundError, NoFittingVariantError
-from .estimator import MemoryEstimate, decode_tokens_per_second, estimate
+from .estimator import MemoryEstimate, decode_tokens_per_second, estimate, estimate_onnx
 from .hardware import GPUInfo, Hardware
 from .placement import Placement
 
@@ -37,6 +37,7 @@ __all__ = [
     "fit_table",
     "plan",
     "plan_local",
+    "plan_local_onnx",
 ]
 
 MiB = 1024**2
@@ -77,6 +78,7 @@ MAX_REJECTED = 6
 WORKLOADS = ("interactive", "batch")
 KV_TYPES = ("f16", "q8_0", "q4_0")
 RUNTIMES = ("llama.cpp", "onnxruntime")
+RUNTIME_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "llamacpp": "llama.cpp", "llama_cpp": "llama.cpp"}
 _FLASH_ATTN_BACKENDS = ("cuda", "metal")
 
 # tiers, best first
@@ -147,7 +149,8 @@ class Plan:
         v, p = self.variant, self.placement
         on = {"gpu": "fully on the GPU", "partial": "split between GPU and CPU", "cpu": "on the CPU"}[self.where]
         est = " (size estimated)" if v.size_estimated else ""
-        lines = [f"{v.name}  ({v.family.display_name}, {v.quant}, {_gb(v.size)}{est}) {on} with {p.runtime}"]
+        with_rt = f"{p.runtime} ({p.provider})" if p.provider else p.runtime
+        lines = [f"{v.name}  ({v.family.display_name}, {v.quant}, {_gb(v.size)}{est}) {on} with {with_rt}"]
         if self.hardware_name:
             lines[0] += f"  [profile {self.hardware_name}]"
         verdict = "fits" if self.fits else "DOES NOT FIT"
@@ -218,10 +221,14 @@ class _Machine:
     gpu_budgets: tuple[int, ...]
     gpu_bases: tuple[str, ...]
     unified: bool
-    threads: int
+    threads: int  # decode threads
     notes: tuple[str, ...] = ()
     calibration: "Calibration | None" = None  # measured figures for this machine
     threads_explicit: bool = False  # the caller fixed the thread count
+    provider: str | None = None  # ONNX Runtime execution provider (runtime onnxruntime)
+    provider_why: str = ""
+    batch_threads: int = 0  # prompt-processing threads (0: as decode)
+    threads_basis: str = ""
 
     def budgets(self, *, with_gpus: bool) -> tuple[DeviceBudget, ...]:
         out = [DeviceBudget("cpu" if not self.unified else "pool", self.ram if self.ram is not None else -1,
@@ -239,6 +246,8 @@ class _Request:
     workload: str
     runtime: str | None
     kv_type: str
+    onnx_kv_type: str | None = None  # a local ONNX folder's cache type (from its graph)
+    onnx_kv_per_token: int | None = None  # ...and its bytes per token
 
 
 @dataclass(frozen=True)
@@ -252,6 +261,8 @@ class _Candidate:
     why: str  # a line on the outcome (or why it does not fit)
     needed: int
     available: int | None
+    provider: str | None = None  # ONNX Runtime execution provider for this outcome
+    demoted: bool = False  # ranks after its peers (an fp16 ONNX graph on the CPU provider)
 
     @property
     def fits(self) -> bool:
@@ -260,8 +271,8 @@ class _Candidate:
     def key(self, workload: str, *, prefer_fast: bool = True) -> tuple:
         fast = (not prefer_fast or workload != "interactive" or self.tokens_per_s is None
                 or self.tokens_per_s >= INTERACTIVE_MIN_TOKENS_PER_S)
-        return (-(self.tier if self.tier is not None else 99), fast, round(self.variant.quality, 1),
-                -self.variant.size)
+        return (-(self.tier if self.tier is not None else 99), fast, not self.demoted,
+                round(self.variant.quality, 1), -self.variant.size)
 
 
 def _machine(hw: Hardware, *, runtime: str, headroom: int, calibration: "Calibration | None" = None,
@@ -287,6 +298,10 @@ def _machine(hw: Hardware, *, runtime: str, headroom: int, calibration: "Calibra
         notes.append("llama.cpp here is built without GPU offload: the GPU is not used")
     elif runtime == "llama.cpp":
         gpus = [g for g in hw.gpus if _gpu_memory(g, hw) and _backend(g)]
+    provider, provider_why = None, ""
+    if runtime == "onnxruntime":
+        provider, provider_why, gpus, onnx_notes = _onnx_machine(hw)
+        notes += onnx_notes
     unified = bool(gpus) and all(g.unified for g in gpus)
     budgets, bases = [], []
     for g in gpus:
@@ -295,9 +310,15 @@ def _machine(hw: Hardware, *, runtime: str, headroom: int, calibration: "Calibra
         budgets.append(max(0, raw - margin))
         what = "working-set budget" if g.budget is not None else ("free" if g.memory_free is not None else "total")
         bases.append(f"{_gb(raw)} {what} on {g.name} minus {_gb(margin)} margin")
+    if threads is not None:
+        decode, batch, t_basis = threads, threads, "as asked"
+    else:
+        decode = batch = _threads(hw)
+        t_basis = _threads_basis(hw)
     return _Machine(hw=hw, ram=ram, ram_basis=basis, gpus=tuple(gpus), gpu_budgets=tuple(budgets),
-                    gpu_bases=tuple(bases), unified=unified, threads=threads or _threads(hw), notes=tuple(notes),
-                    calibration=calibration, threads_explicit=threads is not None)
+                    gpu_bases=tuple(bases), unified=unified, threads=decode, notes=tuple(notes),
+                    calibration=calibration, threads_explicit=threads is not None, batch_threads=batch,
+                    threads_basis=t_basis, provider=provider, provider_why=provider_why)
 
 
 def _gpu_memory(g: GPUInfo, hw: Hardware) -> int | None:
@@ -362,6 +383,8 @@ def _check(est: MemoryEstimate, m: _Machine) -> tuple[bool, str, int, int | None
 
 
 def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
+    if v.format == "onnx":
+        return _assess_onnx(v, m, req)
     f = v.family
     ctxs = _contexts(f, req)
     kv = req.kv_type
@@ -422,7 +445,7 @@ def _speed(v: Variant, est: MemoryEstimate, m: _Machine, threads: int | None = N
         gpu_bandwidth_gbs=tuple(g.bandwidth_gbs for g in m.gpus), cpu_threads=threads,
         cpu_thread_bandwidth_gbs=bw.per_thread_gbs if bw is not None else None)
     if bw is not None and m.hw.memory.bandwidth_gbs is not None:
-        basis = basis.replace(" (cpu)", f" (cpu, measured here on {bw.date[:10]})")
+        basis += f"; bandwidth measured here on {bw.date[:10]}"
     rec = m.calibration.lookup(v.family, v.size, n_threads=threads, n_gpu_layers=_ngl_key(est, v)) \
         if m.calibration is not None else None
     if rec is not None and rec.decode_tps > 0:
@@ -470,13 +493,13 @@ def _placement(c: _Candidate, m: _Machine, req: _Request, runtime: str) -> Place
     if ngl and len(m.gpus) > 1:
         total = sum(m.gpu_budgets) or 1
         tensor_split = tuple(round(b / total, 4) for b in m.gpu_budgets)
-    provider = None
+    provider = kv = None
     if runtime == "onnxruntime":
-        provider = "CPUExecutionProvider"
+        provider, kv = c.provider or m.provider or _ONNX_CPU, c.est.kv_type
     return Placement(
         runtime=runtime, n_ctx=c.n_ctx, n_gpu_layers=-1 if ngl > L else ngl, n_threads=m.threads,
-        n_threads_batch=m.threads, n_batch=512, n_ubatch=512, flash_attn=c.est.flash_attn,
-        kv_type=req.kv_type, use_mmap=True, main_gpu=0, tensor_split=tensor_split, provider=provider)
+        n_threads_batch=max(m.threads, m.batch_threads), n_batch=512, n_ubatch=512, flash_attn=c.est.flash_attn,
+        kv_type=kv or req.kv_type, use_mmap=True, main_gpu=0, tensor_split=tensor_split, provider=provider)
 
 
 # -- the public functions -------------------------------------------------------------------------
@@ -493,8 +516,10 @@ def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = 
         context: minimum context in tokens; None aims for DEFAULT_CONTEXT and may shrink
             toward CONTEXT_FLOOR.
         workload: "interactive" (real-time) or "batch".
-        runtime: "llama.cpp" or "onnxruntime"; None picks llama.cpp for GGUF.
-        kv_type: KV cache type, "f16" (default), "q8_0" or "q4_0".
+        runtime: "llama.cpp" or "onnxruntime" ("onnx"); None weighs both: llama.cpp unless
+            ONNX Runtime has a better place for the model (a GPU llama.cpp cannot use).
+        kv_type: KV cache type for llama.cpp, "f16" (default), "q8_0" or "q4_0" (an ONNX
+            export fixes its own, f16 or f32).
         headroom: bytes of RAM to leave free beyond the planner's own margin.
         catalog: the catalog; None loads the bundled one.
         calibration: measured figures (localllm.calibration); None reads this machine's
@@ -508,22 +533,43 @@ def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = 
         ModelNotFoundError: unknown model, quant or runtime choice.
     """
     catalog = catalog or load_catalog()
-    hardware = hardware if hardware is not None else _probe()
-    req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime=runtime,
-                               kv_type=kv_type, headroom=headroom, calibration=_calibration(hardware, calibration),
-                               threads=threads)
-    if isinstance(model, str) and model.strip().lower() == "auto":
-        pool = [v for v in catalog.variants if _runtime_for(v) == runtime]
-        if not pool:
-            raise ModelNotFoundError(f"the catalog has no variants for runtime {runtime!r}")
-        return _choose(pool, m, req, runtime, auto=True, catalog=catalog)
-    found = catalog.find(model) if isinstance(model, str) else model
-    if isinstance(found, Family):
-        pool = [v for v in catalog.variants_of(found) if _runtime_for(v) == runtime]
-        if not pool:
-            raise ModelNotFoundError(f"{found.name} has no variants for runtime {runtime!r}", name=found.name)
-        return _choose(pool, m, req, runtime, auto=False, catalog=catalog)
-    return _choose([found], m, req, runtime, auto=False, catalog=catalog)
+    runtime = _runtime_name(runtime)
+    auto = isinstance(model, str) and model.strip().lower() == "auto"
+    found = None if auto else (catalog.find(model) if isinstance(model, str) else model)
+    if isinstance(found, Variant):
+        if runtime is not None and runtime != _runtime_for(found):
+            raise ModelNotFoundError(f"{found.name} is a {found.format} file, which {runtime} does not run; "
+                                     f"use runtime {_runtime_for(found)!r}", name=found.name)
+        pools = {_runtime_for(found): [found]}
+    else:
+        every = catalog.variants if auto else catalog.variants_of(found)
+        pools = {rt: [v for v in every if _runtime_for(v) == rt]
+                 for rt in ((runtime,) if runtime else RUNTIMES)}
+        if runtime is None and kv_type is not None:  # a KV type is a llama.cpp option
+            pools.pop("onnxruntime")
+        pools = {rt: pool for rt, pool in pools.items() if pool} or pools
+        if not any(pools.values()):
+            what = "the catalog" if auto else found.name
+            raise ModelNotFoundError(f"{what} has no variants for runtime {runtime!r}",
+                                     name=None if auto else found.name)
+    if hardware is None:
+        hardware = _probe()
+        if "onnxruntime" in pools and (runtime == "onnxruntime" or _onnx_may_accelerate(hardware)):
+            hardware = _probe(runtimes=True)  # which execution providers this onnxruntime has
+    calibration = _calibration(hardware, calibration)
+    plans: dict[str, Plan | NoFittingVariantError] = {}
+    for rt, pool in pools.items():
+        req, m, _ = _prepare(hardware, context=context, workload=workload, runtime=rt, kv_type=kv_type,
+                             headroom=headroom, calibration=calibration, threads=threads)
+        try:
+            plans[rt] = _choose(pool, m, req, rt, auto=auto, catalog=catalog)
+        except NoFittingVariantError as exc:
+            if len(pools) == 1:
+                raise
+            plans[rt] = exc
+    if len(plans) == 1:
+        return next(iter(plans.values()))
+    return _pick_runtime(plans)
 
 
 def plan_local(family: Family, *, weight_bytes: int, path: str | None = None, quant: str = "local",
@@ -531,7 +577,8 @@ def plan_local(family: Family, *, weight_bytes: int, path: str | None = None, qu
                runtime: str | None = None, kv_type: str | None = None, headroom: int | None = None,
                calibration: "Calibration | None" = None, threads: int | None = None) -> Plan:
     """Plan a local GGUF file: `family` from its header (catalog.family_from_gguf_metadata),
-    `weight_bytes` its exact tensor bytes. `calibration` and `threads` as for `plan`."""
+    `weight_bytes` its exact tensor bytes. `calibration` and `threads` as for `plan`.
+    (A local ONNX folder: `plan_local_onnx`.)"""
     variant = local_variant(family, weight_bytes=weight_bytes, path=path, quant=quant)
     hardware = hardware if hardware is not None else _probe()
     req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime=runtime,
@@ -558,10 +605,10 @@ def fit_table(hardware: Hardware | None = None, *, catalog: Catalog | None = Non
     return tuple(rows)
 
 
-def _probe() -> Hardware:
+def _probe(*, runtimes: bool = False) -> Hardware:
     from .probe import probe
 
-    return probe()
+    return probe(runtimes=runtimes)
 
 
 def _calibration(hw: Hardware, given: "Calibration | None") -> "Calibration | None":
@@ -582,10 +629,12 @@ def _prepare(hw: Hardware, *, context, workload, runtime, kv_type, headroom, cal
     if workload not in WORKLOADS:
         raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}, got {workload!r}")
     kv = kv_type or "f16"
+    runtime = _runtime_name(runtime)
+    if runtime == "onnxruntime" and kv_type is not None:
+        raise ValueError(f"kv_type {kv_type!r} is a llama.cpp option: an ONNX export fixes its KV-cache type "
+                         "(f16 or f32) in its graph; leave kv_type unset for onnxruntime")
     if kv not in KV_TYPES:
         raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
-    if runtime is not None and runtime not in RUNTIMES:
-        raise ModelNotFoundError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     if context is not None and (not isinstance(context, int) or context < 16):
         raise ValueError(f"context must be a whole number of tokens >= 16, got {context!r}")
     if headroom is not None and headroom < 0:
@@ -700,10 +749,10 @@ def _make_plan(c: _Candidate, m: _Machine, req: _Request, runtime: str, *, fits:
     reasons = list(reasons)
     if measured is not None:
         reasons.append(f"{placement.n_threads} threads: fastest measured here ({measured[2]})")
-    elif m.threads_explicit:
-        reasons.append(f"{placement.n_threads} threads: as asked")
     else:
-        reasons.append(f"{placement.n_threads} threads: " + _threads_basis(m.hw))
+        reasons.append(f"{placement.n_threads} threads: {m.threads_basis}")
+    if placement.provider:
+        reasons.append(_provider_reason(placement.provider, m))
     if c.n_ctx != (req.ctx_target or DEFAULT_CONTEXT):
         if not req.ctx_explicit and c.n_ctx == c.variant.family.n_ctx_train:
             reasons.append(f"context {c.n_ctx}: all {c.variant.family.name} was trained on")

@@ -166,7 +166,7 @@ def _render(r, bw, saved, load, hw) -> str:
         lines.append(f"{label:24s} {m:>24s} {s:>18s} {pr:>11s} {ra:>7s}")
 
     row("decode tokens/s", "decode_tps", pred=r.predicted.decode_tps, ratio=r.ratio("decode_tps"), fmt="{:.1f}")
-    row("  median step", "decode_tps_median", pred=r.predicted.decode_tps, ratio=r.ratio("decode_tps_median"),
+    row("  per CPU-second", "decode_tps_cpu", pred=r.predicted.decode_tps, ratio=r.ratio("decode_tps_cpu"),
         fmt="{:.1f}")
     row("prompt tokens/s", "prompt_tps", fmt="{:.1f}")
     row("time to first token", "ttft_s", unit=" s", fmt="{:.3f}")
@@ -177,16 +177,18 @@ def _render(r, bw, saved, load, hw) -> str:
         row("GPU memory", "gpu_memory", scale=MiB, unit=" MiB", pred=r.predicted.gpu_bytes,
             ratio=r.ratio("gpu_memory"), fmt="{:.0f}")
     lines.append("")
-    lines.append("ratio = measured / predicted; median step = 1 / the median time between tokens (the speed while "
-                 "no other program held the cores); the planner does not predict prompt speed, first token or load time")
+    lines.append("ratio = measured / predicted; per CPU-second = tokens per second of CPU time per thread (the "
+                 "speed when the cores are ours); the planner does not predict prompt speed, first token or load time")
     lines.append(f"decode prediction: {r.predicted.decode_basis}")
     cpu = r.predicted.memory.get("cpu")
     if cpu:
         lines.append(f"memory prediction: weights {cpu['weights'] / MiB:.0f} + KV {cpu['kv_cache'] / MiB:.0f} + compute "
                      f"{cpu['compute'] / MiB:.0f} + runtime {cpu['overhead'] / MiB:.0f} MiB")
     cores = hw.cpu.effective_cores or 1
-    if load and load[0] > cores:
-        lines.append(f"note: load average {load[0]:.1f} on {cores:g} cores: other programs were running; "
+    share = r.mean("decode_cpu_share")
+    if (load and load[0] > cores) or (share is not None and share < 0.8):
+        lines.append(f"note: while decoding, the process ran {share or 0:.0%} of its threads' time (load average "
+                     f"{load[0] if load else 0:.1f} on {cores:g} cores): other programs were running, so wall-clock "
                      "speeds are lower and spread wider than on an idle machine")
     if saved:
         lines.append(f"kept in {saved}: plans for this model here now use the measured decode speed")
