@@ -289,7 +289,7 @@ def _as_local_path(model: str | os.PathLike[str]) -> Path | None:
     if text == "auto":
         return None
     p = Path(text).expanduser()
-    if p.exists() or text.lower().endswith((".gguf", *_PICKLE_SUFFIXES)) or os.sep in text:
+    if p.exists() or text.lower().endswith((".gguf", ".onnx", *_PICKLE_SUFFIXES)) or os.sep in text:
         return p
     return None
 
@@ -318,7 +318,17 @@ def _plan_local(path: Path, info: Any, *, context: int | None, runtime: str | No
             plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(path), context=context,
                               runtime=runtime, hardware=hardware)
             return plan, plan.placement
-    # TODO(lead): the planner has no plan for local ONNX folders; a CPU placement from probe() facts.
+    if hasattr(info, "kv_bytes_per_token"):  # an ONNX folder or .onnx file (OnnxFolderInfo)
+        from .planner import plan_local_onnx
+
+        if runtime not in (None, "onnxruntime", "onnx"):
+            from .errors import InvalidModelError
+
+            raise InvalidModelError(f"{path} is an ONNX model; runtime {runtime!r} cannot run it "
+                                    "(use runtime='onnxruntime')", path=str(path))
+        plan = plan_local_onnx(info, path=str(path), context=context, hardware=hardware)
+        return plan, plan.placement
+    # an architecture the planner cannot size: a CPU placement from probe() facts
     from .probe import probe
 
     hw = hardware if hardware is not None else probe()

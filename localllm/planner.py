@@ -710,6 +710,9 @@ def _rejected_for_fit(best: _Candidate, cands: list[_Candidate], req: _Request) 
     for c in better:
         if not c.fits:
             out.append(Rejected(c.variant.name, f"does not fit: {c.why}", c.needed, c.available))
+        elif c.demoted and not best.demoted:
+            out.append(Rejected(c.variant.name, f"fits, but an fp16 graph on {c.provider}: ONNX Runtime's CPU "
+                                "kernels are float32, so it runs through casts", c.needed, c.available))
         elif c.tier > best.tier:
             out.append(Rejected(c.variant.name, f"a later resort: {c.why}, while {best.variant.name} "
                                 f"{best.why}", c.needed, c.available))
@@ -779,3 +782,186 @@ def _gb(n: int | None) -> str:
         return f"{n / 1e9:.2f} GB"
     return f"{n / 1e6:.0f} MB"
 
+
+
+# -- ONNX Runtime ---------------------------------------------------------------------------------
+
+_ONNX_CPU = "CPUExecutionProvider"
+# Which GPUs each execution provider drives (onnxruntime.ai/docs/execution-providers).
+_ONNX_GPU_VENDORS = {"CUDAExecutionProvider": ("nvidia",), "TensorrtExecutionProvider": ("nvidia",),
+                     "ROCMExecutionProvider": ("amd",), "MIGraphXExecutionProvider": ("amd",),
+                     "CoreMLExecutionProvider": ("apple",),
+                     "DmlExecutionProvider": ("nvidia", "amd", "intel", "apple")}
+# What `pip install onnxruntime` brings per OS when the runtime was not probed: the macOS
+# wheels are built with CoreML, the others with the CPU provider only (onnxruntime.ai, install).
+_DEFAULT_PROVIDERS = {"darwin": ("CoreMLExecutionProvider", "CPUExecutionProvider")}
+_WHERE_RANK = {"gpu": 0, "partial": 1, "cpu": 2}
+_WHERE_WORDS = {"gpu": "fully on the GPU", "partial": "split between GPU and CPU", "cpu": "on the CPU"}
+
+
+def plan_local_onnx(info: Any, *, path: str | None = None, hardware: Hardware | None = None,
+                    context: int | None = None, workload: str = "interactive", headroom: int | None = None,
+                    calibration: "Calibration | None" = None, threads: int | None = None) -> Plan:
+    """Plan a local ONNX folder for ONNX Runtime from what `validate_onnx_folder` read.
+
+    `info` is an `OnnxFolderInfo`: weights from `weights_bytes` (the .onnx and its external
+    data), KV cache from `kv_bytes_per_token()` (the graph's cache type and shape), the
+    rest of the architecture from its config.json. Other arguments as for `plan`.
+    """
+    family = _family_from_onnx(info)
+    variant = Variant(family=family, quant="local", size=int(info.weights_bytes), format="onnx",
+                      path=path or str(info.model_file))
+    hardware = hardware if hardware is not None else _probe(runtimes=True)
+    req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime="onnxruntime",
+                               kv_type=None, headroom=headroom, calibration=_calibration(hardware, calibration),
+                               threads=threads)
+    req = _replace(req, onnx_kv_type="f16" if info.kv_dtype in ("float16", "bfloat16") else "f32",
+                   onnx_kv_per_token=info.kv_bytes_per_token())
+    return _choose([variant], m, req, runtime, auto=False, catalog=None)
+
+
+def _family_from_onnx(info: Any) -> Family:
+    """A Family for a local ONNX folder: the graph's facts first, then config.json / genai_config.json."""
+    cfg = dict(info.config or {})
+    dec = ((info.genai_config or {}).get("model", {}) or {}).get("decoder", {}) or {}
+    n_head = int(cfg.get("num_attention_heads") or dec.get("num_attention_heads") or info.n_head_kv or 1)
+    n_head_kv = int(info.n_head_kv or cfg.get("num_key_value_heads") or n_head)
+    n_embd = int(cfg.get("hidden_size") or dec.get("hidden_size") or 0)
+    head_dim = int(info.head_dim or cfg.get("head_dim") or (n_embd // n_head if n_embd else 64))
+    n_embd = n_embd or n_head * head_dim
+    n_vocab = int(info.n_vocab or cfg.get("vocab_size") or 32000)
+    window = cfg.get("sliding_window") if cfg.get("use_sliding_window") else None
+    name = info.folder.name
+    return Family(
+        name=name, display_name=name, arch=str(info.architecture or "onnx"), n_layer=int(info.n_layer),
+        n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_embd=n_embd,
+        n_ctx_train=int(info.context_length or 2048), n_vocab=n_vocab,
+        n_ff=int(cfg["intermediate_size"]) if cfg.get("intermediate_size") else None,
+        tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        sliding_window=int(window) if window else None,
+        quality=None, quality_source="local folder: no benchmark score", chat=info.chat_template is not None)
+
+
+def _runtime_name(runtime: str | None) -> str | None:
+    if runtime is None:
+        return None
+    name = RUNTIME_ALIASES.get(runtime.strip().lower(), runtime.strip().lower())
+    if name not in RUNTIMES:
+        raise ModelNotFoundError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)} "
+                                 "(or 'onnx' for onnxruntime)")
+    return name
+
+
+def _onnx_may_accelerate(hw: Hardware) -> bool:
+    """True when an ONNX Runtime provider could beat the CPU here (a GPU, an NPU, Apple
+    Silicon): only then is the runtime probe (importing onnxruntime) worth it for "auto"."""
+    return bool(hw.gpus) or any(a.kind == "npu" for a in hw.accelerators) or \
+        (hw.os == "darwin" and hw.cpu.arch == "arm64")
+
+
+def _onnx_machine(hw: Hardware) -> tuple[str, str, list[GPUInfo], list[str]]:
+    """(provider, why, the one GPU it runs on or none, notes) for ONNX Runtime on `hw`."""
+    from .runtimes.onnx import choose_provider  # pure; imports no onnxruntime
+
+    info = hw.runtime("onnxruntime")
+    if info is not None and info.providers:
+        provider, why = choose_provider(hw, info.providers)
+    else:  # not probed (a profile): assume the standard PyPI wheel for the OS
+        assumed = _DEFAULT_PROVIDERS.get(hw.os, (_ONNX_CPU,))
+        provider, why = choose_provider(hw, assumed)
+        why += f"; providers assumed ({', '.join(assumed)}): the PyPI onnxruntime wheel for {hw.os}, not probed"
+    vendors = _ONNX_GPU_VENDORS.get(provider, ())
+    gpus = [g for g in hw.gpus if g.vendor in vendors and _gpu_memory(g, hw)]
+    notes = []
+    if len(gpus) > 1:
+        notes.append(f"ONNX Runtime runs a model on one GPU ({gpus[0].name}); it does not split it across "
+                     f"the {len(gpus)} here")
+    return provider, why, gpus[:1], notes
+
+
+def _assess_onnx(v: Variant, m: _Machine, req: _Request) -> _Candidate:
+    """Where an ONNX export runs: all on the provider's GPU, or all in RAM (ONNX Runtime
+    has no partial offload), at the target context or shrunk toward the floor."""
+    ctxs = _contexts(v.family, req)
+    kv, per_token = req.onnx_kv_type, req.onnx_kv_per_token
+
+    def cand(tier, est, ctx, why, need, avail, provider):
+        tps, basis = _speed(v, est, m)
+        # ONNX Runtime's CPU kernels are float32: an fp16 graph runs through casts there
+        demoted = provider == _ONNX_CPU and est.kv_type == "f16"
+        return _Candidate(v, tier, est, ctx, tps, basis, why, need, avail, provider=provider, demoted=demoted)
+
+    first_fail = None
+    if m.gpus:
+        backend = _backend(m.gpus[0])
+        for i, ctx in enumerate(ctxs):
+            est = estimate_onnx(v, n_ctx=ctx, on_gpu=True, kv_type=kv, gpu_backend=backend,
+                                kv_bytes_per_token=per_token)
+            ok, why, need, avail = _check(est, m)
+            if ok:
+                return cand(_GPU if i == 0 else _GPU_SHRUNK, est, ctx,
+                            f"fits fully on the GPU with {m.provider}"
+                            + ("" if i == 0 else f" with the context shrunk to {ctx}"), need, avail, m.provider)
+            first_fail = first_fail or (why, need, avail)
+    cpu_provider = _ONNX_CPU if m.gpus else (m.provider or _ONNX_CPU)
+    last = None
+    for i, ctx in enumerate(ctxs):
+        est = estimate_onnx(v, n_ctx=ctx, on_gpu=False, kv_type=kv, kv_bytes_per_token=per_token)
+        ok, why, need, avail = _check(est, m)
+        if ok:
+            gpu_note = (f" ({first_fail[0]} to run with {m.provider}, and ONNX Runtime cannot split a model "
+                        "between GPU and CPU)") if first_fail else ""
+            return cand(_CPU if i == 0 else _CPU_SHRUNK, est, ctx,
+                        "fits in RAM" + ("" if i == 0 else f" with the context shrunk to {ctx}") + gpu_note,
+                        need, avail, cpu_provider)
+        last = (est, ctx, why, need, avail)
+    est, ctx, why, need, avail = last
+    return cand(None, est, ctx, why, need, avail, cpu_provider)
+
+
+def _provider_reason(provider: str, m: _Machine) -> str:
+    if provider == m.provider:
+        return f"ONNX Runtime provider {provider}: {m.provider_why}"
+    return (f"ONNX Runtime provider {provider}: the model does not fit on the GPU for {m.provider} "
+            f"({m.provider_why}), so it runs on the CPU")
+
+
+def _pick_runtime(plans: dict[str, "Plan | NoFittingVariantError"]) -> Plan:
+    """llama.cpp unless ONNX Runtime fits where llama.cpp does not, or on a better device
+    with a provider other than the CPU (a GPU llama.cpp cannot use here)."""
+    llama, onnx = plans["llama.cpp"], plans["onnxruntime"]
+    if isinstance(llama, NoFittingVariantError) and isinstance(onnx, NoFittingVariantError):
+        raise llama
+    llama_ok = isinstance(llama, Plan) and llama.fits
+    onnx_ok = isinstance(onnx, Plan) and onnx.fits
+    use_onnx = onnx_ok and (not llama_ok or (_WHERE_RANK[onnx.where] < _WHERE_RANK[llama.where]
+                                             and onnx.placement.provider != _ONNX_CPU))
+    if not isinstance(llama, Plan):
+        use_onnx = True
+    chosen, other = (onnx, llama) if use_onnx else (llama, onnx)
+    if isinstance(other, NoFittingVariantError):
+        reason = f"runtime {chosen.runtime}: with the other runtime nothing fits ({other})"
+        return _replace(chosen, reasons=(*chosen.reasons, reason))
+    if not isinstance(chosen, Plan):  # only llama.cpp planned; ONNX raised and llama did not
+        return other
+    how = f"{_WHERE_WORDS[other.where]}" + (f" with {other.placement.provider}" if other.placement.provider else "")
+    other_fit = "would fit" if other.fits else "does not fit"
+    if use_onnx:
+        if not llama_ok:
+            reason = (f"runtime onnxruntime: no llama.cpp variant fits ({other.variant.name} needs "
+                      f"{_gb(other.needed)}), and {chosen.variant.name} does with ONNX Runtime")
+        else:
+            reason = (f"runtime onnxruntime: {chosen.variant.name} runs {_WHERE_WORDS[chosen.where]} with "
+                      f"{chosen.placement.provider}, while llama.cpp's best, {other.variant.name}, would run {how}")
+        notes = [w for w in other.warnings if "llama.cpp" in w]
+        if notes:
+            reason += f" ({'; '.join(notes)})"
+        why = f"llama.cpp {other_fit} {how}; ONNX Runtime has the better place here"
+    else:
+        reason = (f"runtime llama.cpp: preferred; ONNX Runtime's best, {other.variant.name}, {other_fit} {how}, "
+                  "no better place than llama.cpp's")
+        why = (f"ONNX Runtime {other_fit} {how}; llama.cpp is preferred unless ONNX "
+               "Runtime reaches a device llama.cpp cannot")
+    rejected = (Rejected(f"{other.variant.name} ({other.runtime})", why, other.needed, other.available),
+                *chosen.rejected[:MAX_REJECTED - 1])
+    return _replace(chosen, reasons=(*chosen.reasons, reason), rejected=rejected)

@@ -13,7 +13,8 @@ def register(sub) -> None:
     add_hardware_options(p)
     p.add_argument("--ctx", type=int, default=None, metavar="N", help="minimum context in tokens")
     p.add_argument("--workload", choices=("interactive", "batch"), default="interactive")
-    p.add_argument("--runtime", choices=("llama.cpp", "onnxruntime"), default=None)
+    p.add_argument("--runtime", choices=("llama.cpp", "onnxruntime", "onnx"), default=None,
+                   help="runtime to plan for (onnx = onnxruntime); default: weigh both")
     p.add_argument("--kv-type", choices=("f16", "q8_0", "q4_0"), default=None, help="KV cache type")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
