@@ -17,6 +17,15 @@ HF_ENDPOINT and HF_HOME / HF_HUB_CACHE. huggingface_hub itself reads HF_ENDPOINT
 HF_HOME once, at its import (`huggingface_hub.constants.ENDPOINT`, `HF_HUB_CACHE`), so
 we pass the endpoint and the cache folder to it explicitly on every call.
 
+An ONNX variant (format "onnx") is a folder: the decoder `.onnx`, its external data
+(`<file>_data` or `<file>.data`, where published), config.json, tokenizer.json,
+tokenizer_config.json, generation_config.json and genai_config.json / chat_template.jinja
+where the repository has them, mirrored under `<cache>/<owner>--<repo>/`. Each file is
+downloaded like a GGUF (resume, size/ETag check, atomic rename); the variant counts as
+present only once `.<file>.complete` is written beside the `.onnx`, after every file
+arrived and the folder passed `validate_onnx_folder`. fetch/resolve return the `.onnx`
+path (several variants of a repository share one folder; the path names which).
+
 sha256 results are remembered in `<cache_dir>/.verified/` (keyed by path, checked against
 size and mtime) so multi-GB files are hashed once, not on every load.
 """
@@ -219,9 +228,11 @@ def resolve(variant: _VariantLike) -> Path | None:
     """A verified local copy of a variant (ours, the HF cache's or the package's), or None. No network."""
     packaged = _package_file(variant)
     if packaged is not None:
-        return packaged if packaged.is_file() else None
+        return packaged if packaged.is_file() or (packaged.is_dir() and _is_onnx(variant)) else None
     if not getattr(variant, "repo", None) or not getattr(variant, "filename", None):
         return None
+    if _is_onnx(variant):
+        return _onnx_complete(variant)
     size, sha = _expected_size(variant), variant.sha256
     ours = _target(variant)
     if ours.is_file():
@@ -315,6 +326,8 @@ def fetch(variant: _VariantLike, *, progress: ProgressCallback | None = None, of
         raise ModelUnavailableError(
             f"{variant.name} should ship inside the package at {packaged}, but that file is missing. "
             "Reinstall localllm.")
+    if _is_onnx(variant):
+        return _fetch_onnx(variant, progress=progress, offline=offline, force_download=force_download)
     if not force_download:
         found = resolve(variant)
         if found is not None:
@@ -499,3 +512,125 @@ def _gb(n: int | None) -> str:
         return "?"
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
+
+
+# -- ONNX folders --------------------------------------------------------------------------
+
+# Files beside an ONNX decoder, at the model folder's root (the .onnx's folder, or its
+# parent when that is `onnx/`, as onnx-community and optimum publish them). Required ones
+# must download; optional ones may be missing upstream (a 404 is accepted).
+ONNX_REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
+ONNX_OPTIONAL_FILES = ("generation_config.json", "genai_config.json", "chat_template.jinja")
+ONNX_DATA_SUFFIXES = ("_data", ".data")  # external data: model.onnx_data (optimum) or model.onnx.data (genai)
+
+
+@dataclass(frozen=True)
+class _RepoFile:
+    """One file of a repository, shaped like a variant for `_download`."""
+
+    name: str
+    repo: str
+    filename: str
+    size: int | None = None
+    sha256: str | None = None
+    size_estimated: bool = True  # no catalog size per file: the Hub's size and ETag are checked
+
+
+def _is_onnx(variant: _VariantLike) -> bool:
+    return getattr(variant, "format", "gguf") == "onnx"
+
+
+def _onnx_files(variant: _VariantLike) -> list[tuple[str, bool]]:
+    """(repo path, required) for every file of an ONNX variant, the decoder first."""
+    _, filename = _source(variant)
+    parent = filename.rsplit("/", 1)[0] if "/" in filename else ""
+    root = parent.rsplit("/", 1)[0] if parent.split("/")[-1] == "onnx" and "/" in parent else \
+        ("" if parent == "onnx" else parent)
+    prefix = f"{root}/" if root else ""
+    files = [(filename, True)] + [(filename + s, False) for s in ONNX_DATA_SUFFIXES]
+    files += [(prefix + n, True) for n in ONNX_REQUIRED_FILES] + [(prefix + n, False) for n in ONNX_OPTIONAL_FILES]
+    return files
+
+
+def _marker(variant: _VariantLike) -> Path:
+    target = _target(variant)
+    return target.with_name(f".{target.name}.complete")
+
+
+def _onnx_complete(variant: _VariantLike) -> Path | None:
+    """The .onnx path when the variant's folder is complete: marker written, every file there at its size."""
+    marker = _marker(variant)
+    try:
+        record = json.loads(marker.read_text())
+        files = record["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    root = cache_dir() / _source(variant)[0].replace("/", "--")
+    for rel, size in files.items():
+        p = root.joinpath(*rel.split("/"))
+        if not p.is_file() or p.stat().st_size != size:
+            log.warning("ignoring %s: %s is missing or changed", _target(variant), p)
+            return None
+    return _target(variant)
+
+
+def _fetch_onnx(variant: _VariantLike, *, progress: ProgressCallback | None, offline: bool | None,
+                force_download: bool) -> Path:
+    if not force_download:
+        found = _onnx_complete(variant)
+        if found is not None:
+            log.debug("%s: using %s", variant.name, found)
+            return found
+    target = _target(variant)
+    if is_offline(offline):
+        raise _unavailable(variant, target, "offline mode is on (LOCALLLM_OFFLINE / HF_HUB_OFFLINE or "
+                                            "offline=True) and the model folder is not complete in the cache")
+    repo = _source(variant)[0]
+    root = cache_dir() / repo.replace("/", "--")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    import filelock  # a dependency of huggingface_hub
+
+    marker = _marker(variant)
+    with filelock.FileLock(str(marker) + ".lock"):
+        if not force_download and (found := _onnx_complete(variant)) is not None:
+            return found  # another process completed it while we waited
+        marker.unlink(missing_ok=True)
+        files = _onnx_files(variant)
+        have = sum(p.stat().st_size for rel, _ in files if (p := root.joinpath(*rel.split("/"))).is_file())
+        if variant.size:  # disk first, before any network: the catalog's size is close enough
+            _check_disk(variant, root, max(variant.size - have, 0))
+        got: dict[str, int] = {}
+        done = 0
+        total = variant.size or None
+        for rel, required in files:
+            path = root.joinpath(*rel.split("/"))
+            if not force_download and path.is_file() and _mismatch(path, None, None) is None:
+                got[rel] = path.stat().st_size
+                done += got[rel]
+                continue
+            one = _RepoFile(name=f"{variant.name} ({rel})", repo=repo, filename=rel)
+
+            def report(n: int, _t: int | None, base: int = done) -> None:
+                if progress is not None:
+                    progress(base + n, max(total or 0, base + n))
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                _download(one, path, report if progress is not None else None)
+            except ModelUnavailableError as exc:
+                if not required and type(exc.__cause__).__name__ in _NOT_FOUND:
+                    log.debug("%s: %s is not in the repository (optional)", variant.name, rel)
+                    continue
+                raise
+            got[rel] = path.stat().st_size
+            done += got[rel]
+        from .runtimes.onnx_folder import validate_onnx_folder
+
+        validate_onnx_folder(target)  # InvalidModelError names the bad file; no marker is written
+        tmp = marker.with_name(marker.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"variant": variant.name, "files": got}))
+        os.replace(tmp, marker)
+    return target
+
+
+_NOT_FOUND = ("RemoteEntryNotFoundError", "EntryNotFoundError")

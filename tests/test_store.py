@@ -380,3 +380,86 @@ def test_file_without_catalog_hash_is_held_to_its_download_hash(hub):
         f.write(b"X")
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert store.resolve(v) is None
+
+
+# -- ONNX folders ----------------------------------------------------------------------------
+
+ONNX_REPO = "tester/tiny-ONNX"
+
+
+@dataclass(frozen=True)
+class FakeOnnxVariant:
+    name: str = "tiny-onnx:fp32"
+    repo: str | None = ONNX_REPO
+    filename: str | None = "onnx/model.onnx"
+    size: int | None = None
+    sha256: str | None = None
+    path: str | None = None
+    format: str = "onnx"
+    size_estimated: bool = True
+
+
+@pytest.fixture(scope="module")
+def onnx_repo(tmp_path_factory):
+    """A tiny ONNX decoder folder as published (onnx/model.onnx + model.onnx_data, config, tokenizer)."""
+    from localllm.tinyonnx import write_onnx_folder
+
+    folder = write_onnx_folder(tmp_path_factory.mktemp("onnx-repo") / "tiny-onnx", seed=5)
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _serve_onnx(hub, files, *, drop=()):
+    for rel, body in files.items():
+        if rel not in drop:
+            hub.files[f"/{ONNX_REPO}/resolve/main/{rel}"] = body
+
+
+def test_onnx_variant_downloads_a_folder_that_loads_and_generates(hub, onnx_repo):
+    import localllm
+    from localllm.probe import load_profile
+
+    assert "onnx/model.onnx_data" in onnx_repo and "genai_config.json" in onnx_repo
+    _serve_onnx(hub, onnx_repo)
+    variant = FakeOnnxVariant(size=sum(len(b) for b in onnx_repo.values()))
+    seen = []
+    path = store.fetch(variant, progress=lambda d, t: seen.append((d, t)))
+    root = store.cache_dir() / "tester--tiny-ONNX"
+    assert path == root / "onnx" / "model.onnx"
+    for rel, body in onnx_repo.items():  # the repository's layout, byte for byte
+        assert (root / rel).read_bytes() == body, rel
+    assert (root / "onnx" / ".model.onnx.complete").is_file()
+    assert not [p for p in root.rglob("*.part")]
+    assert seen and seen[-1][0] == variant.size
+    # the optional files that 404 (model.onnx.data, chat_template.jinja) were asked for and skipped
+    asked = {p for m, p, _ in hub.requests if m == "HEAD"}
+    assert f"/{ONNX_REPO}/resolve/main/onnx/model.onnx.data" in asked
+    with localllm.load(path, context=64, hardware=load_profile("laptop-x86-8gb")) as m:
+        assert m.info.runtime == "onnxruntime"
+        assert m.generate("Hello", max_tokens=3, temperature=0).text is not None
+    # offline, and online again: the complete folder is reused without a request
+    n = len(hub.requests)
+    assert store.fetch(variant, offline=True) == path
+    assert store.fetch(variant) == path and store.resolve(variant) == path
+    assert len(hub.requests) == n
+
+
+def test_onnx_folder_without_a_required_file_is_never_complete(hub, onnx_repo, monkeypatch):
+    _serve_onnx(hub, onnx_repo, drop=("tokenizer.json", "genai_config.json"))
+    variant = FakeOnnxVariant()
+    with pytest.raises(ModelUnavailableError, match="no such file"):
+        store.fetch(variant)
+    assert store.resolve(variant) is None
+    monkeypatch.setenv("LOCALLLM_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="offline"):
+        store.fetch(variant)
+    monkeypatch.delenv("LOCALLLM_OFFLINE")
+    # once the repository has it, the next fetch completes the folder, reusing what arrived
+    _serve_onnx(hub, onnx_repo, drop=("genai_config.json",))
+    n = len(hub.requests)
+    path = store.fetch(variant)
+    assert store.resolve(variant) == path
+    got = {q.rsplit("/main/", 1)[1] for m, q, _ in hub.requests[n:] if m == "GET"}
+    assert got == {"tokenizer.json", "tokenizer_config.json", "generation_config.json"}  # the rest was kept
+    # a file that changes on disk afterwards makes the folder incomplete again
+    (path.parent / "model.onnx_data").write_bytes(b"short")
+    assert store.resolve(variant) is None
