@@ -34,6 +34,10 @@ DEFAULT_GEN_TOKENS = 64  # enough decode steps for a stable rate
 DEFAULT_REPEAT = 3
 CHILD_TIMEOUT_S = 1800  # one repetition; a 1B model on two busy cores takes well under a minute
 
+# llama.cpp's LLAMA_FTYPE_MOSTLY_* (general.file_type) for the quants the planner knows
+_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 7: "Q8_0", 10: "Q2_K", 12: "Q3_K_M", 15: "Q4_K_M", 17: "Q5_K_M",
+               18: "Q6_K", 32: "BF16"}
+
 _WORDS = ("the quick brown fox jumps over the lazy dog while local models answer questions "
           "write text and chat with you on your own machine").split()
 
@@ -223,6 +227,7 @@ def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, con
     family = family_from_gguf_metadata(info.metadata, name=p.stem, tied_embeddings=tied)
     # the formula's prediction, never an earlier measurement of this same model
     plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(p), context=context,
+                      quant=_FILE_TYPES.get(info.metadata.get("general.file_type"), "local"),
                       calibration=Calibration(), threads=threads)
     placement = plan.placement
     engine = load_engine(p, placement)
