@@ -186,3 +186,25 @@ def test_bench_cli_text_and_errors(tiny_gguf, capsys, tmp_path):
     assert main(["bench"]) == 1  # nothing downloaded in this test's home
     err = capsys.readouterr().err
     assert "is not on disk" in err and "--synthetic" in err and "localllm pull" in err
+
+
+def test_bench_cli_thread_sweep_feeds_the_planner(tiny_gguf, capsys):
+    from localllm.catalog import family_from_gguf_metadata
+    from localllm.cli import main
+    from localllm.probe import probe
+    from localllm.validate import validate_gguf
+
+    assert main(["bench", str(tiny_gguf), "--sweep-threads", "--repeat", "1", "--prompt", "4", "--gen", "4",
+                 "--ctx", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "decode tokens/s by threads" in out and "fastest" in out
+    hw = probe(refresh=True)
+    cal = load_calibration(hw)
+    cores = int(hw.cpu.effective_cores)
+    assert sorted(r.n_threads for r in cal.bench) == list(range(1, cores + 1))
+    info = validate_gguf(tiny_gguf)
+    family = family_from_gguf_metadata(info.metadata, name="tiny", tied_embeddings=False)
+    p = plan_local(family, weight_bytes=info.tensor_bytes, hardware=hw, context=128)
+    fastest = max(cal.bench, key=lambda r: r.decode_tps)
+    assert p.placement.n_threads == fastest.n_threads and p.tokens_per_s == fastest.decode_tps
+    assert "measured on this machine" in p.tokens_per_s_basis

@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--ctx", type=int, default=None, metavar="N", help="context window (default: the plan's)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: the plan's)")
     p.add_argument("--repeat", type=int, default=3, metavar="N", help="repetitions, each a fresh process (default 3)")
+    p.add_argument("--sweep-threads", action="store_true",
+                   help="measure every thread count from 1 to the cores (each kept: plans then use the fastest)")
     p.add_argument("--refresh-bandwidth", action="store_true", help="measure the memory bandwidth again")
     p.add_argument("--no-save", action="store_true", help="do not keep the result for this machine")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -45,6 +47,8 @@ def run(args) -> int:
         print(f"measuring {path.name} ({args.repeat} runs in fresh processes)...", file=sys.stderr, flush=True)
     bw = machine_bandwidth(hw, refresh=args.refresh_bandwidth)
     hw = probe(refresh=True)  # now with the kept bandwidth
+    if args.sweep_threads:
+        return _sweep(args, path, hw)
     result = bench(path, n_prompt=args.prompt, n_gen=args.gen, context=args.ctx, threads=args.threads,
                    repeat=args.repeat, progress=None if args.json else _progress)
     saved = None if args.no_save else record(result, hw)
@@ -57,6 +61,37 @@ def run(args) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(_render(result, bw, saved, load, hw))
+    return 0
+
+
+def _sweep(args, path: Path, hw) -> int:
+    from localllm.bench import bench, record
+
+    if args.threads is not None:
+        from localllm.errors import InvalidModelError
+
+        raise InvalidModelError("give either --threads or --sweep-threads, not both")
+    cores = int(hw.cpu.effective_cores or hw.cpu.logical_cores or 1)
+    rows = []
+    for n in range(1, cores + 1):
+        if not args.json:
+            print(f"{n} thread(s):", file=sys.stderr, flush=True)
+        r = bench(path, n_prompt=args.prompt, n_gen=args.gen, context=args.ctx, threads=n, repeat=args.repeat,
+                  progress=None if args.json else _progress)
+        saved = None if args.no_save else record(r, hw)
+        rows.append((n, r, saved))
+    if args.json:
+        print(json.dumps({"model": str(path), "saved_to": str(rows[0][2]) if rows[0][2] else None,
+                          "by_threads": {str(n): r.to_dict() for n, r, _ in rows}}, indent=2))
+        return 0
+    best = max(rows, key=lambda x: x[1].mean("decode_tps"))
+    print(f"{path.name}: decode tokens/s by threads (mean of {args.repeat}, min..max), n_ctx {rows[0][1].placement['n_ctx']}")
+    for n, r, _ in rows:
+        lo, hi = r.spread("decode_tps")
+        print(f"  {n:2d} threads  {r.mean('decode_tps'):7.1f}  ({lo:.1f}..{hi:.1f})  prompt {r.mean('prompt_tps'):.1f} "
+              f"tok/s  CPU share {r.mean('decode_cpu_share'):.0%}{'   <- fastest' if n == best[0] else ''}")
+    if rows[0][2]:
+        print(f"kept in {rows[0][2]}: plans for this model here now use {best[0]} thread(s)")
     return 0
 
 
