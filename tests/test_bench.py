@@ -208,3 +208,31 @@ def test_bench_cli_thread_sweep_feeds_the_planner(tiny_gguf, capsys):
     fastest = max(cal.bench, key=lambda r: r.decode_tps)
     assert p.placement.n_threads == fastest.n_threads and p.tokens_per_s == fastest.decode_tps
     assert "measured on this machine" in p.tokens_per_s_basis
+
+
+def test_gpu_memory_is_this_processes_share_from_nvml(monkeypatch):
+    """No GPU here: NVML is faked at the pynvml module boundary."""
+    import os
+    import sys
+    import types
+
+    from localllm.bench import _gpu_memory
+
+    proc = types.SimpleNamespace
+    fake = types.ModuleType("pynvml")
+    fake.nvmlInit = lambda: None
+    fake.nvmlShutdown = lambda: None
+    fake.nvmlDeviceGetCount = lambda: 2
+    fake.nvmlDeviceGetHandleByIndex = lambda i: i
+    fake.nvmlDeviceGetComputeRunningProcesses = lambda h: [
+        proc(pid=os.getpid(), usedGpuMemory=(300 + h) * MiB), proc(pid=1, usedGpuMemory=9 * 2**30)]
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    assert _gpu_memory() == 601 * MiB
+    fake.nvmlDeviceGetComputeRunningProcesses = lambda h: [proc(pid=1, usedGpuMemory=5)]
+    assert _gpu_memory() is None
+
+    def broken():
+        raise RuntimeError("NVML Shared Library Not Found")
+
+    fake.nvmlInit = broken
+    assert _gpu_memory() is None
