@@ -6,6 +6,10 @@ prompt of about `n_prompt` tokens and generates `n_gen` tokens greedily. The par
 gathers the runs; `BenchResult` has the means, spreads and the planner's predictions
 (from its formulas, never from earlier measurements), and `record()` keeps the result
 in this machine's calibration so later plans use measured figures.
+
+On a shared machine the wall-clock decode rate measures the neighbours as much as the
+model, so each run also reports the share of its threads' time the process really ran
+(`decode_cpu_share`) and the rate per CPU-second (`decode_tps_cpu`).
 """
 
 from __future__ import annotations
@@ -213,7 +217,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
 def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, context: int | None = None,
                  threads: int | None = None) -> dict[str, Any]:
     """One load + prompt + decode in this process (call it in a fresh one); plain data."""
-    from .calibration import Calibration, model_signature
+    from .calibration import Calibration, load_calibration, model_signature
     from .catalog import family_from_gguf_metadata
     from .model import Model
     from .planner import plan_local
@@ -225,10 +229,14 @@ def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, con
     info = validate_gguf(p)
     tied = not any(t.name == "output.weight" for t in info.tensors)
     family = family_from_gguf_metadata(info.metadata, name=p.stem, tied_embeddings=tied)
-    # the formula's prediction, never an earlier measurement of this same model
-    plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(p), context=context,
+    # the formula's prediction (with this machine's measured bandwidth), never an earlier
+    # measurement of this same model
+    from .probe import probe
+
+    hw = probe()
+    plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(p), context=context, hardware=hw,
                       quant=_FILE_TYPES.get(info.metadata.get("general.file_type"), "local"),
-                      calibration=Calibration(), threads=threads)
+                      calibration=Calibration(bandwidth=load_calibration(hw).bandwidth), threads=threads)
     placement = plan.placement
     engine = load_engine(p, placement)
     with Model(engine, name=p.stem, path=p, placement=placement, plan=plan) as model:
