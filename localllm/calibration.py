@@ -10,12 +10,7 @@ hand-built Hardware never picks up this machine's numbers. The planner takes a
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import os
-import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +22,14 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["BandwidthRecord", "BenchRecord", "Calibration", "load_calibration", "machine_key",
            "machine_file", "model_signature", "save_bandwidth", "save_bench"]
 
-log = logging.getLogger(__name__)
+
+
+def _log():
+    # imported when needed: probe() reads this module, and logging/hashlib/json/tempfile
+    # would add tens of milliseconds to its cold path
+    import logging
+
+    return logging.getLogger(__name__)
 
 # A measured record matches a planned variant when the weights differ by at most this
 # share: a catalog variant is sized by its file, a local file by its tensor bytes
@@ -114,11 +116,14 @@ def model_signature(family: "Family") -> str:
 
 def machine_key(hw: "Hardware") -> str:
     """A file-name-safe key for a machine, from the facts that decide its speed."""
+    import re
+    import zlib  # a builtin: cheaper to import than hashlib, and the key needs no cryptography
+
     cpu, mem = hw.cpu, hw.memory
     facts = [hw.os, cpu.arch, cpu.brand or "", str(cpu.physical_cores), str(cpu.logical_cores),
              str(round((mem.total or 0) / 2**30))]
     facts += [f"{g.vendor}:{g.name}:{round((g.memory_total or 0) / 2**30)}" for g in hw.gpus]
-    digest = hashlib.sha256("|".join(facts).encode()).hexdigest()[:12]
+    digest = f"{zlib.crc32('|'.join(facts).encode()):08x}"
     brand = re.sub(r"[^a-z0-9]+", "-", (cpu.brand or cpu.arch).lower()).strip("-")[:40]
     return f"{brand}-{digest}"
 
@@ -139,14 +144,14 @@ def load_calibration(hw: "Hardware") -> Calibration:
     try:
         bandwidth = BandwidthRecord(**_known(BandwidthRecord, bw)) if isinstance(bw, dict) else None
     except (TypeError, ValueError):
-        log.warning("ignoring a malformed bandwidth record in %s", path)
+        _log().warning("ignoring a malformed bandwidth record in %s", path)
         bandwidth = None
     records = []
     for item in data.get("bench", ()):
         try:
             records.append(BenchRecord(**_known(BenchRecord, item)))
         except (TypeError, ValueError):
-            log.warning("ignoring a malformed bench record in %s", path)
+            _log().warning("ignoring a malformed bench record in %s", path)
     return Calibration(key=machine_key(hw), bandwidth=bandwidth, bench=tuple(records))
 
 
@@ -181,17 +186,22 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
+    import json
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        log.warning("cannot read %s (%s); measured figures ignored", path, exc)
+        _log().warning("cannot read %s (%s); measured figures ignored", path, exc)
         return None
     return data if isinstance(data, dict) else None
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
+    import json
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".machine-", suffix=".tmp", dir=path.parent)
     try:

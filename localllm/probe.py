@@ -86,11 +86,17 @@ def _with_measured_bandwidth(hw: Hardware) -> Hardware:
     if hw.memory.bandwidth_gbs is not None:
         return hw
     try:
+        from .paths import home
+
+        if not (home() / "machines").is_dir():  # nothing measured: one stat, no imports
+            return hw
         from .calibration import load_calibration
 
         kept = load_calibration(hw).bandwidth
     except Exception:  # the probe never raises
-        log.debug("reading the kept bandwidth failed", exc_info=True)
+        import logging
+
+        logging.getLogger(__name__).debug("reading the kept bandwidth failed", exc_info=True)
         return hw
     if kept is None:
         return hw
