@@ -16,9 +16,10 @@ What is timed, in each child process:
            its first token; localllm: `Model.stream(prompt, temperature=0)` until the first
            token is sampled (Timings.ttft_s; the prompt's tokenization is a few microseconds).
   decode   tokens after the first / time after the first (same definition for both).
-Both sides use the placement localllm's planner chose (n_ctx, threads, batch), and both
-run with ggml's extra weight buffers off: this llama.cpp build has AMX kernels that
-fault (SIGILL) on this machine, see localllm/runtimes/llamacpp.py. Greedy tokens must be
+Both sides use the placement localllm's planner chose (n_ctx, threads, batch, ubatch,
+flash attention, KV cache type), and both run with ggml's extra weight buffers off: this
+llama.cpp build has AMX kernels that fault (SIGILL) on this machine, see
+localllm/runtimes/llamacpp.py. Greedy tokens must be
 identical on both sides, which checks the comparison is like for like.
 
 Targets (issue 4): decode tokens/s ratio localllm/raw >= 0.98; load + first token
@@ -69,7 +70,8 @@ if side == "raw":
     lib.llama_model_default_params = _params
     llm = llama_cpp.Llama(path, n_ctx=placement["n_ctx"], n_threads=placement["n_threads"],
                           n_threads_batch=placement["n_threads_batch"], n_batch=placement["n_batch"],
-                          n_ubatch=placement["n_ubatch"], n_gpu_layers=0, verbose=False)
+                          n_ubatch=placement["n_ubatch"], flash_attn=placement["flash_attn"],
+                          type_k=placement["type_kv"], type_v=placement["type_kv"], n_gpu_layers=0, verbose=False)
     t1 = time.perf_counter()
     tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
     out, stamps = [], []
@@ -141,8 +143,11 @@ def main() -> int:
         p = m.info.placement
     if args.threads:
         p = dataclasses.replace(p, n_threads=args.threads, n_threads_batch=args.threads)
+    from localllm.runtimes.llamacpp import KV_TYPES
+
     placement = {"n_ctx": p.n_ctx, "n_threads": p.n_threads, "n_threads_batch": p.n_threads_batch or p.n_threads,
-                 "n_batch": p.n_batch, "n_ubatch": p.n_ubatch}
+                 "n_batch": p.n_batch, "n_ubatch": p.n_ubatch, "flash_attn": p.flash_attn,
+                 "type_kv": KV_TYPES[p.kv_type]}
     print(f"model {path.name} ({path.stat().st_size / 2**20:.0f} MiB); placement {placement}; "
           f"{args.tokens} tokens; load avg {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
 
