@@ -20,8 +20,18 @@ PROMPTS = ["hello world", "the cat", "one two three", "what is this", "moon and 
 
 
 @pytest.fixture(scope="module")
-def model(tiny_gguf):
-    m = localllm.load(tiny_gguf, context=512)
+def one_core():
+    """This machine's facts with one core, so plans use one thread: llama.cpp's workers spin
+    at each barrier, which crawls on shared CI cores."""
+    import dataclasses
+
+    hw = localllm.probe()
+    return dataclasses.replace(hw, cpu=dataclasses.replace(hw.cpu, physical_cores=1, quota_cores=None))
+
+
+@pytest.fixture(scope="module")
+def model(tiny_gguf, one_core):
+    m = localllm.load(tiny_gguf, context=512, hardware=one_core)
     yield m
     m.close()
 
@@ -45,14 +55,14 @@ def test_load_gives_a_model_with_info(model, tiny_gguf):
         info.n_ctx = 1  # type: ignore[misc]
 
 
-def test_generate_returns_completion_and_is_deterministic_when_greedy(model, tiny_gguf):
+def test_generate_returns_completion_and_is_deterministic_when_greedy(model, tiny_gguf, one_core):
     a = model.generate("hello world", **GREEDY)
     b = model.generate("hello world", **GREEDY)
     assert isinstance(a, Completion) and a.text and str(a) == a.text
     assert (a.text, a.token_ids) == (b.text, b.token_ids)
     assert a.completion_tokens == len(a.token_ids) > 0 and a.prompt_tokens == model.count_tokens("hello world")
     assert b.timings.cached_tokens == a.prompt_tokens - 1  # the prompt was reused from the cache
-    with localllm.load(tiny_gguf, context=256) as other:  # a fresh load gives the same tokens
+    with localllm.load(tiny_gguf, context=256, hardware=one_core) as other:  # a fresh load: same tokens
         assert other.generate("hello world", **GREEDY).token_ids == a.token_ids
 
 
@@ -154,8 +164,8 @@ def test_abandoned_stream_releases_the_model(model):
     assert done, "a dropped stream kept the model locked"
 
 
-def test_context_overflow_names_the_numbers(tiny_gguf):
-    with localllm.load(tiny_gguf, context=256) as small:
+def test_context_overflow_names_the_numbers(tiny_gguf, one_core):
+    with localllm.load(tiny_gguf, context=256, hardware=one_core) as small:
         n_ctx = small.info.n_ctx
         assert n_ctx == 256
         prompt = "hello world " * 40
@@ -180,8 +190,8 @@ def test_bad_options_raise_at_call_time(model):
         model.generate(["not", "a", "string"])
 
 
-def test_closed_model_refuses_and_context_manager_closes(tiny_gguf):
-    with localllm.load(tiny_gguf, context=128) as m:
+def test_closed_model_refuses_and_context_manager_closes(tiny_gguf, one_core):
+    with localllm.load(tiny_gguf, context=128, hardware=one_core) as m:
         assert m.generate("hi", max_tokens=2).completion_tokens >= 1
     assert m.closed
     with pytest.raises(GenerationError, match="closed"):
@@ -242,11 +252,11 @@ def test_local_file_is_planned_for_the_given_hardware(tiny_gguf):
         assert m.info.placement.n_threads == 4  # the Pi's cores, not this machine's
 
 
-def test_model_without_template_uses_a_fallback_that_ends_turns(tmp_path):
+def test_model_without_template_uses_a_fallback_that_ends_turns(tmp_path, one_core):
     from localllm.tinymodels import write_llama_gguf
 
     path = write_llama_gguf(tmp_path / "notemplate.gguf", seed=1, chat_template=None)
-    with localllm.load(path, context=256) as m:
+    with localllm.load(path, context=256, hardware=one_core) as m:
         assert m.info.template_source == "fallback-chatml" and "no chat template" in m.info.template_note
         assert m.render_chat([{"role": "user", "content": "hi"}]).endswith("<|im_start|>assistant\n")
         assert m._turn_end_tokens == frozenset({4})  # <|im_end|> ends the reply though not marked EOG
