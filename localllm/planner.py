@@ -174,7 +174,8 @@ class Plan:
             b = budgets["pool"]
             lines.append(f"    pool  {_gb(self.needed)} of {_gb(b.available)} ({b.basis})")
         if self.tokens_per_s:
-            lines.append(f"  speed: ~{self.tokens_per_s:.1f} tokens/s decode, predicted ({self.tokens_per_s_basis})")
+            how = "measured" if self.tokens_per_s_basis.startswith("measured") else "predicted"
+            lines.append(f"  speed: ~{self.tokens_per_s:.1f} tokens/s decode, {how} ({self.tokens_per_s_basis})")
         else:
             lines.append(f"  speed: not predicted ({self.tokens_per_s_basis})")
         if self.reasons:

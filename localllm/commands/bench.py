@@ -140,6 +140,9 @@ def _synthetic(spec: str) -> Path:
         raise InvalidModelError(f"unknown --synthetic shape {shape!r}; use one of {', '.join(SHAPES)}")
     if quant not in ("Q4_K_M", "Q8_0", "F16", "Q4_0", "Q6_K"):
         raise InvalidModelError(f"unknown --synthetic quant {quant!r}; use Q4_K_M, Q8_0, Q6_K, Q4_0 or F16")
+    from localllm.runtimes.llamacpp import install_log_handler
+
+    install_log_handler()  # llama.cpp's quantizer log goes to `logging`, not the terminal
     folder = home() / "bench"
     folder.mkdir(parents=True, exist_ok=True)
     dst = folder / f"synthetic-{shape}-{quant.lower()}.gguf"
@@ -182,7 +185,7 @@ def _render(r, bw, saved, load, hw) -> str:
     where = "CPU" if not p["n_gpu_layers"] else f"n_gpu_layers {p['n_gpu_layers']}"
     first = r.runs[0]
     lines = [f"{Path(r.model).name}: {r.weight_bytes / MiB:.0f} MiB of weights, n_ctx {p['n_ctx']}, {p['n_threads']} "
-             f"threads, {where}, flash attention {'on' if p['flash_attn'] else 'off'}",
+             f"thread{'s' if p['n_threads'] != 1 else ''}, {where}, flash attention {'on' if p['flash_attn'] else 'off'}",
              f"{len(r.runs)} runs, each a fresh process: prompt {first.prompt_tokens} tokens, "
              f"{first.decode_tokens} generated (greedy)",
              f"memory bandwidth {bw.gbs:.1f} GB/s on {bw.threads} threads, {bw.per_thread_gbs:.1f} GB/s on one "
