@@ -26,10 +26,10 @@ import os
 import re
 import struct
 import sys
-import zipfile
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -39,6 +39,7 @@ from .errors import InvalidModelError
 from .runtimes.onnx_folder import OnnxFolderInfo, is_onnx_folder, validate_onnx_folder
 
 __all__ = [
+    "GGML_TYPES",
     "GGUFArray",
     "GGUFInfo",
     "OnnxFolderInfo",
@@ -102,6 +103,7 @@ _REQUIRED_SCALAR_TYPES = {
 }
 _TOKEN_TYPE_BYTE = 6  # llama.h LLAMA_TOKEN_TYPE_BYTE
 _BYTE_TOKEN = re.compile(rb"<0x[0-9A-Fa-f]{2}>")
+_U64 = struct.Struct("<Q").unpack_from
 
 # Architectures the llama.cpp vendored by llama-cpp-python 0.3.36 knows (src/llama-arch.cpp,
 # LLM_ARCH_NAMES), minus "clip" (vision projectors, not language models). A name missing
@@ -123,6 +125,23 @@ llada-moe seed_oss grovemoe apertus minimax-01 hrm_text minimax-m2 minimax-m3 co
 pangu-embedded mistral3 eagle3 dflash mistral4 paddleocr mimo2 step35 spark2_5 llama-embed
 maincoder kimi-linear kimi-k3 glm5-next talkie mellum nanbeige qwen3tts pockettts
 """.split())
+
+# ggml type id -> (name, elements per block, bytes per block): ggml's type_traits
+# (ggml/src/ggml.c blck_size / type_size), as gguf-py 0.19.0 lists them in
+# gguf.constants.GGML_QUANT_SIZES. Inline because importing gguf (and numpy with it) costs
+# more than the whole check; tests/test_validate.py holds this table equal to gguf's.
+# Ids 4, 5 (Q4_2, Q4_3) and 31-33 (Q4_0_4_4...) were removed from ggml: unknown here too.
+GGML_TYPES: Mapping[int, tuple[str, int, int]] = MappingProxyType({
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40),
+    10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176),
+    14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292), 16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74),
+    18: ("IQ3_XXS", 256, 98), 19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110),
+    22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2),
+    26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56),
+    30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17),
+    40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18),
+})
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -267,6 +286,8 @@ def refuse_pickle(path: str | os.PathLike) -> None:
 
 
 def _zip_holds_pickle(p: Path) -> bool:
+    import zipfile  # only for a file that starts like a zip
+
     try:
         with zipfile.ZipFile(p) as z:  # reads the central directory only
             return any(n.endswith((".pkl", "data/")) or "/data/" in n for n in z.namelist())
@@ -379,18 +400,41 @@ class _Reader:
     def string(self, what: str, limit: int = MAX_STRING_BYTES) -> str:
         return self.raw_string(what, limit).decode("utf-8", errors="replace")
 
-    def skip_strings(self, count: int, what: str, limit: int) -> None:
-        """Walk `count` strings checking each length, without keeping them."""
+    def skip_strings(self, count: int, what: str, limit: int, item: str = "element {i} of {what}") -> None:
+        """Walk `count` length-prefixed strings checking each length, without copying any.
+
+        A tight loop first (a 128k-token vocabulary in ~20 ms); only when it finds a bad
+        length does the careful walk run again, for the exact token and offset.
+        """
+        mm, pos = self.mm, self.pos
+        try:
+            for _ in repeat(None, count):
+                (n,) = _U64(mm, pos)  # struct.error past the end of the map
+                if n > limit:
+                    break
+                pos += 8 + n
+            else:
+                if pos <= self.size:
+                    self.pos = pos
+                    return
+        except struct.error:
+            pass
+        self._skip_strings_checked(count, what, limit, item)
+        raise _Bad(f"{what} is malformed", self.pos)  # unreachable: the checked walk raised
+
+    def _skip_strings_checked(self, count: int, what: str, limit: int, item: str) -> None:
         mm, size, pos = self.mm, self.size, self.pos
-        unpack = struct.Struct("<Q").unpack_from
         for i in range(count):
+            label = item.format(i=i, what=what)
             if size - pos < 8:
                 self.pos = pos
-                self.need(8, f"the length of element {i} of {what}")
-            (n,) = unpack(mm, pos)
-            if n > limit or n > size - pos - 8:
-                raise _Bad(f"element {i} of {what} claims a length of {n} bytes; "
-                           f"{min(limit, size - pos - 8)} at most fit", pos)
+                self.need(8, f"the length of {label}")
+            (n,) = _U64(mm, pos)
+            if n > limit:
+                raise _Bad(f"{label} claims a length of {n} bytes, over the limit of {limit}", pos)
+            if n > size - pos - 8:
+                raise _Bad(f"{label} claims a length of {n} bytes but only {size - pos - 8} bytes are left in the "
+                           f"file (truncated?)", pos)
             pos += 8 + n
         self.pos = pos
 
@@ -444,7 +488,7 @@ def _parse(mm, size: int, p: Path) -> GGUFInfo:
         arch = metadata.get("general.architecture")
         if arch is None:
             raise _Bad("the key general.architecture is missing", 24)
-        _check_vocab(metadata, facts)
+        _check_vocab(r, metadata, facts)
         tensors, data_offset, tensor_bytes = _read_tensors(r, n_tensors, alignment, size)
     except _Bad as bad:
         raise _fail(p, str(bad), bad.offset) from None
@@ -533,21 +577,24 @@ def _small(r: _Reader, elem: int, first: int, count: int, key: str) -> tuple:
         r.pos = end
 
 
-def _read_tokens(r: _Reader, count: int, key: str) -> list[bytes]:
-    mm, size, pos = r.mm, r.size, r.pos
-    unpack = struct.Struct("<Q").unpack_from
-    out = []
-    for i in range(count):
-        if size - pos < 8:
-            r.pos = pos
-            r.need(8, f"the length of token {i}")
-        (n,) = unpack(mm, pos)
-        if n > MAX_TOKEN_BYTES or n > size - pos - 8:
-            raise _Bad(f"token {i} claims a length of {n} bytes; {min(MAX_TOKEN_BYTES, size - pos - 8)} at most "
-                       f"are allowed here", pos)
-        out.append(mm[pos + 8:pos + 8 + n])
-        pos += 8 + n
-    r.pos = pos
+def _read_tokens(r: _Reader, count: int, key: str) -> tuple[int, int]:
+    """Check every token's length (none copied); returns (offset of the first, count)."""
+    first = r.pos
+    r.skip_strings(count, repr(key), MAX_TOKEN_BYTES, item="token {i}")
+    return first, count
+
+
+def _token_bytes(r: _Reader, tokens: tuple[int, int], wanted: list[int]) -> dict[int, bytes]:
+    """The bytes of the tokens at the sorted indices `wanted` (lengths already checked)."""
+    mm, (pos, _count) = r.mm, tokens
+    out: dict[int, bytes] = {}
+    i = 0
+    for j in wanted:
+        for _ in repeat(None, j - i):
+            pos += 8 + _U64(mm, pos)[0]
+        i = j
+        (n,) = _U64(mm, pos)
+        out[j] = mm[pos + 8:pos + 8 + n]
     return out
 
 
@@ -561,12 +608,12 @@ def _read_int32s(r: _Reader, count: int, key: str) -> array:
     return vals
 
 
-def _check_vocab(metadata: dict, facts: dict) -> None:
+def _check_vocab(r: _Reader, metadata: dict, facts: dict) -> None:
     tokens = facts.get("tokens")
     offsets = facts["offsets"]
     if tokens is None:
         return
-    n = len(tokens)
+    n = tokens[1]
     if n == 0 or n > 2**31 - 1:
         raise _Bad(f"the vocabulary has {n} tokens (llama.cpp needs 1 to 2^31-1)", offsets["tokenizer.ggml.tokens"])
     for key in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type"):
@@ -578,23 +625,24 @@ def _check_vocab(metadata: dict, facts: dict) -> None:
     types = facts.get("token_type")
     if types is None:
         return
-    for i in range(n):
-        if types[i] == _TOKEN_TYPE_BYTE and not _BYTE_TOKEN.fullmatch(tokens[i]):
-            shown = bytes(tokens[i][:32]).decode("utf-8", errors="replace")
+    # only tokens marked as byte tokens are read (array.index searches in C)
+    byte_ids, i = [], 0
+    while True:
+        try:
+            i = types.index(_TOKEN_TYPE_BYTE, i, n)
+        except ValueError:
+            break
+        byte_ids.append(i)
+        i += 1
+    for i, text in _token_bytes(r, tokens, byte_ids).items():
+        if not _BYTE_TOKEN.fullmatch(text):
+            shown = bytes(text[:32]).decode("utf-8", errors="replace")
             raise _Bad(f"token {i} is marked as a byte token but its text is {shown!r}, not <0xNN> with two hex "
                        f"digits", offsets["tokenizer.ggml.tokens"])
 
 
-@functools.lru_cache(maxsize=1)
-def _quant_sizes() -> dict[int, tuple[str, int, int]]:
-    """ggml type id -> (name, block size, bytes per block), from the gguf package's table."""
-    from gguf.constants import GGML_QUANT_SIZES  # imports numpy: only when validating
-
-    return {int(t): (t.name, blk, nbytes) for t, (blk, nbytes) in GGML_QUANT_SIZES.items()}
-
-
 def _read_tensors(r: _Reader, n_tensors: int, alignment: int, size: int) -> tuple[list[TensorInfo], int, int]:
-    sizes = _quant_sizes()
+    sizes = GGML_TYPES
     raw = []
     names: set[str] = set()
     for i in range(n_tensors):

@@ -396,3 +396,68 @@ def test_import_is_light():
             "assert not heavy, heavy; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_ggml_type_table_matches_gguf():
+    import gguf
+
+    from localllm.validate import GGML_TYPES
+
+    theirs = {int(t): (t.name, blk, nbytes) for t, (blk, nbytes) in gguf.GGML_QUANT_SIZES.items()}
+    assert dict(GGML_TYPES) == theirs
+
+
+def test_validation_imports_neither_gguf_nor_numpy(tiny_gguf_q8):
+    code = ("import sys; from localllm.validate import validate_gguf; "
+            f"info = validate_gguf({str(tiny_gguf_q8)!r}); assert info.n_tensors == 21; "
+            "heavy = {'numpy', 'gguf', 'yaml', 'zipfile'} & set(sys.modules); assert not heavy, heavy; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.fixture(scope="module")
+def big_vocab_gguf(tmp_path_factory) -> Path:
+    """A vocabulary past SMALL_ARRAY, so tokens are walked and summarized rather than kept."""
+    from localllm.tinymodels import TinyShape, write_llama_gguf
+
+    return write_llama_gguf(tmp_path_factory.mktemp("bigvocab") / "big-vocab.gguf", TinyShape(n_vocab=3000))
+
+
+def test_big_vocabulary_defects_are_invalid(big_vocab_gguf, tmp_path):
+    import gguf
+
+    vt = gguf.GGUFValueType
+    data = big_vocab_gguf.read_bytes()
+    fields, _, reader = _layout(big_vocab_gguf)
+    tok = fields["tokenizer.ggml.tokens"]  # key len, key, type, elem type, count, then (len, bytes) per token
+    length_at = {k: tok[5 + 2 * k] for k in (0, 1500, 2999)}
+    cases: dict[str, tuple[bytes | Path, str]] = {
+        "late-token-huge.gguf": (_patch(data, length_at[1500], "<Q", 2**31 + 7),
+                                 "token 1500 claims a length of 2147483655 bytes"),
+        "late-token-over-limit.gguf": (_patch(data, length_at[1500], "<Q", 65_537), "token 1500 claims a length"),
+        # the walk goes on past the vocabulary into the next keys, which no longer parse
+        "last-token-overlong.gguf": (_patch(data, length_at[2999], "<Q", 60_000), "is not a valid GGUF file"),
+        "first-token-overlong.gguf": (_patch(data, length_at[0], "<Q", 65_536), "is not a valid GGUF file"),
+    }
+    for cut in (length_at[1500] + 3, length_at[2999] + 9, tok[-1] + 2):
+        cases[f"truncated-in-tokens-{cut}.gguf"] = (data[:cut], "truncated")
+    types = list(reader.fields["tokenizer.ggml.token_type"].contents())
+    late = types.copy()
+    late[2999] = 6  # LLAMA_TOKEN_TYPE_BYTE on "[filler2999]"
+    cases["late-byte-token.gguf"] = (
+        _rewrite(big_vocab_gguf, tmp_path / "late.gguf", kv={"tokenizer.ggml.token_type": (late, vt.ARRAY, vt.INT32)}),
+        "token 2999 is marked as a byte token but its text is '[filler2999]'")
+    tokens = list(reader.fields["tokenizer.ggml.tokens"].contents())
+    tokens[tokens.index("<0xFF>")] = "<0xFG>"
+    cases["byte-token-nonhex.gguf"] = (
+        _rewrite(big_vocab_gguf, tmp_path / "nonhex.gguf", kv={"tokenizer.ggml.tokens": (tokens, vt.ARRAY, vt.STRING)}),
+        "'<0xFG>'")
+    paths = {}
+    for label, (content, _) in cases.items():
+        paths[label] = tmp_path / label
+        paths[label].write_bytes(content if isinstance(content, bytes) else content.read_bytes())
+    results = _run_harness([*paths.values(), big_vocab_gguf])
+    assert results["big-vocab.gguf"]["result"] == "loaded", results["big-vocab.gguf"]
+    for label, (_, expected) in cases.items():
+        r = results[label]
+        assert r["result"] == "invalid" and expected in r["message"], (label, r)
