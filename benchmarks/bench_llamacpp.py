@@ -29,6 +29,7 @@ ratio <= 1.1.
 from __future__ import annotations
 
 import argparse
+import compileall
 import dataclasses
 import json
 import os
@@ -139,6 +140,10 @@ def main() -> int:
     path = build_model(args.shape, args.quant)
     import localllm
 
+    # An installed package runs from bytecode (pip compiles it, as it did llama_cpp). A source
+    # tree edited under PYTHONDONTWRITEBYTECODE=1 has stale .pyc files, and every localllm
+    # child would compile its modules again (~70 ms of load time raw never pays).
+    compileall.compile_dir(os.path.dirname(localllm.__file__), quiet=1)
     with localllm.load(path, context=args.ctx) as m:  # the placement both sides use
         p = m.info.placement
     if args.threads:
