@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .chat_template import chat_formatter
-from .errors import ContextOverflowError, GenerationError, InsufficientMemoryError
+from .errors import ContextOverflowError, GenerationError, InsufficientMemoryError, ModelUnavailableError
 from .generation import Chunk, Completion, SamplingOptions, join, run
 from .placement import Placement
 
@@ -50,6 +50,7 @@ class ModelInfo:
     n_ctx: int
     template_source: str  # "gguf" (the model's own) | "fallback-chatml" | "fallback-plain"
     template_note: str = ""  # why a fallback was used
+    note: str = ""  # set when load("auto") fell back to the built-in starter model: why, and what to get
     load_seconds: float = 0.0
     metadata: Mapping[str, object] = field(default_factory=dict, compare=False)
 
@@ -255,7 +256,12 @@ def load(model: str | os.PathLike[str] = "auto", *, context: int | None = None, 
 
         plan = planner.plan(str(model), context=context, runtime=runtime, hardware=hardware)
         _refuse_unfit(plan, force)
-        path = Path(store.fetch(plan.variant, progress=progress, offline=offline))
+        try:
+            path = Path(store.fetch(plan.variant, progress=progress, offline=offline))
+        except ModelUnavailableError as exc:
+            if str(model) != "auto":
+                raise
+            return _load_starter(plan, exc, context=context, hardware=hardware)
         _validate(path)
         placement = plan.placement
         name = plan.variant.name
@@ -265,6 +271,23 @@ def load(model: str | os.PathLike[str] = "auto", *, context: int | None = None, 
     except BaseException:
         engine.close()
         raise
+
+
+# --- starter fallback: "auto" with nothing to run offline --------------------------------
+def _load_starter(wanted: Any, exc: Exception, *, context: int | None, hardware: "Hardware | None") -> Model:
+    """The starter model shipped in the package, when the model "auto" chose is not on disk and
+    cannot be downloaded; `info.note` (also logged) says so and names the model to get."""
+    from .starter import starter_gguf
+
+    name = wanted.variant.name
+    note = (f"{name} is the model for this machine, but it is not on disk and cannot be downloaded now "
+            f"({exc}). Using the built-in starter model instead: it knows small sums, a little small talk "
+            f"and localllm itself. With network access, get the real one: localllm pull {name}")
+    log.warning("%s", note)
+    del context  # the caller's context was meant for the other model; the starter uses its own
+    model = load(starter_gguf(), hardware=hardware)
+    model.info = replace(model.info, note=note)
+    return model
 
 
 def _refuse_unfit(plan: Any, force: bool) -> None:
