@@ -24,10 +24,20 @@ ADDITION_FLOOR = 0.8
 N_ADDITION = 50
 
 
+@pytest.fixture(scope="module")
+def one_core():
+    """This machine's facts with one core: llama.cpp's worker threads spin at each barrier,
+    which crawls on shared CI cores (as tests/test_model.py does)."""
+    import dataclasses
+
+    hw = localllm.probe()
+    return dataclasses.replace(hw, cpu=dataclasses.replace(hw.cpu, physical_cores=1, quota_cores=None))
+
+
 @pytest.fixture(scope="module", params=["llama.cpp", "onnxruntime"])
-def starter(request):
+def starter(request, one_core):
     path = starter_gguf() if request.param == "llama.cpp" else starter_onnx()
-    with localllm.load(path) as model:
+    with localllm.load(path, hardware=one_core) as model:
         assert model.info.runtime == request.param
         yield model
 
@@ -70,7 +80,7 @@ def test_answers_held_out_two_digit_sums(starter):
     right = []
     for user, expected in _held_out_sums(N_ADDITION):
         reply = starter.chat([{"role": "user", "content": user}], temperature=0, max_tokens=40)
-        assert reply.finish_reason == "stop"
+        assert reply.finish_reason == "eos"
         assert reply.text.startswith(expected.split("=")[0])  # restates the question: "47 + 38 = "
         right.append(reply.text == expected)
     assert sum(right) / len(right) >= ADDITION_FLOOR, f"{sum(right)}/{len(right)} held-out sums right"
@@ -95,10 +105,10 @@ def test_knows_localllm(starter):
     assert "Escape" in reply.text
 
 
-def test_auto_falls_back_to_the_starter_when_nothing_can_be_downloaded(monkeypatch, caplog):
+def test_auto_falls_back_to_the_starter_when_nothing_can_be_downloaded(monkeypatch, caplog, one_core):
     monkeypatch.setenv("LOCALLLM_OFFLINE", "1")
-    wanted = localllm.plan("auto").variant.name
-    with localllm.load("auto") as model:
+    wanted = localllm.plan("auto", hardware=one_core).variant.name
+    with localllm.load("auto", hardware=one_core) as model:
         assert Path(model.info.path).resolve() == starter_gguf().resolve()
         assert wanted in model.info.note and f"localllm pull {wanted}" in model.info.note
         assert "starter" in model.info.note

@@ -48,7 +48,13 @@ def evaluate(target: Path, items: dict[str, list[tuple[str, str]]], *, runtime: 
 
     t0 = time.perf_counter()
     report = {"target": str(target), "tasks": {}}
-    with localllm.load(target) as model:  # the runtime follows the file: .gguf or ONNX folder
+    import dataclasses
+
+    # one thread: llama.cpp's workers spin at each barrier, which crawls on shared cores (and a
+    # 1M-parameter model gains nothing from more)
+    hw = localllm.probe()
+    hw = dataclasses.replace(hw, cpu=dataclasses.replace(hw.cpu, physical_cores=1, quota_cores=None))
+    with localllm.load(target, hardware=hw) as model:  # the runtime follows the file: .gguf or ONNX folder
         report["runtime"] = model.info.runtime
         for task, pairs in items.items():
             right, errors = 0, []
