@@ -24,9 +24,9 @@ _EXPORTS = {
     "Hardware": "hardware",
     "MemoryInfo": "hardware",
     "RuntimeInfo": "hardware",
-    "probe": "probe",
-    "load_profile": "probe",
-    "list_profiles": "probe",
+    "probe": "hwprobe",
+    "load_profile": "hwprobe",
+    "list_profiles": "hwprobe",
     # catalog and planning
     "Catalog": "catalog",
     "Family": "catalog",
@@ -88,4 +88,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .placement import Placement
     from .catalog import family_from_gguf_metadata
     from .planner import Plan, fit_table, plan, plan_local
-    from .probe import list_profiles, load_profile, probe
+    from .hwprobe import list_profiles, load_profile, probe

@@ -62,7 +62,7 @@ def measure_bandwidth(*, nbytes: int = DEFAULT_BYTES, threads: int | None = None
 def machine_bandwidth(hw: "Hardware | None" = None, *, refresh: bool = False) -> BandwidthRecord:
     """This machine's kept bandwidth, measured (and kept) now if there is none or `refresh`."""
     if hw is None:
-        from .probe import probe
+        from .hwprobe import probe
 
         hw = probe()
     if not refresh:

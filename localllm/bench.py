@@ -192,7 +192,7 @@ def record(result: BenchResult, hw: "Hardware | None" = None) -> Path:
     from .calibration import save_bench
 
     if hw is None:
-        from .probe import probe
+        from .hwprobe import probe
 
         hw = probe()
     return save_bench(hw, result.to_record())
@@ -231,7 +231,7 @@ def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, con
     family = family_from_gguf_metadata(info.metadata, name=p.stem, tied_embeddings=tied)
     # the formula's prediction (with this machine's measured bandwidth), never an earlier
     # measurement of this same model
-    from .probe import probe
+    from .hwprobe import probe
 
     hw = probe()
     plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(p), context=context, hardware=hw,

@@ -352,7 +352,7 @@ def _plan_local(path: Path, info: Any, *, context: int | None, runtime: str | No
         plan = plan_local_onnx(info, path=str(path), context=context, hardware=hardware)
         return plan, plan.placement
     # an architecture the planner cannot size: a CPU placement from probe() facts
-    from .probe import probe
+    from .hwprobe import probe
 
     hw = hardware if hardware is not None else probe()
     cores = hw.cpu.physical_cores or int(hw.cpu.effective_cores or 1)

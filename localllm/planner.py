@@ -607,7 +607,7 @@ def fit_table(hardware: Hardware | None = None, *, catalog: Catalog | None = Non
 
 
 def _probe(*, runtimes: bool = False) -> Hardware:
-    from .probe import probe
+    from .hwprobe import probe
 
     return probe(runtimes=runtimes)
 

@@ -70,7 +70,7 @@ def test_bandwidth_measurement_is_sane():
 
 def test_bandwidth_is_kept_per_machine_and_reported_by_probe():
     from localllm.bandwidth import machine_bandwidth
-    from localllm.probe import probe
+    from localllm.hwprobe import probe
 
     hw = probe(refresh=True)
     assert hw.memory.bandwidth_gbs is None  # nothing kept in this test's empty home
@@ -153,7 +153,7 @@ def test_planner_takes_the_thread_count_bench_measured_fastest():
 
 def test_bench_cli_json_on_a_tiny_model(tiny_gguf, capsys):
     from localllm.cli import main
-    from localllm.probe import probe
+    from localllm.hwprobe import probe
 
     rc = main(["bench", str(tiny_gguf), "--json", "--repeat", "2", "--prompt", "8", "--gen", "6", "--ctx", "256",
                "--threads", "1"])
@@ -191,7 +191,7 @@ def test_bench_cli_text_and_errors(tiny_gguf, capsys, tmp_path):
 def test_bench_cli_thread_sweep_feeds_the_planner(tiny_gguf, capsys):
     from localllm.catalog import family_from_gguf_metadata
     from localllm.cli import main
-    from localllm.probe import probe
+    from localllm.hwprobe import probe
     from localllm.validate import validate_gguf
 
     assert main(["bench", str(tiny_gguf), "--sweep-threads", "--repeat", "1", "--prompt", "4", "--gen", "4",

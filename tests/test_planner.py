@@ -12,7 +12,7 @@ from localllm.catalog import family_from_gguf_metadata, load_catalog
 from localllm.errors import NoFittingVariantError
 from localllm.hardware import CPUInfo, GPUInfo, Hardware, MemoryInfo
 from localllm.planner import RAM_FRACTION, fit_table, plan, plan_local
-from localllm.probe import list_profiles, load_profile
+from localllm.hwprobe import list_profiles, load_profile
 
 PROFILES = list_profiles()
 GB = 10**9

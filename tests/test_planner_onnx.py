@@ -16,7 +16,7 @@ from localllm.cli import main
 from localllm.errors import ModelNotFoundError
 from localllm.estimator import ONNX_KV_COPIES, estimate_onnx, onnx_kv_type
 from localllm.hardware import RuntimeInfo
-from localllm.probe import load_profile
+from localllm.hwprobe import load_profile
 from localllm.runtimes.onnx_folder import validate_onnx_folder
 from localllm.tinyonnx import write_onnx_folder
 
@@ -197,7 +197,7 @@ def test_cli_plan_runtime_onnx_live_explains_provider(capsys):
 
 
 def test_planning_onnx_does_not_import_onnxruntime():
-    code = ("import sys; from localllm import planner; from localllm.probe import load_profile;"
+    code = ("import sys; from localllm import planner; from localllm.hwprobe import load_profile;"
             "p = planner.plan('auto', hardware=load_profile('macbook-air-m2-8gb'), runtime='onnx');"
             "assert p.placement.provider, p;"
             "print(sorted(m for m in ('onnxruntime', 'numpy', 'onnx', 'llama_cpp') if m in sys.modules))")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from localllm.probe import collect
+from localllm.hwprobe import collect
 from localllm.probe_gpu import (
     accelerators,
     apple_gpu,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from localllm.probe import collect
+from localllm.hwprobe import collect
 from localllm.probe_linux import (
     normalize_arch,
     parse_cpuinfo,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from localllm import probe_macos
-from localllm.probe import collect
+from localllm.hwprobe import collect
 from localllm.probe_macos import cpu_from_sysctl, memory_from_sysctl, parse_sysctl
 
 GIB = 2**30

@@ -7,7 +7,7 @@ import types
 
 import psutil
 
-from localllm.probe import collect
+from localllm.hwprobe import collect
 
 
 def fake_cpuinfo(calls: list) -> types.ModuleType:

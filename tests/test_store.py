@@ -416,7 +416,7 @@ def _serve_onnx(hub, files, *, drop=()):
 
 def test_onnx_variant_downloads_a_folder_that_loads_and_generates(hub, onnx_repo):
     import localllm
-    from localllm.probe import load_profile
+    from localllm.hwprobe import load_profile
 
     assert "onnx/model.onnx_data" in onnx_repo and "genai_config.json" in onnx_repo
     _serve_onnx(hub, onnx_repo)

@@ -39,7 +39,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from localllm.bandwidth import machine_bandwidth
     from localllm.bench import bench, record
-    from localllm.probe import probe
+    from localllm.hwprobe import probe
 
     path = _model_path(args)
     hw = probe()

@@ -28,10 +28,10 @@ def add_hardware_options(p) -> None:
 def hardware_from(args):
     """The Hardware named by --profile, or a live probe."""
     if args.profile:
-        from localllm.probe import load_profile
+        from localllm.hwprobe import load_profile
 
         return load_profile(args.profile)
-    from localllm.probe import probe
+    from localllm.hwprobe import probe
 
     return probe(runtimes=True)
 

@@ -280,7 +280,7 @@ class OnnxEngine:
                     "or plan again")
         else:
             if hardware is None:
-                from ..probe import probe
+                from ..hwprobe import probe
                 hardware = probe()
             provider, reason = choose_provider(hardware, available)
         self.provider_reason = reason

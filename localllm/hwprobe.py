@@ -13,7 +13,6 @@ import dataclasses
 import os
 import sys
 import threading
-import types
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -376,17 +375,3 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> Hardware:
     except Exception as exc:
         raise LocalLLMError(f"hardware profile {str(path)!r} is not valid: {exc}. "
                             "Compare it with a file from `localllm probe --save FILE`.") from exc
-
-
-
-class _CallableModule(types.ModuleType):
-    """This module shares its name with the function it exports. Importing the submodule
-    (`from .probe import probe` anywhere) makes Python bind the module to the package
-    attribute `localllm.probe`, replacing the lazily exported function; so calling the
-    module calls the function, and `localllm.probe()` works whichever is bound."""
-
-    def __call__(self, *, runtimes: bool = False, refresh: bool = False) -> Hardware:
-        return probe(runtimes=runtimes, refresh=refresh)
-
-
-sys.modules[__name__].__class__ = _CallableModule
