@@ -543,7 +543,9 @@ def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = 
                                      f"use runtime {_runtime_for(found)!r}", name=found.name)
         pools = {_runtime_for(found): [found]}
     else:
-        every = catalog.variants if auto else catalog.variants_of(found)
+        # the packaged starter is a fallback load() takes when nothing can be fetched, not a
+        # candidate "auto" weighs (else nothing would ever fail to fit)
+        every = [v for v in catalog.variants if not v.packaged] if auto else catalog.variants_of(found)
         pools = {rt: [v for v in every if _runtime_for(v) == rt]
                  for rt in ((runtime,) if runtime else RUNTIMES)}
         if runtime is None and kv_type is not None:  # a KV type is a llama.cpp option

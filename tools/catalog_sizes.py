@@ -194,9 +194,14 @@ def file_size(f: dict, ftype: str) -> tuple[int, dict[str, int]]:
     return total, by_type
 
 
+def published(families: dict) -> dict:
+    """Families published on the Hub; the packaged starter has one hand-written variant."""
+    return {name: f for name, f in families.items() if "gguf_repo" in f}
+
+
 def variants_block(families: dict) -> str:
     lines = []
-    for fname, f in families.items():
+    for fname, f in published(families).items():
         for quant in QUANTS:
             if (fname, quant) in PUBLISHED:
                 size, source = PUBLISHED[(fname, quant)]
@@ -223,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="rewrite the variants block in models.toml")
     args = parser.parse_args(argv)
     text = CATALOG.read_text(encoding="utf-8")
-    families = tomllib.loads(text)["families"]
+    families = published(tomllib.loads(text)["families"])
     print(f"{'family':28} " + " ".join(f"{q:>8}" for q in QUANTS) + "   (GB, 10^9 bytes)")
     for fname, f in families.items():
         row = [file_size(f, q)[0] / 1e9 for q in QUANTS]
