@@ -235,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{fname:28} " + " ".join(f"{s:8.3f}" for s in row))
     print("\nchecks against published sizes:")
     worst = 0.0
-    for (fname, quant), (published, rounding, source) in CHECKS.items():
+    for (fname, quant), (expected, rounding, source) in CHECKS.items():
         est, by_type = file_size(families[fname], quant)
-        err = est - published
-        rel = err / published
+        err = est - expected
+        rel = err / expected
         worst = max(worst, abs(rel))
-        print(f"  {fname}:{quant}: estimated {est:,} vs published {published:,.0f} "
+        print(f"  {fname}:{quant}: estimated {est:,} vs published {expected:,.0f} "
               f"({err / 1e6:+.1f} MB, {100 * rel:+.2f} %, published rounding ±{rounding / 1e6:.0f} MB)"
               f"  [{source}]")
     print(f"worst relative error: {100 * worst:.2f} %")
