@@ -214,6 +214,8 @@ class ChatApp(App):
             note = f"**{info.name}** is ready ({info.runtime}, context {info.n_ctx} tokens)."
         if self.report is not None and self.report.plan_text and old is None:
             note += " F4 shows why it was chosen."
+        if info.note:  # load("auto") fell back to the built-in starter: say why and what to get
+            note += "\n\n" + info.note
         self.chat_screen.model_changed(note)
 
     @on(LoadFailed)

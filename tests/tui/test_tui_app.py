@@ -332,3 +332,26 @@ def test_missing_file_shows_explanation_not_traceback(missing, tui_db):
             assert "ctrl+o" in advice and "q: quit" in advice
 
     run(body())
+
+
+def test_offline_auto_opens_on_the_starter_and_says_why(tui_db, monkeypatch):
+    """No network, nothing on disk: the chat opens on the built-in starter, names the model it
+    would have chosen and how to get it, and answers."""
+    from localllm.hwprobe import load_profile
+
+    monkeypatch.setenv("LOCALLLM_OFFLINE", "1")
+
+    async def body():
+        app = ChatApp("auto", db_path=tui_db, hardware=load_profile("laptop-x86-16gb"), sampling=GREEDY)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_ready(pilot)
+            assert app.model.info.name == "starter"
+            wanted = app.model.info.note.split(" is the model for this machine")[0]
+            await wait_for(pilot, lambda: any(v.role == "info" for v in app.chat_screen.query(MessageView)),
+                           what="the start-up note")
+            shown = " ".join(v.text for v in app.chat_screen.query(MessageView) if v.role == "info")
+            assert "built-in starter" in shown and f"localllm pull {wanted}" in shown
+            await send(pilot, "What is 23 + 45?")
+            assert "68" in views(app)[-1].text
+
+    run(body())
