@@ -326,17 +326,18 @@ def fetch(variant: _VariantLike, *, progress: ProgressCallback | None = None, of
         raise ModelUnavailableError(
             f"{variant.name} should ship inside the package at {packaged}, but that file is missing. "
             "Reinstall localllm.")
-    if _is_onnx(variant):
-        return _fetch_onnx(variant, progress=progress, offline=offline, force_download=force_download)
     if not force_download:
-        found = resolve(variant)
+        found = resolve(variant)  # a complete folder for ONNX variants
         if found is not None:
             log.debug("%s: using %s", variant.name, found)
             return found
     target = _target(variant)
     if is_offline(offline):
+        what = "the model folder is not complete in the cache" if _is_onnx(variant) else "the file is not cached"
         raise _unavailable(variant, target, "offline mode is on (LOCALLLM_OFFLINE / HF_HUB_OFFLINE or "
-                                            "offline=True) and the file is not cached")
+                                            f"offline=True) and {what}")
+    if _is_onnx(variant):
+        return _fetch_onnx(variant, target, progress=progress, force_download=force_download)
     target.parent.mkdir(parents=True, exist_ok=True)
     import filelock  # a dependency of huggingface_hub
 
@@ -574,17 +575,9 @@ def _onnx_complete(variant: _VariantLike) -> Path | None:
     return _target(variant)
 
 
-def _fetch_onnx(variant: _VariantLike, *, progress: ProgressCallback | None, offline: bool | None,
+def _fetch_onnx(variant: _VariantLike, target: Path, *, progress: ProgressCallback | None,
                 force_download: bool) -> Path:
-    if not force_download:
-        found = _onnx_complete(variant)
-        if found is not None:
-            log.debug("%s: using %s", variant.name, found)
-            return found
-    target = _target(variant)
-    if is_offline(offline):
-        raise _unavailable(variant, target, "offline mode is on (LOCALLLM_OFFLINE / HF_HUB_OFFLINE or "
-                                            "offline=True) and the model folder is not complete in the cache")
+    """Download an ONNX variant's folder (fetch() has already looked in the cache and at offline mode)."""
     repo = _source(variant)[0]
     root = cache_dir() / repo.replace("/", "--")
     target.parent.mkdir(parents=True, exist_ok=True)
