@@ -98,14 +98,6 @@ class Calibration:
                                                     n_gpu_layers=n_gpu_layers)]
         return max(found, key=lambda r: r.date) if found else None
 
-    def best_threads(self, family: "Family", weight_bytes: int, *, n_gpu_layers: int | None = None,
-                     candidates: tuple[int, ...] | None = None) -> BenchRecord | None:
-        """The measured record with the fastest decode for this model among thread counts."""
-        sig = model_signature(family)
-        found = [r for r in self.bench if r.matches(sig, weight_bytes, n_gpu_layers=n_gpu_layers)
-                 and (candidates is None or r.n_threads in candidates)]
-        return max(found, key=lambda r: r.decode_tps) if found else None
-
 
 def model_signature(family: "Family") -> str:
     """The architecture facts that decide speed and memory, as one string (no name)."""

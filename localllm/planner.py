@@ -463,6 +463,12 @@ def _ngl_key(est: MemoryEstimate, v: Variant) -> int:
     return -1 if est.n_gpu_layers > v.family.n_layer else est.n_gpu_layers
 
 
+# Leave the default thread count only for a measured gain above this factor: one bench round
+# on a 2-core machine spreads 5-10 % (estimator_accuracy.py's thread sweep picked 3 threads
+# over 2 on a 2 % difference and then ran at 0.91 of the best).
+THREAD_SWITCH_MARGIN = 1.10
+
+
 def _measured_threads(c: _Candidate, m: _Machine) -> tuple[int, float, str] | None:
     """(threads, tokens/s, basis) when bench measured this model at two or more thread
     counts here and another count than the default decoded faster."""
@@ -476,6 +482,9 @@ def _measured_threads(c: _Candidate, m: _Machine) -> tuple[int, float, str] | No
     best = max(sig_records, key=lambda r: r.decode_tps)
     if best.n_threads == m.threads:
         return None
+    default = [r.decode_tps for r in sig_records if r.n_threads == m.threads]
+    if default and best.decode_tps < THREAD_SWITCH_MARGIN * max(default):
+        return None  # within the noise of one bench round: keep the default
     counts = ", ".join(f"{r.n_threads}: {r.decode_tps:.1f}" for r in sorted(sig_records, key=lambda r: r.n_threads))
     return best.n_threads, best.decode_tps, (f"measured on this machine on {best.date[:10]} by localllm bench "
                                              f"(tokens/s by threads: {counts})")

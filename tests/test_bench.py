@@ -11,7 +11,7 @@ from localllm.calibration import (BandwidthRecord, BenchRecord, Calibration, loa
                                   machine_key, model_signature, save_bandwidth, save_bench)
 from localllm.catalog import Family
 from localllm.hardware import CPUInfo, Hardware, MemoryInfo
-from localllm.planner import plan_local
+from localllm.planner import THREAD_SWITCH_MARGIN, plan_local
 
 MiB = 2**20
 
@@ -149,6 +149,16 @@ def test_planner_takes_the_thread_count_bench_measured_fastest():
         plan_local(FAMILY, weight_bytes=WEIGHTS, hardware=hw, threads=0)
 
 
+def test_planner_keeps_the_default_threads_for_a_gain_within_bench_noise():
+    hw = _hw(bandwidth_gbs=20.0)  # 4 cores: the default is 4 threads
+    close = Calibration(bench=(_record(4, 10.0), _record(2, 10.5)))  # +5 %: noise
+    p = plan_local(FAMILY, weight_bytes=WEIGHTS, hardware=hw, context=2048, calibration=close)
+    assert p.placement.n_threads == 4 and p.tokens_per_s == 10.0
+    clear = Calibration(bench=(_record(4, 10.0), _record(2, 11.5)))  # +15 %: a real gain
+    assert plan_local(FAMILY, weight_bytes=WEIGHTS, hardware=hw, context=2048,
+                      calibration=clear).placement.n_threads == 2
+
+
 # -- the CLI -------------------------------------------------------------------------------------------
 
 def test_bench_cli_json_on_a_tiny_model(tiny_gguf, capsys):
@@ -206,7 +216,9 @@ def test_bench_cli_thread_sweep_feeds_the_planner(tiny_gguf, capsys):
     family = family_from_gguf_metadata(info.metadata, name="tiny", tied_embeddings=False)
     p = plan_local(family, weight_bytes=info.tensor_bytes, hardware=hw, context=128)
     fastest = max(cal.bench, key=lambda r: r.decode_tps)
-    assert p.placement.n_threads == fastest.n_threads and p.tokens_per_s == fastest.decode_tps
+    default = next(r for r in cal.bench if r.n_threads == cores)
+    chosen = fastest if fastest.decode_tps >= THREAD_SWITCH_MARGIN * default.decode_tps else default
+    assert p.placement.n_threads == chosen.n_threads and p.tokens_per_s == chosen.decode_tps
     assert "measured on this machine" in p.tokens_per_s_basis
 
 
