@@ -281,7 +281,7 @@ def _load_starter(wanted: Any, exc: Exception, *, context: int | None, hardware:
 
     name = wanted.variant.name
     note = (f"{name} is the model for this machine, but it is not on disk and cannot be downloaded now "
-            f"({exc}). Using the built-in starter model instead: it knows small sums, a little small talk "
+            f"({str(exc).rstrip('.')}). Using the built-in starter model instead: it knows small sums, a little small talk "
             f"and localllm itself. With network access, get the real one: localllm pull {name}")
     log.warning("%s", note)
     del context  # the caller's context was meant for the other model; the starter uses its own
