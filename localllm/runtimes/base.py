@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 if TYPE_CHECKING:  # numpy is not imported by `import localllm`
     import numpy as np
 
-__all__ = ["Engine"]
+__all__ = ["CachedTokens", "Engine"]
 
 
 @runtime_checkable
@@ -85,3 +85,17 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Free the model; idempotent."""
+
+
+class CachedTokens:
+    """What every engine keeps the same way: the token ids now in its KV cache (`_tokens`)."""
+
+    _tokens: list[int]
+
+    @property
+    def cached_tokens(self) -> Sequence[int]:
+        return tuple(self._tokens)
+
+    @property
+    def n_past(self) -> int:
+        return len(self._tokens)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import ContextOverflowError, GenerationError, InvalidModelError, RuntimeUnavailableError
 from ..placement import Placement
+from .base import CachedTokens
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -125,7 +126,7 @@ def install_log_handler() -> None:
     _import_llama_cpp()
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(CachedTokens):
     """One llama.cpp model and context (a single sequence), per the `Engine` protocol."""
 
     runtime = "llama.cpp"
@@ -204,15 +205,6 @@ class LlamaCppEngine:
         self.load_seconds = time.perf_counter() - t0
         log.debug("loaded %s in %.2fs (n_ctx %d, n_gpu_layers %d, threads %d)", self.path,
                   self.load_seconds, self.n_ctx, placement.n_gpu_layers, placement.n_threads)
-
-    # --- cache state ---------------------------------------------------------------
-    @property
-    def cached_tokens(self) -> Sequence[int]:
-        return tuple(self._tokens)
-
-    @property
-    def n_past(self) -> int:
-        return len(self._tokens)
 
     # --- tokens ----------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import ContextOverflowError, GenerationError, InvalidModelError, RuntimeUnavailableError
 from ..placement import Placement
+from .base import CachedTokens
 from .onnx_folder import OnnxFolderInfo, validate_onnx_folder
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -230,7 +231,7 @@ def _import_ort():
     return onnxruntime
 
 
-class OnnxEngine:
+class OnnxEngine(CachedTokens):
     """One ONNX decoder and its KV cache (a single sequence), per the `Engine` protocol."""
 
     runtime = "onnxruntime"
@@ -392,15 +393,6 @@ class OnnxEngine:
             log.debug("optimized model not cached (%s)", exc)
             shutil.rmtree(tmp, ignore_errors=True)
             return session, None
-
-    # --- cache state ---------------------------------------------------------------------
-    @property
-    def cached_tokens(self) -> Sequence[int]:
-        return tuple(self._tokens)
-
-    @property
-    def n_past(self) -> int:
-        return len(self._tokens)
 
     def _ortvalue(self, array: "np.ndarray"):
         return self._ort.OrtValue.ortvalue_from_numpy(array, self._device, self._device_id)
