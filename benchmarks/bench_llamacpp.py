@@ -36,7 +36,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -101,21 +100,9 @@ print(json.dumps({"side": side, "load_s": load_s, "ttft_s": ttft_s, "decode_tps"
 
 
 def build_model(shape: str, quant: str) -> Path:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    dst = CACHE / f"{shape}-random-{quant.lower()}.gguf"
-    if dst.exists():
-        return dst
-    from localllm.tinymodels import quantize_gguf, write_llama_gguf
+    from localllm.tinymodels import synthetic_gguf
 
-    f16 = CACHE / f"{shape}-random-f16.gguf"
-    print(f"writing {f16} ...", file=sys.stderr, flush=True)
-    write_llama_gguf(f16, shape, f16=True, name=f"{shape}-random")
-    print(f"quantizing to {quant} ...", file=sys.stderr, flush=True)
-    tmp = dst.with_suffix(".tmp")
-    quantize_gguf(f16, tmp, quant)
-    os.replace(tmp, dst)
-    f16.unlink()
-    return dst
+    return synthetic_gguf(CACHE, shape, quant, say=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def child(side: str, path: Path, n_tokens: int, placement: dict) -> dict:

@@ -48,26 +48,12 @@ THREADS_TARGET = 0.95
 
 
 def model_path(shape: str, quant: str) -> Path:
-    """The cached random-weight model, built (F16, then quantized) when missing."""
-    from localllm.tinymodels import quantize_gguf, write_llama_gguf
+    """The cached random-weight model, built (F16, then quantized) when missing; F16 is kept
+    because several quants (and F16 itself) are measured."""
+    from localllm.tinymodels import synthetic_gguf
 
-    CACHE.mkdir(parents=True, exist_ok=True)
-    dst = CACHE / f"{shape}-random-{quant.lower()}.gguf"
-    if dst.exists():
-        return dst
-    f16 = CACHE / f"{shape}-random-f16.gguf"
-    if not f16.exists():
-        print(f"  writing {f16.name} ...", file=sys.stderr, flush=True)
-        tmp = f16.with_suffix(".tmp")
-        write_llama_gguf(tmp, shape, f16=True, name=f"{shape}-random")
-        os.replace(tmp, f16)
-    if quant.upper() == "F16":
-        return f16
-    print(f"  quantizing {shape} to {quant} ...", file=sys.stderr, flush=True)
-    tmp = dst.with_suffix(".tmp")
-    quantize_gguf(f16, tmp, quant)
-    os.replace(tmp, dst)
-    return dst
+    return synthetic_gguf(CACHE, shape, quant, keep_f16=True,
+                          say=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
 
 
 def load_avg() -> str:

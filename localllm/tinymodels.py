@@ -10,11 +10,13 @@ Imports numpy and gguf only when called.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["CHATML_TEMPLATE", "TinyShape", "SHAPES", "spm_vocab", "tiny_vocab", "write_llama_gguf",
-           "write_llama_weights", "quantize_gguf"]
+           "write_llama_weights", "quantize_gguf", "synthetic_gguf"]
 
 # A ChatML template, as Qwen2.5 and SmolLM2 ship it (simplified: no tools).
 CHATML_TEMPLATE = (
@@ -216,3 +218,37 @@ def quantize_gguf(src: str | Path, dst: str | Path, quant: str = "Q4_K_M", *, th
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize({src} -> {quant}) returned {rc}")
     return Path(dst)
+
+
+def synthetic_gguf(folder: str | Path, shape: str, quant: str = "Q4_K_M", *, keep_f16: bool = False,
+                   say: Callable[[str], None] | None = None) -> Path:
+    """A cached random-weight model of a real shape: F16 written with `gguf`, then quantized
+    by llama.cpp. Each file is written under a temporary name and renamed, so an interrupted
+    build is never reused. `say` receives progress lines (the library itself never prints)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    quant = quant.upper()
+    f16 = folder / f"{shape}-random-f16.gguf"
+    dst = f16 if quant == "F16" else folder / f"{shape}-random-{quant.lower()}.gguf"
+    if dst.is_file():
+        return dst
+    say = say or (lambda line: None)
+    if not f16.is_file():
+        say(f"writing a random-weight {shape} model (F16) to {f16} ...")
+        _write_atomically(f16, lambda tmp: write_llama_gguf(tmp, shape, f16=True, name=f"{shape}-random"))
+    if quant == "F16":
+        return f16
+    say(f"quantizing it to {quant} ...")
+    _write_atomically(dst, lambda tmp: quantize_gguf(f16, tmp, quant))
+    if not keep_f16:
+        f16.unlink()
+    return dst
+
+
+def _write_atomically(dst: Path, write: Callable[[Path], object]) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -132,7 +132,7 @@ def _model_path(args) -> Path:
 def _synthetic(spec: str) -> Path:
     from localllm.errors import InvalidModelError
     from localllm.paths import home
-    from localllm.tinymodels import quantize_gguf, write_llama_gguf
+    from localllm.tinymodels import synthetic_gguf
 
     shape, _, quant = spec.partition(":")
     shape, quant = shape.strip().lower(), (quant.strip() or "Q4_K_M").upper()
@@ -143,28 +143,8 @@ def _synthetic(spec: str) -> Path:
     from localllm.runtimes.llamacpp import install_log_handler
 
     install_log_handler()  # llama.cpp's quantizer log goes to `logging`, not the terminal
-    folder = home() / "bench"
-    folder.mkdir(parents=True, exist_ok=True)
-    dst = folder / f"synthetic-{shape}-{quant.lower()}.gguf"
-    if dst.is_file():
-        return dst
-    print(f"writing a random-weight {shape} model ({quant}) to {dst} ...", file=sys.stderr, flush=True)
-    f16 = folder / f"synthetic-{shape}-f16.gguf"
-    tmp = folder / f".{f16.name}.tmp"
-    if not f16.is_file():
-        write_llama_gguf(tmp, shape, f16=True, name=f"synthetic-{shape}")
-        os.replace(tmp, f16)
-    if quant == "F16":
-        return f16
-    tmp = folder / f".{dst.name}.tmp"
-    try:
-        quantize_gguf(f16, tmp, quant)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    f16.unlink()
-    return dst
+    return synthetic_gguf(home() / "bench", shape, quant,
+                          say=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def _progress(i, run) -> None:
