@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
+from ..errors import ContextOverflowError
+
 if TYPE_CHECKING:  # numpy is not imported by `import localllm`
     import numpy as np
 
@@ -91,6 +93,7 @@ class CachedTokens:
     """What every engine keeps the same way: the token ids now in its KV cache (`_tokens`)."""
 
     _tokens: list[int]
+    n_ctx: int
 
     @property
     def cached_tokens(self) -> Sequence[int]:
@@ -99,3 +102,14 @@ class CachedTokens:
     @property
     def n_past(self) -> int:
         return len(self._tokens)
+
+    def _room_for(self, tokens: Sequence[int]) -> list[int]:
+        """The tokens to eval, as a list, once sure they fit after those already cached."""
+        tokens = list(tokens)
+        if not tokens:
+            raise ValueError("eval needs at least one token")
+        if self.n_past + len(tokens) > self.n_ctx:
+            raise ContextOverflowError(
+                f"{self.n_past} cached + {len(tokens)} new tokens exceed the context window of {self.n_ctx}",
+                n_prompt=self.n_past + len(tokens), n_ctx=self.n_ctx)
+        return tokens

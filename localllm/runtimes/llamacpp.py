@@ -19,7 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..errors import ContextOverflowError, GenerationError, InvalidModelError, RuntimeUnavailableError
+from ..errors import GenerationError, InvalidModelError, RuntimeUnavailableError
 from ..placement import Placement
 from .base import CachedTokens
 
@@ -275,13 +275,7 @@ class LlamaCppEngine(CachedTokens):
     # --- evaluation ------------------------------------------------------------------
     def eval(self, tokens: Sequence[int]) -> "np.ndarray":
         lib = self._require()
-        tokens = list(tokens)
-        if not tokens:
-            raise ValueError("eval needs at least one token")
-        if self.n_past + len(tokens) > self.n_ctx:
-            raise ContextOverflowError(
-                f"{self.n_past} cached + {len(tokens)} new tokens exceed the context window of {self.n_ctx}",
-                n_prompt=self.n_past + len(tokens), n_ctx=self.n_ctx)
+        tokens = self._room_for(tokens)
         batch = self._batch
         for start in range(0, len(tokens), self.n_batch):
             part = tokens[start:start + self.n_batch]

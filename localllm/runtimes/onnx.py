@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..errors import ContextOverflowError, GenerationError, InvalidModelError, RuntimeUnavailableError
+from ..errors import GenerationError, InvalidModelError, RuntimeUnavailableError
 from ..placement import Placement
 from .base import CachedTokens
 from .onnx_folder import OnnxFolderInfo, validate_onnx_folder
@@ -448,13 +448,7 @@ class OnnxEngine(CachedTokens):
     # --- evaluation --------------------------------------------------------------------------
     def eval(self, tokens: Sequence[int]) -> "np.ndarray":
         self._require_tok()
-        tokens = list(tokens)
-        if not tokens:
-            raise ValueError("eval needs at least one token")
-        if self.n_past + len(tokens) > self.n_ctx:
-            raise ContextOverflowError(
-                f"{self.n_past} cached + {len(tokens)} new tokens exceed the context window of {self.n_ctx}",
-                n_prompt=self.n_past + len(tokens), n_ctx=self.n_ctx)
+        tokens = self._room_for(tokens)
         if min(tokens) < 0 or max(tokens) >= self.n_vocab:
             bad = [t for t in tokens if not 0 <= t < self.n_vocab]
             raise GenerationError(f"token id(s) {bad[:5]} outside the vocabulary of {self.n_vocab}")
