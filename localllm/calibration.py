@@ -19,8 +19,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .catalog import Family
     from .hardware import Hardware
 
-__all__ = ["BandwidthRecord", "BenchRecord", "Calibration", "load_calibration", "machine_key",
-           "machine_file", "model_signature", "save_bandwidth", "save_bench"]
+__all__ = ["BandwidthRecord", "BenchRecord", "Calibration", "ExtraBuffersVerdict", "LoadRecord", "load_calibration",
+           "machine_key", "machine_file", "model_signature", "save_bandwidth", "save_bench", "save_extra_buffers",
+           "save_load"]
 
 
 
@@ -37,6 +38,40 @@ def _log():
 WEIGHT_MATCH_TOLERANCE = 0.03
 # Bench records kept per machine (newest win; one per model signature, threads and layers).
 MAX_BENCH_RECORDS = 200
+# Load records kept per machine (newest win; one per file and placement).
+MAX_LOAD_RECORDS = 200
+
+
+@dataclass(frozen=True)
+class ExtraBuffersVerdict:
+    """Whether ggml's extra buffer types (AMX, repacked weights) run on this machine with this
+    llama.cpp build: a one-off trial in a subprocess (runtimes.llamacpp.trial_extra_buffers)."""
+
+    build: str  # llama-cpp-python version and a digest of its system info
+    ok: bool
+    detail: str  # what the trial saw ("decoded a token", "killed by SIGILL", ...)
+    date: str
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    """Resident memory one load of a local file really took at a placement: the process's
+    resident set after the first evaluation minus before the load (weights touched, repacked
+    copies, KV cache, buffers). Kept after every load; plans of the same file prefer it."""
+
+    path: str
+    file_size: int
+    mtime_ns: int
+    n_ctx: int
+    n_gpu_layers: int
+    kv_type: str
+    flash_attn: bool
+    extra_buffers: bool
+    resident_bytes: int
+    date: str
+
+    def same_file(self, path: str, file_size: int, mtime_ns: int) -> bool:
+        return (self.path, self.file_size, self.mtime_ns) == (path, file_size, mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -89,6 +124,21 @@ class Calibration:
     key: str = ""
     bandwidth: BandwidthRecord | None = None
     bench: tuple[BenchRecord, ...] = field(default=())
+    extra_buffers: ExtraBuffersVerdict | None = None  # the trial of the installed build, when run
+    loads: tuple[LoadRecord, ...] = field(default=())
+
+    def load_record(self, path: str, *, n_gpu_layers: int, kv_type: str, flash_attn: bool,
+                    extra_buffers: bool) -> LoadRecord | None:
+        """The newest load of this file (same size and modification time) with the same placement
+        but for the context, whose KV share the planner rescales."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        found = [r for r in self.loads if r.same_file(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+                 and (r.n_gpu_layers, r.kv_type, r.flash_attn, r.extra_buffers)
+                 == (n_gpu_layers, kv_type, flash_attn, extra_buffers)]
+        return max(found, key=lambda r: r.date) if found else None
 
     def lookup(self, family: "Family", weight_bytes: int, *, n_threads: int | None = None,
                n_gpu_layers: int | None = None) -> BenchRecord | None:
@@ -144,7 +194,44 @@ def load_calibration(hw: "Hardware") -> Calibration:
             records.append(BenchRecord(**_known(BenchRecord, item)))
         except (TypeError, ValueError):
             _log().warning("ignoring a malformed bench record in %s", path)
-    return Calibration(key=machine_key(hw), bandwidth=bandwidth, bench=tuple(records))
+    loads = []
+    for item in data.get("loads", ()):
+        try:
+            loads.append(LoadRecord(**_known(LoadRecord, item)))
+        except (TypeError, ValueError):
+            _log().warning("ignoring a malformed load record in %s", path)
+    verdict = None
+    eb = data.get("extra_buffers")
+    if isinstance(eb, dict):
+        try:
+            verdict = ExtraBuffersVerdict(**_known(ExtraBuffersVerdict, eb))
+        except (TypeError, ValueError):
+            _log().warning("ignoring a malformed extra-buffers verdict in %s", path)
+    return Calibration(key=machine_key(hw), bandwidth=bandwidth, bench=tuple(records), extra_buffers=verdict,
+                       loads=tuple(loads))
+
+
+def save_load(hw: "Hardware", record: LoadRecord) -> Path:
+    """Keep what a load measured, replacing an older record of the same file and placement."""
+    path = machine_file(hw)
+    data = _read(path) or {}
+    data["key"] = machine_key(hw)
+    same = ("path", "file_size", "mtime_ns", "n_ctx", "n_gpu_layers", "kv_type", "flash_attn", "extra_buffers")
+    mine = asdict(record)
+    kept = [r for r in data.get("loads", ()) if not (isinstance(r, dict) and all(r.get(k) == mine[k] for k in same))]
+    data["loads"] = (kept + [mine])[-MAX_LOAD_RECORDS:]
+    _write(path, data)
+    return path
+
+
+def save_extra_buffers(hw: "Hardware", verdict: ExtraBuffersVerdict) -> Path:
+    """Keep the extra-buffers trial's verdict for this machine and build."""
+    path = machine_file(hw)
+    data = _read(path) or {}
+    data["key"] = machine_key(hw)
+    data["extra_buffers"] = asdict(verdict)
+    _write(path, data)
+    return path
 
 
 def save_bandwidth(hw: "Hardware", record: BandwidthRecord) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Mapping
@@ -123,6 +123,9 @@ class Variant:
     size_estimated: bool = False  # computed by tools/catalog_sizes.py, not published
     quality_penalty: float = 0.0  # perplexity increase of this quant (llama.cpp's table)
     penalty_source: str | None = None
+    # a local file's 2-D weights as read from its header (quantmix.TensorInfo); empty for a
+    # catalog variant, whose tensor types follow from its quant's mix
+    weights: tuple[tuple[str, str, int, int, int, int], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -370,7 +373,9 @@ def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str,
 
 
 def local_variant(family: Family, *, weight_bytes: int, path: str | None = None,
-                  quant: str = "local") -> Variant:
-    """A Variant for a file on disk, sized by its exact tensor bytes."""
-    return Variant(family=family, quant=quant, size=int(weight_bytes), path=path, format="gguf")
+                  quant: str = "local", weights: tuple = ()) -> Variant:
+    """A Variant for a file on disk, sized by its exact tensor bytes; `weights` its tensor
+    table (quantmix.gguf_weights), which tells the estimator what the CPU backend repacks."""
+    return Variant(family=family, quant=quant, size=int(weight_bytes), path=path, format="gguf",
+                   weights=tuple(weights))
 

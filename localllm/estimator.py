@@ -22,8 +22,11 @@ benchmarks/estimator_accuracy.py: every case within 10 % or 100 MiB.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .catalog import Family, Variant
+from .quantmix import FTYPE_DEFAULT, facts, quantized_tensors
+from .repack import repacked_bytes
 
 __all__ = [
     "BANDWIDTH_EFFICIENCY",
@@ -41,6 +44,7 @@ __all__ = [
     "estimate_onnx",
     "kv_cache_bytes",
     "onnx_kv_type",
+    "repacked_host_bytes",
     "weight_split",
 ]
 
@@ -111,10 +115,16 @@ class DeviceMemory:
     compute: int = 0
     overhead: int = 0
     n_layers: int = 0  # repeating layers placed here
+    # weights ggml's CPU backend copies into repacked layouts, resident on top of the mapped
+    # file pages they were read from (localllm.repack); 0 where nothing is repacked
+    repacked: int = 0
+    # what a measured load of this very file added to (or took from) the estimate (the planner
+    # sets it from calibration.LoadRecord); 0 for a pure estimate
+    measured: int = 0
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.compute + self.overhead
+        return self.weights + self.repacked + self.kv_cache + self.compute + self.overhead + self.measured
 
 
 @dataclass(frozen=True)
@@ -220,12 +230,15 @@ def weight_split(variant: Variant) -> tuple[int, int, int]:
 
 def estimate(variant: Variant, *, n_ctx: int, n_gpu_layers: int = 0, kv_type: str = "f16",
              flash_attn: bool = False, n_ubatch: int = 512, gpu_shares: tuple[float, ...] = (1.0,),
-             gpu_backend: str | None = None, swa_full: bool = SWA_FULL_DEFAULT) -> MemoryEstimate:
+             gpu_backend: str | None = None, swa_full: bool = SWA_FULL_DEFAULT,
+             repack_features: frozenset[str] = frozenset(), amx_usable: bool = True) -> MemoryEstimate:
     """Bytes per device for `variant` at `n_ctx` with `n_gpu_layers` offloaded.
 
     `gpu_shares`: one weight per GPU (llama.cpp's tensor_split); layers are given to the
     GPUs in order, in proportion. n_gpu_layers = n_layer + 1 puts the output layer on the
-    last GPU too.
+    last GPU too. `repack_features`: the llama.cpp CPU backend's features where it may
+    repack weights (localllm.repack; empty: repacking off); `amx_usable`: an AMX build's
+    AMX buffer works here.
     """
     f = variant.family
     L = f.n_layer
@@ -264,9 +277,29 @@ def estimate(variant: Variant, *, n_ctx: int, n_gpu_layers: int = 0, kv_type: st
                                      logits=not output_on_gpu, layers=len(cpu_layers) > 0, resident=True),
         # output buffer: one row of f32 logits per sequence (llama.cpp "CPU output buffer")
         overhead=HOST_RUNTIME_OVERHEAD + f.n_vocab * (4 + VOCAB_BYTES_PER_TOKEN),
-        n_layers=len(cpu_layers))
+        n_layers=len(cpu_layers),
+        repacked=repacked_host_bytes(variant, cpu_layers, output_on_cpu=not output_on_gpu,
+                                     features=repack_features, amx_usable=amx_usable))
     return MemoryEstimate(n_ctx=n_ctx, n_gpu_layers=ngl, kv_type=kv_type, flash_attn=flash_attn,
                           devices=(cpu, *gpus))
+
+
+def repacked_host_bytes(variant: Variant, cpu_layers: range, *, output_on_cpu: bool,
+                        features: frozenset[str], amx_usable: bool = True) -> int:
+    """Bytes of `variant`'s CPU-side weights that ggml repacks (localllm.repack), from the
+    file's own tensor table when known, else from its quant's llama.cpp mix."""
+    if not features:
+        return 0
+    weights = variant.weights or _mix_weights(variant.family, variant.quant.upper())
+    return repacked_bytes(weights, features, cpu_blocks=cpu_layers, tied=variant.family.tied_embeddings,
+                          output_on_cpu=output_on_cpu, amx_usable=amx_usable)
+
+
+@lru_cache(maxsize=256)
+def _mix_weights(family: Family, quant: str) -> tuple:
+    if quant not in FTYPE_DEFAULT:  # a local file of unknown mix whose tensors were not read
+        return ()
+    return tuple(quantized_tensors(facts(family), quant))
 
 
 def _apportion(n: int, shares: tuple[float, ...]) -> list[int]:

@@ -111,6 +111,9 @@ class RuntimeInfo:
     version: str | None = None
     gpu_offload: bool | None = None  # llama.cpp built with a GPU backend
     providers: tuple[str, ...] = ()  # ONNX Runtime execution providers
+    # the CPU backend features llama.cpp was built with (llama_print_system_info: AVX2, AVX512,
+    # DOTPROD, AMX_INT8, REPACK, ...): which weights ggml repacks (localllm.repack)
+    cpu_features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

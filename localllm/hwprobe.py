@@ -313,7 +313,15 @@ def _llama_cpp(notes: list[str]) -> RuntimeInfo:
         offload = bool(llama_cpp.llama_supports_gpu_offload())
     except Exception as exc:
         notes.append(f"runtime llama.cpp: GPU offload support unknown ({exc})")
-    return RuntimeInfo("llama.cpp", installed=True, version=version, gpu_offload=offload)
+    features: tuple[str, ...] = ()
+    try:
+        from .repack import features_from_system_info
+
+        features = tuple(sorted(features_from_system_info(
+            llama_cpp.llama_print_system_info().decode("utf-8", errors="replace"))))
+    except Exception as exc:  # noqa: BLE001 - a probe never raises
+        notes.append(f"runtime llama.cpp: build features unknown ({exc})")
+    return RuntimeInfo("llama.cpp", installed=True, version=version, gpu_offload=offload, cpu_features=features)
 
 
 def _onnxruntime(notes: list[str]) -> RuntimeInfo:

