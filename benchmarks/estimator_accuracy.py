@@ -10,7 +10,8 @@ to Q4_K_M and Q8_0 (the smallest also run as F16), cached in benchmarks/.bench/a
 (gitignored). Every case runs in a fresh process through `localllm.bench` (localllm's
 own load and token loop, the planner's placement).
 
-1. memory: contexts 512, 2048 and 8192; the process loads the model, reads a short
+1. memory: contexts 512, 2048 and 8192, with ggml's weight repacking on and off
+   (--repack); the process loads the model, reads a short
    prompt and generates a few tokens; its peak resident memory (VmHWM: memory-mapped
    weights count once touched, and decode touches them all) against the planner's host
    estimate. Target: within 10 % or 100 MiB, whichever is larger.
@@ -63,12 +64,21 @@ def load_avg() -> str:
         return "load average unknown"
 
 
-def memory_cases(shapes, contexts) -> list[dict]:
+def memory_cases(shapes, contexts, repack: str = "on") -> list[dict]:
+    """Every shape, quant and context with ggml's weight repacking on (llama.cpp's default on
+    this CPU) or off (LOCALLLM_LLAMA_EXTRA_BUFFERS=0, which both the engine in the child and
+    the estimate honour)."""
     from localllm.bench import bench
+    from localllm.repack import EXTRA_BUFFERS_ENV
 
     rows = []
-    print(f"\n## memory: predicted host memory vs measured peak RSS ({load_avg()})")
-    print(f"{'model':32s} {'ctx':>5s} {'predicted':>10s} {'measured':>10s} {'error':>9s} {'error%':>7s}  target")
+    if repack == "off":
+        os.environ[EXTRA_BUFFERS_ENV] = "0"
+    else:
+        os.environ.pop(EXTRA_BUFFERS_ENV, None)
+    print(f"\n## memory, weight repacking {repack}: predicted host memory vs measured peak RSS ({load_avg()})")
+    print(f"{'model':32s} {'ctx':>5s} {'predicted':>10s} {'repacked':>9s} {'measured':>10s} {'error':>9s} "
+          f"{'error%':>7s}  target")
     for shape in shapes:
         for quant in QUANTS[shape]:
             path = model_path(shape, quant)
@@ -77,11 +87,13 @@ def memory_cases(shapes, contexts) -> list[dict]:
                 pred, meas = r.predicted.host_bytes, r.peak_rss
                 err = pred - meas
                 ok = abs(err) <= max(MEMORY_TARGET_FRACTION * meas, MEMORY_TARGET_BYTES)
-                row = {"model": f"{shape} {quant}", "ctx": ctx, "predicted": pred, "measured": meas,
+                row = {"model": f"{shape} {quant}", "repack": repack, "ctx": ctx, "predicted": pred, "measured": meas,
                        "error": err, "error_pct": 100 * err / meas, "ok": ok,
                        "breakdown": r.predicted.memory.get("cpu"), "before_load": r.runs[0].rss_before_load}
                 rows.append(row)
-                print(f"{row['model']:32s} {ctx:5d} {pred / MiB:8.0f}Mi {meas / MiB:8.0f}Mi {err / MiB:+7.0f}Mi "
+                repacked = (row["breakdown"] or {}).get("repacked", 0)
+                print(f"{row['model']:32s} {ctx:5d} {pred / MiB:8.0f}Mi {repacked / MiB:7.0f}Mi {meas / MiB:8.0f}Mi "
+                      f"{err / MiB:+7.0f}Mi "
                       f"{row['error_pct']:+6.1f}%  {'ok' if ok else 'MISS'}", flush=True)
     return rows
 
@@ -163,6 +175,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per speed / thread case")
     ap.add_argument("--gen", type=int, default=32, help="tokens decoded per speed run")
     ap.add_argument("--speed-threads", type=int, default=1, help="threads for the speed section (default 1)")
+    ap.add_argument("--repack", choices=("on", "off", "both"), default="both",
+                    help="memory with ggml's weight repacking on, off, or both (default)")
     ap.add_argument("--json", metavar="FILE", help="write every number to FILE")
     args = ap.parse_args()
     parts = args.only or ["memory", "speed", "threads"]
@@ -174,7 +188,9 @@ def main() -> int:
     results: dict = {"bandwidth": bw.__dict__}
     t0 = time.time()
     if "memory" in parts:
-        results["memory"] = memory_cases(args.shapes, args.contexts)
+        modes = ("on", "off") if args.repack == "both" else (args.repack,)
+        results["memory"] = [row for mode in modes for row in memory_cases(args.shapes, args.contexts, mode)]
+        os.environ.pop("LOCALLLM_LLAMA_EXTRA_BUFFERS", None)
     if "speed" in parts:
         results["speed"] = speed_cases(args.shapes, args.repeat, args.gen, args.speed_threads)
     if "threads" in parts:

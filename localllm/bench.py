@@ -46,6 +46,11 @@ _WORDS = ("the quick brown fox jumps over the lazy dog while local models answer
           "write text and chat with you on your own machine").split()
 
 
+# A bench result whose decode speeds disagree by more than this (median absolute deviation
+# over the median) is not kept for plans: the machine was too busy to measure it.
+NOISE_LIMIT = 0.15
+
+
 @dataclass(frozen=True)
 class RunMeasurement:
     """One repetition, in one fresh process."""
@@ -98,6 +103,45 @@ class BenchResult:
         vals = [getattr(r, name) for r in self.runs if getattr(r, name) is not None]
         return statistics.fmean(vals) if vals else None
 
+    def median(self, name: str) -> float | None:
+        """The robust figure: one run at a busy moment does not move it."""
+        vals = [getattr(r, name) for r in self.runs if getattr(r, name) is not None]
+        return statistics.median(vals) if vals else None
+
+    def noise(self, name: str) -> float | None:
+        """Median absolute deviation over the median: 0 for steady runs, large when they disagree."""
+        vals = [getattr(r, name) for r in self.runs if getattr(r, name) is not None]
+        if not vals:
+            return None
+        mid = statistics.median(vals)
+        return statistics.median(abs(v - mid) for v in vals) / mid if mid else None
+
+    @property
+    def unsteady(self) -> str | None:
+        """Why this result is too noisy to calibrate plans with, or None when it is steady enough.
+
+        Decode speed is kept as the median of the runs, so one run slowed by a neighbour does not
+        count; but when the runs disagree with each other (their median absolute deviation is
+        above NOISE_LIMIT of the median), no figure is trustworthy.
+        """
+        vals = [r.decode_tps for r in self.runs]
+        noise = self.noise("decode_tps")
+        if noise is not None and noise > NOISE_LIMIT:
+            runs = ", ".join(f"{v:.1f}" for v in vals)
+            return (f"decode speed varied too much between runs ({runs} tok/s: median absolute deviation "
+                    f"{noise:.0%} of the median {self.median('decode_tps'):.1f}, limit {NOISE_LIMIT:.0%}); "
+                    "other programs were probably competing for the cores. Run again on a quieter machine, "
+                    "or with more --repeat")
+        return None
+
+    @property
+    def outliers(self) -> tuple[int, ...]:
+        """Runs whose decode speed is far (over 3 median absolute deviations, and 20 %) from the median."""
+        mid = self.median("decode_tps") or 0.0
+        mad = statistics.median(abs(r.decode_tps - mid) for r in self.runs) if self.runs else 0.0
+        return tuple(i for i, r in enumerate(self.runs)
+                     if abs(r.decode_tps - mid) > max(3 * mad, 0.2 * mid))
+
     def stdev(self, name: str) -> float | None:
         vals = [getattr(r, name) for r in self.runs if getattr(r, name) is not None]
         return statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
@@ -141,9 +185,10 @@ class BenchResult:
         return BenchRecord(
             signature=self.signature, weight_bytes=self.weight_bytes, n_threads=int(self.placement["n_threads"]),
             n_gpu_layers=int(self.placement["n_gpu_layers"]), n_ctx=int(self.placement["n_ctx"]),
-            decode_tps=round(self.mean("decode_tps") or 0.0, 3), prompt_tps=round(self.mean("prompt_tps") or 0.0, 3),
+            decode_tps=round(self.median("decode_tps") or 0.0, 3),
+            prompt_tps=round(self.median("prompt_tps") or 0.0, 3),
             peak_rss=self.peak_rss, date=self.date, model=Path(self.model).name,
-            load_s=round(self.mean("load_s") or 0.0, 4), ttft_s=round(self.mean("ttft_s") or 0.0, 4),
+            load_s=round(self.median("load_s") or 0.0, 4), ttft_s=round(self.median("ttft_s") or 0.0, 4),
             n_prompt=self.n_prompt, n_gen=self.n_gen, gpu_memory=int(gpu) if gpu else None)
 
 
@@ -187,10 +232,13 @@ def bench(path: str | os.PathLike[str], *, n_prompt: int = DEFAULT_PROMPT_TOKENS
                        predicted=Prediction(**pred), date=_dt.datetime.now().isoformat(timespec="seconds"))
 
 
-def record(result: BenchResult, hw: "Hardware | None" = None) -> Path:
-    """Keep `result` in this machine's calibration; returns the file."""
+def record(result: BenchResult, hw: "Hardware | None" = None) -> Path | None:
+    """Keep `result` (its medians) in this machine's calibration; returns the file, or None when
+    the result is too noisy to plan with (`result.unsteady` says why)."""
     from .calibration import save_bench
 
+    if result.unsteady:
+        return None
     if hw is None:
         from .hwprobe import probe
 
@@ -221,6 +269,7 @@ def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, con
     from .catalog import family_from_gguf_metadata
     from .model import Model
     from .planner import plan_local
+    from .quantmix import gguf_weights
     from .runtimes import load_engine
     from .validate import validate_gguf
 
@@ -234,9 +283,11 @@ def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, con
     from .hwprobe import probe
 
     hw = probe()
+    kept = load_calibration(hw)
     plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(p), context=context, hardware=hw,
                       quant=_FILE_TYPES.get(info.metadata.get("general.file_type"), "local"),
-                      calibration=Calibration(bandwidth=load_calibration(hw).bandwidth), threads=threads)
+                      calibration=Calibration(bandwidth=kept.bandwidth, extra_buffers=kept.extra_buffers),
+                      threads=threads, weights=gguf_weights(info.tensors))
     placement = plan.placement
     engine = load_engine(p, placement)
     with Model(engine, name=p.stem, path=p, placement=placement, plan=plan) as model:
@@ -261,7 +312,7 @@ def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, con
                              finish_reason=last.finish_reason or "",
                              decode_tps_median=1 / statistics.median(per_token) if per_token else 0.0,
                              decode_cpu_share=round(share, 3), decode_tps_cpu=tps_cpu)
-    mem = {d.device: {"weights": d.weights, "kv_cache": d.kv_cache, "compute": d.compute,
+    mem = {d.device: {"weights": d.weights, "repacked": d.repacked, "kv_cache": d.kv_cache, "compute": d.compute,
                       "overhead": d.overhead, "total": d.total} for d in plan.memory.devices}
     gpu = sum(d.total for d in plan.memory.devices if d.device != "cpu")
     pred = Prediction(decode_tps=plan.tokens_per_s, decode_basis=plan.tokens_per_s_basis,

@@ -248,3 +248,40 @@ def test_gpu_memory_is_this_processes_share_from_nvml(monkeypatch):
 
     fake.nvmlInit = broken
     assert _gpu_memory() is None
+
+
+# -- robust calibration --------------------------------------------------------------------------
+
+def _result(decode: list[float]):
+    from localllm.bench import BenchResult, Prediction, RunMeasurement
+
+    runs = tuple(RunMeasurement(load_s=0.5, ttft_s=0.1, prompt_tokens=16, prompt_tps=100.0, decode_tokens=32,
+                                decode_tps=d, peak_rss=300 * MiB, rss_before_load=50 * MiB) for d in decode)
+    return BenchResult(model="/m/shape.gguf", weight_bytes=WEIGHTS, signature=model_signature(FAMILY),
+                       placement={"n_threads": 2, "n_gpu_layers": 0, "n_ctx": 2048}, n_prompt=16, n_gen=32,
+                       runs=runs, predicted=Prediction(decode_tps=70.0, decode_basis="x", host_bytes=300 * MiB,
+                                                       gpu_bytes=None), date="2026-12-01T10:00:00")
+
+
+def test_bench_keeps_the_median_so_one_busy_run_does_not_count(tmp_path):
+    """Issue 11: runs at 2.4, 72 and 75 tok/s once saved "50.1 +- 41.3"; the plan then used 50.1."""
+    from localllm.bench import record
+
+    r = _result([2.4, 72.0, 75.0])
+    assert r.unsteady is None and r.outliers == (0,)
+    assert r.to_record().decode_tps == 72.0
+    path = record(r, _hw())
+    assert path is not None
+    kept = load_calibration(_hw()).lookup(FAMILY, WEIGHTS, n_threads=2)
+    assert kept.decode_tps == 72.0
+    p = plan_local(FAMILY, weight_bytes=WEIGHTS, hardware=_hw(), calibration=load_calibration(_hw()), threads=2)
+    assert p.tokens_per_s == pytest.approx(72.0) and p.tokens_per_s_basis.startswith("measured")
+
+
+def test_bench_refuses_to_keep_runs_that_disagree():
+    from localllm.bench import record
+
+    r = _result([10.0, 40.0, 70.0])
+    assert r.unsteady and "varied too much" in r.unsteady and "10.0, 40.0, 70.0" in r.unsteady
+    assert record(r, _hw()) is None
+    assert load_calibration(_hw()).lookup(FAMILY, WEIGHTS, n_threads=2) is None
