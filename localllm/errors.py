@@ -14,6 +14,7 @@
     └── DownloadError           (OSError)           a file could not be fetched
         ├── ChecksumMismatchError                   size or sha256 differs from the catalog
         ├── InsufficientDiskError                   not enough free disk for the download
+        │   └── DiskFullError                       the disk filled during the download
         └── ModelUnavailableError                   offline / unreachable and not cached
 
 Messages say what happened, with the numbers, and what to do next; the numbers are
@@ -27,6 +28,7 @@ __all__ = [
     "ChatTemplateError",
     "ChecksumMismatchError",
     "ContextOverflowError",
+    "DiskFullError",
     "DownloadError",
     "GenerationError",
     "InsufficientDiskError",
@@ -128,6 +130,16 @@ class InsufficientDiskError(DownloadError):
         super().__init__(message)
         self.needed = needed
         self.available = available
+
+
+class DiskFullError(InsufficientDiskError):
+    """The disk filled (or fell under the free-disk floor) while a download was being written."""
+
+    def __init__(self, message: str, *, needed: int | None = None, available: int | None = None,
+                 written: int | None = None, path: str | None = None):
+        super().__init__(message, needed=needed, available=available)
+        self.written = written  # bytes of the file written before the disk filled
+        self.path = path  # the file that was being written (deleted)
 
 
 class ModelUnavailableError(DownloadError):

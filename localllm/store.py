@@ -1,6 +1,7 @@
 """Model files on disk: find them, download them, verify them.
 
     fetch(variant)   -> Path   cached (ours or the Hugging Face cache) or downloaded + verified
+    pull(variant)    -> Pulled   the same, saying how the file was verified and what disagreed
     resolve(variant) -> Path | None   a verified local copy, never touching the network
     list_local()     -> list[LocalFile]   what is on disk
     cache_dir()      -> Path   where downloads go: <localllm.paths.home()>/models
@@ -11,6 +12,21 @@ that an interrupted download is resumed with an HTTP Range request on the next c
 a file only takes its final name after its size and sha256 check out (`os.replace`).
 A file that fails the check is deleted: nothing unverified is ever left where a later
 `resolve`/`fetch` would pick it up.
+
+What a download is checked against comes from the Hub's own metadata for that file (the
+HEAD's X-Linked-Size and X-Linked-Etag, which for an LFS file is its sha256, the LFS oid),
+not from hand-typed catalog numbers: a catalog size or sha256 that disagrees with the Hub's
+is a logged warning (and `Pulled.warnings`), never a refusal. The catalog's figures are
+used only where the Hub gives none. A file with no sha256 anywhere (a non-LFS file, a
+catalog without one) is hashed as it is written and the hash is recorded, so later loads
+are held to it; `Pulled.unverified` names it. The sha256 is computed while the bytes are
+written, so a multi-GB file is not read back a second time.
+
+Free disk: checked before any request (the catalog's size, an estimate is close enough),
+again once the Hub's size is known, and, where no size is known at all, kept above
+DISK_HEADROOM_BYTES while the file is written. A disk that fills during a download
+(ENOSPC, or that floor) deletes the partial file and raises DiskFullError: a `.part` that
+can never complete would only keep the disk full.
 
 The environment is read at call time: LOCALLLM_HOME, LOCALLLM_OFFLINE / HF_HUB_OFFLINE,
 HF_ENDPOINT and HF_HOME / HF_HUB_CACHE. huggingface_hub itself reads HF_ENDPOINT and
@@ -27,11 +43,15 @@ arrived and the folder passed `validate_onnx_folder`. fetch/resolve return the `
 path (several variants of a repository share one folder; the path names which).
 
 sha256 results are remembered in `<cache_dir>/.verified/` (keyed by path, checked against
-size and mtime) so multi-GB files are hashed once, not on every load.
+size and mtime) so multi-GB files are hashed once, not on every load. A record also says
+what the hash was checked against at download ("hub", "catalog", or null: nothing); a file
+checked against the Hub's own sha256 is not rejected later for a catalog figure that
+disagrees with the Hub.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -41,20 +61,22 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from .errors import ChecksumMismatchError, InsufficientDiskError, ModelUnavailableError
+from .errors import ChecksumMismatchError, DiskFullError, InsufficientDiskError, ModelUnavailableError
 from .paths import home
 
 __all__ = [
     "DISK_HEADROOM_BYTES",
     "LocalFile",
     "ProgressCallback",
+    "Pulled",
     "cache_dir",
     "fetch",
     "hf_cache_dir",
     "is_offline",
     "list_local",
+    "pull",
     "resolve",
     "sha256_of",
 ]
@@ -69,9 +91,14 @@ DEFAULT_REVISION = "main"
 METADATA_TIMEOUT_S = 10.0  # HEAD request; huggingface_hub's DEFAULT_ETAG_TIMEOUT
 # Body reads time out after huggingface_hub's HF_HUB_DOWNLOAD_TIMEOUT (10 s by default,
 # per read, not per file); http_get resumes up to 5 times on a dropped connection.
-DISK_HEADROOM_BYTES = 256 * 1024**2  # keep this much free after a download: a full disk breaks everything else
+# keep this much free after a download (and, when a file's size is not known, while it is written):
+# a full disk breaks everything else
+DISK_HEADROOM_BYTES = 256 * 1024**2
 HASH_CHUNK = 8 * 1024**2
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_DISK_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # no space / over quota
+
+VerifiedBy = Literal["hub", "catalog", "package"]
 
 
 class _VariantLike(Protocol):
@@ -90,6 +117,20 @@ class LocalFile:
     size: int
     variant: str | None  # catalog name ("qwen2.5-1.5b-instruct:q4_k_m") when known
     source: str  # "localllm" (our cache), "huggingface" (the HF cache) or "package"
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """What `pull` got: the path, whether it was downloaded now, and what its content was checked against."""
+
+    path: Path
+    downloaded: bool  # fetched from the source now (False: found on disk)
+    # "hub": sha256 equal to the Hub's LFS oid; "catalog": to models.toml's; "package": ships inside
+    # localllm; None: no published sha256 to check it against (see `sha256` and `unverified`)
+    verified_by: VerifiedBy | None
+    sha256: str | None = None  # the file's sha256 when known (computed, and recorded under <cache>/.verified)
+    unverified: tuple[str, ...] = ()  # repository files with no published sha256: hashed and recorded, not checked
+    warnings: tuple[str, ...] = ()  # catalog figures that disagree with the Hub's (also logged as warnings)
 
 
 # -- locations -----------------------------------------------------------------------------
@@ -173,13 +214,20 @@ def sha256_of(path: Path) -> str:
     data = _read_record(path)
     if data and data["size"] == st.st_size and data["mtime_ns"] == st.st_mtime_ns:
         return data["sha256"]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = _hash_file(path).hexdigest()
     _remember(path, digest, st)
     return digest
+
+
+def _hash_file(path: Path, limit: int | None = None) -> Any:
+    """A sha256 object fed with the file's first `limit` bytes (all of it by default)."""
+    h = hashlib.sha256()
+    left = float("inf") if limit is None else limit
+    with open(path, "rb") as f:
+        while left > 0 and (chunk := f.read(int(min(HASH_CHUNK, left)))):
+            h.update(chunk)
+            left -= len(chunk)
+    return h
 
 
 def _read_record(path: Path) -> dict | None:
@@ -192,14 +240,24 @@ def _read_record(path: Path) -> dict | None:
     return None
 
 
-def _remember(path: Path, digest: str, st: os.stat_result | None = None) -> None:
+def _current_record(path: Path) -> dict | None:
+    """The file's sha256 record if it still describes the file (same size and mtime)."""
+    data = _read_record(path)
+    if data is None:
+        return None
+    st = path.stat()
+    return data if data["size"] == st.st_size and data["mtime_ns"] == st.st_mtime_ns else None
+
+
+def _remember(path: Path, digest: str, st: os.stat_result | None = None, *,
+              verified_by: VerifiedBy | None = None) -> None:
     st = st or path.stat()
     rec = _record_path(path)
     try:
         rec.parent.mkdir(parents=True, exist_ok=True)
         tmp = rec.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                   "sha256": digest}))
+                                   "sha256": digest, "verified_by": verified_by}))
         os.replace(tmp, rec)
     except OSError as exc:  # a read-only cache still works, it just rehashes
         log.debug("could not record the sha256 of %s: %s", path, exc)
@@ -207,6 +265,13 @@ def _remember(path: Path, digest: str, st: os.stat_result | None = None) -> None
 
 def _mismatch(path: Path, size: int | None, sha256: str | None) -> str | None:
     """Why a local file does not match the expected size/sha256, or None if it does."""
+    rec = _current_record(path)
+    if rec is not None and rec.get("verified_by") == "hub":
+        # checked against the Hub's own size and LFS sha256 when it was downloaded: the Hub outranks
+        # a catalog figure (a catalog that disagrees was a warning at download, not a refusal)
+        if (size is not None and rec["size"] != size) or (sha256 and rec["sha256"] != sha256.lower()):
+            log.debug("%s: the catalog disagrees with the Hub-verified download; keeping the Hub's", path)
+        return None
     actual = path.stat().st_size
     if size is not None and actual != size:
         return f"it is {actual:,} bytes, expected {size:,}"
@@ -316,13 +381,22 @@ def fetch(variant: _VariantLike, *, progress: ProgressCallback | None = None, of
 
     Raises:
         ModelUnavailableError: offline and not cached, or the source cannot be reached.
-        InsufficientDiskError: not enough free disk for the download.
-        ChecksumMismatchError: the download's size or sha256 is wrong (the file is deleted).
+        InsufficientDiskError: not enough free disk for the download (DiskFullError: it filled meanwhile).
+        ChecksumMismatchError: the download's size or sha256 differs from the Hub's (the file is deleted).
+    """
+    return pull(variant, progress=progress, offline=offline, force_download=force_download).path
+
+
+def pull(variant: _VariantLike, *, progress: ProgressCallback | None = None, offline: bool | None = None,
+         force_download: bool = False) -> Pulled:
+    """Like `fetch`, but says what the file was verified against and which catalog figures disagreed.
+
+    Args and Raises: as `fetch`.
     """
     packaged = _package_file(variant)
     if packaged is not None:
         if packaged.is_file():
-            return packaged
+            return Pulled(packaged, downloaded=False, verified_by="package")
         raise ModelUnavailableError(
             f"{variant.name} should ship inside the package at {packaged}, but that file is missing. "
             "Reinstall localllm.")
@@ -330,7 +404,7 @@ def fetch(variant: _VariantLike, *, progress: ProgressCallback | None = None, of
         found = resolve(variant)  # a complete folder for ONNX variants
         if found is not None:
             log.debug("%s: using %s", variant.name, found)
-            return found
+            return _on_disk(variant, found)
     target = _target(variant)
     if is_offline(offline):
         what = "the model folder is not complete in the cache" if _is_onnx(variant) else "the file is not cached"
@@ -345,31 +419,66 @@ def fetch(variant: _VariantLike, *, progress: ProgressCallback | None = None, of
     with filelock.FileLock(str(target) + ".lock"):
         if not force_download and target.is_file() and _mismatch(target, _expected_size(variant),
                                                                  variant.sha256) is None:
-            return target  # another process finished it while we waited
-        return _download(variant, target, progress)
+            return _on_disk(variant, target)  # another process finished it while we waited
+        got = _download(variant, target, progress)
+        return Pulled(target, downloaded=True, verified_by=got.verified_by, sha256=got.sha256,
+                      unverified=() if got.verified_by else (_source(variant)[1],), warnings=got.warnings)
+
+
+def _on_disk(variant: _VariantLike, path: Path) -> Pulled:
+    """How a file that `resolve` accepted was verified, from its record (no hashing here)."""
+    if _is_onnx(variant):
+        return _onnx_on_disk(variant, path)
+    verified_by, sha = _checked(path, variant.sha256)
+    return Pulled(path, downloaded=False, verified_by=verified_by, sha256=sha,
+                  unverified=() if verified_by else (_source(variant)[1],))
+
+
+def _checked(path: Path, catalog_sha: str | None) -> tuple[VerifiedBy | None, str | None]:
+    """(what a verified file on disk was checked against, its sha256) as far as records tell."""
+    rec = _current_record(path)
+    if rec is not None and rec.get("verified_by") in ("hub", "catalog"):
+        return rec["verified_by"], rec["sha256"]
+    if catalog_sha and (rec is None or rec["sha256"] == catalog_sha.lower()):
+        return "catalog", catalog_sha.lower()  # resolve() held it to the catalog's sha256
+    return None, rec["sha256"] if rec else None
 
 
 def _part_paths(target: Path) -> tuple[Path, Path]:
     return target.with_name(target.name + ".part"), target.with_name(target.name + ".part.json")
 
 
-def _check_disk(variant: _VariantLike, folder: Path, needed: int) -> None:
+def _check_disk(variant: _VariantLike, folder: Path, needed: int | None) -> None:
+    """Room for `needed` more bytes plus the headroom; with `needed` None (size unknown), the headroom alone."""
     free = shutil.disk_usage(folder).free
-    if free < needed + DISK_HEADROOM_BYTES:
+    if free < (needed or 0) + DISK_HEADROOM_BYTES:
+        if needed is None:
+            what = (f"its size is not known before the download, so at least {_gb(DISK_HEADROOM_BYTES)} must be "
+                    f"free to start (and stays free while it downloads), but {folder} has {_gb(free)} free")
+        else:
+            what = (f"{_gb(needed)} needed plus {_gb(DISK_HEADROOM_BYTES)} kept free, but {folder} has "
+                    f"{_gb(free)} free")
         raise InsufficientDiskError(
-            f"Not enough free disk to download {variant.name}: {_gb(needed)} needed plus {_gb(DISK_HEADROOM_BYTES)} "
-            f"kept free, but {folder} has {_gb(free)} free. Free some space, or point LOCALLLM_HOME at a bigger disk.",
-            needed=needed + DISK_HEADROOM_BYTES, available=free)
+            f"Not enough free disk to download {variant.name}: {what}. Free some space, or point LOCALLLM_HOME at "
+            "a bigger disk.", needed=(needed or 0) + DISK_HEADROOM_BYTES, available=free)
 
 
-def _download(variant: _VariantLike, target: Path, progress: ProgressCallback | None) -> Path:
+@dataclass(frozen=True)
+class _Got:
+    """One downloaded file: its sha256, what that was checked against, and what disagreed with the Hub."""
+
+    sha256: str
+    verified_by: VerifiedBy | None
+    warnings: tuple[str, ...]
+
+
+def _download(variant: _VariantLike, target: Path, progress: ProgressCallback | None) -> _Got:
     from huggingface_hub import get_hf_file_metadata
     from huggingface_hub.utils import build_hf_headers
 
     from . import __version__
 
     part, part_meta = _part_paths(target)
-    size = _expected_size(variant)
     have = part.stat().st_size if part.is_file() else 0
     if variant.size:  # disk first, before any network: a size estimate is close enough here
         _check_disk(variant, target.parent, max(variant.size - have, 0))
@@ -381,16 +490,25 @@ def _download(variant: _VariantLike, target: Path, progress: ProgressCallback | 
         meta = get_hf_file_metadata(url, timeout=METADATA_TIMEOUT_S, headers=headers, endpoint=endpoint)
     except Exception as exc:  # connection refused, DNS, 404, 401 (gated), offline mode...
         raise _unavailable(variant, target, _why(exc)) from exc
-    remote_size = meta.size
-    if size is not None and remote_size is not None and remote_size != size:
-        raise ChecksumMismatchError(
-            f"{variant.name}: the source file {url} is {remote_size:,} bytes but the catalog expects {size:,}. "
-            "The repository changed or the catalog is wrong; nothing was downloaded.")
-    total = size or remote_size
-    sha = (variant.sha256 or "").lower() or None
+
+    # The Hub's own figures for this file win; the catalog's count only where the Hub gives none.
+    catalog_size, catalog_sha = _expected_size(variant), (variant.sha256 or "").lower() or None
     etag = (meta.etag or "").strip('"').lower()
-    if sha is None and _SHA256.fullmatch(etag):
-        sha = etag  # for LFS files the Hub's ETag is the file's sha256
+    hub_sha = etag if _SHA256.fullmatch(etag) else None  # an LFS file's ETag is its sha256 (the LFS oid)
+    warnings = []
+    if catalog_size is not None and meta.size is not None and meta.size != catalog_size:
+        warnings.append(f"{variant.name}: the catalog says {catalog_size:,} bytes but the Hub's file {url} is "
+                        f"{meta.size:,} bytes; checking the download against the Hub's size. The catalog entry "
+                        "is out of date (models.toml).")
+    if catalog_sha and hub_sha and hub_sha != catalog_sha:
+        warnings.append(f"{variant.name}: the catalog's sha256 {catalog_sha} differs from the Hub's {hub_sha} for "
+                        f"{url}; checking the download against the Hub's. The catalog entry is out of date "
+                        "(models.toml).")
+    for w in warnings:
+        log.warning("%s", w)
+    total = meta.size if meta.size is not None else catalog_size
+    sha, verified_by, against = ((hub_sha, "hub", "the Hub's") if hub_sha else
+                                 (catalog_sha, "catalog", "the catalog's") if catalog_sha else (None, None, ""))
 
     # resume only a partial file of this very version of the file
     try:
@@ -402,15 +520,23 @@ def _download(variant: _VariantLike, target: Path, progress: ProgressCallback | 
         log.info("discarding a partial download of another version: %s", part)
         part.unlink(missing_ok=True)
         have = 0
-    if total is not None and not variant.size:
-        _check_disk(variant, target.parent, max(total - have, 0))
+    if total is None:
+        _check_disk(variant, target.parent, None)  # nothing to size it by: at least keep the floor
+    elif total != variant.size:
+        _check_disk(variant, target.parent, max(total - have, 0))  # the Hub's size, not the catalog's
     part_meta.write_text(json.dumps({"etag": meta.etag, "url": url, "size": total, "commit": meta.commit_hash}))
 
     download_url = meta.location if getattr(meta, "xet_file_data", None) is None else url
     log.info("downloading %s from %s (%s bytes, resuming at %d)", variant.name, download_url, total, have)
-    _http_get(variant, target, download_url, part, have, total, headers, progress)
+    digest = _http_get(variant, target, download_url, part, have, total, headers, progress)
 
-    why = _mismatch(part, total, sha)
+    actual = part.stat().st_size
+    why = None
+    if total is not None and actual != total:
+        source = "the Hub's" if meta.size is not None else "the catalog's"
+        why = f"it is {actual:,} bytes, {source} size is {total:,}"
+    elif sha and digest != sha:
+        why = f"its sha256 is {digest}, {against} is {sha}"
     if why is not None:
         part.unlink(missing_ok=True)
         part_meta.unlink(missing_ok=True)
@@ -419,20 +545,93 @@ def _download(variant: _VariantLike, target: Path, progress: ProgressCallback | 
             "again to download it afresh. If this keeps happening, the source repository has changed.")
     os.replace(part, target)
     part_meta.unlink(missing_ok=True)
-    if sha:
-        _remember(target, sha)  # a rename keeps size and mtime: no need to hash it again
-    return target
+    # a rename keeps size and mtime: the record holds without hashing again; with no published sha256 it is
+    # the only thing later loads can hold the file to
+    _remember(target, digest, verified_by=verified_by)
+    if verified_by is None:
+        # a whole model unverified deserves a warning; an ONNX folder's small non-LFS side files are routine
+        log.log(logging.INFO if isinstance(variant, _RepoFile) else logging.WARNING,
+                "%s: no published sha256 to check %s against (no LFS oid from the Hub, none in the catalog); "
+                "recorded its sha256 %s", variant.name, target.name, digest)
+    return _Got(digest, verified_by, tuple(warnings))
+
+
+class _DiskFull(Exception):
+    """Raised inside http_get's write loop; turned into DiskFullError once the file is closed."""
+
+    def __init__(self, free: int, reason: str):
+        super().__init__(reason)
+        self.free, self.reason = free, reason
+
+
+class _PartWriter:
+    """The .part file as http_get writes to it: hashes what is written and stops when the disk fills.
+
+    With `keep_floor` (no size known beforehand) it also stops before the free disk falls under
+    DISK_HEADROOM_BYTES, instead of writing until nothing is left.
+    """
+
+    def __init__(self, f: Any, hasher: Any, folder: Path, *, keep_floor: bool):
+        self._f, self.hasher, self._folder, self._keep_floor = f, hasher, folder, keep_floor
+        self.hashed = True  # False once http_get rewinds (a server that ignored Range): hash the file instead
+
+    def write(self, data: bytes) -> int:
+        if self._keep_floor:
+            free = shutil.disk_usage(self._folder).free
+            if free - len(data) < DISK_HEADROOM_BYTES:
+                raise _DiskFull(free, f"the free disk would fall under the {_gb(DISK_HEADROOM_BYTES)} kept free")
+        view = memoryview(data)
+        try:
+            while view:  # an unbuffered write may take only part of it (it does just before the disk is full)
+                n = self._f.write(view)
+                view = view[n:]
+        except OSError as exc:
+            if exc.errno in _DISK_FULL_ERRNOS:
+                raise _DiskFull(shutil.disk_usage(self._folder).free, f"the disk is full ({exc.strerror})") from exc
+            raise
+        self.hasher.update(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, *args: Any) -> int:
+        self.hashed = False
+        return self._f.seek(*args)
+
+    def truncate(self, *args: Any) -> int:
+        self.hashed = False
+        return self._f.truncate(*args)
+
+    def flush(self) -> None:
+        self._f.flush()
 
 
 def _http_get(variant, target: Path, url: str, part: Path, have: int, total: int | None, headers: dict,
-              progress: ProgressCallback | None) -> None:
+              progress: ProgressCallback | None) -> str:
+    """Download into `part` (appending after `have` bytes); returns the whole file's sha256."""
     from huggingface_hub.file_download import http_get
 
     bar = _progress_class(progress, total)
+    hasher = _hash_file(part, have) if have else hashlib.sha256()  # the saved bytes first, then as they arrive
     try:
-        with open(part, "ab") as f:
-            http_get(url, f, resume_size=have, headers=dict(headers), expected_size=total, tqdm_class=bar,
+        # unbuffered: every byte is on disk (or has failed) when write returns, none left for close() to fail on
+        with open(part, "ab", buffering=0) as f:
+            writer = _PartWriter(f, hasher, part.parent, keep_floor=total is None)
+            http_get(url, writer, resume_size=have, headers=dict(headers), expected_size=total, tqdm_class=bar,
                      displayed_filename=variant.name)
+    except _DiskFull as full:
+        written = part.stat().st_size if part.is_file() else 0
+        part.unlink(missing_ok=True)  # it can never complete here, and it keeps the disk full
+        _part_paths(target)[1].unlink(missing_ok=True)
+        of = f" of {total:,}" if total is not None else " (its size was not known beforehand)"
+        needed = (total if total is not None else written) + DISK_HEADROOM_BYTES
+        raise DiskFullError(
+            f"The disk filled while downloading {variant.name}: {full.reason} after {written:,} bytes{of} were "
+            f"written to {part.parent}, which has {_gb(full.free)} free. The partial file was deleted. Free at least "
+            f"{_gb(needed)} (the file plus {_gb(DISK_HEADROOM_BYTES)} kept free), or point LOCALLLM_HOME at a bigger "
+            "disk, then run the command again.",
+            needed=needed, available=full.free, written=written, path=str(part)) from full.__cause__
     except OSError as exc:
         if "Consistency check failed" in str(exc):  # the server sent a different number of bytes
             part.unlink(missing_ok=True)
@@ -445,6 +644,7 @@ def _http_get(variant, target: Path, url: str, part: Path, have: int, total: int
         if type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "httpcore2", "huggingface_hub"):
             raise _unavailable(variant, target, _why(exc), partial=part) from exc
         raise
+    return hasher.hexdigest() if writer.hashed else _hash_file(part).hexdigest()
 
 
 def _progress_class(progress: ProgressCallback | None, total: int | None):
@@ -575,8 +775,21 @@ def _onnx_complete(variant: _VariantLike) -> Path | None:
     return _target(variant)
 
 
+def _onnx_on_disk(variant: _VariantLike, path: Path) -> Pulled:
+    """How a complete ONNX folder's files were verified, from their records."""
+    root = cache_dir() / _source(variant)[0].replace("/", "--")
+    try:
+        files = list(json.loads(_marker(variant).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        files = []
+    checks = {rel: _checked(root.joinpath(*rel.split("/")), None) for rel in files}
+    verified_by, sha = checks.get(_source(variant)[1], (None, None))
+    return Pulled(path, downloaded=False, verified_by=verified_by, sha256=sha,
+                  unverified=tuple(rel for rel, (by, _) in checks.items() if by is None))
+
+
 def _fetch_onnx(variant: _VariantLike, target: Path, *, progress: ProgressCallback | None,
-                force_download: bool) -> Path:
+                force_download: bool) -> Pulled:
     """Download an ONNX variant's folder (fetch() has already looked in the cache and at offline mode)."""
     repo = _source(variant)[0]
     root = cache_dir() / repo.replace("/", "--")
@@ -586,19 +799,22 @@ def _fetch_onnx(variant: _VariantLike, target: Path, *, progress: ProgressCallba
     marker = _marker(variant)
     with filelock.FileLock(str(marker) + ".lock"):
         if not force_download and (found := _onnx_complete(variant)) is not None:
-            return found  # another process completed it while we waited
+            return _onnx_on_disk(variant, found)  # another process completed it while we waited
         marker.unlink(missing_ok=True)
         files = _onnx_files(variant)
         have = sum(p.stat().st_size for rel, _ in files if (p := root.joinpath(*rel.split("/"))).is_file())
         if variant.size:  # disk first, before any network: the catalog's size is close enough
             _check_disk(variant, root, max(variant.size - have, 0))
         got: dict[str, int] = {}
+        checks: dict[str, tuple[VerifiedBy | None, str | None]] = {}
+        warnings: list[str] = []
         done = 0
         total = variant.size or None
         for rel, required in files:
             path = root.joinpath(*rel.split("/"))
             if not force_download and path.is_file() and _mismatch(path, None, None) is None:
                 got[rel] = path.stat().st_size
+                checks[rel] = _checked(path, None)
                 done += got[rel]
                 continue
             one = _RepoFile(name=f"{variant.name} ({rel})", repo=repo, filename=rel)
@@ -609,13 +825,15 @@ def _fetch_onnx(variant: _VariantLike, target: Path, *, progress: ProgressCallba
 
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                _download(one, path, report if progress is not None else None)
+                one_got = _download(one, path, report if progress is not None else None)
             except ModelUnavailableError as exc:
                 if not required and type(exc.__cause__).__name__ in _NOT_FOUND:
                     log.debug("%s: %s is not in the repository (optional)", variant.name, rel)
                     continue
                 raise
             got[rel] = path.stat().st_size
+            checks[rel] = (one_got.verified_by, one_got.sha256)
+            warnings += one_got.warnings
             done += got[rel]
         from .runtimes.onnx_folder import validate_onnx_folder
 
@@ -623,7 +841,9 @@ def _fetch_onnx(variant: _VariantLike, target: Path, *, progress: ProgressCallba
         tmp = marker.with_name(marker.name + f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"variant": variant.name, "files": got}))
         os.replace(tmp, marker)
-    return target
+    verified_by, sha = checks[_source(variant)[1]]
+    return Pulled(target, downloaded=True, verified_by=verified_by, sha256=sha,
+                  unverified=tuple(rel for rel, (by, _) in checks.items() if by is None), warnings=tuple(warnings))
 
 
 _NOT_FOUND = ("RemoteEntryNotFoundError", "EntryNotFoundError")

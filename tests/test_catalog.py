@@ -188,6 +188,22 @@ def test_size_estimates_match_published_sizes_within_half_a_percent(cat):
         assert abs(est - published) <= max(0.005 * published, rounding), (fname, quant, est, published)
 
 
+def test_published_sizes_are_the_files_own_byte_counts(cat):
+    import tomllib
+
+    raw = tomllib.loads((REPO / "models.toml").read_text(encoding="utf-8"))["variants"]
+    source = {(r["family"], r["quant"]): r.get("size_source", "") for r in raw}
+    # issue 11: the Hub's byte counts of these very files, not Ollama's all-layers total nor a rounded figure
+    for name, size in (("llama-3.2-3b-instruct:q4_k_m", 2_019_377_696), ("qwen2.5-7b-instruct:q4_k_m", 4_683_074_240)):
+        v = cat.find(name)
+        assert (v.size, v.size_estimated) == (size, False), name
+        assert "bartowski" in source[(v.family.name, v.quant)]
+    # the cpu-int4-awq export keeps about 2.7 GB of weights in its .onnx.data file: an estimate, said so
+    phi = next(v for v in cat.variants_of("phi-3.5-mini-instruct") if v.format == "onnx")
+    assert "cpu-int4-awq" in phi.filename and phi.size_estimated
+    assert 2.65e9 <= phi.size <= 2.8e9 and "2.7 GB" in source[(phi.family.name, phi.quant)]
+
+
 def test_k_quant_fallbacks_for_rows_not_a_multiple_of_256():
     tool = _sizes_tool()
     falcon = {"arch": "falcon", "n_layer": 32, "n_head": 71, "n_head_kv": 1, "head_dim": 64}

@@ -8,7 +8,11 @@ whether or not huggingface_hub was imported before. Same for HF_HOME (the HF cac
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
+import json
+import logging
 import os
 import random
 import threading
@@ -20,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from localllm import store
-from localllm.errors import ChecksumMismatchError, InsufficientDiskError, ModelUnavailableError
+from localllm.errors import ChecksumMismatchError, DiskFullError, InsufficientDiskError, ModelUnavailableError
 
 MiB = 1024 * 1024
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -30,6 +34,9 @@ FILENAME = "tiny-q4_k_m.gguf"
 # must span several for a cut download to leave a partial file to resume from.
 CONTENT = random.Random(0).randbytes(24 * MiB)
 SHA = hashlib.sha256(CONTENT).hexdigest()
+FILE_URL = f"/{REPO}/resolve/main/{FILENAME}"
+GIT_BLOB_ETAG = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # a non-LFS file's ETag: a git blob sha1, no sha256
+Usage = namedtuple("Usage", "total used free")
 
 
 @dataclass(frozen=True)
@@ -48,9 +55,11 @@ class Hub:
     def __init__(self):
         self.files: dict[str, bytes] = {f"/{REPO}/resolve/main/{FILENAME}": CONTENT}
         self.etags: dict[str, str] = {}
+        self.no_size: set[str] = set()  # paths whose HEAD gives no size (neither X-Linked-Size nor Content-Length)
         self.requests: list[tuple[str, str, dict]] = []
         self.api_requests: list[tuple[str, str, dict]] = []
         self.cut_next_get_after: int | None = None  # close the connection after this many body bytes, once
+        self.ignore_range = False  # answer a Range request with the whole file (200), as some CDNs do
         self.lock = threading.Lock()
         self.url = ""
 
@@ -87,7 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Repo-Commit", COMMIT)
         self.send_header("ETag", f'"{etag}"')
         self.send_header("X-Linked-Etag", f'"{etag}"')
-        self.send_header("X-Linked-Size", str(len(body)))
+        if self.path not in self.hub.no_size:
+            self.send_header("X-Linked-Size", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
 
     def do_HEAD(self):
@@ -96,7 +106,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self._common_headers(body)
-        self.send_header("Content-Length", str(len(body)))
+        if self.path not in self.hub.no_size:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
 
     def do_GET(self):
@@ -104,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         start = 0
-        rng = self.headers.get("Range")
+        rng = None if self.hub.ignore_range else self.headers.get("Range")
         if rng:
             start = int(rng.split("=")[1].split("-")[0])
             self.send_response(206)
@@ -197,6 +208,22 @@ def test_interrupted_download_resumes_on_next_call(hub):
     assert seen[0] == saved  # progress starts where the saved part ends
 
 
+def test_resume_against_a_server_that_ignores_range(hub):
+    class Stop(Exception):
+        pass
+
+    def stop_halfway(done, total):
+        if done >= 20 * MiB:
+            raise Stop
+
+    with pytest.raises(Stop):
+        store.fetch(FakeVariant(), progress=stop_halfway)
+    hub.ignore_range = True  # the whole file comes back: huggingface_hub rewinds the partial file and starts over
+    got = store.pull(FakeVariant())
+    assert got.path.read_bytes() == CONTENT and got.verified_by == "hub" and got.sha256 == SHA
+    assert hub.gets()[-1]["range"].startswith("bytes=")  # it did ask to resume
+
+
 def test_checksum_mismatch_keeps_nothing(hub):
     corrupt = bytearray(CONTENT)
     corrupt[5 * MiB] ^= 0xFF
@@ -224,10 +251,138 @@ def test_checksum_from_etag_when_catalog_has_none(hub):
     assert store.resolve(FakeVariant(sha256=None)) is None
 
 
-def test_remote_size_differs_from_catalog(hub):
-    with pytest.raises(ChecksumMismatchError, match="catalog expects 1,000"):
-        store.fetch(FakeVariant(size=1000, sha256=None))
-    assert hub.gets() == []  # refused before downloading anything
+def test_hub_size_and_oid_win_over_a_wrong_catalog(hub, caplog):
+    # the catalog's figures are hand-typed and wrong; the Hub's own size and LFS oid are right
+    wrong = FakeVariant(size=1000, sha256="0" * 64)
+    with caplog.at_level(logging.WARNING, logger="localllm.store"):
+        got = store.pull(wrong)
+    assert got.path.read_bytes() == CONTENT and got.downloaded
+    assert got.verified_by == "hub" and got.sha256 == SHA and got.unverified == ()
+    assert len(got.warnings) == 2
+    assert "1,000 bytes" in got.warnings[0] and f"{len(CONTENT):,} bytes" in got.warnings[0]
+    assert "0" * 64 in got.warnings[1] and SHA in got.warnings[1]
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert logged == list(got.warnings)
+    # the Hub-verified file is kept: the catalog's figures do not make it re-download on every call
+    n = len(hub.requests)
+    assert store.resolve(wrong) == got.path
+    again = store.pull(wrong)
+    assert again.path == got.path and not again.downloaded and again.verified_by == "hub"
+    assert len(hub.requests) == n
+
+
+def test_hub_size_larger_than_the_catalogs_is_checked_for_disk(hub, monkeypatch):
+    # the catalog's small size passes the first disk check; the Hub's real size must be checked too
+    monkeypatch.setattr(store.shutil, "disk_usage",
+                        lambda p: Usage(10**12, 0, store.DISK_HEADROOM_BYTES + 2 * MiB))
+    with pytest.raises(InsufficientDiskError) as err:
+        store.fetch(FakeVariant(size=1000))
+    assert err.value.needed == len(CONTENT) + store.DISK_HEADROOM_BYTES
+    assert hub.gets() == []
+
+
+def test_bytes_that_differ_from_the_hubs_oid_are_an_error(hub):
+    # the catalog's sha256 matches the bytes served, but the Hub's LFS oid says the file is another:
+    # the Hub's is what the download is held to
+    other = hashlib.sha256(b"another file").hexdigest()
+    hub.etags[FILE_URL] = other
+    with pytest.raises(ChecksumMismatchError) as err:
+        store.fetch(FakeVariant())
+    assert f"its sha256 is {SHA}, the Hub's is {other}" in str(err.value) and "deleted" in str(err.value)
+    assert [p.name for p in _leftovers()] == [FILENAME + ".lock"]
+    assert store.resolve(FakeVariant()) is None
+
+
+def test_catalog_sha256_is_used_when_the_hub_gives_none(hub):
+    hub.etags[FILE_URL] = GIT_BLOB_ETAG  # no LFS oid
+    bad = FakeVariant(sha256=hashlib.sha256(b"not this").hexdigest())
+    with pytest.raises(ChecksumMismatchError, match="the catalog's is"):
+        store.fetch(bad)
+    assert [p.name for p in _leftovers()] == [FILENAME + ".lock"]
+    got = store.pull(FakeVariant())
+    assert got.verified_by == "catalog" and got.unverified == () and got.path.read_bytes() == CONTENT
+
+
+def _records() -> list[dict]:
+    folder = store.cache_dir() / ".verified"
+    return [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
+
+
+def test_file_with_no_sha256_anywhere_is_hashed_recorded_and_flagged_unverified(hub, caplog):
+    hub.etags[FILE_URL] = GIT_BLOB_ETAG
+    v = FakeVariant(sha256=None)
+    with caplog.at_level(logging.WARNING, logger="localllm.store"):
+        got = store.pull(v)
+    assert got.path.read_bytes() == CONTENT
+    assert got.verified_by is None and got.unverified == (FILENAME,) and got.sha256 == SHA
+    assert any("no published sha256" in r.getMessage() and SHA in r.getMessage() for r in caplog.records)
+    assert [(r["path"], r["sha256"], r["verified_by"]) for r in _records()] == [(str(got.path), SHA, None)]
+    assert store.pull(v).unverified == (FILENAME,)  # still unverified when found on disk later
+    # later loads are held to the recorded hash
+    st = got.path.stat()
+    with open(got.path, "r+b") as f:
+        f.write(b"X")
+    os.utime(got.path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert store.resolve(v) is None
+
+
+def test_disk_fills_mid_download(hub, monkeypatch):
+    room = 12 * MiB  # the disk takes this many bytes of the file, then writes fail with ENOSPC
+    real_open = open
+
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            n = min(len(data), room - self.tell())
+            if n <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.name)
+            return super().write(bytes(data[:n]))  # a short write, as the kernel gives just before full
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        return FullDisk(file, mode) if "a" in mode else real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(store, "open", fake_open, raising=False)
+    with pytest.raises(DiskFullError) as err:
+        store.fetch(FakeVariant())
+    assert isinstance(err.value, InsufficientDiskError) and err.value.written == room
+    msg = str(err.value)
+    assert "disk is full" in msg and f"{room:,} bytes of {len(CONTENT):,}" in msg
+    assert "partial file was deleted" in msg and "LOCALLLM_HOME" in msg
+    assert [p.name for p in _leftovers()] == [FILENAME + ".lock"]  # no .part, no .part.json
+    assert store.resolve(FakeVariant()) is None
+    # with room again, the next call downloads it whole, from the start
+    monkeypatch.undo()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    assert store.fetch(FakeVariant()).read_bytes() == CONTENT
+    assert "range" not in hub.gets()[-1]
+
+
+def test_free_disk_floor_when_no_size_is_known(hub, monkeypatch):
+    hub.no_size.add(FILE_URL)
+    v = FakeVariant(size=None)
+    target = store.cache_dir() / "tester--tiny-GGUF" / FILENAME
+    part = target.with_name(FILENAME + ".part")
+    capacity = {"free": store.DISK_HEADROOM_BYTES - 1}
+
+    def usage(path):  # a disk whose free space shrinks as the partial file grows
+        return Usage(10**12, 0, capacity["free"] - (part.stat().st_size if part.exists() else 0))
+
+    monkeypatch.setattr(store.shutil, "disk_usage", usage)
+    # before: under the floor, nothing is downloaded
+    with pytest.raises(InsufficientDiskError) as err:
+        store.fetch(v)
+    assert not isinstance(err.value, DiskFullError) and "not known" in str(err.value)
+    assert err.value.needed == store.DISK_HEADROOM_BYTES and hub.gets() == []
+    # while: room for one 10 MiB chunk above the floor; the download stops there instead of filling the disk
+    capacity["free"] = store.DISK_HEADROOM_BYTES + 10 * MiB
+    with pytest.raises(DiskFullError) as err:
+        store.fetch(v)
+    assert err.value.written == 10 * MiB and err.value.available == store.DISK_HEADROOM_BYTES
+    assert "not known" in str(err.value) and "kept free" in str(err.value)
+    assert len(hub.gets()) == 1 and [p.name for p in _leftovers()] == [FILENAME + ".lock"]
+    # with room, a download of unknown size completes (its Hub oid still checks it)
+    capacity["free"] = 10**12
+    got = store.pull(v)
+    assert got.path.read_bytes() == CONTENT and got.verified_by == "hub"
 
 
 def test_offline_with_file_cached(hub, monkeypatch):
@@ -353,6 +508,32 @@ def test_pull_command_downloads_a_catalog_variant(hub, monkeypatch, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def test_pull_command_says_what_was_verified_and_what_disagreed(hub, monkeypatch, capsys):
+    from localllm.catalog import load_catalog
+    from localllm.cli import main
+
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: Usage(10**12, 0, 10**12))
+    cat = load_catalog()
+    exact = cat.find("llama-3.2-3b-instruct:q4_k_m")  # a published (not estimated) catalog size
+    assert not exact.size_estimated and exact.size != len(CONTENT)
+    hub.files[f"/{exact.repo}/resolve/main/{exact.filename}"] = CONTENT
+    assert main(["pull", exact.name]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {exact.name}: the catalog says {exact.size:,} bytes" in err
+    assert "verified against the Hub's sha256" in err and "unverified" not in err
+    # no sha256 anywhere: the command says so, with the hash it recorded
+    plain = cat.find("qwen2.5-0.5b-instruct:q2_k")
+    assert plain.sha256 is None
+    url = f"/{plain.repo}/resolve/main/{plain.filename}"
+    hub.files[url], hub.etags[url] = CONTENT, GIT_BLOB_ETAG
+    assert main(["pull", plain.name]) == 0
+    err = capsys.readouterr().err
+    assert f"{plain.name}: unverified: no published sha256; recorded sha256 {SHA}" in err
+    assert main(["pull", plain.name]) == 0  # found on disk: still said to be unverified
+    err = capsys.readouterr().err
+    assert "already on disk" in err and "unverified: no published sha256" in err
+
+
 def test_progress_bar_renders_on_a_terminal():
     import io
 
@@ -420,9 +601,13 @@ def test_onnx_variant_downloads_a_folder_that_loads_and_generates(hub, onnx_repo
 
     assert "onnx/model.onnx_data" in onnx_repo and "genai_config.json" in onnx_repo
     _serve_onnx(hub, onnx_repo)
+    hub.etags[f"/{ONNX_REPO}/resolve/main/config.json"] = GIT_BLOB_ETAG  # a small non-LFS file: no sha256 published
     variant = FakeOnnxVariant(size=sum(len(b) for b in onnx_repo.values()))
     seen = []
-    path = store.fetch(variant, progress=lambda d, t: seen.append((d, t)))
+    got = store.pull(variant, progress=lambda d, t: seen.append((d, t)))
+    path = got.path
+    assert got.downloaded and got.verified_by == "hub" and got.unverified == ("config.json",)
+    assert got.sha256 == hashlib.sha256(onnx_repo["onnx/model.onnx"]).hexdigest()
     root = store.cache_dir() / "tester--tiny-ONNX"
     assert path == root / "onnx" / "model.onnx"
     for rel, body in onnx_repo.items():  # the repository's layout, byte for byte
@@ -440,6 +625,8 @@ def test_onnx_variant_downloads_a_folder_that_loads_and_generates(hub, onnx_repo
     n = len(hub.requests)
     assert store.fetch(variant, offline=True) == path
     assert store.fetch(variant) == path and store.resolve(variant) == path
+    again = store.pull(variant)
+    assert not again.downloaded and again.verified_by == "hub" and again.unverified == ("config.json",)
     assert len(hub.requests) == n
 
 

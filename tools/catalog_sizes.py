@@ -3,12 +3,9 @@
     python tools/catalog_sizes.py            # table of sizes + check against published sizes
     python tools/catalog_sizes.py --write    # regenerate the variants block in models.toml
 
-The rules follow llama.cpp `src/llama-quant.cpp` (`llama_tensor_get_type`): the output
-(or tied token embedding) goes to Q6_K (Q8_0 for Falcon or rows not a multiple of 256),
-attn_v / ffn_down / attn_output / attn_qkv get more bits in the _M mixes, and a K-quant
-whose row length is not a multiple of 256 falls back (Q2_K/Q3_K -> IQ4_NL, Q4_K -> Q5_0,
-Q5_K -> Q5_1, Q6_K -> Q8_0). Not modelled: the imatrix-only Q4_0 guard on the first
-ffn_down layers (a few MB at most). GGUF metadata (mostly the tokenizer) is estimated.
+The per-tensor types follow llama.cpp's quantization mixes as `localllm.quantmix` models
+them (the estimator uses the same rules to tell which weights the CPU backend repacks).
+GGUF metadata (mostly the tokenizer) is estimated.
 """
 
 from __future__ import annotations
@@ -22,35 +19,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "models.toml"
 
-QK_K = 256
-# ggml type -> (block size in weights, bytes per block): ggml-common.h block structs
-TYPES = {
-    "F32": (1, 4), "F16": (1, 2),
-    "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34),
-    "IQ4_NL": (32, 18),
-    "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210),
-}
-# file type (what the variant is called) -> default tensor type
-FTYPE_DEFAULT = {
-    "Q2_K": "Q2_K", "Q3_K_M": "Q3_K", "Q4_0": "Q4_0", "Q4_K_M": "Q4_K",
-    "Q5_K_M": "Q5_K", "Q6_K": "Q6_K", "Q8_0": "Q8_0", "F16": "F16",
-}
-QUANTS = tuple(FTYPE_DEFAULT)
-FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+sys.path.insert(0, str(ROOT))  # run from a checkout: the rules live in the package
+from localllm.quantmix import QUANTS, tensor_bytes, tensor_type, tensors  # noqa: E402
 
-# Published file sizes (bytes) and where they come from. Variants listed here are
-# written with size_estimated = false; the others are computed.
+# Published file sizes (bytes) and where they come from: the byte count of the very file
+# the variant downloads (the Hub's X-Linked-Size), never a total from another publisher
+# (Ollama's llama3.2:3b is 2,019,393,189 bytes over all its layers, not the GGUF's size)
+# nor a rounded figure. Variants listed here are written with size_estimated = false;
+# the others are computed. The store checks every download against the Hub's own size
+# and LFS sha256, so a wrong number here is a warning at download, not a refusal.
 PUBLISHED = {
-    ("llama-3.2-3b-instruct", "Q4_K_M"): (2_019_393_189, "Ollama llama3.2:3b blob (Q4_K_M)"),
-    ("qwen2.5-7b-instruct", "Q4_K_M"): (4_677_120_000, "published Q4_K_M size given in issue 3"),
+    ("llama-3.2-3b-instruct", "Q4_K_M"): (2_019_377_696, "bartowski/Llama-3.2-3B-Instruct-GGUF file size (issue 11)"),
+    ("qwen2.5-7b-instruct", "Q4_K_M"): (4_683_074_240, "bartowski/Qwen2.5-7B-Instruct-GGUF file size (issue 11)"),
 }
 # Published sizes used only as checks (a different file of the same shapes, or rounded).
 CHECKS = {
     ("llama-3.2-1b-instruct", "Q4_K_M"): (0.81e9, 0.005e9, "bartowski Llama-3.2-1B-Instruct-Q4_K_M.gguf, 0.81 GB"),
     ("llama-3.2-1b-instruct", "Q8_0"): (1.32e9, 0.005e9, "bartowski Llama-3.2-1B-Instruct-Q8_0.gguf, 1.32 GB"),
     ("llama-3.2-1b-instruct", "F16"): (2.48e9, 0.005e9, "bartowski Llama-3.2-1B-Instruct-f16.gguf, 2.48 GB"),
-    ("llama-3.2-3b-instruct", "Q4_K_M"): (2_019_393_189, 0, "Ollama llama3.2:3b"),
-    ("qwen2.5-7b-instruct", "Q4_K_M"): (4_677_120_000, 0, "issue 3"),
+    ("llama-3.2-3b-instruct", "Q4_K_M"): (2_019_377_696, 0, "bartowski Llama-3.2-3B-Instruct-Q4_K_M.gguf"),
+    ("qwen2.5-7b-instruct", "Q4_K_M"): (4_683_074_240, 0, "bartowski Qwen2.5-7B-Instruct-Q4_K_M.gguf"),
     ("falcon-7b-instruct", "Q4_0"): (4_210_994_112, 0, "GPT4All gpt4all-falcon-newbpe-q4_0.gguf (Falcon-7B shapes)"),
 }
 
@@ -61,114 +49,6 @@ TOKEN_BYTES = {"bpe": 8 + 7 + 4, "spm": 8 + 7 + 4 + 4}
 MERGE_BYTES = 8 + 12
 GGUF_FIXED_BYTES = 16 * 1024  # header, hyperparameters, chat template
 TENSOR_INFO_BYTES = 80  # name, dims, type, offset, plus average alignment padding
-
-
-def tensors(f: dict) -> list[tuple[str, int, int]]:
-    """(name, ne0 = row length, ne1 = rows) for every tensor; 1-D tensors have ne1 = 1."""
-    arch = f["arch"]
-    e, v, L = f["n_embd"], f["n_vocab"], f["n_layer"]
-    hd, nh, nkv, ff = f["head_dim"], f["n_head"], f["n_head_kv"], f["n_ff"]
-    q, kv = nh * hd, nkv * hd
-    out = [("token_embd.weight", e, v), ("output_norm.weight", e, 1)]
-    if arch == "falcon":
-        out.append(("output_norm.bias", e, 1))
-    if not f["tied_embeddings"]:
-        out.append(("output.weight", e, v))
-    if arch == "llama" and f["n_vocab"] == 128256:
-        out.append(("rope_freqs.weight", hd // 2, 1))  # Llama 3.1/3.2 rope scaling factors
-    if arch == "phi3":
-        out += [("rope_factors_long.weight", hd // 2, 1), ("rope_factors_short.weight", hd // 2, 1)]
-    for i in range(L):
-        b = f"blk.{i}."
-        out.append((b + "attn_norm.weight", e, 1))
-        if arch == "falcon":
-            out += [(b + "attn_norm.bias", e, 1), (b + "attn_qkv.weight", e, q + 2 * kv),
-                    (b + "attn_output.weight", q, e), (b + "ffn_up.weight", e, ff),
-                    (b + "ffn_down.weight", ff, e)]
-            continue
-        if arch == "phi3":
-            out += [(b + "attn_qkv.weight", e, q + 2 * kv), (b + "attn_output.weight", q, e),
-                    (b + "ffn_norm.weight", e, 1), (b + "ffn_up.weight", e, 2 * ff),
-                    (b + "ffn_down.weight", ff, e)]
-            continue
-        out += [(b + "attn_q.weight", e, q), (b + "attn_k.weight", e, kv),
-                (b + "attn_v.weight", e, kv), (b + "attn_output.weight", q, e),
-                (b + "ffn_norm.weight", e, 1), (b + "ffn_gate.weight", e, ff),
-                (b + "ffn_up.weight", e, ff), (b + "ffn_down.weight", ff, e)]
-        if arch == "qwen2":
-            out += [(b + "attn_q.bias", q, 1), (b + "attn_k.bias", kv, 1), (b + "attn_v.bias", kv, 1)]
-        if arch == "gemma2":
-            out += [(b + "post_attention_norm.weight", e, 1), (b + "post_ffw_norm.weight", e, 1)]
-    return out
-
-
-def use_more_bits(i: int, n: int) -> bool:
-    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
-
-
-def tensor_type(f: dict, ftype: str, name: str, nx: int, ny: int, counters: dict) -> str:
-    """llama.cpp's choice of ggml type for one tensor of a model quantized to `ftype`."""
-    if ny == 1 or not name.endswith(".weight"):
-        return "F32"  # norms, biases, rope factors stay F32
-    default = FTYPE_DEFAULT[ftype]
-    if ftype == "F16":
-        return "F16"
-    arch, L = f["arch"], f["n_layer"]
-    t = default
-    is_output = name == "output.weight" or (f["tied_embeddings"] and name == "token_embd.weight")
-    if is_output:
-        if arch == "falcon" or nx % QK_K != 0:
-            t = "Q8_0"
-        elif t != "Q8_0":
-            t = "Q6_K"
-    elif "attn_v.weight" in name:
-        i = counters["wv"]
-        counters["wv"] += 1
-        gqa = f["n_head"] // f["n_head_kv"]
-        if ftype == "Q2_K":
-            t = "Q4_K" if gqa >= 4 else "Q3_K"
-        elif ftype == "Q3_K_M":
-            t = "Q5_K" if i < 2 else "Q4_K"
-        elif ftype in ("Q4_K_M", "Q5_K_M") and use_more_bits(i, L):
-            t = "Q6_K"
-    elif "ffn_down" in name:
-        i = counters["down"]
-        counters["down"] += 1
-        if ftype == "Q2_K":
-            t = "Q3_K"
-        elif ftype == "Q3_K_M":
-            t = ("Q5_K" if i < L // 16 else
-                 "Q4_K" if arch != "falcon" or use_more_bits(i, L) else "Q3_K")
-        elif ftype == "Q4_K_M":
-            if arch == "falcon":
-                t = "Q6_K" if i < L // 16 else "Q5_K" if use_more_bits(i, L) else "Q4_K"
-            elif use_more_bits(i, L):
-                t = "Q6_K"
-        elif ftype == "Q5_K_M" and use_more_bits(i, L):
-            t = "Q6_K"
-    elif "attn_output.weight" in name:
-        if arch != "falcon":
-            if ftype == "Q2_K":
-                t = "Q3_K"
-            elif ftype == "Q3_K_M":
-                t = "Q4_K"
-    elif "attn_qkv.weight" in name:
-        if ftype == "Q3_K_M":
-            t = "Q4_K"
-        elif ftype == "Q4_K_M":
-            t = "Q5_K"
-        elif ftype == "Q5_K_M":
-            t = "Q6_K"
-    if nx % TYPES[t][0] != 0:  # llama.cpp's convert_incompatible_tensor fallback
-        t = FALLBACK.get(t, t)
-        if nx % TYPES[t][0] != 0:
-            t = "F16"
-    return t
-
-
-def tensor_bytes(t: str, nx: int, ny: int) -> int:
-    blck, size = TYPES[t]
-    return ny * (nx // blck) * size
 
 
 def metadata_bytes(f: dict) -> int:

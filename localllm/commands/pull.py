@@ -22,19 +22,36 @@ def run(args) -> int:
     from .. import store
 
     variant = _pick_variant(args.model)
-    already = None if args.force else store.resolve(variant)
-    if already is not None:
-        print(f"{variant.name} is already on disk: {already}", file=sys.stderr)
-        print(already)
-        return 0
     bar = ProgressBar(variant.name, stream=sys.stderr)
     try:
-        path = store.fetch(variant, progress=bar, offline=False, force_download=args.force)
+        got = store.pull(variant, progress=bar, offline=False, force_download=args.force)
     finally:
         bar.finish()
-    print(f"{variant.name}: verified and saved", file=sys.stderr)
-    print(path)
+    for line in _report(variant, got):
+        print(line, file=sys.stderr)
+    print(got.path)
     return 0
+
+
+def _report(variant, got) -> list[str]:
+    """What to tell the user about a store.Pulled: catalog disagreements, then what the file was checked against."""
+    name = variant.name
+    lines = [f"warning: {w}" for w in got.warnings]
+    if not got.downloaded:
+        lines.append(f"{name} is already on disk: {got.path}")
+    if got.verified_by in ("hub", "catalog"):
+        if got.downloaded:
+            source = "the Hub's" if got.verified_by == "hub" else "the catalog's"
+            lines.append(f"{name}: verified against {source} sha256 and saved")
+    elif got.verified_by is None:
+        recorded = (f"; recorded sha256 {got.sha256} (later loads are held to it)" if got.sha256 else
+                    "; its sha256 was never recorded")
+        lines.append(f"{name}: unverified: no published sha256{recorded}")
+    others = [f for f in got.unverified if f != variant.filename]  # an ONNX folder's side files
+    if others:
+        lines.append(f"{name}: unverified: no published sha256 for {', '.join(others)}; their sha256 is recorded "
+                     "(later loads are held to it)")
+    return lines
 
 
 def _pick_variant(name: str):
