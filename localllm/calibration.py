@@ -213,50 +213,47 @@ def load_calibration(hw: "Hardware") -> Calibration:
 
 def save_load(hw: "Hardware", record: LoadRecord) -> Path:
     """Keep what a load measured, replacing an older record of the same file and placement."""
-    path = machine_file(hw)
-    data = _read(path) or {}
-    data["key"] = machine_key(hw)
     same = ("path", "file_size", "mtime_ns", "n_ctx", "n_gpu_layers", "kv_type", "flash_attn", "extra_buffers")
     mine = asdict(record)
-    kept = [r for r in data.get("loads", ()) if not (isinstance(r, dict) and all(r.get(k) == mine[k] for k in same))]
-    data["loads"] = (kept + [mine])[-MAX_LOAD_RECORDS:]
-    _write(path, data)
-    return path
+
+    def change(data: dict[str, Any]) -> None:
+        kept = [r for r in data.get("loads", ()) if not (isinstance(r, dict) and all(r.get(k) == mine[k] for k in same))]
+        data["loads"] = (kept + [mine])[-MAX_LOAD_RECORDS:]
+
+    return _update(hw, change)
 
 
 def save_extra_buffers(hw: "Hardware", verdict: ExtraBuffersVerdict) -> Path:
     """Keep the extra-buffers trial's verdict for this machine and build."""
+    return _update(hw, lambda data: data.__setitem__("extra_buffers", asdict(verdict)))
+
+
+def _update(hw: "Hardware", change: Any) -> Path:
+    """Read this machine's file, let `change(data)` edit it, write it back atomically; returns the file."""
     path = machine_file(hw)
     data = _read(path) or {}
     data["key"] = machine_key(hw)
-    data["extra_buffers"] = asdict(verdict)
+    change(data)
     _write(path, data)
     return path
 
 
 def save_bandwidth(hw: "Hardware", record: BandwidthRecord) -> Path:
     """Keep a bandwidth measurement for this machine; returns the file."""
-    path = machine_file(hw)
-    data = _read(path) or {}
-    data["key"] = machine_key(hw)
-    data["bandwidth"] = asdict(record)
-    _write(path, data)
-    return path
+    return _update(hw, lambda data: data.__setitem__("bandwidth", asdict(record)))
 
 
 def save_bench(hw: "Hardware", record: BenchRecord) -> Path:
     """Keep a bench result for this machine, replacing an older one for the same model,
     threads and GPU layers; returns the file."""
-    path = machine_file(hw)
-    data = _read(path) or {}
-    data["key"] = machine_key(hw)
-    kept = [r for r in data.get("bench", ()) if not (
-        isinstance(r, dict) and r.get("signature") == record.signature
-        and r.get("weight_bytes") == record.weight_bytes and r.get("n_threads") == record.n_threads
-        and r.get("n_gpu_layers") == record.n_gpu_layers)]
-    data["bench"] = (kept + [asdict(record)])[-MAX_BENCH_RECORDS:]
-    _write(path, data)
-    return path
+    def change(data: dict[str, Any]) -> None:
+        kept = [r for r in data.get("bench", ()) if not (
+            isinstance(r, dict) and r.get("signature") == record.signature
+            and r.get("weight_bytes") == record.weight_bytes and r.get("n_threads") == record.n_threads
+            and r.get("n_gpu_layers") == record.n_gpu_layers)]
+        data["bench"] = (kept + [asdict(record)])[-MAX_BENCH_RECORDS:]
+
+    return _update(hw, change)
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
