@@ -37,6 +37,8 @@ _EXPORTS = {
     "plan": "planner",
     "plan_local": "planner",
     "fit_table": "planner",
+    "plan_for": "resolve",
+    "local_model_path": "resolve",
     "family_from_gguf_metadata": "catalog",
     # running
     "Chunk": "generation",
@@ -53,6 +55,7 @@ _EXPORTS = {
     "DownloadError": "errors",
     "GenerationError": "errors",
     "InsufficientDiskError": "errors",
+    "DiskFullError": "errors",
     "InsufficientMemoryError": "errors",
     "InvalidModelError": "errors",
     "LocalLLMError": "errors",
@@ -89,3 +92,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .catalog import family_from_gguf_metadata
     from .planner import Plan, fit_table, plan, plan_local
     from .hwprobe import list_profiles, load_profile, probe
+    from .resolve import local_model_path, plan_for

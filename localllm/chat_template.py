@@ -1,4 +1,8 @@
-"""Chat templates: the model's own Jinja template, rendered safely, or a plain fallback.
+"""Chat templates: the model's own Jinja template, rendered safely, or a fallback.
+
+A model without a (working) template gets the format its vocabulary was trained for
+when the vocabulary has that format's control tokens: ChatML (Qwen, SmolLM), Gemma's
+turns, Llama-3's headers. A plain `User:`/`Assistant:` transcript is the last resort.
 
 Templates come from model files (strangers on the internet), so they run in Jinja's
 `ImmutableSandboxedEnvironment`, set up the way Hugging Face transformers renders them
@@ -9,7 +13,6 @@ non-ASCII text), so a template behaves here as it does there.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -17,9 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .errors import ChatTemplateError
 
-__all__ = ["CHATML_FALLBACK", "PLAIN_FALLBACK", "ChatFormatter", "chat_formatter"]
-
-log = logging.getLogger(__name__)
+__all__ = ["CHATML_FALLBACK", "GEMMA_FALLBACK", "LLAMA3_FALLBACK", "PLAIN_FALLBACK", "ChatFormatter",
+           "chat_formatter", "split_turns"]
 
 # Used when the model has no template but knows ChatML's tokens (Qwen, SmolLM, many fine-tunes).
 CHATML_FALLBACK = (
@@ -27,6 +29,32 @@ CHATML_FALLBACK = (
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Gemma's turns, as google/gemma-3-*-it's template writes them: the system message is
+# folded into the first user turn, the assistant is "model". Unlike Google's template it
+# does not refuse roles that do not alternate (a fallback should not be stricter).
+GEMMA_FALLBACK = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set first_user_prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}"
+    "{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '')"
+    " + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+# Llama-3's header tokens, as meta-llama/Meta-Llama-3-8B-Instruct's template writes them
+# (3.1+ add a knowledge-date preamble that is no part of the format).
+LLAMA3_FALLBACK = (
+    "{% for message in messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    " + message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 )
 # Used otherwise: a plain transcript any base model can continue.
 PLAIN_FALLBACK = (
@@ -37,14 +65,36 @@ PLAIN_FALLBACK = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
-# Stop strings each fallback needs: the model does not know these formats' end tokens.
-_FALLBACK_STOPS = {"fallback-chatml": ("<|im_end|>",), "fallback-plain": ("\nUser:",)}
+# Stop strings each fallback needs: the model may not mark these formats' end tokens as
+# end-of-generation (Model maps those that are single control tokens to stop tokens).
+_FALLBACK_STOPS = {"fallback-chatml": ("<|im_end|>",), "fallback-gemma": ("<end_of_turn>",),
+                   "fallback-llama3": ("<|eot_id|>",), "fallback-plain": ("\nUser:",)}
+
+
+@dataclass(frozen=True)
+class _Family:
+    source: str
+    template: str
+    name: str
+    tokens: tuple[str, ...]  # control tokens the vocabulary must have
+    architectures: tuple[str, ...]  # GGUF general.architecture prefixes that prefer it
+
+
+# In order of preference when only the vocabulary decides: a vocabulary with ChatML's
+# tokens added (many fine-tunes of Llama and Mistral) was trained on ChatML.
+_FAMILIES = (
+    _Family("fallback-chatml", CHATML_FALLBACK, "ChatML", ("<|im_start|>", "<|im_end|>"), ("qwen",)),
+    _Family("fallback-gemma", GEMMA_FALLBACK, "Gemma", ("<start_of_turn>", "<end_of_turn>"), ("gemma",)),
+    _Family("fallback-llama3", LLAMA3_FALLBACK, "Llama-3",
+            ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"), ("llama",)),
+)
 
 
 @dataclass(frozen=True)
 class ChatFormatter:
     """Renders messages into a prompt. `source` is "gguf" (the model's template),
-    "fallback-chatml" or "fallback-plain"; `reason` says why a fallback was chosen."""
+    "fallback-chatml", "fallback-gemma", "fallback-llama3" or "fallback-plain"; `reason`
+    says why a fallback was chosen, and which."""
 
     template: str
     source: str
@@ -77,8 +127,10 @@ class ChatFormatter:
 
 
 def chat_formatter(template: str | None, *, bos_token: str | None = None, eos_token: str | None = None,
-                   has_token: Callable[[str], bool] = lambda _: False) -> ChatFormatter:
-    """The model's template if it compiles and renders a test conversation; otherwise a fallback."""
+                   has_token: Callable[[str], bool] = lambda _: False,
+                   architecture: str | None = None) -> ChatFormatter:
+    """The model's template if it compiles and renders a test conversation; otherwise a fallback
+    chosen from the control tokens the vocabulary has (`has_token`) and the GGUF architecture."""
     reason = "the model has no chat template"
     if template:
         try:
@@ -88,10 +140,44 @@ def chat_formatter(template: str | None, *, bos_token: str | None = None, eos_to
             return formatter
         except Exception as exc:  # a broken template must not make the model unusable
             reason = f"the model's chat template is broken ({type(exc).__name__}: {exc})"
-            log.warning("%s; using a fallback", reason)
-    if has_token("<|im_start|>") and has_token("<|im_end|>"):
-        return ChatFormatter(CHATML_FALLBACK, "fallback-chatml", bos_token, eos_token, reason)
-    return ChatFormatter(PLAIN_FALLBACK, "fallback-plain", bos_token, eos_token, reason)
+    fits = [f for f in _FAMILIES if all(has_token(t) for t in f.tokens)]
+    arch = (architecture or "").lower()
+    family = next((f for f in fits if arch.startswith(f.architectures)), fits[0] if fits else None)
+    if family is not None:
+        return ChatFormatter(family.template, family.source, bos_token, eos_token,
+                             f"{reason}; its vocabulary has {family.name}'s tokens "
+                             f"({', '.join(family.tokens)}), so {family.name}'s chat format is used")
+    return ChatFormatter(PLAIN_FALLBACK, "fallback-plain", bos_token, eos_token,
+                         f"{reason} and its vocabulary has no known chat tokens (ChatML, Gemma, Llama-3), so a "
+                         "plain User:/Assistant: transcript is used; replies may be poor (generate() takes a "
+                         "prompt you format yourself)")
+
+
+def split_turns(messages: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]],
+                                                                 list[dict[str, Any]]]:
+    """(leading system messages, whole turns oldest first, the last user message and what follows it).
+
+    A turn is a user message and the replies after it; messages before the first user
+    message (after the system ones) make a turn of their own. Dropping whole turns from
+    the front keeps the roles alternating as templates expect.
+
+    Raises:
+        ChatTemplateError: messages are malformed.
+    """
+    checked = _check_messages(messages)
+    n_head = 0
+    while n_head < len(checked) and checked[n_head]["role"] == "system":
+        n_head += 1
+    head, rest = checked[:n_head], checked[n_head:]
+    users = [i for i, m in enumerate(rest) if m["role"] == "user"]
+    last = users[-1] if users else max(len(rest) - 1, 0)
+    turns: list[list[dict[str, Any]]] = []
+    for m in rest[:last]:
+        if m["role"] == "user" or not turns:
+            turns.append([m])
+        else:
+            turns[-1].append(m)
+    return head, turns, rest[last:]
 
 
 def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -122,7 +122,7 @@ class Timings:
     prompt_tokens: int = 0  # tokens in the prompt
     cached_tokens: int = 0  # of which reused from the KV cache (not evaluated again)
     prompt_tps: float = 0.0  # evaluated prompt tokens / prompt time
-    decode_tokens: int = 0  # tokens generated
+    decode_tokens: int = 0  # tokens the engine decoded (a stop string's included: the rate counts them)
     decode_tps: float = 0.0  # tokens after the first / time after the first
     total_s: float = 0.0  # request start to end
 
@@ -132,13 +132,16 @@ class Chunk:
     """A piece of streamed output: text and the token ids that produced it.
 
     Text held back (half a UTF-8 character, a possible start of a stop string) comes in
-    a later chunk. The last chunk of a stream has `finish_reason` and `timings` set.
+    a later chunk, and so do its tokens. The last chunk of a stream has `finish_reason`
+    and `timings` set, and `dropped_messages` when a chat was cut to fit the context.
+    Tokens that only spell a stop string are in no chunk.
     """
 
     text: str
     token_ids: tuple[int, ...] = ()
     finish_reason: FinishReason | None = None
     timings: Timings | None = None
+    dropped_messages: int = 0  # chat(overflow="truncate"): oldest messages left out to fit the context
 
     def __str__(self) -> str:
         return self.text
@@ -146,7 +149,11 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Completion:
-    """A finished generation: the joined text of a stream and how it ended."""
+    """A finished generation: the joined text of a stream and how it ended.
+
+    `completion_tokens` counts the tokens of `text`; those that only spelled a stop
+    string are not counted.
+    """
 
     text: str
     finish_reason: FinishReason
@@ -154,6 +161,7 @@ class Completion:
     completion_tokens: int
     token_ids: tuple[int, ...] = ()
     timings: Timings = field(default_factory=Timings)
+    dropped_messages: int = 0  # chat(overflow="truncate"): oldest messages left out to fit the context
 
     def __str__(self) -> str:
         return self.text
@@ -173,13 +181,15 @@ def join(chunks: Iterable[Chunk]) -> Completion:
     timings = last.timings or Timings()
     return Completion(text="".join(parts), finish_reason=last.finish_reason,
                       prompt_tokens=timings.prompt_tokens, completion_tokens=len(ids),
-                      token_ids=tuple(ids), timings=timings)
+                      token_ids=tuple(ids), timings=timings, dropped_messages=last.dropped_messages)
 
 
 class Utf8Decoder:
     """Incremental UTF-8: bytes of a character split across tokens come out whole.
 
     Invalid bytes become U+FFFD, as a terminal would show them; never a broken character.
+    A character still incomplete when generation ends (max_tokens cut it between its
+    tokens) is dropped: it is not text yet, and U+FFFD would not be the model's either.
     """
 
     def __init__(self) -> None:
@@ -189,7 +199,18 @@ class Utf8Decoder:
         return self._decoder.decode(data, final=False)
 
     def flush(self) -> str:
+        pending, _ = self._decoder.getstate()
+        if pending and len(pending) < 4 and _starts_a_sequence(pending):
+            self._decoder.reset()
+            return ""
         return self._decoder.decode(b"", final=True)
+
+
+def _starts_a_sequence(data: bytes) -> bool:
+    """True when `data` is a valid but unfinished UTF-8 sequence (a lead byte and continuations)."""
+    lead = data[0]
+    need = 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
+    return need > len(data) and all(0x80 <= b <= 0xBF for b in data[1:])
 
 
 class StopMatcher:
@@ -333,7 +354,12 @@ def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions
     penalise = options.repeat_penalty != 1.0 and options.repeat_last_n > 0
     history = prompt[-options.repeat_last_n:] if penalise else []
     generated: list[int] = []
-    pending: list[int] = []
+    # Tokens not yet in a chunk, each with where its text starts in the decoded stream: a
+    # token goes out with the chunk whose text reaches past its start, so tokens that only
+    # spell a stop string (they start at or after it) are never sent or counted.
+    pending: list[tuple[int, int]] = []
+    decoded = 0  # characters decoded so far (sent + held back)
+    sent = 0  # characters sent in chunks so far
     t_first = None
     finish: FinishReason | None = None
 
@@ -349,6 +375,16 @@ def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions
             decode_tps=(len(generated) - 1) / decode_s if len(generated) > 1 and decode_s > 0 else 0.0,
             total_s=t_end - t_start)
 
+    def take(text: str) -> tuple[int, ...]:
+        """The pending tokens whose text starts before the end of `text`, which is sent now."""
+        nonlocal pending, sent
+        sent += len(text)
+        n = 0
+        while n < len(pending) and pending[n][1] < sent:
+            n += 1
+        out, pending = tuple(t for t, _ in pending[:n]), pending[n:]
+        return out
+
     while True:
         if stop_event is not None and stop_event.is_set():
             finish = "cancelled"
@@ -363,16 +399,17 @@ def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions
             finish = "eos"
             break
         generated.append(token)
-        pending.append(token)
         if penalise:
             history.append(token)
-        text, stopped = stopper.feed(decoder.feed(engine.token_bytes(token)))
+        piece = decoder.feed(engine.token_bytes(token))
+        pending.append((token, decoded))
+        decoded += len(piece)
+        text, stopped = stopper.feed(piece)
         if stopped:
-            yield Chunk(text, tuple(pending), "stop", timings())
+            yield Chunk(text, take(text), "stop", timings())
             return
         if text:
-            yield Chunk(text, tuple(pending))
-            pending = []
+            yield Chunk(text, take(text))
         if options.max_tokens is not None and len(generated) >= options.max_tokens:
             finish = "length"
             break
@@ -387,6 +424,6 @@ def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions
     # The stream ends without a stop string: release what was held back.
     tail, stopped = stopper.feed(decoder.flush())
     if stopped:
-        yield Chunk(tail, tuple(pending), "stop", timings())
+        yield Chunk(tail, take(tail), "stop", timings())
         return
-    yield Chunk(tail + stopper.flush(), tuple(pending), finish, timings())
+    yield Chunk(tail + stopper.flush(), tuple(t for t, _ in pending), finish, timings())

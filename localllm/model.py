@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-from .chat_template import chat_formatter
+from .chat_template import chat_formatter, split_turns
 from .errors import ContextOverflowError, GenerationError, InsufficientMemoryError, ModelUnavailableError
 from .generation import Chunk, Completion, SamplingOptions, join, run
 from .placement import Placement
@@ -37,6 +37,14 @@ Message = Mapping[str, Any]
 # close() cancels the running generation, which then ends within a token; a stream that
 # is held but not iterated (same thread, or abandoned) would block forever without a bound.
 _CLOSE_WAIT_S = 30.0
+# What chat() does with a conversation longer than the context window.
+OVERFLOW_MODES = ("error", "truncate")
+# chat(overflow="truncate") keeps room for a reply of max_tokens, but never more than this
+# share of the window, so a huge (or unbounded) max_tokens cannot crowd out the whole
+# conversation: 1/4 is 512 tokens at n_ctx 2048 (the default max_tokens), 1024 at 4096.
+_REPLY_ROOM_SHARE = 4
+# Advice every context error ends with: usable from Python and from the command line.
+_LARGER_CONTEXT = "load with a larger context (context=N in load(), --ctx N on the command line)"
 
 
 @dataclass(frozen=True)
@@ -48,8 +56,9 @@ class ModelInfo:
     runtime: str
     placement: Placement
     n_ctx: int
-    template_source: str  # "gguf" (the model's own) | "fallback-chatml" | "fallback-plain"
-    template_note: str = ""  # why a fallback was used
+    # "gguf" (the model's own) | "fallback-chatml" | "fallback-gemma" | "fallback-llama3" | "fallback-plain"
+    template_source: str
+    template_note: str = ""  # why a fallback was used, and which
     note: str = ""  # set when load("auto") fell back to the built-in starter model: why, and what to get
     load_seconds: float = 0.0
     metadata: Mapping[str, object] = field(default_factory=dict, compare=False)
@@ -74,8 +83,14 @@ class Model:
         self._lock = threading.Lock()  # a Lock, not an RLock: a generator may be closed from another thread
         self._cancel = threading.Event()
         self._closed = False
+        self._load_recorded = False  # the first generation's measured memory is kept once
+        self._hardware: "Hardware | None" = None
+        metadata = engine.metadata()
         self._formatter = chat_formatter(engine.chat_template, bos_token=engine.bos_token,
-                                         eos_token=engine.eos_token, has_token=engine.has_token)
+                                         eos_token=engine.eos_token, has_token=engine.has_token,
+                                         architecture=str(metadata.get("architecture") or ""))
+        if self._formatter.source != "gguf":  # once per load: chats will not look like the model's own
+            log.warning("%s: %s (%s)", name, self._formatter.reason, self._formatter.source)
         # a fallback format's end-of-turn strings that are single control tokens (ChatML's
         # <|im_end|> in a model without a template): control tokens have no text, so a stop
         # string would never see them
@@ -86,7 +101,7 @@ class Model:
             name=name, path=os.fspath(path), runtime=engine.runtime, placement=placement,
             n_ctx=engine.n_ctx, template_source=self._formatter.source,
             template_note=self._formatter.reason, load_seconds=engine.load_seconds,
-            metadata=engine.metadata())
+            metadata=metadata)
 
     # --- text in, text out -----------------------------------------------------------
     def generate(self, prompt: str, *, stop_event: threading.Event | None = None, **options: Any) -> Completion:
@@ -117,23 +132,36 @@ class Model:
         tokens = self._tokenize_prompt(prompt)
         return self._run(tokens, opts, stop_event)
 
-    def chat(self, messages: Sequence[Message], *, stop_event: threading.Event | None = None,
-             **options: Any) -> Completion:
-        """Reply to a conversation (list of {"role", "content"} dicts) with the model's chat template."""
-        return join(self.chat_stream(messages, stop_event=stop_event, **options))
+    def chat(self, messages: Sequence[Message], *, overflow: str = "error",
+             stop_event: threading.Event | None = None, **options: Any) -> Completion:
+        """Reply to a conversation (list of {"role", "content"} dicts) with the model's chat template.
 
-    def chat_stream(self, messages: Sequence[Message], *, stop_event: threading.Event | None = None,
-                    **options: Any) -> Iterator[Chunk]:
-        """Like `chat`, yielding Chunks.
+        Args:
+            messages: the conversation, oldest first.
+            overflow: "error" raises ContextOverflowError when the conversation does not fit the
+                context window; "truncate" drops whole turns (a user message and the replies
+                after it) from the oldest until it fits with room for the reply (max_tokens, at
+                most a quarter of the window), keeping the leading system message(s) and the
+                last user message. `Completion.dropped_messages` says how many were dropped.
+            stop_event, **options: as for `generate`.
 
         Raises:
             ChatTemplateError: malformed messages, or the template rejects them.
+            ContextOverflowError: the conversation does not fit ("error"), or even the system
+                message(s) and the last user message do not ("truncate").
         """
+        return join(self.chat_stream(messages, overflow=overflow, stop_event=stop_event, **options))
+
+    def chat_stream(self, messages: Sequence[Message], *, overflow: str = "error",
+                    stop_event: threading.Event | None = None, **options: Any) -> Iterator[Chunk]:
+        """Like `chat`, yielding Chunks; the last carries `dropped_messages`."""
+        if overflow not in OVERFLOW_MODES:
+            raise ValueError(f"overflow must be one of {', '.join(map(repr, OVERFLOW_MODES))}, got {overflow!r}")
         opts = SamplingOptions.from_kwargs(**options)
         if self._formatter.stop:  # a fallback format needs its own stop strings
             opts = SamplingOptions.from_kwargs(opts, stop=tuple(dict.fromkeys((*opts.stop, *self._formatter.stop))))
-        tokens = self._tokenize_prompt(self.render_chat(messages))
-        return self._run(tokens, opts, stop_event, self._turn_end_tokens)
+        tokens, dropped = self._fit_chat(messages, opts, truncate=overflow == "truncate")
+        return self._run(tokens, opts, stop_event, self._turn_end_tokens, chat=True, dropped=dropped)
 
     def render_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
         """The prompt text the chat template makes of messages."""
@@ -196,35 +224,103 @@ class Model:
         add_bos = not (bos and prompt.startswith(bos))
         return self._engine.tokenize(prompt, add_bos=add_bos, special=True)
 
+    def _fit_chat(self, messages: Sequence[Message], opts: SamplingOptions, *,
+                  truncate: bool) -> tuple[list[int], int]:
+        """The prompt tokens of messages and how many messages were dropped to fit the window."""
+        tokens = self._tokenize_prompt(self.render_chat(messages))
+        n_ctx = self._engine.n_ctx
+        room = n_ctx // _REPLY_ROOM_SHARE
+        if opts.max_tokens is not None:
+            room = min(room, opts.max_tokens)
+        if not truncate or len(tokens) + room <= n_ctx:
+            return tokens, 0
+        head, turns, tail = split_turns(messages)
+        tried: dict[int, list[int]] = {0: tokens}
+
+        def without(n_turns: int) -> list[int]:  # the prompt with the oldest n_turns dropped
+            if n_turns not in tried:
+                kept = [m for turn in turns[n_turns:] for m in turn]
+                tried[n_turns] = self._tokenize_prompt(self.render_chat([*head, *kept, *tail]))
+            return tried[n_turns]
+
+        # fewest turns to drop so the reply has its room (dropping more never lengthens the prompt)
+        lo, hi = 1, len(turns)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if len(without(mid)) + room <= n_ctx else (mid + 1, hi)
+        n_drop = min(lo, len(turns))
+        tokens = without(n_drop)
+        if len(tokens) >= n_ctx:  # even the kept messages alone leave no room for a token
+            kept = "the last user message"
+            if head:
+                kept = f"the system message{'s' if len(head) > 1 else ''} and {kept}"
+            raise ContextOverflowError(
+                f"{kept} alone {'are' if head else 'is'} {len(tokens)} tokens, but the context window of "
+                f"{self.info.name} is {n_ctx} tokens (max_tokens {opts.max_tokens}); shorten "
+                f"{'them' if head else 'it'}, or {_LARGER_CONTEXT}",
+                n_prompt=len(tokens), n_ctx=n_ctx, max_tokens=opts.max_tokens)
+        # too little room for a whole reply, but room: it runs until the window is full
+        return tokens, sum(len(turn) for turn in turns[:n_drop])
+
     def _run(self, tokens: list[int], opts: SamplingOptions, stop_event: Any,
-             stop_tokens: frozenset[int] = frozenset()) -> Iterator[Chunk]:
+             stop_tokens: frozenset[int] = frozenset(), *, chat: bool = False, dropped: int = 0) -> Iterator[Chunk]:
         n_ctx = self._engine.n_ctx
         if len(tokens) >= n_ctx:
+            what, fix = ("conversation", "pass overflow='truncate' to drop the oldest turns, shorten it") if chat \
+                else ("prompt", "shorten the prompt")
             raise ContextOverflowError(
-                f"the prompt is {len(tokens)} tokens but the context window of {self.info.name} is "
-                f"{n_ctx} tokens (max_tokens {opts.max_tokens}); shorten the prompt or load with "
-                f"a larger context (load(..., context=N))",
+                f"the {what} is {len(tokens)} tokens but the context window of {self.info.name} is "
+                f"{n_ctx} tokens (max_tokens {opts.max_tokens}); {fix}, or {_LARGER_CONTEXT}",
                 n_prompt=len(tokens), n_ctx=n_ctx, max_tokens=opts.max_tokens)
-        return self._locked(tokens, opts, stop_event, stop_tokens)
+        return self._locked(tokens, opts, stop_event, stop_tokens, dropped)
 
     def _locked(self, tokens: list[int], opts: SamplingOptions, stop_event: Any,
-                stop_tokens: frozenset[int]) -> Iterator[Chunk]:
+                stop_tokens: frozenset[int], dropped: int = 0) -> Iterator[Chunk]:
         with self._lock:  # held until the stream ends, is closed, or is collected
             self._require_open()
             self._cancel.clear()
-            yield from run(self._engine, tokens, opts, _AnyEvent(self._cancel, stop_event), stop_tokens=stop_tokens)
+            # the cache keeps the prefix this prompt shares with the last one (after a cut,
+            # the system message): run() evaluates only what differs
+            for chunk in run(self._engine, tokens, opts, _AnyEvent(self._cancel, stop_event),
+                             stop_tokens=stop_tokens):
+                yield replace(chunk, dropped_messages=dropped) if chunk.finish_reason and dropped else chunk
+            if not self._load_recorded:
+                self._load_recorded = True
+                self._record_load()
+
+    def _record_load(self) -> None:
+        """Keep the resident memory this load really took (the engine measured it at its first
+        evaluation), so later plans of the same file here use it (calibration.LoadRecord)."""
+        growth = getattr(self._engine, "resident_growth", None)
+        path = self.info.path
+        if growth is None or growth <= 0 or not os.path.isfile(path):
+            return
+        from datetime import datetime
+
+        from .calibration import LoadRecord, save_load
+        from .hwprobe import probe
+
+        p = self.info.placement
+        try:
+            st = os.stat(path)
+            hw = self._hardware if self._hardware is not None else probe()
+            if hw.name is not None:  # a profile describes another machine: nothing measured here is its
+                return
+            save_load(hw, LoadRecord(
+                path=os.path.abspath(path), file_size=st.st_size, mtime_ns=st.st_mtime_ns, n_ctx=self.info.n_ctx,
+                n_gpu_layers=p.n_gpu_layers, kv_type=p.kv_type, flash_attn=p.flash_attn,
+                extra_buffers=bool(getattr(self._engine, "extra_buffers", False)), resident_bytes=int(growth),
+                date=datetime.now().isoformat(timespec="seconds")))
+        except OSError as exc:
+            log.warning("could not keep this load's measured memory (%s)", exc)
 
 
 # --- load ----------------------------------------------------------------------------
-# Context for a local file when no plan says otherwise: llama.cpp's server default
-# (n_ctx 4096), capped at what the model was trained for.
-DEFAULT_LOCAL_CONTEXT = 4096
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-
-
+# What MODEL means (a path or a catalog name) and its plan come from resolve.py, shared
+# with every command.
 def load(model: str | os.PathLike[str] = "auto", *, context: int | None = None, runtime: str | None = None,
          offline: bool | None = None, progress: Callable[..., Any] | None = None,
-         force: bool = False, hardware: "Hardware | None" = None) -> Model:
+         force: bool = False, hardware: "Hardware | None" = None, threads: int | None = None) -> Model:
     """Load a model: "auto", a catalog name (optionally "name:quant"), a .gguf file or an ONNX folder.
 
     Args:
@@ -236,45 +332,52 @@ def load(model: str | os.PathLike[str] = "auto", *, context: int | None = None, 
         force: load even when the plan predicts it will not fit in memory.
         hardware: plan for these facts instead of probing this machine (a caller that
             already probed, or a profile in tests).
+        threads: CPU threads (default: the plan's: the physical cores, or the count
+            `localllm bench --sweep-threads` measured fastest).
 
     Raises:
         InsufficientMemoryError: the plan does not fit (and not force).
         InvalidModelError: the file is malformed or refused.
-        ModelNotFoundError, DownloadError, RuntimeUnavailableError.
+        ModelNotFoundError: a path that does not exist, or a name the catalog lacks.
+        DownloadError, RuntimeUnavailableError.
     """
+    from .resolve import resolve
     from .runtimes import load_engine
 
-    path = _as_local_path(model)
-    if path is not None:
-        info = _validate(path)
-        plan, placement = _plan_local(path, info, context=context, runtime=runtime, hardware=hardware)
-        if plan is not None:
-            _refuse_unfit(plan, force)
-        name = path.stem if path.is_file() else path.name
-    else:
-        from . import planner, store
-
-        plan = planner.plan(str(model), context=context, runtime=runtime, hardware=hardware)
+    resolved = resolve(model, context=context, runtime=runtime, hardware=hardware, threads=threads)
+    plan, placement = resolved.plan, resolved.placement
+    if plan is not None:
         _refuse_unfit(plan, force)
+    else:  # a local GGUF the planner cannot size: llama.cpp may still run it
+        log.warning("%s", resolved.note)
+    if resolved.path is not None:
+        path = resolved.path
+    else:
+        from . import store
+
+        assert plan is not None  # a catalog model always has a plan
         try:
             path = Path(store.fetch(plan.variant, progress=progress, offline=offline))
         except ModelUnavailableError as exc:
-            if str(model) != "auto":
+            if str(model).strip().lower() != "auto":
                 raise
-            return _load_starter(plan, exc, context=context, hardware=hardware)
-        _validate(path)
-        placement = plan.placement
-        name = plan.variant.name
+            return _load_starter(plan, exc, context=context, hardware=hardware, threads=threads)
+        from .validate import validate_model_path
+
+        validate_model_path(path)
     engine = load_engine(path, placement)
     try:
-        return Model(engine, name=name, path=path, placement=placement, plan=plan)
+        model = Model(engine, name=resolved.name, path=path, placement=placement, plan=plan)
+        model._hardware = hardware  # the machine the plan was made for: the load record is kept under it
+        return model
     except BaseException:
         engine.close()
         raise
 
 
 # --- starter fallback: "auto" with nothing to run offline --------------------------------
-def _load_starter(wanted: Any, exc: Exception, *, context: int | None, hardware: "Hardware | None") -> Model:
+def _load_starter(wanted: Any, exc: Exception, *, context: int | None, hardware: "Hardware | None",
+                  threads: int | None = None) -> Model:
     """The starter model shipped in the package, when the model "auto" chose is not on disk and
     cannot be downloaded; `info.note` (also logged) says so and names the model to get."""
     from .starter import starter_gguf
@@ -285,7 +388,7 @@ def _load_starter(wanted: Any, exc: Exception, *, context: int | None, hardware:
             f"and localllm itself. With network access, get the real one: localllm pull {name}")
     log.warning("%s", note)
     del context  # the caller's context was meant for the other model; the starter uses its own
-    model = load(starter_gguf(), hardware=hardware)
+    model = load(starter_gguf(), hardware=hardware, threads=threads)
     model.info = replace(model.info, note=note)
     return model
 
@@ -302,62 +405,3 @@ def _refuse_unfit(plan: Any, force: bool) -> None:
 
 def _gib(n: int | None) -> str:
     return "unknown" if n is None else f"{n / 2**30:.2f} GiB"
-
-
-def _as_local_path(model: str | os.PathLike[str]) -> Path | None:
-    """A Path when `model` names something on disk (or clearly a file), else None (a catalog name)."""
-    if isinstance(model, os.PathLike):
-        return Path(model)
-    text = str(model)
-    if text == "auto":
-        return None
-    p = Path(text).expanduser()
-    if p.exists() or text.lower().endswith((".gguf", ".onnx", *_PICKLE_SUFFIXES)) or os.sep in text:
-        return p
-    return None
-
-
-def _validate(path: Path) -> Any:
-    from . import validate
-
-    return validate.validate_model_path(path)
-
-
-def _plan_local(path: Path, info: Any, *, context: int | None, runtime: str | None,
-                hardware: "Hardware | None") -> tuple[object | None, Placement]:
-    """A plan and placement for a local file: the planner's, sized from the GGUF header."""
-    from .errors import CatalogError
-
-    if path.is_file() and hasattr(info, "tensors"):
-        from .catalog import family_from_gguf_metadata
-        from .planner import plan_local
-
-        try:
-            tied = not any(t.name == "output.weight" for t in info.tensors)
-            family = family_from_gguf_metadata(info.metadata, name=path.stem, tied_embeddings=tied)
-        except CatalogError as exc:  # an architecture the planner cannot size: llama.cpp may still run it
-            log.warning("cannot plan %s (%s); using a CPU placement", path, exc)
-        else:
-            plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(path), context=context,
-                              runtime=runtime, hardware=hardware)
-            return plan, plan.placement
-    if hasattr(info, "kv_bytes_per_token"):  # an ONNX folder or .onnx file (OnnxFolderInfo)
-        from .planner import plan_local_onnx
-
-        if runtime not in (None, "onnxruntime", "onnx"):
-            from .errors import InvalidModelError
-
-            raise InvalidModelError(f"{path} is an ONNX model; runtime {runtime!r} cannot run it "
-                                    "(use runtime='onnxruntime')", path=str(path))
-        plan = plan_local_onnx(info, path=str(path), context=context, hardware=hardware)
-        return plan, plan.placement
-    # an architecture the planner cannot size: a CPU placement from probe() facts
-    from .hwprobe import probe
-
-    hw = hardware if hardware is not None else probe()
-    cores = hw.cpu.physical_cores or int(hw.cpu.effective_cores or 1)
-    meta = getattr(info, "metadata", None) or {}
-    trained = meta.get(f"{meta.get('general.architecture')}.context_length")
-    n_ctx = context or min(DEFAULT_LOCAL_CONTEXT, int(trained) if trained else DEFAULT_LOCAL_CONTEXT)
-    rt = runtime or ("onnxruntime" if path.is_dir() else "llama.cpp")
-    return None, Placement(runtime=rt, n_ctx=n_ctx, n_threads=max(1, int(cores)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 __all__ = ["CHATML_TEMPLATE", "TinyShape", "SHAPES", "spm_vocab", "tiny_vocab", "write_llama_gguf",
            "write_llama_weights", "quantize_gguf", "synthetic_gguf"]
@@ -97,12 +97,15 @@ def tiny_vocab() -> tuple[list[str], list[float], list[int]]:
 
 def write_llama_gguf(path: str | Path, shape: TinyShape | str = "tiny", *, seed: int = 0,
                      chat_template: str | None = CHATML_TEMPLATE, name: str = "tiny-llama",
-                     f16: bool = False, scale: float = 0.5) -> Path:
+                     f16: bool = False, scale: float = 0.5, rename_tokens: Mapping[str, str] | None = None,
+                     extra_control_tokens: Sequence[str] = ()) -> Path:
     """Write a random-weight Llama GGUF file; returns its path.
 
     `scale` sets the weight spread: larger values make greedy output depend more on
     the prompt. F32 weights by default (exact), F16 with `f16=True` (half the size, the
-    usual input to quantization).
+    usual input to quantization). `rename_tokens` renames special tokens, keeping their
+    ids ({"<s>": "<bos>", "<|im_start|>": "<start_of_turn>"...}: another family's
+    vocabulary); `extra_control_tokens` are appended as control tokens.
     """
     import numpy as np
 
@@ -111,6 +114,14 @@ def write_llama_gguf(path: str | Path, shape: TinyShape | str = "tiny", *, seed:
     path = Path(path)
     rng = np.random.default_rng(seed)
     tokens, scores, types = tiny_vocab()
+    unknown = set(rename_tokens or {}) - set(SPECIAL_TOKENS)
+    if unknown:
+        raise ValueError(f"rename_tokens names {sorted(unknown)}, which are not special tokens {SPECIAL_TOKENS}")
+    tokens = [(rename_tokens or {}).get(t, t) if i < BYTE_TOKEN_OFFSET else t for i, t in enumerate(tokens)]
+    for t in extra_control_tokens:
+        tokens.append(t)
+        scores.append(0.0)
+        types.append(TOKEN_CONTROL)
     n_vocab = shape.n_vocab or len(tokens)
     if n_vocab < len(tokens):
         raise ValueError(f"n_vocab {n_vocab} is smaller than the base vocabulary ({len(tokens)})")

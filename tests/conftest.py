@@ -24,6 +24,18 @@ def _isolated_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def one_core():
+    """This machine's facts with one core, so plans use one llama.cpp thread: its workers spin
+    at each barrier, which crawls on shared CI cores."""
+    import dataclasses
+
+    import localllm
+
+    hw = localllm.probe()
+    return dataclasses.replace(hw, cpu=dataclasses.replace(hw.cpu, physical_cores=1, quota_cores=None))
+
+
+@pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory) -> Path:
     """A tiny random-weight Llama GGUF (F32) with a ChatML template, built once per run."""
     from localllm.tinymodels import write_llama_gguf

@@ -55,3 +55,25 @@ def test_models_on_a_gpu_profile_shows_gpu_and_partial(capsys):
     main(["models", "--profile", "laptop-rtx4060-16gb"])
     out = capsys.readouterr().out
     assert " GPU " in out and "partial" in out
+
+
+def test_plan_file_and_onnx_folder_json_as_a_new_user_types_them():
+    """`localllm plan FILE.gguf --json` and `localllm plan ONNX_FOLDER --json`, in a real process."""
+    import subprocess
+    import sys
+
+    from localllm.starter import starter_gguf, starter_onnx
+
+    for target, fmt in ((starter_gguf(), "gguf"), (starter_onnx(), "onnx")):
+        done = subprocess.run([sys.executable, "-m", "localllm", "plan", str(target), "--json"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        data = json.loads(done.stdout)
+        assert data["format"] == fmt and data["fits"] is True and data["placement"]["n_ctx"] > 0
+        assert "catalog" not in done.stderr
+
+
+def test_plan_of_a_path_that_is_not_there_is_not_a_catalog_miss(tmp_path, capsys):
+    assert main(["plan", str(tmp_path / "model.gguf")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no such file: {tmp_path / 'model.gguf'}") and "no model called" not in err

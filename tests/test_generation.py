@@ -174,7 +174,10 @@ def test_invalid_bytes_become_replacement_characters_not_errors():
     d = Utf8Decoder()
     assert d.feed(b"a\xffb") == "a\ufffdb"
     assert d.feed(b"\xe4\xb8") == ""
-    assert d.flush() == "\ufffd"
+    assert d.flush() == ""  # a character cut by the end of generation is dropped, not shown as U+FFFD
+    d = Utf8Decoder()
+    assert d.feed(b"x\xe4\x41") == "x\ufffdA"  # a lead byte followed by a non-continuation is invalid
+    assert d.flush() == ""
 
 
 # --- chat templates ------------------------------------------------------------------
@@ -277,6 +280,26 @@ def test_run_stops_on_stop_string_split_across_tokens():
     eng = ScriptedEngine([10, 11, 12, 13], {10: b"ok ", 11: b"EN", 12: b"D", 13: b"more"})
     c = join(run(eng, [1], SamplingOptions(temperature=0, stop=("END",))))
     assert (c.text, c.finish_reason) == ("ok ", "stop")
+    assert c.token_ids == (10,)  # "EN" and "D" only spelled the stop string
+
+
+def test_tokens_that_spell_the_stop_string_are_not_counted():
+    # "hi " is visible; the stop string "\nUser:" is spelled by the four tokens after it
+    eng = ScriptedEngine([10, 11, 12, 13, 14, 15, 16],
+                         {10: b"hi", 11: b" ", 12: b"\n", 13: b"Us", 14: b"er", 15: b":", 16: b"more"})
+    chunks = list(run(eng, [1], SamplingOptions(temperature=0, stop=("\nUser:",))))
+    c = join(iter(chunks))
+    assert (c.text, c.finish_reason) == ("hi ", "stop")
+    assert c.token_ids == (10, 11) and c.completion_tokens == 2
+    assert chunks[-1].timings.decode_tokens == 6  # the rate still counts every token decoded
+    # a token that carries visible text and the start of the stop string counts: it shows text
+    eng = ScriptedEngine([10, 11, 12], {10: b"ok E", 11: b"N", 12: b"D"})
+    c = join(run(eng, [1], SamplingOptions(temperature=0, stop=("END",))))
+    assert (c.text, c.token_ids) == ("ok ", (10,))
+    # held text that turns out not to be a stop string goes out with all its tokens
+    eng = ScriptedEngine([10, 11, 12], {10: b"E", 11: b"N", 12: b"!"})
+    chunks = list(run(eng, [1], SamplingOptions(temperature=0, stop=("END",))))
+    assert [(ch.text, ch.token_ids) for ch in chunks] == [("EN!", (10, 11, 12)), ("", ())]
 
 
 def test_run_max_tokens_and_prefix_reuse():

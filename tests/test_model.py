@@ -20,16 +20,6 @@ PROMPTS = ["hello world", "the cat", "one two three", "what is this", "moon and 
 
 
 @pytest.fixture(scope="module")
-def one_core():
-    """This machine's facts with one core, so plans use one thread: llama.cpp's workers spin
-    at each barrier, which crawls on shared CI cores."""
-    import dataclasses
-
-    hw = localllm.probe()
-    return dataclasses.replace(hw, cpu=dataclasses.replace(hw.cpu, physical_cores=1, quota_cores=None))
-
-
-@pytest.fixture(scope="module")
 def model(tiny_gguf, one_core):
     m = localllm.load(tiny_gguf, context=512, hardware=one_core)
     yield m
@@ -89,6 +79,26 @@ def test_stop_string_cuts_output_before_it(model, long_prompt):
     cut = model.generate(long_prompt, temperature=0, max_tokens=30, stop=[stop])
     assert cut.finish_reason == "stop"
     assert cut.text == full[:full.index(stop)] and stop not in cut.text
+
+
+def test_a_stop_string_spanning_tokens_is_not_counted(model, long_prompt):
+    full = list(model.stream(long_prompt, temperature=0, max_tokens=30))
+    ids = [t for c in full for t in c.token_ids]
+    text = "".join(c.text for c in full)
+    # one token per chunk here: pick three in a row, at token k, to be the stop string
+    pieces = [(c.text, c.token_ids[0]) for c in full if len(c.token_ids) == 1]
+    for k in range(3, len(pieces) - 3):
+        stop = "".join(p for p, _ in pieces[k:k + 3])
+        visible = "".join(p for p, _ in pieces[:k])
+        if len(stop) >= 3 and text.find(stop) == len(visible) and [t for _, t in pieces[:k]] == ids[:k]:
+            break
+    else:
+        pytest.fail("no run of three one-token chunks to use as a stop string")
+    cut = model.generate(long_prompt, temperature=0, max_tokens=30, stop=[stop])
+    assert (cut.text, cut.finish_reason) == (visible, "stop")
+    # the count is the tokens of the visible text, not of the stop string too
+    assert cut.token_ids == tuple(ids[:k]) and cut.completion_tokens == k
+    assert cut.timings.decode_tokens == k + 3
 
 
 def test_chat_applies_the_models_template(model):
@@ -217,11 +227,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_run_streams_text_and_json(model, tiny_gguf):
     expected = model.generate("hello world", temperature=0, max_tokens=12).text
-    out = _cli(str(tiny_gguf), "hello world", "--max-tokens", "12", "--temperature", "0", "--ctx", "256")
+    out = _cli(str(tiny_gguf), "hello world", "--raw", "--max-tokens", "12", "--temperature", "0", "--ctx", "256")
     assert out.returncode == 0, out.stderr
     assert out.stdout == expected + "\n"
     assert "tok/s" in out.stderr and "llama_" not in out.stderr  # status only, no native chatter
-    js = _cli(str(tiny_gguf), "hello world", "--max-tokens", "12", "--temperature", "0", "--ctx", "256", "--json")
+    js = _cli(str(tiny_gguf), "hello world", "--raw", "--max-tokens", "12", "--temperature", "0", "--ctx", "256",
+              "--json")
     result = json.loads(js.stdout)
     assert result["text"] == expected and result["completion_tokens"] <= 12
     assert result["timings"]["prompt_tokens"] == result["prompt_tokens"] > 0

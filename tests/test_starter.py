@@ -24,16 +24,6 @@ ADDITION_FLOOR = 0.8
 N_ADDITION = 50
 
 
-@pytest.fixture(scope="module")
-def one_core():
-    """This machine's facts with one core: llama.cpp's worker threads spin at each barrier,
-    which crawls on shared CI cores (as tests/test_model.py does)."""
-    import dataclasses
-
-    hw = localllm.probe()
-    return dataclasses.replace(hw, cpu=dataclasses.replace(hw.cpu, physical_cores=1, quota_cores=None))
-
-
 @pytest.fixture(scope="module", params=["llama.cpp", "onnxruntime"])
 def starter(request, one_core):
     path = starter_gguf() if request.param == "llama.cpp" else starter_onnx()

@@ -71,7 +71,7 @@ class VariantRow:
 
 
 def looks_like_path(model: str) -> bool:
-    return model != "auto" and (os.sep in model or model.lower().endswith(".gguf") or Path(model).exists())
+    return localllm.local_model_path(model) is not None  # the rule load() and every command use
 
 
 def hardware_lines(hw: Any) -> tuple[str, ...]:

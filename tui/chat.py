@@ -69,6 +69,8 @@ class ReplyDone(Message):
     finish_reason: str
     timings: Any = None
     error: str = ""
+    tokens: int = 0  # tokens of the reply text
+    dropped: int = 0  # oldest messages left out of the prompt to fit the context window
 
 
 @dataclass
@@ -137,6 +139,7 @@ class ChatScreen(Screen):
         self._ctx_used: int | None = None
         self._last_timings: Any = None
         self._notes: list[str] = []  # info lines shown above a fresh chat (not stored)
+        self._dropped = 0  # messages of the open chat the model no longer sees (last told)
 
     @property
     def capp(self) -> "ChatApp":
@@ -278,6 +281,7 @@ class ChatScreen(Screen):
         self._code_index = 0
         self._last_timings = None
         self._ctx_used = None
+        self._dropped = 0
         self._count_context()
         self.update_status()
 
@@ -456,13 +460,15 @@ class ChatScreen(Screen):
         worker = get_current_worker()
         parts: list[str] = []
         last_flush = time.monotonic()
-        finish, timings, error = "cancelled", None, ""
+        finish, timings, error, tokens, dropped = "cancelled", None, "", 0, 0
         try:
-            for chunk in model.chat_stream(messages, stop_event=stop, **options):
+            # a chat longer than the window loses its oldest turns rather than failing
+            for chunk in model.chat_stream(messages, overflow="truncate", stop_event=stop, **options):
+                tokens += len(chunk.token_ids)
                 if chunk.text:
                     parts.append(chunk.text)
                 if chunk.finish_reason is not None:
-                    finish, timings = chunk.finish_reason, chunk.timings
+                    finish, timings, dropped = chunk.finish_reason, chunk.timings, chunk.dropped_messages
                 if worker.is_cancelled:
                     stop.set()  # the loop ends with a "cancelled" chunk carrying timings
                 now = time.monotonic()
@@ -476,7 +482,7 @@ class ChatScreen(Screen):
             error = f"{type(exc).__name__}: {exc}"
         if parts:
             self.post_message(ReplyDelta(gen_id, "".join(parts)))
-        self.post_message(ReplyDone(gen_id, finish, timings, error))
+        self.post_message(ReplyDone(gen_id, finish, timings, error, tokens, dropped))
 
     @on(ReplyDelta)
     async def _on_delta(self, msg: ReplyDelta) -> None:
@@ -505,7 +511,9 @@ class ChatScreen(Screen):
             meta = {"finish_reason": msg.finish_reason, "model": gen.model_name}
             if msg.timings is not None:
                 meta.update(ttft_s=round(msg.timings.ttft_s, 4), decode_tps=round(msg.timings.decode_tps, 2),
-                            tokens=msg.timings.decode_tokens)
+                            tokens=msg.tokens)
+            if msg.dropped:
+                meta["dropped_messages"] = msg.dropped
             if msg.error:
                 meta["error"] = msg.error
             stored = history.add_message(gen.chat_id, "assistant", text, meta)  # committed as it completes
@@ -521,10 +529,24 @@ class ChatScreen(Screen):
             if msg.error:
                 self.notify(msg.error, severity="error")
         if self.chat is not None and self.chat.id == gen.chat_id:
+            if not msg.error:
+                self._tell_dropped(msg.dropped)
             self.chat = history.chat(gen.chat_id)
         self._gen = None
         self.update_status()
         self.post_message(self.ReplyFinished(msg.finish_reason, msg.error))
+
+    def _tell_dropped(self, dropped: int) -> None:
+        """Say so when more of the open chat fell out of the context window than last time."""
+        if dropped > self._dropped:
+            n_ctx = self.capp.model.info.n_ctx if self.capp.model is not None else None
+            window = f" ({n_ctx} tokens)" if n_ctx else ""
+            kept = " (the system prompt stays)" if self.chat is not None and self.chat.system_prompt else ""
+            self.notify(f"This chat is longer than the context window{window}: the model no longer sees its "
+                        f"oldest {dropped} message{'s' if dropped != 1 else ''}{kept}. "
+                        "Start a new chat (ctrl+n) or load with a larger context (--ctx N) to keep more.",
+                        title="Earlier messages left out", severity="warning", timeout=10)
+        self._dropped = dropped
 
     @dataclass
     class ReplyFinished(Message):

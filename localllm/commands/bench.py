@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from localllm.commands.plan import context_arg
 from localllm.tinymodels import SHAPES
 
 MiB = 2**20
@@ -19,13 +20,14 @@ def register(sub) -> None:
                     "first token and peak memory, and print each beside the planner's prediction. Results "
                     "are kept for this machine; later plans use the measured speed.")
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
-                   help="a .gguf file or catalog name (default: the model `auto` would use, if it is on disk)")
+                   help="a .gguf file, a catalog name or name:quant of a GGUF variant, or 'auto' (default: the "
+                        "model `auto` would use, if it is on disk); ONNX models are not measured")
     p.add_argument("--synthetic", metavar="SHAPE[:QUANT]", default=None,
                    help=f"measure a random-weight model of a real shape instead ({', '.join(s for s in SHAPES if s != 'tiny')}"
                         "; quant Q4_K_M by default, or Q8_0, F16): measures the machine, not a model's output")
     p.add_argument("--prompt", type=int, default=128, metavar="N", help="prompt tokens (about; default 128)")
     p.add_argument("--gen", type=int, default=64, metavar="N", help="tokens to generate (default 64)")
-    p.add_argument("--ctx", type=int, default=None, metavar="N", help="context window (default: the plan's)")
+    p.add_argument("--ctx", type=context_arg, default=None, metavar="N", help="context window (default: the plan's)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: the plan's)")
     p.add_argument("--repeat", type=int, default=3, metavar="N", help="repetitions, each a fresh process (default 3)")
     p.add_argument("--sweep-threads", action="store_true",
@@ -57,6 +59,7 @@ def run(args) -> int:
         out = result.to_dict()
         out["bandwidth"] = bw.__dict__
         out["saved_to"] = str(saved) if saved else None
+        out["unsteady"] = result.unsteady  # why nothing was kept, when the runs disagreed
         out["load_average"] = load
         print(json.dumps(out, indent=2))
         return 0
@@ -79,6 +82,8 @@ def _sweep(args, path: Path, hw) -> int:
         r = bench(path, n_prompt=args.prompt, n_gen=args.gen, context=args.ctx, threads=n, repeat=args.repeat,
                   progress=None if args.json else _progress)
         saved = None if args.no_save else record(r, hw)
+        if r.unsteady and not args.json:
+            print(f"  not kept: {r.unsteady}", file=sys.stderr, flush=True)
         rows.append((n, r, saved))
     if args.json:
         print(json.dumps({"model": str(path), "saved_to": str(rows[0][2]) if rows[0][2] else None,
@@ -97,29 +102,28 @@ def _sweep(args, path: Path, hw) -> int:
 
 def _model_path(args) -> Path:
     from localllm.errors import InvalidModelError, ModelNotFoundError
+    from localllm.resolve import resolve
 
     if args.synthetic:
         if args.model:
             raise InvalidModelError("give either MODEL or --synthetic, not both")
         return _synthetic(args.synthetic)
-    if args.model and (args.model.lower().endswith(".gguf") or os.sep in args.model or Path(args.model).exists()):
-        p = Path(args.model).expanduser()
-        if not p.is_file():
-            raise ModelNotFoundError(f"no model file at {str(p)!r}", name=args.model)
-        return p
+    # the same MODEL forms as plan/run/load; "no such file" for a path that is not there
+    resolved = resolve(args.model or "auto", context=args.ctx)
+    if resolved.path is not None:
+        if hasattr(resolved.info, "kv_bytes_per_token"):
+            raise InvalidModelError(
+                f"{resolved.path} is an ONNX model; localllm bench measures GGUF files (llama.cpp). For its "
+                f"speed, see the timings of `localllm run {resolved.path} PROMPT --json`", path=str(resolved.path))
+        return resolved.path
     from localllm import store
-    from localllm.catalog import Variant, load_catalog
-    from localllm.planner import plan
 
-    if args.model:
-        found = load_catalog().find(args.model)
-        variant = found if isinstance(found, Variant) else plan(found, context=args.ctx).variant
-        why = f"{variant.name}"
-    else:
-        variant = plan("auto", context=args.ctx).variant
-        why = f"the model `auto` would use here, {variant.name},"
+    assert resolved.plan is not None  # a catalog model always has a plan
+    variant = resolved.plan.variant
+    why = variant.name if args.model else f"the model `auto` would use here, {variant.name},"
     if variant.format != "gguf":
-        raise InvalidModelError(f"{variant.name} is an ONNX model; localllm bench measures GGUF files (llama.cpp)")
+        raise InvalidModelError(f"{variant.name} is an ONNX model; localllm bench measures GGUF files (llama.cpp): "
+                                f"give a GGUF variant (`localllm models` lists them) or a .gguf file")
     local = store.resolve(variant)
     if local is None:
         raise ModelNotFoundError(
@@ -200,7 +204,9 @@ def _render(r, bw, saved, load, hw) -> str:
     lines.append(f"decode prediction: {r.predicted.decode_basis}")
     cpu = r.predicted.memory.get("cpu")
     if cpu:
-        lines.append(f"memory prediction: weights {cpu['weights'] / MiB:.0f} + KV {cpu['kv_cache'] / MiB:.0f} + compute "
+        repacked = f" + repacked {cpu['repacked'] / MiB:.0f}" if cpu.get("repacked") else ""
+        lines.append(f"memory prediction: weights {cpu['weights'] / MiB:.0f}{repacked} + KV "
+                     f"{cpu['kv_cache'] / MiB:.0f} + compute "
                      f"{cpu['compute'] / MiB:.0f} + runtime {cpu['overhead'] / MiB:.0f} MiB")
     cores = hw.cpu.effective_cores or 1
     share = r.mean("decode_cpu_share")
@@ -209,5 +215,8 @@ def _render(r, bw, saved, load, hw) -> str:
                      f"{load[0] if load else 0:.1f} on {cores:g} cores): other programs were running, so wall-clock "
                      "speeds are lower and spread wider than on an idle machine")
     if saved:
-        lines.append(f"kept in {saved}: plans for this model here now use the measured decode speed")
+        lines.append(f"kept in {saved}: plans for this model here now use the measured decode speed "
+                     f"(the median of the runs, {r.median('decode_tps'):.1f} tok/s)")
+    elif r.unsteady:
+        lines.append(f"not kept: {r.unsteady}")
     return "\n".join(lines)

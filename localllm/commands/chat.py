@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from .plan import MODEL_HELP, context_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser("chat", help="chat with a model in the terminal (Textual app)",
                        description="Open the terminal chat: shows the hardware and the plan, loads the "
                                    "model, then chats. Conversations are kept in the user data folder "
                                    "($LOCALLLM_DATA overrides it).")
-    p.add_argument("model", nargs="?", default="auto",
-                   help='"auto" (default), a catalog name (name or name:quant), or a .gguf file / ONNX folder')
-    p.add_argument("--ctx", type=int, default=None, metavar="N", help="context window in tokens")
+    p.add_argument("model", nargs="?", default="auto", metavar="MODEL", help=MODEL_HELP + ' (default "auto")')
+    p.add_argument("--ctx", type=context_arg, default=None, metavar="N", help="context window in tokens")
     p.add_argument("--profile", default=None, metavar="NAME",
                    help="plan for a hardware profile (profiles/*.toml or a path) instead of this machine")
     p.add_argument("--system", default="", metavar="TEXT", help="system prompt for new chats")
@@ -22,9 +23,12 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import localllm
+    from localllm.resolve import check
 
-    if args.ctx is not None and args.ctx < 16:
-        raise localllm.LocalLLMError(f"--ctx must be at least 16 tokens, got {args.ctx}")
+    # a missing file, a bad file or an unknown name is reported here, before the app opens;
+    # what fits is for the app's startup screen to show
+    path = check(args.model)
+    model = str(path.absolute()) if path is not None else args.model  # a path stays one in the app
     hardware = localllm.load_profile(args.profile) if args.profile else None
     sampling = {k: v for k, v in (("temperature", args.temperature), ("max_tokens", args.max_tokens),
                                   ("seed", args.seed)) if v is not None}
@@ -34,5 +38,5 @@ def run(args) -> int:
         raise localllm.LocalLLMError(str(exc)) from None
     from localllm.tui.launch import run as run_tui
 
-    return run_tui(args.model, context=args.ctx, hardware=hardware, system_prompt=args.system,
+    return run_tui(model, context=args.ctx, hardware=hardware, system_prompt=args.system,
                    sampling=sampling)

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+
+MODEL_HELP = ('"auto", a catalog name or name:quant (e.g. "qwen2.5-1.5b-instruct:q4_k_m"), a .gguf file, '
+              "or an ONNX folder (or .onnx file)")
+# the planner's floor for a context window (planner._prepare refuses less)
+MIN_CONTEXT = 16
+
+
+def context_arg(text: str) -> int:
+    """argparse type for --ctx: a whole number of tokens, at least MIN_CONTEXT."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of tokens: {text!r}") from None
+    if n < MIN_CONTEXT:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_CONTEXT} tokens, got {n}")
+    return n
 
 
 def register(sub) -> None:
     p = sub.add_parser("plan", help="show which model variant and placement fit this machine, and why",
                        description="Plan a model for this machine (or a hardware profile) and explain the choice.")
-    p.add_argument("model", nargs="?", default="auto", metavar="MODEL[:QUANT]",
-                   help='a catalog name such as "qwen2.5-1.5b-instruct:q4_k_m", or "auto" (default)')
+    p.add_argument("model", nargs="?", default="auto", metavar="MODEL",
+                   help=MODEL_HELP + ' (default "auto")')
     add_hardware_options(p)
-    p.add_argument("--ctx", type=int, default=None, metavar="N", help="minimum context in tokens")
+    p.add_argument("--ctx", type=context_arg, default=None, metavar="N", help="minimum context in tokens")
     p.add_argument("--workload", choices=("interactive", "batch"), default="interactive")
     p.add_argument("--runtime", choices=("llama.cpp", "onnxruntime", "onnx"), default=None,
                    help="runtime to plan for (onnx = onnxruntime); default: weigh both")
@@ -37,10 +54,11 @@ def hardware_from(args):
 
 
 def run(args) -> int:
-    from localllm.planner import plan
+    from localllm.resolve import plan_for
 
-    result = plan(args.model, hardware=hardware_from(args), context=args.ctx, workload=args.workload,
-                  runtime=args.runtime, kv_type=args.kv_type)
+    # plan_for, not planner.plan: a .gguf file or an ONNX folder is planned from its own header
+    result = plan_for(args.model, hardware=hardware_from(args), context=args.ctx, workload=args.workload,
+                      runtime=args.runtime, kv_type=args.kv_type)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -1,25 +1,35 @@
-"""`localllm run MODEL "prompt"`: stream a completion to stdout.
+"""`localllm run MODEL "prompt"`: answer a prompt, streamed to stdout.
 
-Text goes to stdout as it is generated; status and timings go to stderr, so
-`localllm run m.gguf "..." > out.txt` captures only the model's words. `--json` prints
-one JSON object with the text, finish reason and timings instead.
+By default PROMPT goes as a user message through the model's chat template (its own, or
+a fallback for its family), as `ollama run` and `llama-cli` do; `--raw` completes the
+text as it is. Text goes to stdout as it is generated; status and timings go to stderr,
+so `localllm run m.gguf "..." > out.txt` captures only the model's words. `--json`
+prints one JSON object with the text, finish reason and timings instead.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import asdict
 
+from .plan import MODEL_HELP, context_arg
+
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="generate text from a prompt, streamed to stdout",
-                       description="Load MODEL (a .gguf file, a catalog name or 'auto') and complete PROMPT.")
-    p.add_argument("model", metavar="MODEL", help="path to a .gguf file, an ONNX folder, a catalog name, or 'auto'")
+    p = sub.add_parser("run", help="answer a prompt with a model (chat template applied), streamed to stdout",
+                       description="Load MODEL and answer PROMPT: the prompt goes as a user message through "
+                                   "the model's chat template (its own, or a fallback for its family) and "
+                                   "the reply streams to stdout. --raw completes PROMPT as plain text "
+                                   "instead.")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("prompt", metavar="PROMPT", help="the prompt; '-' reads it from stdin")
-    p.add_argument("--chat", action="store_true",
-                   help="send PROMPT as a user message through the model's chat template")
-    p.add_argument("--system", metavar="TEXT", help="system message (with --chat)")
+    p.add_argument("--raw", action="store_true",
+                   help="plain text completion: no chat template, PROMPT is continued as it is")
+    # the default since chat became it; kept so older scripts that pass it still run
+    p.add_argument("--chat", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--system", metavar="TEXT", help="system message (not with --raw)")
     p.add_argument("--max-tokens", type=int, metavar="N", help="stop after N tokens (default 512)")
     p.add_argument("--temperature", type=float, metavar="T", help="0 is greedy (default 0.8)")
     p.add_argument("--top-k", type=int, metavar="K")
@@ -28,12 +38,24 @@ def register(sub) -> None:
     p.add_argument("--repeat-penalty", type=float, metavar="R")
     p.add_argument("--seed", type=int, metavar="N", help="make sampling reproducible")
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
-    p.add_argument("--ctx", type=int, metavar="N", help="context window in tokens")
+    p.add_argument("--ctx", type=context_arg, metavar="N", help="context window in tokens")
+    p.add_argument("--threads", type=_positive, metavar="N",
+                   help="CPU threads (default: the plan's, from the cores or what bench measured fastest)")
     p.add_argument("--runtime", choices=("llama.cpp", "onnxruntime"), help="override the planner's runtime")
     p.add_argument("--offline", action="store_true", default=None, help="never touch the network")
     p.add_argument("--force", action="store_true", help="load even if the plan predicts it will not fit")
     p.add_argument("--json", action="store_true", help="print the full result with timings as JSON")
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return n
 
 
 def _options(args) -> dict:
@@ -49,21 +71,27 @@ def _progress(done: int, total: int | None = None, *_: object) -> None:
 
 
 def run(args) -> int:
+    from ..errors import LocalLLMError
     from ..model import load
 
+    if args.raw and (args.chat or args.system):
+        raise LocalLLMError(f"--raw completes plain text, so {'--chat' if args.chat else '--system'} cannot "
+                            "apply; drop one of them")
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     options = _options(args)
     print(f"loading {args.model} ...", file=sys.stderr, flush=True)
     with load(args.model, context=args.ctx, runtime=args.runtime, offline=args.offline,
-              progress=_progress, force=args.force) as llm:
+              progress=_progress, force=args.force, threads=args.threads) as llm:
         print(f"loaded {llm.info.name} ({llm.info.runtime}, n_ctx {llm.info.n_ctx}, "
               f"{llm.info.load_seconds:.2f}s)", file=sys.stderr, flush=True)
-        if args.chat:
+        if args.raw:
+            chunks = llm.stream(prompt, **options)
+        else:
             messages = ([{"role": "system", "content": args.system}] if args.system else [])
             messages.append({"role": "user", "content": prompt})
-            chunks = llm.chat_stream(messages, **options)
-        else:
-            chunks = llm.stream(prompt, **options)
+            # as in the TUI: drop whole old turns rather than fail (the library's default is
+            # "error"); a lone prompt too long for the window still says so
+            chunks = llm.chat_stream(messages, overflow="truncate", **options)
         parts: list[str] = []
         ids: list[int] = []
         last = None
@@ -77,7 +105,8 @@ def run(args) -> int:
         timings = last.timings if last is not None else None
         if args.json:
             result = {"model": llm.info.name, "path": llm.info.path, "runtime": llm.info.runtime,
-                      "text": "".join(parts), "finish_reason": last.finish_reason if last else None,
+                      "mode": "raw" if args.raw else "chat", "text": "".join(parts),
+                      "finish_reason": last.finish_reason if last else None,
                       "prompt_tokens": timings.prompt_tokens if timings else 0,
                       "completion_tokens": len(ids), "timings": asdict(timings) if timings else None}
             json.dump(result, sys.stdout, ensure_ascii=False, indent=2)
@@ -89,3 +118,4 @@ def run(args) -> int:
                       f"at {timings.prompt_tps:.1f} tok/s, first token {timings.ttft_s * 1000:.0f} ms, "
                       f"decode {timings.decode_tps:.1f} tok/s", file=sys.stderr)
     return 0
+

@@ -1,0 +1,201 @@
+"""What a MODEL argument means, decided once for `load()` and every command.
+
+MODEL is "auto", a catalog name ("family" or "family:quant"), a .gguf file, or an ONNX
+folder (or .onnx file). A path is validated and planned from its own header or config;
+a name is planned from the catalog. `localllm plan`, `run`, `bench`, `chat` and `load()`
+all go through `resolve()`, so a form that works in one works in all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import CatalogError, InvalidModelError, ModelNotFoundError
+from .placement import Placement
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .catalog import Family, Variant
+    from .hardware import Hardware
+    from .planner import Plan
+
+__all__ = ["Resolved", "check", "local_model_path", "plan_for", "resolve"]
+
+log = logging.getLogger(__name__)
+
+# Context for a local file the planner cannot size: llama.cpp's server default (n_ctx
+# 4096), capped at what the model was trained for.
+DEFAULT_LOCAL_CONTEXT = 4096
+# Endings that mean "a file", whether or not it exists: the formats localllm runs and the
+# ones it refuses with a reason (validate.py), so a typo'd path never reads as a catalog miss.
+_FILE_SUFFIXES = (".gguf", ".onnx", ".safetensors", ".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A MODEL argument, resolved: a local path with its plan, or a catalog plan."""
+
+    path: Path | None  # the local file or folder; None for a catalog model (the store fetches it)
+    plan: "Plan | None"  # None only for a local GGUF whose architecture the planner cannot size
+    placement: Placement
+    info: Any = None  # validate's GGUFInfo / OnnxFolderInfo for a local path
+    note: str = ""  # why there is no plan, when there is none
+
+    @property
+    def name(self) -> str:
+        """The model's name as shown to people: the file's stem, the folder's name, or the variant."""
+        if self.path is not None:
+            return self.path.stem if self.path.is_file() else self.path.name
+        assert self.plan is not None
+        return self.plan.variant.name
+
+
+def local_model_path(model: "str | os.PathLike[str] | Family | Variant") -> Path | None:
+    """The Path when `model` names a file or folder, else None (a catalog name or "auto").
+
+    A path is a PathLike; or text with a path separator, a leading "~" or ".", or a model
+    file ending (.gguf, .onnx, and the refused pickle/safetensors ones); or text naming
+    something that exists. The path need not exist: `resolve()` then says so.
+    """
+    if isinstance(model, os.PathLike):
+        return Path(model).expanduser()
+    if not isinstance(model, str):  # a Family or Variant
+        return None
+    text = model.strip()
+    if not text or text.lower() == "auto":
+        return None
+    seps = {os.sep, os.altsep, "/"} - {None}
+    p = Path(text).expanduser()
+    if any(s in text for s in seps) or text.startswith(("~", ".")) or text.lower().endswith(_FILE_SUFFIXES) \
+            or p.exists():
+        return p
+    return None
+
+
+def resolve(model: "str | os.PathLike[str] | Family | Variant" = "auto", *, hardware: "Hardware | None" = None,
+            context: int | None = None, workload: str = "interactive", runtime: str | None = None,
+            kv_type: str | None = None, threads: int | None = None) -> Resolved:
+    """Resolve and plan a MODEL argument; does no download.
+
+    Raises:
+        ModelNotFoundError: a path that does not exist, or a name the catalog lacks.
+        InvalidModelError: a local file that is malformed, refused, or wrong for `runtime`.
+        NoFittingVariantError: "auto" and nothing in the catalog fits.
+    """
+    path = local_model_path(model)
+    if path is None:
+        from .planner import plan
+
+        name = model if not isinstance(model, str) else model.strip()
+        p = plan(name, hardware=hardware, context=context, workload=workload, runtime=runtime, kv_type=kv_type,
+                 threads=threads)
+        return Resolved(path=None, plan=p, placement=p.placement)
+    info = _validate(path, model)
+    return _plan_local(path, info, hardware=hardware, context=context, workload=workload, runtime=runtime,
+                       kv_type=kv_type, threads=threads)
+
+
+def check(model: "str | os.PathLike[str]") -> Path | None:
+    """The cheap part of `resolve()`, without probing or planning: a path must exist and be a
+    valid model, a name must be in the catalog. Returns the path, or None for a name or "auto".
+
+    Raises:
+        ModelNotFoundError, InvalidModelError: as `resolve()`.
+    """
+    path = local_model_path(model)
+    if path is not None:
+        _validate(path, model)
+    elif str(model).strip().lower() != "auto":
+        from .catalog import load_catalog
+
+        load_catalog().find(str(model))
+    return path
+
+
+def plan_for(model: "str | os.PathLike[str] | Family | Variant" = "auto", *, hardware: "Hardware | None" = None,
+             context: int | None = None, workload: str = "interactive", runtime: str | None = None,
+             kv_type: str | None = None, threads: int | None = None) -> "Plan":
+    """The Plan for any MODEL form: "auto", a catalog name or "name:quant", a .gguf file or an ONNX folder.
+
+    Like `localllm.plan`, which takes catalog names only; a local file is planned from its
+    own header (exact tensor bytes and architecture). Does no download.
+
+    Raises:
+        ModelNotFoundError: a path that does not exist, or a name the catalog lacks.
+        InvalidModelError: a local file that is malformed or refused, or whose architecture
+            the planner cannot size (`load()` still runs it, on the CPU).
+        NoFittingVariantError: "auto" and nothing in the catalog fits.
+    """
+    r = resolve(model, hardware=hardware, context=context, workload=workload, runtime=runtime, kv_type=kv_type,
+                threads=threads)
+    if r.plan is None:
+        raise InvalidModelError(r.note, path=str(r.path))
+    return r.plan
+
+
+def _validate(path: Path, model: object) -> Any:
+    if not path.exists():
+        raise ModelNotFoundError(
+            f"no such file: {path} (there is no model file or folder at that path). Check the path, or "
+            "give a catalog name (`localllm models` lists them) or 'auto'", name=str(model))
+    from .validate import validate_model_path
+
+    return validate_model_path(path)
+
+
+def _plan_local(path: Path, info: Any, *, hardware: "Hardware | None", context: int | None, workload: str,
+                runtime: str | None, kv_type: str | None, threads: int | None) -> Resolved:
+    """A plan and placement for a validated local file: the planner's, sized from the file itself."""
+    from .planner import RUNTIME_ALIASES
+
+    wanted = RUNTIME_ALIASES.get(runtime.strip().lower(), runtime.strip().lower()) if runtime else None
+    if hasattr(info, "kv_bytes_per_token"):  # an ONNX folder or .onnx file (OnnxFolderInfo)
+        if wanted not in (None, "onnxruntime"):
+            raise InvalidModelError(f"{path} is an ONNX model; runtime {runtime!r} cannot run it "
+                                    "(use runtime 'onnxruntime')", path=str(path))
+        if kv_type is not None:
+            raise InvalidModelError(f"{path} is an ONNX export, which fixes its own KV cache type; "
+                                    f"kv_type {kv_type!r} is a llama.cpp option: leave it out", path=str(path))
+        from .planner import plan_local_onnx
+
+        plan = plan_local_onnx(info, path=str(path), hardware=hardware, context=context, workload=workload,
+                               threads=threads)
+        return Resolved(path=path, plan=plan, placement=plan.placement, info=info)
+    if wanted not in (None, "llama.cpp"):
+        raise InvalidModelError(f"{path} is a GGUF file; runtime {runtime!r} cannot run it "
+                                "(use runtime 'llama.cpp')", path=str(path))
+    why = "it has no tensor table"
+    if hasattr(info, "tensors"):
+        from .catalog import family_from_gguf_metadata
+        from .planner import plan_local
+        from .quantmix import gguf_weights
+
+        try:
+            tied = not any(t.name == "output.weight" for t in info.tensors)
+            family = family_from_gguf_metadata(info.metadata, name=path.stem, tied_embeddings=tied)
+        except CatalogError as exc:  # an architecture the planner cannot size: llama.cpp may still run it
+            why = str(exc)
+        else:
+            plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(path), context=context,
+                              workload=workload, runtime=wanted, kv_type=kv_type, threads=threads,
+                              hardware=hardware, weights=gguf_weights(info.tensors))
+            return Resolved(path=path, plan=plan, placement=plan.placement, info=info)
+    # an architecture the planner cannot size: a CPU placement from probe() facts
+    from .hwprobe import probe
+
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+    hw = hardware if hardware is not None else probe()
+    cores = threads or hw.cpu.physical_cores or int(hw.cpu.effective_cores or 1)
+    meta = getattr(info, "metadata", None) or {}
+    trained = meta.get(f"{meta.get('general.architecture')}.context_length")
+    n_ctx = context or min(DEFAULT_LOCAL_CONTEXT, int(trained) if trained else DEFAULT_LOCAL_CONTEXT)
+    n = max(1, int(cores))
+    note = (f"cannot plan {path} ({why}): the planner cannot size its memory. localllm still loads it on "
+            f"the CPU with n_ctx {n_ctx} and {n} thread{'s' if n != 1 else ''} (`localllm run {path} PROMPT`)")
+    log.info("%s", note)  # load() warns; plan_for raises it
+    placement = Placement(runtime="llama.cpp", n_ctx=n_ctx, n_threads=n, kv_type=kv_type or "f16")
+    return Resolved(path=path, plan=None, placement=placement, info=info, note=note)
