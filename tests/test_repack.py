@@ -171,3 +171,35 @@ def test_an_amx_build_follows_its_kept_verdict(monkeypatch):
     good = plan("llama-3.2-1b-instruct:q4_k_m", hardware=amx_hw, calibration=replace(cal, extra_buffers=None),
                 context=2048)
     assert good.memory.host.repacked > 0  # unknown: the larger figure (AMX takes Q6_K too)
+
+
+def test_a_load_keeps_its_measured_memory_and_the_next_plan_of_that_file_uses_it(quantized, monkeypatch, one_core):
+    """Close the loop: after a load the resident growth is kept per (file, placement); a later
+    plan of the same file corrects its estimate with it and says so."""
+    import localllm
+    from localllm.calibration import load_calibration
+
+    monkeypatch.delenv(repack.EXTRA_BUFFERS_ENV, raising=False)
+    hw = one_core
+    path = quantized["Q4_K_M"]
+    before = localllm.plan_for(path, hardware=hw, context=256)
+    assert not before.memory.host.measured
+    with localllm.load(path, hardware=hw, context=256) as m:
+        m.generate("hello world", max_tokens=4, temperature=0)
+        growth = m._engine.resident_growth
+    assert growth and growth > 0
+    (rec,) = load_calibration(hw).loads
+    assert rec.resident_bytes == growth and rec.n_ctx == 256 and rec.extra_buffers is True
+    assert rec.file_size == path.stat().st_size
+    after = localllm.plan_for(path, hardware=hw, context=256)
+    # the host figure is now the measured growth plus the interpreter's share
+    from localllm.estimator import HOST_RUNTIME_OVERHEAD
+
+    assert after.memory.host.total == growth + HOST_RUNTIME_OVERHEAD
+    assert after.memory.host.measured == after.memory.host.total - before.memory.host.total
+    assert any("measured at the last load of this file" in r for r in after.reasons)
+    # another context of the same file keeps the correction; another placement (repacking off) does not
+    longer = localllm.plan_for(path, hardware=hw, context=512)
+    assert longer.memory.host.measured == after.memory.host.measured
+    monkeypatch.setenv(repack.EXTRA_BUFFERS_ENV, "0")
+    assert not localllm.plan_for(path, hardware=hw, context=256).memory.host.measured
