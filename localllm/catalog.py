@@ -129,7 +129,8 @@ class Variant:
 
     @property
     def name(self) -> str:
-        return f"{self.family.name}:{self.quant.lower()}"
+        """What `Catalog.find` takes back: "family:q4_k_m", or "family:onnx-int8" for an ONNX export."""
+        return f"{self.family.name}:{_quant_label(self)}"
 
     @property
     def quality(self) -> float:
@@ -179,10 +180,13 @@ class Catalog:
             return family
         quant = quant_part.strip().upper().replace("-", "_")
         quant = _QUANT_ALIASES.get(quant, quant)
-        for v in self.variants_of(family):
-            if v.quant.upper() == quant or f"{v.format}-{v.quant}".upper() == quant:
+        for v in self.variants_of(family):  # a bare quant names the GGUF file; "onnx-q4" an ONNX export
+            if (v.format == "gguf" and v.quant.upper() == quant) or _quant_label(v).upper().replace("-", "_") == quant:
                 return v
-        have = ", ".join(v.quant.lower() for v in self.variants_of(family))
+        for v in self.variants_of(family):  # a quant only an ONNX export has ("int8")
+            if v.quant.upper() == quant:
+                return v
+        have = ", ".join(_quant_label(v) for v in self.variants_of(family))
         raise ModelNotFoundError(
             f"{family.name} has no {quant_part.strip()!r} variant; available: {have}",
             name=text, suggestions=tuple(v.name for v in self.variants_of(family)))
@@ -206,6 +210,11 @@ class Catalog:
             f"no model called {query!r} in the catalog{hint} "
             f"(`localllm models` lists all {len(names)} families)",
             name=query, suggestions=tuple(near))
+
+
+def _quant_label(v: Variant) -> str:
+    """How `find` names a variant after the colon: the quant, "onnx-" in front for an ONNX export."""
+    return v.quant.lower() if v.format == "gguf" or v.quant == "local" else f"{v.format}-{v.quant.lower()}"
 
 
 def _slug(text: str) -> str:

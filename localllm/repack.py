@@ -11,7 +11,7 @@ The rules, for the llama.cpp that llama-cpp-python 0.3.36 vendors:
 
 * only 2-D weights used in a matrix product on the CPU (not the token embedding, which
   is a row lookup; a tied output is a second, repacked copy of it), rows a multiple of 8
-  on x86 and 4 on ARM;
+  on x86 and of 4 on ARM (8 for the K-quants);
 * x86 with AVX2: Q4_0, Q4_K, IQ4_NL, MXFP4; with AVX-512 also Q2_K;
 * ARM with dot product (or int8 matmul): Q4_0, Q4_K, Q5_K, Q6_K, IQ4_NL, MXFP4, Q8_0;
 * an AMX build on a CPU that grants AMX: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS go to
@@ -39,6 +39,7 @@ EXTRA_BUFFERS_ENV = "LOCALLLM_LLAMA_EXTRA_BUFFERS"
 _X86_AVX2 = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"})
 _X86_AVX512 = frozenset({"Q2_K"})
 _ARM_DOTPROD = frozenset({"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4", "Q8_0"})
+_K_QUANTS = frozenset({"Q2_K", "Q4_K", "Q5_K", "Q6_K"})  # interleaved by 8 rows on every CPU
 AMX_TYPES = frozenset({"Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"})
 # AMX kernels need rows of whole tiles: 32 weights for the 32-blocks, 256 for K-quants
 _AMX_ROW_ALIGN = {"Q4_0": 32, "Q4_1": 32, "Q8_0": 32}
@@ -119,6 +120,6 @@ def repacked_bytes(weights: Iterable[tuple[Any, ...]], features: Iterable[str], 
         t = ggml_type.upper()
         if t in amx and row_len % _AMX_ROW_ALIGN.get(t, 256) == 0:
             total += nbytes
-        elif t in types and rows % row_multiple == 0:
+        elif t in types and rows % (8 if t in _K_QUANTS else row_multiple) == 0:
             total += nbytes
     return total

@@ -258,3 +258,14 @@ def test_family_from_a_real_gguf_header(tiny_gguf):
     assert f.n_layer == info.metadata[f"{arch}.block_count"]
     assert f.n_embd == info.metadata[f"{arch}.embedding_length"]
     assert f.n_vocab > 0 and f.head_dim * f.n_head >= f.n_embd // 2
+
+
+def test_every_variant_name_finds_that_variant_again():
+    """What a plan prints (`variant.name`) is what `localllm pull NAME` and `load(NAME)` take back;
+    an ONNX export is `family:onnx-QUANT`, so `:fp16` (GGUF F16) and `:onnx-fp16` are both reachable."""
+    cat = load_catalog()
+    for v in cat.variants:
+        assert cat.find(v.name) is v, v.name
+    qwen = "qwen2.5-0.5b-instruct"
+    assert cat.find(f"{qwen}:fp16").format == "gguf" and cat.find(f"{qwen}:onnx-fp16").format == "onnx"
+    assert cat.find(f"{qwen}:int8").name == f"{qwen}:onnx-int8"  # only the ONNX export has INT8

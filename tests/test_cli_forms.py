@@ -262,3 +262,12 @@ def test_a_gguf_the_planner_cannot_size_is_explained_not_planned(tmp_path, capsy
     r = resolve(path, threads=1, context=512)
     assert r.plan is None and r.placement.runtime == "llama.cpp"
     assert (r.placement.n_ctx, r.placement.n_threads, r.placement.n_gpu_layers) == (512, 1, 0)
+
+
+def test_pull_a_path_says_it_downloads_catalog_models(tmp_path, capsys):
+    """A path has nothing to download: pull says so (and how to use the file), not "no model in the catalog"."""
+    assert main(["pull", str(starter_gguf())]) == 1
+    err = capsys.readouterr().err
+    assert "is a file already on disk" in err and "localllm run" in err and "catalog" in err
+    assert main(["pull", str(tmp_path / "gone.gguf")]) == 1
+    assert "nothing is there" in capsys.readouterr().err

@@ -95,7 +95,7 @@ def test_fp16_graphs_rank_after_fp32_ones_on_the_cpu_provider():
     p = planner.plan(QWEN, hardware=load_profile("laptop-x86-16gb"), runtime="onnx")
     assert onnx_kv_type(p.variant) == "f32" and p.placement.kv_type == "f32"
     rejected = {r.name: r.why for r in p.rejected}
-    assert "float32" in rejected[f"{QWEN}:q4f16"]
+    assert "float32" in rejected[f"{QWEN}:onnx-q4f16"]
 
 
 # -- estimator -------------------------------------------------------------------------------

@@ -57,6 +57,16 @@ def _report(variant, got) -> list[str]:
 def _pick_variant(name: str):
     """A Variant for a name: exact variant, or the planner's choice for a family / "auto"."""
     from ..catalog import Variant, load_catalog
+    from ..resolve import local_model_path
+
+    path = local_model_path(name)
+    if path is not None:  # a file on disk has nothing to download
+        from ..errors import ModelNotFoundError
+
+        there = "is a file already on disk" if path.exists() else "is a path, and nothing is there"
+        raise ModelNotFoundError(f"{name!r} {there}: pull downloads catalog models (`localllm models` lists them). "
+                                 f"To use a local file, give its path to run, chat, plan or bench "
+                                 f"(localllm run {path} \"PROMPT\")", name=name)
 
     catalog = load_catalog()
     found = None if name.strip().lower() == "auto" else catalog.find(name)

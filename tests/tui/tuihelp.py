@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Callable
 
 # Greedy and bounded: the tiny random model writes the same reply every time, quickly.
 GREEDY = {"temperature": 0, "max_tokens": 48}
 # Greedy and unbounded: prompted with "hello", the tiny model (seed 1) loops without EOS
-# until the context is full (about 18 s here), so a reply runs until stopped.
+# until the context is full (2-18 s, by machine and what the UI costs), so a reply runs until stopped.
 ENDLESS = {"temperature": 0, "max_tokens": None}
 
 
 async def wait_for(pilot, condition: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition"):
+    """Poll `condition` while the app runs. A plain sleep, not `pilot.pause`: pause also waits
+    for the app to go idle, which it never does while a reply streams, so a fast model's whole
+    reply would pass before the first poll."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await pilot.pause(0.02)
+        await asyncio.sleep(0.02)
 
 
 async def wait_ready(pilot, timeout: float = 60.0):
@@ -31,12 +35,22 @@ async def send(pilot, text: str, *, finish: bool = True, timeout: float = 60.0):
     app = pilot.app
     screen = app.chat_screen
     before = _stored_replies(app)
-    await pilot.press(*_keys(text), "enter")
+    await pilot.press(*_keys(text))
+    post_key(pilot, "enter")  # not pilot.press: it then waits up to 2 s for an idle app while the reply streams
     await wait_for(pilot, lambda: screen.generating or _stored_replies(app) > before, timeout=10,
                    what="generation to start")
     if finish:
         await wait_for(pilot, lambda: not screen.generating and _stored_replies(app) > before,
                        timeout=timeout, what="the reply to finish")
+
+
+def post_key(pilot, key: str) -> None:
+    """Send one key to the app the way `pilot.press` does, without waiting for the app to go idle."""
+    from textual import events
+
+    event = events.Key(key, None)
+    event.set_sender(pilot.app)
+    pilot.app._driver.send_message(event)
 
 
 def _stored_replies(app) -> int:
