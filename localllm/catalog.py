@@ -342,43 +342,74 @@ def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str,
     """A Family for a local GGUF file, from the `{arch}.*` keys of its header.
 
     `metadata` maps GGUF keys to plain values (lists for arrays). `tied_embeddings` is
-    known from the tensor list (no `output.weight`); pass it when you have it.
+    known from the tensor list (no `output.weight`); pass it when you have it. Every count
+    is checked against the range llama.cpp accepts (localllm.gguf_rules), so the planner
+    never divides by, or loops over, a number it cannot use.
 
     Raises:
-        CatalogError: a key the planner needs is missing.
+        CatalogError: a key the planner needs is missing, not a whole number, or out of range.
     """
+    from .gguf_rules import LLAMA_MAX_LAYERS, MAX_CONTEXT_LENGTH, MAX_WIDTH
+
     arch = metadata.get("general.architecture")
     if not isinstance(arch, str):
         raise CatalogError(f"{name}: GGUF header has no general.architecture")
 
-    def get(key: str, default: Any = None, *, required: bool = False) -> Any:
+    def get(key: str, default: Any = None, *, required: bool = False, lo: int = 1, hi: int = MAX_WIDTH) -> Any:
         value = metadata.get(f"{arch}.{key}", default)
         if isinstance(value, (list, tuple)):  # per-layer arrays (e.g. head_count_kv): take the largest
-            value = max(value) if value else default
-        if value is None and required:
-            raise CatalogError(f"{name}: GGUF header has no {arch}.{key}; cannot size this model")
+            per_layer = [_whole(v, f"{arch}.{key}", name) for v in value[:LLAMA_MAX_LAYERS + 1]]
+            bad = next((v for v in per_layer if not 0 <= v <= hi), None)  # 0: a layer without attention
+            if bad is not None or len(value) > LLAMA_MAX_LAYERS:
+                shown = bad if bad is not None else f"{len(value)} entries"
+                raise CatalogError(f"{name}: {arch}.{key} holds {shown}, outside 0..{hi}; cannot size this model")
+            value = max(per_layer, default=default)
+        if value is None:
+            if required:
+                raise CatalogError(f"{name}: GGUF header has no {arch}.{key}; cannot size this model")
+            return None
+        value = _whole(value, f"{arch}.{key}", name)
+        if not lo <= value <= hi:
+            raise CatalogError(f"{name}: {arch}.{key} is {value}, outside {lo}..{hi}; cannot size this model")
         return value
 
-    n_layer = int(get("block_count", required=True))
-    n_embd = int(get("embedding_length", required=True))
-    n_head = int(get("attention.head_count", required=True))
-    n_head_kv = int(get("attention.head_count_kv", n_head))
-    head_dim = int(get("attention.key_length", n_embd // n_head))  # llama.cpp's own default
-    n_ctx = int(get("context_length", 2048))
-    n_ff = get("feed_forward_length")
+    n_layer = get("block_count", required=True, hi=LLAMA_MAX_LAYERS)
+    n_embd = get("embedding_length", required=True)
+    n_head = get("attention.head_count", required=True)
+    n_head_kv = get("attention.head_count_kv", n_head, hi=n_head)
+    if n_head % n_head_kv:
+        raise CatalogError(f"{name}: {arch}.attention.head_count {n_head} is not a multiple of head_count_kv "
+                           f"{n_head_kv}; cannot size this model")
+    if n_embd < n_head and metadata.get(f"{arch}.attention.key_length") is None:
+        raise CatalogError(f"{name}: {arch}.embedding_length {n_embd} is smaller than head_count {n_head}, so the "
+                           "head size would be 0; cannot size this model")
+    head_dim = get("attention.key_length", n_embd // n_head)  # llama.cpp's own default
+    n_ctx = get("context_length", 2048, hi=MAX_CONTEXT_LENGTH)
+    n_ff = get("feed_forward_length", lo=0)
     vocab = metadata.get(f"{arch}.vocab_size")
     if vocab is None:
         tokens = metadata.get("tokenizer.ggml.tokens")  # a list, or a summary with .length
         vocab = len(tokens) if isinstance(tokens, (list, tuple)) else getattr(tokens, "length", tokens)
-    window = get("attention.sliding_window")
+    vocab = _whole(vocab, "the vocabulary size", name) if vocab is not None else 0
+    if not 0 <= vocab <= 2**31 - 1:
+        raise CatalogError(f"{name}: a vocabulary of {vocab} tokens is out of range; cannot size this model")
+    window = get("attention.sliding_window", lo=0, hi=MAX_CONTEXT_LENGTH)
     pattern = 2 if window and arch.startswith("gemma2") else (6 if window and arch.startswith("gemma3") else None)
     return Family(
         name=name, display_name=str(metadata.get("general.name") or name), arch=arch,
         n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_embd=n_embd,
-        n_ctx_train=n_ctx, n_vocab=int(vocab or 32000), n_ff=int(n_ff) if n_ff else None,
+        n_ctx_train=n_ctx, n_vocab=vocab or 32000, n_ff=n_ff or None,
         tied_embeddings=bool(tied_embeddings), ffn_gated=arch not in ("falcon", "gpt2", "gptneox", "phi2"),
-        sliding_window=int(window) if window else None, sliding_window_pattern=pattern,
+        sliding_window=window or None, sliding_window_pattern=pattern,
         quality=None, quality_source="local file: no benchmark score", chat=True)
+
+
+def _whole(value: Any, what: str, name: str) -> int:
+    """`value` as an int: GGUF integers, or floats with no fraction; anything else is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise CatalogError(f"{name}: {what} is {str(value)[:40]!r}, not a whole number; cannot size this model")
+    return int(value)
 
 
 def local_variant(family: Family, *, weight_bytes: int, path: str | None = None,

@@ -21,6 +21,7 @@ benchmarks/estimator_accuracy.py: every case within 10 % or 100 MiB.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -161,13 +162,34 @@ def kv_cache_bytes(family: Family, n_ctx: int, kv_type: str = "f16", *, layers: 
     except KeyError:
         raise ValueError(f"unknown KV cache type {kv_type!r}; use one of {', '.join(KV_BYTES_PER_ELEMENT)}") from None
     ctx = padded_ctx(n_ctx)
-    total = 0.0
-    for i in layers if layers is not None else range(family.n_layer):
-        cells = ctx
-        if not swa_full and family.is_sliding_layer(i):
-            cells = min(ctx, padded_ctx(family.sliding_window + n_ubatch))  # llama.cpp iswa cache size
-        total += 2 * cells * family.n_head_kv * family.head_dim * per
+    layers = layers if layers is not None else range(max(0, family.n_layer))
+    n_sliding = 0 if swa_full else _sliding_in(family, layers)
+    swa_cells = min(ctx, padded_ctx((family.sliding_window or 0) + n_ubatch))  # llama.cpp iswa cache size
+    per_cell = 2 * family.n_head_kv * family.head_dim * per
+    # summed per layer kind, not per layer: a header's block_count can be anything
+    total = (len(layers) - n_sliding) * (ctx * per_cell) + n_sliding * (swa_cells * per_cell)
     return int(total)
+
+
+def _sliding_in(family: Family, layers: range) -> int:
+    """How many of `layers` are sliding-window layers (Family.is_sliding_layer), in O(1)."""
+    if not family.sliding_window or not layers:
+        return 0
+    p = family.sliding_window_pattern or 1
+    if p == 1:  # every layer slides
+        return len(layers)
+    if layers.step < 0:
+        layers = layers[::-1]
+    first, step, n = layers.start, layers.step, len(layers)
+    # layer i is global when i % p == p - 1, i.e. when p divides i + 1
+    if step == 1 and first >= 0:
+        return n - ((first + n) // p - first // p)
+    # another stride (no caller uses one): one period of residues, at most p steps
+    period = p // math.gcd(step, p)
+    global_per_period = sum(1 for k in range(period) if (first + k * step) % p == p - 1)
+    full, rest = divmod(n, period)
+    n_global = full * global_per_period + sum(1 for k in range(rest) if (first + k * step) % p == p - 1)
+    return n - n_global
 
 
 def compute_buffer_bytes(family: Family, *, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = False,
@@ -222,7 +244,8 @@ def weight_split(variant: Variant) -> tuple[int, int, int]:
         embd = int(embd_params * _BPW[embd_type] / 8)
         out = int(embd_params * _BPW[out_type] / 8) if not f.tied_embeddings else embd
     in_file = embd + (0 if f.tied_embeddings else out)
-    layer = max(0, size - in_file) // f.n_layer  # metadata (a few MB) is spread over the layers
+    # metadata (a few MB) is spread over the layers; a family without layers has none to spread over
+    layer = max(0, size - in_file) // f.n_layer if f.n_layer > 0 else 0
     return embd, layer, out
 
 

@@ -395,9 +395,15 @@ def _threads(hw: Hardware) -> int:
 # -- one variant ----------------------------------------------------------------------------------
 
 def _contexts(family: Family, req: _Request) -> list[int]:
+    """Context sizes to try, largest first: the target, halved down to the floor.
+
+    Every size is at least 1 whatever the family says (a header's context_length of 0 once
+    made this loop forever), so the halving ends after at most log2(target) steps.
+    """
     target = req.ctx_target or DEFAULT_CONTEXT
     target = min(target, family.n_ctx_train) if not req.ctx_explicit else target
-    floor = target if req.ctx_explicit else min(target, CONTEXT_FLOOR)
+    target = max(1, int(target))
+    floor = target if req.ctx_explicit else max(1, min(target, CONTEXT_FLOOR))
     out = [target]
     c = target
     while c // 2 >= floor:

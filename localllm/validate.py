@@ -5,8 +5,11 @@ array lengths, wrong array element types, dimension products that overflow, tens
 outside the file, malformed byte tokens) have caused heap overflows and unbounded
 allocations in llama.cpp's loader (CVE-2025-49847 and several fixes since). So the
 header is parsed here, in pure Python, with every length checked against the bytes
-that are actually left in the file before anything is read or allocated. Only a file
-that passes is handed to llama.cpp.
+that are actually left in the file before anything is read or allocated. A well-formed
+file then meets the rules llama.cpp's own loader asserts on (localllm.gguf_rules:
+hyperparameters, tensor types and shapes, the tokenizer against its vocabulary), with
+every token text checked unique and byte tokens in the exact form llama.cpp looks up.
+Only a file that passes is handed to llama.cpp.
 
     validate_model_path(path)   dispatch: .gguf file, ONNX folder, refused formats
     validate_gguf(path)         -> GGUFInfo, or InvalidModelError saying what and where
@@ -34,6 +37,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from . import gguf_rules
 from .errors import InvalidModelError
 # ONNX folders are checked by the ONNX runtime's module (graph names, external data, tokenizer)
 from .runtimes.onnx_folder import OnnxFolderInfo, is_onnx_folder, validate_onnx_folder
@@ -102,7 +106,9 @@ _REQUIRED_SCALAR_TYPES = {
     "tokenizer.chat_template": _STRING,
 }
 _TOKEN_TYPE_BYTE = 6  # llama.h LLAMA_TOKEN_TYPE_BYTE
-_BYTE_TOKEN = re.compile(rb"<0x[0-9A-Fa-f]{2}>")
+# llama-vocab.cpp:4003 looks byte tokens up as "<0x" + two of "0123456789ABCDEF" + ">": a
+# lowercase <0x0a> is never found, and the first newline then throws std::out_of_range
+_BYTE_TOKEN = re.compile(rb"<0x[0-9A-F]{2}>")
 _U64 = struct.Struct("<Q").unpack_from
 
 # Architectures the llama.cpp vendored by llama-cpp-python 0.3.36 knows (src/llama-arch.cpp,
@@ -422,6 +428,43 @@ class _Reader:
         self._skip_strings_checked(count, what, limit, item)
         raise _Bad(f"{what} is malformed", self.pos)  # unreachable: the checked walk raised
 
+    def collect_tokens(self, count: int, what: str, limit: int, item: str) -> tuple[set[bytes], bool]:
+        """skip_strings that also gathers the strings' bytes into a set; returns (the set,
+        whether some string may hold a NUL byte).
+
+        Fast path: one copy of the span the tokens likely fill, walked as bytes (slicing a
+        bytes object is cheaper than slicing the map), for strings under 256 bytes, whose
+        length fields then hold exactly 7 zero bytes each: so a zero count over the span
+        tells whether any text holds a NUL. Anything else (a longer token, a bad length, a
+        span too short) takes the general walk over the map.
+        """
+        start, left = self.pos, self.size - self.pos
+        span = min(left, 24 * count + 64)  # real vocabularies average well under 16 bytes a token
+        buf = self.mm[start:start + span]
+        got = _gather(buf, count, 255)
+        if got is not None:
+            texts, end = got
+            self.pos = start + end
+            return texts, buf.count(b"\0", 0, end) != 7 * count
+        mm, pos = self.mm, start
+        out: list[bytes] = []
+        try:
+            for _ in repeat(None, count):
+                (n,) = _U64(mm, pos)
+                if n > limit:
+                    break
+                pos += 8
+                out.append(mm[pos:pos + n])  # a short slice near the end of the map: caught below
+                pos += n
+            else:
+                if pos <= self.size:
+                    self.pos = pos
+                    return set(out), True
+        except struct.error:
+            pass
+        self._skip_strings_checked(count, what, limit, item)
+        raise _Bad(f"{what} is malformed", self.pos)  # unreachable: the checked walk raised
+
     def _skip_strings_checked(self, count: int, what: str, limit: int, item: str) -> None:
         mm, size, pos = self.mm, self.size, self.pos
         for i in range(count):
@@ -446,6 +489,25 @@ class _Reader:
         vals = list(struct.unpack_from(f"<{count}{fmt[1]}", self.mm, self.pos)) if count else []
         self.pos += n * count
         return vals
+
+
+def _gather(buf: bytes, count: int, limit: int) -> tuple[set[bytes], int] | None:
+    """(the set of `count` length-prefixed strings at the start of `buf`, the offset past them),
+    or None when a length exceeds `limit` or the strings run past `buf`."""
+    out: list[bytes] = []  # list.append is a specialized call, set.add is not: then set() in C
+    pos = 8
+    try:
+        for _ in repeat(None, count):
+            (n,) = _U64(buf, pos - 8)
+            if n > limit:
+                return None
+            end = pos + n
+            out.append(buf[pos:end])
+            pos = end + 8
+    except struct.error:
+        return None
+    end = pos - 8
+    return (set(out), end) if end <= len(buf) else None
 
 
 def _fail(p: Path, message: str, offset: int | None = None) -> InvalidModelError:
@@ -483,8 +545,10 @@ def _parse(mm, size: int, p: Path) -> GGUFInfo:
 
         metadata, types, facts = _read_kv(r, n_kv)
         alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-        if alignment == 0 or alignment & (alignment - 1):
-            raise _Bad(f"general.alignment is {alignment}, not a power of two", facts["offsets"]["general.alignment"])
+        try:
+            gguf_rules.check_alignment(alignment)
+        except gguf_rules.RuleError as bad:
+            raise _Bad(str(bad), facts["offsets"]["general.alignment"]) from None
         arch = metadata.get("general.architecture")
         if arch is None:
             raise _Bad("the key general.architecture is missing", 24)
@@ -497,16 +561,28 @@ def _parse(mm, size: int, p: Path) -> GGUFInfo:
             f"{p}: architecture {arch!r} is not supported by the installed llama.cpp (llama-cpp-python "
             f"{_llama_cpp_version() or 'unknown version'}). Use a model of a supported architecture "
             f"(llama, qwen2, gemma2, phi3...) or upgrade llama-cpp-python.", path=str(p))
+    _check_rules(p, arch, metadata, types, facts, tensors)
     return GGUFInfo(path=p, version=version, architecture=arch, file_size=size,
                     metadata=MappingProxyType(metadata), tensors=tuple(tensors), tensor_bytes=tensor_bytes,
                     alignment=alignment, data_offset=data_offset)
+
+
+def _check_rules(p: Path, arch: str, metadata: dict, types: dict, facts: dict, tensors: list[TensorInfo]) -> None:
+    """What llama.cpp's loader asserts on (localllm.gguf_rules), once the structure is sound."""
+    vocab = facts.get("vocab")
+    try:
+        gguf_rules.check_hparams(arch, metadata, {k: _TYPE_NAMES[t] for k, t in types.items()}, facts["elems"])
+        gguf_rules.check_tensors(arch, metadata, tensors, vocab.n_tokens if vocab else None)
+        gguf_rules.check_tokenizer(arch, metadata, vocab)
+    except gguf_rules.RuleError as bad:
+        raise _fail(p, str(bad), facts["offsets"].get(bad.key) if bad.key else None) from None
 
 
 def _read_kv(r: _Reader, n_kv: int) -> tuple[dict, dict, dict]:
     """Read every key/value; big arrays are walked and summarized, vocab arrays kept for checks."""
     metadata: dict[str, Any] = {}
     types: dict[str, int] = {}
-    facts: dict[str, Any] = {"offsets": {}}
+    facts: dict[str, Any] = {"offsets": {}, "elems": {}}
     for i in range(n_kv):
         start = r.pos
         key_b = r.raw_string(f"key {i}", MAX_KEY_BYTES)
@@ -546,6 +622,7 @@ def _read_array(r: _Reader, key: str, facts: dict):
         want = " or ".join(_TYPE_NAMES[t] for t in allowed)
         raise _Bad(f"array {key!r} must hold {want} elements but holds {_TYPE_NAMES[elem]}; llama.cpp would read "
                    f"past its end", at)
+    facts["elems"][key] = _TYPE_NAMES[elem]
     min_size = 8 if elem == _STRING else _SCALARS[elem][2]
     left = r.size - r.pos
     if count > MAX_ARRAY_ELEMENTS or count * min_size > left:
@@ -577,24 +654,25 @@ def _small(r: _Reader, elem: int, first: int, count: int, key: str) -> tuple:
         r.pos = end
 
 
-def _read_tokens(r: _Reader, count: int, key: str) -> tuple[int, int]:
-    """Check every token's length (none copied); returns (offset of the first, count)."""
+def _read_tokens(r: _Reader, count: int, key: str) -> tuple[int, int, set[bytes], bool]:
+    """Check every token's length; returns (offset of the first, count, the set of their texts,
+    whether one may hold a NUL byte)."""
     first = r.pos
-    r.skip_strings(count, repr(key), MAX_TOKEN_BYTES, item="token {i}")
-    return first, count
+    texts, nul = r.collect_tokens(count, repr(key), MAX_TOKEN_BYTES, item="token {i}")
+    return first, count, texts, nul
 
 
-def _token_bytes(r: _Reader, tokens: tuple[int, int], wanted: list[int]) -> dict[int, bytes]:
-    """The bytes of the tokens at the sorted indices `wanted` (lengths already checked)."""
-    mm, (pos, _count) = r.mm, tokens
-    out: dict[int, bytes] = {}
+def _token_bytes(r: _Reader, tokens: tuple, wanted: list[int]) -> dict[int, tuple[int, bytes]]:
+    """(offset, bytes) of the tokens at the sorted indices `wanted` (lengths already checked)."""
+    mm, pos = r.mm, tokens[0]
+    out: dict[int, tuple[int, bytes]] = {}
     i = 0
     for j in wanted:
         for _ in repeat(None, j - i):
             pos += 8 + _U64(mm, pos)[0]
         i = j
         (n,) = _U64(mm, pos)
-        out[j] = mm[pos + 8:pos + 8 + n]
+        out[j] = pos, mm[pos + 8:pos + 8 + n]
     return out
 
 
@@ -622,23 +700,52 @@ def _check_vocab(r: _Reader, metadata: dict, facts: dict) -> None:
             if count < n:
                 raise _Bad(f"{key!r} has {count} entries for {n} tokens; llama.cpp would read past its end",
                            offsets[key])
+    texts = _unique_texts(r, tokens)
     types = facts.get("token_type")
-    if types is None:
-        return
+    byte_ids: list[int] = []
     # only tokens marked as byte tokens are read (array.index searches in C)
-    byte_ids, i = [], 0
-    while True:
+    i = 0
+    while types is not None:
         try:
             i = types.index(_TOKEN_TYPE_BYTE, i, n)
         except ValueError:
             break
         byte_ids.append(i)
         i += 1
-    for i, text in _token_bytes(r, tokens, byte_ids).items():
+    for i, (at, text) in _token_bytes(r, tokens, byte_ids).items():
         if not _BYTE_TOKEN.fullmatch(text):
             shown = bytes(text[:32]).decode("utf-8", errors="replace")
-            raise _Bad(f"token {i} is marked as a byte token but its text is {shown!r}, not <0xNN> with two hex "
-                       f"digits", offsets["tokenizer.ggml.tokens"])
+            raise _Bad(f"token {i} is marked as a byte token but its text is {shown!r}, not <0xHH> with two uppercase "
+                       f"hex digits (the only form llama.cpp looks up: without it the byte has no token)", at)
+    facts["vocab"] = gguf_rules.Vocab(n_tokens=n, texts=texts, n_byte_tokens=len(byte_ids))
+
+
+def _unique_texts(r: _Reader, tokens: tuple[int, int, set[bytes], bool]) -> set[bytes]:
+    """Every token's text as llama.cpp sees it, checked unique (llama-vocab.cpp:2544 asserts
+    id_to_token.size() == token_to_id.size(): a repeated text aborts the load).
+
+    llama.cpp copies each token as a C string (gguf_get_arr_str), so a text ends at its first
+    NUL byte, and an empty one is renamed "[EMPTY_<id>]" (llama-vocab.cpp:2510-2513). The walk
+    already hashed the raw texts; only a vocabulary with a repeat, an empty token or a NUL
+    byte walks again, applying those rules and finding which tokens collide.
+    """
+    pos, n, texts, nul = tokens
+    if len(texts) == n and b"" not in texts and not (nul and b"\0" in b"".join(texts)):
+        return texts
+    mm = r.mm
+    seen: dict[bytes, int] = {}
+    for i in range(n):
+        (length,) = _U64(mm, pos)
+        raw = mm[pos + 8:pos + 8 + length]
+        text = raw.split(b"\0", 1)[0] or b"[EMPTY_%d]" % i  # gguf.cpp:1099 hands out c_str()
+        j = seen.setdefault(text, i)
+        if j != i:
+            shown = text[:40].decode("utf-8", errors="replace")
+            why = " (llama.cpp reads a token only up to its first NUL byte)" if b"\0" in raw else ""
+            raise _Bad(f"tokens {j} and {i} have the same text {shown!r}{why}; llama.cpp needs every token text to "
+                       f"be unique and aborts on a repeat", pos)
+        pos += 8 + length
+    return set(seen)
 
 
 def _read_tensors(r: _Reader, n_tensors: int, alignment: int, size: int) -> tuple[list[TensorInfo], int, int]:

@@ -249,7 +249,15 @@ def test_a_gguf_the_planner_cannot_size_is_explained_not_planned(tmp_path, capsy
     w.add_block_count(1)
     w.add_embedding_length(4)
     w.add_context_length(1024)
-    w.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    from localllm.tinymodels import tiny_vocab
+
+    tokens, scores, types = tiny_vocab()  # a real tokenizer and a layer: the validator refuses less
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_tensor("token_embd.weight", np.zeros((len(tokens), 4), dtype=np.float32))
+    w.add_tensor("blk.0.ssm_in.weight", np.zeros((8, 4), dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

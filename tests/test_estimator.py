@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
 
-from localllm.catalog import load_catalog
+from localllm.catalog import Family, Variant, load_catalog
 from localllm.estimator import (
     HOST_RUNTIME_OVERHEAD,
     compute_buffer_bytes,
@@ -116,3 +117,54 @@ def test_decode_speed_is_bandwidth_over_bytes_per_token(cat):
     two, _ = decode_tokens_per_second(v, cpu, cpu_bandwidth_gbs=200, cpu_threads=2)
     eight, _ = decode_tokens_per_second(v, cpu, cpu_bandwidth_gbs=200, cpu_threads=8)
     assert two < eight  # few threads cannot use the whole bus
+
+
+# -- counts from a hostile header (issue 12): no loop over, no division by, a file's numbers --------
+
+def _family(**kw) -> Family:
+    base = dict(name="x", display_name="x", arch="llama", n_layer=2, n_head=4, n_head_kv=2, head_dim=16, n_embd=64,
+                n_ctx_train=2048, n_vocab=554, n_ff=128)
+    return Family(**{**base, **kw})
+
+
+def _finishes(fn, seconds: float = 10.0):
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(fn()), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert done, f"did not finish in {seconds} s"
+    return done[0]
+
+
+def test_kv_cache_is_counted_without_walking_the_layers():
+    """block_count = 2^31-1 once made kv_cache_bytes step through every layer in Python."""
+    per_cell = 2 * 2 * 16 * 2  # K and V, 2 KV heads of 16, f16
+    huge = _family(n_layer=2**31 - 1)
+    assert _finishes(lambda: kv_cache_bytes(huge, 1024)) == (2**31 - 1) * 1024 * per_cell
+    sliding = _family(n_layer=2**32 - 1, sliding_window=4096, sliding_window_pattern=6, arch="gemma3")
+    n_global = (2**32 - 1) // 6  # layers 5, 11, 17, ... keep the whole context
+    assert kv_cache_bytes(sliding, 8192, swa_full=True) == (2**32 - 1) * 8192 * per_cell
+    iswa = _finishes(lambda: kv_cache_bytes(sliding, 8192, swa_full=False))
+    assert iswa == n_global * 8192 * per_cell + (2**32 - 1 - n_global) * (4096 + 512) * per_cell
+
+
+@pytest.mark.parametrize("pattern", [None, 1, 2, 6])
+def test_kv_cache_counts_sliding_layers_as_the_per_layer_rule_does(pattern):
+    f = _family(n_layer=26, sliding_window=1024, sliding_window_pattern=pattern, arch="gemma2")
+    per_cell = 2 * 2 * 16 * 2
+    ctx, window = 4096, 1024 + 512  # padded to 256: both already are
+    for start in range(0, 27, 3):
+        for stop in range(start, 27, 2):
+            for step in (1, 2, 3):
+                layers = range(start, stop, step)
+                want = sum((window if f.is_sliding_layer(i) else ctx) * per_cell for i in layers)
+                assert kv_cache_bytes(f, ctx, layers=layers, swa_full=False) == want, (layers, pattern)
+                assert kv_cache_bytes(f, ctx, layers=layers[::-1], swa_full=False) == want
+
+
+def test_weight_split_and_estimate_survive_zero_layers():
+    """block_count = 0 once raised ZeroDivisionError in weight_split."""
+    v = Variant(family=_family(n_layer=0), quant="local", size=10**6)
+    embd, layer, out = weight_split(v)
+    assert layer == 0 and embd > 0 and out > 0
+    assert estimate(v, n_ctx=512).total > 0

@@ -195,3 +195,21 @@ def test_llama_cpp_without_gpu_offload_plans_on_cpu():
                              runtimes=(RuntimeInfo(name="llama.cpp", installed=True, gpu_offload=False),))
     p = plan(hardware=hw)
     assert p.where == "cpu" and any("without GPU offload" in w for w in p.warnings)
+
+
+@pytest.mark.parametrize("n_ctx_train", [0, -5, 1, 2, 3])
+def test_contexts_end_for_any_trained_context(n_ctx_train):
+    """A header's context_length of 0 once made the context search loop forever."""
+    import threading
+
+    from localllm.catalog import Family
+
+    family = Family(name="x", display_name="x", arch="llama", n_layer=2, n_head=4, n_head_kv=2, head_dim=16,
+                    n_embd=64, n_ctx_train=n_ctx_train, n_vocab=554, n_ff=128)
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(plan_local(
+        family, weight_bytes=10**6, path="x.gguf", hardware=load_profile("laptop-x86-16gb"), threads=1)), daemon=True)
+    t.start()
+    t.join(10)
+    assert done, "plan_local did not finish in 10 s"
+    assert done[0].placement.n_ctx >= 1

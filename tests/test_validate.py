@@ -199,6 +199,10 @@ def corpus(tiny_gguf, tmp_path_factory) -> dict[str, Path]:
         cases[f"byte-token-{label}.gguf"] = _rewrite(
             tiny_gguf, out / f"byte-token-{label}.gguf",
             kv={"tokenizer.ggml.tokens": (bad_tokens, vt.ARRAY, vt.STRING)})
+    # llama.cpp looks byte tokens up as "<0x0A>" exactly: a lowercase spelling leaves "\n" without a token
+    cases["byte-token-lowercase.gguf"] = _rewrite(
+        tiny_gguf, out / "byte-token-lowercase.gguf",
+        kv={"tokenizer.ggml.tokens": (["<0x0a>" if t == "<0x0A>" else t for t in tok], vt.ARRAY, vt.STRING)})
     cases["arch-unsupported.gguf"] = _rewrite(tiny_gguf, out / "arch-unsupported.gguf", arch="definitely-not-an-arch")
     arch_key = fields["general.architecture"][1]
     cases["arch-missing.gguf"] = data[:arch_key] + b"general.architecturX" + data[arch_key + 20:]
@@ -206,6 +210,8 @@ def corpus(tiny_gguf, tmp_path_factory) -> dict[str, Path]:
                                              kv={"general.architecture": (7, vt.UINT32)})
     cases["alignment-not-pow2.gguf"] = _rewrite(tiny_gguf, out / "alignment-not-pow2.gguf",
                                                 kv={"general.alignment": (48, vt.UINT32)})
+    cases["alignment-16.gguf"] = _rewrite(tiny_gguf, out / "alignment-16.gguf",
+                                          kv={"general.alignment": (16, vt.UINT32)})
     cases["alignment-wrong-type.gguf"] = _rewrite(tiny_gguf, out / "alignment-wrong-type.gguf",
                                                   kv={"general.alignment": (32, vt.UINT64)})
     cases["scores-short.gguf"] = _rewrite(
@@ -263,6 +269,8 @@ def test_corpus_every_malformed_file_is_invalid_model_error(corpus):
     ("tensor-overlap.gguf", "overlaps"),
     ("byte-token-short.gguf", "'<0x1>'"),
     ("byte-token-nonhex.gguf", "'<0xZZ>'"),
+    ("byte-token-lowercase.gguf", "'<0x0a>', not <0xHH> with two uppercase hex digits"),
+    ("alignment-16.gguf", "general.alignment is 16"),
     ("arch-unsupported.gguf", "'definitely-not-an-arch' is not supported"),
     ("alignment-not-pow2.gguf", "not a power of two"),
     ("scores-short.gguf", "100 entries for 554 tokens"),
