@@ -58,6 +58,8 @@ _EXPORTS = {
     "DiskFullError": "errors",
     "InsufficientMemoryError": "errors",
     "InvalidModelError": "errors",
+    "InvalidOptionError": "errors",
+    "InvalidOptionTypeError": "errors",
     "LocalLLMError": "errors",
     "ModelNotFoundError": "errors",
     "ModelUnavailableError": "errors",

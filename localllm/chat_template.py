@@ -7,7 +7,10 @@ turns, Llama-3's headers. A plain `User:`/`Assistant:` transcript is the last re
 Templates come from model files (strangers on the internet), so they run in Jinja's
 `ImmutableSandboxedEnvironment`, set up the way Hugging Face transformers renders them
 (`trim_blocks`, `lstrip_blocks`, `raise_exception`, `strftime_now`, a `tojson` that keeps
-non-ASCII text), so a template behaves here as it does there.
+non-ASCII text), so a template behaves here as it does there. Every render (the test
+render at load and each chat) is bounded in time, loop iterations, calls and output size
+(`localllm.template_sandbox`); a template over a limit raises ChatTemplateError naming it,
+and at load the model falls back to its vocabulary's format.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from functools import lru_cache
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import ChatTemplateError
+from .generation import first_surrogate
 
 __all__ = ["CHATML_FALLBACK", "GEMMA_FALLBACK", "LLAMA3_FALLBACK", "PLAIN_FALLBACK", "ChatFormatter",
            "chat_formatter", "split_turns"]
@@ -108,36 +112,72 @@ class ChatFormatter:
         return _FALLBACK_STOPS.get(self.source, ())
 
     def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True) -> str:
-        """The prompt text for messages.
+        """The prompt text for messages, rendered under the sandbox's limits.
 
         Raises:
-            ChatTemplateError: messages are malformed, or the template rejects them.
+            ChatTemplateError: messages are malformed, the template rejects them, fails, goes over
+                a render limit (`limit` and `maximum` say which) or renders an empty prompt.
         """
-        checked = _check_messages(messages)
         try:
-            return _compile(self.template).render(
-                messages=checked, add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token or "", eos_token=self.eos_token or "")
-        except ChatTemplateError:
+            return self._render(_check_messages(messages), add_generation_prompt)
+        except _Unusable as exc:
+            raise ChatTemplateError(f"the model's chat template ({self.source}) {exc}; use generate() with a "
+                                    "prompt you format yourself", limit=exc.limit, maximum=exc.maximum) from None
+
+    def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+        from .template_sandbox import RenderLimits, TemplateLimitError, render_bounded
+
+        bos, eos = self.bos_token or "", self.eos_token or ""
+        limits = RenderLimits.for_input(_text_size(messages) + len(bos) + len(eos))
+        try:
+            text = render_bounded(_compile(self.template), limits, messages=messages,
+                                  add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos)
+        except ChatTemplateError:  # raise_exception(): the template refused the messages
             raise
+        except TemplateLimitError as exc:
+            raise _Unusable(f"went over its {exc.limit} limit: {exc}", exc.limit, exc.maximum, str(exc)) from None
         except Exception as exc:  # a template bug: say so, with the template's own message
-            raise ChatTemplateError(
-                f"the model's chat template ({self.source}) failed: {type(exc).__name__}: {exc}; "
-                "use generate() with a prompt you format yourself") from exc
+            raise _Unusable(f"failed: {type(exc).__name__}: {exc}") from exc
+        if not text.strip():
+            what = "an empty prompt" if not text else f"a prompt of only whitespace ({len(text)} characters)"
+            raise _Unusable(f"rendered {what} for {len(messages)} message(s)")
+        i = first_surrogate(text)
+        if i is not None:  # a template's string literal can spell one ('\ud800'); no tokenizer takes it
+            raise _Unusable(f"rendered a prompt with a lone surrogate (U+{ord(text[i]):04X}) at character {i}, "
+                            "from the template or a message's other fields; a prompt must be valid Unicode text")
+        return text
+
+
+class _Unusable(Exception):
+    """Why a template cannot render these messages: failed, over a limit, empty."""
+
+    def __init__(self, problem: str, limit: str | None = None, maximum: float | None = None,
+                 detail: str = "") -> None:
+        super().__init__(problem)
+        self.limit = limit
+        self.maximum = maximum
+        self.detail = detail  # for a limit: what went over it
+
+
+# What the template renders at load: it must work on a conversation this short.
+_TEST_CONVERSATION = ({"role": "user", "content": "hi"},)
 
 
 def chat_formatter(template: str | None, *, bos_token: str | None = None, eos_token: str | None = None,
                    has_token: Callable[[str], bool] = lambda _: False,
                    architecture: str | None = None) -> ChatFormatter:
-    """The model's template if it compiles and renders a test conversation; otherwise a fallback
-    chosen from the control tokens the vocabulary has (`has_token`) and the GGUF architecture."""
+    """The model's template if it compiles and renders a test conversation within the render
+    limits; otherwise a fallback chosen from the control tokens the vocabulary has (`has_token`)
+    and the GGUF architecture, with `reason` saying why."""
     reason = "the model has no chat template"
     if template:
+        formatter = ChatFormatter(template, "gguf", bos_token, eos_token)
         try:
-            _compile(template)
-            formatter = ChatFormatter(template, "gguf", bos_token, eos_token)
-            formatter.render([{"role": "user", "content": "hi"}])
+            formatter._render([dict(m) for m in _TEST_CONVERSATION], True)
             return formatter
+        except _Unusable as exc:
+            reason = f"the model's chat template went over its {exc.limit} render limit ({exc.detail})" \
+                if exc.limit else f"the model's chat template is broken (it {exc})"
         except Exception as exc:  # a broken template must not make the model unusable
             reason = f"the model's chat template is broken ({type(exc).__name__}: {exc})"
     fits = [f for f in _FAMILIES if all(has_token(t) for t in f.tokens)]
@@ -193,22 +233,53 @@ def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
 
 
 def _raise_exception(message: str) -> None:
-    raise ChatTemplateError(f"the model's chat template refused the messages: {message}")
+    from .template_sandbox import stringify
+
+    raise ChatTemplateError(f"the model's chat template refused the messages: {stringify(message, 'a message')}")
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
+# Real templates indent tojson by 2 or 4, if at all.
+_TOJSON_MAX_WIDTH = 16
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | str | None = None,
             separators: Any = None, sort_keys: bool = False) -> str:
+    from .template_sandbox import TemplateLimitError, check_printable
+
+    check_printable([value], "tojson's value")  # JSON is about as long as the repr
+    # a wide indent or separator multiplies it by the number of items
+    widths = [indent if isinstance(indent, int) else len(indent) if isinstance(indent, str) else 0]
+    widths += [len(x) for x in (separators or ()) if isinstance(x, str)]
+    if any(w > _TOJSON_MAX_WIDTH for w in widths):
+        raise TemplateLimitError("value size", _TOJSON_MAX_WIDTH, f"tojson was given an indent or separator of "
+                                 f"{max(widths):,} characters, more than {_TOJSON_MAX_WIDTH}")
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
                       sort_keys=sort_keys)
+
+
+def _text_size(value: Any) -> int:
+    """Characters of text in messages (contents, roles, tool calls): what the output limit scales with."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(_text_size(k) + _text_size(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return sum(_text_size(v) for v in value)
+    return 0
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)  # the sandbox's call() checks the result's size
 
 
 @lru_cache(maxsize=16)
 def _compile(template: str):
     from jinja2.ext import loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    env.filters["tojson"] = _tojson
+    from .template_sandbox import BoundedEnvironment
+
+    env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.add_filter("tojson", _tojson)
     env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    env.globals["strftime_now"] = _strftime_now
     return env.from_string(template)

@@ -9,6 +9,8 @@
     │   └── NoFittingVariantError                   nothing in the catalog fits
     ├── ContextOverflowError    (ValueError)        a prompt longer than the context window
     ├── ChatTemplateError       (ValueError)        messages rejected by (or breaking) a chat template
+    ├── InvalidOptionError      (ValueError)        a bad option value, an empty prompt, a lone surrogate
+    ├── InvalidOptionTypeError  (TypeError)         an option or prompt of the wrong type, an unknown option
     ├── RuntimeUnavailableError (ImportError)       a backend is not installed or cannot run here
     ├── GenerationError         (RuntimeError)      the engine failed mid-generation
     └── DownloadError           (OSError)           a file could not be fetched
@@ -34,6 +36,8 @@ __all__ = [
     "InsufficientDiskError",
     "InsufficientMemoryError",
     "InvalidModelError",
+    "InvalidOptionError",
+    "InvalidOptionTypeError",
     "LocalLLMError",
     "ModelNotFoundError",
     "ModelUnavailableError",
@@ -104,7 +108,42 @@ class ContextOverflowError(LocalLLMError, ValueError):
 
 
 class ChatTemplateError(LocalLLMError, ValueError):
-    """Chat messages are malformed, or the model's chat template rejected or failed on them."""
+    """Chat messages are malformed, or the model's chat template rejected or failed on them.
+
+    When a render limit stopped the template, `limit` names it ("time", "output", "loop
+    iterations", ...) and `maximum` is the limit's value.
+    """
+
+    def __init__(self, message: str, *, limit: str | None = None, maximum: float | None = None):
+        super().__init__(message)
+        self.limit = limit
+        self.maximum = maximum
+
+
+class InvalidOptionError(LocalLLMError, ValueError):
+    """An option (or the prompt) has a value outside what is allowed.
+
+    `option` names it, `value` is what was given and `allowed` says what would do.
+    """
+
+    def __init__(self, message: str, *, option: str, value: object = None, allowed: str = ""):
+        super().__init__(message)
+        self.option = option
+        self.value = value
+        self.allowed = allowed
+
+
+class InvalidOptionTypeError(LocalLLMError, TypeError):
+    """An option (or the prompt) has the wrong type, or an option name is unknown.
+
+    The attributes are InvalidOptionError's: `option`, `value`, `allowed`.
+    """
+
+    def __init__(self, message: str, *, option: str, value: object = None, allowed: str = ""):
+        super().__init__(message)
+        self.option = option
+        self.value = value
+        self.allowed = allowed
 
 
 class RuntimeUnavailableError(LocalLLMError, ImportError):

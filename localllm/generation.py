@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import codecs
 import math
+import numbers
 import threading
 import time
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, NoReturn, Sequence
 
-from .errors import ContextOverflowError
+from .errors import ContextOverflowError, InvalidOptionError, InvalidOptionTypeError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -32,6 +33,8 @@ __all__ = [
     "StopMatcher",
     "Timings",
     "Utf8Decoder",
+    "check_text",
+    "first_surrogate",
     "join",
     "run",
 ]
@@ -56,8 +59,13 @@ FINISH_REASONS = ("stop", "length", "cancelled", "eos")
 class SamplingOptions:
     """How to pick tokens. temperature 0 is greedy; top_k 0, top_p 1, min_p 0 disable those filters.
 
-    `seed` None draws a fresh seed per request; an int makes sampling reproducible.
+    `seed` None draws a fresh seed per request; an int in [0, 2**32-1] makes sampling reproducible.
     `max_tokens` None generates until an end-of-generation token or a full context.
+    `stop` is one string, a sequence of strings, or None (no stop strings).
+
+    Raises:
+        InvalidOptionError: a value out of its range (a ValueError too).
+        InvalidOptionTypeError: a value of the wrong type (a TypeError too).
     """
 
     temperature: float = DEFAULT_TEMPERATURE
@@ -71,46 +79,129 @@ class SamplingOptions:
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.stop, str):  # a lone string is one stop string, not its characters
-            object.__setattr__(self, "stop", (self.stop,))
-        else:
-            object.__setattr__(self, "stop", tuple(self.stop))
-        problems = []
-        if not (isinstance(self.temperature, (int, float)) and self.temperature >= 0
-                and math.isfinite(self.temperature)):
-            problems.append(f"temperature must be a number >= 0 (0 is greedy), got {self.temperature!r}")
-        if not (isinstance(self.top_k, int) and self.top_k >= 0):
-            problems.append(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
-        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
-            problems.append(f"top_p must be in (0, 1] (1 disables it), got {self.top_p!r}")
-        if not (isinstance(self.min_p, (int, float)) and 0 <= self.min_p < 1):
-            problems.append(f"min_p must be in [0, 1) (0 disables it), got {self.min_p!r}")
-        if not (isinstance(self.repeat_penalty, (int, float)) and self.repeat_penalty > 0):
-            problems.append(f"repeat_penalty must be > 0 (1 disables it), got {self.repeat_penalty!r}")
-        if not (isinstance(self.repeat_last_n, int) and self.repeat_last_n >= 0):
-            problems.append(f"repeat_last_n must be an integer >= 0, got {self.repeat_last_n!r}")
-        if self.seed is not None and not isinstance(self.seed, int):
-            problems.append(f"seed must be an integer or None, got {self.seed!r}")
-        if self.max_tokens is not None and not (isinstance(self.max_tokens, int) and self.max_tokens >= 1):
-            problems.append(f"max_tokens must be an integer >= 1 or None, got {self.max_tokens!r}")
-        if not all(isinstance(s, str) and s for s in self.stop):
-            problems.append(f"stop must be non-empty strings, got {self.stop!r}")
-        if problems:
-            raise ValueError("invalid sampling options: " + "; ".join(problems))
+        # the first bad option raises: its error carries that option's name, value and range
+        for name, kind, ok, allowed in _OPTION_RULES:
+            value = getattr(self, name)
+            if value is None and name in _MAY_BE_NONE:
+                continue
+            if kind is int:
+                if not _is_int(value):
+                    _bad_type(name, value, allowed)
+                value = int(value)  # a numpy integer becomes a plain one
+            elif not _is_number(value):
+                _bad_type(name, value, allowed)
+            if not ok(value):
+                raise InvalidOptionError(f"invalid sampling option: {name} must be {allowed}, got {value!r}",
+                                         option=name, value=value, allowed=allowed)
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "stop", _check_stop(self.stop))
 
     @classmethod
     def from_kwargs(cls, base: "SamplingOptions | None" = None, **options: object) -> "SamplingOptions":
-        """Options from keyword arguments; an unknown name raises TypeError listing the valid ones."""
+        """Options from keyword arguments; an unknown name raises InvalidOptionTypeError (a TypeError)
+        listing the valid ones."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise TypeError(f"unknown sampling option(s) {', '.join(unknown)}; "
-                            f"valid options are: {', '.join(sorted(known))}")
+            valid = ", ".join(sorted(known))
+            raise InvalidOptionTypeError(
+                f"unknown sampling option(s) {', '.join(unknown)}; valid options are: {valid}",
+                option=", ".join(unknown), value=options[unknown[0]] if len(unknown) == 1 else
+                {k: options[k] for k in unknown}, allowed=valid)
         return replace(base or cls(), **options)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+# The top of llama.cpp's seed range (uint32; its LLAMA_DEFAULT_SEED is 0xFFFFFFFF).
+MAX_SEED = 2**32 - 1
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+# (option, int or float, the check, what is allowed), in field order
+_OPTION_RULES: tuple[tuple[str, type, Callable[[float], bool], str], ...] = (
+    ("temperature", float, lambda v: _finite(v) and v >= 0, "a number >= 0 and finite (0 is greedy)"),
+    ("top_k", int, lambda v: v >= 0, "an integer >= 0 (0 disables it)"),
+    ("top_p", float, lambda v: 0 < v <= 1, "a number in (0, 1] (1 disables it)"),
+    ("min_p", float, lambda v: 0 <= v < 1, "a number in [0, 1) (0 disables it)"),
+    ("repeat_penalty", float, lambda v: _finite(v) and v > 0, "a number > 0 and finite (1 disables it)"),
+    ("repeat_last_n", int, lambda v: v >= 0, "an integer >= 0 (0 disables the penalty)"),
+    ("seed", int, lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}] or None (a fresh seed)"),
+    ("max_tokens", int, lambda v: v >= 1, "an integer >= 1 or None (until end of text or a full context)"),
+)
+_MAY_BE_NONE = frozenset({"seed", "max_tokens"})
+_STOP_ALLOWED = "a non-empty string, a sequence of non-empty strings, or None"
+
+
+def _bad_type(name: str, value: object, allowed: str) -> NoReturn:
+    raise InvalidOptionTypeError(
+        f"invalid sampling option: {name} must be {allowed}, got {value!r} ({type(value).__name__})",
+        option=name, value=value, allowed=allowed)
+
+
+def _check_stop(stop: object) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    if isinstance(stop, str):  # a lone string is one stop string, not its characters
+        return (stop,) if stop else _empty_stop(stop)
+    if isinstance(stop, (bytes, bytearray, Mapping)) or not isinstance(stop, Iterable):
+        _bad_type("stop", stop, _STOP_ALLOWED)
+    out = tuple(stop)
+    for s in out:
+        if not isinstance(s, str):
+            raise InvalidOptionTypeError(
+                f"invalid sampling option: stop must be {_STOP_ALLOWED}, got {stop!r} "
+                f"(its item {s!r} is of type {type(s).__name__})", option="stop", value=stop, allowed=_STOP_ALLOWED)
+        if not s:
+            _empty_stop(stop)
+    return out
+
+
+def _empty_stop(stop: object) -> NoReturn:
+    raise InvalidOptionError(f"invalid sampling option: stop must be {_STOP_ALLOWED}, got {stop!r} "
+                             "(an empty string would stop at once)", option="stop", value=stop, allowed=_STOP_ALLOWED)
+
+
+def first_surrogate(text: str) -> int | None:
+    """Index of the first lone surrogate in text (it has no UTF-8 form), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def check_text(text: object, option: str = "prompt", where: str = "", hint: str = "") -> str:
+    """text, once sure it is a str that UTF-8 can encode (what every tokenizer needs).
+
+    Raises:
+        InvalidOptionTypeError: text is not a str.
+        InvalidOptionError: text has a lone surrogate; the message says where.
+    """
+    if not isinstance(text, str):
+        raise InvalidOptionTypeError(f"{option}{where} must be a str, got {text!r:.80} ({type(text).__name__}){hint}",
+                                     option=option, value=text, allowed="a str")
+    i = first_surrogate(text)
+    if i is not None:
+        raise InvalidOptionError(
+            f"{option}{where} has a lone surrogate (U+{ord(text[i]):04X}) at character {i}, which is not "
+            f"valid Unicode text: near {text[max(0, i - 20):i + 20]!r}; clean it, e.g. "
+            "text.encode('utf-8', 'replace').decode('utf-8')",
+            option=option, value=text, allowed="a str of valid Unicode (no lone surrogates)")
+    return text
 
 
 @dataclass(frozen=True)
@@ -333,7 +424,9 @@ def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions
     prompt = list(prompt_tokens)
     n_prompt, n_ctx = len(prompt), engine.n_ctx
     if n_prompt == 0:
-        raise ValueError("the prompt is empty after tokenization; give at least one token")
+        raise InvalidOptionError("the prompt is empty after tokenization (and the model adds no BOS token); "
+                                 "give at least one token", option="prompt", value=prompt,
+                                 allowed="at least one token")
     if n_prompt >= n_ctx:
         raise ContextOverflowError(
             f"the prompt is {n_prompt} tokens but the context window is {n_ctx} tokens "

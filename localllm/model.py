@@ -8,7 +8,8 @@
 
 One generation runs at a time per model: concurrent callers wait their turn on a lock.
 A stream holds the lock from its first chunk until it finishes, is closed, or is
-garbage-collected.
+garbage-collected. `close()` wins over every generation: the running one ends
+"cancelled" within a token, and those waiting (or started later) raise GenerationError.
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .chat_template import chat_formatter, split_turns
-from .errors import ContextOverflowError, GenerationError, InsufficientMemoryError, ModelUnavailableError
-from .generation import Chunk, Completion, SamplingOptions, join, run
+from .errors import (
+    ContextOverflowError,
+    GenerationError,
+    InsufficientMemoryError,
+    InvalidOptionError,
+    ModelUnavailableError,
+)
+from .generation import Chunk, Completion, SamplingOptions, check_text, join, run
 from .placement import Placement
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,13 +72,15 @@ class ModelInfo:
 
 
 class _AnyEvent:
-    """Set when any of the given events is set (the model's cancel() or a caller's stop_event)."""
+    """Set when any of the given events is set (this generation's cancel, a caller's stop_event),
+    or once the model is closing."""
 
-    def __init__(self, *events: Any) -> None:
+    def __init__(self, model: "Model", *events: Any) -> None:
+        self._model = model
         self._events = [e for e in events if e is not None]
 
     def is_set(self) -> bool:
-        return any(e.is_set() for e in self._events)
+        return self._model._closing or any(e.is_set() for e in self._events)
 
 
 class Model:
@@ -81,7 +90,10 @@ class Model:
                  placement: Placement, plan: object | None = None) -> None:
         self._engine = engine
         self._lock = threading.Lock()  # a Lock, not an RLock: a generator may be closed from another thread
-        self._cancel = threading.Event()
+        # each generation has its own cancel event, so one waiting for the lock cannot undo a
+        # cancel() or close() meant for the one running; _closing is set once, by close()
+        self._running_cancel: threading.Event | None = None
+        self._closing = False
         self._closed = False
         self._load_recorded = False  # the first generation's measured memory is kept once
         self._hardware: "Hardware | None" = None
@@ -108,14 +120,18 @@ class Model:
         """Complete `prompt`; the join of `stream`.
 
         Args:
-            prompt: raw text (no chat template applied).
+            prompt: raw text (no chat template applied), at least one character. An empty prompt
+                is refused even for a model that adds a BOS token: "" is nearly always a bug (an
+                empty input), and the same call should not work on one model and fail on another.
             stop_event: set it (from any thread) to stop early; finish_reason is then "cancelled".
             **options: SamplingOptions fields: temperature, top_k, top_p, min_p, repeat_penalty,
                 repeat_last_n, seed, max_tokens, stop.
 
         Raises:
-            TypeError: an unknown option. ValueError: a bad option value.
+            InvalidOptionTypeError (a TypeError): an unknown option, an option or prompt of the wrong type.
+            InvalidOptionError (a ValueError): a bad option value, an empty prompt, a lone surrogate.
             ContextOverflowError: the prompt does not fit the context window.
+            GenerationError: the model is closed (or was closed while this waited for it).
         """
         return join(self.stream(prompt, stop_event=stop_event, **options))
 
@@ -127,8 +143,10 @@ class Model:
         the model) at the first `next()`.
         """
         opts = SamplingOptions.from_kwargs(**options)
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}; use chat() for messages")
+        check_text(prompt, hint="; use chat() for messages" if isinstance(prompt, (list, tuple)) else "")
+        if not prompt:
+            raise InvalidOptionError("prompt is empty (''); give at least one character of text",
+                                     option="prompt", value=prompt, allowed="a non-empty str")
         tokens = self._tokenize_prompt(prompt)
         return self._run(tokens, opts, stop_event)
 
@@ -146,7 +164,10 @@ class Model:
             stop_event, **options: as for `generate`.
 
         Raises:
-            ChatTemplateError: malformed messages, or the template rejects them.
+            ChatTemplateError: malformed messages, or the template rejects them, fails on them or
+                goes over a render limit (time, output size; see localllm.template_sandbox).
+            InvalidOptionError: a bad option or overflow value, a lone surrogate in a message (the
+                message says which message and where).
             ContextOverflowError: the conversation does not fit ("error"), or even the system
                 message(s) and the last user message do not ("truncate").
         """
@@ -156,7 +177,9 @@ class Model:
                     stop_event: threading.Event | None = None, **options: Any) -> Iterator[Chunk]:
         """Like `chat`, yielding Chunks; the last carries `dropped_messages`."""
         if overflow not in OVERFLOW_MODES:
-            raise ValueError(f"overflow must be one of {', '.join(map(repr, OVERFLOW_MODES))}, got {overflow!r}")
+            allowed = "one of " + ", ".join(map(repr, OVERFLOW_MODES))
+            raise InvalidOptionError(f"overflow must be {allowed}, got {overflow!r}", option="overflow",
+                                     value=overflow, allowed=allowed)
         opts = SamplingOptions.from_kwargs(**options)
         if self._formatter.stop:  # a fallback format needs its own stop strings
             opts = SamplingOptions.from_kwargs(opts, stop=tuple(dict.fromkeys((*opts.stop, *self._formatter.stop))))
@@ -164,29 +187,47 @@ class Model:
         return self._run(tokens, opts, stop_event, self._turn_end_tokens, chat=True, dropped=dropped)
 
     def render_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
-        """The prompt text the chat template makes of messages."""
+        """The prompt text the chat template makes of messages.
+
+        Raises:
+            ChatTemplateError: as for `chat`. InvalidOptionError: a lone surrogate in a message.
+        """
+        _check_message_text(messages)
         return self._formatter.render(messages, add_generation_prompt=add_generation_prompt)
 
     # --- tokens ----------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
         """Token ids of text (no BOS unless asked)."""
         self._require_open()
-        return self._engine.tokenize(text, add_bos=add_bos, special=special)
+        return self._engine.tokenize(check_text(text, "text"), add_bos=add_bos, special=special)
 
     def count_tokens(self, text: str | Sequence[Message]) -> int:
         """Tokens a prompt (str) or a conversation (messages) takes in the context, BOS included."""
         self._require_open()
-        prompt = text if isinstance(text, str) else self.render_chat(text)
+        prompt = check_text(text, "text") if isinstance(text, str) else self.render_chat(text)
         return len(self._tokenize_prompt(prompt))
 
     # --- control ---------------------------------------------------------------------
     def cancel(self) -> None:
-        """Stop the generation running now (if any); it ends with finish_reason "cancelled"."""
-        self._cancel.set()
+        """Stop the generation running now (if any); it ends with finish_reason "cancelled".
+        Generations waiting for the model, and later ones, run as usual."""
+        running = self._running_cancel
+        if running is not None:
+            running.set()
 
     def close(self) -> None:
-        """Free the model's memory; waits for a running generation. Idempotent."""
-        self._cancel.set()
+        """Free the model's memory. Idempotent.
+
+        The running generation ends "cancelled" within a token; generations waiting for the
+        model raise GenerationError at their first `next()`, and calls made from now on raise
+        it at once. Returns once the running one has stopped and the engine is freed.
+
+        Raises:
+            GenerationError: a stream that is held but not iterated kept the model for
+                30 s; the model still refuses new generations.
+        """
+        self._closing = True  # before the lock: whoever takes it next sees it
+        self.cancel()
         if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
             raise GenerationError(
                 f"model {self.info.name!r} could not close: a stream still holds it after "
@@ -214,7 +255,7 @@ class Model:
 
     # --- internals -------------------------------------------------------------------
     def _require_open(self) -> None:
-        if self._closed:
+        if self._closed or self._closing:
             raise GenerationError(f"model {self.info.name!r} is closed; load it again")
 
     def _tokenize_prompt(self, prompt: str) -> list[int]:
@@ -277,13 +318,19 @@ class Model:
     def _locked(self, tokens: list[int], opts: SamplingOptions, stop_event: Any,
                 stop_tokens: frozenset[int], dropped: int = 0) -> Iterator[Chunk]:
         with self._lock:  # held until the stream ends, is closed, or is collected
+            if self._closing:
+                raise GenerationError(f"model {self.info.name!r} was closed while this generation waited for it; "
+                                      "load it again")
             self._require_open()
-            self._cancel.clear()
-            # the cache keeps the prefix this prompt shares with the last one (after a cut,
-            # the system message): run() evaluates only what differs
-            for chunk in run(self._engine, tokens, opts, _AnyEvent(self._cancel, stop_event),
-                             stop_tokens=stop_tokens):
-                yield replace(chunk, dropped_messages=dropped) if chunk.finish_reason and dropped else chunk
+            cancel = self._running_cancel = threading.Event()
+            try:
+                # the cache keeps the prefix this prompt shares with the last one (after a cut,
+                # the system message): run() evaluates only what differs
+                for chunk in run(self._engine, tokens, opts, _AnyEvent(self, cancel, stop_event),
+                                 stop_tokens=stop_tokens):
+                    yield replace(chunk, dropped_messages=dropped) if chunk.finish_reason and dropped else chunk
+            finally:
+                self._running_cancel = None
             if not self._load_recorded:
                 self._load_recorded = True
                 self._record_load()
@@ -313,6 +360,16 @@ class Model:
                 date=datetime.now().isoformat(timespec="seconds")))
         except OSError as exc:
             log.warning("could not keep this load's measured memory (%s)", exc)
+
+
+def _check_message_text(messages: Any) -> None:
+    """A lone surrogate in a message's role or content is the caller's: say which message, and where."""
+    if isinstance(messages, (list, tuple)):
+        for i, m in enumerate(messages):
+            if isinstance(m, Mapping):
+                for key in ("role", "content"):
+                    if isinstance(m.get(key), str):
+                        check_text(m[key], "messages", f"[{i}][{key!r}]")
 
 
 # --- load ----------------------------------------------------------------------------

@@ -208,3 +208,53 @@ def test_the_real_smollm2_template_renders_as_the_chatml_fallback(smollm2_gguf, 
         fallback = chat_formatter(None, has_token=m._engine.has_token, architecture="llama")
         assert fallback.source == "fallback-chatml"  # were the template missing
         assert m.render_chat(CONVERSATION) == fallback.render(CONVERSATION) == EXPECTED["fallback-chatml"]
+
+
+# --- the render limits change nothing for real templates ------------------------------
+
+def _refuse(message: str) -> None:
+    raise ValueError(message)
+
+
+def _unbounded_render(template: str, messages, bos: str = "", eos: str = "", add_generation_prompt: bool = True):
+    """The template rendered as Hugging Face transformers does: the plain immutable sandbox."""
+    import json
+
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = lambda v, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
+        v, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    env.globals["raise_exception"] = _refuse
+    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                            bos_token=bos, eos_token=eos)
+
+
+def _long_conversation(n: int = 400) -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": "Be brief. ü ✓ 日本"}]
+    for i in range(n):
+        msgs.append({"role": "user" if i % 2 == 0 else "assistant", "content": f" turn {i}: " + "words " * 50})
+    return msgs
+
+
+@pytest.mark.parametrize("name, template", [("gemma3", GEMMA3_TEMPLATE), ("llama3", LLAMA3_TEMPLATE),
+                                            ("chatml", CHATML_FALLBACK), ("gemma", GEMMA_FALLBACK),
+                                            ("llama3-fallback", LLAMA3_FALLBACK), ("plain", PLAIN_FALLBACK)])
+def test_bounded_rendering_matches_the_plain_sandbox(name, template):
+    from localllm.chat_template import ChatFormatter
+
+    f = ChatFormatter(template, "gguf", bos_token="<bos>", eos_token="<eos>")
+    for messages in (CONVERSATION, CONVERSATION[1:], _long_conversation()):
+        for gen in (True, False):
+            assert f.render(messages, add_generation_prompt=gen) == \
+                _unbounded_render(template, messages, "<bos>", "<eos>", gen)
+
+
+def test_the_real_smollm2_template_renders_as_in_the_plain_sandbox(smollm2_gguf, one_core):
+    with localllm.load(smollm2_gguf, context=512, hardware=one_core) as m:
+        template = m._engine.chat_template
+        assert m.info.template_source == "gguf" and template
+        for messages in (CONVERSATION, _long_conversation()):
+            assert m.render_chat(messages) == _unbounded_render(template, messages, m._engine.bos_token or "",
+                                                                m._engine.eos_token or "")

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from localllm.chat_template import CHATML_FALLBACK, PLAIN_FALLBACK, chat_formatter
-from localllm.errors import ChatTemplateError, ContextOverflowError
+from localllm.errors import ChatTemplateError, ContextOverflowError, InvalidOptionError, InvalidOptionTypeError
 from localllm.generation import (
     Chunk,
     Completion,
@@ -34,16 +34,28 @@ def test_options_defaults_follow_llama_cpp():
 
 
 def test_unknown_option_raises_with_valid_names():
-    with pytest.raises(TypeError, match="temprature.*valid options are: max_tokens"):
+    with pytest.raises(InvalidOptionTypeError, match="temprature.*valid options are: max_tokens") as err:
         SamplingOptions.from_kwargs(temprature=0.5)
+    assert isinstance(err.value, TypeError)
 
 
 @pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(min_p=1),
                                  dict(top_k=-1), dict(max_tokens=0), dict(repeat_penalty=0),
-                                 dict(stop=("",)), dict(seed="x")])
+                                 dict(stop=("",)), dict(seed=-1)])
 def test_bad_option_values_raise(bad):
-    with pytest.raises(ValueError, match="invalid sampling options"):
+    (name, value), = bad.items()
+    with pytest.raises(ValueError, match=f"invalid sampling option: {name} must be .*, got") as err:
         SamplingOptions(**bad)
+    assert isinstance(err.value, InvalidOptionError) and err.value.option == name and err.value.value == value
+
+
+@pytest.mark.parametrize("bad", [dict(temperature="0.5"), dict(top_k=2.0), dict(max_tokens="4"), dict(seed="x"),
+                                 dict(stop=3)])
+def test_bad_option_types_raise_the_type_error_twin(bad):
+    (name, value), = bad.items()
+    with pytest.raises(TypeError, match=f"invalid sampling option: {name} must be") as err:
+        SamplingOptions(**bad)
+    assert isinstance(err.value, InvalidOptionTypeError) and err.value.option == name
 
 
 def test_single_stop_string_is_not_split_into_characters():

@@ -274,3 +274,78 @@ def test_model_without_template_uses_a_fallback_that_ends_turns(tmp_path, one_co
         reply = m.chat([{"role": "user", "content": "hi"}], temperature=1.0, seed=2, top_k=0, top_p=1.0,
                        min_p=0.0, max_tokens=200)
         assert 4 not in reply.token_ids and reply.finish_reason in ("eos", "length", "stop")
+
+
+# --- close() wins over running and waiting generations ---------------------------------
+ENDLESS_CANDIDATES = ("hello world", "the cat", "one two three", "what is this", "yes no ok", "a b c")
+
+
+def test_close_wins_over_the_running_and_waiting_generations(tiny_gguf, one_core):
+    import time
+
+    m = localllm.load(tiny_gguf, context=2048, hardware=one_core)
+    # a prompt whose greedy continuation does not end by itself
+    endless = next(p for p in ENDLESS_CANDIDATES
+                   if m.generate(p, temperature=0, max_tokens=300).finish_reason == "length")
+    running_chunks: list[tuple[float, Chunk]] = []
+    results: dict[str, object] = {}
+    started = threading.Event()
+
+    def running() -> None:
+        try:
+            for chunk in m.stream(endless, temperature=0, max_tokens=2000):
+                running_chunks.append((time.monotonic(), chunk))
+                started.set()
+                time.sleep(0.002)  # a consumer that reads slowly: 2000 tokens take seconds
+        except BaseException as exc:  # noqa: BLE001
+            results["running"] = exc
+
+    def waiting(name: str) -> None:
+        try:
+            results[name] = list(m.stream(endless, temperature=0, max_tokens=40))
+        except BaseException as exc:  # noqa: BLE001
+            results[name] = exc
+
+    threads = [threading.Thread(target=running)]
+    threads[0].start()
+    assert started.wait(30)
+    threads += [threading.Thread(target=waiting, args=(n,)) for n in ("w1", "w2")]
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.3)  # the waiters are now blocked on the model's lock
+    assert m._lock.locked() and all(t.is_alive() for t in threads) and not results
+    t0 = time.monotonic()
+    m.close()
+    closed_at = time.monotonic()
+    assert closed_at - t0 < 1.0, f"close() took {closed_at - t0:.2f} s"
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    assert m.closed and "running" not in results
+    # the running one ended "cancelled", long before its 2000 tokens, and nothing came after close()
+    last = running_chunks[-1][1]
+    assert last.finish_reason == "cancelled"
+    assert sum(len(c.token_ids) for _, c in running_chunks) < 2000
+    assert all(at <= closed_at for at, _ in running_chunks)
+    # the waiters never generated: each raised at its first next()
+    for name in ("w1", "w2"):
+        assert isinstance(results[name], GenerationError) and "closed" in str(results[name])
+    with pytest.raises(GenerationError, match="closed"):
+        m.generate(endless, max_tokens=2)
+    m.close()  # idempotent
+
+
+def test_cancel_stops_only_the_running_generation(model, long_prompt):
+    model.cancel()  # nothing runs: nothing to cancel, and nothing left set for the next one
+    assert model.generate(long_prompt, temperature=0, max_tokens=5).finish_reason == "length"
+    # a generation waiting while another is cancelled runs normally
+    results = []
+    first = model.stream(long_prompt, temperature=0, max_tokens=None)
+    next(first)
+    waiter = threading.Thread(target=lambda: results.append(model.generate(long_prompt, temperature=0,
+                                                                           max_tokens=5)))
+    waiter.start()
+    model.cancel()
+    assert list(first)[-1].finish_reason == "cancelled"
+    waiter.join(timeout=60)
+    assert results and results[0].finish_reason == "length" and results[0].completion_tokens == 5
