@@ -240,7 +240,7 @@ class _Machine:
     threads_basis: str = ""
     # llama.cpp's CPU backend features where it repacks weights (empty: no repacking), whether
     # an AMX build's AMX buffer works here, and where the facts come from
-    repack: frozenset[str] = frozenset()
+    repack: frozenset[str] = frozenset()  # empty: extra buffers off (env or a failed AMX trial)
     amx_usable: bool = True
     repack_basis: str = ""
     loads: tuple["LoadRecord", ...] = ()  # measured loads of the local file being planned
@@ -361,8 +361,8 @@ def _repack(hw: Hardware, calibration: "Calibration | None") -> tuple[frozenset[
             return frozenset(), False, f"weight repacking off: AMX kernels failed their trial here ({verdict.detail})"
         amx_usable = verdict is None or verdict.ok
     types, _, amx = repack_rule(feats, amx_usable=amx_usable)
-    if not types and not amx:
-        return frozenset(), amx_usable, f"no weight repacking on {src}"
+    if not types and not amx:  # extra buffers stay on (a load record says so), nothing to repack
+        return feats, amx_usable, f"no weight repacking on {src}"
     return feats, amx_usable, (f"ggml repacks {', '.join(sorted(types | amx))} weights on {src}: "
                                "the copy is resident beside the mapped file")
 
