@@ -133,3 +133,14 @@ def test_raw_stdout_is_exactly_generate(tiny_gguf):
     chat = run_cli(str(tiny_gguf), "hello world", *common)
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout == chatted + "\n"
+
+
+def test_bad_options_and_an_empty_prompt_fail_before_the_model_loads(capsys):
+    from localllm.cli import main
+
+    assert main(["run", "no-such-file.gguf", "hi", "--temperature", "nan"]) == 1
+    err = capsys.readouterr().err
+    assert "temperature" in err and "nan" in err and "loading" not in err  # checked before any load
+    assert main(["run", "no-such-file.gguf", "   "]) == 1
+    err = capsys.readouterr().err
+    assert "the prompt is empty" in err and "loading" not in err

@@ -79,6 +79,15 @@ def run(args) -> int:
                             "apply; drop one of them")
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     options = _options(args)
+    # bad input is reported before the model loads (seconds for a big one), not after
+    from ..errors import InvalidOptionError
+    from ..generation import SamplingOptions
+
+    SamplingOptions.from_kwargs(**options)
+    if not prompt.strip():
+        raise InvalidOptionError(f"the prompt is empty ({'stdin gave no text' if args.prompt == '-' else repr(prompt)}); "
+                                 "give the text to answer, or '-' to read it from stdin",
+                                 option="prompt", value=prompt, allowed="non-blank text")
     print(f"loading {args.model} ...", file=sys.stderr, flush=True)
     with load(args.model, context=args.ctx, runtime=args.runtime, offline=args.offline,
               progress=_progress, force=args.force, threads=args.threads) as llm:
