@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -201,6 +202,10 @@ def test_event_loop_never_stalls_while_streaming(paced_gguf, tui_db):
         async with app.run_test(size=SIZE, message_hook=hook) as pilot:
             await wait_ready(pilot)
             screen = app.chat_screen
+            # the app is measured, not this pytest process: after hundreds of tests its heap holds
+            # millions of objects, and one full garbage collection over them stalled the loop ~0.5 s
+            gc.collect()
+            gc.freeze()
             ticks: list[float] = []
             timer = app.set_interval(0.01, lambda: ticks.append(time.perf_counter()))
             await send(pilot, "hello", finish=False)  # greedy: loops without EOS until stopped
@@ -211,6 +216,7 @@ def test_event_loop_never_stalls_while_streaming(paced_gguf, tui_db):
                 await pilot.press("escape")
             await wait_for(pilot, lambda: not screen.generating and bool(done), timeout=30, what="the stop")
             timer.stop()
+            gc.unfreeze()
             window = [t for t in ticks if first_delta[0] <= t <= done[0]]
             gaps = [b - a for a, b in zip(window, window[1:])]
             assert len(gaps) > 20, "the reply was too short to measure"
