@@ -127,19 +127,6 @@ class Calibration:
     extra_buffers: ExtraBuffersVerdict | None = None  # the trial of the installed build, when run
     loads: tuple[LoadRecord, ...] = field(default=())
 
-    def load_record(self, path: str, *, n_gpu_layers: int, kv_type: str, flash_attn: bool,
-                    extra_buffers: bool) -> LoadRecord | None:
-        """The newest load of this file (same size and modification time) with the same placement
-        but for the context, whose KV share the planner rescales."""
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        found = [r for r in self.loads if r.same_file(os.path.abspath(path), st.st_size, st.st_mtime_ns)
-                 and (r.n_gpu_layers, r.kv_type, r.flash_attn, r.extra_buffers)
-                 == (n_gpu_layers, kv_type, flash_attn, extra_buffers)]
-        return max(found, key=lambda r: r.date) if found else None
-
     def lookup(self, family: "Family", weight_bytes: int, *, n_threads: int | None = None,
                n_gpu_layers: int | None = None) -> BenchRecord | None:
         """The newest bench record for this model shape and size (and threads/layers when given)."""

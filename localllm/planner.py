@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .catalog import Catalog, Family, Variant, load_catalog, local_variant
 from .errors import ModelNotFoundError, NoFittingVariantError
-from .estimator import HOST_RUNTIME_OVERHEAD, MemoryEstimate, decode_tokens_per_second, estimate, estimate_onnx
+from .estimator import HOST_RUNTIME_OVERHEAD, MemoryEstimate, decode_tokens_per_second, estimate_onnx
 from .estimator import estimate as _estimate
 from .hardware import GPUInfo, Hardware
 from .placement import Placement
@@ -452,7 +452,7 @@ def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
     rp = {"repack_features": m.repack, "amx_usable": m.amx_usable}
 
     def estimate(*args, **kwargs):  # the estimator's figure, corrected by a measured load of this file
-        return _measured(_estimate(*args, **kwargs), v, m, rp)
+        return _measured(_estimate(*args, **kwargs, **rp), v, m, rp)
 
     def cand(tier, est, ctx, why, need, avail):
         tps, basis = _speed(v, est, m)
@@ -462,7 +462,7 @@ def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
     if m.gpus and v.format == "gguf":
         for i, ctx in enumerate(ctxs):
             est = estimate(v, n_ctx=ctx, n_gpu_layers=L + 1, kv_type=kv, flash_attn=fa_gpu,
-                           gpu_shares=shares, gpu_backend=backend, **rp)
+                           gpu_shares=shares, gpu_backend=backend)
             ok, why, need, avail = _check(est, m)
             if ok:
                 return cand(_GPU if i == 0 else _GPU_SHRUNK, est, ctx,
@@ -472,14 +472,14 @@ def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
         ctx = ctxs[0]
         for ngl in range(L, 0, -1):
             est = estimate(v, n_ctx=ctx, n_gpu_layers=ngl, kv_type=kv, flash_attn=fa_gpu,
-                           gpu_shares=shares, gpu_backend=backend, **rp)
+                           gpu_shares=shares, gpu_backend=backend)
             ok, _, need, avail = _check(est, m)
             if ok:
                 return cand(_PARTIAL, est, ctx, f"{ngl} of {L} layers fit on the GPU ({first_fail[0]} for all)",
                             need, avail)
     last = None
     for i, ctx in enumerate(ctxs):
-        est = estimate(v, n_ctx=ctx, n_gpu_layers=0, kv_type=kv, flash_attn=fa_cpu, **rp)
+        est = estimate(v, n_ctx=ctx, n_gpu_layers=0, kv_type=kv, flash_attn=fa_cpu)
         ok, why, need, avail = _check(est, m)
         if ok:
             gpu_note = f" ({first_fail[0]} to run on the GPU)" if first_fail else ""
@@ -494,19 +494,23 @@ def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
 def _measured(est: MemoryEstimate, v: Variant, m: _Machine, rp: dict[str, Any]) -> MemoryEstimate:
     """`est` with the host figure moved by what the newest measured load of the same file at the
     same placement (but for the context) was off the estimate for that load."""
-    L = v.family.n_layer
-    ngl = -1 if est.n_gpu_layers > L else est.n_gpu_layers
-    found = [r for r in m.loads if (r.n_gpu_layers, r.kv_type, r.flash_attn, r.extra_buffers)
-             == (ngl, est.kv_type, est.flash_attn, bool(m.repack))]
-    if not found:
+    r = _load_for(est, v, m)
+    if r is None:
         return est
-    r = max(found, key=lambda r: r.date)
     then = _estimate(v, n_ctx=r.n_ctx, n_gpu_layers=est.n_gpu_layers, kv_type=r.kv_type, flash_attn=r.flash_attn,
                      gpu_shares=(1.0,), **rp)
     # the load's growth excludes the interpreter and libraries (HOST_RUNTIME_OVERHEAD)
     correction = r.resident_bytes - (then.host.total - HOST_RUNTIME_OVERHEAD)
     devices = tuple(_replace(d, measured=correction) if d.device == "cpu" else d for d in est.devices)
     return _replace(est, devices=devices)
+
+
+def _load_for(est: MemoryEstimate, v: Variant, m: _Machine) -> "LoadRecord | None":
+    """The newest measured load of the planned file at `est`'s placement (any context)."""
+    ngl = -1 if est.n_gpu_layers > v.family.n_layer else est.n_gpu_layers  # the Placement's spelling
+    found = [r for r in m.loads if (r.n_gpu_layers, r.kv_type, r.flash_attn, r.extra_buffers)
+             == (ngl, est.kv_type, est.flash_attn, bool(m.repack))]
+    return max(found, key=lambda r: r.date) if found else None
 
 
 def _speed(v: Variant, est: MemoryEstimate, m: _Machine, threads: int | None = None) -> tuple[float | None, str]:
@@ -858,8 +862,8 @@ def _make_plan(c: _Candidate, m: _Machine, req: _Request, runtime: str, *, fits:
         reasons.append(_provider_reason(placement.provider, m))
     if runtime == "llama.cpp" and c.est.host.repacked:
         reasons.append(f"memory: {m.repack_basis}")
-    if c.est.host.measured:
-        r = max(m.loads, key=lambda r: r.date)
+    r = _load_for(c.est, c.variant, m) if c.est.host.measured else None
+    if r is not None:
         reasons.append(f"memory: measured at the last load of this file ({_gb(r.resident_bytes)} resident at "
                        f"n_ctx {r.n_ctx}, {r.date}): the estimate is corrected by {c.est.host.measured / 2**20:+.0f} MiB")
     if c.n_ctx != (req.ctx_target or DEFAULT_CONTEXT):
