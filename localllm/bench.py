@@ -138,7 +138,7 @@ class BenchResult:
     def outliers(self) -> tuple[int, ...]:
         """Runs whose decode speed is far (over 3 median absolute deviations, and 20 %) from the median."""
         mid = self.median("decode_tps") or 0.0
-        mad = statistics.median(abs(r.decode_tps - mid) for r in self.runs) if self.runs else 0.0
+        mad = (self.noise("decode_tps") or 0.0) * mid
         return tuple(i for i, r in enumerate(self.runs)
                      if abs(r.decode_tps - mid) > max(3 * mad, 0.2 * mid))
 

@@ -263,7 +263,8 @@ def _result(decode: list[float]):
     runs = tuple(RunMeasurement(load_s=0.5, ttft_s=0.1, prompt_tokens=16, prompt_tps=100.0, decode_tokens=32,
                                 decode_tps=d, peak_rss=300 * MiB, rss_before_load=50 * MiB) for d in decode)
     return BenchResult(model="/m/shape.gguf", weight_bytes=WEIGHTS, signature=model_signature(FAMILY),
-                       placement={"n_threads": 2, "n_gpu_layers": 0, "n_ctx": 2048}, n_prompt=16, n_gen=32,
+                       placement={"n_threads": 2, "n_gpu_layers": 0, "n_ctx": 2048, "flash_attn": True},
+                       n_prompt=16, n_gen=32,
                        runs=runs, predicted=Prediction(decode_tps=70.0, decode_basis="x", host_bytes=300 * MiB,
                                                        gpu_bytes=None), date="2026-12-01T10:00:00")
 
@@ -272,8 +273,12 @@ def test_bench_keeps_the_median_so_one_busy_run_does_not_count(tmp_path):
     """Issue 11: runs at 2.4, 72 and 75 tok/s once saved "50.1 +- 41.3"; the plan then used 50.1."""
     from localllm.bench import record
 
+    from localllm.commands.bench import _render
+
     r = _result([2.4, 72.0, 75.0])
     assert r.unsteady is None and r.outliers == (0,)
+    bw = BandwidthRecord(gbs=30.0, per_thread_gbs=15.0, threads=2, bytes=1 << 28, date="2026-12-01")
+    assert "not counted in it: run 1 (2.4 tok/s)" in _render(r, bw, None, None, _hw())
     assert r.to_record().decode_tps == 72.0
     path = record(r, _hw())
     assert path is not None

@@ -214,6 +214,9 @@ def _render(r, bw, saved, load, hw) -> str:
         lines.append(f"note: while decoding, the process ran {share or 0:.0%} of its threads' time (load average "
                      f"{load[0] if load else 0:.1f} on {cores:g} cores): other programs were running, so wall-clock "
                      "speeds are lower and spread wider than on an idle machine")
+    if r.outliers:
+        far = ", ".join(f"run {i + 1} ({r.runs[i].decode_tps:.1f} tok/s)" for i in r.outliers)
+        lines.append(f"far from the median, so not counted in it: {far}")
     if saved:
         lines.append(f"kept in {saved}: plans for this model here now use the measured decode speed "
                      f"(the median of the runs, {r.median('decode_tps'):.1f} tok/s)")
