@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import ChatTemplateError
-from .generation import first_surrogate
+from .generation import check_text, first_surrogate
 
 __all__ = ["CHATML_FALLBACK", "GEMMA_FALLBACK", "LLAMA3_FALLBACK", "PLAIN_FALLBACK", "ChatFormatter",
            "chat_formatter", "split_turns"]
@@ -117,6 +117,7 @@ class ChatFormatter:
         Raises:
             ChatTemplateError: messages are malformed, the template rejects them, fails, goes over
                 a render limit (`limit` and `maximum` say which) or renders an empty prompt.
+            InvalidOptionError: a lone surrogate in a message (which one, and where).
         """
         try:
             return self._render(_check_messages(messages), add_generation_prompt)
@@ -228,6 +229,8 @@ def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise ChatTemplateError(f"message {i} must be a dict with string 'role' and 'content', got {m!r}")
+        for key in ("role", "content"):  # a lone surrogate is the caller's: say which message, and where
+            check_text(m[key], "messages", f"[{i}][{key!r}]")
         out.append(dict(m))
     return out
 

@@ -192,7 +192,6 @@ class Model:
         Raises:
             ChatTemplateError: as for `chat`. InvalidOptionError: a lone surrogate in a message.
         """
-        _check_message_text(messages)
         return self._formatter.render(messages, add_generation_prompt=add_generation_prompt)
 
     # --- tokens ----------------------------------------------------------------------
@@ -360,16 +359,6 @@ class Model:
                 date=datetime.now().isoformat(timespec="seconds")))
         except OSError as exc:
             log.warning("could not keep this load's measured memory (%s)", exc)
-
-
-def _check_message_text(messages: Any) -> None:
-    """A lone surrogate in a message's role or content is the caller's: say which message, and where."""
-    if isinstance(messages, (list, tuple)):
-        for i, m in enumerate(messages):
-            if isinstance(m, Mapping):
-                for key in ("role", "content"):
-                    if isinstance(m.get(key), str):
-                        check_text(m[key], "messages", f"[{i}][{key!r}]")
 
 
 # --- load ----------------------------------------------------------------------------
