@@ -210,10 +210,10 @@ def _record_path(path: Path) -> Path:
 
 def sha256_of(path: Path) -> str:
     """sha256 of a file, remembered by (path, size, mtime) so it is computed once."""
-    st = path.stat()
-    data = _read_record(path)
-    if data and data["size"] == st.st_size and data["mtime_ns"] == st.st_mtime_ns:
+    data = _current_record(path)
+    if data is not None:
         return data["sha256"]
+    st = path.stat()
     digest = _hash_file(path).hexdigest()
     _remember(path, digest, st)
     return digest
