@@ -17,10 +17,10 @@ What is timed, in each child process:
            token is sampled (Timings.ttft_s; the prompt's tokenization is a few microseconds).
   decode   tokens after the first / time after the first (same definition for both).
 Both sides use the placement localllm's planner chose (n_ctx, threads, batch, ubatch,
-flash attention, KV cache type), and both run with ggml's extra weight buffers off: this
-llama.cpp build has AMX kernels that fault (SIGILL) on this machine, see
-localllm/runtimes/llamacpp.py. Greedy tokens must be
-identical on both sides, which checks the comparison is like for like.
+flash attention, KV cache type) and ggml's extra weight buffers (weight repacking) as
+localllm runs them on this machine: on, unless an AMX build failed its trial or
+LOCALLLM_LLAMA_EXTRA_BUFFERS says otherwise (localllm/runtimes/llamacpp.py). Greedy
+tokens must be identical on both sides, which checks the comparison is like for like.
 
 Targets (issue 4): decode tokens/s ratio localllm/raw >= 0.98; load + first token
 ratio <= 1.1.
@@ -65,7 +65,7 @@ if side == "raw":
     _default = lib.llama_model_default_params
     def _params():
         p = _default()
-        p.use_extra_bufts = False  # same as localllm on this AMX build (see the docstring)
+        p.use_extra_bufts = placement["extra_buffers"]  # as localllm runs here (see the docstring)
         return p
     lib.llama_model_default_params = _params
     llm = llama_cpp.Llama(path, n_ctx=placement["n_ctx"], n_threads=placement["n_threads"],
@@ -133,13 +133,14 @@ def main() -> int:
     compileall.compile_dir(os.path.dirname(localllm.__file__), quiet=1)
     with localllm.load(path, context=args.ctx) as m:  # the placement both sides use
         p = m.info.placement
+        extra_buffers = m._engine.extra_buffers  # ggml's weight repacking, as localllm decided it here
     if args.threads:
         p = dataclasses.replace(p, n_threads=args.threads, n_threads_batch=args.threads)
     from localllm.runtimes.llamacpp import KV_TYPES
 
     placement = {"n_ctx": p.n_ctx, "n_threads": p.n_threads, "n_threads_batch": p.n_threads_batch or p.n_threads,
                  "n_batch": p.n_batch, "n_ubatch": p.n_ubatch, "flash_attn": p.flash_attn,
-                 "type_kv": KV_TYPES[p.kv_type]}
+                 "type_kv": KV_TYPES[p.kv_type], "extra_buffers": extra_buffers}
     print(f"model {path.name} ({path.stat().st_size / 2**20:.0f} MiB); placement {placement}; "
           f"{args.tokens} tokens; load avg {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
 
