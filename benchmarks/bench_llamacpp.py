@@ -40,8 +40,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".bench"
-PROMPT = ("The quick brown fox jumps over the lazy dog. Local models answer questions, "
-          "write text and chat with you on your own machine.")
+PROMPT = (
+    "The quick brown fox jumps over the lazy dog. Local models answer questions, "
+    "write text and chat with you on your own machine."
+)
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -106,8 +108,12 @@ def build_model(shape: str, quant: str) -> Path:
 
 
 def child(side: str, path: Path, n_tokens: int, placement: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, side, str(path), str(n_tokens), json.dumps(placement), PROMPT],
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, side, str(path), str(n_tokens), json.dumps(placement), PROMPT],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if out.returncode != 0:
         raise SystemExit(f"{side} run failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -138,21 +144,36 @@ def main() -> int:
         p = dataclasses.replace(p, n_threads=args.threads, n_threads_batch=args.threads)
     from localllm.runtimes.llamacpp import KV_TYPES
 
-    placement = {"n_ctx": p.n_ctx, "n_threads": p.n_threads, "n_threads_batch": p.n_threads_batch or p.n_threads,
-                 "n_batch": p.n_batch, "n_ubatch": p.n_ubatch, "flash_attn": p.flash_attn,
-                 "type_kv": KV_TYPES[p.kv_type], "extra_buffers": extra_buffers}
-    print(f"model {path.name} ({path.stat().st_size / 2**20:.0f} MiB); placement {placement}; "
-          f"{args.tokens} tokens; load avg {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
+    placement = {
+        "n_ctx": p.n_ctx,
+        "n_threads": p.n_threads,
+        "n_threads_batch": p.n_threads_batch or p.n_threads,
+        "n_batch": p.n_batch,
+        "n_ubatch": p.n_ubatch,
+        "flash_attn": p.flash_attn,
+        "type_kv": KV_TYPES[p.kv_type],
+        "extra_buffers": extra_buffers,
+    }
+    print(
+        f"model {path.name} ({path.stat().st_size / 2**20:.0f} MiB); placement {placement}; "
+        f"{args.tokens} tokens; load avg {os.getloadavg()[0]:.2f}",
+        file=sys.stderr,
+        flush=True,
+    )
 
     runs: dict[str, list[dict]] = {"raw": [], "localllm": []}
     child("raw", path, 4, placement)  # warm the page cache so neither side pays the first read
     for i in range(args.runs):
-        for side in (("raw", "localllm") if i % 2 == 0 else ("localllm", "raw")):
+        for side in ("raw", "localllm") if i % 2 == 0 else ("localllm", "raw"):
             r = child(side, path, args.tokens, placement)
             runs[side].append(r)
-            print(f"  run {i + 1} {side:8s} load {r['load_s']:.3f}s  ttft {r['ttft_s']:.3f}s  "
-                  f"decode {r['decode_tps']:.2f} tok/s  ({r['n']} tokens, peak RSS "
-                  f"{r['peak_rss'] / 2**30:.2f} GiB)", file=sys.stderr, flush=True)
+            print(
+                f"  run {i + 1} {side:8s} load {r['load_s']:.3f}s  ttft {r['ttft_s']:.3f}s  "
+                f"decode {r['decode_tps']:.2f} tok/s  ({r['n']} tokens, peak RSS "
+                f"{r['peak_rss'] / 2**30:.2f} GiB)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     same = all(a["tokens"] == b["tokens"] for a, b in zip(runs["raw"], runs["localllm"]))
 
@@ -173,19 +194,34 @@ def main() -> int:
     print()
     print(f"{'':10s} {'decode tok/s (median, range)':32s} {'load s':18s} {'ttft s':18s} {'load+ttft s':12s}")
     for s in ("raw", "localllm"):
-        print(f"{s:10s} {med(s, 'decode_tps'):7.2f} ({spread(s, 'decode_tps'):>16s})      "
-              f"{med(s, 'load_s'):.3f} ({spread(s, 'load_s')})  {med(s, 'ttft_s'):.3f} ({spread(s, 'ttft_s')})  "
-              f"{statistics.median(lft[s]):.3f}")
+        print(
+            f"{s:10s} {med(s, 'decode_tps'):7.2f} ({spread(s, 'decode_tps'):>16s})      "
+            f"{med(s, 'load_s'):.3f} ({spread(s, 'load_s')})  {med(s, 'ttft_s'):.3f} ({spread(s, 'ttft_s')})  "
+            f"{statistics.median(lft[s]):.3f}"
+        )
     print(f"per-pair decode ratios: {', '.join(f'{r:.3f}' for r in pair_decode)}")
     print(f"per-pair load+ttft ratios: {', '.join(f'{r:.3f}' for r in pair_lft)}")
-    print(f"decode ratio localllm/raw (median of pairs) {decode_ratio:.3f} (target >= 0.98): "
-          f"{'PASS' if decode_ratio >= 0.98 else 'FAIL'}")
-    print(f"load+first-token ratio localllm/raw (median of pairs) {lft_ratio:.3f} (target <= 1.1): "
-          f"{'PASS' if lft_ratio <= 1.1 else 'FAIL'}")
+    print(
+        f"decode ratio localllm/raw (median of pairs) {decode_ratio:.3f} (target >= 0.98): "
+        f"{'PASS' if decode_ratio >= 0.98 else 'FAIL'}"
+    )
+    print(
+        f"load+first-token ratio localllm/raw (median of pairs) {lft_ratio:.3f} (target <= 1.1): "
+        f"{'PASS' if lft_ratio <= 1.1 else 'FAIL'}"
+    )
     print(f"greedy tokens identical on both sides: {same}; load avg at the end {os.getloadavg()[0]:.2f}")
     if args.json:
-        print(json.dumps({"placement": placement, "runs": runs, "decode_ratio": decode_ratio,
-                          "load_ttft_ratio": lft_ratio, "same_tokens": same}))
+        print(
+            json.dumps(
+                {
+                    "placement": placement,
+                    "runs": runs,
+                    "decode_ratio": decode_ratio,
+                    "load_ttft_ratio": lft_ratio,
+                    "same_tokens": same,
+                }
+            )
+        )
     return 0 if same else 1
 
 

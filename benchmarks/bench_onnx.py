@@ -118,7 +118,7 @@ def run_interleaved(og, model, engine, prompt: list[int], n_gen: int):
     done = join(run(proxy, prompt, SamplingOptions(temperature=0, max_tokens=n_gen)))
     proxy._gen = None
     n = min(len(proxy.ours), len(proxy.theirs))
-    return proxy.ours[:n], proxy.theirs[:n], list(done.token_ids), proxy.genai_tokens[:len(done.token_ids)]
+    return proxy.ours[:n], proxy.theirs[:n], list(done.token_ids), proxy.genai_tokens[: len(done.token_ids)]
 
 
 def run_genai(og, model, prompt: list[int], n_gen: int) -> tuple[float, list[int]]:
@@ -141,17 +141,28 @@ def run_genai(og, model, prompt: list[int], n_gen: int) -> tuple[float, list[int
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="qwen2.5-0.5b", help="a localllm.tinyonnx.ONNX_SHAPES name")
-    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "localllm-bench-onnx",
-                    help="where the model folder is built (reused when present)")
+    ap.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "localllm-bench-onnx",
+        help="where the model folder is built (reused when present)",
+    )
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--attention", choices=("standard", "gqa"), default="standard",
-                    help="standard ONNX ops, or the fused GroupQueryAttention op genai's builder uses")
+    ap.add_argument(
+        "--attention",
+        choices=("standard", "gqa"),
+        default="standard",
+        help="standard ONNX ops, or the fused GroupQueryAttention op genai's builder uses",
+    )
     ap.add_argument("--prompt-tokens", type=int, default=8)
     ap.add_argument("--gen", type=int, default=24, help="tokens to generate per run")
     ap.add_argument("--runs", type=int, default=8)
-    ap.add_argument("--mode", choices=("interleaved", "abba"), default="interleaved",
-                    help="interleaved: one genai step before each localllm step, paired per token; "
-                         "abba: whole runs in ABBA order")
+    ap.add_argument(
+        "--mode",
+        choices=("interleaved", "abba"),
+        default="interleaved",
+        help="interleaved: one genai step before each localllm step, paired per token; abba: whole runs in ABBA order",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -163,11 +174,12 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = build(args.dir / f"{args.shape}-{args.attention}", args.shape, args.threads, args.attention)
     os.environ.setdefault("LOCALLLM_HOME", str(args.dir / "home"))  # the optimized-model cache
-    placement = Placement(runtime="onnxruntime", n_ctx=4096, n_threads=args.threads,
-                          provider="CPUExecutionProvider")
+    placement = Placement(runtime="onnxruntime", n_ctx=4096, n_threads=args.threads, provider="CPUExecutionProvider")
     engine = OnnxEngine(folder, placement, hardware=Hardware())
-    print(f"localllm load {engine.load_seconds:.1f}s ({engine.provider}, optimized model "
-          f"{engine.optimized_path})", file=sys.stderr)
+    print(
+        f"localllm load {engine.load_seconds:.1f}s ({engine.provider}, optimized model {engine.optimized_path})",
+        file=sys.stderr,
+    )
     t0 = time.perf_counter()
     config = og.Config(str(folder))
     config.clear_providers()  # CPU
@@ -192,24 +204,39 @@ def main(argv: list[str] | None = None) -> int:
         theirs.append(tps_b)
         ratios.append(tps / tps_b)
         same = toks_a == toks_b
-        print(f"run {r + 1}: localllm {tps:.2f} tok/s, onnxruntime-genai {tps_b:.2f} tok/s, "
-              f"ratio {tps / tps_b:.3f}, same tokens: {same}", file=sys.stderr)
+        print(
+            f"run {r + 1}: localllm {tps:.2f} tok/s, onnxruntime-genai {tps_b:.2f} tok/s, "
+            f"ratio {tps / tps_b:.3f}, same tokens: {same}",
+            file=sys.stderr,
+        )
         if not same:
             print(f"  localllm {toks_a[:12]}...\n  genai    {toks_b[:12]}...", file=sys.stderr)
     a, b = statistics.median(ours), statistics.median(theirs)
     ratio = statistics.median(ratios)
-    result = {"shape": args.shape, "attention": args.attention, "threads": args.threads,
-              "prompt_tokens": args.prompt_tokens, "generated": args.gen, "runs": args.runs,
-              "localllm_decode_tps": round(a, 3), "genai_decode_tps": round(b, 3),
-              "ratio": round(ratio, 4), "ratio_of_medians": round(a / b, 4), "target": TARGET_RATIO,
-              "onnxruntime": __import__("onnxruntime").__version__, "onnxruntime_genai": og.__version__,
-              "weights_bytes": engine.info.weights_bytes}
+    result = {
+        "shape": args.shape,
+        "attention": args.attention,
+        "threads": args.threads,
+        "prompt_tokens": args.prompt_tokens,
+        "generated": args.gen,
+        "runs": args.runs,
+        "localllm_decode_tps": round(a, 3),
+        "genai_decode_tps": round(b, 3),
+        "ratio": round(ratio, 4),
+        "ratio_of_medians": round(a / b, 4),
+        "target": TARGET_RATIO,
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "onnxruntime_genai": og.__version__,
+        "weights_bytes": engine.info.weights_bytes,
+    }
     engine.close()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"decode tokens/s (median of {args.runs}): localllm {a:.2f}, onnxruntime-genai {b:.2f}; "
-              f"median paired ratio {ratio:.3f} (target >= {TARGET_RATIO})")
+        print(
+            f"decode tokens/s (median of {args.runs}): localllm {a:.2f}, onnxruntime-genai {b:.2f}; "
+            f"median paired ratio {ratio:.3f} (target >= {TARGET_RATIO})"
+        )
     return 0 if ratio >= TARGET_RATIO else 1
 
 
@@ -221,25 +248,40 @@ def _interleaved(args, og, genai, engine, prompt) -> int:
         a, b, toks_a, toks_b = run_interleaved(og, genai, engine, prompt, args.gen)
         ours += a[1:]  # the first step after the prompt still settles allocations
         theirs += b[1:]
-        print(f"run {r + 1}: localllm {len(a) / sum(a):.2f} tok/s, onnxruntime-genai {len(b) / sum(b):.2f} tok/s, "
-              f"same tokens: {toks_a == toks_b}", file=sys.stderr)
+        print(
+            f"run {r + 1}: localllm {len(a) / sum(a):.2f} tok/s, onnxruntime-genai {len(b) / sum(b):.2f} tok/s, "
+            f"same tokens: {toks_a == toks_b}",
+            file=sys.stderr,
+        )
     ratios = [t / o for o, t in zip(ours, theirs)]  # tokens/s ratio = time ratio inverted
     ratio = statistics.median(ratios)
-    result = {"mode": "interleaved", "shape": args.shape, "attention": args.attention, "threads": args.threads,
-              "prompt_tokens": args.prompt_tokens, "generated": args.gen, "runs": args.runs,
-              "paired_tokens": len(ratios),
-              "localllm_decode_tps": round(1 / statistics.median(ours), 3),
-              "genai_decode_tps": round(1 / statistics.median(theirs), 3),
-              "ratio": round(ratio, 4), "ratio_of_totals": round(sum(theirs) / sum(ours), 4),
-              "ratio_p25_p75": [round(q, 4) for q in statistics.quantiles(ratios, n=4)[::2]],
-              "target": TARGET_RATIO, "onnxruntime": __import__("onnxruntime").__version__,
-              "onnxruntime_genai": og.__version__, "weights_bytes": engine.info.weights_bytes}
+    result = {
+        "mode": "interleaved",
+        "shape": args.shape,
+        "attention": args.attention,
+        "threads": args.threads,
+        "prompt_tokens": args.prompt_tokens,
+        "generated": args.gen,
+        "runs": args.runs,
+        "paired_tokens": len(ratios),
+        "localllm_decode_tps": round(1 / statistics.median(ours), 3),
+        "genai_decode_tps": round(1 / statistics.median(theirs), 3),
+        "ratio": round(ratio, 4),
+        "ratio_of_totals": round(sum(theirs) / sum(ours), 4),
+        "ratio_p25_p75": [round(q, 4) for q in statistics.quantiles(ratios, n=4)[::2]],
+        "target": TARGET_RATIO,
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "onnxruntime_genai": og.__version__,
+        "weights_bytes": engine.info.weights_bytes,
+    }
     engine.close()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"decode tokens/s (median per token): localllm {result['localllm_decode_tps']}, onnxruntime-genai "
-              f"{result['genai_decode_tps']}; median paired ratio {ratio:.3f} (target >= {TARGET_RATIO})")
+        print(
+            f"decode tokens/s (median per token): localllm {result['localllm_decode_tps']}, onnxruntime-genai "
+            f"{result['genai_decode_tps']}; median paired ratio {ratio:.3f} (target >= {TARGET_RATIO})"
+        )
     return 0 if ratio >= TARGET_RATIO else 1
 
 

@@ -39,8 +39,11 @@ CACHE = HERE / ".bench" / "accuracy"
 MiB = 2**20
 
 SHAPES = ("smollm2-135m", "qwen2.5-0.5b", "llama-3.2-1b")
-QUANTS = {"smollm2-135m": ("F16", "Q8_0", "Q4_K_M"), "qwen2.5-0.5b": ("Q8_0", "Q4_K_M"),
-          "llama-3.2-1b": ("Q8_0", "Q4_K_M")}
+QUANTS = {
+    "smollm2-135m": ("F16", "Q8_0", "Q4_K_M"),
+    "qwen2.5-0.5b": ("Q8_0", "Q4_K_M"),
+    "llama-3.2-1b": ("Q8_0", "Q4_K_M"),
+}
 CONTEXTS = (512, 2048, 8192)
 MEMORY_TARGET_FRACTION = 0.10
 MEMORY_TARGET_BYTES = 100 * MiB
@@ -53,8 +56,9 @@ def model_path(shape: str, quant: str) -> Path:
     because several quants (and F16 itself) are measured."""
     from localllm.tinymodels import synthetic_gguf
 
-    return synthetic_gguf(CACHE, shape, quant, keep_f16=True,
-                          say=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    return synthetic_gguf(
+        CACHE, shape, quant, keep_f16=True, say=lambda line: print(f"  {line}", file=sys.stderr, flush=True)
+    )
 
 
 def load_avg() -> str:
@@ -77,8 +81,10 @@ def memory_cases(shapes, contexts, repack: str = "on") -> list[dict]:
     else:
         os.environ.pop(EXTRA_BUFFERS_ENV, None)
     print(f"\n## memory, weight repacking {repack}: predicted host memory vs measured peak RSS ({load_avg()})")
-    print(f"{'model':32s} {'ctx':>5s} {'predicted':>10s} {'repacked':>9s} {'measured':>10s} {'error':>9s} "
-          f"{'error%':>7s}  target")
+    print(
+        f"{'model':32s} {'ctx':>5s} {'predicted':>10s} {'repacked':>9s} {'measured':>10s} {'error':>9s} "
+        f"{'error%':>7s}  target"
+    )
     for shape in shapes:
         for quant in QUANTS[shape]:
             path = model_path(shape, quant)
@@ -87,14 +93,26 @@ def memory_cases(shapes, contexts, repack: str = "on") -> list[dict]:
                 pred, meas = r.predicted.host_bytes, r.peak_rss
                 err = pred - meas
                 ok = abs(err) <= max(MEMORY_TARGET_FRACTION * meas, MEMORY_TARGET_BYTES)
-                row = {"model": f"{shape} {quant}", "repack": repack, "ctx": ctx, "predicted": pred, "measured": meas,
-                       "error": err, "error_pct": 100 * err / meas, "ok": ok,
-                       "breakdown": r.predicted.memory.get("cpu"), "before_load": r.runs[0].rss_before_load}
+                row = {
+                    "model": f"{shape} {quant}",
+                    "repack": repack,
+                    "ctx": ctx,
+                    "predicted": pred,
+                    "measured": meas,
+                    "error": err,
+                    "error_pct": 100 * err / meas,
+                    "ok": ok,
+                    "breakdown": r.predicted.memory.get("cpu"),
+                    "before_load": r.runs[0].rss_before_load,
+                }
                 rows.append(row)
                 repacked = (row["breakdown"] or {}).get("repacked", 0)
-                print(f"{row['model']:32s} {ctx:5d} {pred / MiB:8.0f}Mi {repacked / MiB:7.0f}Mi {meas / MiB:8.0f}Mi "
-                      f"{err / MiB:+7.0f}Mi "
-                      f"{row['error_pct']:+6.1f}%  {'ok' if ok else 'MISS'}", flush=True)
+                print(
+                    f"{row['model']:32s} {ctx:5d} {pred / MiB:8.0f}Mi {repacked / MiB:7.0f}Mi {meas / MiB:8.0f}Mi "
+                    f"{err / MiB:+7.0f}Mi "
+                    f"{row['error_pct']:+6.1f}%  {'ok' if ok else 'MISS'}",
+                    flush=True,
+                )
     return rows
 
 
@@ -106,22 +124,37 @@ def speed_cases(shapes, repeat: int, n_gen: int, threads: int) -> list[dict]:
 
     rows = []
     print(f"\n## speed: predicted vs measured decode tokens/s, ctx 2048, {threads} thread(s) ({load_avg()})")
-    print(f"{'model':24s} {'predicted':>9s} {'wall':>7s} {'cpu-time':>8s} {'cpu share':>9s} {'ratio(cpu)':>10s} "
-          f"{'ratio(wall)':>11s}  target")
+    print(
+        f"{'model':24s} {'predicted':>9s} {'wall':>7s} {'cpu-time':>8s} {'cpu share':>9s} {'ratio(cpu)':>10s} "
+        f"{'ratio(wall)':>11s}  target"
+    )
     for shape in shapes:
         for quant in QUANTS[shape]:
-            r = bench(model_path(shape, quant), n_prompt=16, n_gen=n_gen, context=2048, threads=threads,
-                      repeat=repeat)
+            r = bench(model_path(shape, quant), n_prompt=16, n_gen=n_gen, context=2048, threads=threads, repeat=repeat)
             pred = r.predicted.decode_tps
             wall, cpu, share = r.mean("decode_tps"), r.mean("decode_tps_cpu"), r.mean("decode_cpu_share")
             ratio = cpu / pred if pred else None
             ok = ratio is not None and abs(ratio - 1) <= SPEED_TARGET
-            rows.append({"model": f"{shape} {quant}", "threads": threads, "predicted": pred, "wall": wall,
-                         "cpu_time": cpu, "cpu_share": share, "ratio_cpu": ratio,
-                         "ratio_wall": wall / pred if pred else None, "ok": ok, "basis": r.predicted.decode_basis,
-                         "runs": [(x.decode_tps, x.decode_tps_cpu, x.decode_cpu_share) for x in r.runs]})
-            print(f"{shape + ' ' + quant:24s} {pred or 0:9.1f} {wall:7.1f} {cpu:8.1f} {share:9.0%} {ratio or 0:10.2f} "
-                  f"{wall / pred if pred else 0:11.2f}  {'ok' if ok else 'MISS'}", flush=True)
+            rows.append(
+                {
+                    "model": f"{shape} {quant}",
+                    "threads": threads,
+                    "predicted": pred,
+                    "wall": wall,
+                    "cpu_time": cpu,
+                    "cpu_share": share,
+                    "ratio_cpu": ratio,
+                    "ratio_wall": wall / pred if pred else None,
+                    "ok": ok,
+                    "basis": r.predicted.decode_basis,
+                    "runs": [(x.decode_tps, x.decode_tps_cpu, x.decode_cpu_share) for x in r.runs],
+                }
+            )
+            print(
+                f"{shape + ' ' + quant:24s} {pred or 0:9.1f} {wall:7.1f} {cpu:8.1f} {share:9.0%} {ratio or 0:10.2f} "
+                f"{wall / pred if pred else 0:11.2f}  {'ok' if ok else 'MISS'}",
+                flush=True,
+            )
     return rows
 
 
@@ -142,28 +175,50 @@ def thread_sweep(models, repeat: int, n_gen: int) -> list[dict]:
     for shape, quant in models:
         path = model_path(shape, quant)
         info = validate_gguf(path)
-        family = family_from_gguf_metadata(info.metadata, name=path.stem,
-                                           tied_embeddings=not any(t.name == "output.weight" for t in info.tensors))
+        family = family_from_gguf_metadata(
+            info.metadata, name=path.stem, tied_embeddings=not any(t.name == "output.weight" for t in info.tensors)
+        )
         results: dict[int, list] = {n: [] for n in counts}
         for i in range(max(2, repeat)):
-            for n in (counts if i % 2 == 0 else counts[::-1]):  # ABBA: drift hits every count alike
-                results[n].append(bench(path, n_prompt=16, n_gen=n_gen, context=2048, threads=n, repeat=1,
-                                        warmup=(i == 0 and n == counts[0])))
+            for n in counts if i % 2 == 0 else counts[::-1]:  # ABBA: drift hits every count alike
+                results[n].append(
+                    bench(
+                        path,
+                        n_prompt=16,
+                        n_gen=n_gen,
+                        context=2048,
+                        threads=n,
+                        repeat=1,
+                        warmup=(i == 0 and n == counts[0]),
+                    )
+                )
         cal = Calibration(bench=tuple(results[n][0].to_record() for n in counts))
-        default = plan_local(family, weight_bytes=info.tensor_bytes, context=2048,
-                             calibration=Calibration()).placement.n_threads
-        chosen = plan_local(family, weight_bytes=info.tensor_bytes, context=2048,
-                            calibration=cal).placement.n_threads
+        default = plan_local(
+            family, weight_bytes=info.tensor_bytes, context=2048, calibration=Calibration()
+        ).placement.n_threads
+        chosen = plan_local(family, weight_bytes=info.tensor_bytes, context=2048, calibration=cal).placement.n_threads
         held = {n: sum(r.mean("decode_tps") for r in v[1:]) / len(v[1:]) for n, v in results.items()}
         best = max(held, key=held.get)
         share, share_default = held[chosen] / held[best], held[default] / held[best]
         ok = share >= THREADS_TARGET
         cells = "  ".join(f"{n}t {held[n]:5.1f}" for n in counts)
-        print(f"{shape + ' ' + quant:24s} {cells}   planner (calibrated) {chosen}t = {share:.2f} of best ({best}t), "
-              f"default {default}t = {share_default:.2f}  {'ok' if ok else 'MISS'}", flush=True)
-        out.append({"model": f"{shape} {quant}", "chosen": chosen, "default": default, "best": best, "share": share,
-                    "share_default": share_default, "ok": ok,
-                    "runs": {str(n): [r.mean("decode_tps") for r in v] for n, v in results.items()}})
+        print(
+            f"{shape + ' ' + quant:24s} {cells}   planner (calibrated) {chosen}t = {share:.2f} of best ({best}t), "
+            f"default {default}t = {share_default:.2f}  {'ok' if ok else 'MISS'}",
+            flush=True,
+        )
+        out.append(
+            {
+                "model": f"{shape} {quant}",
+                "chosen": chosen,
+                "default": default,
+                "best": best,
+                "share": share,
+                "share_default": share_default,
+                "ok": ok,
+                "runs": {str(n): [r.mean("decode_tps") for r in v] for n, v in results.items()},
+            }
+        )
     return out
 
 
@@ -175,16 +230,22 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per speed / thread case")
     ap.add_argument("--gen", type=int, default=32, help="tokens decoded per speed run")
     ap.add_argument("--speed-threads", type=int, default=1, help="threads for the speed section (default 1)")
-    ap.add_argument("--repack", choices=("on", "off", "both"), default="both",
-                    help="memory with ggml's weight repacking on, off, or both (default)")
+    ap.add_argument(
+        "--repack",
+        choices=("on", "off", "both"),
+        default="both",
+        help="memory with ggml's weight repacking on, off, or both (default)",
+    )
     ap.add_argument("--json", metavar="FILE", help="write every number to FILE")
     args = ap.parse_args()
     parts = args.only or ["memory", "speed", "threads"]
     from localllm.bandwidth import machine_bandwidth
 
     bw = machine_bandwidth()
-    print(f"memory bandwidth {bw.gbs:.1f} GB/s ({bw.threads} threads), {bw.per_thread_gbs:.1f} GB/s per thread "
-          f"(measured {bw.date}); {load_avg()}")
+    print(
+        f"memory bandwidth {bw.gbs:.1f} GB/s ({bw.threads} threads), {bw.per_thread_gbs:.1f} GB/s per thread "
+        f"(measured {bw.date}); {load_avg()}"
+    )
     results: dict = {"bandwidth": bw.__dict__}
     t0 = time.time()
     if "memory" in parts:

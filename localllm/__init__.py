@@ -85,13 +85,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .catalog import Catalog, Family, Variant, load_catalog
+    from .catalog import Catalog, Family, Variant, family_from_gguf_metadata, load_catalog
     from .errors import *  # noqa: F403
     from .generation import Chunk, Completion, SamplingOptions, Timings
     from .hardware import Accelerator, CPUInfo, GPUInfo, Hardware, MemoryInfo, RuntimeInfo
+    from .hwprobe import list_profiles, load_profile, probe
     from .model import Model, load
     from .placement import Placement
-    from .catalog import family_from_gguf_metadata
     from .planner import Plan, fit_table, plan, plan_local
-    from .hwprobe import list_profiles, load_profile, probe
     from .resolve import local_model_path, plan_for

@@ -35,8 +35,9 @@ TIME_BUDGET_S = 1.5
 SLICES = 8
 
 
-def measure_bandwidth(*, nbytes: int = DEFAULT_BYTES, threads: int | None = None,
-                      passes: int = DEFAULT_PASSES) -> BandwidthRecord:
+def measure_bandwidth(
+    *, nbytes: int = DEFAULT_BYTES, threads: int | None = None, passes: int = DEFAULT_PASSES
+) -> BandwidthRecord:
     """Read `nbytes` repeatedly; best GB/s on one thread and on `threads` (default: usable cores).
 
     Each pass reads the array in SLICES slices timed one by one: the best slice is the
@@ -53,13 +54,18 @@ def measure_bandwidth(*, nbytes: int = DEFAULT_BYTES, threads: int | None = None
     a = np.ones(nbytes // 8, dtype=np.int64)  # written once: every page is resident
     one = _best([s for s in np.array_split(a, SLICES)], 1, passes)
     many = _best([s for s in np.array_split(a, SLICES)], threads, passes) if threads > 1 else one
-    return BandwidthRecord(gbs=round(max(one, many), 2), per_thread_gbs=round(one, 2), threads=threads,
-                           bytes=int(a.nbytes), date=_dt.datetime.now().isoformat(timespec="seconds"),
-                           method=f"numpy max() over int64 slices of {nbytes // SLICES // 2**20} MiB, best of "
-                                  f"{passes} passes x {SLICES} slices")
+    return BandwidthRecord(
+        gbs=round(max(one, many), 2),
+        per_thread_gbs=round(one, 2),
+        threads=threads,
+        bytes=int(a.nbytes),
+        date=_dt.datetime.now().isoformat(timespec="seconds"),
+        method=f"numpy max() over int64 slices of {nbytes // SLICES // 2**20} MiB, best of "
+        f"{passes} passes x {SLICES} slices",
+    )
 
 
-def machine_bandwidth(hw: "Hardware | None" = None, *, refresh: bool = False) -> BandwidthRecord:
+def machine_bandwidth(hw: Hardware | None = None, *, refresh: bool = False) -> BandwidthRecord:
     """This machine's kept bandwidth, measured (and kept) now if there is none or `refresh`."""
     if hw is None:
         from .hwprobe import probe
@@ -71,14 +77,18 @@ def machine_bandwidth(hw: "Hardware | None" = None, *, refresh: bool = False) ->
             return kept
     record = measure_bandwidth()
     save_bandwidth(hw, record)
-    log.info("memory bandwidth %.1f GB/s (%d threads), %.1f GB/s on one thread",
-             record.gbs, record.threads, record.per_thread_gbs)
+    log.info(
+        "memory bandwidth %.1f GB/s (%d threads), %.1f GB/s on one thread",
+        record.gbs,
+        record.threads,
+        record.per_thread_gbs,
+    )
     return record
 
 
 def _best(slices, threads: int, passes: int) -> float:
     """Best GB/s over slices read by `threads` threads at once (each its own slice)."""
-    groups = [slices[i:i + threads] for i in range(0, len(slices) - threads + 1, threads)]
+    groups = [slices[i : i + threads] for i in range(0, len(slices) - threads + 1, threads)]
 
     def read(group) -> None:
         workers = [threading.Thread(target=s.max) for s in group[1:]]

@@ -39,11 +39,45 @@ DEFAULT_REPEAT = 3
 CHILD_TIMEOUT_S = 1800  # one repetition; a 1B model on two busy cores takes well under a minute
 
 # llama.cpp's LLAMA_FTYPE_MOSTLY_* (general.file_type) for the quants the planner knows
-_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 7: "Q8_0", 10: "Q2_K", 12: "Q3_K_M", 15: "Q4_K_M", 17: "Q5_K_M",
-               18: "Q6_K", 32: "BF16"}
+_FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    7: "Q8_0",
+    10: "Q2_K",
+    12: "Q3_K_M",
+    15: "Q4_K_M",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    32: "BF16",
+}
 
-_WORDS = ("the quick brown fox jumps over the lazy dog while local models answer questions "
-          "write text and chat with you on your own machine").split()
+_WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "the",
+    "lazy",
+    "dog",
+    "while",
+    "local",
+    "models",
+    "answer",
+    "questions",
+    "write",
+    "text",
+    "and",
+    "chat",
+    "with",
+    "you",
+    "on",
+    "your",
+    "own",
+    "machine",
+]
 
 
 # A bench result whose decode speeds disagree by more than this (median absolute deviation
@@ -128,10 +162,12 @@ class BenchResult:
         noise = self.noise("decode_tps")
         if noise is not None and noise > NOISE_LIMIT:
             runs = ", ".join(f"{v:.1f}" for v in vals)
-            return (f"decode speed varied too much between runs ({runs} tok/s: median absolute deviation "
-                    f"{noise:.0%} of the median {self.median('decode_tps'):.1f}, limit {NOISE_LIMIT:.0%}); "
-                    "other programs were probably competing for the cores. Run again on a quieter machine, "
-                    "or with more --repeat")
+            return (
+                f"decode speed varied too much between runs ({runs} tok/s: median absolute deviation "
+                f"{noise:.0%} of the median {self.median('decode_tps'):.1f}, limit {NOISE_LIMIT:.0%}); "
+                "other programs were probably competing for the cores. Run again on a quieter machine, "
+                "or with more --repeat"
+            )
         return None
 
     @property
@@ -139,8 +175,7 @@ class BenchResult:
         """Runs whose decode speed is far (over 3 median absolute deviations, and 20 %) from the median."""
         mid = self.median("decode_tps") or 0.0
         mad = (self.noise("decode_tps") or 0.0) * mid
-        return tuple(i for i, r in enumerate(self.runs)
-                     if abs(r.decode_tps - mid) > max(3 * mad, 0.2 * mid))
+        return tuple(i for i, r in enumerate(self.runs) if abs(r.decode_tps - mid) > max(3 * mad, 0.2 * mid))
 
     def stdev(self, name: str) -> float | None:
         vals = [getattr(r, name) for r in self.runs if getattr(r, name) is not None]
@@ -172,29 +207,57 @@ class BenchResult:
         out = asdict(self)
         out["summary"] = {
             k: {"mean": self.mean(k), "stdev": self.stdev(k), "min_max": self.spread(k)}
-            for k in ("load_s", "ttft_s", "prompt_tps", "decode_tps", "decode_tps_median", "decode_tps_cpu",
-                      "decode_cpu_share", "peak_rss", "gpu_memory")}
-        out["ratios"] = {k: self.ratio(k) for k in ("decode_tps", "decode_tps_median", "decode_tps_cpu", "peak_rss",
-                                                    "gpu_memory")}
+            for k in (
+                "load_s",
+                "ttft_s",
+                "prompt_tps",
+                "decode_tps",
+                "decode_tps_median",
+                "decode_tps_cpu",
+                "decode_cpu_share",
+                "peak_rss",
+                "gpu_memory",
+            )
+        }
+        out["ratios"] = {
+            k: self.ratio(k) for k in ("decode_tps", "decode_tps_median", "decode_tps_cpu", "peak_rss", "gpu_memory")
+        }
         return out
 
-    def to_record(self) -> "BenchRecord":
+    def to_record(self) -> BenchRecord:
         from .calibration import BenchRecord
 
         gpu = self.mean("gpu_memory")
         return BenchRecord(
-            signature=self.signature, weight_bytes=self.weight_bytes, n_threads=int(self.placement["n_threads"]),
-            n_gpu_layers=int(self.placement["n_gpu_layers"]), n_ctx=int(self.placement["n_ctx"]),
+            signature=self.signature,
+            weight_bytes=self.weight_bytes,
+            n_threads=int(self.placement["n_threads"]),
+            n_gpu_layers=int(self.placement["n_gpu_layers"]),
+            n_ctx=int(self.placement["n_ctx"]),
             decode_tps=round(self.median("decode_tps") or 0.0, 3),
             prompt_tps=round(self.median("prompt_tps") or 0.0, 3),
-            peak_rss=self.peak_rss, date=self.date, model=Path(self.model).name,
-            load_s=round(self.median("load_s") or 0.0, 4), ttft_s=round(self.median("ttft_s") or 0.0, 4),
-            n_prompt=self.n_prompt, n_gen=self.n_gen, gpu_memory=int(gpu) if gpu else None)
+            peak_rss=self.peak_rss,
+            date=self.date,
+            model=Path(self.model).name,
+            load_s=round(self.median("load_s") or 0.0, 4),
+            ttft_s=round(self.median("ttft_s") or 0.0, 4),
+            n_prompt=self.n_prompt,
+            n_gen=self.n_gen,
+            gpu_memory=int(gpu) if gpu else None,
+        )
 
 
-def bench(path: str | os.PathLike[str], *, n_prompt: int = DEFAULT_PROMPT_TOKENS, n_gen: int = DEFAULT_GEN_TOKENS,
-          context: int | None = None, threads: int | None = None, repeat: int = DEFAULT_REPEAT,
-          warmup: bool = True, progress=None) -> BenchResult:
+def bench(
+    path: str | os.PathLike[str],
+    *,
+    n_prompt: int = DEFAULT_PROMPT_TOKENS,
+    n_gen: int = DEFAULT_GEN_TOKENS,
+    context: int | None = None,
+    threads: int | None = None,
+    repeat: int = DEFAULT_REPEAT,
+    warmup: bool = True,
+    progress=None,
+) -> BenchResult:
     """Measure `path` (a GGUF file) `repeat` times, each in a fresh process.
 
     Args:
@@ -227,12 +290,20 @@ def bench(path: str | os.PathLike[str], *, n_prompt: int = DEFAULT_PROMPT_TOKENS
         if progress is not None:
             progress(i, run)
     pred = first["predicted"]
-    return BenchResult(model=str(p), weight_bytes=first["weight_bytes"], signature=first["signature"],
-                       placement=first["placement"], n_prompt=n_prompt, n_gen=n_gen, runs=tuple(runs),
-                       predicted=Prediction(**pred), date=_dt.datetime.now().isoformat(timespec="seconds"))
+    return BenchResult(
+        model=str(p),
+        weight_bytes=first["weight_bytes"],
+        signature=first["signature"],
+        placement=first["placement"],
+        n_prompt=n_prompt,
+        n_gen=n_gen,
+        runs=tuple(runs),
+        predicted=Prediction(**pred),
+        date=_dt.datetime.now().isoformat(timespec="seconds"),
+    )
 
 
-def record(result: BenchResult, hw: "Hardware | None" = None) -> Path | None:
+def record(result: BenchResult, hw: Hardware | None = None) -> Path | None:
     """Keep `result` (its medians) in this machine's calibration; returns the file, or None when
     the result is too noisy to plan with (`result.unsteady` says why)."""
     from .calibration import save_bench
@@ -251,8 +322,10 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise GenerationError(f"a bench run of {spec['path']} took over {CHILD_TIMEOUT_S} s and was stopped; "
-                              "try fewer tokens (--prompt/--gen) or a smaller model") from None
+        raise GenerationError(
+            f"a bench run of {spec['path']} took over {CHILD_TIMEOUT_S} s and was stopped; "
+            "try fewer tokens (--prompt/--gen) or a smaller model"
+        ) from None
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
         tail = (out.stderr or out.stdout).strip()[-2000:]
@@ -262,8 +335,10 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
 
 # -- in the child process --------------------------------------------------------------------------
 
-def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, context: int | None = None,
-                 threads: int | None = None) -> dict[str, Any]:
+
+def measure_once(
+    path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, context: int | None = None, threads: int | None = None
+) -> dict[str, Any]:
     """One load + prompt + decode in this process (call it in a fresh one); plain data."""
     from .calibration import Calibration, load_calibration, model_signature
     from .catalog import family_from_gguf_metadata
@@ -284,10 +359,17 @@ def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, con
 
     hw = probe()
     kept = load_calibration(hw)
-    plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(p), context=context, hardware=hw,
-                      quant=_FILE_TYPES.get(info.metadata.get("general.file_type"), "local"),
-                      calibration=Calibration(bandwidth=kept.bandwidth, extra_buffers=kept.extra_buffers),
-                      threads=threads, weights=gguf_weights(info.tensors))
+    plan = plan_local(
+        family,
+        weight_bytes=info.tensor_bytes,
+        path=str(p),
+        context=context,
+        hardware=hw,
+        quant=_FILE_TYPES.get(info.metadata.get("general.file_type"), "local"),
+        calibration=Calibration(bandwidth=kept.bandwidth, extra_buffers=kept.extra_buffers),
+        threads=threads,
+        weights=gguf_weights(info.tensors),
+    )
     placement = plan.placement
     engine = load_engine(p, placement)
     with Model(engine, name=p.stem, path=p, placement=placement, plan=plan) as model:
@@ -305,21 +387,48 @@ def measure_once(path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, con
         threads_used = placement.n_threads
         share = cpu_s / wall / threads_used if wall > 0 else 0.0
         tps_cpu = n_after_first / (cpu_s / threads_used) if cpu_s > 0 else 0.0
-        run = RunMeasurement(load_s=t.load_s, ttft_s=t.ttft_s, prompt_tokens=t.prompt_tokens,
-                             prompt_tps=t.prompt_tps, decode_tokens=t.decode_tokens, decode_tps=t.decode_tps,
-                             peak_rss=_peak_rss(), rss_before_load=rss_before,
-                             gpu_memory=_gpu_memory() if placement.n_gpu_layers else None,
-                             finish_reason=last.finish_reason or "",
-                             decode_tps_median=1 / statistics.median(per_token) if per_token else 0.0,
-                             decode_cpu_share=round(share, 3), decode_tps_cpu=tps_cpu)
-    mem = {d.device: {"weights": d.weights, "repacked": d.repacked, "kv_cache": d.kv_cache, "compute": d.compute,
-                      "overhead": d.overhead, "total": d.total} for d in plan.memory.devices}
+        run = RunMeasurement(
+            load_s=t.load_s,
+            ttft_s=t.ttft_s,
+            prompt_tokens=t.prompt_tokens,
+            prompt_tps=t.prompt_tps,
+            decode_tokens=t.decode_tokens,
+            decode_tps=t.decode_tps,
+            peak_rss=_peak_rss(),
+            rss_before_load=rss_before,
+            gpu_memory=_gpu_memory() if placement.n_gpu_layers else None,
+            finish_reason=last.finish_reason or "",
+            decode_tps_median=1 / statistics.median(per_token) if per_token else 0.0,
+            decode_cpu_share=round(share, 3),
+            decode_tps_cpu=tps_cpu,
+        )
+    mem = {
+        d.device: {
+            "weights": d.weights,
+            "repacked": d.repacked,
+            "kv_cache": d.kv_cache,
+            "compute": d.compute,
+            "overhead": d.overhead,
+            "total": d.total,
+        }
+        for d in plan.memory.devices
+    }
     gpu = sum(d.total for d in plan.memory.devices if d.device != "cpu")
-    pred = Prediction(decode_tps=plan.tokens_per_s, decode_basis=plan.tokens_per_s_basis,
-                      host_bytes=plan.memory.host.total, gpu_bytes=gpu or None, memory=mem)
+    pred = Prediction(
+        decode_tps=plan.tokens_per_s,
+        decode_basis=plan.tokens_per_s_basis,
+        host_bytes=plan.memory.host.total,
+        gpu_bytes=gpu or None,
+        memory=mem,
+    )
     pl = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(replace(placement)).items()}
-    return {"run": asdict(run), "predicted": asdict(pred), "placement": pl, "weight_bytes": info.tensor_bytes,
-            "signature": model_signature(family)}
+    return {
+        "run": asdict(run),
+        "predicted": asdict(pred),
+        "placement": pl,
+        "weight_bytes": info.tensor_bytes,
+        "signature": model_signature(family),
+    }
 
 
 def _prompt_of(model, n_tokens: int, limit: int) -> str:
@@ -379,5 +488,14 @@ def _gpu_memory() -> int | None:
 
 if __name__ == "__main__":  # the child: python -m localllm.bench '<json spec>'
     _spec = json.loads(sys.argv[1])
-    print(json.dumps(measure_once(_spec["path"], n_prompt=_spec["n_prompt"], n_gen=_spec["n_gen"],
-                                  context=_spec.get("context"), threads=_spec.get("threads"))))
+    print(
+        json.dumps(
+            measure_once(
+                _spec["path"],
+                n_prompt=_spec["n_prompt"],
+                n_gen=_spec["n_gen"],
+                context=_spec.get("context"),
+                threads=_spec.get("threads"),
+            )
+        )
+    )

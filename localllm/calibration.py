@@ -19,10 +19,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from .catalog import Family
     from .hardware import Hardware
 
-__all__ = ["BandwidthRecord", "BenchRecord", "Calibration", "ExtraBuffersVerdict", "LoadRecord", "load_calibration",
-           "machine_key", "machine_file", "model_signature", "save_bandwidth", "save_bench", "save_extra_buffers",
-           "save_load"]
-
+__all__ = [
+    "BandwidthRecord",
+    "BenchRecord",
+    "Calibration",
+    "ExtraBuffersVerdict",
+    "LoadRecord",
+    "load_calibration",
+    "machine_key",
+    "machine_file",
+    "model_signature",
+    "save_bandwidth",
+    "save_bench",
+    "save_extra_buffers",
+    "save_load",
+]
 
 
 def _log():
@@ -31,6 +42,7 @@ def _log():
     import logging
 
     return logging.getLogger(__name__)
+
 
 # A measured record matches a planned variant when the weights differ by at most this
 # share: a catalog variant is sized by its file, a local file by its tensor bytes
@@ -106,8 +118,9 @@ class BenchRecord:
     n_gen: int = 0
     gpu_memory: int | None = None
 
-    def matches(self, signature: str, weight_bytes: int, *, n_threads: int | None = None,
-                n_gpu_layers: int | None = None) -> bool:
+    def matches(
+        self, signature: str, weight_bytes: int, *, n_threads: int | None = None, n_gpu_layers: int | None = None
+    ) -> bool:
         if self.signature != signature:
             return False
         if abs(self.weight_bytes - weight_bytes) > WEIGHT_MATCH_TOLERANCE * max(weight_bytes, 1):
@@ -127,43 +140,48 @@ class Calibration:
     extra_buffers: ExtraBuffersVerdict | None = None  # the trial of the installed build, when run
     loads: tuple[LoadRecord, ...] = field(default=())
 
-    def lookup(self, family: "Family", weight_bytes: int, *, n_threads: int | None = None,
-               n_gpu_layers: int | None = None) -> BenchRecord | None:
+    def lookup(
+        self, family: Family, weight_bytes: int, *, n_threads: int | None = None, n_gpu_layers: int | None = None
+    ) -> BenchRecord | None:
         """The newest bench record for this model shape and size (and threads/layers when given)."""
         sig = model_signature(family)
-        found = [r for r in self.bench if r.matches(sig, weight_bytes, n_threads=n_threads,
-                                                    n_gpu_layers=n_gpu_layers)]
+        found = [r for r in self.bench if r.matches(sig, weight_bytes, n_threads=n_threads, n_gpu_layers=n_gpu_layers)]
         return max(found, key=lambda r: r.date) if found else None
 
 
-def model_signature(family: "Family") -> str:
+def model_signature(family: Family) -> str:
     """The architecture facts that decide speed and memory, as one string (no name)."""
     f = family
-    return (f"{f.arch}/L{f.n_layer}/E{f.n_embd}/H{f.n_head}/KV{f.n_head_kv}/D{f.head_dim}"
-            f"/FF{f.n_ff or 0}/V{f.n_vocab}")
+    return f"{f.arch}/L{f.n_layer}/E{f.n_embd}/H{f.n_head}/KV{f.n_head_kv}/D{f.head_dim}/FF{f.n_ff or 0}/V{f.n_vocab}"
 
 
-def machine_key(hw: "Hardware") -> str:
+def machine_key(hw: Hardware) -> str:
     """A file-name-safe key for a machine, from the facts that decide its speed."""
     import re
     import zlib  # a builtin: cheaper to import than hashlib, and the key needs no cryptography
 
     cpu, mem = hw.cpu, hw.memory
-    facts = [hw.os, cpu.arch, cpu.brand or "", str(cpu.physical_cores), str(cpu.logical_cores),
-             str(round((mem.total or 0) / 2**30))]
+    facts = [
+        hw.os,
+        cpu.arch,
+        cpu.brand or "",
+        str(cpu.physical_cores),
+        str(cpu.logical_cores),
+        str(round((mem.total or 0) / 2**30)),
+    ]
     facts += [f"{g.vendor}:{g.name}:{round((g.memory_total or 0) / 2**30)}" for g in hw.gpus]
     digest = f"{zlib.crc32('|'.join(facts).encode()):08x}"
     brand = re.sub(r"[^a-z0-9]+", "-", (cpu.brand or cpu.arch).lower()).strip("-")[:40]
     return f"{brand}-{digest}"
 
 
-def machine_file(hw: "Hardware") -> Path:
+def machine_file(hw: Hardware) -> Path:
     from .paths import home
 
     return home() / "machines" / f"{machine_key(hw)}.json"
 
 
-def load_calibration(hw: "Hardware") -> Calibration:
+def load_calibration(hw: Hardware) -> Calibration:
     """This machine's measured figures; empty when none were kept (or the file is unreadable)."""
     path = machine_file(hw)
     data = _read(path)
@@ -194,28 +212,31 @@ def load_calibration(hw: "Hardware") -> Calibration:
             verdict = ExtraBuffersVerdict(**_known(ExtraBuffersVerdict, eb))
         except (TypeError, ValueError):
             _log().warning("ignoring a malformed extra-buffers verdict in %s", path)
-    return Calibration(key=machine_key(hw), bandwidth=bandwidth, bench=tuple(records), extra_buffers=verdict,
-                       loads=tuple(loads))
+    return Calibration(
+        key=machine_key(hw), bandwidth=bandwidth, bench=tuple(records), extra_buffers=verdict, loads=tuple(loads)
+    )
 
 
-def save_load(hw: "Hardware", record: LoadRecord) -> Path:
+def save_load(hw: Hardware, record: LoadRecord) -> Path:
     """Keep what a load measured, replacing an older record of the same file and placement."""
     same = ("path", "file_size", "mtime_ns", "n_ctx", "n_gpu_layers", "kv_type", "flash_attn", "extra_buffers")
     mine = asdict(record)
 
     def change(data: dict[str, Any]) -> None:
-        kept = [r for r in data.get("loads", ()) if not (isinstance(r, dict) and all(r.get(k) == mine[k] for k in same))]
+        kept = [
+            r for r in data.get("loads", ()) if not (isinstance(r, dict) and all(r.get(k) == mine[k] for k in same))
+        ]
         data["loads"] = (kept + [mine])[-MAX_LOAD_RECORDS:]
 
     return _update(hw, change)
 
 
-def save_extra_buffers(hw: "Hardware", verdict: ExtraBuffersVerdict) -> Path:
+def save_extra_buffers(hw: Hardware, verdict: ExtraBuffersVerdict) -> Path:
     """Keep the extra-buffers trial's verdict for this machine and build."""
     return _update(hw, lambda data: data.__setitem__("extra_buffers", asdict(verdict)))
 
 
-def _update(hw: "Hardware", change: Any) -> Path:
+def _update(hw: Hardware, change: Any) -> Path:
     """Read this machine's file, let `change(data)` edit it, write it back atomically; returns the file."""
     path = machine_file(hw)
     data = _read(path) or {}
@@ -225,19 +246,27 @@ def _update(hw: "Hardware", change: Any) -> Path:
     return path
 
 
-def save_bandwidth(hw: "Hardware", record: BandwidthRecord) -> Path:
+def save_bandwidth(hw: Hardware, record: BandwidthRecord) -> Path:
     """Keep a bandwidth measurement for this machine; returns the file."""
     return _update(hw, lambda data: data.__setitem__("bandwidth", asdict(record)))
 
 
-def save_bench(hw: "Hardware", record: BenchRecord) -> Path:
+def save_bench(hw: Hardware, record: BenchRecord) -> Path:
     """Keep a bench result for this machine, replacing an older one for the same model,
     threads and GPU layers; returns the file."""
+
     def change(data: dict[str, Any]) -> None:
-        kept = [r for r in data.get("bench", ()) if not (
-            isinstance(r, dict) and r.get("signature") == record.signature
-            and r.get("weight_bytes") == record.weight_bytes and r.get("n_threads") == record.n_threads
-            and r.get("n_gpu_layers") == record.n_gpu_layers)]
+        kept = [
+            r
+            for r in data.get("bench", ())
+            if not (
+                isinstance(r, dict)
+                and r.get("signature") == record.signature
+                and r.get("weight_bytes") == record.weight_bytes
+                and r.get("n_threads") == record.n_threads
+                and r.get("n_gpu_layers") == record.n_gpu_layers
+            )
+        ]
         data["bench"] = (kept + [asdict(record)])[-MAX_BENCH_RECORDS:]
 
     return _update(hw, change)

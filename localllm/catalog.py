@@ -13,10 +13,11 @@ from __future__ import annotations
 import difflib
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,8 +39,7 @@ __all__ = [
 
 # Quant names from smallest to largest; lookups are case-insensitive.
 QUANT_ORDER = ("Q2_K", "Q3_K_M", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16")
-_QUANT_ALIASES = {"FP16": "F16", "Q8": "Q8_0", "Q4": "Q4_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M",
-                  "Q3_K": "Q3_K_M"}
+_QUANT_ALIASES = {"FP16": "F16", "Q8": "Q8_0", "Q4": "Q4_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M", "Q3_K": "Q3_K_M"}
 
 # How many points of a family's quality score (MMLU-like, 0-100) one unit of perplexity
 # increase costs. A judgement call, not a measurement: it makes Q2_K (+3.5 ppl) cost
@@ -164,8 +164,7 @@ class Catalog:
 
     def variants_of(self, family: Family | str, *, format: str | None = None) -> tuple[Variant, ...]:
         name = family.name if isinstance(family, Family) else self.family(family).name
-        return tuple(v for v in self.variants
-                     if v.family.name == name and (format is None or v.format == format))
+        return tuple(v for v in self.variants if v.family.name == name and (format is None or v.format == format))
 
     def find(self, name: str) -> Family | Variant:
         """Resolve "family" or "family:quant" (case-insensitive).
@@ -189,7 +188,9 @@ class Catalog:
         have = ", ".join(_quant_label(v) for v in self.variants_of(family))
         raise ModelNotFoundError(
             f"{family.name} has no {quant_part.strip()!r} variant; available: {have}",
-            name=text, suggestions=tuple(v.name for v in self.variants_of(family)))
+            name=text,
+            suggestions=tuple(v.name for v in self.variants_of(family)),
+        )
 
     def _resolve_family(self, query: str) -> Family:
         q = query.strip().lower()
@@ -198,8 +199,11 @@ class Catalog:
         for f in self.families:
             if q in (a.lower() for a in f.aliases) or _slug(q) == _slug(f.display_name):
                 return f
-        starts = [f for f in self.families if f.name.lower().startswith(q + "-") or
-                  f.name.lower().startswith(q) and len(q) >= 4]
+        starts = [
+            f
+            for f in self.families
+            if f.name.lower().startswith(q + "-") or f.name.lower().startswith(q) and len(q) >= 4
+        ]
         if len(starts) == 1:
             return starts[0]
         names = [f.name for f in self.families]
@@ -207,9 +211,10 @@ class Catalog:
         near = list(dict.fromkeys([*(f.name for f in starts), *near]))[:5]
         hint = f"; did you mean {', '.join(near)}?" if near else ""
         raise ModelNotFoundError(
-            f"no model called {query!r} in the catalog{hint} "
-            f"(`localllm models` lists all {len(names)} families)",
-            name=query, suggestions=tuple(near))
+            f"no model called {query!r} in the catalog{hint} (`localllm models` lists all {len(names)} families)",
+            name=query,
+            suggestions=tuple(near),
+        )
 
 
 def _quant_label(v: Variant) -> str:
@@ -224,10 +229,19 @@ def _slug(text: str) -> str:
 # -- loading --------------------------------------------------------------------------------
 
 _FAMILY_FIELDS = {f.name for f in fields(Family)} - {"name"}
-_REQUIRED = ("display_name", "arch", "n_layer", "n_head", "n_head_kv", "head_dim", "n_embd",
-             "n_ctx_train", "n_vocab")
-_VARIANT_KEYS = {"family", "quant", "size", "format", "repo", "filename", "path", "sha256",
-                 "size_estimated", "size_source"}
+_REQUIRED = ("display_name", "arch", "n_layer", "n_head", "n_head_kv", "head_dim", "n_embd", "n_ctx_train", "n_vocab")
+_VARIANT_KEYS = {
+    "family",
+    "quant",
+    "size",
+    "format",
+    "repo",
+    "filename",
+    "path",
+    "sha256",
+    "size_estimated",
+    "size_source",
+}
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
@@ -322,10 +336,21 @@ def _parse(data: dict[str, Any], text: str, path: str) -> Catalog:
         if rel is None and not repo:
             raise fail(f"variant {fam.name}:{quant} has neither repo nor path", at)
         q = quants.get(quant.upper(), {})
-        variants.append(Variant(
-            family=fam, quant=quant, size=size, format=fmt, repo=repo, filename=filename, path=rel,
-            sha256=raw.get("sha256"), size_estimated=bool(raw.get("size_estimated", False)),
-            quality_penalty=float(q.get("ppl_delta", 0.0)), penalty_source=q.get("source")))
+        variants.append(
+            Variant(
+                family=fam,
+                quant=quant,
+                size=size,
+                format=fmt,
+                repo=repo,
+                filename=filename,
+                path=rel,
+                sha256=raw.get("sha256"),
+                size_estimated=bool(raw.get("size_estimated", False)),
+                quality_penalty=float(q.get("ppl_delta", 0.0)),
+                penalty_source=q.get("source"),
+            )
+        )
     seen: set[str] = set()
     for v in variants:
         key = f"{v.format}:{v.name}"
@@ -337,8 +362,8 @@ def _parse(data: dict[str, Any], text: str, path: str) -> Catalog:
 
 # -- local files ----------------------------------------------------------------------------
 
-def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str,
-                              tied_embeddings: bool | None = None) -> Family:
+
+def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str, tied_embeddings: bool | None = None) -> Family:
     """A Family for a local GGUF file, from the `{arch}.*` keys of its header.
 
     `metadata` maps GGUF keys to plain values (lists for arrays). `tied_embeddings` is
@@ -358,7 +383,7 @@ def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str,
     def get(key: str, default: Any = None, *, required: bool = False, lo: int = 1, hi: int = MAX_WIDTH) -> Any:
         value = metadata.get(f"{arch}.{key}", default)
         if isinstance(value, (list, tuple)):  # per-layer arrays (e.g. head_count_kv): take the largest
-            per_layer = [_whole(v, f"{arch}.{key}", name) for v in value[:LLAMA_MAX_LAYERS + 1]]
+            per_layer = [_whole(v, f"{arch}.{key}", name) for v in value[: LLAMA_MAX_LAYERS + 1]]
             bad = next((v for v in per_layer if not 0 <= v <= hi), None)  # 0: a layer without attention
             if bad is not None or len(value) > LLAMA_MAX_LAYERS:
                 shown = bad if bad is not None else f"{len(value)} entries"
@@ -378,11 +403,15 @@ def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str,
     n_head = get("attention.head_count", required=True)
     n_head_kv = get("attention.head_count_kv", n_head, hi=n_head)
     if n_head % n_head_kv:
-        raise CatalogError(f"{name}: {arch}.attention.head_count {n_head} is not a multiple of head_count_kv "
-                           f"{n_head_kv}; cannot size this model")
+        raise CatalogError(
+            f"{name}: {arch}.attention.head_count {n_head} is not a multiple of head_count_kv "
+            f"{n_head_kv}; cannot size this model"
+        )
     if n_embd < n_head and metadata.get(f"{arch}.attention.key_length") is None:
-        raise CatalogError(f"{name}: {arch}.embedding_length {n_embd} is smaller than head_count {n_head}, so the "
-                           "head size would be 0; cannot size this model")
+        raise CatalogError(
+            f"{name}: {arch}.embedding_length {n_embd} is smaller than head_count {n_head}, so the "
+            "head size would be 0; cannot size this model"
+        )
     head_dim = get("attention.key_length", n_embd // n_head)  # llama.cpp's own default
     n_ctx = get("context_length", 2048, hi=MAX_CONTEXT_LENGTH)
     n_ff = get("feed_forward_length", lo=0)
@@ -396,26 +425,41 @@ def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str,
     window = get("attention.sliding_window", lo=0, hi=MAX_CONTEXT_LENGTH)
     pattern = 2 if window and arch.startswith("gemma2") else (6 if window and arch.startswith("gemma3") else None)
     return Family(
-        name=name, display_name=str(metadata.get("general.name") or name), arch=arch,
-        n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_embd=n_embd,
-        n_ctx_train=n_ctx, n_vocab=vocab or 32000, n_ff=n_ff or None,
-        tied_embeddings=bool(tied_embeddings), ffn_gated=arch not in ("falcon", "gpt2", "gptneox", "phi2"),
-        sliding_window=window or None, sliding_window_pattern=pattern,
-        quality=None, quality_source="local file: no benchmark score", chat=True)
+        name=name,
+        display_name=str(metadata.get("general.name") or name),
+        arch=arch,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        n_embd=n_embd,
+        n_ctx_train=n_ctx,
+        n_vocab=vocab or 32000,
+        n_ff=n_ff or None,
+        tied_embeddings=bool(tied_embeddings),
+        ffn_gated=arch not in ("falcon", "gpt2", "gptneox", "phi2"),
+        sliding_window=window or None,
+        sliding_window_pattern=pattern,
+        quality=None,
+        quality_source="local file: no benchmark score",
+        chat=True,
+    )
 
 
 def _whole(value: Any, what: str, name: str) -> int:
     """`value` as an int: GGUF integers, or floats with no fraction; anything else is refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            isinstance(value, float) and not value.is_integer()):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not value.is_integer())
+    ):
         raise CatalogError(f"{name}: {what} is {str(value)[:40]!r}, not a whole number; cannot size this model")
     return int(value)
 
 
-def local_variant(family: Family, *, weight_bytes: int, path: str | None = None,
-                  quant: str = "local", weights: tuple = ()) -> Variant:
+def local_variant(
+    family: Family, *, weight_bytes: int, path: str | None = None, quant: str = "local", weights: tuple = ()
+) -> Variant:
     """A Variant for a file on disk, sized by its exact tensor bytes; `weights` its tensor
     table (quantmix.gguf_weights), which tells the estimator what the CPU backend repacks."""
-    return Variant(family=family, quant=quant, size=int(weight_bytes), path=path, format="gguf",
-                   weights=tuple(weights))
-
+    return Variant(family=family, quant=quant, size=int(weight_bytes), path=path, format="gguf", weights=tuple(weights))

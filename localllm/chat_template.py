@@ -16,16 +16,24 @@ and at load the model falls back to its vocabulary's format.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .errors import ChatTemplateError
 from .generation import check_text, first_surrogate
 
-__all__ = ["CHATML_FALLBACK", "GEMMA_FALLBACK", "LLAMA3_FALLBACK", "PLAIN_FALLBACK", "ChatFormatter",
-           "chat_formatter", "split_turns"]
+__all__ = [
+    "CHATML_FALLBACK",
+    "GEMMA_FALLBACK",
+    "LLAMA3_FALLBACK",
+    "PLAIN_FALLBACK",
+    "ChatFormatter",
+    "chat_formatter",
+    "split_turns",
+]
 
 # Used when the model has no template but knows ChatML's tokens (Qwen, SmolLM, many fine-tunes).
 CHATML_FALLBACK = (
@@ -71,8 +79,12 @@ PLAIN_FALLBACK = (
 )
 # Stop strings each fallback needs: the model may not mark these formats' end tokens as
 # end-of-generation (Model maps those that are single control tokens to stop tokens).
-_FALLBACK_STOPS = {"fallback-chatml": ("<|im_end|>",), "fallback-gemma": ("<end_of_turn>",),
-                   "fallback-llama3": ("<|eot_id|>",), "fallback-plain": ("\nUser:",)}
+_FALLBACK_STOPS = {
+    "fallback-chatml": ("<|im_end|>",),
+    "fallback-gemma": ("<end_of_turn>",),
+    "fallback-llama3": ("<|eot_id|>",),
+    "fallback-plain": ("\nUser:",),
+}
 
 
 @dataclass(frozen=True)
@@ -89,8 +101,13 @@ class _Family:
 _FAMILIES = (
     _Family("fallback-chatml", CHATML_FALLBACK, "ChatML", ("<|im_start|>", "<|im_end|>"), ("qwen",)),
     _Family("fallback-gemma", GEMMA_FALLBACK, "Gemma", ("<start_of_turn>", "<end_of_turn>"), ("gemma",)),
-    _Family("fallback-llama3", LLAMA3_FALLBACK, "Llama-3",
-            ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"), ("llama",)),
+    _Family(
+        "fallback-llama3",
+        LLAMA3_FALLBACK,
+        "Llama-3",
+        ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+        ("llama",),
+    ),
 )
 
 
@@ -122,8 +139,11 @@ class ChatFormatter:
         try:
             return self._render(_check_messages(messages), add_generation_prompt)
         except _Unusable as exc:
-            raise ChatTemplateError(f"the model's chat template ({self.source}) {exc}; use generate() with a "
-                                    "prompt you format yourself", limit=exc.limit, maximum=exc.maximum) from None
+            raise ChatTemplateError(
+                f"the model's chat template ({self.source}) {exc}; use generate() with a prompt you format yourself",
+                limit=exc.limit,
+                maximum=exc.maximum,
+            ) from None
 
     def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
         from .template_sandbox import RenderLimits, TemplateLimitError, render_bounded
@@ -131,8 +151,14 @@ class ChatFormatter:
         bos, eos = self.bos_token or "", self.eos_token or ""
         limits = RenderLimits.for_input(_text_size(messages) + len(bos) + len(eos))
         try:
-            text = render_bounded(_compile(self.template), limits, messages=messages,
-                                  add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos)
+            text = render_bounded(
+                _compile(self.template),
+                limits,
+                messages=messages,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=bos,
+                eos_token=eos,
+            )
         except ChatTemplateError:  # raise_exception(): the template refused the messages
             raise
         except TemplateLimitError as exc:
@@ -144,16 +170,17 @@ class ChatFormatter:
             raise _Unusable(f"rendered {what} for {len(messages)} message(s)")
         i = first_surrogate(text)
         if i is not None:  # a template's string literal can spell one ('\ud800'); no tokenizer takes it
-            raise _Unusable(f"rendered a prompt with a lone surrogate (U+{ord(text[i]):04X}) at character {i}, "
-                            "from the template or a message's other fields; a prompt must be valid Unicode text")
+            raise _Unusable(
+                f"rendered a prompt with a lone surrogate (U+{ord(text[i]):04X}) at character {i}, "
+                "from the template or a message's other fields; a prompt must be valid Unicode text"
+            )
         return text
 
 
 class _Unusable(Exception):
     """Why a template cannot render these messages: failed, over a limit, empty."""
 
-    def __init__(self, problem: str, limit: str | None = None, maximum: float | None = None,
-                 detail: str = "") -> None:
+    def __init__(self, problem: str, limit: str | None = None, maximum: float | None = None, detail: str = "") -> None:
         super().__init__(problem)
         self.limit = limit
         self.maximum = maximum
@@ -164,9 +191,14 @@ class _Unusable(Exception):
 _TEST_CONVERSATION = ({"role": "user", "content": "hi"},)
 
 
-def chat_formatter(template: str | None, *, bos_token: str | None = None, eos_token: str | None = None,
-                   has_token: Callable[[str], bool] = lambda _: False,
-                   architecture: str | None = None) -> ChatFormatter:
+def chat_formatter(
+    template: str | None,
+    *,
+    bos_token: str | None = None,
+    eos_token: str | None = None,
+    has_token: Callable[[str], bool] = lambda _: False,
+    architecture: str | None = None,
+) -> ChatFormatter:
     """The model's template if it compiles and renders a test conversation within the render
     limits; otherwise a fallback chosen from the control tokens the vocabulary has (`has_token`)
     and the GGUF architecture, with `reason` saying why."""
@@ -177,25 +209,39 @@ def chat_formatter(template: str | None, *, bos_token: str | None = None, eos_to
             formatter._render([dict(m) for m in _TEST_CONVERSATION], True)
             return formatter
         except _Unusable as exc:
-            reason = f"the model's chat template went over its {exc.limit} render limit ({exc.detail})" \
-                if exc.limit else f"the model's chat template is broken (it {exc})"
+            reason = (
+                f"the model's chat template went over its {exc.limit} render limit ({exc.detail})"
+                if exc.limit
+                else f"the model's chat template is broken (it {exc})"
+            )
         except Exception as exc:  # a broken template must not make the model unusable
             reason = f"the model's chat template is broken ({type(exc).__name__}: {exc})"
     fits = [f for f in _FAMILIES if all(has_token(t) for t in f.tokens)]
     arch = (architecture or "").lower()
     family = next((f for f in fits if arch.startswith(f.architectures)), fits[0] if fits else None)
     if family is not None:
-        return ChatFormatter(family.template, family.source, bos_token, eos_token,
-                             f"{reason}; its vocabulary has {family.name}'s tokens "
-                             f"({', '.join(family.tokens)}), so {family.name}'s chat format is used")
-    return ChatFormatter(PLAIN_FALLBACK, "fallback-plain", bos_token, eos_token,
-                         f"{reason} and its vocabulary has no known chat tokens (ChatML, Gemma, Llama-3), so a "
-                         "plain User:/Assistant: transcript is used; replies may be poor (generate() takes a "
-                         "prompt you format yourself)")
+        return ChatFormatter(
+            family.template,
+            family.source,
+            bos_token,
+            eos_token,
+            f"{reason}; its vocabulary has {family.name}'s tokens "
+            f"({', '.join(family.tokens)}), so {family.name}'s chat format is used",
+        )
+    return ChatFormatter(
+        PLAIN_FALLBACK,
+        "fallback-plain",
+        bos_token,
+        eos_token,
+        f"{reason} and its vocabulary has no known chat tokens (ChatML, Gemma, Llama-3), so a "
+        "plain User:/Assistant: transcript is used; replies may be poor (generate() takes a "
+        "prompt you format yourself)",
+    )
 
 
-def split_turns(messages: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]],
-                                                                 list[dict[str, Any]]]:
+def split_turns(
+    messages: Sequence[Mapping[str, Any]],
+) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]], list[dict[str, Any]]]:
     """(leading system messages, whole turns oldest first, the last user message and what follows it).
 
     A turn is a user message and the replies after it; messages before the first user
@@ -223,8 +269,9 @@ def split_turns(messages: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, A
 
 def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
-        raise ChatTemplateError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts, "
-                                f"got {type(messages).__name__}")
+        raise ChatTemplateError(
+            f"messages must be a non-empty list of {{'role': ..., 'content': ...}} dicts, got {type(messages).__name__}"
+        )
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
@@ -245,8 +292,13 @@ def _raise_exception(message: str) -> None:
 _TOJSON_MAX_WIDTH = 16
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | str | None = None,
-            separators: Any = None, sort_keys: bool = False) -> str:
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | str | None = None,
+    separators: Any = None,
+    sort_keys: bool = False,
+) -> str:
     from .template_sandbox import TemplateLimitError, check_printable
 
     check_printable([value], "tojson's value")  # JSON is about as long as the repr
@@ -254,10 +306,12 @@ def _tojson(value: Any, ensure_ascii: bool = False, indent: int | str | None = N
     widths = [indent if isinstance(indent, int) else len(indent) if isinstance(indent, str) else 0]
     widths += [len(x) for x in (separators or ()) if isinstance(x, str)]
     if any(w > _TOJSON_MAX_WIDTH for w in widths):
-        raise TemplateLimitError("value size", _TOJSON_MAX_WIDTH, f"tojson was given an indent or separator of "
-                                 f"{max(widths):,} characters, more than {_TOJSON_MAX_WIDTH}")
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
+        raise TemplateLimitError(
+            "value size",
+            _TOJSON_MAX_WIDTH,
+            f"tojson was given an indent or separator of {max(widths):,} characters, more than {_TOJSON_MAX_WIDTH}",
+        )
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
 def _text_size(value: Any) -> int:

@@ -61,8 +61,7 @@ def _report(exc: BaseException, *, known: bool) -> None:
         print(f"error: {exc}", file=sys.stderr)
     else:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("This is a bug in localllm; run again with LOCALLLM_DEBUG=1 for the traceback.",
-              file=sys.stderr)
+        print("This is a bug in localllm; run again with LOCALLLM_DEBUG=1 for the traceback.", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

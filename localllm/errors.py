@@ -84,8 +84,9 @@ class InvalidModelError(LocalLLMError, ValueError):
 class InsufficientMemoryError(LocalLLMError, MemoryError):
     """A plan needs more memory than the machine can give."""
 
-    def __init__(self, message: str, *, needed: int | None = None, available: int | None = None,
-                 plan: object | None = None):
+    def __init__(
+        self, message: str, *, needed: int | None = None, available: int | None = None, plan: object | None = None
+    ):
         super().__init__(message)
         self.needed = needed
         self.available = available
@@ -99,8 +100,9 @@ class NoFittingVariantError(InsufficientMemoryError):
 class ContextOverflowError(LocalLLMError, ValueError):
     """A prompt (plus requested output) is longer than the context window."""
 
-    def __init__(self, message: str, *, n_prompt: int | None = None, n_ctx: int | None = None,
-                 max_tokens: int | None = None):
+    def __init__(
+        self, message: str, *, n_prompt: int | None = None, n_ctx: int | None = None, max_tokens: int | None = None
+    ):
         super().__init__(message)
         self.n_prompt = n_prompt
         self.n_ctx = n_ctx
@@ -174,8 +176,15 @@ class InsufficientDiskError(DownloadError):
 class DiskFullError(InsufficientDiskError):
     """The disk filled (or fell under the free-disk floor) while a download was being written."""
 
-    def __init__(self, message: str, *, needed: int | None = None, available: int | None = None,
-                 written: int | None = None, path: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        needed: int | None = None,
+        available: int | None = None,
+        written: int | None = None,
+        path: str | None = None,
+    ):
         super().__init__(message, needed=needed, available=available)
         self.written = written  # bytes of the file written before the disk filled
         self.path = path  # the file that was being written (deleted)

@@ -76,8 +76,13 @@ VOCAB_BYTES_PER_TOKEN = 160
 
 # Device memory a CUDA/ROCm process takes before any tensor: the context and the cuBLAS
 # workspace, 250-400 MiB on recent drivers as nvidia-smi shows for a llama.cpp process.
-GPU_RUNTIME_OVERHEAD = {"cuda": 320 * MiB, "rocm": 320 * MiB, "vulkan": 160 * MiB, "sycl": 320 * MiB,
-                        "metal": 0}  # Metal shares the process's own memory: counted on the host
+GPU_RUNTIME_OVERHEAD = {
+    "cuda": 320 * MiB,
+    "rocm": 320 * MiB,
+    "vulkan": 160 * MiB,
+    "sycl": 320 * MiB,
+    "metal": 0,
+}  # Metal shares the process's own memory: counted on the host
 
 # Fraction of peak memory bandwidth llama.cpp's decode loop reaches; Apple Silicon and
 # CUDA token-generation benchmarks in llama.cpp discussion #4167 and its CUDA counterpart
@@ -99,10 +104,30 @@ UNQUANTIZED_THREAD_SPEEDUP = 1.3
 _UNQUANTIZED = ("F16", "BF16", "F32")
 
 # bits per weight of ggml types (block bytes * 8 / block size), for splitting a file
-_BPW = {"F32": 32.0, "F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_1": 6.0, "Q5_K": 5.5, "Q5_0": 5.5,
-        "Q4_K": 4.5, "Q4_0": 4.5, "IQ4_NL": 4.5, "Q3_K": 3.4375, "Q2_K": 2.625}
-_DEFAULT_TYPE = {"Q2_K": "Q2_K", "Q3_K_M": "Q3_K", "Q4_0": "Q4_0", "Q4_K_M": "Q4_K", "Q5_K_M": "Q5_K",
-                 "Q6_K": "Q6_K", "Q8_0": "Q8_0", "F16": "F16"}
+_BPW = {
+    "F32": 32.0,
+    "F16": 16.0,
+    "Q8_0": 8.5,
+    "Q6_K": 6.5625,
+    "Q5_1": 6.0,
+    "Q5_K": 5.5,
+    "Q5_0": 5.5,
+    "Q4_K": 4.5,
+    "Q4_0": 4.5,
+    "IQ4_NL": 4.5,
+    "Q3_K": 3.4375,
+    "Q2_K": 2.625,
+}
+_DEFAULT_TYPE = {
+    "Q2_K": "Q2_K",
+    "Q3_K_M": "Q3_K",
+    "Q4_0": "Q4_0",
+    "Q4_K_M": "Q4_K",
+    "Q5_K_M": "Q5_K",
+    "Q6_K": "Q6_K",
+    "Q8_0": "Q8_0",
+    "F16": "F16",
+}
 _FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 
 
@@ -150,12 +175,20 @@ class MemoryEstimate:
 
 # -- pieces ---------------------------------------------------------------------------------
 
+
 def padded_ctx(n_ctx: int) -> int:
     return -(-n_ctx // KV_PAD) * KV_PAD
 
 
-def kv_cache_bytes(family: Family, n_ctx: int, kv_type: str = "f16", *, layers: range | None = None,
-                   swa_full: bool = SWA_FULL_DEFAULT, n_ubatch: int = 512) -> int:
+def kv_cache_bytes(
+    family: Family,
+    n_ctx: int,
+    kv_type: str = "f16",
+    *,
+    layers: range | None = None,
+    swa_full: bool = SWA_FULL_DEFAULT,
+    n_ubatch: int = 512,
+) -> int:
     """K and V cache bytes for `layers` (all by default) at a context of `n_ctx` tokens."""
     try:
         per = KV_BYTES_PER_ELEMENT[kv_type]
@@ -192,8 +225,16 @@ def _sliding_in(family: Family, layers: range) -> int:
     return n - n_global
 
 
-def compute_buffer_bytes(family: Family, *, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = False,
-                         logits: bool = True, layers: bool = True, resident: bool = False) -> int:
+def compute_buffer_bytes(
+    family: Family,
+    *,
+    n_ctx: int,
+    n_ubatch: int = 512,
+    flash_attn: bool = False,
+    logits: bool = True,
+    layers: bool = True,
+    resident: bool = False,
+) -> int:
     """Peak scratch memory of the compute graph on one device (f32 activations).
 
     `logits`: the output layer runs here (n_vocab x n_ubatch scores for the worst-case
@@ -251,10 +292,21 @@ def weight_split(variant: Variant) -> tuple[int, int, int]:
 
 # -- the estimate ---------------------------------------------------------------------------
 
-def estimate(variant: Variant, *, n_ctx: int, n_gpu_layers: int = 0, kv_type: str = "f16",
-             flash_attn: bool = False, n_ubatch: int = 512, gpu_shares: tuple[float, ...] = (1.0,),
-             gpu_backend: str | None = None, swa_full: bool = SWA_FULL_DEFAULT,
-             repack_features: frozenset[str] = frozenset(), amx_usable: bool = True) -> MemoryEstimate:
+
+def estimate(
+    variant: Variant,
+    *,
+    n_ctx: int,
+    n_gpu_layers: int = 0,
+    kv_type: str = "f16",
+    flash_attn: bool = False,
+    n_ubatch: int = 512,
+    gpu_shares: tuple[float, ...] = (1.0,),
+    gpu_backend: str | None = None,
+    swa_full: bool = SWA_FULL_DEFAULT,
+    repack_features: frozenset[str] = frozenset(),
+    amx_usable: bool = True,
+) -> MemoryEstimate:
     """Bytes per device for `variant` at `n_ctx` with `n_gpu_layers` offloaded.
 
     `gpu_shares`: one weight per GPU (llama.cpp's tensor_split); layers are given to the
@@ -284,38 +336,58 @@ def estimate(variant: Variant, *, n_ctx: int, n_gpu_layers: int = 0, kv_type: st
         has_out = output_on_gpu and i == last_with_layers
         if not n and not has_out:
             continue
-        gpus.append(DeviceMemory(
-            device=f"gpu{i}",
-            weights=n * layer_bytes + (out_bytes if has_out else 0),
-            kv_cache=kv_cache_bytes(f, n_ctx, kv_type, layers=layers, swa_full=swa_full, n_ubatch=n_ubatch),
-            compute=compute_buffer_bytes(f, n_ctx=n_ctx, n_ubatch=n_ubatch, flash_attn=flash_attn,
-                                         logits=has_out, layers=n > 0),
-            overhead=overhead, n_layers=n))
+        gpus.append(
+            DeviceMemory(
+                device=f"gpu{i}",
+                weights=n * layer_bytes + (out_bytes if has_out else 0),
+                kv_cache=kv_cache_bytes(f, n_ctx, kv_type, layers=layers, swa_full=swa_full, n_ubatch=n_ubatch),
+                compute=compute_buffer_bytes(
+                    f, n_ctx=n_ctx, n_ubatch=n_ubatch, flash_attn=flash_attn, logits=has_out, layers=n > 0
+                ),
+                overhead=overhead,
+                n_layers=n,
+            )
+        )
     host_out = 0 if output_on_gpu or f.tied_embeddings else out_bytes
     cpu = DeviceMemory(
         device="cpu",
         weights=embd + len(cpu_layers) * layer_bytes + host_out,
         kv_cache=kv_cache_bytes(f, n_ctx, kv_type, layers=cpu_layers, swa_full=swa_full, n_ubatch=n_ubatch),
-        compute=compute_buffer_bytes(f, n_ctx=n_ctx, n_ubatch=n_ubatch, flash_attn=flash_attn,
-                                     logits=not output_on_gpu, layers=len(cpu_layers) > 0, resident=True),
+        compute=compute_buffer_bytes(
+            f,
+            n_ctx=n_ctx,
+            n_ubatch=n_ubatch,
+            flash_attn=flash_attn,
+            logits=not output_on_gpu,
+            layers=len(cpu_layers) > 0,
+            resident=True,
+        ),
         # output buffer: one row of f32 logits per sequence (llama.cpp "CPU output buffer")
         overhead=HOST_RUNTIME_OVERHEAD + f.n_vocab * (4 + VOCAB_BYTES_PER_TOKEN),
         n_layers=len(cpu_layers),
-        repacked=repacked_host_bytes(variant, cpu_layers, output_on_cpu=not output_on_gpu,
-                                     features=repack_features, amx_usable=amx_usable))
-    return MemoryEstimate(n_ctx=n_ctx, n_gpu_layers=ngl, kv_type=kv_type, flash_attn=flash_attn,
-                          devices=(cpu, *gpus))
+        repacked=repacked_host_bytes(
+            variant, cpu_layers, output_on_cpu=not output_on_gpu, features=repack_features, amx_usable=amx_usable
+        ),
+    )
+    return MemoryEstimate(n_ctx=n_ctx, n_gpu_layers=ngl, kv_type=kv_type, flash_attn=flash_attn, devices=(cpu, *gpus))
 
 
-def repacked_host_bytes(variant: Variant, cpu_layers: range, *, output_on_cpu: bool,
-                        features: frozenset[str], amx_usable: bool = True) -> int:
+def repacked_host_bytes(
+    variant: Variant, cpu_layers: range, *, output_on_cpu: bool, features: frozenset[str], amx_usable: bool = True
+) -> int:
     """Bytes of `variant`'s CPU-side weights that ggml repacks (localllm.repack), from the
     file's own tensor table when known, else from its quant's llama.cpp mix."""
     if not features:
         return 0
     weights = variant.weights or _mix_weights(variant.family, variant.quant.upper())
-    return repacked_bytes(weights, features, cpu_blocks=cpu_layers, tied=variant.family.tied_embeddings,
-                          output_on_cpu=output_on_cpu, amx_usable=amx_usable)
+    return repacked_bytes(
+        weights,
+        features,
+        cpu_blocks=cpu_layers,
+        tied=variant.family.tied_embeddings,
+        output_on_cpu=output_on_cpu,
+        amx_usable=amx_usable,
+    )
 
 
 @lru_cache(maxsize=256)
@@ -335,10 +407,15 @@ def _apportion(n: int, shares: tuple[float, ...]) -> list[int]:
     return out
 
 
-def decode_tokens_per_second(variant: Variant, est: MemoryEstimate, *, cpu_bandwidth_gbs: float | None,
-                             gpu_bandwidth_gbs: tuple[float | None, ...] = (),
-                             cpu_threads: int | None = None,
-                             cpu_thread_bandwidth_gbs: float | None = None) -> tuple[float | None, str]:
+def decode_tokens_per_second(
+    variant: Variant,
+    est: MemoryEstimate,
+    *,
+    cpu_bandwidth_gbs: float | None,
+    gpu_bandwidth_gbs: tuple[float | None, ...] = (),
+    cpu_threads: int | None = None,
+    cpu_thread_bandwidth_gbs: float | None = None,
+) -> tuple[float | None, str]:
     """Predicted decode speed: bandwidth / bytes read per token, per device, summed in time.
 
     Each token reads every weight but the embedding (one row) and, on average, half of a
@@ -353,8 +430,11 @@ def decode_tokens_per_second(variant: Variant, est: MemoryEstimate, *, cpu_bandw
         if dev.device == "cpu":
             bw = cpu_bandwidth_gbs
             if cpu_threads:  # few threads cannot pull the whole bus
-                per_thread = (cpu_thread_bandwidth_gbs * THREAD_DECODE_FRACTION if cpu_thread_bandwidth_gbs
-                              else CPU_THREAD_BANDWIDTH_GBS)
+                per_thread = (
+                    cpu_thread_bandwidth_gbs * THREAD_DECODE_FRACTION
+                    if cpu_thread_bandwidth_gbs
+                    else CPU_THREAD_BANDWIDTH_GBS
+                )
                 if variant.quant.upper() in _UNQUANTIZED:
                     per_thread *= UNQUANTIZED_THREAD_SPEEDUP
                 cap = cpu_threads * per_thread / BANDWIDTH_EFFICIENCY  # already a decode rate: undo the share
@@ -376,8 +456,7 @@ def decode_tokens_per_second(variant: Variant, est: MemoryEstimate, *, cpu_bandw
     if seconds <= 0:
         return None, "nothing to read"
     tps = 1.0 / seconds
-    basis = (f"{BANDWIDTH_EFFICIENCY:.0%} of memory bandwidth / bytes read per token: "
-             + " + ".join(parts))
+    basis = f"{BANDWIDTH_EFFICIENCY:.0%} of memory bandwidth / bytes read per token: " + " + ".join(parts)
     return tps, basis
 
 
@@ -403,9 +482,16 @@ def onnx_kv_type(variant: Variant) -> str:
     return "f16" if ("F16" in q or "FP16" in q) else "f32"
 
 
-def estimate_onnx(variant: Variant, *, n_ctx: int, on_gpu: bool = False, kv_type: str | None = None,
-                  n_batch: int = 512, gpu_backend: str | None = "cuda",
-                  kv_bytes_per_token: int | None = None) -> MemoryEstimate:
+def estimate_onnx(
+    variant: Variant,
+    *,
+    n_ctx: int,
+    on_gpu: bool = False,
+    kv_type: str | None = None,
+    n_batch: int = 512,
+    gpu_backend: str | None = "cuda",
+    kv_bytes_per_token: int | None = None,
+) -> MemoryEstimate:
     """Bytes per device for an ONNX export run by ONNX Runtime: all on one GPU or all on the CPU.
 
     ONNX Runtime has no partial offload: with a GPU provider every initializer and the KV
@@ -427,12 +513,24 @@ def estimate_onnx(variant: Variant, *, n_ctx: int, on_gpu: bool = False, kv_type
     layer_compute = compute_buffer_bytes(f, n_ctx=n_ctx, n_ubatch=n_batch, flash_attn=False, logits=False)
     host_overhead = ONNX_HOST_OVERHEAD + f.n_vocab * VOCAB_BYTES_PER_TOKEN
     if on_gpu:
-        gpu = DeviceMemory(device="gpu0", weights=variant.size, kv_cache=kv, compute=layer_compute + logits,
-                           overhead=GPU_RUNTIME_OVERHEAD.get(gpu_backend or "cuda", GPU_RUNTIME_OVERHEAD["cuda"]),
-                           n_layers=f.n_layer)
+        gpu = DeviceMemory(
+            device="gpu0",
+            weights=variant.size,
+            kv_cache=kv,
+            compute=layer_compute + logits,
+            overhead=GPU_RUNTIME_OVERHEAD.get(gpu_backend or "cuda", GPU_RUNTIME_OVERHEAD["cuda"]),
+            n_layers=f.n_layer,
+        )
         cpu = DeviceMemory(device="cpu", compute=logits, overhead=host_overhead)
-        return MemoryEstimate(n_ctx=n_ctx, n_gpu_layers=f.n_layer + 1, kv_type=kv_type, flash_attn=False,
-                              devices=(cpu, gpu))
-    cpu = DeviceMemory(device="cpu", weights=variant.size, kv_cache=kv, compute=layer_compute + logits,
-                       overhead=host_overhead, n_layers=f.n_layer)
+        return MemoryEstimate(
+            n_ctx=n_ctx, n_gpu_layers=f.n_layer + 1, kv_type=kv_type, flash_attn=False, devices=(cpu, gpu)
+        )
+    cpu = DeviceMemory(
+        device="cpu",
+        weights=variant.size,
+        kv_cache=kv,
+        compute=layer_compute + logits,
+        overhead=host_overhead,
+        n_layers=f.n_layer,
+    )
     return MemoryEstimate(n_ctx=n_ctx, n_gpu_layers=0, kv_type=kv_type, flash_attn=False, devices=(cpu,))

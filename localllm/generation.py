@@ -15,8 +15,9 @@ import math
 import numbers
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, NoReturn, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from .errors import ContextOverflowError, InvalidOptionError, InvalidOptionTypeError
 
@@ -91,13 +92,17 @@ class SamplingOptions:
             elif not _is_number(value):
                 _bad_type(name, value, allowed)
             if not ok(value):
-                raise InvalidOptionError(f"invalid sampling option: {name} must be {allowed}, got {value!r}",
-                                         option=name, value=value, allowed=allowed)
+                raise InvalidOptionError(
+                    f"invalid sampling option: {name} must be {allowed}, got {value!r}",
+                    option=name,
+                    value=value,
+                    allowed=allowed,
+                )
             object.__setattr__(self, name, value)
         object.__setattr__(self, "stop", _check_stop(self.stop))
 
     @classmethod
-    def from_kwargs(cls, base: "SamplingOptions | None" = None, **options: object) -> "SamplingOptions":
+    def from_kwargs(cls, base: SamplingOptions | None = None, **options: object) -> SamplingOptions:
         """Options from keyword arguments; an unknown name raises InvalidOptionTypeError (a TypeError)
         listing the valid ones."""
         known = {f.name for f in fields(cls)}
@@ -106,8 +111,10 @@ class SamplingOptions:
             valid = ", ".join(sorted(known))
             raise InvalidOptionTypeError(
                 f"unknown sampling option(s) {', '.join(unknown)}; valid options are: {valid}",
-                option=", ".join(unknown), value=options[unknown[0]] if len(unknown) == 1 else
-                {k: options[k] for k in unknown}, allowed=valid)
+                option=", ".join(unknown),
+                value=options[unknown[0]] if len(unknown) == 1 else {k: options[k] for k in unknown},
+                allowed=valid,
+            )
         return replace(base or cls(), **options)
 
     @property
@@ -149,7 +156,10 @@ _STOP_ALLOWED = "a non-empty string, a sequence of non-empty strings, or None"
 def _bad_type(name: str, value: object, allowed: str) -> NoReturn:
     raise InvalidOptionTypeError(
         f"invalid sampling option: {name} must be {allowed}, got {value!r} ({type(value).__name__})",
-        option=name, value=value, allowed=allowed)
+        option=name,
+        value=value,
+        allowed=allowed,
+    )
 
 
 def _check_stop(stop: object) -> tuple[str, ...]:
@@ -164,15 +174,23 @@ def _check_stop(stop: object) -> tuple[str, ...]:
         if not isinstance(s, str):
             raise InvalidOptionTypeError(
                 f"invalid sampling option: stop must be {_STOP_ALLOWED}, got {stop!r} "
-                f"(its item {s!r} is of type {type(s).__name__})", option="stop", value=stop, allowed=_STOP_ALLOWED)
+                f"(its item {s!r} is of type {type(s).__name__})",
+                option="stop",
+                value=stop,
+                allowed=_STOP_ALLOWED,
+            )
         if not s:
             _empty_stop(stop)
     return out
 
 
 def _empty_stop(stop: object) -> NoReturn:
-    raise InvalidOptionError(f"invalid sampling option: stop must be {_STOP_ALLOWED}, got {stop!r} "
-                             "(an empty string would stop at once)", option="stop", value=stop, allowed=_STOP_ALLOWED)
+    raise InvalidOptionError(
+        f"invalid sampling option: stop must be {_STOP_ALLOWED}, got {stop!r} (an empty string would stop at once)",
+        option="stop",
+        value=stop,
+        allowed=_STOP_ALLOWED,
+    )
 
 
 def first_surrogate(text: str) -> int | None:
@@ -192,15 +210,22 @@ def check_text(text: object, option: str = "prompt", where: str = "", hint: str 
         InvalidOptionError: text has a lone surrogate; the message says where.
     """
     if not isinstance(text, str):
-        raise InvalidOptionTypeError(f"{option}{where} must be a str, got {text!r:.80} ({type(text).__name__}){hint}",
-                                     option=option, value=text, allowed="a str")
+        raise InvalidOptionTypeError(
+            f"{option}{where} must be a str, got {text!r:.80} ({type(text).__name__}){hint}",
+            option=option,
+            value=text,
+            allowed="a str",
+        )
     i = first_surrogate(text)
     if i is not None:
         raise InvalidOptionError(
             f"{option}{where} has a lone surrogate (U+{ord(text[i]):04X}) at character {i}, which is not "
-            f"valid Unicode text: near {text[max(0, i - 20):i + 20]!r}; clean it, e.g. "
+            f"valid Unicode text: near {text[max(0, i - 20) : i + 20]!r}; clean it, e.g. "
             "text.encode('utf-8', 'replace').decode('utf-8')",
-            option=option, value=text, allowed="a str of valid Unicode (no lone surrogates)")
+            option=option,
+            value=text,
+            allowed="a str of valid Unicode (no lone surrogates)",
+        )
     return text
 
 
@@ -270,9 +295,15 @@ def join(chunks: Iterable[Chunk]) -> Completion:
     if last is None or last.finish_reason is None:  # a stream always ends with a finish chunk
         raise RuntimeError("stream ended without a finishing chunk")
     timings = last.timings or Timings()
-    return Completion(text="".join(parts), finish_reason=last.finish_reason,
-                      prompt_tokens=timings.prompt_tokens, completion_tokens=len(ids),
-                      token_ids=tuple(ids), timings=timings, dropped_messages=last.dropped_messages)
+    return Completion(
+        text="".join(parts),
+        finish_reason=last.finish_reason,
+        prompt_tokens=timings.prompt_tokens,
+        completion_tokens=len(ids),
+        token_ids=tuple(ids),
+        timings=timings,
+        dropped_messages=last.dropped_messages,
+    )
 
 
 class Utf8Decoder:
@@ -329,8 +360,8 @@ class StopMatcher:
             self._held = ""
             return buf[:found], True
         hold = self._partial_suffix(buf)
-        self._held = buf[len(buf) - hold:] if hold else ""
-        return buf[:len(buf) - hold], False
+        self._held = buf[len(buf) - hold :] if hold else ""
+        return buf[: len(buf) - hold], False
 
     def flush(self) -> str:
         """Text still held back when the stream ends without a stop."""
@@ -362,12 +393,12 @@ class Sampler:
         self.n_vocab = n_vocab
         self._rng = np.random.default_rng(options.seed)
 
-    def sample(self, logits: "np.ndarray", history: Sequence[int] = ()) -> int:
+    def sample(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
         import numpy as np
 
         o = self.options
         if o.repeat_penalty != 1.0 and o.repeat_last_n and history:
-            recent = np.unique(np.asarray(history[-o.repeat_last_n:], dtype=np.int64))
+            recent = np.unique(np.asarray(history[-o.repeat_last_n :], dtype=np.int64))
             recent = recent[(recent >= 0) & (recent < logits.shape[0])]
             logits = logits.copy()  # never write into the backend's buffer
             vals = logits[recent]
@@ -379,7 +410,7 @@ class Sampler:
         n = logits.shape[0]
         k = o.top_k if 0 < o.top_k < n else n
         if k < n:
-            idx = np.argpartition(logits, n - k)[n - k:]
+            idx = np.argpartition(logits, n - k)[n - k :]
         else:
             idx = np.arange(n)
         vals = logits[idx].astype(np.float64)
@@ -393,7 +424,7 @@ class Sampler:
         if o.min_p > 0.0:
             # p_i >= min_p * p_max  <=>  logit_i >= logit_max + log(min_p)
             keep = int(np.count_nonzero(vals >= vals[0] + math.log(o.min_p)))
-            idx, vals = idx[:max(keep, 1)], vals[:max(keep, 1)]
+            idx, vals = idx[: max(keep, 1)], vals[: max(keep, 1)]
         p = np.exp((vals - vals[0]) / o.temperature)
         cdf = np.cumsum(p)
         choice = int(np.searchsorted(cdf, self._rng.random() * cdf[-1], side="right"))
@@ -409,9 +440,14 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions,
-        stop_event: threading.Event | None = None, *,
-        stop_tokens: frozenset[int] = frozenset()) -> Iterator[Chunk]:
+def run(
+    engine: Engine,
+    prompt_tokens: Sequence[int],
+    options: SamplingOptions,
+    stop_event: threading.Event | None = None,
+    *,
+    stop_tokens: frozenset[int] = frozenset(),
+) -> Iterator[Chunk]:
     """Generate from prompt tokens, reusing the engine's cached prefix; yields Chunks.
 
     `stop_tokens` end generation like the engine's end-of-generation tokens (finish_reason
@@ -424,14 +460,20 @@ def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions
     prompt = list(prompt_tokens)
     n_prompt, n_ctx = len(prompt), engine.n_ctx
     if n_prompt == 0:
-        raise InvalidOptionError("the prompt is empty after tokenization (and the model adds no BOS token); "
-                                 "give at least one token", option="prompt", value=prompt,
-                                 allowed="at least one token")
+        raise InvalidOptionError(
+            "the prompt is empty after tokenization (and the model adds no BOS token); give at least one token",
+            option="prompt",
+            value=prompt,
+            allowed="at least one token",
+        )
     if n_prompt >= n_ctx:
         raise ContextOverflowError(
             f"the prompt is {n_prompt} tokens but the context window is {n_ctx} tokens "
             f"(max_tokens {options.max_tokens}); shorten the prompt or load with a larger context",
-            n_prompt=n_prompt, n_ctx=n_ctx, max_tokens=options.max_tokens)
+            n_prompt=n_prompt,
+            n_ctx=n_ctx,
+            max_tokens=options.max_tokens,
+        )
 
     t_start = time.perf_counter()
     # Reuse the cached prefix; keep at least one prompt token to evaluate, for its logits.
@@ -445,7 +487,7 @@ def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions
     decoder = Utf8Decoder()
     stopper = StopMatcher(options.stop)
     penalise = options.repeat_penalty != 1.0 and options.repeat_last_n > 0
-    history = prompt[-options.repeat_last_n:] if penalise else []
+    history = prompt[-options.repeat_last_n :] if penalise else []
     generated: list[int] = []
     # Tokens not yet in a chunk, each with where its text starts in the decoded stream: a
     # token goes out with the chunk whose text reaches past its start, so tokens that only
@@ -462,11 +504,15 @@ def run(engine: "Engine", prompt_tokens: Sequence[int], options: SamplingOptions
         n_eval = n_prompt - n_keep
         decode_s = t_end - first
         return Timings(
-            load_s=engine.load_seconds, ttft_s=first - t_start, prompt_tokens=n_prompt,
-            cached_tokens=n_keep, prompt_tps=n_eval / (t_prompt - t_start) if t_prompt > t_start else 0.0,
+            load_s=engine.load_seconds,
+            ttft_s=first - t_start,
+            prompt_tokens=n_prompt,
+            cached_tokens=n_keep,
+            prompt_tps=n_eval / (t_prompt - t_start) if t_prompt > t_start else 0.0,
             decode_tokens=len(generated),
             decode_tps=(len(generated) - 1) / decode_s if len(generated) > 1 and decode_s > 0 else 0.0,
-            total_s=t_end - t_start)
+            total_s=t_end - t_start,
+        )
 
     def take(text: str) -> tuple[int, ...]:
         """The pending tokens whose text starts before the end of `text`, which is sent now."""

@@ -52,17 +52,43 @@ MAX_WIDTH = 1 << 20
 # Architectures whose layers may have no attention heads (recurrent and hybrid models,
 # attention-free DeciLM layers): llama-arch.cpp llm_arch_is_recurrent / llm_arch_is_hybrid,
 # models/deci.cpp and models/hy-v4.cpp, and the audio decoder wavtokenizer-dec.
-ZERO_HEAD_ARCHITECTURES = frozenset("""
-mamba mamba2 rwkv6 rwkv6qwen2 rwkv7 arwkv7 jamba falcon-h1 plamo2 granitehybrid lfm2 lfm2moe nemotron_h
-nemotron_h_moe qwen3next kimi-linear bailingmoe3 kimi-k3 glm5-next qwen35 qwen35moe qwen4exp deepseek4
-minimax-01 deci hy_v4 wavtokenizer-dec
-""".split())
+ZERO_HEAD_ARCHITECTURES = frozenset(
+    [
+        "mamba",
+        "mamba2",
+        "rwkv6",
+        "rwkv6qwen2",
+        "rwkv7",
+        "arwkv7",
+        "jamba",
+        "falcon-h1",
+        "plamo2",
+        "granitehybrid",
+        "lfm2",
+        "lfm2moe",
+        "nemotron_h",
+        "nemotron_h_moe",
+        "qwen3next",
+        "kimi-linear",
+        "bailingmoe3",
+        "kimi-k3",
+        "glm5-next",
+        "qwen35",
+        "qwen35moe",
+        "qwen4exp",
+        "deepseek4",
+        "minimax-01",
+        "deci",
+        "hy_v4",
+        "wavtokenizer-dec",
+    ]
+)
 # Not a text model: its "tokens" are audio codes and its tensors are not in blk.N layers.
 _NO_TEXT_ARCHITECTURES = frozenset({"wavtokenizer-dec"})
 # WordPiece ("bert") vocabularies belong to encoder models; llama.cpp runs them as embedders.
-_WPM_ARCHITECTURES = frozenset("""
-bert modern-bert nomic-bert nomic-bert-moe neo-bert jina-bert-v2 jina-bert-v3 eurobert
-""".split())
+_WPM_ARCHITECTURES = frozenset(
+    ["bert", "modern-bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2", "jina-bert-v3", "eurobert"]
+)
 # hunyuan treats n_expert <= 1 as dense (llama-model.cpp:1337) before the expert asserts.
 _DENSE_IF_ONE_EXPERT = frozenset({"hunyuan-vl", "hunyuan-dense", "hunyuan_vl"})
 
@@ -70,14 +96,29 @@ _DENSE_IF_ONE_EXPERT = frozenset({"hunyuan-vl", "hunyuan-dense", "hunyuan_vl"})
 _REQUIRED_KEYS = ("block_count", "context_length", "embedding_length")
 # Keys llama.cpp reads into a uint32_t (GKV::get_kv refuses any other type,
 # llama-model-loader.cpp:166); the first group may also be per-layer arrays (get_key_or_arr).
-_PER_LAYER_KEYS = ("feed_forward_length", "attention.head_count", "attention.head_count_kv",
-                   "expert_used_count")
-_UINT32_KEYS = ("block_count", "context_length", "embedding_length", "vocab_size", "expert_count",
-                "expert_group_count", "expert_group_used_count", "nextn_predict_layers",
-                "attention.key_length", "attention.value_length", "rope.dimension_count",
-                "attention.sliding_window")
-_FLOAT32_KEYS = ("attention.layer_norm_epsilon", "attention.layer_norm_rms_epsilon", "rope.freq_base",
-                 "rope.freq_base_swa", "rope.scaling.factor", "rope.scale_linear")
+_PER_LAYER_KEYS = ("feed_forward_length", "attention.head_count", "attention.head_count_kv", "expert_used_count")
+_UINT32_KEYS = (
+    "block_count",
+    "context_length",
+    "embedding_length",
+    "vocab_size",
+    "expert_count",
+    "expert_group_count",
+    "expert_group_used_count",
+    "nextn_predict_layers",
+    "attention.key_length",
+    "attention.value_length",
+    "rope.dimension_count",
+    "attention.sliding_window",
+)
+_FLOAT32_KEYS = (
+    "attention.layer_norm_epsilon",
+    "attention.layer_norm_rms_epsilon",
+    "rope.freq_base",
+    "rope.freq_base_swa",
+    "rope.scaling.factor",
+    "rope.scale_linear",
+)
 # Element types get_arr accepts for a uint32 array (llama-model-loader.cpp:367-370).
 _UINT32_ARRAY_ELEMENTS = ("uint32", "int32", "bool")
 _ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")  # llama-model.cpp:1034-1039
@@ -117,16 +158,18 @@ def check_alignment(alignment: int) -> None:
     if alignment == 0 or alignment & (alignment - 1):
         raise RuleError(f"general.alignment is {alignment}, not a power of two (llama.cpp's gguf.cpp refuses it)", key)
     if alignment < TENSOR_ALIGNMENT:
-        raise RuleError(f"general.alignment is {alignment}; llama.cpp maps tensor data in place and aborts unless it "
-                        f"starts on a multiple of {TENSOR_ALIGNMENT} bytes (\"buffer pointer must be aligned\"), so "
-                        f"the alignment must be a power of two of at least {TENSOR_ALIGNMENT}", key)
+        raise RuleError(
+            f"general.alignment is {alignment}; llama.cpp maps tensor data in place and aborts unless it "
+            f'starts on a multiple of {TENSOR_ALIGNMENT} bytes ("buffer pointer must be aligned"), so '
+            f"the alignment must be a power of two of at least {TENSOR_ALIGNMENT}",
+            key,
+        )
 
 
 # -- hyperparameters ---------------------------------------------------------------------
 
 
-def check_hparams(arch: str, metadata: Mapping[str, Any], types: Mapping[str, str],
-                  elems: Mapping[str, str]) -> None:
+def check_hparams(arch: str, metadata: Mapping[str, Any], types: Mapping[str, str], elems: Mapping[str, str]) -> None:
     """The `<arch>.*` hyperparameters: types llama.cpp accepts, counts in range, floats finite.
 
     `types` maps each key to its GGUF type name ("uint32", "float32", "array", ...),
@@ -149,38 +192,58 @@ def check_hparams(arch: str, metadata: Mapping[str, Any], types: Mapping[str, st
         _want_type(pre + name, types, ("float32",))
     _check_floats_finite(pre, metadata, types)
 
-    n_layer = _count(metadata, pre + "block_count", 1, LLAMA_MAX_LAYERS,
-                     "llama.cpp asserts 0 < block_count <= LLAMA_MAX_LAYERS and aborts otherwise")
-    _count(metadata, pre + "context_length", 1, MAX_CONTEXT_LENGTH, "a model trained on no tokens, or on more "
-           "than any model has been, is a corrupt header")
+    n_layer = _count(
+        metadata,
+        pre + "block_count",
+        1,
+        LLAMA_MAX_LAYERS,
+        "llama.cpp asserts 0 < block_count <= LLAMA_MAX_LAYERS and aborts otherwise",
+    )
+    _count(
+        metadata,
+        pre + "context_length",
+        1,
+        MAX_CONTEXT_LENGTH,
+        "a model trained on no tokens, or on more than any model has been, is a corrupt header",
+    )
     n_embd = _count(metadata, pre + "embedding_length", 1, MAX_WIDTH, "a hidden size must be at least 1")
     nextn = metadata.get(pre + "nextn_predict_layers")
     if nextn is not None and nextn > n_layer:  # llama-model.cpp:1330
-        raise RuleError(f"{pre}nextn_predict_layers is {nextn}, more than the {n_layer} layers (block_count); "
-                        "llama.cpp asserts on it", pre + "nextn_predict_layers")
-    for name, hi in (("vocab_size", 2**31 - 1), ("attention.sliding_window", MAX_CONTEXT_LENGTH),
-                     ("rope.dimension_count", MAX_WIDTH)):
+        raise RuleError(
+            f"{pre}nextn_predict_layers is {nextn}, more than the {n_layer} layers (block_count); "
+            "llama.cpp asserts on it",
+            pre + "nextn_predict_layers",
+        )
+    for name, hi in (
+        ("vocab_size", 2**31 - 1),
+        ("attention.sliding_window", MAX_CONTEXT_LENGTH),
+        ("rope.dimension_count", MAX_WIDTH),
+    ):
         _count(metadata, pre + name, 0, hi, "out of range")
     _check_heads(arch, metadata, n_layer, n_embd)
     ff = _per_layer(metadata, pre + "feed_forward_length", n_layer)
     if ff is not None and any(not 0 <= v <= MAX_WIDTH for v in ff):
-        raise RuleError(f"{pre}feed_forward_length holds {_outside(ff, 0, MAX_WIDTH)}, outside 0..{MAX_WIDTH}",
-                        pre + "feed_forward_length")
+        raise RuleError(
+            f"{pre}feed_forward_length holds {_outside(ff, 0, MAX_WIDTH)}, outside 0..{MAX_WIDTH}",
+            pre + "feed_forward_length",
+        )
     _check_experts(arch, metadata, n_layer)
     _check_norm_and_rope(pre, metadata)
     if arch == "wavtokenizer-dec":  # llama-model.cpp:1354-1355
         for part in ("posnet", "convnext"):
             key = f"{pre}{part}.block_count"
             if isinstance(metadata.get(key), int) and metadata[key] > n_layer:
-                raise RuleError(f"{key} is {metadata[key]}, more than block_count {n_layer}; llama.cpp asserts on it",
-                                key)
+                raise RuleError(
+                    f"{key} is {metadata[key]}, more than block_count {n_layer}; llama.cpp asserts on it", key
+                )
 
 
 def _want_type(key: str, types: Mapping[str, str], allowed: Sequence[str]) -> None:
     t = types.get(key)
     if t is not None and t not in allowed:
-        raise RuleError(f"{key} is a {t}, but llama.cpp reads it as a {' or '.join(allowed)} and refuses any other "
-                        "type", key)
+        raise RuleError(
+            f"{key} is a {t}, but llama.cpp reads it as a {' or '.join(allowed)} and refuses any other type", key
+        )
 
 
 def _check_floats_finite(pre: str, metadata: Mapping[str, Any], types: Mapping[str, str]) -> None:
@@ -246,16 +309,21 @@ def _check_heads(arch: str, metadata: Mapping[str, Any], n_layer: int, n_embd: i
         if not 0 <= kv <= MAX_WIDTH:
             raise RuleError(f"{k_kv} is {kv}{where}, outside 0..{MAX_WIDTH}", k_kv)
         if strict and h < 1:
-            raise RuleError(f"{k_head} is {h}{where}; a {arch!r} model needs at least one attention head per layer",
-                            k_head)
+            raise RuleError(
+                f"{k_head} is {h}{where}; a {arch!r} model needs at least one attention head per layer", k_head
+            )
         if strict and kv < 1:
-            raise RuleError(f"{k_kv} is {kv}{where}; a {arch!r} model needs at least one key/value head per layer",
-                            k_kv)
+            raise RuleError(
+                f"{k_kv} is {kv}{where}; a {arch!r} model needs at least one key/value head per layer", k_kv
+            )
         # llama-hparams.cpp n_gqa() = n_head / n_head_kv, and ggml_mul_mat asserts the K/V heads
         # broadcast over the query heads (ggml.c:3346, 3354)
         if h and kv and h % kv:
-            raise RuleError(f"{k_head} {h} is not a multiple of {k_kv} {kv}{where}: llama.cpp shares each key/value "
-                            "head among a whole number of query heads and aborts otherwise", k_kv)
+            raise RuleError(
+                f"{k_head} {h} is not a multiple of {k_kv} {kv}{where}: llama.cpp shares each key/value "
+                "head among a whole number of query heads and aborts otherwise",
+                k_kv,
+            )
     h0 = heads[0]
     if strict and h0:
         for name in ("attention.key_length", "attention.value_length"):
@@ -263,8 +331,11 @@ def _check_heads(arch: str, metadata: Mapping[str, Any], n_layer: int, n_embd: i
             if dim is not None and not 1 <= dim <= MAX_WIDTH:
                 raise RuleError(f"{pre}{name} is {dim}, outside 1..{MAX_WIDTH}", pre + name)
         if metadata.get(pre + "attention.key_length") is None and n_embd < h0:
-            raise RuleError(f"{pre}embedding_length {n_embd} is smaller than {k_head} {h0}: the head size "
-                            "(embedding_length / head_count) would be 0", pre + "embedding_length")
+            raise RuleError(
+                f"{pre}embedding_length {n_embd} is smaller than {k_head} {h0}: the head size "
+                "(embedding_length / head_count) would be 0",
+                pre + "embedding_length",
+            )
 
 
 def _check_experts(arch: str, metadata: Mapping[str, Any], n_layer: int) -> None:
@@ -282,22 +353,29 @@ def _check_experts(arch: str, metadata: Mapping[str, Any], n_layer: int) -> None
     if n_expert > LLAMA_MAX_EXPERTS:
         raise RuleError(f"{key} is {n_expert}, more than llama.cpp's LLAMA_MAX_EXPERTS {LLAMA_MAX_EXPERTS}", key)
     if used_max > n_expert:
-        raise RuleError(f"{pre}expert_used_count is {used_max}, more than {key} {n_expert}; {why}",
-                        pre + "expert_used_count")
+        raise RuleError(
+            f"{pre}expert_used_count is {used_max}, more than {key} {n_expert}; {why}", pre + "expert_used_count"
+        )
     if n_expert > 0:
         if used_max == 0:
-            raise RuleError(f"{key} is {n_expert} but {pre}expert_used_count is 0 or missing; {why}",
-                            pre + "expert_used_count")
+            raise RuleError(
+                f"{key} is {n_expert} but {pre}expert_used_count is 0 or missing; {why}", pre + "expert_used_count"
+            )
         if groups >= n_expert:
-            raise RuleError(f"{pre}expert_group_count {groups} is not below {key} {n_expert}; {why}",
-                            pre + "expert_group_count")
+            raise RuleError(
+                f"{pre}expert_group_count {groups} is not below {key} {n_expert}; {why}", pre + "expert_group_count"
+            )
         if groups > 1 and (n_expert % groups or not 0 < group_used < groups):
-            raise RuleError(f"{key} {n_expert} with {pre}expert_group_count {groups} and "
-                            f"{pre}expert_group_used_count {group_used}: the experts must split evenly into the "
-                            f"groups and 0 < groups used < groups; {why}", pre + "expert_group_count")
+            raise RuleError(
+                f"{key} {n_expert} with {pre}expert_group_count {groups} and "
+                f"{pre}expert_group_used_count {group_used}: the experts must split evenly into the "
+                f"groups and 0 < groups used < groups; {why}",
+                pre + "expert_group_count",
+            )
     elif groups:
-        raise RuleError(f"{pre}expert_group_count is {groups} on a model without experts; {why}",
-                        pre + "expert_group_count")
+        raise RuleError(
+            f"{pre}expert_group_count is {groups} on a model without experts; {why}", pre + "expert_group_count"
+        )
 
 
 def _check_norm_and_rope(pre: str, metadata: Mapping[str, Any]) -> None:
@@ -305,8 +383,11 @@ def _check_norm_and_rope(pre: str, metadata: Mapping[str, Any]) -> None:
         # ggml-cpu/ops.cpp:4026 (norm) and :4132 (rms_norm) GGML_ASSERT(eps >= 0.0f); 0 or NaN
         # pass that and then divide by zero or poison every activation
         if key.startswith(pre) and key.endswith("epsilon") and isinstance(value, float) and not value > 0:
-            raise RuleError(f"{key} is {value}; a normalization epsilon must be a finite number above 0 (llama.cpp "
-                            "asserts eps >= 0 and aborts on a negative one)", key)
+            raise RuleError(
+                f"{key} is {value}; a normalization epsilon must be a finite number above 0 (llama.cpp "
+                "asserts eps >= 0 and aborts on a negative one)",
+                key,
+            )
     for name in ("rope.freq_base", "rope.freq_base_swa"):
         value = metadata.get(pre + name)
         if isinstance(value, float) and not value > 0:
@@ -317,8 +398,11 @@ def _check_norm_and_rope(pre: str, metadata: Mapping[str, Any]) -> None:
             raise RuleError(f"{pre}{name} is {value}; a rotary scaling factor must be 0 (none) or above", pre + name)
     kind = metadata.get(pre + "rope.scaling.type")
     if kind is not None and kind not in _ROPE_SCALING_TYPES:  # llama-model.cpp:1420 GGML_ASSERT
-        raise RuleError(f"{pre}rope.scaling.type is {str(kind)[:40]!r}; llama.cpp knows {', '.join(_ROPE_SCALING_TYPES)} "
-                        "and aborts on anything else", pre + "rope.scaling.type")
+        raise RuleError(
+            f"{pre}rope.scaling.type is {str(kind)[:40]!r}; llama.cpp knows {', '.join(_ROPE_SCALING_TYPES)} "
+            "and aborts on anything else",
+            pre + "rope.scaling.type",
+        )
 
 
 # -- tensors -----------------------------------------------------------------------------
@@ -340,8 +424,10 @@ def check_tensors(arch: str, metadata: Mapping[str, Any], tensors: Sequence[_Ten
     by_name = {t.name: t for t in tensors}
     for t in tensors:
         if t.ggml_type != "F32" and (_F32_NAME.search(t.name) or (t.name.endswith(".bias") and len(t.shape) == 1)):
-            raise RuleError(f"tensor {t.name!r} is {t.ggml_type}, but llama.cpp uses it in an f32-only operation and "
-                            "aborts (\"binary_op: unsupported types\"): norm weights and biases must be F32")
+            raise RuleError(
+                f"tensor {t.name!r} is {t.ggml_type}, but llama.cpp uses it in an f32-only operation and "
+                'aborts ("binary_op: unsupported types"): norm weights and biases must be F32'
+            )
     n_layer = metadata.get(f"{arch}.block_count") or 0
     if arch not in _NO_TEXT_ARCHITECTURES:
         top = -1
@@ -351,14 +437,18 @@ def check_tensors(arch: str, metadata: Mapping[str, Any], tensors: Sequence[_Ten
                 top = max(top, int(m.group(1)))
         if n_layer > top + 1:
             have = f"layers up to blk.{top}" if top >= 0 else "no blk.N layer tensors at all"
-            raise RuleError(f"{arch}.block_count is {n_layer} but the tensor table has {have}; llama.cpp would look "
-                            "for tensors that are not there", f"{arch}.block_count")
+            raise RuleError(
+                f"{arch}.block_count is {n_layer} but the tensor table has {have}; llama.cpp would look "
+                "for tensors that are not there",
+                f"{arch}.block_count",
+            )
     if arch in _LLAMA_LIKE:
         _check_llama_like(arch, metadata, by_name, n_layer, n_vocab)
 
 
-def _check_llama_like(arch: str, metadata: Mapping[str, Any], by_name: Mapping[str, _Tensor], n_layer: int,
-                      n_vocab: int | None) -> None:
+def _check_llama_like(
+    arch: str, metadata: Mapping[str, Any], by_name: Mapping[str, _Tensor], n_layer: int, n_vocab: int | None
+) -> None:
     pre = f"{arch}."
 
     def first(key: str, default: int) -> int:
@@ -370,9 +460,12 @@ def _check_llama_like(arch: str, metadata: Mapping[str, Any], by_name: Mapping[s
     for key in ("attention.head_count", "attention.head_count_kv"):
         value = metadata.get(pre + key)
         if isinstance(value, tuple) and len(set(value)) > 1:
-            raise RuleError(f"{pre}{key} differs between layers ({', '.join(map(str, value[:8]))}"
-                            f"{', ...' if len(value) > 8 else ''}); llama.cpp's {arch!r} loader sizes every layer "
-                            "like layer 0 and its graph would not fit the tensors", pre + key)
+            raise RuleError(
+                f"{pre}{key} differs between layers ({', '.join(map(str, value[:8]))}"
+                f"{', ...' if len(value) > 8 else ''}); llama.cpp's {arch!r} loader sizes every layer "
+                "like layer 0 and its graph would not fit the tensors",
+                pre + key,
+            )
 
     n_embd = first("embedding_length", 0)
     n_head = first("attention.head_count", 0)
@@ -398,12 +491,17 @@ def _check_llama_like(arch: str, metadata: Mapping[str, Any], by_name: Mapping[s
 
     def expect(t: _Tensor, shape: Sequence[int | None]) -> None:
         dims = tuple(t.shape) + (1,) * (len(shape) - len(t.shape))
-        if len(t.shape) > len(shape) and any(d != 1 for d in t.shape[len(shape):]) or any(
-                want is not None and have != want for have, want in zip(dims, shape)):
+        if (
+            len(t.shape) > len(shape)
+            and any(d != 1 for d in t.shape[len(shape) :])
+            or any(want is not None and have != want for have, want in zip(dims, shape))
+        ):
             shown = ", ".join("?" if d is None else str(d) for d in shape)
-            raise RuleError(f"tensor {t.name!r} has shape {list(t.shape)}, but the header's hyperparameters "
-                            f"(embedding_length {n_embd}, head_count {n_head}, head_count_kv {n_head_kv}, "
-                            f"feed_forward_length {n_ff}, {n_vocab} tokens) make llama.cpp expect [{shown}]")
+            raise RuleError(
+                f"tensor {t.name!r} has shape {list(t.shape)}, but the header's hyperparameters "
+                f"(embedding_length {n_embd}, head_count {n_head}, head_count_kv {n_head_kv}, "
+                f"feed_forward_length {n_ff}, {n_vocab} tokens) make llama.cpp expect [{shown}]"
+            )
 
     need("token_embd.weight", n_embd, vocab)
     need("output_norm.weight", n_embd)
@@ -445,8 +543,9 @@ def _check_llama_like(arch: str, metadata: Mapping[str, Any], by_name: Mapping[s
 # -- tokenizer ---------------------------------------------------------------------------
 
 # llama-vocab.cpp:1950-2151: the tokenizer models llama.cpp knows ("unknown tokenizer" otherwise)
-_KNOWN_TOKENIZERS = frozenset({"llama", "bert", "gpt2", "hybriddna", "whitespace", "t5", "rwkv", "test", "plamo2",
-                               "gemma4", "none", "no_vocab"})
+_KNOWN_TOKENIZERS = frozenset(
+    {"llama", "bert", "gpt2", "hybriddna", "whitespace", "t5", "rwkv", "test", "plamo2", "gemma4", "none", "no_vocab"}
+)
 _BPE_NEEDING_MERGES = frozenset({"gpt2", "hybriddna", "whitespace", "gemma4"})  # llama-vocab.cpp:2001, 2116
 _GPT2_SPACE = "\u0120".encode()  # "Ġ": GPT-2's byte-level BPE spells a leading space so
 
@@ -459,33 +558,51 @@ def check_tokenizer(arch: str, metadata: Mapping[str, Any], vocab: Vocab | None)
     if model is None:  # llama-vocab.cpp:1945 get_key (required)
         raise RuleError(f"the key {key} is missing: the file has no tokenizer, and llama.cpp needs one to load it", key)
     if model not in _KNOWN_TOKENIZERS:
-        raise RuleError(f"{key} is {model[:40]!r}, a tokenizer llama.cpp does not know "
-                        f"(it knows {', '.join(sorted(_KNOWN_TOKENIZERS))})", key)
+        raise RuleError(
+            f"{key} is {model[:40]!r}, a tokenizer llama.cpp does not know "
+            f"(it knows {', '.join(sorted(_KNOWN_TOKENIZERS))})",
+            key,
+        )
     if model in ("none", "no_vocab", "test"):
         if arch in _NO_TEXT_ARCHITECTURES:
             return
         # llama-vocab.cpp:3158-3192: every tokenizer entry point asserts the type is not NONE
-        raise RuleError(f"{key} is {model!r}: the file has no text tokenizer, so it cannot tokenize a prompt "
-                        f"(llama.cpp aborts on the first one); a {arch!r} model needs its real vocabulary", key)
+        raise RuleError(
+            f"{key} is {model!r}: the file has no text tokenizer, so it cannot tokenize a prompt "
+            f"(llama.cpp aborts on the first one); a {arch!r} model needs its real vocabulary",
+            key,
+        )
     if vocab is None:  # llama-vocab.cpp:2463
         raise RuleError(f"{key} is {model!r} but tokenizer.ggml.tokens is missing", key)
     if model == "bert":
         if arch not in _WPM_ARCHITECTURES:
-            raise RuleError(f"{key} is 'bert' (WordPiece, for BERT encoders) on a {arch!r} model, which needs its "
-                            f"own tokenizer; {redo}", key)
+            raise RuleError(
+                f"{key} is 'bert' (WordPiece, for BERT encoders) on a {arch!r} model, which needs its "
+                f"own tokenizer; {redo}",
+                key,
+            )
         if vocab.n_byte_tokens:  # llama-vocab.cpp:3206: token_to_byte aborts for WordPiece
-            raise RuleError(f"{key} is 'bert' (WordPiece) but {vocab.n_byte_tokens} tokens are typed as byte tokens; "
-                            "llama.cpp aborts building its piece cache on them", "tokenizer.ggml.token_type")
+            raise RuleError(
+                f"{key} is 'bert' (WordPiece) but {vocab.n_byte_tokens} tokens are typed as byte tokens; "
+                "llama.cpp aborts building its piece cache on them",
+                "tokenizer.ggml.token_type",
+            )
     if model in _BPE_NEEDING_MERGES and "tokenizer.ggml.merges" not in metadata:
         if not (model == "gpt2" and metadata.get("tokenizer.ggml.pre") == "kimi-k2"):
-            raise RuleError(f"{key} is {model!r} (byte-pair encoding) but tokenizer.ggml.merges is missing; "
-                            "llama.cpp cannot tokenize without the merges", key)
+            raise RuleError(
+                f"{key} is {model!r} (byte-pair encoding) but tokenizer.ggml.merges is missing; "
+                "llama.cpp cannot tokenize without the merges",
+                key,
+            )
     name = str(metadata.get("general.name") or "").lower()
     if "phi-3" in name or "phi3" in name:  # llama-vocab.cpp:3118-3127 looks these up with .at()
         missing = [t for t in ("</s>", "<unk>", "<s>", "<|endoftext|>") if t.encode() not in vocab.texts]
         if missing:
-            raise RuleError(f"general.name says Phi-3, for which llama.cpp looks up the tokens </s>, <unk>, <s> and "
-                            f"<|endoftext|>, but the vocabulary lacks {', '.join(missing)}", "tokenizer.ggml.tokens")
+            raise RuleError(
+                f"general.name says Phi-3, for which llama.cpp looks up the tokens </s>, <unk>, <s> and "
+                f"<|endoftext|>, but the vocabulary lacks {', '.join(missing)}",
+                "tokenizer.ggml.tokens",
+            )
     if model == "llama":
         _check_spm_bytes(vocab, metadata, key)
     if model == "rwkv":
@@ -502,14 +619,19 @@ def _check_spm_bytes(vocab: Vocab, metadata: Mapping[str, Any], key: str) -> Non
         return
     looks_bpe = "tokenizer.ggml.merges" in metadata or any(t.startswith(_GPT2_SPACE) for t in texts)
     if looks_bpe:
-        raise RuleError(f"{key} is 'llama' (SentencePiece) but the vocabulary is GPT-2-style byte-pair encoding "
-                        "(it has merges or tokens spelled with 'Ġ' and no <0xHH> byte tokens); llama.cpp would "
-                        "abort on the first character it has no piece for. The tokenizer model should be 'gpt2'",
-                        key)
+        raise RuleError(
+            f"{key} is 'llama' (SentencePiece) but the vocabulary is GPT-2-style byte-pair encoding "
+            "(it has merges or tokens spelled with 'Ġ' and no <0xHH> byte tokens); llama.cpp would "
+            "abort on the first character it has no piece for. The tokenizer model should be 'gpt2'",
+            key,
+        )
     shown = ", ".join(f"<0x{b:02X}>" for b in missing[:4]) + (" ..." if len(missing) > 4 else "")
-    raise RuleError(f"{key} is 'llama' (SentencePiece) but the vocabulary has no byte token for {len(missing)} of "
-                    f"the 256 bytes ({shown}, in the exact form <0xHH> with uppercase hex); llama.cpp would abort on "
-                    "the first character it has no piece for", "tokenizer.ggml.tokens")
+    raise RuleError(
+        f"{key} is 'llama' (SentencePiece) but the vocabulary has no byte token for {len(missing)} of "
+        f"the 256 bytes ({shown}, in the exact form <0xHH> with uppercase hex); llama.cpp would abort on "
+        "the first character it has no piece for",
+        "tokenizer.ggml.tokens",
+    )
 
 
 def _unescape_rwkv(text: bytes) -> bytes:
@@ -545,8 +667,14 @@ def _check_rwkv(vocab: Vocab, key: str) -> None:
     firsts = {t[:1] for t in texts if t}
     orphan = sorted(firsts - singles)
     if orphan:
-        many = f"{len(orphan)} bytes start a token without being a token themselves" if len(orphan) > 1 else \
-            "a byte starts a token without being a token itself"
-        raise RuleError(f"{key} is 'rwkv' but {many} "
-                        f"(first: {orphan[0]!r}); llama.cpp's RWKV tokenizer loops forever on such text (an RWKV "
-                        "vocabulary has every single byte as a token)", key)
+        many = (
+            f"{len(orphan)} bytes start a token without being a token themselves"
+            if len(orphan) > 1
+            else "a byte starts a token without being a token itself"
+        )
+        raise RuleError(
+            f"{key} is 'rwkv' but {many} "
+            f"(first: {orphan[0]!r}); llama.cpp's RWKV tokenizer loops forever on such text (an RWKV "
+            "vocabulary has every single byte as a token)",
+            key,
+        )

@@ -64,8 +64,7 @@ class CPUInfo:
     @property
     def effective_cores(self) -> float | None:
         """Logical cores capped by the CPU affinity mask and the cgroup CPU quota."""
-        values = [float(v) for v in (self.logical_cores, self.affinity_cores, self.quota_cores)
-                  if v is not None]
+        values = [float(v) for v in (self.logical_cores, self.affinity_cores, self.quota_cores) if v is not None]
         return min(values) if values else None
 
     def has(self, flag: str) -> bool:
@@ -152,8 +151,7 @@ class Hardware:
         """Read a profile from a TOML file path or a TOML string."""
         from .errors import ProfileNotFoundError
 
-        if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
-                                        and source.endswith(".toml")):
+        if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith(".toml")):
             path = Path(source)
             try:
                 text = path.read_text(encoding="utf-8")

@@ -13,8 +13,9 @@ import dataclasses
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from .errors import LocalLLMError, ProfileNotFoundError
 from .hardware import CPUInfo, GPUInfo, Hardware, MemoryInfo, RuntimeInfo
@@ -48,8 +49,9 @@ def probe(*, runtimes: bool = False, refresh: bool = False) -> Hardware:
         return dataclasses.replace(hw, runtimes=found, notes=hw.notes + notes)
 
 
-def collect(*, root: Path = Path("/"), system: str | None = None,
-            machine: str | None = None, cache_dir: Path | None = None) -> Hardware:
+def collect(
+    *, root: Path = Path("/"), system: str | None = None, machine: str | None = None, cache_dir: Path | None = None
+) -> Hardware:
     """One uncached probe. `root`, `system` and `machine` are for tests (fixture trees)."""
     notes: list[str] = []
     live = root == Path("/")
@@ -63,20 +65,26 @@ def collect(*, root: Path = Path("/"), system: str | None = None,
     elif system == "darwin":
         memory, cpu = _safe(notes, "macos", lambda: _macos(notes), (MemoryInfo(), CPUInfo()))
     else:
-        memory, cpu = _safe(notes, "system", lambda: _other(machine, notes),
-                            (MemoryInfo(), CPUInfo()))
+        memory, cpu = _safe(notes, "system", lambda: _other(machine, notes), (MemoryInfo(), CPUInfo()))
 
     gpus = _safe(notes, "gpu", lambda: _gpus(root, system, cpu, memory, notes), [])
     from .probe_gpu import accelerators
 
-    accels = _safe(notes, "accelerators",
-                   lambda: accelerators(root, system=system, arch=cpu.arch), [])
+    accels = _safe(notes, "accelerators", lambda: accelerators(root, system=system, arch=cpu.arch), [])
     disk_path, disk_free = _safe(notes, "disk", lambda: _disk(cache_dir), (None, None))
     battery = _safe(notes, "battery", lambda: _on_battery(root, system), None)
     return Hardware(
-        os=system, os_version=os_version, python=_python_version(),
-        memory=memory, cpu=cpu, gpus=tuple(gpus), accelerators=tuple(accels),
-        disk_free=disk_free, disk_path=disk_path, on_battery=battery, notes=tuple(notes),
+        os=system,
+        os_version=os_version,
+        python=_python_version(),
+        memory=memory,
+        cpu=cpu,
+        gpus=tuple(gpus),
+        accelerators=tuple(accels),
+        disk_free=disk_free,
+        disk_path=disk_path,
+        on_battery=battery,
+        notes=tuple(notes),
     )
 
 
@@ -133,19 +141,18 @@ def _os_version(system: str, release: str) -> str | None:
 
 def _python_version() -> str:
     v = sys.version_info
-    return f"{v.major}.{v.minor}.{v.micro}" + ("" if v.releaselevel == "final"
-                                              else f"{v.releaselevel[0]}{v.serial}")
+    return f"{v.major}.{v.minor}.{v.micro}" + ("" if v.releaselevel == "final" else f"{v.releaselevel[0]}{v.serial}")
 
 
-def _linux(root: Path, machine: str, notes: list[str], *, live: bool
-           ) -> tuple[MemoryInfo, CPUInfo]:
+def _linux(root: Path, machine: str, notes: list[str], *, live: bool) -> tuple[MemoryInfo, CPUInfo]:
     from . import probe_linux as pl
 
     # each reader on its own: one failing leaves the others' facts standing
     ram, n = _safe(notes, "memory", lambda: pl.read_memory(root), ({}, []))
     notes += n
-    info, n = _safe(notes, "cpu", lambda: pl.read_cpu(root, machine=machine),
-                    ({"arch": pl.normalize_arch(machine)}, []))
+    info, n = _safe(
+        notes, "cpu", lambda: pl.read_cpu(root, machine=machine), ({"arch": pl.normalize_arch(machine)}, [])
+    )
     notes += n
     cg, n = _safe(notes, "cgroup", lambda: pl.read_cgroup(root), (pl.CgroupFacts(), []))
     notes += n
@@ -156,13 +163,25 @@ def _linux(root: Path, machine: str, notes: list[str], *, live: bool
         brand, vendor, flags = _py_cpuinfo(notes)
         info.update(brand=brand, vendor=vendor, flags=flags)
     logical = info.get("logical") or (os.cpu_count() if live else None)
-    cpu = CPUInfo(arch=info["arch"], vendor=info.get("vendor"), brand=info.get("brand"),
-                  physical_cores=info.get("physical"), logical_cores=logical,
-                  quota_cores=cg.cpu_quota, affinity_cores=affinity, flags=info.get("flags", ()))
-    memory = MemoryInfo(total=ram.get("MemTotal"), available=ram.get("MemAvailable"),
-                        swap_total=ram.get("SwapTotal"), swap_free=ram.get("SwapFree"),
-                        cgroup_version=cg.version, cgroup_limit=cg.memory_limit,
-                        cgroup_usage=cg.memory_usage)
+    cpu = CPUInfo(
+        arch=info["arch"],
+        vendor=info.get("vendor"),
+        brand=info.get("brand"),
+        physical_cores=info.get("physical"),
+        logical_cores=logical,
+        quota_cores=cg.cpu_quota,
+        affinity_cores=affinity,
+        flags=info.get("flags", ()),
+    )
+    memory = MemoryInfo(
+        total=ram.get("MemTotal"),
+        available=ram.get("MemAvailable"),
+        swap_total=ram.get("SwapTotal"),
+        swap_free=ram.get("SwapFree"),
+        cgroup_version=cg.version,
+        cgroup_limit=cg.memory_limit,
+        cgroup_usage=cg.memory_usage,
+    )
     return memory, cpu
 
 
@@ -179,27 +198,39 @@ def _macos(notes: list[str]):
         available = int(psutil.virtual_memory().available)
     except Exception as exc:
         notes.append(f"memory: available RAM unknown (psutil: {exc})")
-    cpu = CPUInfo(arch=info["arch"], vendor=info["vendor"], brand=info["brand"],
-                  physical_cores=info["physical"], logical_cores=info["logical"],
-                  flags=info["flags"])
-    memory = MemoryInfo(total=mem.get("total"), available=available,
-                        swap_total=mem.get("swap_total"), swap_free=mem.get("swap_free"))
+    cpu = CPUInfo(
+        arch=info["arch"],
+        vendor=info["vendor"],
+        brand=info["brand"],
+        physical_cores=info["physical"],
+        logical_cores=info["logical"],
+        flags=info["flags"],
+    )
+    memory = MemoryInfo(
+        total=mem.get("total"), available=available, swap_total=mem.get("swap_total"), swap_free=mem.get("swap_free")
+    )
     return memory, cpu
 
 
 def _other(machine: str, notes: list[str]):
     """Windows and the rest: psutil for memory, py-cpuinfo (slow: a subprocess) for flags."""
-    from .probe_linux import normalize_arch
-
     import psutil
 
+    from .probe_linux import normalize_arch
+
     vm, sw = psutil.virtual_memory(), psutil.swap_memory()
-    memory = MemoryInfo(total=int(vm.total), available=int(vm.available),
-                        swap_total=int(sw.total), swap_free=int(sw.free))
+    memory = MemoryInfo(
+        total=int(vm.total), available=int(vm.available), swap_total=int(sw.total), swap_free=int(sw.free)
+    )
     brand, vendor, flags = _py_cpuinfo(notes)
-    cpu = CPUInfo(arch=normalize_arch(machine), vendor=vendor, brand=brand,
-                  physical_cores=psutil.cpu_count(logical=False),
-                  logical_cores=psutil.cpu_count(logical=True), flags=flags)
+    cpu = CPUInfo(
+        arch=normalize_arch(machine),
+        vendor=vendor,
+        brand=brand,
+        physical_cores=psutil.cpu_count(logical=False),
+        logical_cores=psutil.cpu_count(logical=True),
+        flags=flags,
+    )
     return memory, cpu
 
 
@@ -221,8 +252,7 @@ def _py_cpuinfo(notes: list[str]) -> tuple[str | None, str | None, tuple[str, ..
     return info.get("brand_raw"), info.get("vendor_id_raw"), tuple(sorted(found))
 
 
-def _gpus(root: Path, system: str, cpu: CPUInfo, memory: MemoryInfo,
-          notes: list[str]) -> list[GPUInfo]:
+def _gpus(root: Path, system: str, cpu: CPUInfo, memory: MemoryInfo, notes: list[str]) -> list[GPUInfo]:
     from . import probe_gpu
 
     gpus: list[GPUInfo] = []
@@ -236,8 +266,7 @@ def _gpus(root: Path, system: str, cpu: CPUInfo, memory: MemoryInfo,
         notes += n
     if system == "linux":
         if not gpus:
-            found, n = probe_gpu.jetson_gpu(root, ram_total=memory.total,
-                                            ram_available=memory.usable)
+            found, n = probe_gpu.jetson_gpu(root, ram_total=memory.total, ram_available=memory.usable)
             gpus += found
             notes += n
         found, n = probe_gpu.sysfs_gpus(root, first_index=len(gpus))
@@ -283,8 +312,7 @@ def probe_runtimes() -> tuple[tuple[RuntimeInfo, ...], tuple[str, ...]]:
     """Installed runtimes, llama.cpp GPU offload support and ONNX Runtime providers."""
     notes: list[str] = []
     llama = _safe(notes, "runtime llama.cpp", lambda: _llama_cpp(notes), RuntimeInfo("llama.cpp"))
-    ort = _safe(notes, "runtime onnxruntime", lambda: _onnxruntime(notes),
-                RuntimeInfo("onnxruntime"))
+    ort = _safe(notes, "runtime onnxruntime", lambda: _onnxruntime(notes), RuntimeInfo("onnxruntime"))
     return (llama, ort), tuple(notes)
 
 
@@ -317,16 +345,18 @@ def _llama_cpp(notes: list[str]) -> RuntimeInfo:
     try:
         from .repack import features_from_system_info
 
-        features = tuple(sorted(features_from_system_info(
-            llama_cpp.llama_print_system_info().decode("utf-8", errors="replace"))))
+        features = tuple(
+            sorted(features_from_system_info(llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")))
+        )
     except Exception as exc:  # noqa: BLE001 - a probe never raises
         notes.append(f"runtime llama.cpp: build features unknown ({exc})")
     return RuntimeInfo("llama.cpp", installed=True, version=version, gpu_offload=offload, cpu_features=features)
 
 
 def _onnxruntime(notes: list[str]) -> RuntimeInfo:
-    version = _dist_version("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml",
-                            "onnxruntime-openvino", "onnxruntime-qnn")
+    version = _dist_version(
+        "onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-qnn"
+    )
     try:
         import onnxruntime
     except Exception as exc:
@@ -338,9 +368,9 @@ def _onnxruntime(notes: list[str]) -> RuntimeInfo:
         providers = tuple(onnxruntime.get_available_providers())
     except Exception as exc:
         notes.append(f"runtime onnxruntime: execution providers unknown ({exc})")
-    return RuntimeInfo("onnxruntime", installed=True,
-                       version=version or getattr(onnxruntime, "__version__", None),
-                       providers=providers)
+    return RuntimeInfo(
+        "onnxruntime", installed=True, version=version or getattr(onnxruntime, "__version__", None), providers=providers
+    )
 
 
 # -- profiles --------------------------------------------------------------------
@@ -366,8 +396,7 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> Hardware:
     from .resources import profiles_dir
 
     text = os.fspath(name_or_path)
-    looks_like_path = (isinstance(name_or_path, os.PathLike) or text.endswith(".toml")
-                       or os.sep in text or "/" in text)
+    looks_like_path = isinstance(name_or_path, os.PathLike) or text.endswith(".toml") or os.sep in text or "/" in text
     path = Path(text) if looks_like_path else profiles_dir() / f"{text}.toml"
     if not path.is_file():
         names = ", ".join(list_profiles()) or "(none)"
@@ -375,11 +404,14 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> Hardware:
         raise ProfileNotFoundError(
             f"hardware profile {what} not found. Available profiles: {names}. "
             "Pass one of these names or a path to a .toml file (`localllm probe --save FILE` "
-            "writes one).")
+            "writes one)."
+        )
     try:
         return Hardware.from_toml(path)
     except LocalLLMError:
         raise
     except Exception as exc:
-        raise LocalLLMError(f"hardware profile {str(path)!r} is not valid: {exc}. "
-                            "Compare it with a file from `localllm probe --save FILE`.") from exc
+        raise LocalLLMError(
+            f"hardware profile {str(path)!r} is not valid: {exc}. "
+            "Compare it with a file from `localllm probe --save FILE`."
+        ) from exc

@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .chat_template import chat_formatter, split_turns
 from .errors import (
@@ -75,7 +76,7 @@ class _AnyEvent:
     """Set when any of the given events is set (this generation's cancel, a caller's stop_event),
     or once the model is closing."""
 
-    def __init__(self, model: "Model", *events: Any) -> None:
+    def __init__(self, model: Model, *events: Any) -> None:
         self._model = model
         self._events = [e for e in events if e is not None]
 
@@ -86,8 +87,15 @@ class _AnyEvent:
 class Model:
     """A loaded model. Build it with `localllm.load()`."""
 
-    def __init__(self, engine: "Engine", *, name: str, path: str | os.PathLike[str],
-                 placement: Placement, plan: object | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        name: str,
+        path: str | os.PathLike[str],
+        placement: Placement,
+        plan: object | None = None,
+    ) -> None:
         self._engine = engine
         self._lock = threading.Lock()  # a Lock, not an RLock: a generator may be closed from another thread
         # each generation has its own cancel event, so one waiting for the lock cannot undo a
@@ -96,24 +104,35 @@ class Model:
         self._closing = False
         self._closed = False
         self._load_recorded = False  # the first generation's measured memory is kept once
-        self._hardware: "Hardware | None" = None
+        self._hardware: Hardware | None = None
         metadata = engine.metadata()
-        self._formatter = chat_formatter(engine.chat_template, bos_token=engine.bos_token,
-                                         eos_token=engine.eos_token, has_token=engine.has_token,
-                                         architecture=str(metadata.get("architecture") or ""))
+        self._formatter = chat_formatter(
+            engine.chat_template,
+            bos_token=engine.bos_token,
+            eos_token=engine.eos_token,
+            has_token=engine.has_token,
+            architecture=str(metadata.get("architecture") or ""),
+        )
         if self._formatter.source != "gguf":  # once per load: chats will not look like the model's own
             log.warning("%s: %s (%s)", name, self._formatter.reason, self._formatter.source)
         # a fallback format's end-of-turn strings that are single control tokens (ChatML's
         # <|im_end|> in a model without a template): control tokens have no text, so a stop
         # string would never see them
         self._turn_end_tokens = frozenset(
-            engine.tokenize(s, add_bos=False, special=True)[0] for s in self._formatter.stop if engine.has_token(s))
+            engine.tokenize(s, add_bos=False, special=True)[0] for s in self._formatter.stop if engine.has_token(s)
+        )
         self.plan = plan
         self.info = ModelInfo(
-            name=name, path=os.fspath(path), runtime=engine.runtime, placement=placement,
-            n_ctx=engine.n_ctx, template_source=self._formatter.source,
-            template_note=self._formatter.reason, load_seconds=engine.load_seconds,
-            metadata=metadata)
+            name=name,
+            path=os.fspath(path),
+            runtime=engine.runtime,
+            placement=placement,
+            n_ctx=engine.n_ctx,
+            template_source=self._formatter.source,
+            template_note=self._formatter.reason,
+            load_seconds=engine.load_seconds,
+            metadata=metadata,
+        )
 
     # --- text in, text out -----------------------------------------------------------
     def generate(self, prompt: str, *, stop_event: threading.Event | None = None, **options: Any) -> Completion:
@@ -135,8 +154,7 @@ class Model:
         """
         return join(self.stream(prompt, stop_event=stop_event, **options))
 
-    def stream(self, prompt: str, *, stop_event: threading.Event | None = None,
-               **options: Any) -> Iterator[Chunk]:
+    def stream(self, prompt: str, *, stop_event: threading.Event | None = None, **options: Any) -> Iterator[Chunk]:
         """Complete `prompt`, yielding Chunks as they come; the last has finish_reason and timings.
 
         Options are checked and the prompt measured now; generation starts (and waits for
@@ -145,13 +163,23 @@ class Model:
         opts = SamplingOptions.from_kwargs(**options)
         check_text(prompt, hint="; use chat() for messages" if isinstance(prompt, (list, tuple)) else "")
         if not prompt:
-            raise InvalidOptionError("prompt is empty (''); give at least one character of text",
-                                     option="prompt", value=prompt, allowed="a non-empty str")
+            raise InvalidOptionError(
+                "prompt is empty (''); give at least one character of text",
+                option="prompt",
+                value=prompt,
+                allowed="a non-empty str",
+            )
         tokens = self._tokenize_prompt(prompt)
         return self._run(tokens, opts, stop_event)
 
-    def chat(self, messages: Sequence[Message], *, overflow: str = "error",
-             stop_event: threading.Event | None = None, **options: Any) -> Completion:
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        overflow: str = "error",
+        stop_event: threading.Event | None = None,
+        **options: Any,
+    ) -> Completion:
         """Reply to a conversation (list of {"role", "content"} dicts) with the model's chat template.
 
         Args:
@@ -173,13 +201,20 @@ class Model:
         """
         return join(self.chat_stream(messages, overflow=overflow, stop_event=stop_event, **options))
 
-    def chat_stream(self, messages: Sequence[Message], *, overflow: str = "error",
-                    stop_event: threading.Event | None = None, **options: Any) -> Iterator[Chunk]:
+    def chat_stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        overflow: str = "error",
+        stop_event: threading.Event | None = None,
+        **options: Any,
+    ) -> Iterator[Chunk]:
         """Like `chat`, yielding Chunks; the last carries `dropped_messages`."""
         if overflow not in OVERFLOW_MODES:
             allowed = "one of " + ", ".join(map(repr, OVERFLOW_MODES))
-            raise InvalidOptionError(f"overflow must be {allowed}, got {overflow!r}", option="overflow",
-                                     value=overflow, allowed=allowed)
+            raise InvalidOptionError(
+                f"overflow must be {allowed}, got {overflow!r}", option="overflow", value=overflow, allowed=allowed
+            )
         opts = SamplingOptions.from_kwargs(**options)
         if self._formatter.stop:  # a fallback format needs its own stop strings
             opts = SamplingOptions.from_kwargs(opts, stop=tuple(dict.fromkeys((*opts.stop, *self._formatter.stop))))
@@ -230,7 +265,8 @@ class Model:
         if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
             raise GenerationError(
                 f"model {self.info.name!r} could not close: a stream still holds it after "
-                f"{_CLOSE_WAIT_S:.0f} s; close or finish that stream first")
+                f"{_CLOSE_WAIT_S:.0f} s; close or finish that stream first"
+            )
         try:
             if not self._closed:
                 self._closed = True
@@ -242,7 +278,7 @@ class Model:
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "Model":
+    def __enter__(self) -> Model:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -264,8 +300,7 @@ class Model:
         add_bos = not (bos and prompt.startswith(bos))
         return self._engine.tokenize(prompt, add_bos=add_bos, special=True)
 
-    def _fit_chat(self, messages: Sequence[Message], opts: SamplingOptions, *,
-                  truncate: bool) -> tuple[list[int], int]:
+    def _fit_chat(self, messages: Sequence[Message], opts: SamplingOptions, *, truncate: bool) -> tuple[list[int], int]:
         """The prompt tokens of messages and how many messages were dropped to fit the window."""
         tokens = self._tokenize_prompt(self.render_chat(messages))
         n_ctx = self._engine.n_ctx
@@ -298,35 +333,55 @@ class Model:
                 f"{kept} alone {'are' if head else 'is'} {len(tokens)} tokens, but the context window of "
                 f"{self.info.name} is {n_ctx} tokens (max_tokens {opts.max_tokens}); shorten "
                 f"{'them' if head else 'it'}, or {_LARGER_CONTEXT}",
-                n_prompt=len(tokens), n_ctx=n_ctx, max_tokens=opts.max_tokens)
+                n_prompt=len(tokens),
+                n_ctx=n_ctx,
+                max_tokens=opts.max_tokens,
+            )
         # too little room for a whole reply, but room: it runs until the window is full
         return tokens, sum(len(turn) for turn in turns[:n_drop])
 
-    def _run(self, tokens: list[int], opts: SamplingOptions, stop_event: Any,
-             stop_tokens: frozenset[int] = frozenset(), *, chat: bool = False, dropped: int = 0) -> Iterator[Chunk]:
+    def _run(
+        self,
+        tokens: list[int],
+        opts: SamplingOptions,
+        stop_event: Any,
+        stop_tokens: frozenset[int] = frozenset(),
+        *,
+        chat: bool = False,
+        dropped: int = 0,
+    ) -> Iterator[Chunk]:
         n_ctx = self._engine.n_ctx
         if len(tokens) >= n_ctx:
-            what, fix = ("conversation", "pass overflow='truncate' to drop the oldest turns, shorten it") if chat \
+            what, fix = (
+                ("conversation", "pass overflow='truncate' to drop the oldest turns, shorten it")
+                if chat
                 else ("prompt", "shorten the prompt")
+            )
             raise ContextOverflowError(
                 f"the {what} is {len(tokens)} tokens but the context window of {self.info.name} is "
                 f"{n_ctx} tokens (max_tokens {opts.max_tokens}); {fix}, or {_LARGER_CONTEXT}",
-                n_prompt=len(tokens), n_ctx=n_ctx, max_tokens=opts.max_tokens)
+                n_prompt=len(tokens),
+                n_ctx=n_ctx,
+                max_tokens=opts.max_tokens,
+            )
         return self._locked(tokens, opts, stop_event, stop_tokens, dropped)
 
-    def _locked(self, tokens: list[int], opts: SamplingOptions, stop_event: Any,
-                stop_tokens: frozenset[int], dropped: int = 0) -> Iterator[Chunk]:
+    def _locked(
+        self, tokens: list[int], opts: SamplingOptions, stop_event: Any, stop_tokens: frozenset[int], dropped: int = 0
+    ) -> Iterator[Chunk]:
         with self._lock:  # held until the stream ends, is closed, or is collected
             if self._closing:
-                raise GenerationError(f"model {self.info.name!r} was closed while this generation waited for it; "
-                                      "load it again")
+                raise GenerationError(
+                    f"model {self.info.name!r} was closed while this generation waited for it; load it again"
+                )
             self._require_open()
             cancel = self._running_cancel = threading.Event()
             try:
                 # the cache keeps the prefix this prompt shares with the last one (after a cut,
                 # the system message): run() evaluates only what differs
-                for chunk in run(self._engine, tokens, opts, _AnyEvent(self, cancel, stop_event),
-                                 stop_tokens=stop_tokens):
+                for chunk in run(
+                    self._engine, tokens, opts, _AnyEvent(self, cancel, stop_event), stop_tokens=stop_tokens
+                ):
                     yield replace(chunk, dropped_messages=dropped) if chunk.finish_reason and dropped else chunk
             finally:
                 self._running_cancel = None
@@ -352,11 +407,21 @@ class Model:
             hw = self._hardware if self._hardware is not None else probe()
             if hw.name is not None:  # a profile describes another machine: nothing measured here is its
                 return
-            save_load(hw, LoadRecord(
-                path=os.path.abspath(path), file_size=st.st_size, mtime_ns=st.st_mtime_ns, n_ctx=self.info.n_ctx,
-                n_gpu_layers=p.n_gpu_layers, kv_type=p.kv_type, flash_attn=p.flash_attn,
-                extra_buffers=bool(getattr(self._engine, "extra_buffers", False)), resident_bytes=int(growth),
-                date=datetime.now().isoformat(timespec="seconds")))
+            save_load(
+                hw,
+                LoadRecord(
+                    path=os.path.abspath(path),
+                    file_size=st.st_size,
+                    mtime_ns=st.st_mtime_ns,
+                    n_ctx=self.info.n_ctx,
+                    n_gpu_layers=p.n_gpu_layers,
+                    kv_type=p.kv_type,
+                    flash_attn=p.flash_attn,
+                    extra_buffers=bool(getattr(self._engine, "extra_buffers", False)),
+                    resident_bytes=int(growth),
+                    date=datetime.now().isoformat(timespec="seconds"),
+                ),
+            )
         except OSError as exc:
             log.warning("could not keep this load's measured memory (%s)", exc)
 
@@ -364,9 +429,17 @@ class Model:
 # --- load ----------------------------------------------------------------------------
 # What MODEL means (a path or a catalog name) and its plan come from resolve.py, shared
 # with every command.
-def load(model: str | os.PathLike[str] = "auto", *, context: int | None = None, runtime: str | None = None,
-         offline: bool | None = None, progress: Callable[..., Any] | None = None,
-         force: bool = False, hardware: "Hardware | None" = None, threads: int | None = None) -> Model:
+def load(
+    model: str | os.PathLike[str] = "auto",
+    *,
+    context: int | None = None,
+    runtime: str | None = None,
+    offline: bool | None = None,
+    progress: Callable[..., Any] | None = None,
+    force: bool = False,
+    hardware: Hardware | None = None,
+    threads: int | None = None,
+) -> Model:
     """Load a model: "auto", a catalog name (optionally "name:quant"), a .gguf file or an ONNX folder.
 
     Args:
@@ -422,16 +495,19 @@ def load(model: str | os.PathLike[str] = "auto", *, context: int | None = None, 
 
 
 # --- starter fallback: "auto" with nothing to run offline --------------------------------
-def _load_starter(wanted: Any, exc: Exception, *, context: int | None, hardware: "Hardware | None",
-                  threads: int | None = None) -> Model:
+def _load_starter(
+    wanted: Any, exc: Exception, *, context: int | None, hardware: Hardware | None, threads: int | None = None
+) -> Model:
     """The starter model shipped in the package, when the model "auto" chose is not on disk and
     cannot be downloaded; `info.note` (also logged) says so and names the model to get."""
     from .starter import starter_gguf
 
     name = wanted.variant.name
-    note = (f"{name} is the model for this machine, but it is not on disk and cannot be downloaded now "
-            f"({str(exc).rstrip('.')}). Using the built-in starter model instead: it knows small sums, a little small talk "
-            f"and localllm itself. With network access, get the real one: localllm pull {name}")
+    note = (
+        f"{name} is the model for this machine, but it is not on disk and cannot be downloaded now "
+        f"({str(exc).rstrip('.')}). Using the built-in starter model instead: it knows small sums, a little small talk "
+        f"and localllm itself. With network access, get the real one: localllm pull {name}"
+    )
     log.warning("%s", note)
     del context  # the caller's context was meant for the other model; the starter uses its own
     model = load(starter_gguf(), hardware=hardware, threads=threads)
@@ -446,7 +522,10 @@ def _refuse_unfit(plan: Any, force: bool) -> None:
         f"{plan.variant.name} is predicted not to fit in this machine's memory "
         f"(needs {plan.needed / 2**30:.2f} GiB, {_gib(plan.available)} available); pass force=True "
         f"to try anyway, or choose a smaller model or context.\n{plan.explain()}",
-        needed=plan.needed, available=plan.available, plan=plan)
+        needed=plan.needed,
+        available=plan.available,
+        plan=plan,
+    )
 
 
 def _gib(n: int | None) -> str:

@@ -160,9 +160,11 @@ class Plan:
         avail = f" of {_gb(self.available)} available" if self.available is not None else ""
         lines.append(f"  {verdict}: needs {_gb(self.needed)}{avail}")
         split = f", tensor_split {list(p.tensor_split)}" if p.tensor_split else ""
-        lines.append(f"  placement: n_gpu_layers={p.n_gpu_layers}, n_ctx={p.n_ctx}, threads={p.n_threads}, "
-                     f"batch={p.n_batch}/{p.n_ubatch}, kv={p.kv_type}, flash_attn={'on' if p.flash_attn else 'off'}"
-                     f"{split}")
+        lines.append(
+            f"  placement: n_gpu_layers={p.n_gpu_layers}, n_ctx={p.n_ctx}, threads={p.n_threads}, "
+            f"batch={p.n_batch}/{p.n_ubatch}, kv={p.kv_type}, flash_attn={'on' if p.flash_attn else 'off'}"
+            f"{split}"
+        )
         lines.append("  memory:")
         budgets = {b.device: b for b in self.budgets}
         for d in self.memory.devices:
@@ -174,8 +176,10 @@ class Plan:
             repacked = f" + repacked {_gb(d.repacked)}" if d.repacked else ""
             if d.measured:
                 repacked += f" {'+' if d.measured > 0 else '-'} measured {_gb(abs(d.measured))}"
-            lines.append(f"    {d.device:5} weights {_gb(d.weights)}{repacked} + KV {_gb(d.kv_cache)} + compute "
-                         f"{_gb(d.compute)} + runtime {_gb(d.overhead)} = {_gb(d.total)}{layers}{of}")
+            lines.append(
+                f"    {d.device:5} weights {_gb(d.weights)}{repacked} + KV {_gb(d.kv_cache)} + compute "
+                f"{_gb(d.compute)} + runtime {_gb(d.overhead)} = {_gb(d.total)}{layers}{of}"
+            )
         if "pool" in budgets:
             b = budgets["pool"]
             lines.append(f"    pool  {_gb(self.needed)} of {_gb(b.available)} ({b.basis})")
@@ -199,20 +203,39 @@ class Plan:
         """Plain data for --json."""
         v = self.variant
         return {
-            "variant": v.name, "family": v.family.name, "quant": v.quant, "format": v.format,
-            "repo": v.repo, "filename": v.filename, "path": v.path, "size": v.size,
-            "size_estimated": v.size_estimated, "quality": round(v.quality, 3),
-            "fits": self.fits, "where": self.where, "workload": self.workload,
+            "variant": v.name,
+            "family": v.family.name,
+            "quant": v.quant,
+            "format": v.format,
+            "repo": v.repo,
+            "filename": v.filename,
+            "path": v.path,
+            "size": v.size,
+            "size_estimated": v.size_estimated,
+            "quality": round(v.quality, 3),
+            "fits": self.fits,
+            "where": self.where,
+            "workload": self.workload,
             "hardware": self.hardware_name,
             "placement": {k: (list(x) if isinstance(x, tuple) else x) for k, x in asdict(self.placement).items()},
-            "memory": {d.device: {"weights": d.weights, "repacked": d.repacked, "measured": d.measured,
-                                  "kv_cache": d.kv_cache,
-                                  "compute": d.compute,
-                                  "overhead": d.overhead, "total": d.total, "n_layers": d.n_layers}
-                       for d in self.memory.devices},
+            "memory": {
+                d.device: {
+                    "weights": d.weights,
+                    "repacked": d.repacked,
+                    "measured": d.measured,
+                    "kv_cache": d.kv_cache,
+                    "compute": d.compute,
+                    "overhead": d.overhead,
+                    "total": d.total,
+                    "n_layers": d.n_layers,
+                }
+                for d in self.memory.devices
+            },
             "budgets": {b.device: {"available": b.available, "basis": b.basis} for b in self.budgets},
-            "needed": self.needed, "available": self.available,
-            "tokens_per_s": self.tokens_per_s, "tokens_per_s_basis": self.tokens_per_s_basis,
+            "needed": self.needed,
+            "available": self.available,
+            "tokens_per_s": self.tokens_per_s,
+            "tokens_per_s_basis": self.tokens_per_s_basis,
             "reasons": list(self.reasons),
             "rejected": [asdict(r) for r in self.rejected],
             "warnings": list(self.warnings),
@@ -220,6 +243,7 @@ class Plan:
 
 
 # -- the request and the machine, as the search sees them ---------------------------------------
+
 
 @dataclass(frozen=True)
 class _Machine:
@@ -232,7 +256,7 @@ class _Machine:
     unified: bool
     threads: int  # decode threads
     notes: tuple[str, ...] = ()
-    calibration: "Calibration | None" = None  # measured figures for this machine
+    calibration: Calibration | None = None  # measured figures for this machine
     threads_explicit: bool = False  # the caller fixed the thread count
     provider: str | None = None  # ONNX Runtime execution provider (runtime onnxruntime)
     provider_why: str = ""
@@ -243,14 +267,18 @@ class _Machine:
     repack: frozenset[str] = frozenset()  # empty: extra buffers off (env or a failed AMX trial)
     amx_usable: bool = True
     repack_basis: str = ""
-    loads: tuple["LoadRecord", ...] = ()  # measured loads of the local file being planned
+    loads: tuple[LoadRecord, ...] = ()  # measured loads of the local file being planned
 
     def budgets(self, *, with_gpus: bool) -> tuple[DeviceBudget, ...]:
-        out = [DeviceBudget("cpu" if not self.unified else "pool", self.ram if self.ram is not None else -1,
-                            self.ram_basis)]
+        out = [
+            DeviceBudget(
+                "cpu" if not self.unified else "pool", self.ram if self.ram is not None else -1, self.ram_basis
+            )
+        ]
         if with_gpus:
-            out += [DeviceBudget(f"gpu{i}", b, basis)
-                    for i, (b, basis) in enumerate(zip(self.gpu_budgets, self.gpu_bases))]
+            out += [
+                DeviceBudget(f"gpu{i}", b, basis) for i, (b, basis) in enumerate(zip(self.gpu_budgets, self.gpu_bases))
+            ]
         return tuple(out)
 
 
@@ -284,14 +312,24 @@ class _Candidate:
         return self.tier is not None
 
     def key(self, workload: str, *, prefer_fast: bool = True) -> tuple:
-        fast = (not prefer_fast or workload != "interactive" or self.tokens_per_s is None
-                or self.tokens_per_s >= INTERACTIVE_MIN_TOKENS_PER_S)
-        return (-(self.tier if self.tier is not None else 99), fast, not self.demoted,
-                round(self.variant.quality, 1), -self.variant.size)
+        fast = (
+            not prefer_fast
+            or workload != "interactive"
+            or self.tokens_per_s is None
+            or self.tokens_per_s >= INTERACTIVE_MIN_TOKENS_PER_S
+        )
+        return (
+            -(self.tier if self.tier is not None else 99),
+            fast,
+            not self.demoted,
+            round(self.variant.quality, 1),
+            -self.variant.size,
+        )
 
 
-def _machine(hw: Hardware, *, runtime: str, headroom: int, calibration: "Calibration | None" = None,
-             threads: int | None = None) -> _Machine:
+def _machine(
+    hw: Hardware, *, runtime: str, headroom: int, calibration: Calibration | None = None, threads: int | None = None
+) -> _Machine:
     mem = hw.memory
     notes: list[str] = []
     usable = mem.usable if mem.usable is not None else mem.limit
@@ -300,8 +338,11 @@ def _machine(hw: Hardware, *, runtime: str, headroom: int, calibration: "Calibra
         notes.append("could not learn how much memory is free; the plan assumes it is enough")
     else:
         ram = max(0, int(usable * RAM_FRACTION) - headroom)
-        src = "cgroup headroom" if (mem.cgroup_headroom is not None and mem.cgroup_headroom == usable) else \
-            ("available RAM" if mem.usable is not None else "RAM limit")
+        src = (
+            "cgroup headroom"
+            if (mem.cgroup_headroom is not None and mem.cgroup_headroom == usable)
+            else ("available RAM" if mem.usable is not None else "RAM limit")
+        )
         basis = f"{RAM_FRACTION:.0%} of {_gb(usable)} {src}"
         if mem.cgroup_limit is not None:
             basis += f", cgroup limit {_gb(mem.cgroup_limit)}"
@@ -331,14 +372,29 @@ def _machine(hw: Hardware, *, runtime: str, headroom: int, calibration: "Calibra
     else:
         decode = batch = _threads(hw)
         t_basis = _threads_basis(hw)
-    return _Machine(hw=hw, ram=ram, ram_basis=basis, gpus=tuple(gpus), gpu_budgets=tuple(budgets),
-                    gpu_bases=tuple(bases), unified=unified, threads=decode, notes=tuple(notes),
-                    calibration=calibration, threads_explicit=threads is not None, batch_threads=batch,
-                    threads_basis=t_basis, provider=provider, provider_why=provider_why, repack=repack,
-                    amx_usable=amx_usable, repack_basis=repack_basis)
+    return _Machine(
+        hw=hw,
+        ram=ram,
+        ram_basis=basis,
+        gpus=tuple(gpus),
+        gpu_budgets=tuple(budgets),
+        gpu_bases=tuple(bases),
+        unified=unified,
+        threads=decode,
+        notes=tuple(notes),
+        calibration=calibration,
+        threads_explicit=threads is not None,
+        batch_threads=batch,
+        threads_basis=t_basis,
+        provider=provider,
+        provider_why=provider_why,
+        repack=repack,
+        amx_usable=amx_usable,
+        repack_basis=repack_basis,
+    )
 
 
-def _repack(hw: Hardware, calibration: "Calibration | None") -> tuple[frozenset[str], bool, str]:
+def _repack(hw: Hardware, calibration: Calibration | None) -> tuple[frozenset[str], bool, str]:
     """(CPU backend features that make ggml repack weights, AMX usable, the basis in words).
 
     From the installed llama.cpp build's own feature list when the probe read it, else from
@@ -363,8 +419,14 @@ def _repack(hw: Hardware, calibration: "Calibration | None") -> tuple[frozenset[
     types, _, amx = repack_rule(feats, amx_usable=amx_usable)
     if not types and not amx:  # extra buffers stay on (a load record says so), nothing to repack
         return feats, amx_usable, f"no weight repacking on {src}"
-    return feats, amx_usable, (f"ggml repacks {', '.join(sorted(types | amx))} weights on {src}: "
-                               "the copy is resident beside the mapped file")
+    return (
+        feats,
+        amx_usable,
+        (
+            f"ggml repacks {', '.join(sorted(types | amx))} weights on {src}: "
+            "the copy is resident beside the mapped file"
+        ),
+    )
 
 
 def _gpu_memory(g: GPUInfo, hw: Hardware) -> int | None:
@@ -394,6 +456,7 @@ def _threads(hw: Hardware) -> int:
 
 # -- one variant ----------------------------------------------------------------------------------
 
+
 def _contexts(family: Family, req: _Request) -> list[int]:
     """Context sizes to try, largest first: the target, halved down to the floor.
 
@@ -420,8 +483,12 @@ def _check(est: MemoryEstimate, m: _Machine) -> tuple[bool, str, int, int | None
     for d in gpu_devs:
         i = int(d.device[3:])
         if d.total > m.gpu_budgets[i]:
-            return False, (f"needs {_gb(d.total)} on {d.device} ({m.gpus[i].name}), "
-                           f"{_gb(m.gpu_budgets[i])} usable there"), d.total, m.gpu_budgets[i]
+            return (
+                False,
+                (f"needs {_gb(d.total)} on {d.device} ({m.gpus[i].name}), {_gb(m.gpu_budgets[i])} usable there"),
+                d.total,
+                m.gpu_budgets[i],
+            )
     if m.unified and gpu_devs:
         need = est.total
         if m.ram is not None and need > m.ram:
@@ -461,31 +528,44 @@ def _assess(v: Variant, m: _Machine, req: _Request) -> _Candidate:
     first_fail = None
     if m.gpus and v.format == "gguf":
         for i, ctx in enumerate(ctxs):
-            est = estimate(v, n_ctx=ctx, n_gpu_layers=L + 1, kv_type=kv, flash_attn=fa_gpu,
-                           gpu_shares=shares, gpu_backend=backend)
+            est = estimate(
+                v, n_ctx=ctx, n_gpu_layers=L + 1, kv_type=kv, flash_attn=fa_gpu, gpu_shares=shares, gpu_backend=backend
+            )
             ok, why, need, avail = _check(est, m)
             if ok:
-                return cand(_GPU if i == 0 else _GPU_SHRUNK, est, ctx,
-                            "fits fully on the GPU" + ("" if i == 0 else f" with the context shrunk to {ctx}"),
-                            need, avail)
+                return cand(
+                    _GPU if i == 0 else _GPU_SHRUNK,
+                    est,
+                    ctx,
+                    "fits fully on the GPU" + ("" if i == 0 else f" with the context shrunk to {ctx}"),
+                    need,
+                    avail,
+                )
             first_fail = first_fail or (why, need, avail)
         ctx = ctxs[0]
         for ngl in range(L, 0, -1):
-            est = estimate(v, n_ctx=ctx, n_gpu_layers=ngl, kv_type=kv, flash_attn=fa_gpu,
-                           gpu_shares=shares, gpu_backend=backend)
+            est = estimate(
+                v, n_ctx=ctx, n_gpu_layers=ngl, kv_type=kv, flash_attn=fa_gpu, gpu_shares=shares, gpu_backend=backend
+            )
             ok, _, need, avail = _check(est, m)
             if ok:
-                return cand(_PARTIAL, est, ctx, f"{ngl} of {L} layers fit on the GPU ({first_fail[0]} for all)",
-                            need, avail)
+                return cand(
+                    _PARTIAL, est, ctx, f"{ngl} of {L} layers fit on the GPU ({first_fail[0]} for all)", need, avail
+                )
     last = None
     for i, ctx in enumerate(ctxs):
         est = estimate(v, n_ctx=ctx, n_gpu_layers=0, kv_type=kv, flash_attn=fa_cpu)
         ok, why, need, avail = _check(est, m)
         if ok:
             gpu_note = f" ({first_fail[0]} to run on the GPU)" if first_fail else ""
-            return cand(_CPU if i == 0 else _CPU_SHRUNK, est, ctx,
-                        "fits in RAM" + ("" if i == 0 else f" with the context shrunk to {ctx}") + gpu_note,
-                        need, avail)
+            return cand(
+                _CPU if i == 0 else _CPU_SHRUNK,
+                est,
+                ctx,
+                "fits in RAM" + ("" if i == 0 else f" with the context shrunk to {ctx}") + gpu_note,
+                need,
+                avail,
+            )
         last = (est, ctx, why, need, avail)
     est, ctx, why, need, avail = last
     return cand(None, est, ctx, why, need, avail)
@@ -497,19 +577,30 @@ def _measured(est: MemoryEstimate, v: Variant, m: _Machine, rp: dict[str, Any]) 
     r = _load_for(est, v, m)
     if r is None:
         return est
-    then = _estimate(v, n_ctx=r.n_ctx, n_gpu_layers=est.n_gpu_layers, kv_type=r.kv_type, flash_attn=r.flash_attn,
-                     gpu_shares=(1.0,), **rp)
+    then = _estimate(
+        v,
+        n_ctx=r.n_ctx,
+        n_gpu_layers=est.n_gpu_layers,
+        kv_type=r.kv_type,
+        flash_attn=r.flash_attn,
+        gpu_shares=(1.0,),
+        **rp,
+    )
     # the load's growth excludes the interpreter and libraries (HOST_RUNTIME_OVERHEAD)
     correction = r.resident_bytes - (then.host.total - HOST_RUNTIME_OVERHEAD)
     devices = tuple(_replace(d, measured=correction) if d.device == "cpu" else d for d in est.devices)
     return _replace(est, devices=devices)
 
 
-def _load_for(est: MemoryEstimate, v: Variant, m: _Machine) -> "LoadRecord | None":
+def _load_for(est: MemoryEstimate, v: Variant, m: _Machine) -> LoadRecord | None:
     """The newest measured load of the planned file at `est`'s placement (any context)."""
     ngl = -1 if est.n_gpu_layers > v.family.n_layer else est.n_gpu_layers  # the Placement's spelling
-    found = [r for r in m.loads if (r.n_gpu_layers, r.kv_type, r.flash_attn, r.extra_buffers)
-             == (ngl, est.kv_type, est.flash_attn, bool(m.repack))]
+    found = [
+        r
+        for r in m.loads
+        if (r.n_gpu_layers, r.kv_type, r.flash_attn, r.extra_buffers)
+        == (ngl, est.kv_type, est.flash_attn, bool(m.repack))
+    ]
     return max(found, key=lambda r: r.date) if found else None
 
 
@@ -519,17 +610,26 @@ def _speed(v: Variant, est: MemoryEstimate, m: _Machine, threads: int | None = N
     threads = threads or m.threads
     bw = m.calibration.bandwidth if m.calibration is not None else None
     tps, basis = decode_tokens_per_second(
-        v, est, cpu_bandwidth_gbs=m.hw.memory.bandwidth_gbs,
-        gpu_bandwidth_gbs=tuple(g.bandwidth_gbs for g in m.gpus), cpu_threads=threads,
-        cpu_thread_bandwidth_gbs=bw.per_thread_gbs if bw is not None else None)
+        v,
+        est,
+        cpu_bandwidth_gbs=m.hw.memory.bandwidth_gbs,
+        gpu_bandwidth_gbs=tuple(g.bandwidth_gbs for g in m.gpus),
+        cpu_threads=threads,
+        cpu_thread_bandwidth_gbs=bw.per_thread_gbs if bw is not None else None,
+    )
     if bw is not None and m.hw.memory.bandwidth_gbs is not None:
         basis += f"; bandwidth measured here on {bw.date[:10]}"
-    rec = m.calibration.lookup(v.family, v.size, n_threads=threads, n_gpu_layers=_ngl_key(est, v)) \
-        if m.calibration is not None else None
+    rec = (
+        m.calibration.lookup(v.family, v.size, n_threads=threads, n_gpu_layers=_ngl_key(est, v))
+        if m.calibration is not None
+        else None
+    )
     if rec is not None and rec.decode_tps > 0:
         formula = f"; estimated from bandwidth: {tps:.1f}" if tps else ""
-        return rec.decode_tps, (f"measured on this machine on {rec.date[:10]} by localllm bench "
-                                f"({rec.n_threads} threads, n_ctx {rec.n_ctx}){formula}")
+        return rec.decode_tps, (
+            f"measured on this machine on {rec.date[:10]} by localllm bench "
+            f"({rec.n_threads} threads, n_ctx {rec.n_ctx}){formula}"
+        )
     if basis and tps:
         basis = "estimated from bandwidth: " + basis
     return tps, basis
@@ -563,8 +663,11 @@ def _measured_threads(c: _Candidate, m: _Machine) -> tuple[int, float, str] | No
     if default and best.decode_tps < THREAD_SWITCH_MARGIN * max(default):
         return None  # within the noise of one bench round: keep the default
     counts = ", ".join(f"{r.n_threads}: {r.decode_tps:.1f}" for r in sorted(sig_records, key=lambda r: r.n_threads))
-    return best.n_threads, best.decode_tps, (f"measured on this machine on {best.date[:10]} by localllm bench "
-                                             f"(tokens/s by threads: {counts})")
+    return (
+        best.n_threads,
+        best.decode_tps,
+        (f"measured on this machine on {best.date[:10]} by localllm bench (tokens/s by threads: {counts})"),
+    )
 
 
 def _signature(v: Variant) -> str:
@@ -584,17 +687,38 @@ def _placement(c: _Candidate, m: _Machine, req: _Request, runtime: str) -> Place
     if runtime == "onnxruntime":
         provider, kv = c.provider or m.provider or _ONNX_CPU, c.est.kv_type
     return Placement(
-        runtime=runtime, n_ctx=c.n_ctx, n_gpu_layers=-1 if ngl > L else ngl, n_threads=m.threads,
-        n_threads_batch=max(m.threads, m.batch_threads), n_batch=512, n_ubatch=512, flash_attn=c.est.flash_attn,
-        kv_type=kv or req.kv_type, use_mmap=True, main_gpu=0, tensor_split=tensor_split, provider=provider)
+        runtime=runtime,
+        n_ctx=c.n_ctx,
+        n_gpu_layers=-1 if ngl > L else ngl,
+        n_threads=m.threads,
+        n_threads_batch=max(m.threads, m.batch_threads),
+        n_batch=512,
+        n_ubatch=512,
+        flash_attn=c.est.flash_attn,
+        kv_type=kv or req.kv_type,
+        use_mmap=True,
+        main_gpu=0,
+        tensor_split=tensor_split,
+        provider=provider,
+    )
 
 
 # -- the public functions -------------------------------------------------------------------------
 
-def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = None,
-         context: int | None = None, workload: str = "interactive", runtime: str | None = None,
-         kv_type: str | None = None, headroom: int | None = None, catalog: Catalog | None = None,
-         calibration: "Calibration | None" = None, threads: int | None = None) -> Plan:
+
+def plan(
+    model: str | Family | Variant = "auto",
+    *,
+    hardware: Hardware | None = None,
+    context: int | None = None,
+    workload: str = "interactive",
+    runtime: str | None = None,
+    kv_type: str | None = None,
+    headroom: int | None = None,
+    catalog: Catalog | None = None,
+    calibration: Calibration | None = None,
+    threads: int | None = None,
+) -> Plan:
     """Choose what to run and where.
 
     Args:
@@ -625,22 +749,25 @@ def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = 
     found = None if auto else (catalog.find(model) if isinstance(model, str) else model)
     if isinstance(found, Variant):
         if runtime is not None and runtime != _runtime_for(found):
-            raise ModelNotFoundError(f"{found.name} is a {found.format} file, which {runtime} does not run; "
-                                     f"use runtime {_runtime_for(found)!r}", name=found.name)
+            raise ModelNotFoundError(
+                f"{found.name} is a {found.format} file, which {runtime} does not run; "
+                f"use runtime {_runtime_for(found)!r}",
+                name=found.name,
+            )
         pools = {_runtime_for(found): [found]}
     else:
         # the packaged starter is a fallback load() takes when nothing can be fetched, not a
         # candidate "auto" weighs (else nothing would ever fail to fit)
         every = [v for v in catalog.variants if not v.packaged] if auto else catalog.variants_of(found)
-        pools = {rt: [v for v in every if _runtime_for(v) == rt]
-                 for rt in ((runtime,) if runtime else RUNTIMES)}
+        pools = {rt: [v for v in every if _runtime_for(v) == rt] for rt in ((runtime,) if runtime else RUNTIMES)}
         if runtime is None and kv_type is not None:  # a KV type is a llama.cpp option
             pools.pop("onnxruntime")
         pools = {rt: pool for rt, pool in pools.items() if pool} or pools
         if not any(pools.values()):
             what = "the catalog" if auto else found.name
-            raise ModelNotFoundError(f"{what} has no variants for runtime {runtime!r}",
-                                     name=None if auto else found.name)
+            raise ModelNotFoundError(
+                f"{what} has no variants for runtime {runtime!r}", name=None if auto else found.name
+            )
     if hardware is None:
         hardware = _probe()
         if "onnxruntime" in pools and (runtime == "onnxruntime" or _onnx_may_accelerate(hardware)):
@@ -648,8 +775,16 @@ def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = 
     calibration = _calibration(hardware, calibration)
     plans: dict[str, Plan | NoFittingVariantError] = {}
     for rt, pool in pools.items():
-        req, m, _ = _prepare(hardware, context=context, workload=workload, runtime=rt, kv_type=kv_type,
-                             headroom=headroom, calibration=calibration, threads=threads)
+        req, m, _ = _prepare(
+            hardware,
+            context=context,
+            workload=workload,
+            runtime=rt,
+            kv_type=kv_type,
+            headroom=headroom,
+            calibration=calibration,
+            threads=threads,
+        )
         try:
             plans[rt] = _choose(pool, m, req, rt, auto=auto, catalog=catalog)
         except NoFittingVariantError as exc:
@@ -661,11 +796,22 @@ def plan(model: str | Family | Variant = "auto", *, hardware: Hardware | None = 
     return _pick_runtime(plans)
 
 
-def plan_local(family: Family, *, weight_bytes: int, path: str | None = None, quant: str = "local",
-               hardware: Hardware | None = None, context: int | None = None, workload: str = "interactive",
-               runtime: str | None = None, kv_type: str | None = None, headroom: int | None = None,
-               calibration: "Calibration | None" = None, threads: int | None = None,
-               weights: tuple = ()) -> Plan:
+def plan_local(
+    family: Family,
+    *,
+    weight_bytes: int,
+    path: str | None = None,
+    quant: str = "local",
+    hardware: Hardware | None = None,
+    context: int | None = None,
+    workload: str = "interactive",
+    runtime: str | None = None,
+    kv_type: str | None = None,
+    headroom: int | None = None,
+    calibration: Calibration | None = None,
+    threads: int | None = None,
+    weights: tuple = (),
+) -> Plan:
     """Plan a local GGUF file: `family` from its header (catalog.family_from_gguf_metadata),
     `weight_bytes` its exact tensor bytes, `weights` its tensor table (quantmix.gguf_weights:
     which weights the CPU backend repacks). `calibration` and `threads` as for `plan`; a
@@ -674,14 +820,22 @@ def plan_local(family: Family, *, weight_bytes: int, path: str | None = None, qu
     variant = local_variant(family, weight_bytes=weight_bytes, path=path, quant=quant, weights=weights)
     hardware = hardware if hardware is not None else _probe()
     calibration = _calibration(hardware, calibration)
-    req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime=runtime,
-                               kv_type=kv_type, headroom=headroom, calibration=calibration, threads=threads)
+    req, m, runtime = _prepare(
+        hardware,
+        context=context,
+        workload=workload,
+        runtime=runtime,
+        kv_type=kv_type,
+        headroom=headroom,
+        calibration=calibration,
+        threads=threads,
+    )
     if path is not None and calibration is not None and calibration.loads:
         m = _replace(m, loads=_loads_of(path, calibration))
     return _choose([variant], m, req, runtime, auto=False, catalog=None)
 
 
-def _loads_of(path: str, calibration: "Calibration") -> tuple["LoadRecord", ...]:
+def _loads_of(path: str, calibration: Calibration) -> tuple[LoadRecord, ...]:
     """The measured loads of this very file (same path, size and modification time)."""
     try:
         st = os.stat(path)
@@ -691,21 +845,44 @@ def _loads_of(path: str, calibration: "Calibration") -> tuple["LoadRecord", ...]
     return tuple(r for r in calibration.loads if r.same_file(where, st.st_size, st.st_mtime_ns))
 
 
-def fit_table(hardware: Hardware | None = None, *, catalog: Catalog | None = None, context: int | None = None,
-              workload: str = "interactive", kv_type: str | None = None,
-              headroom: int | None = None) -> tuple[VariantFit, ...]:
+def fit_table(
+    hardware: Hardware | None = None,
+    *,
+    catalog: Catalog | None = None,
+    context: int | None = None,
+    workload: str = "interactive",
+    kv_type: str | None = None,
+    headroom: int | None = None,
+) -> tuple[VariantFit, ...]:
     """Every catalog variant with where it would run here (the `localllm models --fits` table)."""
     catalog = catalog or load_catalog()
     hardware = hardware if hardware is not None else _probe()
     calibration = _calibration(hardware, None)
     rows = []
     for v in catalog.variants:
-        req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime=_runtime_for(v),
-                                   kv_type=kv_type, headroom=headroom, calibration=calibration)
+        req, m, runtime = _prepare(
+            hardware,
+            context=context,
+            workload=workload,
+            runtime=_runtime_for(v),
+            kv_type=kv_type,
+            headroom=headroom,
+            calibration=calibration,
+        )
         c = _assess(v, m, req)
-        rows.append(VariantFit(variant=v, where=_TIER_WHERE.get(c.tier, "none"), fits=c.fits, needed=c.needed,
-                               available=c.available, n_ctx=c.n_ctx, n_gpu_layers=c.est.n_gpu_layers,
-                               tokens_per_s=c.tokens_per_s, why=c.why))
+        rows.append(
+            VariantFit(
+                variant=v,
+                where=_TIER_WHERE.get(c.tier, "none"),
+                fits=c.fits,
+                needed=c.needed,
+                available=c.available,
+                n_ctx=c.n_ctx,
+                n_gpu_layers=c.est.n_gpu_layers,
+                tokens_per_s=c.tokens_per_s,
+                why=c.why,
+            )
+        )
     return tuple(rows)
 
 
@@ -715,7 +892,7 @@ def _probe(*, runtimes: bool = False) -> Hardware:
     return probe(runtimes=runtimes)
 
 
-def _calibration(hw: Hardware, given: "Calibration | None") -> "Calibration | None":
+def _calibration(hw: Hardware, given: Calibration | None) -> Calibration | None:
     """The measured figures to plan with: those given, else this machine's kept ones for a
     live probe (a profile describes another machine)."""
     if given is not None or hw.name is not None:
@@ -735,8 +912,10 @@ def _prepare(hw: Hardware, *, context, workload, runtime, kv_type, headroom, cal
     kv = kv_type or "f16"
     runtime = _runtime_name(runtime)
     if runtime == "onnxruntime" and kv_type is not None:
-        raise ValueError(f"kv_type {kv_type!r} is a llama.cpp option: an ONNX export fixes its KV-cache type "
-                         "(f16 or f32) in its graph; leave kv_type unset for onnxruntime")
+        raise ValueError(
+            f"kv_type {kv_type!r} is a llama.cpp option: an ONNX export fixes its KV-cache type "
+            "(f16 or f32) in its graph; leave kv_type unset for onnxruntime"
+        )
     if kv not in KV_TYPES:
         raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
     if context is not None and (not isinstance(context, int) or context < 16):
@@ -746,14 +925,13 @@ def _prepare(hw: Hardware, *, context, workload, runtime, kv_type, headroom, cal
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
     runtime = runtime or "llama.cpp"
-    req = _Request(ctx_target=context, ctx_explicit=context is not None, workload=workload, runtime=runtime,
-                   kv_type=kv)
-    return req, _machine(hw, runtime=runtime, headroom=headroom or 0, calibration=calibration,
-                         threads=threads), runtime
+    req = _Request(ctx_target=context, ctx_explicit=context is not None, workload=workload, runtime=runtime, kv_type=kv)
+    return req, _machine(hw, runtime=runtime, headroom=headroom or 0, calibration=calibration, threads=threads), runtime
 
 
-def _choose(pool: list[Variant], m: _Machine, req: _Request, runtime: str, *, auto: bool,
-            catalog: Catalog | None) -> Plan:
+def _choose(
+    pool: list[Variant], m: _Machine, req: _Request, runtime: str, *, auto: bool, catalog: Catalog | None
+) -> Plan:
     cands = [_assess(v, m, req) for v in pool]
     fitting = [c for c in cands if c.fits]
     warnings = list(m.notes)
@@ -763,33 +941,45 @@ def _choose(pool: list[Variant], m: _Machine, req: _Request, runtime: str, *, au
             raise NoFittingVariantError(
                 f"no model in the catalog fits this machine: the smallest, {smallest.variant.name}, "
                 f"{smallest.why}. Free some memory, or pass a smaller context or a headroom of 0.",
-                needed=smallest.needed, available=smallest.available)
+                needed=smallest.needed,
+                available=smallest.available,
+            )
         chosen = smallest if len(pool) > 1 else cands[0]
         reasons = [f"{chosen.variant.name} {chosen.why}"]
         if len(pool) > 1:
             reasons.append(f"no variant of {chosen.variant.family.name} fits; this is the smallest")
         reasons.append("loading it anyway needs force=True and may swap or be killed for memory")
         rejected = _rejected_for_unfit(chosen, cands, m, req, catalog)
-        return _make_plan(chosen, m, req, runtime, fits=False, reasons=reasons, rejected=rejected,
-                          warnings=warnings)
+        return _make_plan(chosen, m, req, runtime, fits=False, reasons=reasons, rejected=rejected, warnings=warnings)
     # a named model: its best quality that fits; "auto" also prefers real-time speed
     best = max(fitting, key=lambda c: c.key(req.workload, prefer_fast=auto))
-    reasons = [_tier_reason(best, m), f"quality {best.variant.quality:.1f} ({best.variant.family.quality_source}"
-               f"{_penalty_note(best.variant)})"]
+    reasons = [
+        _tier_reason(best, m),
+        f"quality {best.variant.quality:.1f} ({best.variant.family.quality_source}{_penalty_note(best.variant)})",
+    ]
     if auto:
         reasons.insert(0, f"best-ranked of {len(fitting)} fitting variants out of {len(cands)}")
     elif len(pool) > 1:
         reasons.insert(0, f"best-ranked of {len(fitting)} fitting variants of {best.variant.family.name}")
-    if req.workload == "interactive" and best.tokens_per_s is not None \
-            and best.tokens_per_s < INTERACTIVE_MIN_TOKENS_PER_S:
-        warnings.append(f"predicted {best.tokens_per_s:.1f} tokens/s is below the "
-                        f"{INTERACTIVE_MIN_TOKENS_PER_S:g} tokens/s that reads as real time")
+    if (
+        req.workload == "interactive"
+        and best.tokens_per_s is not None
+        and best.tokens_per_s < INTERACTIVE_MIN_TOKENS_PER_S
+    ):
+        warnings.append(
+            f"predicted {best.tokens_per_s:.1f} tokens/s is below the "
+            f"{INTERACTIVE_MIN_TOKENS_PER_S:g} tokens/s that reads as real time"
+        )
     if req.workload == "batch" and best.tier in (_CPU, _CPU_SHRUNK):
-        warnings.append("batch work on the CPU only: it belongs on a GPU or accelerator; expect it to be slow"
-                        " and to keep the CPU busy")
+        warnings.append(
+            "batch work on the CPU only: it belongs on a GPU or accelerator; expect it to be slow"
+            " and to keep the CPU busy"
+        )
     if req.ctx_explicit and req.ctx_target > best.variant.family.n_ctx_train:
-        warnings.append(f"context {req.ctx_target} is beyond the {best.variant.family.n_ctx_train} tokens "
-                        f"{best.variant.family.name} was trained on: quality may drop")
+        warnings.append(
+            f"context {req.ctx_target} is beyond the {best.variant.family.n_ctx_train} tokens "
+            f"{best.variant.family.name} was trained on: quality may drop"
+        )
     rejected = _rejected_for_fit(best, cands, req)
     return _make_plan(best, m, req, runtime, fits=True, reasons=reasons, rejected=rejected, warnings=warnings)
 
@@ -809,43 +999,82 @@ def _penalty_note(v: Variant) -> str:
 def _rejected_for_fit(best: _Candidate, cands: list[_Candidate], req: _Request) -> tuple[Rejected, ...]:
     """The nearest better-quality alternatives and why they lost."""
     out = []
-    better = sorted((c for c in cands if c is not best and round(c.variant.quality, 1)
-                     >= round(best.variant.quality, 1)), key=lambda c: c.variant.quality)
+    better = sorted(
+        (c for c in cands if c is not best and round(c.variant.quality, 1) >= round(best.variant.quality, 1)),
+        key=lambda c: c.variant.quality,
+    )
     for c in better:
         if not c.fits:
             out.append(Rejected(c.variant.name, f"does not fit: {c.why}", c.needed, c.available))
         elif c.demoted and not best.demoted:
-            out.append(Rejected(c.variant.name, f"fits, but an fp16 graph on {c.provider}: ONNX Runtime's CPU "
-                                "kernels are float32, so it runs through casts", c.needed, c.available))
+            out.append(
+                Rejected(
+                    c.variant.name,
+                    f"fits, but an fp16 graph on {c.provider}: ONNX Runtime's CPU "
+                    "kernels are float32, so it runs through casts",
+                    c.needed,
+                    c.available,
+                )
+            )
         elif c.tier > best.tier:
-            out.append(Rejected(c.variant.name, f"a later resort: {c.why}, while {best.variant.name} "
-                                f"{best.why}", c.needed, c.available))
+            out.append(
+                Rejected(
+                    c.variant.name,
+                    f"a later resort: {c.why}, while {best.variant.name} {best.why}",
+                    c.needed,
+                    c.available,
+                )
+            )
         elif round(c.variant.quality, 1) == round(best.variant.quality, 1):
-            out.append(Rejected(c.variant.name, f"fits, but no better in quality and larger "
-                                f"({_gb(c.variant.size)} vs {_gb(best.variant.size)})", c.needed, c.available))
+            out.append(
+                Rejected(
+                    c.variant.name,
+                    f"fits, but no better in quality and larger ({_gb(c.variant.size)} vs {_gb(best.variant.size)})",
+                    c.needed,
+                    c.available,
+                )
+            )
         else:
-            out.append(Rejected(c.variant.name, f"predicted {c.tokens_per_s or 0:.1f} tokens/s, below "
-                                f"{INTERACTIVE_MIN_TOKENS_PER_S:g} for interactive work", c.needed, c.available))
+            out.append(
+                Rejected(
+                    c.variant.name,
+                    f"predicted {c.tokens_per_s or 0:.1f} tokens/s, below "
+                    f"{INTERACTIVE_MIN_TOKENS_PER_S:g} for interactive work",
+                    c.needed,
+                    c.available,
+                )
+            )
         if len(out) >= MAX_REJECTED:
             break
     return tuple(out)
 
 
-def _rejected_for_unfit(chosen: _Candidate, cands: list[_Candidate], m: _Machine, req: _Request,
-                        catalog: Catalog | None) -> tuple[Rejected, ...]:
+def _rejected_for_unfit(
+    chosen: _Candidate, cands: list[_Candidate], m: _Machine, req: _Request, catalog: Catalog | None
+) -> tuple[Rejected, ...]:
     """For a plan that does not fit: the other variants of the family that would."""
-    out = [Rejected(c.variant.name, f"does not fit: {c.why}", c.needed, c.available)
-           for c in cands if c is not chosen]
+    out = [Rejected(c.variant.name, f"does not fit: {c.why}", c.needed, c.available) for c in cands if c is not chosen]
     if catalog is not None:
-        others = [_assess(v, m, req) for v in catalog.variants_of(chosen.variant.family)
-                  if v.name != chosen.variant.name and all(v.name != c.variant.name for c in cands)]
-        out = [Rejected(c.variant.name, f"would fit: {c.why}", c.needed, c.available) for c in others
-               if c.fits] + out
+        others = [
+            _assess(v, m, req)
+            for v in catalog.variants_of(chosen.variant.family)
+            if v.name != chosen.variant.name and all(v.name != c.variant.name for c in cands)
+        ]
+        out = [Rejected(c.variant.name, f"would fit: {c.why}", c.needed, c.available) for c in others if c.fits] + out
     return tuple(out[:MAX_REJECTED])
 
 
-def _make_plan(c: _Candidate, m: _Machine, req: _Request, runtime: str, *, fits: bool, reasons: list[str],
-               rejected: tuple[Rejected, ...], warnings: list[str]) -> Plan:
+def _make_plan(
+    c: _Candidate,
+    m: _Machine,
+    req: _Request,
+    runtime: str,
+    *,
+    fits: bool,
+    reasons: list[str],
+    rejected: tuple[Rejected, ...],
+    warnings: list[str],
+) -> Plan:
     measured = _measured_threads(c, m) if fits else None
     if measured is not None:  # bench found another thread count faster on this machine
         n, tps, basis = measured
@@ -864,22 +1093,39 @@ def _make_plan(c: _Candidate, m: _Machine, req: _Request, runtime: str, *, fits:
         reasons.append(f"memory: {m.repack_basis}")
     r = _load_for(c.est, c.variant, m) if c.est.host.measured else None
     if r is not None:
-        reasons.append(f"memory: measured at the last load of this file ({_gb(r.resident_bytes)} resident at "
-                       f"n_ctx {r.n_ctx}, {r.date}): the estimate is corrected by {c.est.host.measured / 2**20:+.0f} MiB")
+        reasons.append(
+            f"memory: measured at the last load of this file ({_gb(r.resident_bytes)} resident at "
+            f"n_ctx {r.n_ctx}, {r.date}): the estimate is corrected by {c.est.host.measured / 2**20:+.0f} MiB"
+        )
     if c.n_ctx != (req.ctx_target or DEFAULT_CONTEXT):
         if not req.ctx_explicit and c.n_ctx == c.variant.family.n_ctx_train:
             reasons.append(f"context {c.n_ctx}: all {c.variant.family.name} was trained on")
-    return Plan(variant=c.variant, placement=placement, fits=fits, where=where, memory=c.est,
-                budgets=m.budgets(with_gpus=bool(c.est.n_gpu_layers)), needed=c.needed, available=c.available,
-                tokens_per_s=c.tokens_per_s, tokens_per_s_basis=c.basis, reasons=tuple(reasons),
-                rejected=rejected, warnings=tuple(warnings), workload=req.workload,
-                hardware_name=m.hw.name)
+    return Plan(
+        variant=c.variant,
+        placement=placement,
+        fits=fits,
+        where=where,
+        memory=c.est,
+        budgets=m.budgets(with_gpus=bool(c.est.n_gpu_layers)),
+        needed=c.needed,
+        available=c.available,
+        tokens_per_s=c.tokens_per_s,
+        tokens_per_s_basis=c.basis,
+        reasons=tuple(reasons),
+        rejected=rejected,
+        warnings=tuple(warnings),
+        workload=req.workload,
+        hardware_name=m.hw.name,
+    )
 
 
 def _threads_basis(hw: Hardware) -> str:
     cpu = hw.cpu
-    parts = [f"{cpu.physical_cores} physical cores" if cpu.physical_cores else
-             (f"{cpu.logical_cores} logical cores / 2" if cpu.logical_cores else f"default {DEFAULT_THREADS}")]
+    parts = [
+        f"{cpu.physical_cores} physical cores"
+        if cpu.physical_cores
+        else (f"{cpu.logical_cores} logical cores / 2" if cpu.logical_cores else f"default {DEFAULT_THREADS}")
+    ]
     if cpu.quota_cores is not None:
         parts.append(f"capped by the cgroup CPU quota of {cpu.quota_cores:g}")
     return ", ".join(parts)
@@ -893,15 +1139,18 @@ def _gb(n: int | None) -> str:
     return f"{n / 1e6:.0f} MB"
 
 
-
 # -- ONNX Runtime ---------------------------------------------------------------------------------
 
 _ONNX_CPU = "CPUExecutionProvider"
 # Which GPUs each execution provider drives (onnxruntime.ai/docs/execution-providers).
-_ONNX_GPU_VENDORS = {"CUDAExecutionProvider": ("nvidia",), "TensorrtExecutionProvider": ("nvidia",),
-                     "ROCMExecutionProvider": ("amd",), "MIGraphXExecutionProvider": ("amd",),
-                     "CoreMLExecutionProvider": ("apple",),
-                     "DmlExecutionProvider": ("nvidia", "amd", "intel", "apple")}
+_ONNX_GPU_VENDORS = {
+    "CUDAExecutionProvider": ("nvidia",),
+    "TensorrtExecutionProvider": ("nvidia",),
+    "ROCMExecutionProvider": ("amd",),
+    "MIGraphXExecutionProvider": ("amd",),
+    "CoreMLExecutionProvider": ("apple",),
+    "DmlExecutionProvider": ("nvidia", "amd", "intel", "apple"),
+}
 # What `pip install onnxruntime` brings per OS when the runtime was not probed: the macOS
 # wheels are built with CoreML, the others with the CPU provider only (onnxruntime.ai, install).
 _DEFAULT_PROVIDERS = {"darwin": ("CoreMLExecutionProvider", "CPUExecutionProvider")}
@@ -909,9 +1158,17 @@ _WHERE_RANK = {"gpu": 0, "partial": 1, "cpu": 2}
 _WHERE_WORDS = {"gpu": "fully on the GPU", "partial": "split between GPU and CPU", "cpu": "on the CPU"}
 
 
-def plan_local_onnx(info: Any, *, path: str | None = None, hardware: Hardware | None = None,
-                    context: int | None = None, workload: str = "interactive", headroom: int | None = None,
-                    calibration: "Calibration | None" = None, threads: int | None = None) -> Plan:
+def plan_local_onnx(
+    info: Any,
+    *,
+    path: str | None = None,
+    hardware: Hardware | None = None,
+    context: int | None = None,
+    workload: str = "interactive",
+    headroom: int | None = None,
+    calibration: Calibration | None = None,
+    threads: int | None = None,
+) -> Plan:
     """Plan a local ONNX folder for ONNX Runtime from what `validate_onnx_folder` read.
 
     `info` is an `OnnxFolderInfo`: weights from `weights_bytes` (the .onnx and its external
@@ -919,14 +1176,25 @@ def plan_local_onnx(info: Any, *, path: str | None = None, hardware: Hardware | 
     rest of the architecture from its config.json. Other arguments as for `plan`.
     """
     family = _family_from_onnx(info)
-    variant = Variant(family=family, quant="local", size=int(info.weights_bytes), format="onnx",
-                      path=path or str(info.model_file))
+    variant = Variant(
+        family=family, quant="local", size=int(info.weights_bytes), format="onnx", path=path or str(info.model_file)
+    )
     hardware = hardware if hardware is not None else _probe(runtimes=True)
-    req, m, runtime = _prepare(hardware, context=context, workload=workload, runtime="onnxruntime",
-                               kv_type=None, headroom=headroom, calibration=_calibration(hardware, calibration),
-                               threads=threads)
-    req = _replace(req, onnx_kv_type="f16" if info.kv_dtype in ("float16", "bfloat16") else "f32",
-                   onnx_kv_per_token=info.kv_bytes_per_token())
+    req, m, runtime = _prepare(
+        hardware,
+        context=context,
+        workload=workload,
+        runtime="onnxruntime",
+        kv_type=None,
+        headroom=headroom,
+        calibration=_calibration(hardware, calibration),
+        threads=threads,
+    )
+    req = _replace(
+        req,
+        onnx_kv_type="f16" if info.kv_dtype in ("float16", "bfloat16") else "f32",
+        onnx_kv_per_token=info.kv_bytes_per_token(),
+    )
     return _choose([variant], m, req, runtime, auto=False, catalog=None)
 
 
@@ -943,13 +1211,23 @@ def _family_from_onnx(info: Any) -> Family:
     window = cfg.get("sliding_window") if cfg.get("use_sliding_window") else None
     name = info.folder.name
     return Family(
-        name=name, display_name=name, arch=str(info.architecture or "onnx"), n_layer=int(info.n_layer),
-        n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_embd=n_embd,
-        n_ctx_train=int(info.context_length or 2048), n_vocab=n_vocab,
+        name=name,
+        display_name=name,
+        arch=str(info.architecture or "onnx"),
+        n_layer=int(info.n_layer),
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        n_embd=n_embd,
+        n_ctx_train=int(info.context_length or 2048),
+        n_vocab=n_vocab,
         n_ff=int(cfg["intermediate_size"]) if cfg.get("intermediate_size") else None,
         tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         sliding_window=int(window) if window else None,
-        quality=None, quality_source="local folder: no benchmark score", chat=info.chat_template is not None)
+        quality=None,
+        quality_source="local folder: no benchmark score",
+        chat=info.chat_template is not None,
+    )
 
 
 def _runtime_name(runtime: str | None) -> str | None:
@@ -957,16 +1235,18 @@ def _runtime_name(runtime: str | None) -> str | None:
         return None
     name = RUNTIME_ALIASES.get(runtime.strip().lower(), runtime.strip().lower())
     if name not in RUNTIMES:
-        raise ModelNotFoundError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)} "
-                                 "(or 'onnx' for onnxruntime)")
+        raise ModelNotFoundError(
+            f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)} (or 'onnx' for onnxruntime)"
+        )
     return name
 
 
 def _onnx_may_accelerate(hw: Hardware) -> bool:
     """True when an ONNX Runtime provider could beat the CPU here (a GPU, an NPU, Apple
     Silicon): only then is the runtime probe (importing onnxruntime) worth it for "auto"."""
-    return bool(hw.gpus) or any(a.kind == "npu" for a in hw.accelerators) or \
-        (hw.os == "darwin" and hw.cpu.arch == "arm64")
+    return (
+        bool(hw.gpus) or any(a.kind == "npu" for a in hw.accelerators) or (hw.os == "darwin" and hw.cpu.arch == "arm64")
+    )
 
 
 def _onnx_machine(hw: Hardware) -> tuple[str, str, list[GPUInfo], list[str]]:
@@ -984,8 +1264,9 @@ def _onnx_machine(hw: Hardware) -> tuple[str, str, list[GPUInfo], list[str]]:
     gpus = [g for g in hw.gpus if g.vendor in vendors and _gpu_memory(g, hw)]
     notes = []
     if len(gpus) > 1:
-        notes.append(f"ONNX Runtime runs a model on one GPU ({gpus[0].name}); it does not split it across "
-                     f"the {len(gpus)} here")
+        notes.append(
+            f"ONNX Runtime runs a model on one GPU ({gpus[0].name}); it does not split it across the {len(gpus)} here"
+        )
     return provider, why, gpus[:1], notes
 
 
@@ -1005,13 +1286,21 @@ def _assess_onnx(v: Variant, m: _Machine, req: _Request) -> _Candidate:
     if m.gpus:
         backend = _backend(m.gpus[0])
         for i, ctx in enumerate(ctxs):
-            est = estimate_onnx(v, n_ctx=ctx, on_gpu=True, kv_type=kv, gpu_backend=backend,
-                                kv_bytes_per_token=per_token)
+            est = estimate_onnx(
+                v, n_ctx=ctx, on_gpu=True, kv_type=kv, gpu_backend=backend, kv_bytes_per_token=per_token
+            )
             ok, why, need, avail = _check(est, m)
             if ok:
-                return cand(_GPU if i == 0 else _GPU_SHRUNK, est, ctx,
-                            f"fits fully on the GPU with {m.provider}"
-                            + ("" if i == 0 else f" with the context shrunk to {ctx}"), need, avail, m.provider)
+                return cand(
+                    _GPU if i == 0 else _GPU_SHRUNK,
+                    est,
+                    ctx,
+                    f"fits fully on the GPU with {m.provider}"
+                    + ("" if i == 0 else f" with the context shrunk to {ctx}"),
+                    need,
+                    avail,
+                    m.provider,
+                )
             first_fail = first_fail or (why, need, avail)
     cpu_provider = _ONNX_CPU if m.gpus else (m.provider or _ONNX_CPU)
     last = None
@@ -1019,11 +1308,23 @@ def _assess_onnx(v: Variant, m: _Machine, req: _Request) -> _Candidate:
         est = estimate_onnx(v, n_ctx=ctx, on_gpu=False, kv_type=kv, kv_bytes_per_token=per_token)
         ok, why, need, avail = _check(est, m)
         if ok:
-            gpu_note = (f" ({first_fail[0]} to run with {m.provider}, and ONNX Runtime cannot split a model "
-                        "between GPU and CPU)") if first_fail else ""
-            return cand(_CPU if i == 0 else _CPU_SHRUNK, est, ctx,
-                        "fits in RAM" + ("" if i == 0 else f" with the context shrunk to {ctx}") + gpu_note,
-                        need, avail, cpu_provider)
+            gpu_note = (
+                (
+                    f" ({first_fail[0]} to run with {m.provider}, and ONNX Runtime cannot split a model "
+                    "between GPU and CPU)"
+                )
+                if first_fail
+                else ""
+            )
+            return cand(
+                _CPU if i == 0 else _CPU_SHRUNK,
+                est,
+                ctx,
+                "fits in RAM" + ("" if i == 0 else f" with the context shrunk to {ctx}") + gpu_note,
+                need,
+                avail,
+                cpu_provider,
+            )
         last = (est, ctx, why, need, avail)
     est, ctx, why, need, avail = last
     return cand(None, est, ctx, why, need, avail, cpu_provider)
@@ -1032,11 +1333,13 @@ def _assess_onnx(v: Variant, m: _Machine, req: _Request) -> _Candidate:
 def _provider_reason(provider: str, m: _Machine) -> str:
     if provider == m.provider:
         return f"ONNX Runtime provider {provider}: {m.provider_why}"
-    return (f"ONNX Runtime provider {provider}: the model does not fit on the GPU for {m.provider} "
-            f"({m.provider_why}), so it runs on the CPU")
+    return (
+        f"ONNX Runtime provider {provider}: the model does not fit on the GPU for {m.provider} "
+        f"({m.provider_why}), so it runs on the CPU"
+    )
 
 
-def _pick_runtime(plans: dict[str, "Plan | NoFittingVariantError"]) -> Plan:
+def _pick_runtime(plans: dict[str, Plan | NoFittingVariantError]) -> Plan:
     """llama.cpp unless ONNX Runtime fits where llama.cpp does not, or on a better device
     with a provider other than the CPU (a GPU llama.cpp cannot use here)."""
     llama, onnx = plans["llama.cpp"], plans["onnxruntime"]
@@ -1044,8 +1347,9 @@ def _pick_runtime(plans: dict[str, "Plan | NoFittingVariantError"]) -> Plan:
         raise llama
     llama_ok = isinstance(llama, Plan) and llama.fits
     onnx_ok = isinstance(onnx, Plan) and onnx.fits
-    use_onnx = onnx_ok and (not llama_ok or (_WHERE_RANK[onnx.where] < _WHERE_RANK[llama.where]
-                                             and onnx.placement.provider != _ONNX_CPU))
+    use_onnx = onnx_ok and (
+        not llama_ok or (_WHERE_RANK[onnx.where] < _WHERE_RANK[llama.where] and onnx.placement.provider != _ONNX_CPU)
+    )
     if not isinstance(llama, Plan):
         use_onnx = True
     chosen, other = (onnx, llama) if use_onnx else (llama, onnx)
@@ -1058,20 +1362,30 @@ def _pick_runtime(plans: dict[str, "Plan | NoFittingVariantError"]) -> Plan:
     other_fit = "would fit" if other.fits else "does not fit"
     if use_onnx:
         if not llama_ok:
-            reason = (f"runtime onnxruntime: no llama.cpp variant fits ({other.variant.name} needs "
-                      f"{_gb(other.needed)}), and {chosen.variant.name} does with ONNX Runtime")
+            reason = (
+                f"runtime onnxruntime: no llama.cpp variant fits ({other.variant.name} needs "
+                f"{_gb(other.needed)}), and {chosen.variant.name} does with ONNX Runtime"
+            )
         else:
-            reason = (f"runtime onnxruntime: {chosen.variant.name} runs {_WHERE_WORDS[chosen.where]} with "
-                      f"{chosen.placement.provider}, while llama.cpp's best, {other.variant.name}, would run {how}")
+            reason = (
+                f"runtime onnxruntime: {chosen.variant.name} runs {_WHERE_WORDS[chosen.where]} with "
+                f"{chosen.placement.provider}, while llama.cpp's best, {other.variant.name}, would run {how}"
+            )
         notes = [w for w in other.warnings if "llama.cpp" in w]
         if notes:
             reason += f" ({'; '.join(notes)})"
         why = f"llama.cpp {other_fit} {how}; ONNX Runtime has the better place here"
     else:
-        reason = (f"runtime llama.cpp: preferred; ONNX Runtime's best, {other.variant.name}, {other_fit} {how}, "
-                  "no better place than llama.cpp's")
-        why = (f"ONNX Runtime {other_fit} {how}; llama.cpp is preferred unless ONNX "
-               "Runtime reaches a device llama.cpp cannot")
-    rejected = (Rejected(f"{other.variant.name} ({other.runtime})", why, other.needed, other.available),
-                *chosen.rejected[:MAX_REJECTED - 1])
+        reason = (
+            f"runtime llama.cpp: preferred; ONNX Runtime's best, {other.variant.name}, {other_fit} {how}, "
+            "no better place than llama.cpp's"
+        )
+        why = (
+            f"ONNX Runtime {other_fit} {how}; llama.cpp is preferred unless ONNX "
+            "Runtime reaches a device llama.cpp cannot"
+        )
+    rejected = (
+        Rejected(f"{other.variant.name} ({other.runtime})", why, other.needed, other.available),
+        *chosen.rejected[: MAX_REJECTED - 1],
+    )
     return _replace(chosen, reasons=(*chosen.reasons, reason), rejected=rejected)

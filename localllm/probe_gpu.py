@@ -40,10 +40,21 @@ JETSON_OS_RESERVE = 1 * 2**30
 # Apple Silicon unified-memory bandwidth, GB/s, from Apple's product pages / newsroom.
 # Max chips differ by binning; the lower figure is used where one name covers two.
 APPLE_BANDWIDTH_GBS = {
-    "Apple M1": 68.25, "Apple M1 Pro": 200, "Apple M1 Max": 400, "Apple M1 Ultra": 800,
-    "Apple M2": 100, "Apple M2 Pro": 200, "Apple M2 Max": 400, "Apple M2 Ultra": 800,
-    "Apple M3": 100, "Apple M3 Pro": 150, "Apple M3 Max": 300, "Apple M3 Ultra": 819,
-    "Apple M4": 120, "Apple M4 Pro": 273, "Apple M4 Max": 410,
+    "Apple M1": 68.25,
+    "Apple M1 Pro": 200,
+    "Apple M1 Max": 400,
+    "Apple M1 Ultra": 800,
+    "Apple M2": 100,
+    "Apple M2 Pro": 200,
+    "Apple M2 Max": 400,
+    "Apple M2 Ultra": 800,
+    "Apple M3": 100,
+    "Apple M3 Pro": 150,
+    "Apple M3 Max": 300,
+    "Apple M3 Ultra": 819,
+    "Apple M4": 120,
+    "Apple M4 Pro": 273,
+    "Apple M4 Max": 410,
 }
 
 
@@ -121,17 +132,28 @@ def _nvidia_one(nv, i: int, driver, cuda, notes: list[str]) -> GPUInfo:
         bandwidth = round(bus_bits / 8 * mem_mhz * 2 / 1000, 1) or None
     except Exception:
         pass
-    return GPUInfo(index=i, vendor="nvidia", name=name, memory_total=total, memory_free=free,
-                   backend="cuda", compute_capability=cc, uuid=uuid, driver_version=driver,
-                   cuda_version=cuda, bandwidth_gbs=bandwidth)
+    return GPUInfo(
+        index=i,
+        vendor="nvidia",
+        name=name,
+        memory_total=total,
+        memory_free=free,
+        backend="cuda",
+        compute_capability=cc,
+        uuid=uuid,
+        driver_version=driver,
+        cuda_version=cuda,
+        bandwidth_gbs=bandwidth,
+    )
 
 
 def sysfs_gpus(root: Path = Path("/"), *, first_index: int = 0) -> tuple[list[GPUInfo], list[str]]:
     """AMD and Intel GPUs from /sys/class/drm/card*/device (NVIDIA cards are NVML's)."""
     base = root / "sys/class/drm"
     try:
-        cards = sorted((n for n in os.listdir(base) if n.startswith("card") and n[4:].isdigit()),
-                       key=lambda n: int(n[4:]))
+        cards = sorted(
+            (n for n in os.listdir(base) if n.startswith("card") and n[4:].isdigit()), key=lambda n: int(n[4:])
+        )
     except OSError:
         return [], []
     gpus: list[GPUInfo] = []
@@ -148,20 +170,23 @@ def sysfs_gpus(root: Path = Path("/"), *, first_index: int = 0) -> tuple[list[GP
         if vendor == _INTEL:
             total = total or _int(dev / "lmem_total_bytes")
             if total is None:
-                notes.append(f"gpu: Intel GPU {device_id} at {card}: memory not exposed in sysfs; "
-                             "not listed")
+                notes.append(f"gpu: Intel GPU {device_id} at {card}: memory not exposed in sysfs; not listed")
                 continue
         vname = "AMD" if vendor == _AMD else "Intel"
         if total is None:
             notes.append(f"gpu: {vname} GPU {device_id} at {card}: VRAM size unreadable; not listed")
             continue
         backend = ("rocm" if (root / "dev/kfd").exists() else "vulkan") if vendor == _AMD else "sycl"
-        gpus.append(GPUInfo(
-            index=first_index + len(gpus), vendor=vname.lower(),
-            name=name or f"{vname} GPU {device_id}",
-            memory_total=total, memory_free=(total - used) if used is not None else None,
-            backend=backend,
-        ))
+        gpus.append(
+            GPUInfo(
+                index=first_index + len(gpus),
+                vendor=vname.lower(),
+                name=name or f"{vname} GPU {device_id}",
+                memory_total=total,
+                memory_free=(total - used) if used is not None else None,
+                backend=backend,
+            )
+        )
     return gpus, notes
 
 
@@ -173,8 +198,9 @@ def _int(path: Path) -> int | None:
         return None
 
 
-def jetson_gpu(root: Path, *, ram_total: int | None, ram_available: int | None,
-               index: int = 0) -> tuple[list[GPUInfo], list[str]]:
+def jetson_gpu(
+    root: Path, *, ram_total: int | None, ram_available: int | None, index: int = 0
+) -> tuple[list[GPUInfo], list[str]]:
     """NVIDIA Jetson: an integrated GPU on system RAM, announced by /etc/nv_tegra_release."""
     release = read_text(root / "etc/nv_tegra_release")
     if release is None:
@@ -189,18 +215,26 @@ def jetson_gpu(root: Path, *, ram_total: int | None, ram_available: int | None,
         basis = "Jetson: GPU shares system RAM; budget = RAM minus 1 GiB for the OS"
     first = release.splitlines()[0].strip() if release.strip() else ""
     notes = [f"gpu: Jetson detected ({first})"] if first else []
-    return [GPUInfo(index=index, vendor="nvidia", name=model, memory_total=ram_total,
-                    memory_free=ram_available, unified=True, budget=budget, budget_basis=basis,
-                    backend="cuda")], notes
+    return [
+        GPUInfo(
+            index=index,
+            vendor="nvidia",
+            name=model,
+            memory_total=ram_total,
+            memory_free=ram_available,
+            unified=True,
+            budget=budget,
+            budget_basis=basis,
+            backend="cuda",
+        )
+    ], notes
 
 
 def apple_gpu_budget(ram_total: int) -> tuple[int, str]:
     """Metal's recommendedMaxWorkingSetSize as a fraction of RAM, and the basis used."""
     if ram_total <= APPLE_SMALL_RAM:
-        return int(ram_total * APPLE_SMALL_FRACTION), (
-            "Metal recommendedMaxWorkingSetSize: 2/3 of RAM at <= 32 GiB")
-    return int(ram_total * APPLE_LARGE_FRACTION), (
-        "Metal recommendedMaxWorkingSetSize: 3/4 of RAM above 32 GiB")
+        return int(ram_total * APPLE_SMALL_FRACTION), ("Metal recommendedMaxWorkingSetSize: 2/3 of RAM at <= 32 GiB")
+    return int(ram_total * APPLE_LARGE_FRACTION), ("Metal recommendedMaxWorkingSetSize: 3/4 of RAM above 32 GiB")
 
 
 def apple_gpu(brand: str | None, *, ram_total: int | None) -> GPUInfo:
@@ -208,19 +242,30 @@ def apple_gpu(brand: str | None, *, ram_total: int | None) -> GPUInfo:
     if ram_total:
         budget, basis = apple_gpu_budget(ram_total)
     name = (brand or "Apple Silicon").strip()
-    return GPUInfo(index=0, vendor="apple", name=f"{name} GPU", memory_total=ram_total,
-                   unified=True, budget=budget, budget_basis=basis, backend="metal",
-                   bandwidth_gbs=APPLE_BANDWIDTH_GBS.get(name))
+    return GPUInfo(
+        index=0,
+        vendor="apple",
+        name=f"{name} GPU",
+        memory_total=ram_total,
+        unified=True,
+        budget=budget,
+        budget_basis=basis,
+        backend="metal",
+        bandwidth_gbs=APPLE_BANDWIDTH_GBS.get(name),
+    )
 
 
 # /dev entries of accelerators: Linux accel subsystem (Intel NPU, AMD XDNA), AWS
 # Inferentia/Trainium, Google Coral Edge TPU, Hailo.
-_DEV_ACCELERATORS = (("accel", "npu", "NPU (Linux accel)"), ("neuron", "neuron", "AWS Neuron"),
-                     ("apex_", "tpu", "Google Coral Edge TPU"), ("hailo", "npu", "Hailo NPU"))
+_DEV_ACCELERATORS = (
+    ("accel", "npu", "NPU (Linux accel)"),
+    ("neuron", "neuron", "AWS Neuron"),
+    ("apex_", "tpu", "Google Coral Edge TPU"),
+    ("hailo", "npu", "Hailo NPU"),
+)
 
 
-def accelerators(root: Path = Path("/"), *, system: str = "linux",
-                 arch: str = "") -> list[Accelerator]:
+def accelerators(root: Path = Path("/"), *, system: str = "linux", arch: str = "") -> list[Accelerator]:
     found: list[Accelerator] = []
     if system == "darwin" and arch == "arm64":
         found.append(Accelerator(kind="ane", name="Apple Neural Engine"))
@@ -238,10 +283,9 @@ def accelerators(root: Path = Path("/"), *, system: str = "linux",
             except OSError:
                 subs = []
             for sub in subs:
-                found.append(Accelerator(kind="npu", name="NPU (Linux accel)",
-                                         path=f"/dev/accel/{sub}"))
+                found.append(Accelerator(kind="npu", name="NPU (Linux accel)", path=f"/dev/accel/{sub}"))
             continue
         for prefix, kind, label in _DEV_ACCELERATORS:
-            if name.startswith(prefix) and name[len(prefix):].isdigit():
+            if name.startswith(prefix) and name[len(prefix) :].isdigit():
                 found.append(Accelerator(kind=kind, name=label, path=f"/dev/{name}"))
     return found

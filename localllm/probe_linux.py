@@ -28,28 +28,65 @@ UNLIMITED = 1 << 60
 # /proc/cpuinfo flag -> normalized name. x86 names are the kernel's own; ARM "Features"
 # names map to the names the planner and llama.cpp use (asimddp = dot product, etc.).
 _X86_FLAGS = {
-    "pni": "sse3", "ssse3": "ssse3", "sse4_1": "sse4_1", "sse4_2": "sse4_2",
-    "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
-    "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vl": "avx512vl",
-    "avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16", "avx512_fp16": "avx512_fp16",
-    "avx_vnni": "avx_vnni", "amx_tile": "amx_tile", "amx_int8": "amx_int8", "amx_bf16": "amx_bf16",
+    "pni": "sse3",
+    "ssse3": "ssse3",
+    "sse4_1": "sse4_1",
+    "sse4_2": "sse4_2",
+    "avx": "avx",
+    "avx2": "avx2",
+    "fma": "fma",
+    "f16c": "f16c",
+    "avx512f": "avx512f",
+    "avx512bw": "avx512bw",
+    "avx512vl": "avx512vl",
+    "avx512_vnni": "avx512_vnni",
+    "avx512_bf16": "avx512_bf16",
+    "avx512_fp16": "avx512_fp16",
+    "avx_vnni": "avx_vnni",
+    "amx_tile": "amx_tile",
+    "amx_int8": "amx_int8",
+    "amx_bf16": "amx_bf16",
 }
 _ARM_FLAGS = {
-    "asimd": ("asimd", "neon"), "neon": ("neon",), "asimddp": ("dotprod",), "i8mm": ("i8mm",),
-    "sve": ("sve",), "sve2": ("sve2",), "bf16": ("bf16",), "asimdhp": ("fp16",),
+    "asimd": ("asimd", "neon"),
+    "neon": ("neon",),
+    "asimddp": ("dotprod",),
+    "i8mm": ("i8mm",),
+    "sve": ("sve",),
+    "sve2": ("sve2",),
+    "bf16": ("bf16",),
+    "asimdhp": ("fp16",),
 }
 
 # ARM "CPU implementer" / "CPU part" -> core name, for brand strings on ARM Linux
 # (the kernel gives no model name there). Source: Linux arch/arm64/include/asm/cputype.h.
-_ARM_IMPLEMENTERS = {"0x41": "ARM", "0x48": "HiSilicon", "0x51": "Qualcomm", "0x61": "Apple",
-                     "0xc0": "Ampere", "0x4e": "NVIDIA"}
+_ARM_IMPLEMENTERS = {
+    "0x41": "ARM",
+    "0x48": "HiSilicon",
+    "0x51": "Qualcomm",
+    "0x61": "Apple",
+    "0xc0": "Ampere",
+    "0x4e": "NVIDIA",
+}
 _ARM_PARTS = {
-    ("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd04"): "Cortex-A35", ("0x41", "0xd05"): "Cortex-A55",
-    ("0x41", "0xd07"): "Cortex-A57", ("0x41", "0xd08"): "Cortex-A72", ("0x41", "0xd09"): "Cortex-A73",
-    ("0x41", "0xd0a"): "Cortex-A75", ("0x41", "0xd0b"): "Cortex-A76", ("0x41", "0xd0c"): "Neoverse-N1",
-    ("0x41", "0xd0d"): "Cortex-A77", ("0x41", "0xd40"): "Neoverse-V1", ("0x41", "0xd41"): "Cortex-A78",
-    ("0x41", "0xd42"): "Cortex-A78AE", ("0x41", "0xd44"): "Cortex-X1", ("0x41", "0xd49"): "Neoverse-N2",
-    ("0x41", "0xd4f"): "Neoverse-V2", ("0x48", "0xd01"): "Kunpeng-920", ("0xc0", "0xac3"): "AmpereOne",
+    ("0x41", "0xd03"): "Cortex-A53",
+    ("0x41", "0xd04"): "Cortex-A35",
+    ("0x41", "0xd05"): "Cortex-A55",
+    ("0x41", "0xd07"): "Cortex-A57",
+    ("0x41", "0xd08"): "Cortex-A72",
+    ("0x41", "0xd09"): "Cortex-A73",
+    ("0x41", "0xd0a"): "Cortex-A75",
+    ("0x41", "0xd0b"): "Cortex-A76",
+    ("0x41", "0xd0c"): "Neoverse-N1",
+    ("0x41", "0xd0d"): "Cortex-A77",
+    ("0x41", "0xd40"): "Neoverse-V1",
+    ("0x41", "0xd41"): "Cortex-A78",
+    ("0x41", "0xd42"): "Cortex-A78AE",
+    ("0x41", "0xd44"): "Cortex-X1",
+    ("0x41", "0xd49"): "Neoverse-N2",
+    ("0x41", "0xd4f"): "Neoverse-V2",
+    ("0x48", "0xd01"): "Kunpeng-920",
+    ("0xc0", "0xac3"): "AmpereOne",
 }
 
 
@@ -113,8 +150,7 @@ def parse_cpuinfo(text: str) -> dict:
     out["flags"] = tuple(sorted(flags))
 
     if "vendor_id" in first:  # x86
-        out["vendor"] = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(first["vendor_id"],
-                                                                              first["vendor_id"])
+        out["vendor"] = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(first["vendor_id"], first["vendor_id"])
         out["brand"] = first.get("model name")
         pairs = {(p.get("physical id", "0"), p["core id"]) for p in procs if "core id" in p}
         out["physical"] = len(pairs) or None
@@ -263,7 +299,7 @@ def _levels(root: Path, mount: _Mount, path: str) -> list[Path]:
     top = root / mount.point.lstrip("/")
     rel = path
     if mount.root != "/" and rel.startswith(mount.root):
-        rel = rel[len(mount.root):]
+        rel = rel[len(mount.root) :]
     leaf = top / rel.lstrip("/")
     if not leaf.is_dir():  # a namespaced view that shows the host path: the mount is our cgroup
         leaf = top

@@ -13,26 +13,56 @@ weights ggml's CPU backend repacks, see `localllm.repack`). Pure arithmetic on s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .catalog import Family
 
-__all__ = ["FALLBACK", "FTYPE_DEFAULT", "QK_K", "QUANTS", "TYPES", "TensorInfo", "block_of", "facts", "gguf_weights",
-           "quantized_tensors", "tensor_bytes", "tensor_type", "tensors", "use_more_bits"]
+__all__ = [
+    "FALLBACK",
+    "FTYPE_DEFAULT",
+    "QK_K",
+    "QUANTS",
+    "TYPES",
+    "TensorInfo",
+    "block_of",
+    "facts",
+    "gguf_weights",
+    "quantized_tensors",
+    "tensor_bytes",
+    "tensor_type",
+    "tensors",
+    "use_more_bits",
+]
 
 QK_K = 256
 # ggml type -> (block size in weights, bytes per block): ggml-common.h block structs
 TYPES = {
-    "F32": (1, 4), "F16": (1, 2),
-    "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34),
+    "F32": (1, 4),
+    "F16": (1, 2),
+    "Q4_0": (32, 18),
+    "Q4_1": (32, 20),
+    "Q5_0": (32, 22),
+    "Q5_1": (32, 24),
+    "Q8_0": (32, 34),
     "IQ4_NL": (32, 18),
-    "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210),
+    "Q2_K": (256, 84),
+    "Q3_K": (256, 110),
+    "Q4_K": (256, 144),
+    "Q5_K": (256, 176),
+    "Q6_K": (256, 210),
 }
 # file type (what the variant is called) -> default tensor type
 FTYPE_DEFAULT = {
-    "Q2_K": "Q2_K", "Q3_K_M": "Q3_K", "Q4_0": "Q4_0", "Q4_K_M": "Q4_K",
-    "Q5_K_M": "Q5_K", "Q6_K": "Q6_K", "Q8_0": "Q8_0", "F16": "F16",
+    "Q2_K": "Q2_K",
+    "Q3_K_M": "Q3_K",
+    "Q4_0": "Q4_0",
+    "Q4_K_M": "Q4_K",
+    "Q5_K_M": "Q5_K",
+    "Q6_K": "Q6_K",
+    "Q8_0": "Q8_0",
+    "F16": "F16",
 }
 QUANTS = tuple(FTYPE_DEFAULT)
 FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
@@ -41,11 +71,19 @@ FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", 
 TensorInfo = tuple[str, str, int, int, int, int]
 
 
-def facts(family: "Family") -> dict[str, Any]:
+def facts(family: Family) -> dict[str, Any]:
     """The shape facts of a catalog Family in the form the rules below read (models.toml's keys)."""
-    return {"arch": family.arch, "n_embd": family.n_embd, "n_vocab": family.n_vocab, "n_layer": family.n_layer,
-            "head_dim": family.head_dim, "n_head": family.n_head, "n_head_kv": family.n_head_kv,
-            "n_ff": family.n_ff or 4 * family.n_embd, "tied_embeddings": family.tied_embeddings}
+    return {
+        "arch": family.arch,
+        "n_embd": family.n_embd,
+        "n_vocab": family.n_vocab,
+        "n_layer": family.n_layer,
+        "head_dim": family.head_dim,
+        "n_head": family.n_head,
+        "n_head_kv": family.n_head_kv,
+        "n_ff": family.n_ff or 4 * family.n_embd,
+        "tied_embeddings": family.tied_embeddings,
+    }
 
 
 def tensors(f: Mapping[str, Any]) -> list[tuple[str, int, int]]:
@@ -67,19 +105,33 @@ def tensors(f: Mapping[str, Any]) -> list[tuple[str, int, int]]:
         b = f"blk.{i}."
         out.append((b + "attn_norm.weight", e, 1))
         if arch == "falcon":
-            out += [(b + "attn_norm.bias", e, 1), (b + "attn_qkv.weight", e, q + 2 * kv),
-                    (b + "attn_output.weight", q, e), (b + "ffn_up.weight", e, ff),
-                    (b + "ffn_down.weight", ff, e)]
+            out += [
+                (b + "attn_norm.bias", e, 1),
+                (b + "attn_qkv.weight", e, q + 2 * kv),
+                (b + "attn_output.weight", q, e),
+                (b + "ffn_up.weight", e, ff),
+                (b + "ffn_down.weight", ff, e),
+            ]
             continue
         if arch == "phi3":
-            out += [(b + "attn_qkv.weight", e, q + 2 * kv), (b + "attn_output.weight", q, e),
-                    (b + "ffn_norm.weight", e, 1), (b + "ffn_up.weight", e, 2 * ff),
-                    (b + "ffn_down.weight", ff, e)]
+            out += [
+                (b + "attn_qkv.weight", e, q + 2 * kv),
+                (b + "attn_output.weight", q, e),
+                (b + "ffn_norm.weight", e, 1),
+                (b + "ffn_up.weight", e, 2 * ff),
+                (b + "ffn_down.weight", ff, e),
+            ]
             continue
-        out += [(b + "attn_q.weight", e, q), (b + "attn_k.weight", e, kv),
-                (b + "attn_v.weight", e, kv), (b + "attn_output.weight", q, e),
-                (b + "ffn_norm.weight", e, 1), (b + "ffn_gate.weight", e, ff),
-                (b + "ffn_up.weight", e, ff), (b + "ffn_down.weight", ff, e)]
+        out += [
+            (b + "attn_q.weight", e, q),
+            (b + "attn_k.weight", e, kv),
+            (b + "attn_v.weight", e, kv),
+            (b + "attn_output.weight", q, e),
+            (b + "ffn_norm.weight", e, 1),
+            (b + "ffn_gate.weight", e, ff),
+            (b + "ffn_up.weight", e, ff),
+            (b + "ffn_down.weight", ff, e),
+        ]
         if arch == "qwen2":
             out += [(b + "attn_q.bias", q, 1), (b + "attn_k.bias", kv, 1), (b + "attn_v.bias", kv, 1)]
         if arch == "gemma2":
@@ -122,8 +174,7 @@ def tensor_type(f: Mapping[str, Any], ftype: str, name: str, nx: int, ny: int, c
         if ftype == "Q2_K":
             t = "Q3_K"
         elif ftype == "Q3_K_M":
-            t = ("Q5_K" if i < L // 16 else
-                 "Q4_K" if arch != "falcon" or use_more_bits(i, L) else "Q3_K")
+            t = "Q5_K" if i < L // 16 else "Q4_K" if arch != "falcon" or use_more_bits(i, L) else "Q3_K"
         elif ftype == "Q4_K_M":
             if arch == "falcon":
                 t = "Q6_K" if i < L // 16 else "Q5_K" if use_more_bits(i, L) else "Q4_K"

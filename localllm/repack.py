@@ -29,8 +29,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["AMX_TYPES", "EXTRA_BUFFERS_ENV", "features_from_cpu_flags", "features_from_system_info", "repack_rule",
-           "repacked_bytes"]
+__all__ = [
+    "AMX_TYPES",
+    "EXTRA_BUFFERS_ENV",
+    "features_from_cpu_flags",
+    "features_from_system_info",
+    "repack_rule",
+    "repacked_bytes",
+]
 
 # "0" turns ggml's extra buffer types (repacking, AMX) off in the engine and the estimate;
 # "1" forces them on, even on an AMX build whose trial failed.
@@ -95,8 +101,15 @@ def repack_rule(features: Iterable[str], *, amx_usable: bool = True) -> tuple[fr
     return types, 8, amx
 
 
-def repacked_bytes(weights: Iterable[tuple[Any, ...]], features: Iterable[str], *, cpu_blocks: Any,
-                   tied: bool = False, output_on_cpu: bool = True, amx_usable: bool = True) -> int:
+def repacked_bytes(
+    weights: Iterable[tuple[Any, ...]],
+    features: Iterable[str],
+    *,
+    cpu_blocks: Any,
+    tied: bool = False,
+    output_on_cpu: bool = True,
+    amx_usable: bool = True,
+) -> int:
     """Bytes ggml copies into repacked (extra buffer) layouts for the weights kept on the CPU.
 
     `weights`: (name, ggml type, row length, rows, bytes, block) per 2-D tensor (block: the
@@ -118,8 +131,11 @@ def repacked_bytes(weights: Iterable[tuple[Any, ...]], features: Iterable[str], 
         elif block not in cpu_blocks:
             continue
         t = ggml_type.upper()
-        if t in amx and row_len % _AMX_ROW_ALIGN.get(t, 256) == 0:
-            total += nbytes
-        elif t in types and rows % (8 if t in _K_QUANTS else row_multiple) == 0:
+        if (
+            t in amx
+            and row_len % _AMX_ROW_ALIGN.get(t, 256) == 0
+            or t in types
+            and rows % (8 if t in _K_QUANTS else row_multiple) == 0
+        ):
             total += nbytes
     return total

@@ -39,7 +39,7 @@ class Resolved:
     """A MODEL argument, resolved: a local path with its plan, or a catalog plan."""
 
     path: Path | None  # the local file or folder; None for a catalog model (the store fetches it)
-    plan: "Plan | None"  # None only for a local GGUF whose architecture the planner cannot size
+    plan: Plan | None  # None only for a local GGUF whose architecture the planner cannot size
     placement: Placement
     info: Any = None  # validate's GGUFInfo / OnnxFolderInfo for a local path
     note: str = ""  # why there is no plan, when there is none
@@ -53,7 +53,7 @@ class Resolved:
         return self.plan.variant.name
 
 
-def local_model_path(model: "str | os.PathLike[str] | Family | Variant") -> Path | None:
+def local_model_path(model: str | os.PathLike[str] | Family | Variant) -> Path | None:
     """The Path when `model` names a file or folder, else None (a catalog name or "auto").
 
     A path is a PathLike; or text with a path separator, a leading "~" or ".", or a model
@@ -69,15 +69,26 @@ def local_model_path(model: "str | os.PathLike[str] | Family | Variant") -> Path
         return None
     seps = {os.sep, os.altsep, "/"} - {None}
     p = Path(text).expanduser()
-    if any(s in text for s in seps) or text.startswith(("~", ".")) or text.lower().endswith(_FILE_SUFFIXES) \
-            or p.exists():
+    if (
+        any(s in text for s in seps)
+        or text.startswith(("~", "."))
+        or text.lower().endswith(_FILE_SUFFIXES)
+        or p.exists()
+    ):
         return p
     return None
 
 
-def resolve(model: "str | os.PathLike[str] | Family | Variant" = "auto", *, hardware: "Hardware | None" = None,
-            context: int | None = None, workload: str = "interactive", runtime: str | None = None,
-            kv_type: str | None = None, threads: int | None = None) -> Resolved:
+def resolve(
+    model: str | os.PathLike[str] | Family | Variant = "auto",
+    *,
+    hardware: Hardware | None = None,
+    context: int | None = None,
+    workload: str = "interactive",
+    runtime: str | None = None,
+    kv_type: str | None = None,
+    threads: int | None = None,
+) -> Resolved:
     """Resolve and plan a MODEL argument; does no download.
 
     Raises:
@@ -90,15 +101,30 @@ def resolve(model: "str | os.PathLike[str] | Family | Variant" = "auto", *, hard
         from .planner import plan
 
         name = model if not isinstance(model, str) else model.strip()
-        p = plan(name, hardware=hardware, context=context, workload=workload, runtime=runtime, kv_type=kv_type,
-                 threads=threads)
+        p = plan(
+            name,
+            hardware=hardware,
+            context=context,
+            workload=workload,
+            runtime=runtime,
+            kv_type=kv_type,
+            threads=threads,
+        )
         return Resolved(path=None, plan=p, placement=p.placement)
     info = _validate(path, model)
-    return _plan_local(path, info, hardware=hardware, context=context, workload=workload, runtime=runtime,
-                       kv_type=kv_type, threads=threads)
+    return _plan_local(
+        path,
+        info,
+        hardware=hardware,
+        context=context,
+        workload=workload,
+        runtime=runtime,
+        kv_type=kv_type,
+        threads=threads,
+    )
 
 
-def check(model: "str | os.PathLike[str]") -> Path | None:
+def check(model: str | os.PathLike[str]) -> Path | None:
     """The cheap part of `resolve()`, without probing or planning: a path must exist and be a
     valid model, a name must be in the catalog. Returns the path, or None for a name or "auto".
 
@@ -115,9 +141,16 @@ def check(model: "str | os.PathLike[str]") -> Path | None:
     return path
 
 
-def plan_for(model: "str | os.PathLike[str] | Family | Variant" = "auto", *, hardware: "Hardware | None" = None,
-             context: int | None = None, workload: str = "interactive", runtime: str | None = None,
-             kv_type: str | None = None, threads: int | None = None) -> "Plan":
+def plan_for(
+    model: str | os.PathLike[str] | Family | Variant = "auto",
+    *,
+    hardware: Hardware | None = None,
+    context: int | None = None,
+    workload: str = "interactive",
+    runtime: str | None = None,
+    kv_type: str | None = None,
+    threads: int | None = None,
+) -> Plan:
     """The Plan for any MODEL form: "auto", a catalog name or "name:quant", a .gguf file or an ONNX folder.
 
     Like `localllm.plan`, which takes catalog names only; a local file is planned from its
@@ -129,8 +162,9 @@ def plan_for(model: "str | os.PathLike[str] | Family | Variant" = "auto", *, har
             the planner cannot size (`load()` still runs it, on the CPU).
         NoFittingVariantError: "auto" and nothing in the catalog fits.
     """
-    r = resolve(model, hardware=hardware, context=context, workload=workload, runtime=runtime, kv_type=kv_type,
-                threads=threads)
+    r = resolve(
+        model, hardware=hardware, context=context, workload=workload, runtime=runtime, kv_type=kv_type, threads=threads
+    )
     if r.plan is None:
         raise InvalidModelError(r.note, path=str(r.path))
     return r.plan
@@ -140,33 +174,51 @@ def _validate(path: Path, model: object) -> Any:
     if not path.exists():
         raise ModelNotFoundError(
             f"no such file: {path} (there is no model file or folder at that path). Check the path, or "
-            "give a catalog name (`localllm models` lists them) or 'auto'", name=str(model))
+            "give a catalog name (`localllm models` lists them) or 'auto'",
+            name=str(model),
+        )
     from .validate import validate_model_path
 
     return validate_model_path(path)
 
 
-def _plan_local(path: Path, info: Any, *, hardware: "Hardware | None", context: int | None, workload: str,
-                runtime: str | None, kv_type: str | None, threads: int | None) -> Resolved:
+def _plan_local(
+    path: Path,
+    info: Any,
+    *,
+    hardware: Hardware | None,
+    context: int | None,
+    workload: str,
+    runtime: str | None,
+    kv_type: str | None,
+    threads: int | None,
+) -> Resolved:
     """A plan and placement for a validated local file: the planner's, sized from the file itself."""
     from .planner import RUNTIME_ALIASES
 
     wanted = RUNTIME_ALIASES.get(runtime.strip().lower(), runtime.strip().lower()) if runtime else None
     if hasattr(info, "kv_bytes_per_token"):  # an ONNX folder or .onnx file (OnnxFolderInfo)
         if wanted not in (None, "onnxruntime"):
-            raise InvalidModelError(f"{path} is an ONNX model; runtime {runtime!r} cannot run it "
-                                    "(use runtime 'onnxruntime')", path=str(path))
+            raise InvalidModelError(
+                f"{path} is an ONNX model; runtime {runtime!r} cannot run it (use runtime 'onnxruntime')",
+                path=str(path),
+            )
         if kv_type is not None:
-            raise InvalidModelError(f"{path} is an ONNX export, which fixes its own KV cache type; "
-                                    f"kv_type {kv_type!r} is a llama.cpp option: leave it out", path=str(path))
+            raise InvalidModelError(
+                f"{path} is an ONNX export, which fixes its own KV cache type; "
+                f"kv_type {kv_type!r} is a llama.cpp option: leave it out",
+                path=str(path),
+            )
         from .planner import plan_local_onnx
 
-        plan = plan_local_onnx(info, path=str(path), hardware=hardware, context=context, workload=workload,
-                               threads=threads)
+        plan = plan_local_onnx(
+            info, path=str(path), hardware=hardware, context=context, workload=workload, threads=threads
+        )
         return Resolved(path=path, plan=plan, placement=plan.placement, info=info)
     if wanted not in (None, "llama.cpp"):
-        raise InvalidModelError(f"{path} is a GGUF file; runtime {runtime!r} cannot run it "
-                                "(use runtime 'llama.cpp')", path=str(path))
+        raise InvalidModelError(
+            f"{path} is a GGUF file; runtime {runtime!r} cannot run it (use runtime 'llama.cpp')", path=str(path)
+        )
     why = "it has no tensor table"
     if hasattr(info, "tensors"):
         from .catalog import family_from_gguf_metadata
@@ -179,9 +231,18 @@ def _plan_local(path: Path, info: Any, *, hardware: "Hardware | None", context: 
         except CatalogError as exc:  # an architecture the planner cannot size: llama.cpp may still run it
             why = str(exc)
         else:
-            plan = plan_local(family, weight_bytes=info.tensor_bytes, path=str(path), context=context,
-                              workload=workload, runtime=wanted, kv_type=kv_type, threads=threads,
-                              hardware=hardware, weights=gguf_weights(info.tensors))
+            plan = plan_local(
+                family,
+                weight_bytes=info.tensor_bytes,
+                path=str(path),
+                context=context,
+                workload=workload,
+                runtime=wanted,
+                kv_type=kv_type,
+                threads=threads,
+                hardware=hardware,
+                weights=gguf_weights(info.tensors),
+            )
             return Resolved(path=path, plan=plan, placement=plan.placement, info=info)
     # an architecture the planner cannot size: a CPU placement from probe() facts
     from .hwprobe import probe
@@ -194,8 +255,10 @@ def _plan_local(path: Path, info: Any, *, hardware: "Hardware | None", context: 
     trained = meta.get(f"{meta.get('general.architecture')}.context_length")
     n_ctx = context or min(DEFAULT_LOCAL_CONTEXT, int(trained) if trained else DEFAULT_LOCAL_CONTEXT)
     n = max(1, int(cores))
-    note = (f"cannot plan {path} ({why}): the planner cannot size its memory. localllm still loads it on "
-            f"the CPU with n_ctx {n_ctx} and {n} thread{'s' if n != 1 else ''} (`localllm run {path} PROMPT`)")
+    note = (
+        f"cannot plan {path} ({why}): the planner cannot size its memory. localllm still loads it on "
+        f"the CPU with n_ctx {n_ctx} and {n} thread{'s' if n != 1 else ''} (`localllm run {path} PROMPT`)"
+    )
     log.info("%s", note)  # load() warns; plan_for raises it
     placement = Placement(runtime="llama.cpp", n_ctx=n_ctx, n_threads=n, kv_type=kv_type or "f16")
     return Resolved(path=path, plan=None, placement=placement, info=info, note=note)

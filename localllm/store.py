@@ -175,8 +175,7 @@ def _target(variant: _VariantLike) -> Path:
 def _source(variant: _VariantLike) -> tuple[str, str]:
     repo, filename = getattr(variant, "repo", None), getattr(variant, "filename", None)
     if not repo or not filename:
-        raise ModelUnavailableError(
-            f"{variant.name} has no download source (repository and file name) in the catalog.")
+        raise ModelUnavailableError(f"{variant.name} has no download source (repository and file name) in the catalog.")
     return repo, filename
 
 
@@ -249,15 +248,25 @@ def _current_record(path: Path) -> dict | None:
     return data if data["size"] == st.st_size and data["mtime_ns"] == st.st_mtime_ns else None
 
 
-def _remember(path: Path, digest: str, st: os.stat_result | None = None, *,
-              verified_by: VerifiedBy | None = None) -> None:
+def _remember(
+    path: Path, digest: str, st: os.stat_result | None = None, *, verified_by: VerifiedBy | None = None
+) -> None:
     st = st or path.stat()
     rec = _record_path(path)
     try:
         rec.parent.mkdir(parents=True, exist_ok=True)
         tmp = rec.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                   "sha256": digest, "verified_by": verified_by}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "path": str(path.resolve()),
+                    "size": st.st_size,
+                    "mtime_ns": st.st_mtime_ns,
+                    "sha256": digest,
+                    "verified_by": verified_by,
+                }
+            )
+        )
         os.replace(tmp, rec)
     except OSError as exc:  # a read-only cache still works, it just rehashes
         log.debug("could not record the sha256 of %s: %s", path, exc)
@@ -359,8 +368,13 @@ def list_local(catalog: Any | None = None) -> list[LocalFile]:
     root = cache_dir()
     if root.is_dir():
         for p in sorted(root.rglob("*")):
-            if (p.is_file() and not p.name.startswith(".") and p.suffix not in (".part", ".json", ".lock", ".tmp")
-                    and ".verified" not in p.parts and p.resolve() not in seen):
+            if (
+                p.is_file()
+                and not p.name.startswith(".")
+                and p.suffix not in (".part", ".json", ".lock", ".tmp")
+                and ".verified" not in p.parts
+                and p.resolve() not in seen
+            ):
                 seen.add(p.resolve())
                 out.append(LocalFile(p, p.stat().st_size, by_target.get(p.resolve()), "localllm"))
     return sorted(out, key=lambda f: (f.variant is None, f.variant or "", str(f.path)))
@@ -369,8 +383,13 @@ def list_local(catalog: Any | None = None) -> list[LocalFile]:
 # -- download ----------------------------------------------------------------------------------
 
 
-def fetch(variant: _VariantLike, *, progress: ProgressCallback | None = None, offline: bool | None = None,
-          force_download: bool = False) -> Path:
+def fetch(
+    variant: _VariantLike,
+    *,
+    progress: ProgressCallback | None = None,
+    offline: bool | None = None,
+    force_download: bool = False,
+) -> Path:
     """A verified local path for a variant: from a cache, the package, or downloaded now.
 
     Args:
@@ -387,8 +406,13 @@ def fetch(variant: _VariantLike, *, progress: ProgressCallback | None = None, of
     return pull(variant, progress=progress, offline=offline, force_download=force_download).path
 
 
-def pull(variant: _VariantLike, *, progress: ProgressCallback | None = None, offline: bool | None = None,
-         force_download: bool = False) -> Pulled:
+def pull(
+    variant: _VariantLike,
+    *,
+    progress: ProgressCallback | None = None,
+    offline: bool | None = None,
+    force_download: bool = False,
+) -> Pulled:
     """Like `fetch`, but says what the file was verified against and which catalog figures disagreed.
 
     Args and Raises: as `fetch`.
@@ -399,7 +423,8 @@ def pull(variant: _VariantLike, *, progress: ProgressCallback | None = None, off
             return Pulled(packaged, downloaded=False, verified_by="package")
         raise ModelUnavailableError(
             f"{variant.name} should ship inside the package at {packaged}, but that file is missing. "
-            "Reinstall localllm.")
+            "Reinstall localllm."
+        )
     if not force_download:
         found = resolve(variant)  # a complete folder for ONNX variants
         if found is not None:
@@ -408,8 +433,9 @@ def pull(variant: _VariantLike, *, progress: ProgressCallback | None = None, off
     target = _target(variant)
     if is_offline(offline):
         what = "the model folder is not complete in the cache" if _is_onnx(variant) else "the file is not cached"
-        raise _unavailable(variant, target, "offline mode is on (LOCALLLM_OFFLINE / HF_HUB_OFFLINE or "
-                                            f"offline=True) and {what}")
+        raise _unavailable(
+            variant, target, f"offline mode is on (LOCALLLM_OFFLINE / HF_HUB_OFFLINE or offline=True) and {what}"
+        )
     if _is_onnx(variant):
         return _fetch_onnx(variant, target, progress=progress, force_download=force_download)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -417,12 +443,21 @@ def pull(variant: _VariantLike, *, progress: ProgressCallback | None = None, off
 
     # one download of a file at a time, across processes: two writers would interleave the .part file
     with filelock.FileLock(str(target) + ".lock"):
-        if not force_download and target.is_file() and _mismatch(target, _expected_size(variant),
-                                                                 variant.sha256) is None:
+        if (
+            not force_download
+            and target.is_file()
+            and _mismatch(target, _expected_size(variant), variant.sha256) is None
+        ):
             return _on_disk(variant, target)  # another process finished it while we waited
         got = _download(variant, target, progress)
-        return Pulled(target, downloaded=True, verified_by=got.verified_by, sha256=got.sha256,
-                      unverified=() if got.verified_by else (_source(variant)[1],), warnings=got.warnings)
+        return Pulled(
+            target,
+            downloaded=True,
+            verified_by=got.verified_by,
+            sha256=got.sha256,
+            unverified=() if got.verified_by else (_source(variant)[1],),
+            warnings=got.warnings,
+        )
 
 
 def _on_disk(variant: _VariantLike, path: Path) -> Pulled:
@@ -430,8 +465,13 @@ def _on_disk(variant: _VariantLike, path: Path) -> Pulled:
     if _is_onnx(variant):
         return _onnx_on_disk(variant, path)
     verified_by, sha = _checked(path, variant.sha256)
-    return Pulled(path, downloaded=False, verified_by=verified_by, sha256=sha,
-                  unverified=() if verified_by else (_source(variant)[1],))
+    return Pulled(
+        path,
+        downloaded=False,
+        verified_by=verified_by,
+        sha256=sha,
+        unverified=() if verified_by else (_source(variant)[1],),
+    )
 
 
 def _checked(path: Path, catalog_sha: str | None) -> tuple[VerifiedBy | None, str | None]:
@@ -453,14 +493,18 @@ def _check_disk(variant: _VariantLike, folder: Path, needed: int | None) -> None
     free = shutil.disk_usage(folder).free
     if free < (needed or 0) + DISK_HEADROOM_BYTES:
         if needed is None:
-            what = (f"its size is not known before the download, so at least {_gb(DISK_HEADROOM_BYTES)} must be "
-                    f"free to start (and stays free while it downloads), but {folder} has {_gb(free)} free")
+            what = (
+                f"its size is not known before the download, so at least {_gb(DISK_HEADROOM_BYTES)} must be "
+                f"free to start (and stays free while it downloads), but {folder} has {_gb(free)} free"
+            )
         else:
-            what = (f"{_gb(needed)} needed plus {_gb(DISK_HEADROOM_BYTES)} kept free, but {folder} has "
-                    f"{_gb(free)} free")
+            what = f"{_gb(needed)} needed plus {_gb(DISK_HEADROOM_BYTES)} kept free, but {folder} has {_gb(free)} free"
         raise InsufficientDiskError(
             f"Not enough free disk to download {variant.name}: {what}. Free some space, or point LOCALLLM_HOME at "
-            "a bigger disk.", needed=(needed or 0) + DISK_HEADROOM_BYTES, available=free)
+            "a bigger disk.",
+            needed=(needed or 0) + DISK_HEADROOM_BYTES,
+            available=free,
+        )
 
 
 @dataclass(frozen=True)
@@ -497,26 +541,36 @@ def _download(variant: _VariantLike, target: Path, progress: ProgressCallback | 
     hub_sha = etag if _SHA256.fullmatch(etag) else None  # an LFS file's ETag is its sha256 (the LFS oid)
     warnings = []
     if catalog_size is not None and meta.size is not None and meta.size != catalog_size:
-        warnings.append(f"{variant.name}: the catalog says {catalog_size:,} bytes but the Hub's file {url} is "
-                        f"{meta.size:,} bytes; checking the download against the Hub's size. The catalog entry "
-                        "is out of date (models.toml).")
+        warnings.append(
+            f"{variant.name}: the catalog says {catalog_size:,} bytes but the Hub's file {url} is "
+            f"{meta.size:,} bytes; checking the download against the Hub's size. The catalog entry "
+            "is out of date (models.toml)."
+        )
     if catalog_sha and hub_sha and hub_sha != catalog_sha:
-        warnings.append(f"{variant.name}: the catalog's sha256 {catalog_sha} differs from the Hub's {hub_sha} for "
-                        f"{url}; checking the download against the Hub's. The catalog entry is out of date "
-                        "(models.toml).")
+        warnings.append(
+            f"{variant.name}: the catalog's sha256 {catalog_sha} differs from the Hub's {hub_sha} for "
+            f"{url}; checking the download against the Hub's. The catalog entry is out of date "
+            "(models.toml)."
+        )
     for w in warnings:
         log.warning("%s", w)
     total = meta.size if meta.size is not None else catalog_size
-    sha, verified_by, against = ((hub_sha, "hub", "the Hub's") if hub_sha else
-                                 (catalog_sha, "catalog", "the catalog's") if catalog_sha else (None, None, ""))
+    sha, verified_by, against = (
+        (hub_sha, "hub", "the Hub's")
+        if hub_sha
+        else (catalog_sha, "catalog", "the catalog's")
+        if catalog_sha
+        else (None, None, "")
+    )
 
     # resume only a partial file of this very version of the file
     try:
         previous = json.loads(part_meta.read_text())
     except (OSError, ValueError):
         previous = None
-    if have and (not isinstance(previous, dict) or previous.get("etag") != meta.etag
-                 or (total is not None and have > total)):
+    if have and (
+        not isinstance(previous, dict) or previous.get("etag") != meta.etag or (total is not None and have > total)
+    ):
         log.info("discarding a partial download of another version: %s", part)
         part.unlink(missing_ok=True)
         have = 0
@@ -542,7 +596,8 @@ def _download(variant: _VariantLike, target: Path, progress: ProgressCallback | 
         part_meta.unlink(missing_ok=True)
         raise ChecksumMismatchError(
             f"The download of {variant.name} from {url} is corrupt: {why}. The file was deleted; run the command "
-            "again to download it afresh. If this keeps happening, the source repository has changed.")
+            "again to download it afresh. If this keeps happening, the source repository has changed."
+        )
     os.replace(part, target)
     part_meta.unlink(missing_ok=True)
     # a rename keeps size and mtime: the record holds without hashing again; with no published sha256 it is
@@ -550,9 +605,14 @@ def _download(variant: _VariantLike, target: Path, progress: ProgressCallback | 
     _remember(target, digest, verified_by=verified_by)
     if verified_by is None:
         # a whole model unverified deserves a warning; an ONNX folder's small non-LFS side files are routine
-        log.log(logging.INFO if isinstance(variant, _RepoFile) else logging.WARNING,
-                "%s: no published sha256 to check %s against (no LFS oid from the Hub, none in the catalog); "
-                "recorded its sha256 %s", variant.name, target.name, digest)
+        log.log(
+            logging.INFO if isinstance(variant, _RepoFile) else logging.WARNING,
+            "%s: no published sha256 to check %s against (no LFS oid from the Hub, none in the catalog); "
+            "recorded its sha256 %s",
+            variant.name,
+            target.name,
+            digest,
+        )
     return _Got(digest, verified_by, tuple(warnings))
 
 
@@ -607,8 +667,16 @@ class _PartWriter:
         self._f.flush()
 
 
-def _http_get(variant, target: Path, url: str, part: Path, have: int, total: int | None, headers: dict,
-              progress: ProgressCallback | None) -> str:
+def _http_get(
+    variant,
+    target: Path,
+    url: str,
+    part: Path,
+    have: int,
+    total: int | None,
+    headers: dict,
+    progress: ProgressCallback | None,
+) -> str:
     """Download into `part` (appending after `have` bytes); returns the whole file's sha256."""
     from huggingface_hub.file_download import http_get
 
@@ -618,8 +686,15 @@ def _http_get(variant, target: Path, url: str, part: Path, have: int, total: int
         # unbuffered: every byte is on disk (or has failed) when write returns, none left for close() to fail on
         with open(part, "ab", buffering=0) as f:
             writer = _PartWriter(f, hasher, part.parent, keep_floor=total is None)
-            http_get(url, writer, resume_size=have, headers=dict(headers), expected_size=total, tqdm_class=bar,
-                     displayed_filename=variant.name)
+            http_get(
+                url,
+                writer,
+                resume_size=have,
+                headers=dict(headers),
+                expected_size=total,
+                tqdm_class=bar,
+                displayed_filename=variant.name,
+            )
     except _DiskFull as full:
         written = part.stat().st_size if part.is_file() else 0
         part.unlink(missing_ok=True)  # it can never complete here, and it keeps the disk full
@@ -631,13 +706,18 @@ def _http_get(variant, target: Path, url: str, part: Path, have: int, total: int
             f"written to {part.parent}, which has {_gb(full.free)} free. The partial file was deleted. Free at least "
             f"{_gb(needed)} (the file plus {_gb(DISK_HEADROOM_BYTES)} kept free), or point LOCALLLM_HOME at a bigger "
             "disk, then run the command again.",
-            needed=needed, available=full.free, written=written, path=str(part)) from full.__cause__
+            needed=needed,
+            available=full.free,
+            written=written,
+            path=str(part),
+        ) from full.__cause__
     except OSError as exc:
         if "Consistency check failed" in str(exc):  # the server sent a different number of bytes
             part.unlink(missing_ok=True)
             raise ChecksumMismatchError(
                 f"The download of {variant.name} from {url} has the wrong size ({exc}). The partial file was "
-                "deleted; run the command again.") from exc
+                "deleted; run the command again."
+            ) from exc
         raise _unavailable(variant, target, _why(exc), partial=part) from exc
     except Exception as exc:
         # huggingface_hub's HTTP client (httpx2 in 2.x, httpx in 1.x) or its own errors: the network failed
@@ -681,8 +761,10 @@ def _why(exc: BaseException) -> str:
     name = type(exc).__name__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if name in ("GatedRepoError",) or "401" in text or "403" in text:
-        return (f"the repository refused access ({name}: {text}); it may be gated: accept its license on "
-                "huggingface.co and log in with `hf auth login`")
+        return (
+            f"the repository refused access ({name}: {text}); it may be gated: accept its license on "
+            "huggingface.co and log in with `hf auth login`"
+        )
     if name in ("RepositoryNotFoundError", "RemoteEntryNotFoundError", "EntryNotFoundError", "RevisionNotFoundError"):
         return f"the source has no such file ({name}: {text})"
     if name == "OfflineModeIsEnabled":
@@ -690,18 +772,24 @@ def _why(exc: BaseException) -> str:
     return f"the source could not be reached ({name}: {text})"
 
 
-def _unavailable(variant: _VariantLike, target: Path, why: str, *, partial: Path | None = None) -> ModelUnavailableError:
+def _unavailable(
+    variant: _VariantLike, target: Path, why: str, *, partial: Path | None = None
+) -> ModelUnavailableError:
     size = variant.size
     size_text = f"{size:,} bytes ({_gb(size)})" if size else "size unknown"
     if size and getattr(variant, "size_estimated", False):
         size_text = f"about {_gb(size)}"
     url = _url(variant)
-    resume = (f" {partial.stat().st_size:,} bytes are saved in {partial}; running again resumes from there."
-              if partial is not None and partial.is_file() and partial.stat().st_size else "")
+    resume = (
+        f" {partial.stat().st_size:,} bytes are saved in {partial}; running again resumes from there."
+        if partial is not None and partial.is_file() and partial.stat().st_size
+        else ""
+    )
     err = ModelUnavailableError(
         f"Cannot get {variant.name}: {why}.{resume} The file is {Path(_source(variant)[1]).name}, {size_text}, from "
         f"{url}. To install it by hand, download it and put it at {target} (or run `localllm pull {variant.name}` "
-        "when online).")
+        "when online)."
+    )
     err.path = str(target)
     err.url = url
     err.size = size
@@ -712,7 +800,6 @@ def _gb(n: int | None) -> str:
     if n is None:
         return "?"
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
-
 
 
 # -- ONNX folders --------------------------------------------------------------------------
@@ -745,8 +832,11 @@ def _onnx_files(variant: _VariantLike) -> list[tuple[str, bool]]:
     """(repo path, required) for every file of an ONNX variant, the decoder first."""
     _, filename = _source(variant)
     parent = filename.rsplit("/", 1)[0] if "/" in filename else ""
-    root = parent.rsplit("/", 1)[0] if parent.split("/")[-1] == "onnx" and "/" in parent else \
-        ("" if parent == "onnx" else parent)
+    root = (
+        parent.rsplit("/", 1)[0]
+        if parent.split("/")[-1] == "onnx" and "/" in parent
+        else ("" if parent == "onnx" else parent)
+    )
     prefix = f"{root}/" if root else ""
     files = [(filename, True)] + [(filename + s, False) for s in ONNX_DATA_SUFFIXES]
     files += [(prefix + n, True) for n in ONNX_REQUIRED_FILES] + [(prefix + n, False) for n in ONNX_OPTIONAL_FILES]
@@ -784,12 +874,18 @@ def _onnx_on_disk(variant: _VariantLike, path: Path) -> Pulled:
         files = []
     checks = {rel: _checked(root.joinpath(*rel.split("/")), None) for rel in files}
     verified_by, sha = checks.get(_source(variant)[1], (None, None))
-    return Pulled(path, downloaded=False, verified_by=verified_by, sha256=sha,
-                  unverified=tuple(rel for rel, (by, _) in checks.items() if by is None))
+    return Pulled(
+        path,
+        downloaded=False,
+        verified_by=verified_by,
+        sha256=sha,
+        unverified=tuple(rel for rel, (by, _) in checks.items() if by is None),
+    )
 
 
-def _fetch_onnx(variant: _VariantLike, target: Path, *, progress: ProgressCallback | None,
-                force_download: bool) -> Pulled:
+def _fetch_onnx(
+    variant: _VariantLike, target: Path, *, progress: ProgressCallback | None, force_download: bool
+) -> Pulled:
     """Download an ONNX variant's folder (fetch() has already looked in the cache and at offline mode)."""
     repo = _source(variant)[0]
     root = cache_dir() / repo.replace("/", "--")
@@ -842,8 +938,14 @@ def _fetch_onnx(variant: _VariantLike, target: Path, *, progress: ProgressCallba
         tmp.write_text(json.dumps({"variant": variant.name, "files": got}))
         os.replace(tmp, marker)
     verified_by, sha = checks[_source(variant)[1]]
-    return Pulled(target, downloaded=True, verified_by=verified_by, sha256=sha,
-                  unverified=tuple(rel for rel, (by, _) in checks.items() if by is None), warnings=tuple(warnings))
+    return Pulled(
+        target,
+        downloaded=True,
+        verified_by=verified_by,
+        sha256=sha,
+        unverified=tuple(rel for rel, (by, _) in checks.items() if by is None),
+        warnings=tuple(warnings),
+    )
 
 
 _NOT_FOUND = ("RemoteEntryNotFoundError", "EntryNotFoundError")

@@ -28,8 +28,9 @@ import re
 import string
 import time
 import types
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from jinja2 import nodes, pass_context
 from jinja2.exceptions import SecurityError
@@ -38,9 +39,23 @@ from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
 
-__all__ = ["MAX_CALLS", "MAX_INT_BITS", "MAX_ITEMS", "MAX_LOOP_ITERATIONS", "MAX_TEMPLATE_CHARS", "MIN_OUTPUT_CHARS",
-           "OUTPUT_PER_INPUT_CHAR", "RENDER_TIME_LIMIT_S", "BoundedEnvironment", "RenderLimits",
-           "TemplateLimitError", "check_printable", "render_bounded", "stringify", "weight"]
+__all__ = [
+    "MAX_CALLS",
+    "MAX_INT_BITS",
+    "MAX_ITEMS",
+    "MAX_LOOP_ITERATIONS",
+    "MAX_TEMPLATE_CHARS",
+    "MIN_OUTPUT_CHARS",
+    "OUTPUT_PER_INPUT_CHAR",
+    "RENDER_TIME_LIMIT_S",
+    "BoundedEnvironment",
+    "RenderLimits",
+    "TemplateLimitError",
+    "check_printable",
+    "render_bounded",
+    "stringify",
+    "weight",
+]
 
 # Real templates render in milliseconds (SmolLM2's; GLM-4.6's, Mistral-Small-3.1's and
 # Nemotron-Nano-2's tool templates take under 40 ms here, compiling included); 2 s is far
@@ -90,15 +105,23 @@ class RenderLimits:
     written: int = 0
 
     @classmethod
-    def for_input(cls, input_chars: int, *, time_s: float = RENDER_TIME_LIMIT_S) -> "RenderLimits":
+    def for_input(cls, input_chars: int, *, time_s: float = RENDER_TIME_LIMIT_S) -> RenderLimits:
         out = max(MIN_OUTPUT_CHARS, OUTPUT_PER_INPUT_CHAR * input_chars)
-        return cls(value_chars=out, output_chars=out, written_chars=WRITTEN_PER_OUTPUT_CHAR * out, time_s=time_s,
-                   deadline=time.monotonic() + time_s, loops_left=MAX_LOOP_ITERATIONS, calls_left=MAX_CALLS)
+        return cls(
+            value_chars=out,
+            output_chars=out,
+            written_chars=WRITTEN_PER_OUTPUT_CHAR * out,
+            time_s=time_s,
+            deadline=time.monotonic() + time_s,
+            loops_left=MAX_LOOP_ITERATIONS,
+            calls_left=MAX_CALLS,
+        )
 
 
 _COMPILE_TIME = RenderLimits()  # outside a render: size caps only
-_current: contextvars.ContextVar[RenderLimits] = contextvars.ContextVar("localllm_template_limits",
-                                                                        default=_COMPILE_TIME)
+_current: contextvars.ContextVar[RenderLimits] = contextvars.ContextVar(
+    "localllm_template_limits", default=_COMPILE_TIME
+)
 
 
 def render_bounded(template: Any, limits: RenderLimits, **variables: Any) -> str:
@@ -114,8 +137,9 @@ def render_bounded(template: Any, limits: RenderLimits, **variables: Any) -> str
         for piece in template.generate(**variables):
             n += len(piece)
             if n > limits.output_chars:
-                raise TemplateLimitError("output", limits.output_chars,
-                                         f"the prompt grew past {limits.output_chars:,} characters")
+                raise TemplateLimitError(
+                    "output", limits.output_chars, f"the prompt grew past {limits.output_chars:,} characters"
+                )
             _check_time(limits)
             parts.append(piece)
         return "".join(parts)
@@ -152,8 +176,9 @@ class _Guarded:
         for item in self._iterable:
             lim.loops_left -= 1
             if lim.loops_left < 0:
-                raise TemplateLimitError("loop iterations", MAX_LOOP_ITERATIONS,
-                                         f"it ran more than {MAX_LOOP_ITERATIONS:,} loop iterations")
+                raise TemplateLimitError(
+                    "loop iterations", MAX_LOOP_ITERATIONS, f"it ran more than {MAX_LOOP_ITERATIONS:,} loop iterations"
+                )
             _check_time(lim)
             yield item
 
@@ -203,9 +228,11 @@ def weight(value: Any, limit: float) -> float:
 
 def _too_big(what: str, size: float, lim: RenderLimits) -> None:
     if size > lim.value_chars:
-        raise TemplateLimitError("value size", lim.value_chars,
-                                 f"{what} would make a value of {size:,.0f} characters or items, more than "
-                                 f"{lim.value_chars:,}")
+        raise TemplateLimitError(
+            "value size",
+            lim.value_chars,
+            f"{what} would make a value of {size:,.0f} characters or items, more than {lim.value_chars:,}",
+        )
 
 
 def check_printable(value: Any, what: str = "a value") -> None:
@@ -216,8 +243,9 @@ def check_printable(value: Any, what: str = "a value") -> None:
 
 def _too_many(what: str, n: int) -> None:
     if n > MAX_ITEMS:
-        raise TemplateLimitError("list size", MAX_ITEMS, f"{what} would make a list of {n:,} items, more than "
-                                 f"{MAX_ITEMS:,}")
+        raise TemplateLimitError(
+            "list size", MAX_ITEMS, f"{what} would make a list of {n:,} items, more than {MAX_ITEMS:,}"
+        )
 
 
 def stringify(value: Any, what: str = "a value") -> str:
@@ -230,14 +258,18 @@ def stringify(value: Any, what: str = "a value") -> str:
 
 def _check_int(what: str, n: Any, lim: RenderLimits) -> None:
     if isinstance(n, int) and abs(n) > lim.value_chars:
-        raise TemplateLimitError("value size", lim.value_chars,
-                                 f"{what} was given {n:,}, more than {lim.value_chars:,}")
+        raise TemplateLimitError(
+            "value size", lim.value_chars, f"{what} was given {n:,}, more than {lim.value_chars:,}"
+        )
 
 
 def _check_bits(what: str, bits: int) -> None:
     if bits > MAX_INT_BITS:
-        raise TemplateLimitError("integer size", MAX_INT_BITS,
-                                 f"{what} would make an integer of about {bits:,} bits, more than {MAX_INT_BITS:,}")
+        raise TemplateLimitError(
+            "integer size",
+            MAX_INT_BITS,
+            f"{what} would make an integer of about {bits:,} bits, more than {MAX_INT_BITS:,}",
+        )
 
 
 _PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.?)")
@@ -300,8 +332,11 @@ def _check_str_method(s: str | bytes, name: str, args: tuple, kwargs: dict, lim:
         _too_big(what, _replaced_size(s, args[0], args[1], count), lim)
     elif name == "join" and args:
         items = list(args[0])
-        _too_big(what, sum(len(x) if isinstance(x, (str, bytes)) else 0 for x in items) +
-                 len(s) * max(len(items) - 1, 0), lim)
+        _too_big(
+            what,
+            sum(len(x) if isinstance(x, (str, bytes)) else 0 for x in items) + len(s) * max(len(items) - 1, 0),
+            lim,
+        )
         args = (items, *args[1:])
     elif name == "format" and isinstance(s, str):
         _check_format(s, args, kwargs, lim)
@@ -327,10 +362,30 @@ def _check_result(result: Any, what: str, lim: RenderLimits) -> None:
 
 # --- filters ------------------------------------------------------------------------
 # Filters that print their value, with how much longer the text can get (escape: '<' is '&lt;').
-_PRINTING = {"string": 1, "pprint": 1, "upper": 3, "lower": 3, "title": 3, "capitalize": 3, "trim": 1,
-             "striptags": 1, "wordcount": 1, "truncate": 1, "escape": 6, "e": 6, "forceescape": 6,
-             "urlencode": 12, "safe": 1, "xmlattr": 6, "center": 1, "indent": 1, "wordwrap": 1, "urlize": 3,
-             "replace": 1, "format": 1}
+_PRINTING = {
+    "string": 1,
+    "pprint": 1,
+    "upper": 3,
+    "lower": 3,
+    "title": 3,
+    "capitalize": 3,
+    "trim": 1,
+    "striptags": 1,
+    "wordcount": 1,
+    "truncate": 1,
+    "escape": 6,
+    "e": 6,
+    "forceescape": 6,
+    "urlencode": 12,
+    "safe": 1,
+    "xmlattr": 6,
+    "center": 1,
+    "indent": 1,
+    "wordwrap": 1,
+    "urlize": 3,
+    "replace": 1,
+    "format": 1,
+}
 
 
 def _filter_checks(name: str, a: dict[str, Any], value: Any, lim: RenderLimits) -> None:
@@ -357,8 +412,11 @@ def _filter_checks(name: str, a: dict[str, Any], value: Any, lim: RenderLimits) 
     elif name == "replace":
         old, new = a.get("old"), a.get("new")
         if isinstance(old, str) and isinstance(new, str):
-            _too_big(what, _replaced_size(text, old, new, a.get("count")) if text is not None
-                     else (size + 1) * (len(new) + 1), lim)
+            _too_big(
+                what,
+                _replaced_size(text, old, new, a.get("count")) if text is not None else (size + 1) * (len(new) + 1),
+                lim,
+            )
     elif name == "format":
         if isinstance(value, str):
             extra = a.get("kwargs") or a.get("args") or ()
@@ -392,12 +450,12 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
                 sep = args[skip + 1] if len(args) > skip + 1 else kwargs.get("d", "")
                 printed = sum(weight(x, lim.value_chars) for x in items)
                 _too_big("the join filter", printed + weight(sep, lim.value_chars) * max(len(items) - 1, 0), lim)
-                args = (*args[:skip], items, *args[skip + 1:])
+                args = (*args[:skip], items, *args[skip + 1 :])
             else:
                 bound: dict[str, Any] = {}
                 if sig is not None:
                     try:
-                        b = sig.bind(*args[skip - inner_skip:], **kwargs)
+                        b = sig.bind(*args[skip - inner_skip :], **kwargs)
                     except TypeError:
                         pass  # the filter itself reports bad arguments
                     else:
@@ -432,8 +490,10 @@ class _InsertHooks(NodeTransformer):
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
         node = self.generic_visit(node)
-        node.nodes = [_hook(_EMIT, nodes.Const(c.data, lineno=c.lineno) if isinstance(c, nodes.TemplateData) else c,
-                            c.lineno) for c in node.nodes]
+        node.nodes = [
+            _hook(_EMIT, nodes.Const(c.data, lineno=c.lineno) if isinstance(c, nodes.TemplateData) else c, c.lineno)
+            for c in node.nodes
+        ]
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
@@ -448,9 +508,11 @@ def _emit(_context: Any, value: Any) -> str:
     lim = _current.get()
     lim.written += len(text)
     if lim.written > lim.written_chars:
-        raise TemplateLimitError("written", lim.written_chars,
-                                 f"it wrote more than {lim.written_chars:,.0f} characters (blocks and macros "
-                                 "included)")
+        raise TemplateLimitError(
+            "written",
+            lim.written_chars,
+            f"it wrote more than {lim.written_chars:,.0f} characters (blocks and macros included)",
+        )
     _check_time(lim)
     return text
 
@@ -475,8 +537,9 @@ def _range(*args: Any) -> range:
     except OverflowError:
         n = math.inf
     if n > MAX_RANGE:
-        raise TemplateLimitError("range", MAX_RANGE,
-                                 f"range({', '.join(map(str, args))}) has {n:,} items, more than {MAX_RANGE:,}")
+        raise TemplateLimitError(
+            "range", MAX_RANGE, f"range({', '.join(map(str, args))}) has {n:,} items, more than {MAX_RANGE:,}"
+        )
     return rng
 
 
@@ -507,8 +570,11 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         if len(source) > MAX_TEMPLATE_CHARS:
-            raise TemplateLimitError("template size", MAX_TEMPLATE_CHARS,
-                                     f"the template is {len(source):,} characters, more than {MAX_TEMPLATE_CHARS:,}")
+            raise TemplateLimitError(
+                "template size",
+                MAX_TEMPLATE_CHARS,
+                f"the template is {len(source):,} characters, more than {MAX_TEMPLATE_CHARS:,}",
+            )
         tree = _InsertHooks().visit(super()._parse(source, name, filename))
         tree.set_environment(self)
         return tree

@@ -11,12 +11,21 @@ Imports numpy and gguf only when called.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
-__all__ = ["CHATML_TEMPLATE", "TinyShape", "SHAPES", "spm_vocab", "tiny_vocab", "write_llama_gguf",
-           "write_llama_weights", "quantize_gguf", "synthetic_gguf"]
+__all__ = [
+    "CHATML_TEMPLATE",
+    "TinyShape",
+    "SHAPES",
+    "spm_vocab",
+    "tiny_vocab",
+    "write_llama_gguf",
+    "write_llama_weights",
+    "quantize_gguf",
+    "synthetic_gguf",
+]
 
 # A ChatML template, as Qwen2.5 and SmolLM2 ship it (simplified: no tools).
 CHATML_TEMPLATE = (
@@ -26,11 +35,62 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-_WORDS = (
-    "hello world the a an is are was of and to in on for with you I it this that what how "
-    "yes no ok stop end model local chat reply token text fast slow cat dog sun moon one two "
-    "three four five six seven eight nine ten plus minus equals answer question"
-).split()
+_WORDS = [
+    "hello",
+    "world",
+    "the",
+    "a",
+    "an",
+    "is",
+    "are",
+    "was",
+    "of",
+    "and",
+    "to",
+    "in",
+    "on",
+    "for",
+    "with",
+    "you",
+    "I",
+    "it",
+    "this",
+    "that",
+    "what",
+    "how",
+    "yes",
+    "no",
+    "ok",
+    "stop",
+    "end",
+    "model",
+    "local",
+    "chat",
+    "reply",
+    "token",
+    "text",
+    "fast",
+    "slow",
+    "cat",
+    "dog",
+    "sun",
+    "moon",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "plus",
+    "minus",
+    "equals",
+    "answer",
+    "question",
+]
 
 
 @dataclass(frozen=True)
@@ -95,10 +155,18 @@ def tiny_vocab() -> tuple[list[str], list[float], list[int]]:
     return spm_vocab(pieces)
 
 
-def write_llama_gguf(path: str | Path, shape: TinyShape | str = "tiny", *, seed: int = 0,
-                     chat_template: str | None = CHATML_TEMPLATE, name: str = "tiny-llama",
-                     f16: bool = False, scale: float = 0.5, rename_tokens: Mapping[str, str] | None = None,
-                     extra_control_tokens: Sequence[str] = ()) -> Path:
+def write_llama_gguf(
+    path: str | Path,
+    shape: TinyShape | str = "tiny",
+    *,
+    seed: int = 0,
+    chat_template: str | None = CHATML_TEMPLATE,
+    name: str = "tiny-llama",
+    f16: bool = False,
+    scale: float = 0.5,
+    rename_tokens: Mapping[str, str] | None = None,
+    extra_control_tokens: Sequence[str] = (),
+) -> Path:
     """Write a random-weight Llama GGUF file; returns its path.
 
     `scale` sets the weight spread: larger values make greedy output depend more on
@@ -154,14 +222,32 @@ def write_llama_gguf(path: str | Path, shape: TinyShape | str = "tiny", *, seed:
     tensors["output_norm.weight"] = norm(shape.n_embd)
     if not shape.tied_embeddings:
         tensors["output.weight"] = weight(n_vocab, shape.n_embd)
-    return write_llama_weights(path, shape, tensors, vocab=(tokens, scores, types),
-                               chat_template=chat_template, name=name, file_type=1 if f16 else 0)
+    return write_llama_weights(
+        path,
+        shape,
+        tensors,
+        vocab=(tokens, scores, types),
+        chat_template=chat_template,
+        name=name,
+        file_type=1 if f16 else 0,
+    )
 
 
-def write_llama_weights(path: str | Path, shape: TinyShape, tensors, *, vocab, chat_template: str | None,
-                        name: str, file_type: int = 0, rms_eps: float = 1e-5, rope_freq_base: float = 10000.0,
-                        add_bos: bool = True, add_space_prefix: bool | None = None,
-                        extra_kv: dict[str, str] | None = None) -> Path:
+def write_llama_weights(
+    path: str | Path,
+    shape: TinyShape,
+    tensors,
+    *,
+    vocab,
+    chat_template: str | None,
+    name: str,
+    file_type: int = 0,
+    rms_eps: float = 1e-5,
+    rope_freq_base: float = 10000.0,
+    add_bos: bool = True,
+    add_space_prefix: bool | None = None,
+    extra_kv: dict[str, str] | None = None,
+) -> Path:
     """Write a Llama GGUF from given tensors (llama.cpp names and layout, numpy arrays); returns its path.
 
     `tensors` maps GGUF tensor names (token_embd.weight, blk.N.attn_q.weight, ...) to arrays
@@ -231,8 +317,14 @@ def quantize_gguf(src: str | Path, dst: str | Path, quant: str = "Q4_K_M", *, th
     return Path(dst)
 
 
-def synthetic_gguf(folder: str | Path, shape: str, quant: str = "Q4_K_M", *, keep_f16: bool = False,
-                   say: Callable[[str], None] | None = None) -> Path:
+def synthetic_gguf(
+    folder: str | Path,
+    shape: str,
+    quant: str = "Q4_K_M",
+    *,
+    keep_f16: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> Path:
     """A cached random-weight model of a real shape: F16 written with `gguf`, then quantized
     by llama.cpp. Each file is written under a temporary name and renamed, so an interrupted
     build is never reused. `say` receives progress lines (the library itself never prints)."""

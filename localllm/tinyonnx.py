@@ -22,17 +22,26 @@ Imports numpy, onnx and tokenizers only when called.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from .tinymodels import _WORDS, CHATML_TEMPLATE
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["OnnxShape", "ONNX_SHAPES", "ReferenceDecoder", "SPECIAL_TOKENS", "build_tokenizer",
-           "make_weights", "reference_decoder", "write_onnx_folder"]
+__all__ = [
+    "OnnxShape",
+    "ONNX_SHAPES",
+    "ReferenceDecoder",
+    "SPECIAL_TOKENS",
+    "build_tokenizer",
+    "make_weights",
+    "reference_decoder",
+    "write_onnx_folder",
+]
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 _OPSET = 17  # ReduceMean still takes `axes` as an attribute; LayerNormalization exists
@@ -64,8 +73,9 @@ class OnnxShape:
 ONNX_SHAPES: dict[str, OnnxShape] = {
     "tiny": OnnxShape(),
     "qwen2.5-0.5b": OnnxShape(24, 896, 14, 2, 4864, 32768, 151936, rope_theta=1000000.0),
-    "llama-3.2-1b": OnnxShape(16, 2048, 32, 8, 8192, 131072, 128256, qkv_bias=False,
-                              rope_theta=500000.0, rms_eps=1e-5, model_type="llama"),
+    "llama-3.2-1b": OnnxShape(
+        16, 2048, 32, 8, 8192, 131072, 128256, qkv_bias=False, rope_theta=500000.0, rms_eps=1e-5, model_type="llama"
+    ),
 }
 
 
@@ -76,17 +86,21 @@ def build_tokenizer(vocab_size: int = 400):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     corpus = [" ".join(_WORDS[i:] + _WORDS[:i]) for i in range(len(_WORDS))]
     corpus += ["Hello, world! How are you?", "The answer is 42.", "User: hi\nAssistant: hello"]
     tok.train_from_iterator(corpus, trainer)
     return tok
 
 
-def make_weights(shape: OnnxShape, *, seed: int = 0, scale: float = 0.5,
-                 silent: Sequence[int] = ()) -> dict[str, "np.ndarray"]:
+def make_weights(
+    shape: OnnxShape, *, seed: int = 0, scale: float = 0.5, silent: Sequence[int] = ()
+) -> dict[str, np.ndarray]:
     """Random float32 weights, named as the ONNX initializers are.
 
     `scale` sets the spread (larger: greedy output depends more on the prompt). Rows of
@@ -140,7 +154,7 @@ def _rope_tables(shape: OnnxShape, n_pos: int):
 class ReferenceDecoder:
     """The same decoder in numpy (float64 math), with its own KV cache."""
 
-    def __init__(self, shape: OnnxShape, weights: dict[str, "np.ndarray"]):
+    def __init__(self, shape: OnnxShape, weights: dict[str, np.ndarray]):
         self.shape = shape
         self.w = weights
         self.cos, self.sin = _rope_tables(shape, shape.n_ctx_train)
@@ -149,7 +163,7 @@ class ReferenceDecoder:
     def reset(self) -> None:
         self.past = []
 
-    def forward(self, tokens: Sequence[int], *, use_cache: bool = True) -> "np.ndarray":
+    def forward(self, tokens: Sequence[int], *, use_cache: bool = True) -> np.ndarray:
         """Logits [len(tokens), n_vocab] for tokens appended after the cached ones."""
         import numpy as np
 
@@ -166,7 +180,7 @@ class ReferenceDecoder:
             return x / np.sqrt((x * x).mean(-1, keepdims=True) + s.rms_eps) * g
 
         def rope(x):  # x [heads, n, hd]
-            x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
+            x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
             return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
         x = w["embed"][list(tokens)].astype(np.float64)
@@ -203,8 +217,10 @@ class ReferenceDecoder:
 
 # -- the ONNX graph ------------------------------------------------------------------
 
-def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: Path,
-                 kv_dtype: str, attention: str = "standard"):
+
+def _build_graph(
+    shape: OnnxShape, weights: dict[str, np.ndarray], data_file: Path, kv_dtype: str, attention: str = "standard"
+):
     """ModelProto whose initializers point into `data_file` (written here, aligned)."""
     import numpy as np
     from onnx import TensorProto, helper
@@ -222,6 +238,7 @@ def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: 
         return outs[0] if n_out == 1 else outs
 
     with open(data_file, "wb") as fh:
+
         def init(name: str, array: np.ndarray) -> str:
             array = np.ascontiguousarray(array)
             offset = fh.tell()
@@ -229,19 +246,18 @@ def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: 
             fh.write(b"\0" * pad)
             offset += pad
             fh.write(array.tobytes())
-            t = TensorProto(name=name, dims=list(array.shape),
-                            data_type=helper.np_dtype_to_tensor_dtype(array.dtype))
+            t = TensorProto(name=name, dims=list(array.shape), data_type=helper.np_dtype_to_tensor_dtype(array.dtype))
             t.data_location = TensorProto.EXTERNAL
-            for key, value in (("location", data_file.name), ("offset", str(offset)),
-                               ("length", str(array.nbytes))):
+            for key, value in (("location", data_file.name), ("offset", str(offset)), ("length", str(array.nbytes))):
                 entry = t.external_data.add()
                 entry.key, entry.value = key, value
             inits.append(t)
             return name
 
         def const(name: str, values, dtype=np.int64) -> str:
-            inits.append(helper.make_tensor(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
-                                            [len(values)], list(values)))
+            inits.append(
+                helper.make_tensor(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), [len(values)], list(values))
+            )
             return name
 
         for name, array in weights.items():
@@ -282,8 +298,11 @@ def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: 
         if gqa:
             # what onnxruntime-genai's builder feeds GroupQueryAttention: per-sequence length - 1
             # and the total length, both int32, derived from the attention mask
-            seqlens_k = node("Cast", [node("Sub", [node("ReduceSum", ["attention_mask", c_ax1], keepdims=0),
-                                                   c_ax1])], to=TensorProto.INT32)
+            seqlens_k = node(
+                "Cast",
+                [node("Sub", [node("ReduceSum", ["attention_mask", c_ax1], keepdims=0), c_ax1])],
+                to=TensorProto.INT32,
+            )
             total_len = node("Cast", [t_len], to=TensorProto.INT32)
         else:
             # cos/sin [B, S, 1, hd/2], broadcast over the heads of q/k [B, S, heads, hd/2]
@@ -308,12 +327,30 @@ def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: 
             if shape.qkv_bias:
                 q, k, v = (node("Add", [t, p + n]) for t, n in ((q, "bq"), (k, "bk"), (v, "bv")))
             if gqa:  # the fused contrib op: rotary, cache append, grouped attention in one kernel
-                nodes.append(helper.make_node(
-                    "GroupQueryAttention", [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value",
-                                            seqlens_k, total_len, "rope_cos", "rope_sin"],
-                    [f"gqa_out{i}", f"present.{i}.key", f"present.{i}.value"], name=f"gqa{i}",
-                    domain="com.microsoft", num_heads=nh, kv_num_heads=nkv, scale=float(1.0 / np.sqrt(hd)),
-                    do_rotary=1, rotary_interleaved=0))
+                nodes.append(
+                    helper.make_node(
+                        "GroupQueryAttention",
+                        [
+                            q,
+                            k,
+                            v,
+                            f"past_key_values.{i}.key",
+                            f"past_key_values.{i}.value",
+                            seqlens_k,
+                            total_len,
+                            "rope_cos",
+                            "rope_sin",
+                        ],
+                        [f"gqa_out{i}", f"present.{i}.key", f"present.{i}.value"],
+                        name=f"gqa{i}",
+                        domain="com.microsoft",
+                        num_heads=nh,
+                        kv_num_heads=nkv,
+                        scale=float(1.0 / np.sqrt(hd)),
+                        do_rotary=1,
+                        rotary_interleaved=0,
+                    )
+                )
                 x = node("Add", [x, node("MatMul", [f"gqa_out{i}", p + "wo"])])
                 h = rms(x, p + "ffn_norm")
                 g = node("MatMul", [h, p + "wg"])
@@ -325,10 +362,16 @@ def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: 
             v = node("Transpose", [node("Reshape", [v, c_kv])], perm=[0, 2, 1, 3])
             if kv_dtype == "float16":
                 k, v = node("Cast", [k], to=kv_onnx), node("Cast", [v], to=kv_onnx)
-            nodes.append(helper.make_node("Concat", [f"past_key_values.{i}.key", k],
-                                          [f"present.{i}.key"], axis=2, name=f"cat_k{i}"))
-            nodes.append(helper.make_node("Concat", [f"past_key_values.{i}.value", v],
-                                          [f"present.{i}.value"], axis=2, name=f"cat_v{i}"))
+            nodes.append(
+                helper.make_node(
+                    "Concat", [f"past_key_values.{i}.key", k], [f"present.{i}.key"], axis=2, name=f"cat_k{i}"
+                )
+            )
+            nodes.append(
+                helper.make_node(
+                    "Concat", [f"past_key_values.{i}.value", v], [f"present.{i}.value"], axis=2, name=f"cat_v{i}"
+                )
+            )
             k_all, v_all = f"present.{i}.key", f"present.{i}.value"
             if kv_dtype == "float16":
                 k_all = node("Cast", [k_all], to=TensorProto.FLOAT)
@@ -339,8 +382,7 @@ def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: 
             v5 = node("Unsqueeze", [v_all, c_ax2])
             scores = node("Add", [node("Mul", [node("MatMul", [q5, k5]), "att_scale"]), mask])
             att = node("MatMul", [node("Softmax", [scores], axis=-1), v5])
-            att = node("Reshape", [node("Transpose", [node("Reshape", [att, c_back])], perm=[0, 2, 1, 3]),
-                                   c_flat])
+            att = node("Reshape", [node("Transpose", [node("Reshape", [att, c_back])], perm=[0, 2, 1, 3]), c_flat])
             x = node("Add", [x, node("MatMul", [att, p + "wo"])])
             h = rms(x, p + "ffn_norm")
             g = node("MatMul", [h, p + "wg"])
@@ -351,10 +393,11 @@ def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: 
     f = TensorProto.FLOAT
     past_dims = ["batch_size", nkv, "past_sequence_length", hd]
     pres_dims = ["batch_size", nkv, "total_sequence_length", hd]
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
-              helper.make_tensor_value_info("attention_mask", TensorProto.INT64,
-                                            ["batch_size", "total_sequence_length"]),
-              helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"])]
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+    ]
     if attention == "gqa":
         inputs.pop()  # positions come from the attention mask, as in onnxruntime-genai's exports
     outputs = [helper.make_tensor_value_info("logits", f, ["batch_size", "sequence_length", shape.n_vocab])]
@@ -363,17 +406,25 @@ def _build_graph(shape: OnnxShape, weights: dict[str, "np.ndarray"], data_file: 
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", kv_onnx, past_dims))
             outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", kv_onnx, pres_dims))
     graph = helper.make_graph(nodes, "tiny-decoder", inputs, outputs, initializer=inits)
-    opsets = [helper.make_opsetid("", _OPSET)] + ([helper.make_opsetid("com.microsoft", 1)]
-                                                  if attention == "gqa" else [])
-    model = helper.make_model(graph, opset_imports=opsets,
-                              producer_name="localllm.tinyonnx")
+    opsets = [helper.make_opsetid("", _OPSET)] + (
+        [helper.make_opsetid("com.microsoft", 1)] if attention == "gqa" else []
+    )
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="localllm.tinyonnx")
     model.ir_version = 8  # readable by every onnxruntime >= 1.14
     return model
 
 
-def write_onnx_folder(folder: str | Path, shape: OnnxShape | str = "tiny", *, seed: int = 0,
-                      scale: float = 0.5, kv_dtype: str = "float32", genai_config: bool = True,
-                      context_length: int | None = None, attention: str = "standard") -> Path:
+def write_onnx_folder(
+    folder: str | Path,
+    shape: OnnxShape | str = "tiny",
+    *,
+    seed: int = 0,
+    scale: float = 0.5,
+    kv_dtype: str = "float32",
+    genai_config: bool = True,
+    context_length: int | None = None,
+    attention: str = "standard",
+) -> Path:
     """Write a random-weight ONNX LLM folder (see module docstring); returns the folder.
 
     `kv_dtype` "float16" stores the KV cache in half precision (math stays float32).
@@ -397,8 +448,9 @@ def write_onnx_folder(folder: str | Path, shape: OnnxShape | str = "tiny", *, se
     weights = make_weights(shape, seed=seed, scale=scale, silent=list(ids.values()))
     tok.save(str(folder / "tokenizer.json"))
     if attention not in ("standard", "gqa") or (attention == "gqa" and kv_dtype != "float32"):
-        raise ValueError(f"attention {attention!r} with kv_dtype {kv_dtype!r}: expected 'standard', "
-                         "or 'gqa' with a float32 cache")
+        raise ValueError(
+            f"attention {attention!r} with kv_dtype {kv_dtype!r}: expected 'standard', or 'gqa' with a float32 cache"
+        )
     model = _build_graph(shape, weights, folder / "onnx" / "model.onnx_data", kv_dtype, attention)
     del weights
     onnx.save_model(model, str(folder / "onnx" / "model.onnx"))
@@ -407,23 +459,49 @@ def write_onnx_folder(folder: str | Path, shape: OnnxShape | str = "tiny", *, se
     ctx = context_length or shape.n_ctx_train
     config = {
         "architectures": ["Qwen2ForCausalLM" if shape.model_type == "qwen2" else "LlamaForCausalLM"],
-        "model_type": shape.model_type, "hidden_size": shape.n_embd, "intermediate_size": shape.n_ff,
-        "num_hidden_layers": shape.n_layer, "num_attention_heads": shape.n_head,
-        "num_key_value_heads": shape.n_head_kv, "head_dim": shape.dim_head,
-        "max_position_embeddings": shape.n_ctx_train, "vocab_size": shape.n_vocab,
-        "rms_norm_eps": shape.rms_eps, "rope_theta": shape.rope_theta, "tie_word_embeddings": False,
-        "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "torch_dtype": "float32",
+        "model_type": shape.model_type,
+        "hidden_size": shape.n_embd,
+        "intermediate_size": shape.n_ff,
+        "num_hidden_layers": shape.n_layer,
+        "num_attention_heads": shape.n_head,
+        "num_key_value_heads": shape.n_head_kv,
+        "head_dim": shape.dim_head,
+        "max_position_embeddings": shape.n_ctx_train,
+        "vocab_size": shape.n_vocab,
+        "rms_norm_eps": shape.rms_eps,
+        "rope_theta": shape.rope_theta,
+        "tie_word_embeddings": False,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "torch_dtype": "float32",
     }
     tok_config = {
-        "bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-        "unk_token": None, "chat_template": CHATML_TEMPLATE, "model_max_length": ctx,
-        "add_bos_token": False, "tokenizer_class": "Qwen2Tokenizer",
-        "added_tokens_decoder": {str(i): {"content": t, "special": True, "lstrip": False, "rstrip": False,
-                                          "normalized": False, "single_word": False}
-                                 for t, i in ids.items()},
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "chat_template": CHATML_TEMPLATE,
+        "model_max_length": ctx,
+        "add_bos_token": False,
+        "tokenizer_class": "Qwen2Tokenizer",
+        "added_tokens_decoder": {
+            str(i): {
+                "content": t,
+                "special": True,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "single_word": False,
+            }
+            for t, i in ids.items()
+        },
     }
-    gen_config = {"bos_token_id": ids["<|endoftext|>"], "eos_token_id": eos,
-                  "pad_token_id": ids["<|endoftext|>"], "do_sample": False}
+    gen_config = {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": eos,
+        "pad_token_id": ids["<|endoftext|>"],
+        "do_sample": False,
+    }
     _write_json(folder / "config.json", config)
     _write_json(folder / "tokenizer_config.json", tok_config)
     _write_json(folder / "generation_config.json", gen_config)
@@ -439,30 +517,56 @@ def _genai_config(shape: OnnxShape, ids: dict[str, int], eos: list[int], ctx: in
     """The onnxruntime-genai description of the decoder (names, dims, search defaults)."""
     return {
         "model": {
-            "bos_token_id": ids["<|endoftext|>"], "context_length": ctx,
+            "bos_token_id": ids["<|endoftext|>"],
+            "context_length": ctx,
             "decoder": {
                 "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
-                "filename": "onnx/model.onnx", "head_size": shape.dim_head, "hidden_size": shape.n_embd,
-                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
-                           "position_ids": "position_ids", "past_key_names": "past_key_values.%d.key",
-                           "past_value_names": "past_key_values.%d.value"},
-                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
-                            "present_value_names": "present.%d.value"},
-                "num_attention_heads": shape.n_head, "num_hidden_layers": shape.n_layer,
+                "filename": "onnx/model.onnx",
+                "head_size": shape.dim_head,
+                "hidden_size": shape.n_embd,
+                "inputs": {
+                    "input_ids": "input_ids",
+                    "attention_mask": "attention_mask",
+                    "position_ids": "position_ids",
+                    "past_key_names": "past_key_values.%d.key",
+                    "past_value_names": "past_key_values.%d.value",
+                },
+                "outputs": {
+                    "logits": "logits",
+                    "present_key_names": "present.%d.key",
+                    "present_value_names": "present.%d.value",
+                },
+                "num_attention_heads": shape.n_head,
+                "num_hidden_layers": shape.n_layer,
                 "num_key_value_heads": shape.n_head_kv,
             },
-            "eos_token_id": eos, "pad_token_id": ids["<|endoftext|>"], "type": shape.model_type,
+            "eos_token_id": eos,
+            "pad_token_id": ids["<|endoftext|>"],
+            "type": shape.model_type,
             "vocab_size": shape.n_vocab,
         },
-        "search": {"diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
-                   "max_length": ctx, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
-                   "num_return_sequences": 1, "past_present_share_buffer": False, "repetition_penalty": 1.0,
-                   "temperature": 1.0, "top_k": 1, "top_p": 1.0},
+        "search": {
+            "diversity_penalty": 0.0,
+            "do_sample": False,
+            "early_stopping": True,
+            "length_penalty": 1.0,
+            "max_length": ctx,
+            "min_length": 0,
+            "no_repeat_ngram_size": 0,
+            "num_beams": 1,
+            "num_return_sequences": 1,
+            "past_present_share_buffer": False,
+            "repetition_penalty": 1.0,
+            "temperature": 1.0,
+            "top_k": 1,
+            "top_p": 1.0,
+        },
     }
 
 
-def reference_decoder(folder: str | Path, shape: OnnxShape | str = "tiny", *, seed: int = 0,
-                      scale: float = 0.5) -> ReferenceDecoder:
+def reference_decoder(
+    folder: str | Path, shape: OnnxShape | str = "tiny", *, seed: int = 0, scale: float = 0.5
+) -> ReferenceDecoder:
     """The numpy twin of a folder written by `write_onnx_folder` with the same shape, seed and scale."""
     from tokenizers import Tokenizer
 

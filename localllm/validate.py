@@ -39,6 +39,7 @@ from typing import Any
 
 from . import gguf_rules
 from .errors import InvalidModelError
+
 # ONNX folders are checked by the ONNX runtime's module (graph names, external data, tokenizer)
 from .runtimes.onnx_folder import OnnxFolderInfo, is_onnx_folder, validate_onnx_folder
 
@@ -80,11 +81,17 @@ SMALL_ARRAY = 1024  # arrays up to this many elements are kept in GGUFInfo.metad
 # GGUF value types (gguf.cpp enum gguf_type): name, struct format, size in bytes
 _UINT8, _INT8, _UINT16, _INT16, _UINT32, _INT32, _FLOAT32, _BOOL, _STRING, _ARRAY, _UINT64, _INT64, _FLOAT64 = range(13)
 _SCALARS = {
-    _UINT8: ("uint8", "<B", 1), _INT8: ("int8", "<b", 1),
-    _UINT16: ("uint16", "<H", 2), _INT16: ("int16", "<h", 2),
-    _UINT32: ("uint32", "<I", 4), _INT32: ("int32", "<i", 4),
-    _FLOAT32: ("float32", "<f", 4), _BOOL: ("bool", "<?", 1),
-    _UINT64: ("uint64", "<Q", 8), _INT64: ("int64", "<q", 8), _FLOAT64: ("float64", "<d", 8),
+    _UINT8: ("uint8", "<B", 1),
+    _INT8: ("int8", "<b", 1),
+    _UINT16: ("uint16", "<H", 2),
+    _INT16: ("int16", "<h", 2),
+    _UINT32: ("uint32", "<I", 4),
+    _INT32: ("int32", "<i", 4),
+    _FLOAT32: ("float32", "<f", 4),
+    _BOOL: ("bool", "<?", 1),
+    _UINT64: ("uint64", "<Q", 8),
+    _INT64: ("int64", "<q", 8),
+    _FLOAT64: ("float64", "<d", 8),
 }
 _TYPE_NAMES = {**{k: v[0] for k, v in _SCALARS.items()}, _STRING: "string", _ARRAY: "array"}
 
@@ -115,39 +122,206 @@ _U64 = struct.Struct("<Q").unpack_from
 # LLM_ARCH_NAMES), minus "clip" (vision projectors, not language models). A name missing
 # here is looked up in the installed library itself (see is_supported_architecture), and
 # a test checks that every name here is in the installed library.
-SUPPORTED_ARCHITECTURES = frozenset("""
-llama llama4 deci falcon grok gpt2 gptj gptneox mpt baichuan starcoder refact bert modern-bert
-nomic-bert nomic-bert-moe neo-bert jina-bert-v2 jina-bert-v3 eurobert bloom stablelm qwen qwen2
-qwen2moe qwen2vl qwen3 qwen3moe qwen3next qwen3vl qwen3vlmoe qwen35 qwen35moe qwen4exp phi2 phi3
-phimoe plamo plamo2 plamo3 codeshell orion internlm2 minicpm minicpm3 gemma gemma2 gemma3 gemma3n
-gemma4 gemma4-assistant gemma-embedding starcoder2 mamba mamba2 maple jamba falcon-h1 xverse
-command-r cohere2 cohere2moe dbrx olmo olmo2 olmoe muse-glimmer openelm arctic deepseek deepseek2
-deepseek2-ocr deepseek32 deepseek4 chatglm glm4 glm4moe glm-dsa bitnet t5 t5encoder jais jais2
-nemotron nemotron_h nemotron_h_moe exaone exaone4 exaone-moe rwkv6 rwkv6qwen2 rwkv7 arwkv7 granite
-granitemoe granitehybrid graniteswitch granite_swa chameleon wavtokenizer-dec plm bailingmoe
-bailingmoe2 bailingmoe3 dots1 dots3note arcee afmoe laguna ernie4_5 ernie4_5-moe hunyuan-moe
-hunyuan-dense hunyuan_vl hy_v3 hy_v4 smollm3 gpt-oss lfm2 lfm2moe dream smallthinker llada
-llada-moe seed_oss grovemoe apertus minimax-01 hrm_text minimax-m2 minimax-m3 cogvlm rnd1
-pangu-embedded mistral3 eagle3 dflash mistral4 paddleocr mimo2 step35 spark2_5 llama-embed
-maincoder kimi-linear kimi-k3 glm5-next talkie mellum nanbeige qwen3tts pockettts
-""".split())
+SUPPORTED_ARCHITECTURES = frozenset(
+    [
+        "llama",
+        "llama4",
+        "deci",
+        "falcon",
+        "grok",
+        "gpt2",
+        "gptj",
+        "gptneox",
+        "mpt",
+        "baichuan",
+        "starcoder",
+        "refact",
+        "bert",
+        "modern-bert",
+        "nomic-bert",
+        "nomic-bert-moe",
+        "neo-bert",
+        "jina-bert-v2",
+        "jina-bert-v3",
+        "eurobert",
+        "bloom",
+        "stablelm",
+        "qwen",
+        "qwen2",
+        "qwen2moe",
+        "qwen2vl",
+        "qwen3",
+        "qwen3moe",
+        "qwen3next",
+        "qwen3vl",
+        "qwen3vlmoe",
+        "qwen35",
+        "qwen35moe",
+        "qwen4exp",
+        "phi2",
+        "phi3",
+        "phimoe",
+        "plamo",
+        "plamo2",
+        "plamo3",
+        "codeshell",
+        "orion",
+        "internlm2",
+        "minicpm",
+        "minicpm3",
+        "gemma",
+        "gemma2",
+        "gemma3",
+        "gemma3n",
+        "gemma4",
+        "gemma4-assistant",
+        "gemma-embedding",
+        "starcoder2",
+        "mamba",
+        "mamba2",
+        "maple",
+        "jamba",
+        "falcon-h1",
+        "xverse",
+        "command-r",
+        "cohere2",
+        "cohere2moe",
+        "dbrx",
+        "olmo",
+        "olmo2",
+        "olmoe",
+        "muse-glimmer",
+        "openelm",
+        "arctic",
+        "deepseek",
+        "deepseek2",
+        "deepseek2-ocr",
+        "deepseek32",
+        "deepseek4",
+        "chatglm",
+        "glm4",
+        "glm4moe",
+        "glm-dsa",
+        "bitnet",
+        "t5",
+        "t5encoder",
+        "jais",
+        "jais2",
+        "nemotron",
+        "nemotron_h",
+        "nemotron_h_moe",
+        "exaone",
+        "exaone4",
+        "exaone-moe",
+        "rwkv6",
+        "rwkv6qwen2",
+        "rwkv7",
+        "arwkv7",
+        "granite",
+        "granitemoe",
+        "granitehybrid",
+        "graniteswitch",
+        "granite_swa",
+        "chameleon",
+        "wavtokenizer-dec",
+        "plm",
+        "bailingmoe",
+        "bailingmoe2",
+        "bailingmoe3",
+        "dots1",
+        "dots3note",
+        "arcee",
+        "afmoe",
+        "laguna",
+        "ernie4_5",
+        "ernie4_5-moe",
+        "hunyuan-moe",
+        "hunyuan-dense",
+        "hunyuan_vl",
+        "hy_v3",
+        "hy_v4",
+        "smollm3",
+        "gpt-oss",
+        "lfm2",
+        "lfm2moe",
+        "dream",
+        "smallthinker",
+        "llada",
+        "llada-moe",
+        "seed_oss",
+        "grovemoe",
+        "apertus",
+        "minimax-01",
+        "hrm_text",
+        "minimax-m2",
+        "minimax-m3",
+        "cogvlm",
+        "rnd1",
+        "pangu-embedded",
+        "mistral3",
+        "eagle3",
+        "dflash",
+        "mistral4",
+        "paddleocr",
+        "mimo2",
+        "step35",
+        "spark2_5",
+        "llama-embed",
+        "maincoder",
+        "kimi-linear",
+        "kimi-k3",
+        "glm5-next",
+        "talkie",
+        "mellum",
+        "nanbeige",
+        "qwen3tts",
+        "pockettts",
+    ]
+)
 
 # ggml type id -> (name, elements per block, bytes per block): ggml's type_traits
 # (ggml/src/ggml.c blck_size / type_size), as gguf-py 0.19.0 lists them in
 # gguf.constants.GGML_QUANT_SIZES. Inline because importing gguf (and numpy with it) costs
 # more than the whole check; tests/test_validate.py holds this table equal to gguf's.
 # Ids 4, 5 (Q4_2, Q4_3) and 31-33 (Q4_0_4_4...) were removed from ggml: unknown here too.
-GGML_TYPES: Mapping[int, tuple[str, int, int]] = MappingProxyType({
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
-    6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40),
-    10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176),
-    14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292), 16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74),
-    18: ("IQ3_XXS", 256, 98), 19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110),
-    22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2),
-    26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56),
-    30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17),
-    40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18),
-})
+GGML_TYPES: Mapping[int, tuple[str, int, int]] = MappingProxyType(
+    {
+        0: ("F32", 1, 4),
+        1: ("F16", 1, 2),
+        2: ("Q4_0", 32, 18),
+        3: ("Q4_1", 32, 20),
+        6: ("Q5_0", 32, 22),
+        7: ("Q5_1", 32, 24),
+        8: ("Q8_0", 32, 34),
+        9: ("Q8_1", 32, 40),
+        10: ("Q2_K", 256, 84),
+        11: ("Q3_K", 256, 110),
+        12: ("Q4_K", 256, 144),
+        13: ("Q5_K", 256, 176),
+        14: ("Q6_K", 256, 210),
+        15: ("Q8_K", 256, 292),
+        16: ("IQ2_XXS", 256, 66),
+        17: ("IQ2_XS", 256, 74),
+        18: ("IQ3_XXS", 256, 98),
+        19: ("IQ1_S", 256, 50),
+        20: ("IQ4_NL", 32, 18),
+        21: ("IQ3_S", 256, 110),
+        22: ("IQ2_S", 256, 82),
+        23: ("IQ4_XS", 256, 136),
+        24: ("I8", 1, 1),
+        25: ("I16", 1, 2),
+        26: ("I32", 1, 4),
+        27: ("I64", 1, 8),
+        28: ("F64", 1, 8),
+        29: ("IQ1_M", 256, 56),
+        30: ("BF16", 1, 2),
+        34: ("TQ1_0", 256, 54),
+        35: ("TQ2_0", 256, 66),
+        39: ("MXFP4", 32, 17),
+        40: ("NVFP4", 64, 36),
+        41: ("Q1_0", 128, 18),
+    }
+)
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -243,11 +417,14 @@ def validate_model_path(path: str | os.PathLike) -> GGUFInfo | OnnxFolderInfo:
         if is_onnx_folder(p):  # *.onnx at the top or in onnx/, as published exports have it
             return validate_onnx_folder(p)
         weights = sorted(f.name for f in p.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES | {".safetensors"})
-        hint = (f" It holds {', '.join(weights[:3])}: Transformers weights, which localllm does not run."
-                if weights else "")
+        hint = (
+            f" It holds {', '.join(weights[:3])}: Transformers weights, which localllm does not run." if weights else ""
+        )
         raise InvalidModelError(
             f"{p} is a folder without an ONNX model (*.onnx) in it.{hint} Give a .gguf file or a folder "
-            "holding an ONNX export (model.onnx with tokenizer.json).", path=str(p))
+            "holding an ONNX export (model.onnx with tokenizer.json).",
+            path=str(p),
+        )
     suffix = p.suffix.lower()
     refuse_pickle(p)  # by extension, and a renamed pickle or PyTorch zip is refused whatever its name
     if suffix == ".gguf":
@@ -255,7 +432,9 @@ def validate_model_path(path: str | os.PathLike) -> GGUFInfo | OnnxFolderInfo:
     if suffix == ".safetensors":
         raise InvalidModelError(
             f"{p} is a safetensors file: localllm runs GGUF files (llama.cpp) and ONNX folders. Download a GGUF "
-            "build of this model, or convert it with llama.cpp's convert_hf_to_gguf.py.", path=str(p))
+            "build of this model, or convert it with llama.cpp's convert_hf_to_gguf.py.",
+            path=str(p),
+        )
     if suffix == ".onnx":
         return validate_onnx_folder(p)
     with open(p, "rb") as f:
@@ -264,7 +443,9 @@ def validate_model_path(path: str | os.PathLike) -> GGUFInfo | OnnxFolderInfo:
         return validate_gguf(p)
     raise InvalidModelError(
         f"{p}: unknown model format (extension {suffix or 'none'!r}, first bytes {head!r}). localllm loads "
-        ".gguf files and ONNX model folders.", path=str(p))
+        ".gguf files and ONNX model folders.",
+        path=str(p),
+    )
 
 
 def refuse_pickle(path: str | os.PathLike) -> None:
@@ -288,7 +469,9 @@ def refuse_pickle(path: str | os.PathLike) -> None:
         raise InvalidModelError(
             f"{p} was refused: {reason}. Loading a pickle can run arbitrary code, so localllm never unpickles "
             "model files. Use a GGUF build of the model (or an ONNX export; safetensors weights can be "
-            "converted with llama.cpp's convert_hf_to_gguf.py).", path=str(p))
+            "converted with llama.cpp's convert_hf_to_gguf.py).",
+            path=str(p),
+        )
 
 
 def _zip_holds_pickle(p: Path) -> bool:
@@ -326,7 +509,8 @@ def validate_gguf(path: str | os.PathLike) -> GGUFInfo:
                 _check_magic(head, p)
             raise InvalidModelError(
                 f"{p} is truncated: {size} bytes, shorter than the {HEADER_BYTES}-byte GGUF header. {_ADVICE}",
-                path=str(p))
+                path=str(p),
+            )
         with _map(f, size) as mm:
             return _parse(mm, size, p)
 
@@ -348,10 +532,12 @@ def _check_magic(head: bytes, p: Path) -> None:
     if legacy:
         raise InvalidModelError(
             f"{p} is in the old {legacy} format, which llama.cpp no longer loads. Download the GGUF build of "
-            "this model instead.", path=str(p))
+            "this model instead.",
+            path=str(p),
+        )
     raise InvalidModelError(
-        f"{p} is not a GGUF file: it starts with {head!r} at byte offset 0, not {GGUF_MAGIC!r}. {_ADVICE}",
-        path=str(p))
+        f"{p} is not a GGUF file: it starts with {head!r} at byte offset 0, not {GGUF_MAGIC!r}. {_ADVICE}", path=str(p)
+    )
 
 
 class _map:
@@ -375,8 +561,11 @@ class _Reader:
 
     def need(self, n: int, what: str) -> None:
         if n > self.size - self.pos:
-            raise _Bad(f"the file ends while reading {what}: {n} bytes needed at byte offset {self.pos}, "
-                       f"{self.size - self.pos} left (the file is {self.size} bytes: truncated?)", self.pos)
+            raise _Bad(
+                f"the file ends while reading {what}: {n} bytes needed at byte offset {self.pos}, "
+                f"{self.size - self.pos} left (the file is {self.size} bytes: truncated?)",
+                self.pos,
+            )
 
     def scalar(self, vtype: int, what: str):
         _, fmt, n = _SCALARS[vtype]
@@ -397,9 +586,10 @@ class _Reader:
         if n > limit:
             raise _Bad(f"{what} claims a length of {n} bytes, over the limit of {limit}", start)
         if n > self.size - self.pos:
-            raise _Bad(f"{what} claims a length of {n} bytes but only {self.size - self.pos} bytes are left "
-                       f"in the file", start)
-        v = self.mm[self.pos:self.pos + n]
+            raise _Bad(
+                f"{what} claims a length of {n} bytes but only {self.size - self.pos} bytes are left in the file", start
+            )
+        v = self.mm[self.pos : self.pos + n]
         self.pos += n
         return v
 
@@ -440,7 +630,7 @@ class _Reader:
         """
         start, left = self.pos, self.size - self.pos
         span = min(left, 24 * count + 64)  # real vocabularies average well under 16 bytes a token
-        buf = self.mm[start:start + span]
+        buf = self.mm[start : start + span]
         got = _gather(buf, count, 255)
         if got is not None:
             texts, end = got
@@ -454,7 +644,7 @@ class _Reader:
                 if n > limit:
                     break
                 pos += 8
-                out.append(mm[pos:pos + n])  # a short slice near the end of the map: caught below
+                out.append(mm[pos : pos + n])  # a short slice near the end of the map: caught below
                 pos += n
             else:
                 if pos <= self.size:
@@ -476,8 +666,11 @@ class _Reader:
             if n > limit:
                 raise _Bad(f"{label} claims a length of {n} bytes, over the limit of {limit}", pos)
             if n > size - pos - 8:
-                raise _Bad(f"{label} claims a length of {n} bytes but only {size - pos - 8} bytes are left in the "
-                           f"file (truncated?)", pos)
+                raise _Bad(
+                    f"{label} claims a length of {n} bytes but only {size - pos - 8} bytes are left in the "
+                    f"file (truncated?)",
+                    pos,
+                )
             pos += 8 + n
         self.pos = pos
 
@@ -524,24 +717,33 @@ def _parse(mm, size: int, p: Path) -> GGUFInfo:
         if version not in SUPPORTED_VERSIONS:
             swapped = int.from_bytes(version.to_bytes(4, "little"), "big")
             if swapped in SUPPORTED_VERSIONS:
-                raise _Bad(f"GGUF version {version} looks like version {swapped} written big-endian; "
-                           f"this machine needs a little-endian GGUF file", 4)
+                raise _Bad(
+                    f"GGUF version {version} looks like version {swapped} written big-endian; "
+                    f"this machine needs a little-endian GGUF file",
+                    4,
+                )
             if version == 1:
-                raise _Bad("GGUF version 1 is no longer supported by llama.cpp; download a current (v3) "
-                           "build of the model", 4)
-            raise _Bad(f"unsupported GGUF version {version} (supported: {', '.join(map(str, SUPPORTED_VERSIONS))})",
-                       4)
+                raise _Bad(
+                    "GGUF version 1 is no longer supported by llama.cpp; download a current (v3) build of the model", 4
+                )
+            raise _Bad(f"unsupported GGUF version {version} (supported: {', '.join(map(str, SUPPORTED_VERSIONS))})", 4)
         n_tensors = r.u64("the tensor count")
         n_kv = r.u64("the key/value count")
         # each key/value needs at least 8 (key length) + 1 (key) + 4 (type) + 1 (value) bytes,
         # each tensor info 8 (name length) + 4 (n_dims) + 4 (type) + 8 (offset) bytes
         left = size - r.pos
         if n_kv > MAX_KV or n_kv * 14 > left:
-            raise _Bad(f"absurd key/value count {n_kv} (limit {MAX_KV}; {left} bytes left in the file "
-                       f"hold at most {left // 14})", 16)
+            raise _Bad(
+                f"absurd key/value count {n_kv} (limit {MAX_KV}; {left} bytes left in the file "
+                f"hold at most {left // 14})",
+                16,
+            )
         if n_tensors > MAX_TENSORS or n_tensors * 24 > left:
-            raise _Bad(f"absurd tensor count {n_tensors} (limit {MAX_TENSORS}; {left} bytes left in the file "
-                       f"hold at most {left // 24})", 8)
+            raise _Bad(
+                f"absurd tensor count {n_tensors} (limit {MAX_TENSORS}; {left} bytes left in the file "
+                f"hold at most {left // 24})",
+                8,
+            )
 
         metadata, types, facts = _read_kv(r, n_kv)
         alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
@@ -560,11 +762,21 @@ def _parse(mm, size: int, p: Path) -> GGUFInfo:
         raise InvalidModelError(
             f"{p}: architecture {arch!r} is not supported by the installed llama.cpp (llama-cpp-python "
             f"{_llama_cpp_version() or 'unknown version'}). Use a model of a supported architecture "
-            f"(llama, qwen2, gemma2, phi3...) or upgrade llama-cpp-python.", path=str(p))
+            f"(llama, qwen2, gemma2, phi3...) or upgrade llama-cpp-python.",
+            path=str(p),
+        )
     _check_rules(p, arch, metadata, types, facts, tensors)
-    return GGUFInfo(path=p, version=version, architecture=arch, file_size=size,
-                    metadata=MappingProxyType(metadata), tensors=tuple(tensors), tensor_bytes=tensor_bytes,
-                    alignment=alignment, data_offset=data_offset)
+    return GGUFInfo(
+        path=p,
+        version=version,
+        architecture=arch,
+        file_size=size,
+        metadata=MappingProxyType(metadata),
+        tensors=tuple(tensors),
+        tensor_bytes=tensor_bytes,
+        alignment=alignment,
+        data_offset=data_offset,
+    )
 
 
 def _check_rules(p: Path, arch: str, metadata: dict, types: dict, facts: dict, tensors: list[TensorInfo]) -> None:
@@ -620,14 +832,19 @@ def _read_array(r: _Reader, key: str, facts: dict):
     allowed = _REQUIRED_ARRAY_TYPES.get(key)
     if allowed and elem not in allowed:
         want = " or ".join(_TYPE_NAMES[t] for t in allowed)
-        raise _Bad(f"array {key!r} must hold {want} elements but holds {_TYPE_NAMES[elem]}; llama.cpp would read "
-                   f"past its end", at)
+        raise _Bad(
+            f"array {key!r} must hold {want} elements but holds {_TYPE_NAMES[elem]}; llama.cpp would read past its end",
+            at,
+        )
     facts["elems"][key] = _TYPE_NAMES[elem]
     min_size = 8 if elem == _STRING else _SCALARS[elem][2]
     left = r.size - r.pos
     if count > MAX_ARRAY_ELEMENTS or count * min_size > left:
-        raise _Bad(f"array {key!r} claims {count} {_TYPE_NAMES[elem]} elements, which need at least "
-                   f"{count * min_size} bytes; {left} are left in the file", at)
+        raise _Bad(
+            f"array {key!r} claims {count} {_TYPE_NAMES[elem]} elements, which need at least "
+            f"{count * min_size} bytes; {left} are left in the file",
+            at,
+        )
     first = r.pos
     if key == "tokenizer.ggml.tokens":
         facts["tokens"] = _read_tokens(r, count, key)
@@ -672,14 +889,14 @@ def _token_bytes(r: _Reader, tokens: tuple, wanted: list[int]) -> dict[int, tupl
             pos += 8 + _U64(mm, pos)[0]
         i = j
         (n,) = _U64(mm, pos)
-        out[j] = pos, mm[pos + 8:pos + 8 + n]
+        out[j] = pos, mm[pos + 8 : pos + 8 + n]
     return out
 
 
 def _read_int32s(r: _Reader, count: int, key: str) -> array:
     r.need(4 * count, f"the elements of {key!r}")
     vals = array("i")
-    vals.frombytes(r.mm[r.pos:r.pos + 4 * count])
+    vals.frombytes(r.mm[r.pos : r.pos + 4 * count])
     if sys.byteorder == "big":
         vals.byteswap()
     r.pos += 4 * count
@@ -698,8 +915,9 @@ def _check_vocab(r: _Reader, metadata: dict, facts: dict) -> None:
         if key in metadata:
             count = facts.get("counts", {}).get(key, 0)
             if count < n:
-                raise _Bad(f"{key!r} has {count} entries for {n} tokens; llama.cpp would read past its end",
-                           offsets[key])
+                raise _Bad(
+                    f"{key!r} has {count} entries for {n} tokens; llama.cpp would read past its end", offsets[key]
+                )
     texts = _unique_texts(r, tokens)
     types = facts.get("token_type")
     byte_ids: list[int] = []
@@ -715,8 +933,11 @@ def _check_vocab(r: _Reader, metadata: dict, facts: dict) -> None:
     for i, (at, text) in _token_bytes(r, tokens, byte_ids).items():
         if not _BYTE_TOKEN.fullmatch(text):
             shown = bytes(text[:32]).decode("utf-8", errors="replace")
-            raise _Bad(f"token {i} is marked as a byte token but its text is {shown!r}, not <0xHH> with two uppercase "
-                       f"hex digits (the only form llama.cpp looks up: without it the byte has no token)", at)
+            raise _Bad(
+                f"token {i} is marked as a byte token but its text is {shown!r}, not <0xHH> with two uppercase "
+                f"hex digits (the only form llama.cpp looks up: without it the byte has no token)",
+                at,
+            )
     facts["vocab"] = gguf_rules.Vocab(n_tokens=n, texts=texts, n_byte_tokens=len(byte_ids))
 
 
@@ -736,14 +957,17 @@ def _unique_texts(r: _Reader, tokens: tuple[int, int, set[bytes], bool]) -> set[
     seen: dict[bytes, int] = {}
     for i in range(n):
         (length,) = _U64(mm, pos)
-        raw = mm[pos + 8:pos + 8 + length]
+        raw = mm[pos + 8 : pos + 8 + length]
         text = raw.split(b"\0", 1)[0] or b"[EMPTY_%d]" % i  # gguf.cpp:1099 hands out c_str()
         j = seen.setdefault(text, i)
         if j != i:
             shown = text[:40].decode("utf-8", errors="replace")
             why = " (llama.cpp reads a token only up to its first NUL byte)" if b"\0" in raw else ""
-            raise _Bad(f"tokens {j} and {i} have the same text {shown!r}{why}; llama.cpp needs every token text to "
-                       f"be unique and aborts on a repeat", pos)
+            raise _Bad(
+                f"tokens {j} and {i} have the same text {shown!r}{why}; llama.cpp needs every token text to "
+                f"be unique and aborts on a repeat",
+                pos,
+            )
         pos += 8 + length
     return set(seen)
 
@@ -756,8 +980,11 @@ def _read_tensors(r: _Reader, n_tensors: int, alignment: int, size: int) -> tupl
         start = r.pos
         name = r.string(f"the name of tensor {i}", MAX_KEY_BYTES)
         if len(name.encode()) >= GGML_MAX_NAME:
-            raise _Bad(f"tensor {i} name {name[:80]!r} is {len(name.encode())} bytes; llama.cpp allows at most "
-                       f"{GGML_MAX_NAME - 1}", start)
+            raise _Bad(
+                f"tensor {i} name {name[:80]!r} is {len(name.encode())} bytes; llama.cpp allows at most "
+                f"{GGML_MAX_NAME - 1}",
+                start,
+            )
         if name in names:
             raise _Bad(f"duplicate tensor name {name!r} (tensor {i})", start)
         names.add(name)
@@ -770,24 +997,31 @@ def _read_tensors(r: _Reader, n_tensors: int, alignment: int, size: int) -> tupl
         for d in shape:
             n_elements *= d
         if any(d > INT64_MAX for d in shape) or n_elements > INT64_MAX:
-            raise _Bad(f"tensor {name!r} has shape {list(shape)}, whose element count {n_elements} overflows "
-                       f"int64 (max {INT64_MAX})", at)
+            raise _Bad(
+                f"tensor {name!r} has shape {list(shape)}, whose element count {n_elements} overflows "
+                f"int64 (max {INT64_MAX})",
+                at,
+            )
         at = r.pos
         gtype = r.u32(f"the type of {name!r}")
         if gtype not in sizes:
             raise _Bad(f"tensor {name!r} has unknown ggml type {gtype}", at)
         tname, blk, blk_bytes = sizes[gtype]
         if shape and shape[0] % blk:
-            raise _Bad(f"tensor {name!r} of type {tname} has rows of {shape[0]} elements, not a multiple of its "
-                       f"block size {blk}", at)
+            raise _Bad(
+                f"tensor {name!r} of type {tname} has rows of {shape[0]} elements, not a multiple of its "
+                f"block size {blk}",
+                at,
+            )
         nbytes = n_elements // blk * blk_bytes
         at = r.pos
         rel = r.u64(f"the data offset of {name!r}")
         raw.append((name, shape, tname, rel, nbytes, at))
     data_offset = -(-r.pos // alignment) * alignment
     if raw and data_offset > size:
-        raise _Bad(f"the tensor data should start at byte {data_offset} but the file is only {size} bytes "
-                   f"(truncated)", r.pos)
+        raise _Bad(
+            f"the tensor data should start at byte {data_offset} but the file is only {size} bytes (truncated)", r.pos
+        )
     tensors = []
     expected = 0
     for name, shape, tname, rel, nbytes, at in raw:
@@ -795,14 +1029,21 @@ def _read_tensors(r: _Reader, n_tensors: int, alignment: int, size: int) -> tupl
             raise _Bad(f"tensor {name!r} data offset {rel} is not a multiple of the alignment {alignment}", at)
         start, end = data_offset + rel, data_offset + rel + nbytes
         if end > size:
-            raise _Bad(f"tensor {name!r} needs bytes {start} to {end} but the file ends at {size} "
-                       f"(truncated by {end - size} bytes, or a bad offset)", at)
+            raise _Bad(
+                f"tensor {name!r} needs bytes {start} to {end} but the file ends at {size} "
+                f"(truncated by {end - size} bytes, or a bad offset)",
+                at,
+            )
         if rel < expected:
-            raise _Bad(f"tensor {name!r} at data offset {rel} overlaps the previous tensor, which ends at "
-                       f"{expected}", at)
+            raise _Bad(
+                f"tensor {name!r} at data offset {rel} overlaps the previous tensor, which ends at {expected}", at
+            )
         if rel != expected:
-            raise _Bad(f"tensor {name!r} is at data offset {rel}, expected {expected}: llama.cpp needs tensors "
-                       f"stored in order, each padded to {alignment} bytes", at)
+            raise _Bad(
+                f"tensor {name!r} is at data offset {rel}, expected {expected}: llama.cpp needs tensors "
+                f"stored in order, each padded to {alignment} bytes",
+                at,
+            )
         expected = -(-(rel + nbytes) // alignment) * alignment
         tensors.append(TensorInfo(name=name, shape=shape, ggml_type=tname, offset=start, nbytes=nbytes))
     return tensors, data_offset, sum(t.nbytes for t in tensors)

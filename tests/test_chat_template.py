@@ -35,13 +35,15 @@ EXPECTED = {
         "<|im_start|>user\nHi there <|im_end|>\n"
         "<|im_start|>assistant\nHello!<|im_end|>\n"
         "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
-        "<|im_start|>assistant\n"),
+        "<|im_start|>assistant\n"
+    ),
     # Gemma 3: <bos>, the system message folded into the first user turn, "model" for the assistant
     "fallback-gemma": (
         "<bos><start_of_turn>user\nBe brief.\n\nHi there<end_of_turn>\n"
         "<start_of_turn>model\nHello!<end_of_turn>\n"
         "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n"
-        "<start_of_turn>model\n"),
+        "<start_of_turn>model\n"
+    ),
     # Llama 3: <|begin_of_text|>, then a header per message, each ended by <|eot_id|>
     "fallback-llama3": (
         "<|begin_of_text|>"
@@ -49,11 +51,16 @@ EXPECTED = {
         "<|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    ),
     "fallback-plain": "Be brief.\n\nUser: Hi there \nAssistant: Hello!\nUser: What is 2+2?\nAssistant:",
 }
-BOS = {"fallback-chatml": "<|im_start|>", "fallback-gemma": "<bos>", "fallback-llama3": "<|begin_of_text|>",
-       "fallback-plain": "<s>"}
+BOS = {
+    "fallback-chatml": "<|im_start|>",
+    "fallback-gemma": "<bos>",
+    "fallback-llama3": "<|begin_of_text|>",
+    "fallback-plain": "<s>",
+}
 
 # The families' own templates, as published (google/gemma-3-1b-it, without the image branch;
 # meta-llama/Meta-Llama-3-8B-Instruct): the fallbacks must render exactly as these do.
@@ -95,7 +102,8 @@ LLAMA3_TEMPLATE = (
     "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + "
     "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
-    "{% endif %}")
+    "{% endif %}"
+)
 
 VOCAB = {
     "fallback-chatml": {"<|im_start|>", "<|im_end|>"},
@@ -114,25 +122,35 @@ def test_each_fallback_renders_its_familys_format(source):
     assert EXPECTED[source].startswith(f.render(CONVERSATION, add_generation_prompt=False))
 
 
-@pytest.mark.parametrize("source, official", [("fallback-gemma", GEMMA3_TEMPLATE),
-                                              ("fallback-llama3", LLAMA3_TEMPLATE)])
+@pytest.mark.parametrize(
+    "source, official", [("fallback-gemma", GEMMA3_TEMPLATE), ("fallback-llama3", LLAMA3_TEMPLATE)]
+)
 def test_fallbacks_render_as_the_official_templates(source, official):
     own = chat_formatter(official, bos_token=BOS[source])
     assert own.source == "gguf"
     fallback = chat_formatter(None, bos_token=BOS[source], has_token=VOCAB[source].__contains__)
     for messages in (CONVERSATION, CONVERSATION[1:], CONVERSATION[:2]):
         assert fallback.render(messages) == own.render(messages)
-        assert fallback.render(messages, add_generation_prompt=False) == \
-            own.render(messages, add_generation_prompt=False)
+        assert fallback.render(messages, add_generation_prompt=False) == own.render(
+            messages, add_generation_prompt=False
+        )
     assert own.render(CONVERSATION) == EXPECTED[source]
 
 
 def test_fallback_stop_strings_are_each_formats_end_of_turn():
     stops = {s: chat_formatter(None, has_token=VOCAB[s].__contains__).stop for s in EXPECTED}
-    assert stops == {"fallback-chatml": ("<|im_end|>",), "fallback-gemma": ("<end_of_turn>",),
-                     "fallback-llama3": ("<|eot_id|>",), "fallback-plain": ("\nUser:",)}
-    assert [chat_formatter(None, has_token=VOCAB[s].__contains__).template for s in sorted(EXPECTED)] == \
-        [CHATML_FALLBACK, GEMMA_FALLBACK, LLAMA3_FALLBACK, PLAIN_FALLBACK]
+    assert stops == {
+        "fallback-chatml": ("<|im_end|>",),
+        "fallback-gemma": ("<end_of_turn>",),
+        "fallback-llama3": ("<|eot_id|>",),
+        "fallback-plain": ("\nUser:",),
+    }
+    assert [chat_formatter(None, has_token=VOCAB[s].__contains__).template for s in sorted(EXPECTED)] == [
+        CHATML_FALLBACK,
+        GEMMA_FALLBACK,
+        LLAMA3_FALLBACK,
+        PLAIN_FALLBACK,
+    ]
 
 
 def test_the_architecture_breaks_a_tie_between_vocabularies():
@@ -149,10 +167,16 @@ def test_the_architecture_breaks_a_tie_between_vocabularies():
 def test_split_turns_keeps_system_and_last_user_message():
     head, turns, tail = split_turns(CONVERSATION)
     assert head == CONVERSATION[:1] and turns == [CONVERSATION[1:3]] and tail == CONVERSATION[3:]
-    msgs = [{"role": "system", "content": "a"}, {"role": "system", "content": "b"},
-            {"role": "assistant", "content": "greeting"},
-            {"role": "user", "content": "1"}, {"role": "assistant", "content": "1a"}, {"role": "tool", "content": "t"},
-            {"role": "user", "content": "2"}, {"role": "assistant", "content": "prefill"}]
+    msgs = [
+        {"role": "system", "content": "a"},
+        {"role": "system", "content": "b"},
+        {"role": "assistant", "content": "greeting"},
+        {"role": "user", "content": "1"},
+        {"role": "assistant", "content": "1a"},
+        {"role": "tool", "content": "t"},
+        {"role": "user", "content": "2"},
+        {"role": "assistant", "content": "prefill"},
+    ]
     head, turns, tail = split_turns(msgs)
     assert [m["content"] for m in head] == ["a", "b"]
     assert [[m["content"] for m in t] for t in turns] == [["greeting"], ["1", "1a", "t"]]
@@ -166,11 +190,23 @@ def test_split_turns_keeps_system_and_last_user_message():
 
 # Tiny GGUFs with another family's special tokens in place of ChatML's (ids kept: BOS 1, turn end 4).
 FAMILY_VOCABS = {
-    "fallback-gemma": dict(rename_tokens={"<s>": "<bos>", "</s>": "<eos>", "<|im_start|>": "<start_of_turn>",
-                                          "<|im_end|>": "<end_of_turn>"}),
-    "fallback-llama3": dict(rename_tokens={"<s>": "<|begin_of_text|>", "</s>": "<|end_of_text|>",
-                                           "<|im_start|>": "<|start_header_id|>", "<|im_end|>": "<|eot_id|>"},
-                            extra_control_tokens=["<|end_header_id|>"]),
+    "fallback-gemma": dict(
+        rename_tokens={
+            "<s>": "<bos>",
+            "</s>": "<eos>",
+            "<|im_start|>": "<start_of_turn>",
+            "<|im_end|>": "<end_of_turn>",
+        }
+    ),
+    "fallback-llama3": dict(
+        rename_tokens={
+            "<s>": "<|begin_of_text|>",
+            "</s>": "<|end_of_text|>",
+            "<|im_start|>": "<|start_header_id|>",
+            "<|im_end|>": "<|eot_id|>",
+        },
+        extra_control_tokens=["<|end_header_id|>"],
+    ),
     "fallback-chatml": dict(),
     "fallback-plain": dict(rename_tokens={"<|im_start|>": "<unused0>", "<|im_end|>": "<unused1>"}),
 }
@@ -212,6 +248,7 @@ def test_the_real_smollm2_template_renders_as_the_chatml_fallback(smollm2_gguf, 
 
 # --- the render limits change nothing for real templates ------------------------------
 
+
 def _refuse(message: str) -> None:
     raise ValueError(message)
 
@@ -225,10 +262,12 @@ def _unbounded_render(template: str, messages, bos: str = "", eos: str = "", add
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = lambda v, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
-        v, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+        v, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
     env.globals["raise_exception"] = _refuse
-    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                            bos_token=bos, eos_token=eos)
+    return env.from_string(template).render(
+        messages=messages, add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=eos
+    )
 
 
 def _long_conversation(n: int = 400) -> list[dict[str, str]]:
@@ -238,17 +277,26 @@ def _long_conversation(n: int = 400) -> list[dict[str, str]]:
     return msgs
 
 
-@pytest.mark.parametrize("name, template", [("gemma3", GEMMA3_TEMPLATE), ("llama3", LLAMA3_TEMPLATE),
-                                            ("chatml", CHATML_FALLBACK), ("gemma", GEMMA_FALLBACK),
-                                            ("llama3-fallback", LLAMA3_FALLBACK), ("plain", PLAIN_FALLBACK)])
+@pytest.mark.parametrize(
+    "name, template",
+    [
+        ("gemma3", GEMMA3_TEMPLATE),
+        ("llama3", LLAMA3_TEMPLATE),
+        ("chatml", CHATML_FALLBACK),
+        ("gemma", GEMMA_FALLBACK),
+        ("llama3-fallback", LLAMA3_FALLBACK),
+        ("plain", PLAIN_FALLBACK),
+    ],
+)
 def test_bounded_rendering_matches_the_plain_sandbox(name, template):
     from localllm.chat_template import ChatFormatter
 
     f = ChatFormatter(template, "gguf", bos_token="<bos>", eos_token="<eos>")
     for messages in (CONVERSATION, CONVERSATION[1:], _long_conversation()):
         for gen in (True, False):
-            assert f.render(messages, add_generation_prompt=gen) == \
-                _unbounded_render(template, messages, "<bos>", "<eos>", gen)
+            assert f.render(messages, add_generation_prompt=gen) == _unbounded_render(
+                template, messages, "<bos>", "<eos>", gen
+            )
 
 
 def test_the_real_smollm2_template_renders_as_in_the_plain_sandbox(smollm2_gguf, one_core):
@@ -256,5 +304,6 @@ def test_the_real_smollm2_template_renders_as_in_the_plain_sandbox(smollm2_gguf,
         template = m._engine.chat_template
         assert m.info.template_source == "gguf" and template
         for messages in (CONVERSATION, _long_conversation()):
-            assert m.render_chat(messages) == _unbounded_render(template, messages, m._engine.bos_token or "",
-                                                                m._engine.eos_token or "")
+            assert m.render_chat(messages) == _unbounded_render(
+                template, messages, m._engine.bos_token or "", m._engine.eos_token or ""
+            )

@@ -29,14 +29,27 @@ def in_tmp(tmp_path, monkeypatch):
 
 # --- what counts as a path ----------------------------------------------------------------
 
-@pytest.mark.parametrize("text", ["model.gguf", "Model.GGUF", "dir/model", "./x", "~/models/m.gguf",
-                                  "model.onnx", "weights.bin", "weights.safetensors"])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "model.gguf",
+        "Model.GGUF",
+        "dir/model",
+        "./x",
+        "~/models/m.gguf",
+        "model.onnx",
+        "weights.bin",
+        "weights.safetensors",
+    ],
+)
 def test_paths_are_paths_whether_or_not_they_exist(text):
     assert local_model_path(text) == Path(text).expanduser()
 
 
-@pytest.mark.parametrize("text", ["auto", " auto ", "AUTO", "qwen2.5-1.5b-instruct", GGUF_NAME, "falcon-7b",
-                                  "no-such-model"])
+@pytest.mark.parametrize(
+    "text", ["auto", " auto ", "AUTO", "qwen2.5-1.5b-instruct", GGUF_NAME, "falcon-7b", "no-such-model"]
+)
 def test_names_are_not_paths(text):
     assert local_model_path(text) is None
 
@@ -47,6 +60,7 @@ def test_an_existing_bare_name_is_a_path(in_tmp):
 
 
 # --- localllm plan ------------------------------------------------------------------------
+
 
 def test_plan_gguf_file_prints_the_plan_json(capsys):
     rc = main(["plan", str(starter_gguf()), "--json"])
@@ -140,6 +154,7 @@ def test_plan_ctx_below_the_floor_is_a_usage_error(capsys):
 
 # --- load() and plan_for ------------------------------------------------------------------
 
+
 def test_plan_for_takes_every_form():
     hw = localllm.load_profile("laptop-x86-16gb")
     assert localllm.plan_for(starter_gguf(), hardware=hw).variant.format == "gguf"
@@ -172,6 +187,7 @@ def test_load_bare_onnx_folder_name(in_tmp):
 
 # --- localllm bench -----------------------------------------------------------------------
 
+
 def test_bench_onnx_forms_are_refused_clearly(capsys):
     assert main(["bench", str(starter_onnx())]) == 1
     err = capsys.readouterr().err
@@ -195,6 +211,7 @@ def test_bench_missing_path_and_unknown_name(tmp_path, capsys):
 
 # --- localllm chat (the app itself replaced by a recorder) -----------------------------------
 
+
 @pytest.fixture
 def opened(monkeypatch):
     """What `localllm chat` would open the app with, instead of opening it."""
@@ -206,8 +223,15 @@ def opened(monkeypatch):
 
 
 def test_chat_accepts_every_form(in_tmp, opened):
-    for form in ("auto", GGUF_NAME, "qwen2.5-0.5b-instruct", str(starter_gguf()), "mine.gguf", "mine-onnx",
-                 str(starter_onnx() / "onnx" / "model.onnx")):
+    for form in (
+        "auto",
+        GGUF_NAME,
+        "qwen2.5-0.5b-instruct",
+        str(starter_gguf()),
+        "mine.gguf",
+        "mine-onnx",
+        str(starter_onnx() / "onnx" / "model.onnx"),
+    ):
         assert main(["chat", form]) == 0, form
     models = [m for m, _ in opened]
     assert models[:3] == ["auto", GGUF_NAME, "qwen2.5-0.5b-instruct"]

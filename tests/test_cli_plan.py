@@ -65,8 +65,12 @@ def test_plan_file_and_onnx_folder_json_as_a_new_user_types_them():
     from localllm.starter import starter_gguf, starter_onnx
 
     for target, fmt in ((starter_gguf(), "gguf"), (starter_onnx(), "onnx")):
-        done = subprocess.run([sys.executable, "-m", "localllm", "plan", str(target), "--json"],
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "localllm", "plan", str(target), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         data = json.loads(done.stdout)
         assert data["format"] == fmt and data["fits"] is True and data["placement"]["n_ctx"] > 0

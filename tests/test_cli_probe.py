@@ -81,8 +81,9 @@ def test_unknown_profile_is_an_error_message_not_a_traceback(capsys):
 
 
 def test_python_dash_m(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "localllm", "probe", "--json", "--no-runtimes"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "localllm", "probe", "--json", "--no-runtimes"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["os"] == probe().os
 

@@ -17,8 +17,9 @@ TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 
 
 def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "localllm", "run", *args], capture_output=True, text=True,
-                          input=stdin, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "localllm", "run", *args], capture_output=True, text=True, input=stdin, timeout=300
+    )
 
 
 def test_run_chats_by_default():
@@ -42,15 +43,15 @@ def test_chat_flag_is_still_accepted_and_changes_nothing():
 
 def test_system_message_goes_into_the_prompt_and_json_says_chat():
     plain = json.loads(run_cli(str(starter_gguf()), "What is 23+19?", "--json", *GREEDY, *ONE_THREAD).stdout)
-    with_system = run_cli(str(starter_gguf()), "What is 23+19?", "--system", "You answer sums briefly.",
-                          "--json", *GREEDY, *ONE_THREAD)
+    with_system = run_cli(
+        str(starter_gguf()), "What is 23+19?", "--system", "You answer sums briefly.", "--json", *GREEDY, *ONE_THREAD
+    )
     assert with_system.returncode == 0, with_system.stderr
     data = json.loads(with_system.stdout)
     assert plain["mode"] == data["mode"] == "chat"
     assert plain["text"] == "23 + 19 = 42."
     assert data["prompt_tokens"] > plain["prompt_tokens"]  # the system turn is in the prompt
-    raw = json.loads(run_cli(str(starter_gguf()), "What is 23+19?", "--raw", "--json", *GREEDY,
-                             *ONE_THREAD).stdout)
+    raw = json.loads(run_cli(str(starter_gguf()), "What is 23+19?", "--raw", "--json", *GREEDY, *ONE_THREAD).stdout)
     assert raw["mode"] == "raw" and raw["text"] == " = 10."
 
 
@@ -81,8 +82,9 @@ def test_bad_numbers_are_usage_errors_not_bugs():
 
 
 def test_help_says_chat_is_the_default_and_hides_the_old_flag():
-    done = subprocess.run([sys.executable, "-m", "localllm", "run", "--help"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "localllm", "run", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     assert "chat template" in text and "--raw" in text and "plain text completion" in text
@@ -101,8 +103,9 @@ def test_a_model_without_a_template_says_which_fallback_it_chats_with(tmp_path):
 
 
 def test_real_model_answers_a_question_without_template_tokens(smollm2_gguf):
-    done = run_cli(str(smollm2_gguf), "What is the capital of France?", "--max-tokens", "48", "--ctx", "1024",
-                   *GREEDY, *ONE_THREAD)
+    done = run_cli(
+        str(smollm2_gguf), "What is the capital of France?", "--max-tokens", "48", "--ctx", "1024", *GREEDY, *ONE_THREAD
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
     assert not any(t in done.stdout for t in TEMPLATE_TOKENS)
@@ -111,8 +114,18 @@ def test_real_model_answers_a_question_without_template_tokens(smollm2_gguf):
 
 @pytest.mark.parametrize("extra", [(), ("--raw",)])
 def test_real_model_json_text_is_clean(smollm2_gguf, extra):
-    done = run_cli(str(smollm2_gguf), "What is the capital of France?", "--max-tokens", "24", "--ctx", "1024",
-                   "--json", *GREEDY, *ONE_THREAD, *extra)
+    done = run_cli(
+        str(smollm2_gguf),
+        "What is the capital of France?",
+        "--max-tokens",
+        "24",
+        "--ctx",
+        "1024",
+        "--json",
+        *GREEDY,
+        *ONE_THREAD,
+        *extra,
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["mode"] == ("raw" if extra else "chat")

@@ -121,9 +121,21 @@ def test_decode_speed_is_bandwidth_over_bytes_per_token(cat):
 
 # -- counts from a hostile header (issue 12): no loop over, no division by, a file's numbers --------
 
+
 def _family(**kw) -> Family:
-    base = dict(name="x", display_name="x", arch="llama", n_layer=2, n_head=4, n_head_kv=2, head_dim=16, n_embd=64,
-                n_ctx_train=2048, n_vocab=554, n_ff=128)
+    base = dict(
+        name="x",
+        display_name="x",
+        arch="llama",
+        n_layer=2,
+        n_head=4,
+        n_head_kv=2,
+        head_dim=16,
+        n_embd=64,
+        n_ctx_train=2048,
+        n_vocab=554,
+        n_ff=128,
+    )
     return Family(**{**base, **kw})
 
 

@@ -17,10 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import fuzzgguf
 import fuzzrun
+import pytest
 
 FUZZRUN = Path(__file__).resolve().with_name("fuzzrun.py")
 # One pass over every variant split between the two small models (seed modulo the list
@@ -69,17 +68,37 @@ def test_fuzz_corpus(source, request, tmp_path):
     out = tmp_path / "results.json"
     budget = BUDGET_S[source]
     proc = subprocess.run(
-        [sys.executable, str(FUZZRUN), "--timeout", str(TIMEOUT_S), "--budget", str(budget), "--json", str(out),
-         f"{source}:{start}:{count}:{path}"],
-        capture_output=True, text=True, timeout=budget + TIMEOUT_S + 120)
-    assert proc.returncode == 0 and out.is_file(), f"the fuzz runner failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}"
+        [
+            sys.executable,
+            str(FUZZRUN),
+            "--timeout",
+            str(TIMEOUT_S),
+            "--budget",
+            str(budget),
+            "--json",
+            str(out),
+            f"{source}:{start}:{count}:{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=budget + TIMEOUT_S + 120,
+    )
+    assert proc.returncode == 0 and out.is_file(), (
+        f"the fuzz runner failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}"
+    )
     data = json.loads(out.read_text())
     results = [fuzzrun.Result(**r) for r in data["results"]]
     line = fuzzrun.summary_line(results, f"fuzz {source} (seeds {start}..{start + count - 1})")
     print(line)
     bad = [r for r in results if r.outcome in fuzzrun.BAD]
     not_run = data["planned"] - len(results)
-    note = (f"; {not_run} files not run: the {budget:.0f} s budget ran out (hangs cost {TIMEOUT_S:.0f} s each) "
-            f"or the mutator failed ({proc.stderr.strip()[-500:] or 'no message'})") if not_run else ""
+    note = (
+        (
+            f"; {not_run} files not run: the {budget:.0f} s budget ran out (hangs cost {TIMEOUT_S:.0f} s each) "
+            f"or the mutator failed ({proc.stderr.strip()[-500:] or 'no message'})"
+        )
+        if not_run
+        else ""
+    )
     if bad or not_run:  # the table, not a repr of every result
         pytest.fail(f"{line}{note}\n{fuzzrun.failure_table(results, width=160)}", pytrace=False)

@@ -30,7 +30,13 @@ from localllm.tinymodels import CHATML_TEMPLATE
 def test_options_defaults_follow_llama_cpp():
     o = SamplingOptions()
     assert (o.temperature, o.top_k, o.top_p, o.min_p, o.repeat_penalty, o.repeat_last_n) == (
-        0.8, 40, 0.95, 0.05, 1.0, 64)
+        0.8,
+        40,
+        0.95,
+        0.05,
+        1.0,
+        64,
+    )
 
 
 def test_unknown_option_raises_with_valid_names():
@@ -39,20 +45,32 @@ def test_unknown_option_raises_with_valid_names():
     assert isinstance(err.value, TypeError)
 
 
-@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(min_p=1),
-                                 dict(top_k=-1), dict(max_tokens=0), dict(repeat_penalty=0),
-                                 dict(stop=("",)), dict(seed=-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(temperature=-1),
+        dict(top_p=0),
+        dict(top_p=1.5),
+        dict(min_p=1),
+        dict(top_k=-1),
+        dict(max_tokens=0),
+        dict(repeat_penalty=0),
+        dict(stop=("",)),
+        dict(seed=-1),
+    ],
+)
 def test_bad_option_values_raise(bad):
-    (name, value), = bad.items()
+    ((name, value),) = bad.items()
     with pytest.raises(ValueError, match=f"invalid sampling option: {name} must be .*, got") as err:
         SamplingOptions(**bad)
     assert isinstance(err.value, InvalidOptionError) and err.value.option == name and err.value.value == value
 
 
-@pytest.mark.parametrize("bad", [dict(temperature="0.5"), dict(top_k=2.0), dict(max_tokens="4"), dict(seed="x"),
-                                 dict(stop=3)])
+@pytest.mark.parametrize(
+    "bad", [dict(temperature="0.5"), dict(top_k=2.0), dict(max_tokens="4"), dict(seed="x"), dict(stop=3)]
+)
 def test_bad_option_types_raise_the_type_error_twin(bad):
-    (name, value), = bad.items()
+    ((name, value),) = bad.items()
     with pytest.raises(TypeError, match=f"invalid sampling option: {name} must be") as err:
         SamplingOptions(**bad)
     assert isinstance(err.value, InvalidOptionTypeError) and err.value.option == name
@@ -160,8 +178,11 @@ def test_earliest_of_several_stops_wins():
 
 
 @settings(max_examples=200, deadline=None)
-@given(text=st.text(alphabet="ab#xy", max_size=40), cuts=st.lists(st.integers(0, 40), max_size=8),
-       stop=st.sampled_from(["#", "##", "a#b", "xyx"]))
+@given(
+    text=st.text(alphabet="ab#xy", max_size=40),
+    cuts=st.lists(st.integers(0, 40), max_size=8),
+    stop=st.sampled_from(["#", "##", "a#b", "xyx"]),
+)
 def test_stop_matching_does_not_depend_on_how_text_is_split(text, cuts, stop):
     bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
     pieces = [text[a:b] for a, b in zip(bounds, bounds[1:])]
@@ -176,7 +197,7 @@ def test_stop_matching_does_not_depend_on_how_text_is_split(text, cuts, stop):
 def test_multibyte_characters_split_across_tokens_come_out_whole():
     data = "héllo 世界 🙂".encode()
     d = Utf8Decoder()
-    pieces = [d.feed(data[i:i + 1]) for i in range(len(data))]
+    pieces = [d.feed(data[i : i + 1]) for i in range(len(data))]
     assert "".join(pieces) + d.flush() == "héllo 世界 🙂"
     assert all("\ufffd" not in p for p in pieces)
     assert "🙂" in pieces  # emitted once, whole, when its last byte arrived
@@ -201,13 +222,16 @@ def test_model_template_is_rendered_with_generation_prompt():
     f = chat_formatter(CHATML_TEMPLATE, bos_token="<s>", eos_token="</s>")
     assert f.source == "gguf"
     assert f.render(MSGS) == (
-        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert not f.render(MSGS, add_generation_prompt=False).endswith("assistant\n")
 
 
 def test_template_sees_bos_token_and_raise_exception():
-    tpl = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
-           "{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}{% endfor %}")
+    tpl = (
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}{% endfor %}"
+    )
     f = chat_formatter(tpl, bos_token="<s>", eos_token="</s>")
     assert f.render([{"role": "user", "content": "x"}]) == "<s>x"
     with pytest.raises(ChatTemplateError, match="System role not supported"):
@@ -297,8 +321,9 @@ def test_run_stops_on_stop_string_split_across_tokens():
 
 def test_tokens_that_spell_the_stop_string_are_not_counted():
     # "hi " is visible; the stop string "\nUser:" is spelled by the four tokens after it
-    eng = ScriptedEngine([10, 11, 12, 13, 14, 15, 16],
-                         {10: b"hi", 11: b" ", 12: b"\n", 13: b"Us", 14: b"er", 15: b":", 16: b"more"})
+    eng = ScriptedEngine(
+        [10, 11, 12, 13, 14, 15, 16], {10: b"hi", 11: b" ", 12: b"\n", 13: b"Us", 14: b"er", 15: b":", 16: b"more"}
+    )
     chunks = list(run(eng, [1], SamplingOptions(temperature=0, stop=("\nUser:",))))
     c = join(iter(chunks))
     assert (c.text, c.finish_reason) == ("hi ", "stop")

@@ -185,17 +185,23 @@ HOSTILE_AT_LOAD = {
     # range() of 10**10 items: the range limit, before a single iteration
     "huge range": ("{% for i in range(10**10) %}{% endfor %}{{ messages[0]['content'] }}", "range"),
     # 10**10 iterations in 100,000-item ranges: the loop-iteration limit
-    "nested ranges": ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x",
-                      "loop iterations"),
+    "nested ranges": (
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x",
+        "loop iterations",
+    ),
     # one string of 10**9 characters: refused before it is built
     "huge string multiplication": ("{{ 'a' * 10**9 }}", "value size"),
     "huge string multiplication, literal": ("{{ 'a' * 1000000000 }}", "value size"),
     # doubling a string by '~' in a loop: every step is checked
-    "doubling by concatenation": ("{% set ns = namespace(s='a') %}{% for i in range(64) %}"
-                                  "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}", "value size"),
+    "doubling by concatenation": (
+        "{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+        "value size",
+    ),
     # text buffered in a {% set %} block is never yielded, but it is counted as written
-    "a set block that grows": ("{% set x %}{% for i in range(100000) %}{{ 'y' * 100000 }}{% endfor %}"
-                               "{% endset %}hi", "written"),
+    "a set block that grows": (
+        "{% set x %}{% for i in range(100000) %}{{ 'y' * 100000 }}{% endfor %}{% endset %}hi",
+        "written",
+    ),
     "a huge format width": ("{{ '{:>1000000000}'.format(1) }}", "value size"),
     "a huge '%' width": ("{{ '%1000000000d' % 1 }}", "value size"),
     "a huge integer": ("{{ 9 ** (9 ** 9) }}", "integer size"),
@@ -251,14 +257,21 @@ def test_a_template_that_runs_too_long_meets_the_deadline():
 # Templates that pass the test render at load (one short message) and explode on real content.
 ON_CONTENT = {
     # a loop per character of the content
-    "loop per character": ("{% for m in messages %}{% for c in m['content'] %}{% for i in range(1000) %}"
-                           "{% endfor %}{% endfor %}{{ m['content'] }}{% endfor %}", "loop iterations"),
+    "loop per character": (
+        "{% for m in messages %}{% for c in m['content'] %}{% for i in range(1000) %}"
+        "{% endfor %}{% endfor %}{{ m['content'] }}{% endfor %}",
+        "loop iterations",
+    ),
     # the content printed once per character of itself: quadratic output
-    "output per character": ("{% for m in messages %}{% for c in m['content'] %}{{ m['content'] }}{% endfor %}"
-                             "{% endfor %}", "output"),
+    "output per character": (
+        "{% for m in messages %}{% for c in m['content'] %}{{ m['content'] }}{% endfor %}{% endfor %}",
+        "output",
+    ),
     # a long message multiplied
-    "multiplied content": ("{% for m in messages %}{{ m['content'] * (m['content'] | length) }}{% endfor %}",
-                           "value size"),
+    "multiplied content": (
+        "{% for m in messages %}{{ m['content'] * (m['content'] | length) }}{% endfor %}",
+        "value size",
+    ),
 }
 
 
@@ -321,14 +334,17 @@ def test_a_template_cannot_print_a_lone_surrogate():
     assert f.source.startswith("fallback") and "surrogate" in f.reason
 
 
-@pytest.mark.parametrize("template", [
-    "{{ messages.__class__.__mro__[1].__subclasses__() }}",
-    "{{ ''.__class__.__base__.__subclasses__() }}",
-    "{{ cycler.__init__.__globals__ }}",
-    "{{ (messages | attr('__class__')) }}",
-    "{{ raise_exception.__globals__['os'] }}",
-    "{% set x = messages.append({'role': 'user', 'content': 'injected'}) %}{{ messages }}",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ messages.__class__.__mro__[1].__subclasses__() }}",
+        "{{ ''.__class__.__base__.__subclasses__() }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ (messages | attr('__class__')) }}",
+        "{{ raise_exception.__globals__['os'] }}",
+        "{% set x = messages.append({'role': 'user', 'content': 'injected'}) %}{{ messages }}",
+    ],
+)
 def test_templates_still_cannot_leave_the_sandbox(template):
     f = chat_formatter(template)
     assert f.source.startswith("fallback"), f"{template} rendered"

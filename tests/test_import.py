@@ -8,8 +8,19 @@ import sys
 
 import localllm
 
-HEAVY = ("llama_cpp", "onnxruntime", "textual", "pynvml", "numpy", "cpuinfo", "psutil",
-         "huggingface_hub", "tokenizers", "jinja2", "gguf")
+HEAVY = (
+    "llama_cpp",
+    "onnxruntime",
+    "textual",
+    "pynvml",
+    "numpy",
+    "cpuinfo",
+    "psutil",
+    "huggingface_hub",
+    "tokenizers",
+    "jinja2",
+    "gguf",
+)
 
 
 def run(code: str) -> dict:

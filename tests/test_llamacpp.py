@@ -113,8 +113,13 @@ def test_create_completion_trap_does_not_hit_our_loop(engine):
         sampled.append(tok)
         logits = engine.eval([tok])
     assert engine.n_past == len(engine.tokenize("hello")) + 300
-    c = join(run(engine, engine.tokenize("the"), SamplingOptions(temperature=1.0, seed=3, max_tokens=250,
-                                                                 top_k=0, top_p=1.0, min_p=0.0)))
+    c = join(
+        run(
+            engine,
+            engine.tokenize("the"),
+            SamplingOptions(temperature=1.0, seed=3, max_tokens=250, top_k=0, top_p=1.0, min_p=0.0),
+        )
+    )
     assert c.finish_reason in ("length", "eos") and c.completion_tokens >= 1
 
 

@@ -15,8 +15,16 @@ from localllm import Chunk, Completion, Model
 from localllm.errors import ContextOverflowError, GenerationError, InvalidModelError
 
 GREEDY = dict(temperature=0, max_tokens=24)
-PROMPTS = ["hello world", "the cat", "one two three", "what is this", "moon and sun", "I am a model",
-           "yes no ok", "four five six"]
+PROMPTS = [
+    "hello world",
+    "the cat",
+    "one two three",
+    "what is this",
+    "moon and sun",
+    "I am a model",
+    "yes no ok",
+    "four five six",
+]
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +82,11 @@ def test_seeded_sampling_is_reproducible(model):
 
 def test_stop_string_cuts_output_before_it(model, long_prompt):
     full = model.generate(long_prompt, temperature=0, max_tokens=30).text
-    stop = full[len(full) // 2:len(full) // 2 + 2]
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
     assert stop.strip(), "pick a stop string with visible text"
     cut = model.generate(long_prompt, temperature=0, max_tokens=30, stop=[stop])
     assert cut.finish_reason == "stop"
-    assert cut.text == full[:full.index(stop)] and stop not in cut.text
+    assert cut.text == full[: full.index(stop)] and stop not in cut.text
 
 
 def test_a_stop_string_spanning_tokens_is_not_counted(model, long_prompt):
@@ -88,7 +96,7 @@ def test_a_stop_string_spanning_tokens_is_not_counted(model, long_prompt):
     # one token per chunk here: pick three in a row, at token k, to be the stop string
     pieces = [(c.text, c.token_ids[0]) for c in full if len(c.token_ids) == 1]
     for k in range(3, len(pieces) - 3):
-        stop = "".join(p for p, _ in pieces[k:k + 3])
+        stop = "".join(p for p, _ in pieces[k : k + 3])
         visible = "".join(p for p, _ in pieces[:k])
         if len(stop) >= 3 and text.find(stop) == len(visible) and [t for _, t in pieces[:k]] == ids[:k]:
             break
@@ -104,8 +112,9 @@ def test_a_stop_string_spanning_tokens_is_not_counted(model, long_prompt):
 def test_chat_applies_the_models_template(model):
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
     rendered = model.render_chat(msgs)
-    assert rendered == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n"
-                        "<|im_start|>assistant\n")
+    assert rendered == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    )
     # special tokens are parsed as single control tokens, not spelled out
     assert model.tokenize("<|im_start|>") == [3]
     chat = model.chat(msgs, **GREEDY)
@@ -221,8 +230,7 @@ def test_load_refuses_bad_files(tmp_path, tiny_gguf):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "localllm", "run", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "localllm", "run", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_cli_run_streams_text_and_json(model, tiny_gguf):
@@ -231,8 +239,9 @@ def test_cli_run_streams_text_and_json(model, tiny_gguf):
     assert out.returncode == 0, out.stderr
     assert out.stdout == expected + "\n"
     assert "tok/s" in out.stderr and "llama_" not in out.stderr  # status only, no native chatter
-    js = _cli(str(tiny_gguf), "hello world", "--raw", "--max-tokens", "12", "--temperature", "0", "--ctx", "256",
-              "--json")
+    js = _cli(
+        str(tiny_gguf), "hello world", "--raw", "--max-tokens", "12", "--temperature", "0", "--ctx", "256", "--json"
+    )
     result = json.loads(js.stdout)
     assert result["text"] == expected and result["completion_tokens"] <= 12
     assert result["timings"]["prompt_tokens"] == result["prompt_tokens"] > 0
@@ -271,8 +280,9 @@ def test_model_without_template_uses_a_fallback_that_ends_turns(tmp_path, one_co
         assert m.info.template_source == "fallback-chatml" and "no chat template" in m.info.template_note
         assert m.render_chat([{"role": "user", "content": "hi"}]).endswith("<|im_start|>assistant\n")
         assert m._turn_end_tokens == frozenset({4})  # <|im_end|> ends the reply though not marked EOG
-        reply = m.chat([{"role": "user", "content": "hi"}], temperature=1.0, seed=2, top_k=0, top_p=1.0,
-                       min_p=0.0, max_tokens=200)
+        reply = m.chat(
+            [{"role": "user", "content": "hi"}], temperature=1.0, seed=2, top_k=0, top_p=1.0, min_p=0.0, max_tokens=200
+        )
         assert 4 not in reply.token_ids and reply.finish_reason in ("eos", "length", "stop")
 
 
@@ -285,8 +295,9 @@ def test_close_wins_over_the_running_and_waiting_generations(tiny_gguf, one_core
 
     m = localllm.load(tiny_gguf, context=2048, hardware=one_core)
     # a prompt whose greedy continuation does not end by itself
-    endless = next(p for p in ENDLESS_CANDIDATES
-                   if m.generate(p, temperature=0, max_tokens=300).finish_reason == "length")
+    endless = next(
+        p for p in ENDLESS_CANDIDATES if m.generate(p, temperature=0, max_tokens=300).finish_reason == "length"
+    )
     running_chunks: list[tuple[float, Chunk]] = []
     results: dict[str, object] = {}
     started = threading.Event()
@@ -342,8 +353,7 @@ def test_cancel_stops_only_the_running_generation(model, long_prompt):
     results = []
     first = model.stream(long_prompt, temperature=0, max_tokens=None)
     next(first)
-    waiter = threading.Thread(target=lambda: results.append(model.generate(long_prompt, temperature=0,
-                                                                           max_tokens=5)))
+    waiter = threading.Thread(target=lambda: results.append(model.generate(long_prompt, temperature=0, max_tokens=5)))
     waiter.start()
     model.cancel()
     assert list(first)[-1].finish_reason == "cancelled"

@@ -61,6 +61,7 @@ def model(tiny_onnx):
 
 # -- numerics against the numpy reference ------------------------------------------------
 
+
 def test_engine_meets_the_protocol(engine):
     assert isinstance(engine, Engine)
     assert engine.runtime == "onnxruntime" and engine.provider == CPU
@@ -94,7 +95,7 @@ def test_logits_match_reference_with_and_without_cache(engine, tiny_onnx):
     ref_seq = list(prompt)
     for _ in range(12):
         ref_seq.append(int(np.argmax(ref.forward(ref_seq, use_cache=False)[-1])))
-    assert ref_seq[len(prompt):] == tokens_cached
+    assert ref_seq[len(prompt) :] == tokens_cached
 
 
 def test_greedy_loop_equals_reference_tokens(engine, tiny_onnx):
@@ -182,13 +183,15 @@ def test_optimized_model_is_cached_on_disk(tiny_onnx):
     np.testing.assert_allclose(first.eval(prompt).copy(), second.eval(prompt).copy(), atol=1e-6)
     first.close()
     second.close()
-    uncached = OnnxEngine(tiny_onnx, Placement(runtime="onnxruntime", n_ctx=64), hardware=Hardware(),
-                          cache_optimized=False)
+    uncached = OnnxEngine(
+        tiny_onnx, Placement(runtime="onnxruntime", n_ctx=64), hardware=Hardware(), cache_optimized=False
+    )
     assert uncached.optimized_path is None
     uncached.close()
 
 
 # -- tokens -------------------------------------------------------------------------------
+
 
 def test_token_bytes_rebuild_text_byte_for_byte(engine):
     text = "héllo wörld ☃ 🙂 the cat\nanswer: 42"
@@ -212,18 +215,20 @@ def test_sentencepiece_style_vocabulary_bytes():
     merges = [("▁", "h"), ("▁h", "e"), ("▁he", "l"), ("▁hel", "l"), ("▁hell", "o")]
     tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True))
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     tok.add_special_tokens(["<s>", "</s>"])
     tb = TokenBytes(tok, json.loads(tok.to_str()))
     assert tb.kind == "sentencepiece"
     ids = tok.encode("hello ☃").ids
     assert [tok.id_to_token(i) for i in ids][:2] == ["▁hello", "▁"]
-    assert b"".join(tb(i) for i in ids) == " hello ☃".encode("utf-8")
+    assert b"".join(tb(i) for i in ids) == " hello ☃".encode()
     assert tb(vocab["<0xE2>"]) == b"\xe2" and tb(1) == b""
 
 
 # -- the Model API over ONNX --------------------------------------------------------------
+
 
 def test_load_folder_generate(model):
     assert model.info.runtime == "onnxruntime"
@@ -249,10 +254,10 @@ def test_stop_strings(model):
     full = model.generate("hello world", max_tokens=24, **GREEDY).text
     visible = full.strip()
     assert len(visible) >= 4, f"need some text to cut: {full!r}"
-    stop = visible[len(visible) // 2: len(visible) // 2 + 2]
+    stop = visible[len(visible) // 2 : len(visible) // 2 + 2]
     cut = model.generate("hello world", max_tokens=24, stop=[stop], **GREEDY)
     assert cut.finish_reason == "stop"
-    assert cut.text == full[:full.index(stop)]
+    assert cut.text == full[: full.index(stop)]
     assert stop not in cut.text
 
 
@@ -260,10 +265,8 @@ def test_chat_template_is_applied(model):
     rendered = model.render_chat([{"role": "user", "content": "hi"}])
     assert rendered == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     done = model.chat([{"role": "user", "content": "hi"}], max_tokens=6, **GREEDY)
-    assert done.prompt_tokens == model.count_tokens(rendered) or done.prompt_tokens == len(
-        model.tokenize(rendered))
-    streamed = "".join(c.text for c in model.chat_stream([{"role": "user", "content": "hi"}],
-                                                       max_tokens=6, **GREEDY))
+    assert done.prompt_tokens == model.count_tokens(rendered) or done.prompt_tokens == len(model.tokenize(rendered))
+    streamed = "".join(c.text for c in model.chat_stream([{"role": "user", "content": "hi"}], max_tokens=6, **GREEDY))
     assert streamed == done.text
 
 
@@ -278,6 +281,7 @@ def test_cancel_stops_the_stream(model):
 
 
 # -- bad folders ----------------------------------------------------------------------------
+
 
 @pytest.fixture()
 def folder_copy(tiny_onnx, tmp_path):
@@ -330,7 +334,7 @@ def _rename_io(folder, old: str, new: str, *, output: bool = False) -> None:
 
     path = folder / "onnx" / "model.onnx"
     m = onnx.load_model(str(path), load_external_data=False)
-    for vi in (m.graph.output if output else m.graph.input):
+    for vi in m.graph.output if output else m.graph.input:
         if vi.name == old:
             vi.name = new
     for node in m.graph.node:
@@ -374,8 +378,16 @@ def test_unavailable_provider_is_a_clear_error(tiny_onnx):
 
 # -- execution providers --------------------------------------------------------------------
 
-ALL = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider",
-       "OpenVINOExecutionProvider", "ROCMExecutionProvider", "MIGraphXExecutionProvider", "CPUExecutionProvider")
+ALL = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CoreMLExecutionProvider",
+    "DmlExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider",
+    "CPUExecutionProvider",
+)
 
 # profile -> (provider with every provider installed, provider with CUDA + CPU, with the CPU wheel only)
 PROFILE_TABLE = {
@@ -413,16 +425,21 @@ def test_every_profile_is_in_the_table():
 def test_provider_choice_by_hand():
     win_gpu = Hardware(os="windows", cpu=CPUInfo(vendor="AMD"), gpus=(GPUInfo(0, "amd", "Radeon 780M"),))
     assert choose_provider(win_gpu, ("DmlExecutionProvider", CPU))[0] == "DmlExecutionProvider"
-    intel_npu = Hardware(os="linux", cpu=CPUInfo(vendor="AuthenticAMD"),
-                         accelerators=(Accelerator("npu", "Intel NPU (Meteor Lake)"),))
+    intel_npu = Hardware(
+        os="linux", cpu=CPUInfo(vendor="AuthenticAMD"), accelerators=(Accelerator("npu", "Intel NPU (Meteor Lake)"),)
+    )
     assert choose_provider(intel_npu, ("OpenVINOExecutionProvider", CPU)) == (
-        "OpenVINOExecutionProvider", "Intel NPU: OpenVINO (available in this onnxruntime)")
+        "OpenVINOExecutionProvider",
+        "Intel NPU: OpenVINO (available in this onnxruntime)",
+    )
     plain = Hardware(os="linux", cpu=CPUInfo(vendor="AuthenticAMD", physical_cores=8))
     provider, reason = choose_provider(plain, ALL)
     assert provider == CPU and "8 cores" in reason and "no GPU" in reason
     # without an explicit list the probe's runtime facts are used, else CPU only is assumed
-    nvidia = Hardware(gpus=(GPUInfo(0, "nvidia", "RTX 4090"),),
-                      runtimes=(RuntimeInfo("onnxruntime", True, providers=("CUDAExecutionProvider", CPU)),))
+    nvidia = Hardware(
+        gpus=(GPUInfo(0, "nvidia", "RTX 4090"),),
+        runtimes=(RuntimeInfo("onnxruntime", True, providers=("CUDAExecutionProvider", CPU)),),
+    )
     assert choose_provider(nvidia)[0] == "CUDAExecutionProvider"
     assert choose_provider(Hardware(gpus=(GPUInfo(0, "nvidia", "RTX 4090"),)))[0] == CPU
 
@@ -430,7 +447,10 @@ def test_provider_choice_by_hand():
 def test_provider_chain_falls_back_to_cpu(tmp_path):
     chain = provider_chain("TensorrtExecutionProvider", device_id=1, cache_dir=tmp_path)
     assert [p if isinstance(p, str) else p[0] for p in chain] == [
-        "TensorrtExecutionProvider", "CUDAExecutionProvider", CPU]
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        CPU,
+    ]
     assert chain[0][1]["trt_engine_cache_enable"] and chain[1][1] == {"device_id": 1}
     assert provider_chain(CPU) == [CPU]
     assert provider_chain("CoreMLExecutionProvider") == ["CoreMLExecutionProvider", CPU]

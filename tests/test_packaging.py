@@ -57,11 +57,19 @@ def site(tmp_path_factory) -> Path:
             shutil.copy2(path, src / name)
     wheels, target = root / "wheels", root / "site"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run(pip + ["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                          str(src)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        pip + ["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     (wheel,) = wheels.glob("localllm-*.whl")
-    subprocess.run(pip + ["install", "-q", "--no-deps", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        pip + ["install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return target
 
 
@@ -70,8 +78,9 @@ def test_wheel_install_finds_its_data(site):
     assert not (site / "tui").exists(), "tui/ must ship as localllm.tui, not top level"
     assert (site / "localllm" / "tui" / "__init__.py").is_file()
     deps = sysconfig.get_paths()["purelib"]
-    done = subprocess.run([sys.executable, "-S", "-c", CHILD, str(site), deps],
-                          capture_output=True, text=True, cwd=site)
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", CHILD, str(site), deps], capture_output=True, text=True, cwd=site
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert not out["editable_hook"]

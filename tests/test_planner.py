@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from localllm.catalog import family_from_gguf_metadata, load_catalog
 from localllm.errors import NoFittingVariantError
 from localllm.hardware import CPUInfo, GPUInfo, Hardware, MemoryInfo
-from localllm.planner import RAM_FRACTION, fit_table, plan, plan_local
 from localllm.hwprobe import list_profiles, load_profile
+from localllm.planner import RAM_FRACTION, fit_table, plan, plan_local
 
 PROFILES = list_profiles()
 GB = 10**9
@@ -152,9 +152,13 @@ def test_plan_local_file(tiny_gguf):
 
 # -- properties -----------------------------------------------------------------------------------
 
+
 def _cpu_machine(ram: int) -> Hardware:
-    return Hardware(name="h", memory=MemoryInfo(total=ram, available=ram, bandwidth_gbs=50.0),
-                    cpu=CPUInfo(physical_cores=8, logical_cores=16))
+    return Hardware(
+        name="h",
+        memory=MemoryInfo(total=ram, available=ram, bandwidth_gbs=50.0),
+        cpu=CPUInfo(physical_cores=8, logical_cores=16),
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -176,11 +180,25 @@ _TIER = {"gpu": 0, "partial": 1, "cpu": 2}
 def test_more_gpu_memory_never_moves_a_model_off_the_gpu(vram, extra):
     """With a GPU the search order puts GPU-resident first: more GPU memory never worsens the tier,
     and within the same tier never lowers quality."""
+
     def hw(v):
-        return Hardware(name="g", memory=MemoryInfo(total=32 * GB, available=24 * GB, bandwidth_gbs=60.0),
-                        cpu=CPUInfo(physical_cores=8),
-                        gpus=(GPUInfo(index=0, vendor="nvidia", name="G", memory_total=v, memory_free=v,
-                                      backend="cuda", bandwidth_gbs=500.0),))
+        return Hardware(
+            name="g",
+            memory=MemoryInfo(total=32 * GB, available=24 * GB, bandwidth_gbs=60.0),
+            cpu=CPUInfo(physical_cores=8),
+            gpus=(
+                GPUInfo(
+                    index=0,
+                    vendor="nvidia",
+                    name="G",
+                    memory_total=v,
+                    memory_free=v,
+                    backend="cuda",
+                    bandwidth_gbs=500.0,
+                ),
+            ),
+        )
+
     a, b = plan(hardware=hw(vram)), plan(hardware=hw(vram + extra))
     assert a.fits and b.fits
     assert _TIER[b.where] <= _TIER[a.where]
@@ -191,8 +209,10 @@ def test_more_gpu_memory_never_moves_a_model_off_the_gpu(vram, extra):
 def test_llama_cpp_without_gpu_offload_plans_on_cpu():
     from localllm.hardware import RuntimeInfo
 
-    hw = dataclasses.replace(load_profile("desktop-rtx4090-64gb"),
-                             runtimes=(RuntimeInfo(name="llama.cpp", installed=True, gpu_offload=False),))
+    hw = dataclasses.replace(
+        load_profile("desktop-rtx4090-64gb"),
+        runtimes=(RuntimeInfo(name="llama.cpp", installed=True, gpu_offload=False),),
+    )
     p = plan(hardware=hw)
     assert p.where == "cpu" and any("without GPU offload" in w for w in p.warnings)
 
@@ -204,11 +224,26 @@ def test_contexts_end_for_any_trained_context(n_ctx_train):
 
     from localllm.catalog import Family
 
-    family = Family(name="x", display_name="x", arch="llama", n_layer=2, n_head=4, n_head_kv=2, head_dim=16,
-                    n_embd=64, n_ctx_train=n_ctx_train, n_vocab=554, n_ff=128)
+    family = Family(
+        name="x",
+        display_name="x",
+        arch="llama",
+        n_layer=2,
+        n_head=4,
+        n_head_kv=2,
+        head_dim=16,
+        n_embd=64,
+        n_ctx_train=n_ctx_train,
+        n_vocab=554,
+        n_ff=128,
+    )
     done: list = []
-    t = threading.Thread(target=lambda: done.append(plan_local(
-        family, weight_bytes=10**6, path="x.gguf", hardware=load_profile("laptop-x86-16gb"), threads=1)), daemon=True)
+    t = threading.Thread(
+        target=lambda: done.append(
+            plan_local(family, weight_bytes=10**6, path="x.gguf", hardware=load_profile("laptop-x86-16gb"), threads=1)
+        ),
+        daemon=True,
+    )
     t.start()
     t.join(10)
     assert done, "plan_local did not finish in 10 s"

@@ -27,9 +27,13 @@ QWEN = "qwen2.5-0.5b-instruct"
 
 
 def with_runtimes(hw, providers=(CUDA, CPU), *, llama_gpu: bool | None = None):
-    return dataclasses.replace(hw, runtimes=(
-        RuntimeInfo("llama.cpp", installed=True, gpu_offload=llama_gpu),
-        RuntimeInfo("onnxruntime", installed=True, version="1.22", providers=tuple(providers))))
+    return dataclasses.replace(
+        hw,
+        runtimes=(
+            RuntimeInfo("llama.cpp", installed=True, gpu_offload=llama_gpu),
+            RuntimeInfo("onnxruntime", installed=True, version="1.22", providers=tuple(providers)),
+        ),
+    )
 
 
 def provider_reason(p) -> str:
@@ -37,6 +41,7 @@ def provider_reason(p) -> str:
 
 
 # -- provider per profile --------------------------------------------------------------------
+
 
 def test_rtx4090_with_cuda_in_onnxruntime_runs_fully_on_the_gpu():
     p = planner.plan(QWEN, hardware=with_runtimes(load_profile("desktop-rtx4090-64gb")), runtime="onnx")
@@ -100,6 +105,7 @@ def test_fp16_graphs_rank_after_fp32_ones_on_the_cpu_provider():
 
 # -- estimator -------------------------------------------------------------------------------
 
+
 def test_estimate_onnx_weights_from_size_and_kv_from_config():
     cat = load_catalog()
     fp32, q4f16 = cat.find(f"{QWEN}:fp32"), cat.find(f"{QWEN}:q4f16")
@@ -145,6 +151,7 @@ def test_load_folder_and_onnx_file_are_planned(tiny_folder):
 
 # -- the runtime choice ----------------------------------------------------------------------
 
+
 def test_auto_prefers_llama_cpp_on_a_cpu_only_machine_and_lists_onnx():
     p = planner.plan("auto", hardware=load_profile("laptop-x86-16gb"))
     assert p.runtime == "llama.cpp"
@@ -181,6 +188,7 @@ def test_bad_runtime_requests():
 
 # -- CLI and import cost ---------------------------------------------------------------------
 
+
 def test_cli_plan_runtime_onnx_json_shows_provider(capsys):
     rc = main(["plan", QWEN, "--runtime", "onnx", "--profile", "macbook-air-m2-8gb", "--json"])
     data = json.loads(capsys.readouterr().out)
@@ -197,9 +205,11 @@ def test_cli_plan_runtime_onnx_live_explains_provider(capsys):
 
 
 def test_planning_onnx_does_not_import_onnxruntime():
-    code = ("import sys; from localllm import planner; from localllm.hwprobe import load_profile;"
-            "p = planner.plan('auto', hardware=load_profile('macbook-air-m2-8gb'), runtime='onnx');"
-            "assert p.placement.provider, p;"
-            "print(sorted(m for m in ('onnxruntime', 'numpy', 'onnx', 'llama_cpp') if m in sys.modules))")
+    code = (
+        "import sys; from localllm import planner; from localllm.hwprobe import load_profile;"
+        "p = planner.plan('auto', hardware=load_profile('macbook-air-m2-8gb'), runtime='onnx');"
+        "assert p.placement.provider, p;"
+        "print(sorted(m for m in ('onnxruntime', 'numpy', 'onnx', 'llama_cpp') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

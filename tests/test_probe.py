@@ -44,8 +44,9 @@ def test_cores_match_nproc_and_cpuinfo():
     assert hw.cpu.effective_cores <= nproc
     cpuinfo = Path("/proc/cpuinfo").read_text()
     assert hw.cpu.logical_cores == cpuinfo.count("processor\t:")
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                  if line.startswith("model name")), None)
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), None
+    )
     if model:  # x86
         assert hw.cpu.brand == model
         flags = next(line for line in cpuinfo.splitlines() if line.startswith("flags")).split()

@@ -60,10 +60,24 @@ def fake_pynvml(gpus: list[dict], *, init_error: str | None = None) -> types.Mod
     return m
 
 
-RTX_4090 = dict(name="NVIDIA GeForce RTX 4090", uuid="GPU-4090", total=24564 * MIB, free=23000 * MIB,
-                cc=(8, 9), bus=384, mem_mhz=10501)
-RTX_3090 = dict(name=b"NVIDIA GeForce RTX 3090", uuid=b"GPU-3090", total=24576 * MIB,
-                free=24000 * MIB, cc=(8, 6), bus=384, mem_mhz=9751)
+RTX_4090 = dict(
+    name="NVIDIA GeForce RTX 4090",
+    uuid="GPU-4090",
+    total=24564 * MIB,
+    free=23000 * MIB,
+    cc=(8, 9),
+    bus=384,
+    mem_mhz=10501,
+)
+RTX_3090 = dict(
+    name=b"NVIDIA GeForce RTX 3090",
+    uuid=b"GPU-3090",
+    total=24576 * MIB,
+    free=24000 * MIB,
+    cc=(8, 6),
+    bus=384,
+    mem_mhz=9751,
+)
 
 
 def test_no_pynvml_module(monkeypatch):
@@ -188,8 +202,9 @@ def test_jetson_absent():
     assert jetson_gpu(ROOTS / "amd_sysfs", ram_total=GIB, ram_available=GIB) == ([], [])
 
 
-@pytest.mark.parametrize("ram_gib,budget_mib", [(8, 5461.33), (16, 10922.67), (32, 21845.33),
-                                                (64, 49152.0), (96, 73728.0)])
+@pytest.mark.parametrize(
+    "ram_gib,budget_mib", [(8, 5461.33), (16, 10922.67), (32, 21845.33), (64, 49152.0), (96, 73728.0)]
+)
 def test_apple_budget_matches_metal_recommended_working_set(ram_gib, budget_mib):
     budget, basis = apple_gpu_budget(ram_gib * GIB)
     assert budget / MIB == pytest.approx(budget_mib, abs=0.01)
@@ -211,7 +226,10 @@ def test_accelerators_from_dev(tmp_path):
     (tmp_path / "dev/null").write_text("")
     found = accelerators(tmp_path, system="linux")
     assert [(a.kind, a.path) for a in found] == [
-        ("npu", "/dev/accel/accel0"), ("neuron", "/dev/neuron0"), ("neuron", "/dev/neuron1")]
+        ("npu", "/dev/accel/accel0"),
+        ("neuron", "/dev/neuron0"),
+        ("neuron", "/dev/neuron1"),
+    ]
 
 
 def test_apple_neural_engine_listed():

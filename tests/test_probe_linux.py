@@ -73,9 +73,17 @@ def test_physical_unknown_is_assumed_logical_with_a_note():
     assert any("physical core count unknown" in n for n in notes)
 
 
-@pytest.mark.parametrize("machine,arch", [("x86_64", "x86_64"), ("AMD64", "x86_64"),
-                                          ("aarch64", "arm64"), ("arm64", "arm64"),
-                                          ("armv7l", "armv7"), ("", "unknown")])
+@pytest.mark.parametrize(
+    "machine,arch",
+    [
+        ("x86_64", "x86_64"),
+        ("AMD64", "x86_64"),
+        ("aarch64", "arm64"),
+        ("arm64", "arm64"),
+        ("armv7l", "armv7"),
+        ("", "unknown"),
+    ],
+)
 def test_normalize_arch(machine, arch):
     assert normalize_arch(machine) == arch
 

@@ -15,9 +15,11 @@ def fake_cpuinfo(calls: list) -> types.ModuleType:
 
     def get_cpu_info():
         calls.append(1)
-        return {"brand_raw": "AMD Ryzen 9 7950X 16-Core Processor", "vendor_id_raw": "AuthenticAMD",
-                "flags": ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni",
-                          "avx512_bf16", "pni", "mmx"]}
+        return {
+            "brand_raw": "AMD Ryzen 9 7950X 16-Core Processor",
+            "vendor_id_raw": "AuthenticAMD",
+            "flags": ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "pni", "mmx"],
+        }
 
     m.get_cpu_info = get_cpu_info
     return m
@@ -31,8 +33,17 @@ def test_windows_uses_psutil_and_py_cpuinfo(monkeypatch):
     assert calls == [1]
     assert hw.os == "windows" and hw.cpu.arch == "x86_64"
     assert hw.cpu.brand == "AMD Ryzen 9 7950X 16-Core Processor"
-    assert set(hw.cpu.flags) == {"sse3", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f",
-                                 "avx512_vnni", "avx512_bf16"}
+    assert set(hw.cpu.flags) == {
+        "sse3",
+        "sse4_2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512_vnni",
+        "avx512_bf16",
+    }
     assert hw.memory.total == psutil.virtual_memory().total
     assert hw.cpu.logical_cores == psutil.cpu_count()
     assert any("pynvml not importable" in n for n in hw.notes)  # NVML is tried on Windows

@@ -16,14 +16,22 @@ PROFILES = list_profiles()
 
 # the devices issue 2 asks for, by file stem
 REQUIRED = {
-    "laptop-x86-8gb", "laptop-x86-16gb", "laptop-rtx4060-16gb", "macbook-air-m2-8gb",
-    "macbook-pro-m3-max-64gb", "raspberry-pi-5-8gb", "jetson-orin-nano-8gb",
-    "desktop-rtx4090-64gb", "workstation-2x-rtx3090", "desktop-rx7900xtx", "container-4gib",
+    "laptop-x86-8gb",
+    "laptop-x86-16gb",
+    "laptop-rtx4060-16gb",
+    "macbook-air-m2-8gb",
+    "macbook-pro-m3-max-64gb",
+    "raspberry-pi-5-8gb",
+    "jetson-orin-nano-8gb",
+    "desktop-rtx4090-64gb",
+    "workstation-2x-rtx3090",
+    "desktop-rx7900xtx",
+    "container-4gib",
 }
 
 
 def test_required_profiles_exist():
-    assert REQUIRED <= set(PROFILES)
+    assert set(PROFILES) >= REQUIRED
     assert len(PROFILES) >= 10
 
 
@@ -98,10 +106,13 @@ def test_profile_by_path_and_saved_probe(tmp_path):
     assert load_profile(str(path)) == localllm.probe()
 
 
-@pytest.mark.parametrize("text,fragment", [
-    ("[memory\ntotal = 1", "not valid"),
-    ("[memory]\ntotl = 1\n", "totl"),
-])
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("[memory\ntotal = 1", "not valid"),
+        ("[memory]\ntotl = 1\n", "totl"),
+    ],
+)
 def test_malformed_profile_is_a_clear_error(tmp_path, text, fragment):
     path = tmp_path / "bad.toml"
     path.write_text(text)

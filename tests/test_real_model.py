@@ -37,8 +37,17 @@ def raw(smollm2_gguf, smol):
     from llama_cpp import Llama
 
     p = smol.info.placement
-    llm = Llama(model_path=str(smollm2_gguf), n_ctx=p.n_ctx, n_threads=1, n_threads_batch=1, n_batch=p.n_batch,
-                n_ubatch=p.n_ubatch, flash_attn=p.flash_attn, n_gpu_layers=0, verbose=False)
+    llm = Llama(
+        model_path=str(smollm2_gguf),
+        n_ctx=p.n_ctx,
+        n_threads=1,
+        n_threads_batch=1,
+        n_batch=p.n_batch,
+        n_ubatch=p.n_ubatch,
+        flash_attn=p.flash_attn,
+        n_gpu_layers=0,
+        verbose=False,
+    )
     yield llm
     llm.close()
 
@@ -84,8 +93,12 @@ def test_chat_prompt_is_the_models_template_under_hugging_face_semantics(smol, s
     from localllm.validate import validate_gguf
 
     meta = validate_gguf(smollm2_gguf).metadata
-    reference = Jinja2ChatFormatter(template=meta["tokenizer.chat_template"], eos_token="<|im_end|>",
-                                    bos_token="<|im_start|>", add_generation_prompt=True)
+    reference = Jinja2ChatFormatter(
+        template=meta["tokenizer.chat_template"],
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+        add_generation_prompt=True,
+    )
     assert smol.info.template_source == "gguf"
     assert smol.render_chat(CONVERSATION) == reference(messages=CONVERSATION).prompt
     # and written out by hand, from SmolLM2's published ChatML format
@@ -94,14 +107,17 @@ def test_chat_prompt_is_the_models_template_under_hugging_face_semantics(smol, s
         "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
         "<|im_start|>assistant\nParis.<|im_end|>\n"
         "<|im_start|>user\nAnd of Japan? Réponds aussi en français.<|im_end|>\n"
-        "<|im_start|>assistant\n")
+        "<|im_start|>assistant\n"
+    )
     # without a system message the template adds its own default one
     assert smol.render_chat(CONVERSATION[1:2]).startswith(
-        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n")
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    )
 
 
-@pytest.mark.parametrize("question", ["What is the capital of Germany?", "Écris une phrase sur le café.",
-                                      "Name three colors."])
+@pytest.mark.parametrize(
+    "question", ["What is the capital of Germany?", "Écris une phrase sur le café.", "Name three colors."]
+)
 def test_replies_end_at_the_turn_end_and_stream_pieces_join(smol, question):
     messages = [{"role": "user", "content": question}]
     chunks = list(smol.chat_stream(messages, temperature=0, max_tokens=200))
@@ -143,8 +159,9 @@ _PEAK = textwrap.dedent("""
 def test_predicted_memory_at_the_plans_context_matches_peak_rss(smollm2_gguf, tmp_path):
     """In a fresh process: load at the plan's own context, generate, and read the peak resident set."""
     env = {"LOCALLLM_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", _PEAK, str(smollm2_gguf)], capture_output=True, text=True,
-                         timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(smollm2_gguf)], capture_output=True, text=True, timeout=300, env=env
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     err = r["predicted"] - r["measured"]

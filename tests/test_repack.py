@@ -32,8 +32,10 @@ def test_rules_follow_the_cpu_backend():
 
 
 def test_features_from_system_info_and_from_cpu_flags():
-    info = ("CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | AVX512 = 1 | AVX512_VNNI = 1 | "
-            "AMX_INT8 = 0 | LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | ")
+    info = (
+        "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | AVX512 = 1 | AVX512_VNNI = 1 | "
+        "AMX_INT8 = 0 | LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | "
+    )
     feats = repack.features_from_system_info(info)
     assert {"AVX2", "AVX512", "REPACK", "AVX512_VNNI"} <= feats and "AMX_INT8" not in feats
     assert repack.features_from_cpu_flags(["avx", "avx2", "fma"]) == {"AVX2", "REPACK"}
@@ -90,8 +92,11 @@ def quantized(tmp_path_factory, request):
 
 
 def _buffer_mib(records, name):
-    sizes = [float(m.group(1)) for r in records
-             if (m := re.search(rf"\b{name} model buffer size = +([0-9.]+) MiB", r.getMessage()))]
+    sizes = [
+        float(m.group(1))
+        for r in records
+        if (m := re.search(rf"\b{name} model buffer size = +([0-9.]+) MiB", r.getMessage()))
+    ]
     return sum(sizes)
 
 
@@ -132,7 +137,9 @@ def test_extra_buffers_trial_runs_for_real_and_reads_signals():
     assert ok, detail  # this machine runs its own build's kernels
     assert trial_outcome(-4, "", "") == (False, "the trial was killed by SIGILL")
     assert trial_outcome(1, "", "Traceback\nRuntimeError: boom") == (
-        False, "the trial exited with status 1: RuntimeError: boom")
+        False,
+        "the trial exited with status 1: RuntimeError: boom",
+    )
 
 
 def test_an_amx_build_follows_its_kept_verdict(monkeypatch):
@@ -163,13 +170,18 @@ def test_an_amx_build_follows_its_kept_verdict(monkeypatch):
     from localllm.hardware import RuntimeInfo
 
     hw = probe()
-    amx_hw = replace(hw, runtimes=(RuntimeInfo("llama.cpp", installed=True, cpu_features=tuple(
-        repack.features_from_system_info(amx_info))),))
+    amx_hw = replace(
+        hw,
+        runtimes=(
+            RuntimeInfo("llama.cpp", installed=True, cpu_features=tuple(repack.features_from_system_info(amx_info))),
+        ),
+    )
     cal = replace(calibration.load_calibration(hw), extra_buffers=replace(first, ok=False))
     p = plan("llama-3.2-1b-instruct:q4_k_m", hardware=amx_hw, calibration=cal, context=2048)
     assert p.memory.host.repacked == 0
-    good = plan("llama-3.2-1b-instruct:q4_k_m", hardware=amx_hw, calibration=replace(cal, extra_buffers=None),
-                context=2048)
+    good = plan(
+        "llama-3.2-1b-instruct:q4_k_m", hardware=amx_hw, calibration=replace(cal, extra_buffers=None), context=2048
+    )
     assert good.memory.host.repacked > 0  # unknown: the larger figure (AMX takes Q6_K too)
 
 

@@ -273,8 +273,7 @@ def test_hub_size_and_oid_win_over_a_wrong_catalog(hub, caplog):
 
 def test_hub_size_larger_than_the_catalogs_is_checked_for_disk(hub, monkeypatch):
     # the catalog's small size passes the first disk check; the Hub's real size must be checked too
-    monkeypatch.setattr(store.shutil, "disk_usage",
-                        lambda p: Usage(10**12, 0, store.DISK_HEADROOM_BYTES + 2 * MiB))
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: Usage(10**12, 0, store.DISK_HEADROOM_BYTES + 2 * MiB))
     with pytest.raises(InsufficientDiskError) as err:
         store.fetch(FakeVariant(size=1000))
     assert err.value.needed == len(CONTENT) + store.DISK_HEADROOM_BYTES
@@ -443,8 +442,9 @@ def test_reuses_hugging_face_cache(hub, monkeypatch):
     assert store.resolve(FakeVariant()) == hf_path
     assert len(hub.requests) == n and not (store.cache_dir() / "tester--tiny-GGUF" / FILENAME).exists()
     files = store.list_local(catalog=_Catalog())
-    assert [(f.path, f.variant, f.source, f.size) for f in files] == [(hf_path, "tiny:q4_k_m", "huggingface",
-                                                                       len(CONTENT))]
+    assert [(f.path, f.variant, f.source, f.size) for f in files] == [
+        (hf_path, "tiny:q4_k_m", "huggingface", len(CONTENT))
+    ]
 
 
 def test_verified_hash_is_remembered(hub):
@@ -471,7 +471,10 @@ def test_packaged_variant_and_list_local(hub, tmp_path):
     stray.write_bytes(b"x" * 10)
     files = store.list_local(catalog=_Catalog(FakeVariant(), v))
     assert [(f.path, f.variant, f.source) for f in files] == [
-        (packaged, "starter:f16", "package"), (path, "tiny:q4_k_m", "localllm"), (stray, None, "localllm")]
+        (packaged, "starter:f16", "package"),
+        (path, "tiny:q4_k_m", "localllm"),
+        (stray, None, "localllm"),
+    ]
 
 
 def test_home_is_read_at_call_time(monkeypatch, tmp_path):

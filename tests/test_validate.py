@@ -52,8 +52,9 @@ for path in sys.argv[1:]:
 
 
 def _run_harness(paths: list[Path]) -> dict[str, dict]:
-    proc = subprocess.run([sys.executable, "-c", _HARNESS, *map(str, paths)], capture_output=True, text=True,
-                          timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", _HARNESS, *map(str, paths)], capture_output=True, text=True, timeout=240
+    )
     results, started = {}, None
     for line in proc.stdout.splitlines():
         record = json.loads(line)
@@ -92,7 +93,9 @@ def _patch(data: bytes, offset: int, fmt: str, value) -> bytes:
     return bytes(b)
 
 
-def _rewrite(src: Path, dst: Path, *, arch: str | None = None, kv: dict | None = None, rename: dict | None = None) -> Path:
+def _rewrite(
+    src: Path, dst: Path, *, arch: str | None = None, kv: dict | None = None, rename: dict | None = None
+) -> Path:
     """Copy a GGUF through gguf's writer with metadata changes (kv: key -> (value, type, sub_type))."""
     import gguf
 
@@ -133,9 +136,36 @@ def corpus(tiny_gguf, tmp_path_factory) -> dict[str, Path]:
     cases: dict[str, bytes | Path] = {}
 
     # truncated at many offsets: inside the header, the metadata, the tensor table, the data
-    cut_points = sorted({0, 1, 3, 4, 6, 8, 12, 16, 20, 23, 24, 30, 64, 100, 500, 2000, 5000,
-                         first_tensor - 1, first_tensor + 5, data_start - 1, data_start, data_start + 1,
-                         data_start + 4096, size // 2, size - 4096, size - 1})
+    cut_points = sorted(
+        {
+            0,
+            1,
+            3,
+            4,
+            6,
+            8,
+            12,
+            16,
+            20,
+            23,
+            24,
+            30,
+            64,
+            100,
+            500,
+            2000,
+            5000,
+            first_tensor - 1,
+            first_tensor + 5,
+            data_start - 1,
+            data_start,
+            data_start + 1,
+            data_start + 4096,
+            size // 2,
+            size - 4096,
+            size - 1,
+        }
+    )
     for cut in cut_points:
         cases[f"truncated-{cut}.gguf"] = data[:cut]
 
@@ -183,8 +213,9 @@ def corpus(tiny_gguf, tmp_path_factory) -> dict[str, Path]:
     cases["ggml-type-block-mismatch.gguf"] = _patch(data, embd[4], "<I", int(gguf.GGMLQuantizationType.Q4_K))
     cases["tensor-offset-past-end.gguf"] = _patch(data, last[5], "<Q", size * 4)
     cases["tensor-offset-huge.gguf"] = _patch(data, last[5], "<Q", 2**64 - 32)
-    cases["tensor-offset-misaligned.gguf"] = _patch(data, second[5], "<Q",
-                                                    struct.unpack_from("<Q", data, second[5])[0] + 1)
+    cases["tensor-offset-misaligned.gguf"] = _patch(
+        data, second[5], "<Q", struct.unpack_from("<Q", data, second[5])[0] + 1
+    )
     cases["tensor-overlap.gguf"] = _patch(data, second[5], "<Q", 0)
     cases["tensor-name-length-huge.gguf"] = _patch(data, embd[0], "<Q", 2**50)
     cases["empty.gguf"] = b""
@@ -197,29 +228,43 @@ def corpus(tiny_gguf, tmp_path_factory) -> dict[str, Path]:
         bad_tokens = tok.copy()
         bad_tokens[i01] = bad
         cases[f"byte-token-{label}.gguf"] = _rewrite(
-            tiny_gguf, out / f"byte-token-{label}.gguf",
-            kv={"tokenizer.ggml.tokens": (bad_tokens, vt.ARRAY, vt.STRING)})
+            tiny_gguf, out / f"byte-token-{label}.gguf", kv={"tokenizer.ggml.tokens": (bad_tokens, vt.ARRAY, vt.STRING)}
+        )
     # llama.cpp looks byte tokens up as "<0x0A>" exactly: a lowercase spelling leaves "\n" without a token
     cases["byte-token-lowercase.gguf"] = _rewrite(
-        tiny_gguf, out / "byte-token-lowercase.gguf",
-        kv={"tokenizer.ggml.tokens": (["<0x0a>" if t == "<0x0A>" else t for t in tok], vt.ARRAY, vt.STRING)})
+        tiny_gguf,
+        out / "byte-token-lowercase.gguf",
+        kv={"tokenizer.ggml.tokens": (["<0x0a>" if t == "<0x0A>" else t for t in tok], vt.ARRAY, vt.STRING)},
+    )
     cases["arch-unsupported.gguf"] = _rewrite(tiny_gguf, out / "arch-unsupported.gguf", arch="definitely-not-an-arch")
     arch_key = fields["general.architecture"][1]
-    cases["arch-missing.gguf"] = data[:arch_key] + b"general.architecturX" + data[arch_key + 20:]
-    cases["arch-not-string.gguf"] = _rewrite(tiny_gguf, out / "arch-not-string.gguf",
-                                             kv={"general.architecture": (7, vt.UINT32)})
-    cases["alignment-not-pow2.gguf"] = _rewrite(tiny_gguf, out / "alignment-not-pow2.gguf",
-                                                kv={"general.alignment": (48, vt.UINT32)})
-    cases["alignment-16.gguf"] = _rewrite(tiny_gguf, out / "alignment-16.gguf",
-                                          kv={"general.alignment": (16, vt.UINT32)})
-    cases["alignment-wrong-type.gguf"] = _rewrite(tiny_gguf, out / "alignment-wrong-type.gguf",
-                                                  kv={"general.alignment": (32, vt.UINT64)})
+    cases["arch-missing.gguf"] = data[:arch_key] + b"general.architecturX" + data[arch_key + 20 :]
+    cases["arch-not-string.gguf"] = _rewrite(
+        tiny_gguf, out / "arch-not-string.gguf", kv={"general.architecture": (7, vt.UINT32)}
+    )
+    cases["alignment-not-pow2.gguf"] = _rewrite(
+        tiny_gguf, out / "alignment-not-pow2.gguf", kv={"general.alignment": (48, vt.UINT32)}
+    )
+    cases["alignment-16.gguf"] = _rewrite(
+        tiny_gguf, out / "alignment-16.gguf", kv={"general.alignment": (16, vt.UINT32)}
+    )
+    cases["alignment-wrong-type.gguf"] = _rewrite(
+        tiny_gguf, out / "alignment-wrong-type.gguf", kv={"general.alignment": (32, vt.UINT64)}
+    )
     cases["scores-short.gguf"] = _rewrite(
-        tiny_gguf, out / "scores-short.gguf",
-        kv={"tokenizer.ggml.scores": (list(reader.fields["tokenizer.ggml.scores"].contents())[:100], vt.ARRAY,
-                                      vt.FLOAT32)})
-    cases["tensor-name-too-long.gguf"] = _rewrite(tiny_gguf, out / "tensor-name-too-long.gguf",
-                                                  rename={"output_norm.weight": "x" * 64})
+        tiny_gguf,
+        out / "scores-short.gguf",
+        kv={
+            "tokenizer.ggml.scores": (
+                list(reader.fields["tokenizer.ggml.scores"].contents())[:100],
+                vt.ARRAY,
+                vt.FLOAT32,
+            )
+        },
+    )
+    cases["tensor-name-too-long.gguf"] = _rewrite(
+        tiny_gguf, out / "tensor-name-too-long.gguf", rename={"output_norm.weight": "x" * 64}
+    )
 
     # control: the untouched file passes and llama.cpp loads it
     cases["valid.gguf"] = tiny_gguf
@@ -249,35 +294,38 @@ def test_corpus_every_malformed_file_is_invalid_model_error(corpus):
             assert "is " in r["message"] and str(corpus[name]) in r["message"], r
 
 
-@pytest.mark.parametrize("label, expected", [
-    ("bad-magic.gguf", "not a GGUF file"),
-    ("legacy-ggjt.gguf", "old GGJT format"),
-    ("version-4.gguf", "unsupported GGUF version 4"),
-    ("version-big-endian.gguf", "big-endian"),
-    ("kv-count-absurd.gguf", "absurd key/value count"),
-    ("tensor-count-absurd.gguf", "absurd tensor count 4611686018427387904"),
-    ("string-length-huge.gguf", "claims a length of 9223372036854775808 bytes"),
-    ("scores-uint8.gguf", "must hold float32 elements but holds uint8"),
-    ("token-type-uint32.gguf", "must hold int32 elements but holds uint32"),
-    ("array-nested.gguf", "nested arrays"),
-    ("n-dims-5.gguf", "5 dimensions"),
-    ("dims-overflow.gguf", "overflows int64"),
-    ("ggml-type-unknown.gguf", "unknown ggml type 1000"),
-    ("ggml-type-block-mismatch.gguf", "not a multiple of its block size 256"),
-    ("tensor-offset-past-end.gguf", "the file ends at"),
-    ("tensor-offset-misaligned.gguf", "not a multiple of the alignment 32"),
-    ("tensor-overlap.gguf", "overlaps"),
-    ("byte-token-short.gguf", "'<0x1>'"),
-    ("byte-token-nonhex.gguf", "'<0xZZ>'"),
-    ("byte-token-lowercase.gguf", "'<0x0a>', not <0xHH> with two uppercase hex digits"),
-    ("alignment-16.gguf", "general.alignment is 16"),
-    ("arch-unsupported.gguf", "'definitely-not-an-arch' is not supported"),
-    ("alignment-not-pow2.gguf", "not a power of two"),
-    ("scores-short.gguf", "100 entries for 554 tokens"),
-    ("tensor-name-too-long.gguf", "at most 63"),
-    ("truncated-20.gguf", "truncated"),
-    ("empty.gguf", "empty"),
-])
+@pytest.mark.parametrize(
+    "label, expected",
+    [
+        ("bad-magic.gguf", "not a GGUF file"),
+        ("legacy-ggjt.gguf", "old GGJT format"),
+        ("version-4.gguf", "unsupported GGUF version 4"),
+        ("version-big-endian.gguf", "big-endian"),
+        ("kv-count-absurd.gguf", "absurd key/value count"),
+        ("tensor-count-absurd.gguf", "absurd tensor count 4611686018427387904"),
+        ("string-length-huge.gguf", "claims a length of 9223372036854775808 bytes"),
+        ("scores-uint8.gguf", "must hold float32 elements but holds uint8"),
+        ("token-type-uint32.gguf", "must hold int32 elements but holds uint32"),
+        ("array-nested.gguf", "nested arrays"),
+        ("n-dims-5.gguf", "5 dimensions"),
+        ("dims-overflow.gguf", "overflows int64"),
+        ("ggml-type-unknown.gguf", "unknown ggml type 1000"),
+        ("ggml-type-block-mismatch.gguf", "not a multiple of its block size 256"),
+        ("tensor-offset-past-end.gguf", "the file ends at"),
+        ("tensor-offset-misaligned.gguf", "not a multiple of the alignment 32"),
+        ("tensor-overlap.gguf", "overlaps"),
+        ("byte-token-short.gguf", "'<0x1>'"),
+        ("byte-token-nonhex.gguf", "'<0xZZ>'"),
+        ("byte-token-lowercase.gguf", "'<0x0a>', not <0xHH> with two uppercase hex digits"),
+        ("alignment-16.gguf", "general.alignment is 16"),
+        ("arch-unsupported.gguf", "'definitely-not-an-arch' is not supported"),
+        ("alignment-not-pow2.gguf", "not a power of two"),
+        ("scores-short.gguf", "100 entries for 554 tokens"),
+        ("tensor-name-too-long.gguf", "at most 63"),
+        ("truncated-20.gguf", "truncated"),
+        ("empty.gguf", "empty"),
+    ],
+)
 def test_messages_say_what_where_and_what_to_do(corpus, label, expected):
     with pytest.raises(InvalidModelError) as err:
         validate_model_path(corpus[label])
@@ -399,9 +447,11 @@ def test_static_architectures_are_in_the_installed_llama_cpp():
 
 
 def test_import_is_light():
-    code = ("import sys, localllm.validate, localllm.store, localllm.commands.pull; "
-            "heavy = {'llama_cpp', 'numpy', 'huggingface_hub', 'gguf'} & set(sys.modules); "
-            "assert not heavy, heavy; print('ok')")
+    code = (
+        "import sys, localllm.validate, localllm.store, localllm.commands.pull; "
+        "heavy = {'llama_cpp', 'numpy', 'huggingface_hub', 'gguf'} & set(sys.modules); "
+        "assert not heavy, heavy; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 
@@ -416,9 +466,11 @@ def test_ggml_type_table_matches_gguf():
 
 
 def test_validation_imports_neither_gguf_nor_numpy(tiny_gguf_q8):
-    code = ("import sys; from localllm.validate import validate_gguf; "
-            f"info = validate_gguf({str(tiny_gguf_q8)!r}); assert info.n_tensors == 21; "
-            "heavy = {'numpy', 'gguf', 'yaml', 'zipfile'} & set(sys.modules); assert not heavy, heavy; print('ok')")
+    code = (
+        "import sys; from localllm.validate import validate_gguf; "
+        f"info = validate_gguf({str(tiny_gguf_q8)!r}); assert info.n_tensors == 21; "
+        "heavy = {'numpy', 'gguf', 'yaml', 'zipfile'} & set(sys.modules); assert not heavy, heavy; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 
@@ -440,8 +492,10 @@ def test_big_vocabulary_defects_are_invalid(big_vocab_gguf, tmp_path):
     tok = fields["tokenizer.ggml.tokens"]  # key len, key, type, elem type, count, then (len, bytes) per token
     length_at = {k: tok[5 + 2 * k] for k in (0, 1500, 2999)}
     cases: dict[str, tuple[bytes | Path, str]] = {
-        "late-token-huge.gguf": (_patch(data, length_at[1500], "<Q", 2**31 + 7),
-                                 "token 1500 claims a length of 2147483655 bytes"),
+        "late-token-huge.gguf": (
+            _patch(data, length_at[1500], "<Q", 2**31 + 7),
+            "token 1500 claims a length of 2147483655 bytes",
+        ),
         "late-token-over-limit.gguf": (_patch(data, length_at[1500], "<Q", 65_537), "token 1500 claims a length"),
         # the walk goes on past the vocabulary into the next keys, which no longer parse
         "last-token-overlong.gguf": (_patch(data, length_at[2999], "<Q", 60_000), "is not a valid GGUF file"),
@@ -454,12 +508,14 @@ def test_big_vocabulary_defects_are_invalid(big_vocab_gguf, tmp_path):
     late[2999] = 6  # LLAMA_TOKEN_TYPE_BYTE on "[filler2999]"
     cases["late-byte-token.gguf"] = (
         _rewrite(big_vocab_gguf, tmp_path / "late.gguf", kv={"tokenizer.ggml.token_type": (late, vt.ARRAY, vt.INT32)}),
-        "token 2999 is marked as a byte token but its text is '[filler2999]'")
+        "token 2999 is marked as a byte token but its text is '[filler2999]'",
+    )
     tokens = list(reader.fields["tokenizer.ggml.tokens"].contents())
     tokens[tokens.index("<0xFF>")] = "<0xFG>"
     cases["byte-token-nonhex.gguf"] = (
         _rewrite(big_vocab_gguf, tmp_path / "nonhex.gguf", kv={"tokenizer.ggml.tokens": (tokens, vt.ARRAY, vt.STRING)}),
-        "'<0xFG>'")
+        "'<0xFG>'",
+    )
     paths = {}
     for label, (content, _) in cases.items():
         paths[label] = tmp_path / label

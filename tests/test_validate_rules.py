@@ -28,8 +28,16 @@ from localllm.validate import validate_gguf
 # -- building the files ------------------------------------------------------------------------
 
 
-def _build(src: Path, dst: Path, *, arch: str | None = None, kv: dict | None = None, drop: tuple = (),
-           tensors=None, alignment: int | None = None) -> Path:
+def _build(
+    src: Path,
+    dst: Path,
+    *,
+    arch: str | None = None,
+    kv: dict | None = None,
+    drop: tuple = (),
+    tensors=None,
+    alignment: int | None = None,
+) -> Path:
     """Copy a GGUF through gguf's writer: `kv` sets keys (key -> (value, type[, sub_type])), `drop`
     removes keys, `tensors` maps the [(name, data, type)] list to a new one."""
     import gguf
@@ -44,7 +52,7 @@ def _build(src: Path, dst: Path, *, arch: str | None = None, kv: dict | None = N
         if name.startswith("GGUF.") or name in ("general.architecture", "general.alignment") or name in drop:
             continue
         if name.startswith("llama.") and arch != "llama":
-            name_new = arch + name[len("llama"):]
+            name_new = arch + name[len("llama") :]
         else:
             name_new = name
         if name_new in kv:
@@ -56,7 +64,7 @@ def _build(src: Path, dst: Path, *, arch: str | None = None, kv: dict | None = N
     for name, args in kv.items():
         w.add_key_value(name, *args)
     entries = [(t.name, t.data, t.tensor_type) for t in reader.tensors]
-    for name, data, ttype in (tensors(entries) if tensors else entries):
+    for name, data, ttype in tensors(entries) if tensors else entries:
         w.add_tensor(name, data, raw_dtype=ttype)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -136,8 +144,10 @@ def vocab(tiny_gguf):
     import gguf
 
     reader = gguf.GGUFReader(tiny_gguf)
-    return (list(reader.fields["tokenizer.ggml.tokens"].contents()),
-            list(reader.fields["tokenizer.ggml.token_type"].contents()))
+    return (
+        list(reader.fields["tokenizer.ggml.tokens"].contents()),
+        list(reader.fields["tokenizer.ggml.token_type"].contents()),
+    )
 
 
 # label -> (how to build it, what the message must say)
@@ -153,37 +163,60 @@ def _cases(tiny: Path, out: Path, vocab) -> dict[str, tuple[Path, str]]:
         "block-count-0": (dict(kv={"llama.block_count": (0, u32)}), "llama.block_count is 0, outside 1..512"),
         "block-count-2^31-1": (dict(kv={"llama.block_count": (2**31 - 1, u32)}), "outside 1..512"),
         "block-count-2^32-1": (dict(kv={"llama.block_count": (2**32 - 1, u32)}), "outside 1..512"),
-        "block-count-past-layers": (dict(kv={"llama.block_count": (3, u32)}),
-                                    "block_count is 3 but the tensor table has layers up to blk.1"),
-        "block-count-float": (dict(kv={"llama.block_count": (2.0, f32)}),
-                              "llama.block_count is a float32, but llama.cpp reads it as a uint32"),
+        "block-count-past-layers": (
+            dict(kv={"llama.block_count": (3, u32)}),
+            "block_count is 3 but the tensor table has layers up to blk.1",
+        ),
+        "block-count-float": (
+            dict(kv={"llama.block_count": (2.0, f32)}),
+            "llama.block_count is a float32, but llama.cpp reads it as a uint32",
+        ),
         "block-count-missing": (dict(drop=("llama.block_count",)), "the key llama.block_count is missing"),
         "context-0": (dict(kv={"llama.context_length": (0, u32)}), "llama.context_length is 0, outside 1..16777216"),
         "context-2^30": (dict(kv={"llama.context_length": (2**30, u32)}), "outside 1..16777216"),
         "context-string": (dict(kv={"llama.context_length": ("4096", s)}), "is a string"),
         "embedding-0": (dict(kv={"llama.embedding_length": (0, u32)}), "llama.embedding_length is 0"),
-        "head-count-0": (dict(kv={"llama.attention.head_count": (0, u32)}),
-                         "llama.attention.head_count is 0; a 'llama' model needs at least one attention head"),
-        "head-count-kv-0": (dict(kv={"llama.attention.head_count_kv": (0, u32)}),
-                            "llama.attention.head_count_kv is 0"),
-        "head-count-kv-3": (dict(kv={"llama.attention.head_count_kv": (3, u32)}),
-                            "head_count 4 is not a multiple of llama.attention.head_count_kv 3"),
-        "head-count-kv-layer-0": (dict(kv={"llama.attention.head_count_kv": ([2, 0], arr, vt.INT32)}),
-                                  "head_count_kv is 0 (layer 1)"),
-        "head-count-array-short": (dict(kv={"llama.attention.head_count": ([4], arr, vt.UINT32)}),
-                                   "has 1 entries for 2 layers"),
-        "head-count-kv-negative": (dict(kv={"llama.attention.head_count_kv": ([2, -2], arr, vt.INT32)}),
-                                   "is -2 (layer 1)"),
-        "head-count-kv-uneven": (dict(kv={"llama.attention.head_count_kv": ([2, 4], arr, vt.INT32)}),
-                                 "llama.attention.head_count_kv differs between layers (2, 4)"),
-        "head-count-kv-float-array": (dict(kv={"llama.attention.head_count_kv": ([2.0, 2.0], arr, vt.FLOAT32)}),
-                                      "is an array of float32"),
-        "head-count-kv-more-than-heads": (dict(kv={"llama.attention.head_count_kv": (8, u32)}),
-                                          "head_count 4 is not a multiple of llama.attention.head_count_kv 8"),
-        "rms-eps-nan": (dict(kv={"llama.attention.layer_norm_rms_epsilon": (nan, f32)}),
-                        "layer_norm_rms_epsilon is nan, not a finite number"),
-        "rms-eps-negative": (dict(kv={"llama.attention.layer_norm_rms_epsilon": (-1e-5, f32)}),
-                             "a normalization epsilon must be a finite number above 0"),
+        "head-count-0": (
+            dict(kv={"llama.attention.head_count": (0, u32)}),
+            "llama.attention.head_count is 0; a 'llama' model needs at least one attention head",
+        ),
+        "head-count-kv-0": (dict(kv={"llama.attention.head_count_kv": (0, u32)}), "llama.attention.head_count_kv is 0"),
+        "head-count-kv-3": (
+            dict(kv={"llama.attention.head_count_kv": (3, u32)}),
+            "head_count 4 is not a multiple of llama.attention.head_count_kv 3",
+        ),
+        "head-count-kv-layer-0": (
+            dict(kv={"llama.attention.head_count_kv": ([2, 0], arr, vt.INT32)}),
+            "head_count_kv is 0 (layer 1)",
+        ),
+        "head-count-array-short": (
+            dict(kv={"llama.attention.head_count": ([4], arr, vt.UINT32)}),
+            "has 1 entries for 2 layers",
+        ),
+        "head-count-kv-negative": (
+            dict(kv={"llama.attention.head_count_kv": ([2, -2], arr, vt.INT32)}),
+            "is -2 (layer 1)",
+        ),
+        "head-count-kv-uneven": (
+            dict(kv={"llama.attention.head_count_kv": ([2, 4], arr, vt.INT32)}),
+            "llama.attention.head_count_kv differs between layers (2, 4)",
+        ),
+        "head-count-kv-float-array": (
+            dict(kv={"llama.attention.head_count_kv": ([2.0, 2.0], arr, vt.FLOAT32)}),
+            "is an array of float32",
+        ),
+        "head-count-kv-more-than-heads": (
+            dict(kv={"llama.attention.head_count_kv": (8, u32)}),
+            "head_count 4 is not a multiple of llama.attention.head_count_kv 8",
+        ),
+        "rms-eps-nan": (
+            dict(kv={"llama.attention.layer_norm_rms_epsilon": (nan, f32)}),
+            "layer_norm_rms_epsilon is nan, not a finite number",
+        ),
+        "rms-eps-negative": (
+            dict(kv={"llama.attention.layer_norm_rms_epsilon": (-1e-5, f32)}),
+            "a normalization epsilon must be a finite number above 0",
+        ),
         "rms-eps-0": (dict(kv={"llama.attention.layer_norm_rms_epsilon": (0.0, f32)}), "epsilon is 0.0"),
         "rms-eps-inf": (dict(kv={"llama.attention.layer_norm_rms_epsilon": (math.inf, f32)}), "not a finite number"),
         "norm-eps-nan": (dict(kv={"llama.attention.layer_norm_epsilon": (nan, f32)}), "not a finite number"),
@@ -191,68 +224,121 @@ def _cases(tiny: Path, out: Path, vocab) -> dict[str, tuple[Path, str]]:
         "rope-base-0": (dict(kv={"llama.rope.freq_base": (0.0, f32)}), "rotary base must be a finite number above 0"),
         "rope-scale-negative": (dict(kv={"llama.rope.scaling.factor": (-2.0, f32)}), "rope.scaling.factor is -2.0"),
         "rope-scale-inf": (dict(kv={"llama.rope.scaling.factor": (math.inf, f32)}), "not a finite number"),
-        "rope-scaling-type-bogus": (dict(kv={"llama.rope.scaling.type": ("bogus", s)}),
-                                    "rope.scaling.type is 'bogus'; llama.cpp knows none, linear, yarn, longrope"),
-        "experts-none-used": (dict(kv={"llama.expert_count": (4, u32)}),
-                              "llama.expert_count is 4 but llama.expert_used_count is 0"),
-        "experts-used-without-experts": (dict(kv={"llama.expert_used_count": (2, u32)}),
-                                         "expert_used_count is 2, more than llama.expert_count 0"),
+        "rope-scaling-type-bogus": (
+            dict(kv={"llama.rope.scaling.type": ("bogus", s)}),
+            "rope.scaling.type is 'bogus'; llama.cpp knows none, linear, yarn, longrope",
+        ),
+        "experts-none-used": (
+            dict(kv={"llama.expert_count": (4, u32)}),
+            "llama.expert_count is 4 but llama.expert_used_count is 0",
+        ),
+        "experts-used-without-experts": (
+            dict(kv={"llama.expert_used_count": (2, u32)}),
+            "expert_used_count is 2, more than llama.expert_count 0",
+        ),
         "alignment-1": (dict(alignment=1), "general.alignment is 1"),
         "alignment-16": (dict(alignment=16), "buffer pointer must be aligned"),
         # tensors (llama-model-loader.cpp, models/llama.cpp, ggml-cpu/binary-ops.cpp)
-        "output-norm-f16": (dict(tensors=_retype("output_norm.weight", "F16")),
-                            "tensor 'output_norm.weight' is F16, but llama.cpp uses it in an f32-only operation"),
-        "output-norm-q8_0": (dict(tensors=_retype("output_norm.weight", "Q8_0")),
-                             "'output_norm.weight' is Q8_0"),
-        "attn-norm-bf16": (dict(tensors=_retype("blk.0.attn_norm.weight", "BF16")),
-                           "'blk.0.attn_norm.weight' is BF16"),
+        "output-norm-f16": (
+            dict(tensors=_retype("output_norm.weight", "F16")),
+            "tensor 'output_norm.weight' is F16, but llama.cpp uses it in an f32-only operation",
+        ),
+        "output-norm-q8_0": (dict(tensors=_retype("output_norm.weight", "Q8_0")), "'output_norm.weight' is Q8_0"),
+        "attn-norm-bf16": (dict(tensors=_retype("blk.0.attn_norm.weight", "BF16")), "'blk.0.attn_norm.weight' is BF16"),
         "bias-f16": (dict(tensors=_with_extra("blk.0.attn_q.bias", 64, "F16")), "'blk.0.attn_q.bias' is F16"),
-        "ffn-down-missing": (dict(tensors=_without("blk.1.ffn_down.weight")),
-                             "the tensor 'blk.1.ffn_down.weight' is missing"),
+        "ffn-down-missing": (
+            dict(tensors=_without("blk.1.ffn_down.weight")),
+            "the tensor 'blk.1.ffn_down.weight' is missing",
+        ),
         "output-norm-missing": (dict(tensors=_without("output_norm.weight")), "'output_norm.weight' is missing"),
-        "attn-k-shape": (dict(kv={"llama.attention.head_count_kv": (4, u32)}),
-                         "tensor 'blk.0.attn_k.weight' has shape [64, 32]"),
-        "embedding-shape": (dict(kv={"llama.embedding_length": (32, u32)}),
-                            "tensor 'token_embd.weight' has shape [64, 554]"),
+        "attn-k-shape": (
+            dict(kv={"llama.attention.head_count_kv": (4, u32)}),
+            "tensor 'blk.0.attn_k.weight' has shape [64, 32]",
+        ),
+        "embedding-shape": (
+            dict(kv={"llama.embedding_length": (32, u32)}),
+            "tensor 'token_embd.weight' has shape [64, 554]",
+        ),
         # tokenizer (llama-vocab.cpp)
         "tokenizer-none": (dict(kv={"tokenizer.ggml.model": ("none", s)}), "tokenizer.ggml.model is 'none'"),
         "tokenizer-no-vocab": (dict(kv={"tokenizer.ggml.model": ("no_vocab", s)}), "no text tokenizer"),
-        "tokenizer-bert": (dict(kv={"tokenizer.ggml.model": ("bert", s)}),
-                           "tokenizer.ggml.model is 'bert' (WordPiece, for BERT encoders) on a 'llama' model"),
+        "tokenizer-bert": (
+            dict(kv={"tokenizer.ggml.model": ("bert", s)}),
+            "tokenizer.ggml.model is 'bert' (WordPiece, for BERT encoders) on a 'llama' model",
+        ),
         "tokenizer-missing": (dict(drop=("tokenizer.ggml.model",)), "the key tokenizer.ggml.model is missing"),
-        "tokenizer-unknown": (dict(kv={"tokenizer.ggml.model": ("sentencepiece2", s)}),
-                              "a tokenizer llama.cpp does not know"),
-        "tokenizer-gpt2-no-merges": (dict(kv={"tokenizer.ggml.model": ("gpt2", s)}),
-                                     "tokenizer.ggml.merges is missing"),
-        "tokenizer-rwkv-on-spm": (dict(kv={"tokenizer.ggml.model": ("rwkv", s)}),
-                                  "llama.cpp's RWKV tokenizer loops forever"),
-        "spm-on-gpt2-vocab": (dict(kv={"tokenizer.ggml.tokens": (_gpt2_vocab(tokens), arr, s),
-                                       "tokenizer.ggml.token_type": ([1 if 5 <= i < 261 else t
-                                                                      for i, t in enumerate(types)], arr, vt.INT32),
-                                       "tokenizer.ggml.merges": (["\u0120 h", "h e"], arr, s)}),
-                              "the vocabulary is GPT-2-style byte-pair encoding"),
-        "spm-no-byte-tokens": (dict(kv={"tokenizer.ggml.tokens": ([f"[b{i}]" if 5 <= i < 261 else t
-                                                                   for i, t in enumerate(tokens)], arr, s),
-                                        "tokenizer.ggml.token_type": ([1 if 5 <= i < 261 else t
-                                                                       for i, t in enumerate(types)], arr, vt.INT32)}),
-                               "no byte token for"),
-        "tokens-duplicate": (dict(kv={"tokenizer.ggml.tokens": ([tokens[301] if i == 300 else t
-                                                                 for i, t in enumerate(tokens)], arr, s)}),
-                             "tokens 300 and 301 have the same text"),
-        "tokens-duplicate-byte": (dict(kv={"tokenizer.ggml.tokens": (["<0x41>" if i == 5 + 0x42 else t
-                                                                      for i, t in enumerate(tokens)], arr, s)}),
-                                  "have the same text '<0x41>'"),
-        "byte-token-lowercase": (dict(kv={"tokenizer.ggml.tokens": (["<0x0a>" if t == "<0x0A>" else t
-                                                                     for t in tokens], arr, s)}),
-                                 "its text is '<0x0a>', not <0xHH> with two uppercase hex digits"),
-        "byte-token-lowercase-normal": (dict(kv={"tokenizer.ggml.tokens": (["<0x0a>" if t == "<0x0A>" else t
-                                                                            for t in tokens], arr, s),
-                                                 "tokenizer.ggml.token_type": ([1 if tokens[i] == "<0x0A>" else t
-                                                                                for i, t in enumerate(types)],
-                                                                               arr, vt.INT32)}),
-                                        "no byte token for 1 of the 256 bytes (<0x0A>"),
-        "bert-arch-byte-tokens": (dict(arch="bert", kv={"tokenizer.ggml.model": ("bert", s)}),
-                                  "tokens are typed as byte tokens"),
+        "tokenizer-unknown": (
+            dict(kv={"tokenizer.ggml.model": ("sentencepiece2", s)}),
+            "a tokenizer llama.cpp does not know",
+        ),
+        "tokenizer-gpt2-no-merges": (
+            dict(kv={"tokenizer.ggml.model": ("gpt2", s)}),
+            "tokenizer.ggml.merges is missing",
+        ),
+        "tokenizer-rwkv-on-spm": (
+            dict(kv={"tokenizer.ggml.model": ("rwkv", s)}),
+            "llama.cpp's RWKV tokenizer loops forever",
+        ),
+        "spm-on-gpt2-vocab": (
+            dict(
+                kv={
+                    "tokenizer.ggml.tokens": (_gpt2_vocab(tokens), arr, s),
+                    "tokenizer.ggml.token_type": (
+                        [1 if 5 <= i < 261 else t for i, t in enumerate(types)],
+                        arr,
+                        vt.INT32,
+                    ),
+                    "tokenizer.ggml.merges": (["\u0120 h", "h e"], arr, s),
+                }
+            ),
+            "the vocabulary is GPT-2-style byte-pair encoding",
+        ),
+        "spm-no-byte-tokens": (
+            dict(
+                kv={
+                    "tokenizer.ggml.tokens": ([f"[b{i}]" if 5 <= i < 261 else t for i, t in enumerate(tokens)], arr, s),
+                    "tokenizer.ggml.token_type": (
+                        [1 if 5 <= i < 261 else t for i, t in enumerate(types)],
+                        arr,
+                        vt.INT32,
+                    ),
+                }
+            ),
+            "no byte token for",
+        ),
+        "tokens-duplicate": (
+            dict(
+                kv={"tokenizer.ggml.tokens": ([tokens[301] if i == 300 else t for i, t in enumerate(tokens)], arr, s)}
+            ),
+            "tokens 300 and 301 have the same text",
+        ),
+        "tokens-duplicate-byte": (
+            dict(
+                kv={"tokenizer.ggml.tokens": (["<0x41>" if i == 5 + 0x42 else t for i, t in enumerate(tokens)], arr, s)}
+            ),
+            "have the same text '<0x41>'",
+        ),
+        "byte-token-lowercase": (
+            dict(kv={"tokenizer.ggml.tokens": (["<0x0a>" if t == "<0x0A>" else t for t in tokens], arr, s)}),
+            "its text is '<0x0a>', not <0xHH> with two uppercase hex digits",
+        ),
+        "byte-token-lowercase-normal": (
+            dict(
+                kv={
+                    "tokenizer.ggml.tokens": (["<0x0a>" if t == "<0x0A>" else t for t in tokens], arr, s),
+                    "tokenizer.ggml.token_type": (
+                        [1 if tokens[i] == "<0x0A>" else t for i, t in enumerate(types)],
+                        arr,
+                        vt.INT32,
+                    ),
+                }
+            ),
+            "no byte token for 1 of the 256 bytes (<0x0A>",
+        ),
+        "bert-arch-byte-tokens": (
+            dict(arch="bert", kv={"tokenizer.ggml.model": ("bert", s)}),
+            "tokens are typed as byte tokens",
+        ),
     }
     built = {}
     for label, (how, expected) in cases.items():
@@ -260,8 +346,10 @@ def _cases(tiny: Path, out: Path, vocab) -> dict[str, tuple[Path, str]]:
     # values gguf's writer refuses to write: patched in place
     for value in (0, 3):
         path = _build(tiny, out / f"alignment-{value}.gguf", alignment=32)
-        built[f"alignment-{value}"] = (_patch_u32(path, "general.alignment", value),
-                                       f"general.alignment is {value}, not a power of two")
+        built[f"alignment-{value}"] = (
+            _patch_u32(path, "general.alignment", value),
+            f"general.alignment is {value}, not a power of two",
+        )
     return built
 
 
@@ -281,14 +369,26 @@ def good(tiny_gguf, tmp_path_factory, vocab) -> dict[str, Path]:
     return {
         "alignment-32": _build(tiny_gguf, out / "alignment-32.gguf", alignment=32),
         "alignment-64": _build(tiny_gguf, out / "alignment-64.gguf", alignment=64),
-        "head-count-kv-per-layer": _build(tiny_gguf, out / "kv-per-layer.gguf",
-                                          kv={"llama.attention.head_count_kv": ([2, 2], vt.ARRAY, vt.INT32)}),
-        "rope-scale-0": _build(tiny_gguf, out / "rope-scale-0.gguf", kv={"llama.rope.scaling.factor": (0.0, vt.FLOAT32)}),
-        "gpt2-vocab-with-merges": _build(tiny_gguf, out / "gpt2.gguf", kv={
-            "tokenizer.ggml.model": ("gpt2", vt.STRING),
-            "tokenizer.ggml.tokens": (_gpt2_vocab(tokens), vt.ARRAY, vt.STRING),
-            "tokenizer.ggml.token_type": ([1 if 5 <= i < 261 else t for i, t in enumerate(types)], vt.ARRAY, vt.INT32),
-            "tokenizer.ggml.merges": (["\u0120 h", "h e"], vt.ARRAY, vt.STRING)}),
+        "head-count-kv-per-layer": _build(
+            tiny_gguf, out / "kv-per-layer.gguf", kv={"llama.attention.head_count_kv": ([2, 2], vt.ARRAY, vt.INT32)}
+        ),
+        "rope-scale-0": _build(
+            tiny_gguf, out / "rope-scale-0.gguf", kv={"llama.rope.scaling.factor": (0.0, vt.FLOAT32)}
+        ),
+        "gpt2-vocab-with-merges": _build(
+            tiny_gguf,
+            out / "gpt2.gguf",
+            kv={
+                "tokenizer.ggml.model": ("gpt2", vt.STRING),
+                "tokenizer.ggml.tokens": (_gpt2_vocab(tokens), vt.ARRAY, vt.STRING),
+                "tokenizer.ggml.token_type": (
+                    [1 if 5 <= i < 261 else t for i, t in enumerate(types)],
+                    vt.ARRAY,
+                    vt.INT32,
+                ),
+                "tokenizer.ggml.merges": (["\u0120 h", "h e"], vt.ARRAY, vt.STRING),
+            },
+        ),
     }
 
 
@@ -332,8 +432,14 @@ def test_shapes_of_real_architectures_pass(tmp_path):
     """Tied embeddings, F16 weights, a larger vocabulary and GQA 1:1 are all valid llama files."""
     from localllm.tinymodels import TinyShape, write_llama_gguf
 
-    for i, shape in enumerate((TinyShape(tied_embeddings=True), TinyShape(n_head=4, n_head_kv=4),
-                               TinyShape(n_layer=3, n_vocab=3000), TinyShape(n_head=2, n_head_kv=1, head_dim=48))):
+    for i, shape in enumerate(
+        (
+            TinyShape(tied_embeddings=True),
+            TinyShape(n_head=4, n_head_kv=4),
+            TinyShape(n_layer=3, n_vocab=3000),
+            TinyShape(n_head=2, n_head_kv=1, head_dim=48),
+        )
+    ):
         validate_gguf(write_llama_gguf(tmp_path / f"s{i}.gguf", shape, f16=i % 2 == 1))
 
 
@@ -343,8 +449,19 @@ def test_native_loader_accepts_the_good_edits(good):
     assert all(r["result"] == "loaded" for r in results.values()), results
 
 
-def _write_arch(path: Path, arch: str, *, n_embd: int = 64, n_head: int = 4, n_kv: int = 2, head: int | None = None,
-                n_ff: int = 96, n_layer: int = 2, name: str | None = None, drop: tuple = ()) -> Path:
+def _write_arch(
+    path: Path,
+    arch: str,
+    *,
+    n_embd: int = 64,
+    n_head: int = 4,
+    n_kv: int = 2,
+    head: int | None = None,
+    n_ff: int = 96,
+    n_layer: int = 2,
+    name: str | None = None,
+    drop: tuple = (),
+) -> Path:
     """A random-weight file of a llama-family architecture, with the tensors its llama.cpp loader
     creates (models/<arch>.cpp load_arch_tensors) and the tiny SentencePiece vocabulary."""
     import gguf
@@ -393,8 +510,11 @@ def _write_arch(path: Path, arch: str, *, n_embd: int = 64, n_head: int = 4, n_k
             t[b + "attn_qkv.weight"] = w(n_embd, q + 2 * kv)
             t[b + "ffn_up.weight"] = w(n_embd, 2 * n_ff)
         else:
-            t[b + "attn_q.weight"], t[b + "attn_k.weight"], t[b + "attn_v.weight"] = \
-                w(n_embd, q), w(n_embd, kv), w(n_embd, kv)
+            t[b + "attn_q.weight"], t[b + "attn_k.weight"], t[b + "attn_v.weight"] = (
+                w(n_embd, q),
+                w(n_embd, kv),
+                w(n_embd, kv),
+            )
             t[b + "ffn_up.weight"], t[b + "ffn_gate.weight"] = w(n_embd, n_ff), w(n_embd, n_ff)
         if arch == "qwen2":
             t[b + "attn_q.bias"], t[b + "attn_k.bias"], t[b + "attn_v.bias"] = norm(q), norm(kv), norm(kv)
@@ -415,8 +535,15 @@ def _write_arch(path: Path, arch: str, *, n_embd: int = 64, n_head: int = 4, n_k
     return path
 
 
-_ARCHS = {"llama": dict(head=32), "qwen2": {}, "qwen3": dict(head=32), "gemma": dict(head=32),
-          "gemma2": dict(head=32), "gemma3": dict(head=32, n_kv=1), "phi3": dict(n_kv=4, name="tiny-p-three")}
+_ARCHS = {
+    "llama": dict(head=32),
+    "qwen2": {},
+    "qwen3": dict(head=32),
+    "gemma": dict(head=32),
+    "gemma2": dict(head=32),
+    "gemma3": dict(head=32, n_kv=1),
+    "phi3": dict(n_kv=4, name="tiny-p-three"),
+}
 
 
 def test_every_llama_family_architecture_is_accepted_and_runs(tmp_path):
@@ -428,22 +555,30 @@ def test_every_llama_family_architecture_is_accepted_and_runs(tmp_path):
     assert all(r["result"] == "loaded" for r in results.values()), results
 
 
-@pytest.mark.parametrize("arch, edit, expected", [
-    ("gemma2", dict(drop=("blk.1.post_ffw_norm.weight",)), "'blk.1.post_ffw_norm.weight' is missing"),
-    ("gemma3", dict(drop=("blk.0.attn_k_norm.weight",)), "'blk.0.attn_k_norm.weight' is missing"),
-    ("qwen3", dict(head=16), "tensor 'blk.0.attn_q.weight' has shape [64, 64]"),  # built with 16, declared 32
-    ("phi3", dict(drop=("blk.0.ffn_up.weight",)), "'blk.0.ffn_up.weight' is missing"),
-    ("phi3", dict(name="Phi-3 mini"), "lacks <|endoftext|>"),  # llama-vocab.cpp:3125 .at() on it
-])
+@pytest.mark.parametrize(
+    "arch, edit, expected",
+    [
+        ("gemma2", dict(drop=("blk.1.post_ffw_norm.weight",)), "'blk.1.post_ffw_norm.weight' is missing"),
+        ("gemma3", dict(drop=("blk.0.attn_k_norm.weight",)), "'blk.0.attn_k_norm.weight' is missing"),
+        ("qwen3", dict(head=16), "tensor 'blk.0.attn_q.weight' has shape [64, 64]"),  # built with 16, declared 32
+        ("phi3", dict(drop=("blk.0.ffn_up.weight",)), "'blk.0.ffn_up.weight' is missing"),
+        ("phi3", dict(name="Phi-3 mini"), "lacks <|endoftext|>"),  # llama-vocab.cpp:3125 .at() on it
+    ],
+)
 def test_llama_family_defects_are_refused(tmp_path, arch, edit, expected):
     kw = {**_ARCHS[arch], **edit}
     path = _write_arch(tmp_path / f"{arch}.gguf", arch, **kw)
     if arch == "qwen3" and "head" in edit:  # declare a head size the tensors do not have
         import gguf
 
-        path = _build(path, tmp_path / "declared.gguf",
-                      kv={"qwen3.attention.key_length": (32, gguf.GGUFValueType.UINT32),
-                          "qwen3.attention.value_length": (32, gguf.GGUFValueType.UINT32)})
+        path = _build(
+            path,
+            tmp_path / "declared.gguf",
+            kv={
+                "qwen3.attention.key_length": (32, gguf.GGUFValueType.UINT32),
+                "qwen3.attention.value_length": (32, gguf.GGUFValueType.UINT32),
+            },
+        )
     with pytest.raises(InvalidModelError, match=re.escape(expected)):
         validate_gguf(path)
 
@@ -474,8 +609,9 @@ for path in sys.argv[1:]:
 def _run(code: str, paths: list[Path], timeout: float = 300) -> dict[str, dict]:
     started = None
     try:
-        proc = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired as exc:
         lines = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         last = [json.loads(line) for line in lines.splitlines() if line.startswith("{")]
@@ -502,15 +638,18 @@ def test_load_refuses_every_case_cleanly_before_llama_cpp(bad):
 
 
 def test_validation_never_imports_llama_cpp_for_a_refused_file(bad):
-    code = ("import sys, json; from localllm.validate import validate_model_path\n"
-            "from localllm.errors import InvalidModelError\n"
-            "for p in sys.argv[1:]:\n"
-            "    try: validate_model_path(p)\n"
-            "    except InvalidModelError: pass\n"
-            "    else: print('passed', p)\n"
-            "print(json.dumps(sorted({'llama_cpp', 'numpy', 'gguf'} & set(sys.modules))))")
-    out = subprocess.run([sys.executable, "-c", code, *(str(p) for p, _ in bad.values())], capture_output=True,
-                         text=True, timeout=120)
+    code = (
+        "import sys, json; from localllm.validate import validate_model_path\n"
+        "from localllm.errors import InvalidModelError\n"
+        "for p in sys.argv[1:]:\n"
+        "    try: validate_model_path(p)\n"
+        "    except InvalidModelError: pass\n"
+        "    else: print('passed', p)\n"
+        "print(json.dumps(sorted({'llama_cpp', 'numpy', 'gguf'} & set(sys.modules))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *(str(p) for p, _ in bad.values())], capture_output=True, text=True, timeout=120
+    )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
@@ -530,8 +669,11 @@ def test_a_late_duplicate_in_a_152k_vocabulary_is_found(big_vocab, tmp_path):
     reader = gguf.GGUFReader(big_vocab)
     tokens = list(reader.fields["tokenizer.ggml.tokens"].contents())
     tokens[151_935] = tokens[3]  # "<|im_start|>" again, as the last token
-    path = _build(big_vocab, tmp_path / "dup.gguf",
-                  kv={"tokenizer.ggml.tokens": (tokens, gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.STRING)})
+    path = _build(
+        big_vocab,
+        tmp_path / "dup.gguf",
+        kv={"tokenizer.ggml.tokens": (tokens, gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.STRING)},
+    )
     with pytest.raises(InvalidModelError, match=r"tokens 3 and 151935 have the same text '<\|im_start\|>'"):
         validate_gguf(path)
 
@@ -545,12 +687,15 @@ def test_empty_tokens_are_renamed_as_llama_cpp_does(big_vocab, tmp_path):
     tokens = list(gguf.GGUFReader(big_vocab).fields["tokenizer.ggml.tokens"].contents())
     two = tokens.copy()
     two[400], two[401] = "", ""
-    validate_gguf(_build(big_vocab, tmp_path / "two-empty.gguf", kv={"tokenizer.ggml.tokens": (two, vt.ARRAY, vt.STRING)}))
+    validate_gguf(
+        _build(big_vocab, tmp_path / "two-empty.gguf", kv={"tokenizer.ggml.tokens": (two, vt.ARRAY, vt.STRING)})
+    )
     clash = two.copy()
     clash[402] = "[EMPTY_400]"
     with pytest.raises(InvalidModelError, match="tokens 400 and 402 have the same text"):
-        validate_gguf(_build(big_vocab, tmp_path / "clash.gguf",
-                             kv={"tokenizer.ggml.tokens": (clash, vt.ARRAY, vt.STRING)}))
+        validate_gguf(
+            _build(big_vocab, tmp_path / "clash.gguf", kv={"tokenizer.ggml.tokens": (clash, vt.ARRAY, vt.STRING)})
+        )
 
 
 def test_a_nul_byte_ends_a_token_as_it_does_in_llama_cpp(big_vocab, tmp_path):
@@ -562,12 +707,19 @@ def test_a_nul_byte_ends_a_token_as_it_does_in_llama_cpp(big_vocab, tmp_path):
     i = tokens.index("hello")
     nul = tokens.copy()
     nul[2000] = "hello\0x"
-    with pytest.raises(InvalidModelError, match=rf"tokens {i} and 2000 have the same text 'hello' \(llama.cpp reads "
-                                                r"a token only up to its first NUL byte\)"):
-        validate_gguf(_build(big_vocab, tmp_path / "nul.gguf", kv={"tokenizer.ggml.tokens": (nul, vt.ARRAY, vt.STRING)}))
+    with pytest.raises(
+        InvalidModelError,
+        match=rf"tokens {i} and 2000 have the same text 'hello' \(llama.cpp reads "
+        r"a token only up to its first NUL byte\)",
+    ):
+        validate_gguf(
+            _build(big_vocab, tmp_path / "nul.gguf", kv={"tokenizer.ggml.tokens": (nul, vt.ARRAY, vt.STRING)})
+        )
     fine = tokens.copy()
     fine[2000] = "unique\0tail"
-    validate_gguf(_build(big_vocab, tmp_path / "nul-ok.gguf", kv={"tokenizer.ggml.tokens": (fine, vt.ARRAY, vt.STRING)}))
+    validate_gguf(
+        _build(big_vocab, tmp_path / "nul-ok.gguf", kv={"tokenizer.ggml.tokens": (fine, vt.ARRAY, vt.STRING)})
+    )
 
 
 def test_long_tokens_take_the_general_walk_and_are_still_checked(big_vocab, tmp_path):
@@ -581,8 +733,9 @@ def test_long_tokens_take_the_general_walk_and_are_still_checked(big_vocab, tmp_
     validate_gguf(_build(big_vocab, tmp_path / "long.gguf", kv={"tokenizer.ggml.tokens": (long, vt.ARRAY, vt.STRING)}))
     long[150_000] = "x" * 300
     with pytest.raises(InvalidModelError, match="tokens 1000 and 150000 have the same text 'xxx"):
-        validate_gguf(_build(big_vocab, tmp_path / "long-dup.gguf",
-                             kv={"tokenizer.ggml.tokens": (long, vt.ARRAY, vt.STRING)}))
+        validate_gguf(
+            _build(big_vocab, tmp_path / "long-dup.gguf", kv={"tokenizer.ggml.tokens": (long, vt.ARRAY, vt.STRING)})
+        )
 
 
 def test_a_152k_vocabulary_validates_quickly(big_vocab):
@@ -600,24 +753,33 @@ def _timed(fn) -> float:
 # -- localllm's own arithmetic on hostile numbers ----------------------------------------------
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("llama.block_count", 0, "block_count is 0, outside 1..512"),
-    ("llama.block_count", 2**31 - 1, "outside 1..512"),
-    ("llama.attention.head_count", 0, "head_count is 0"),
-    ("llama.attention.head_count_kv", 0, "head_count_kv is 0"),
-    ("llama.attention.head_count_kv", 3, "not a multiple of head_count_kv 3"),
-    ("llama.context_length", 0, "context_length is 0"),
-    ("llama.context_length", 2**40, "context_length is 1099511627776, outside"),
-    ("llama.embedding_length", 2, "smaller than head_count 4"),
-    ("llama.block_count", "12", "not a whole number"),
-    ("llama.block_count", float("nan"), "not a whole number"),
-    ("llama.block_count", True, "not a whole number"),
-    ("llama.attention.head_count_kv", [2, -1], "head_count_kv"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("llama.block_count", 0, "block_count is 0, outside 1..512"),
+        ("llama.block_count", 2**31 - 1, "outside 1..512"),
+        ("llama.attention.head_count", 0, "head_count is 0"),
+        ("llama.attention.head_count_kv", 0, "head_count_kv is 0"),
+        ("llama.attention.head_count_kv", 3, "not a multiple of head_count_kv 3"),
+        ("llama.context_length", 0, "context_length is 0"),
+        ("llama.context_length", 2**40, "context_length is 1099511627776, outside"),
+        ("llama.embedding_length", 2, "smaller than head_count 4"),
+        ("llama.block_count", "12", "not a whole number"),
+        ("llama.block_count", float("nan"), "not a whole number"),
+        ("llama.block_count", True, "not a whole number"),
+        ("llama.attention.head_count_kv", [2, -1], "head_count_kv"),
+    ],
+)
 def test_family_from_gguf_metadata_refuses_out_of_range_counts(key, value, expected):
-    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
-            "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2, "llama.context_length": 2048,
-            "tokenizer.ggml.tokens": ["a"] * 10}
+    meta = {
+        "general.architecture": "llama",
+        "llama.block_count": 2,
+        "llama.embedding_length": 64,
+        "llama.attention.head_count": 4,
+        "llama.attention.head_count_kv": 2,
+        "llama.context_length": 2048,
+        "tokenizer.ggml.tokens": ["a"] * 10,
+    }
     family_from_gguf_metadata(meta, name="ok")
     with pytest.raises(CatalogError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         family_from_gguf_metadata({**meta, key: value}, name="bad")

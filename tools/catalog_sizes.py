@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "models.toml"
@@ -120,14 +121,20 @@ def main(argv: list[str] | None = None) -> int:
         err = est - expected
         rel = err / expected
         worst = max(worst, abs(rel))
-        print(f"  {fname}:{quant}: estimated {est:,} vs published {expected:,.0f} "
-              f"({err / 1e6:+.1f} MB, {100 * rel:+.2f} %, published rounding ±{rounding / 1e6:.0f} MB)"
-              f"  [{source}]")
+        print(
+            f"  {fname}:{quant}: estimated {est:,} vs published {expected:,.0f} "
+            f"({err / 1e6:+.1f} MB, {100 * rel:+.2f} %, published rounding ±{rounding / 1e6:.0f} MB)"
+            f"  [{source}]"
+        )
     print(f"worst relative error: {100 * worst:.2f} %")
     if args.write:
         block = variants_block(families)
-        new = re.sub(r"(# BEGIN GENERATED VARIANTS[^\n]*\n).*?(# END GENERATED VARIANTS)",
-                     lambda m: m.group(1) + block + m.group(2), text, flags=re.S)
+        new = re.sub(
+            r"(# BEGIN GENERATED VARIANTS[^\n]*\n).*?(# END GENERATED VARIANTS)",
+            lambda m: m.group(1) + block + m.group(2),
+            text,
+            flags=re.S,
+        )
         CATALOG.write_text(new, encoding="utf-8")
         print(f"wrote {CATALOG}")
     return 0

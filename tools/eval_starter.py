@@ -41,8 +41,9 @@ def eval_set(n: int, seed: int = EVAL_SEED) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def evaluate(target: Path, items: dict[str, list[tuple[str, str]]], *, runtime: str | None = None,
-             show_errors: int = 3) -> dict:
+def evaluate(
+    target: Path, items: dict[str, list[tuple[str, str]]], *, runtime: str | None = None, show_errors: int = 3
+) -> dict:
     """Exact-match accuracy per task of the model at `target`."""
     import localllm
 
@@ -64,16 +65,24 @@ def evaluate(target: Path, items: dict[str, list[tuple[str, str]]], *, runtime: 
                     right += 1
                 elif len(errors) < show_errors:
                     errors.append({"user": user, "expected": expected, "got": got})
-            report["tasks"][task] = {"n": len(pairs), "correct": right, "accuracy": right / len(pairs),
-                                     "errors": errors}
+            report["tasks"][task] = {
+                "n": len(pairs),
+                "correct": right,
+                "accuracy": right / len(pairs),
+                "errors": errors,
+            }
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runtime", choices=sorted(TARGETS), action="append",
-                    help="runtime(s) to evaluate (default: each whose file exists)")
+    ap.add_argument(
+        "--runtime",
+        choices=sorted(TARGETS),
+        action="append",
+        help="runtime(s) to evaluate (default: each whose file exists)",
+    )
     ap.add_argument("--n", type=int, default=200, help="items per task")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)

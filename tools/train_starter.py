@@ -56,6 +56,7 @@ class Config:
 
 # ---------------------------------------------------------------- model
 
+
 class RMSNorm(nn.Module):
     def __init__(self, n: int):
         super().__init__()
@@ -140,6 +141,7 @@ class StarterLM(nn.Module):
 
 # ---------------------------------------------------------------- data
 
+
 def pack_batch(rng: random.Random, c: Config, batch: int, pending: list, mix: dict[str, float] | None = None):
     """A batch of rows filled with whole conversations; returns (ids, targets, positions, doc) tensors."""
     ids = np.zeros((batch, c.n_ctx), dtype=np.int64)
@@ -161,12 +163,12 @@ def pack_batch(rng: random.Random, c: Config, batch: int, pending: list, mix: di
                 else:
                     break
             pending.pop()
-            ids[r, used:used + n] = seq
+            ids[r, used : used + n] = seq
             # target at t is token t+1 of the same conversation, where that token is learned
             nxt = np.array(seq[1:] + [0]), np.array(mask[1:] + [0])
-            tgt[r, used:used + n] = np.where(nxt[1] == 1, nxt[0], -100)
-            pos[r, used:used + n] = np.arange(n)
-            doc[r, used:used + n] = d
+            tgt[r, used : used + n] = np.where(nxt[1] == 1, nxt[0], -100)
+            pos[r, used : used + n] = np.arange(n)
+            doc[r, used : used + n] = d
             used, d = used + n, d + 1
             if used >= c.n_ctx:
                 break
@@ -174,6 +176,7 @@ def pack_batch(rng: random.Random, c: Config, batch: int, pending: list, mix: di
 
 
 # ---------------------------------------------------------------- greedy decoding (torch, for checks)
+
 
 @torch.no_grad()
 def greedy(model: StarterLM, prompts: list[list[int]], max_new: int = 80) -> list[list[int]]:
@@ -207,14 +210,16 @@ def quick_eval(model: StarterLM, n: int = 40, seed: int = 99, tasks=corpus.TASKS
             else:
                 q, a, _ = corpus.intent_turn(rng, task, "eval")
             items.append((q, a))
-        prompts = [corpus.encode_chat([{"role": "user", "content": q}], add_generation_prompt=True)[0]
-                   for q, _ in items]
+        prompts = [
+            corpus.encode_chat([{"role": "user", "content": q}], add_generation_prompt=True)[0] for q, _ in items
+        ]
         outs = greedy(model, prompts, max_new=200 if task == "localllm" else 100)
         scores[task] = sum(corpus.decode(o) == a for o, (_, a) in zip(outs, items)) / n
     return scores
 
 
 # ---------------------------------------------------------------- export
+
 
 def hf_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """Reorder Q/K rows from HF's rotate-half rope to llama.cpp's adjacent-pair rope (as convert_hf_to_gguf.py)."""
@@ -237,27 +242,40 @@ def export_gguf(model: StarterLM, path: Path, *, f16: bool, description: str) ->
     tensors = {"token_embd.weight": mat(sd["embed.weight"])}
     for i in range(c.n_layer):
         p = f"blocks.{i}."
-        tensors.update({
-            f"blk.{i}.attn_norm.weight": vec(sd[p + "attn_norm.weight"]),
-            f"blk.{i}.attn_q.weight": mat(hf_permute(sd[p + "q.weight"], c.n_head)),
-            f"blk.{i}.attn_k.weight": mat(hf_permute(sd[p + "k.weight"], c.n_head_kv)),
-            f"blk.{i}.attn_v.weight": mat(sd[p + "v.weight"]),
-            f"blk.{i}.attn_output.weight": mat(sd[p + "o.weight"]),
-            f"blk.{i}.ffn_norm.weight": vec(sd[p + "ffn_norm.weight"]),
-            f"blk.{i}.ffn_gate.weight": mat(sd[p + "gate.weight"]),
-            f"blk.{i}.ffn_up.weight": mat(sd[p + "up.weight"]),
-            f"blk.{i}.ffn_down.weight": mat(sd[p + "down.weight"]),
-        })
+        tensors.update(
+            {
+                f"blk.{i}.attn_norm.weight": vec(sd[p + "attn_norm.weight"]),
+                f"blk.{i}.attn_q.weight": mat(hf_permute(sd[p + "q.weight"], c.n_head)),
+                f"blk.{i}.attn_k.weight": mat(hf_permute(sd[p + "k.weight"], c.n_head_kv)),
+                f"blk.{i}.attn_v.weight": mat(sd[p + "v.weight"]),
+                f"blk.{i}.attn_output.weight": mat(sd[p + "o.weight"]),
+                f"blk.{i}.ffn_norm.weight": vec(sd[p + "ffn_norm.weight"]),
+                f"blk.{i}.ffn_gate.weight": mat(sd[p + "gate.weight"]),
+                f"blk.{i}.ffn_up.weight": mat(sd[p + "up.weight"]),
+                f"blk.{i}.ffn_down.weight": mat(sd[p + "down.weight"]),
+            }
+        )
     tensors["output_norm.weight"] = vec(sd["norm.weight"])
     tensors["output.weight"] = mat(sd["head.weight"])
-    shape = TinyShape(n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head, n_head_kv=c.n_head_kv,
-                      n_ff=c.n_ff, n_ctx_train=c.n_ctx)
+    shape = TinyShape(
+        n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head, n_head_kv=c.n_head_kv, n_ff=c.n_ff, n_ctx_train=c.n_ctx
+    )
     vocab = spm_vocab(corpus.PIECES)
     assert len(vocab[0]) == c.vocab, (len(vocab[0]), c.vocab)
-    return write_llama_weights(path, shape, tensors, vocab=vocab, chat_template=CHATML_TEMPLATE,
-                               name="localllm-starter", file_type=1 if f16 else 0, rms_eps=RMS_EPS,
-                               rope_freq_base=ROPE_BASE, add_bos=True, add_space_prefix=False,
-                               extra_kv={"general.license": "MIT", "general.description": description})
+    return write_llama_weights(
+        path,
+        shape,
+        tensors,
+        vocab=vocab,
+        chat_template=CHATML_TEMPLATE,
+        name="localllm-starter",
+        file_type=1 if f16 else 0,
+        rms_eps=RMS_EPS,
+        rope_freq_base=ROPE_BASE,
+        add_bos=True,
+        add_space_prefix=False,
+        extra_kv={"general.license": "MIT", "general.description": description},
+    )
 
 
 def build_tokenizer_json() -> dict:
@@ -265,25 +283,55 @@ def build_tokenizer_json() -> dict:
     from localllm.tinymodels import spm_vocab
 
     tokens = spm_vocab(corpus.PIECES)[0]
-    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": True} for i, t in enumerate(corpus.SPECIALS)]
+    added = [
+        {
+            "id": i,
+            "content": t,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for i, t in enumerate(corpus.SPECIALS)
+    ]
     return {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
         "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": corpus.SPACE},
         "pre_tokenizer": None,
         "post_processor": {
             "type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "pair": [
+                {"SpecialToken": {"id": "<s>", "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}},
+                {"Sequence": {"id": "B", "type_id": 1}},
+            ],
             "special_tokens": {"<s>": {"id": "<s>", "ids": [corpus.BOS], "tokens": ["<s>"]}},
         },
-        "decoder": {"type": "Sequence", "decoders": [
-            {"type": "Replace", "pattern": {"String": corpus.SPACE}, "content": " "},
-            {"type": "ByteFallback"}, {"type": "Fuse"}]},
-        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
-                  "vocab": {t: i for i, t in enumerate(tokens)}, "merges": []},
+        "decoder": {
+            "type": "Sequence",
+            "decoders": [
+                {"type": "Replace", "pattern": {"String": corpus.SPACE}, "content": " "},
+                {"type": "ByteFallback"},
+                {"type": "Fuse"},
+            ],
+        },
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": "<unk>",
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": True,
+            "byte_fallback": True,
+            "ignore_merges": False,
+            "vocab": {t: i for i, t in enumerate(tokens)},
+            "merges": [],
+        },
     }
 
 
@@ -299,16 +347,35 @@ def export_onnx(model: StarterLM, folder: Path) -> Path:
     w = {"embed": sd["embed.weight"]}
     for i in range(c.n_layer):
         p, q = f"blocks.{i}.", f"l{i}."
-        w.update({q + "attn_norm": sd[p + "attn_norm.weight"], q + "wq": sd[p + "q.weight"].T,
-                  q + "wk": sd[p + "k.weight"].T, q + "wv": sd[p + "v.weight"].T, q + "wo": sd[p + "o.weight"].T,
-                  q + "ffn_norm": sd[p + "ffn_norm.weight"], q + "wg": sd[p + "gate.weight"].T,
-                  q + "wu": sd[p + "up.weight"].T, q + "wd": sd[p + "down.weight"].T})
+        w.update(
+            {
+                q + "attn_norm": sd[p + "attn_norm.weight"],
+                q + "wq": sd[p + "q.weight"].T,
+                q + "wk": sd[p + "k.weight"].T,
+                q + "wv": sd[p + "v.weight"].T,
+                q + "wo": sd[p + "o.weight"].T,
+                q + "ffn_norm": sd[p + "ffn_norm.weight"],
+                q + "wg": sd[p + "gate.weight"].T,
+                q + "wu": sd[p + "up.weight"].T,
+                q + "wd": sd[p + "down.weight"].T,
+            }
+        )
     w["out_norm"] = sd["norm.weight"]
     w["lm_head"] = sd["head.weight"].T
     w = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in w.items()}
-    shape = OnnxShape(n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head, n_head_kv=c.n_head_kv, n_ff=c.n_ff,
-                      n_ctx_train=c.n_ctx, n_vocab=c.vocab, qkv_bias=False, rope_theta=ROPE_BASE,
-                      rms_eps=RMS_EPS, model_type="llama")
+    shape = OnnxShape(
+        n_layer=c.n_layer,
+        n_embd=c.n_embd,
+        n_head=c.n_head,
+        n_head_kv=c.n_head_kv,
+        n_ff=c.n_ff,
+        n_ctx_train=c.n_ctx,
+        n_vocab=c.vocab,
+        qkv_bias=False,
+        rope_theta=ROPE_BASE,
+        rms_eps=RMS_EPS,
+        model_type="llama",
+    )
     (folder / "onnx").mkdir(parents=True, exist_ok=True)
     graph = _build_graph(shape, w, folder / "onnx" / "model.onnx_data", "float32", "standard")
     onnx.save_model(graph, str(folder / "onnx" / "model.onnx"))
@@ -317,21 +384,63 @@ def export_onnx(model: StarterLM, folder: Path) -> Path:
         (folder / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     dump("tokenizer.json", build_tokenizer_json())
-    dump("config.json", {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": c.n_embd,
-        "intermediate_size": c.n_ff, "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head,
-        "num_key_value_heads": c.n_head_kv, "head_dim": c.head_dim, "max_position_embeddings": c.n_ctx,
-        "vocab_size": c.vocab, "rms_norm_eps": RMS_EPS, "rope_theta": ROPE_BASE, "tie_word_embeddings": False,
-        "hidden_act": "silu", "bos_token_id": corpus.BOS, "eos_token_id": corpus.IM_END, "torch_dtype": "float32"})
-    dump("tokenizer_config.json", {
-        "bos_token": "<s>", "eos_token": "<|im_end|>", "unk_token": "<unk>", "pad_token": "</s>",
-        "chat_template": CHATML_TEMPLATE, "model_max_length": c.n_ctx, "add_bos_token": True,
-        "add_eos_token": False, "tokenizer_class": "LlamaTokenizerFast", "legacy": False,
-        "added_tokens_decoder": {str(i): {"content": t, "special": True, "lstrip": False, "rstrip": False,
-                                          "normalized": False, "single_word": False}
-                                 for i, t in enumerate(corpus.SPECIALS)}})
-    dump("generation_config.json", {"bos_token_id": corpus.BOS, "eos_token_id": [corpus.IM_END, corpus.EOS],
-                                     "pad_token_id": corpus.EOS, "do_sample": False})
+    dump(
+        "config.json",
+        {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": c.n_embd,
+            "intermediate_size": c.n_ff,
+            "num_hidden_layers": c.n_layer,
+            "num_attention_heads": c.n_head,
+            "num_key_value_heads": c.n_head_kv,
+            "head_dim": c.head_dim,
+            "max_position_embeddings": c.n_ctx,
+            "vocab_size": c.vocab,
+            "rms_norm_eps": RMS_EPS,
+            "rope_theta": ROPE_BASE,
+            "tie_word_embeddings": False,
+            "hidden_act": "silu",
+            "bos_token_id": corpus.BOS,
+            "eos_token_id": corpus.IM_END,
+            "torch_dtype": "float32",
+        },
+    )
+    dump(
+        "tokenizer_config.json",
+        {
+            "bos_token": "<s>",
+            "eos_token": "<|im_end|>",
+            "unk_token": "<unk>",
+            "pad_token": "</s>",
+            "chat_template": CHATML_TEMPLATE,
+            "model_max_length": c.n_ctx,
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "tokenizer_class": "LlamaTokenizerFast",
+            "legacy": False,
+            "added_tokens_decoder": {
+                str(i): {
+                    "content": t,
+                    "special": True,
+                    "lstrip": False,
+                    "rstrip": False,
+                    "normalized": False,
+                    "single_word": False,
+                }
+                for i, t in enumerate(corpus.SPECIALS)
+            },
+        },
+    )
+    dump(
+        "generation_config.json",
+        {
+            "bos_token_id": corpus.BOS,
+            "eos_token_id": [corpus.IM_END, corpus.EOS],
+            "pad_token_id": corpus.EOS,
+            "do_sample": False,
+        },
+    )
     return folder
 
 
@@ -343,8 +452,9 @@ def reference_outputs(model: StarterLM, n: int = 8, seed: int = 4242) -> list[di
     items += [corpus.intent_turn(rng, t, "eval")[:2] for t in ("smalltalk", "localllm") for _ in range(n // 2)]
     prompts = [corpus.encode_chat([{"role": "user", "content": q}], add_generation_prompt=True)[0] for q, _ in items]
     outs = greedy(model, prompts, max_new=200)
-    return [{"user": q, "expected": a, "torch_tokens": o, "torch_text": corpus.decode(o)}
-            for (q, a), o in zip(items, outs)]
+    return [
+        {"user": q, "expected": a, "torch_tokens": o, "torch_text": corpus.decode(o)} for (q, a), o in zip(items, outs)
+    ]
 
 
 def load_checkpoint(path: Path) -> StarterLM:
@@ -359,13 +469,16 @@ def export_all(model: StarterLM, out: Path, *, f16: bool, description: str) -> P
     out.mkdir(parents=True, exist_ok=True)
     path = export_gguf(model, out / "starter.gguf", f16=f16, description=description)
     export_onnx(model, out / "starter-onnx")
-    ref = {"description": "greedy replies of the torch model before export (tools/train_starter.py)",
-           "items": reference_outputs(model)}
+    ref = {
+        "description": "greedy replies of the torch model before export (tools/train_starter.py)",
+        "items": reference_outputs(model),
+    }
     (out / "reference.json").write_text(json.dumps(ref, indent=1) + "\n")
     return path
 
 
 # ---------------------------------------------------------------- main
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -377,12 +490,21 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--f16", action="store_true", help="export F16 weights (default F32: exact, and small anyway)")
     ap.add_argument("--keep-torch", action="store_true", help="also save the torch state dict")
-    ap.add_argument("--export-only", type=Path, metavar="CKPT",
-                    help="skip training: export a checkpoint saved with --keep-torch")
-    ap.add_argument("--init", type=Path, metavar="CKPT",
-                    help="start from a checkpoint saved with --keep-torch (a second training phase)")
-    ap.add_argument("--mix", default=None, metavar="TASK=W,...",
-                    help="task weights (default starter_corpus.TRAIN_MIX), e.g. addition=0.7,subtraction=0.15,...")
+    ap.add_argument(
+        "--export-only", type=Path, metavar="CKPT", help="skip training: export a checkpoint saved with --keep-torch"
+    )
+    ap.add_argument(
+        "--init",
+        type=Path,
+        metavar="CKPT",
+        help="start from a checkpoint saved with --keep-torch (a second training phase)",
+    )
+    ap.add_argument(
+        "--mix",
+        default=None,
+        metavar="TASK=W,...",
+        help="task weights (default starter_corpus.TRAIN_MIX), e.g. addition=0.7,subtraction=0.15,...",
+    )
     ap.add_argument("--seed", type=int, default=SEED, help="seed of the training data and init")
     ap.add_argument("--layers", type=int, default=Config.n_layer)
     ap.add_argument("--embd", type=int, default=Config.n_embd)
@@ -396,7 +518,8 @@ def main(argv=None) -> int:
         info = json.loads((args.export_only.parent / "train_info.json").read_text())
         desc = info.get("description") or (
             f"localllm starter model: {info['params']:,} parameters, trained {info['steps']} steps in "
-            f"{info['train_seconds']} s by tools/train_starter.py (seed {info['seed']})")
+            f"{info['train_seconds']} s by tools/train_starter.py (seed {info['seed']})"
+        )
         path = export_all(model, args.out, f16=args.f16, description=desc)
         print(f"wrote {path} ({path.stat().st_size:,} bytes)", flush=True)
         return 0
@@ -413,8 +536,12 @@ def main(argv=None) -> int:
 
     decay = [p for p in model.parameters() if p.dim() == 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.98), eps=1e-9)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        eps=1e-9,
+    )
     warmup = max(1, args.steps // 30)
 
     def lr_at(step):
@@ -440,8 +567,10 @@ def main(argv=None) -> int:
         loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
         if step % 20 == 0 or step == args.steps - 1:
             el = time.time() - t0
-            print(f"step {step} loss {loss_avg:.4f} lr {lr_at(step):.2e} elapsed {el:.0f}s "
-                  f"({el / (step + 1):.2f}s/step)", flush=True)
+            print(
+                f"step {step} loss {loss_avg:.4f} lr {lr_at(step):.2e} elapsed {el:.0f}s ({el / (step + 1):.2f}s/step)",
+                flush=True,
+            )
         if args.eval_every and step and step % args.eval_every == 0:
             print(f"eval@{step} {quick_eval(model, n=30, tasks=('addition', 'subtraction'))}", flush=True)
 
@@ -449,11 +578,22 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.keep_torch:
         torch.save({"config": asdict(c), "state_dict": model.state_dict()}, args.out / "starter.pt")
-    desc = (f"localllm starter model: {n_params:,} parameters, trained {args.steps} steps in {train_s:.0f} s "
-            f"by tools/train_starter.py (seed {args.seed}{', from ' + args.init.name if args.init else ''})")
-    info = {"description": desc, "params": n_params, "steps": args.steps, "batch": args.batch,
-            "train_seconds": round(train_s), "config": asdict(c), "seed": args.seed,
-            "init": str(args.init) if args.init else None, "mix": mix or corpus.TRAIN_MIX, "torch": torch.__version__}
+    desc = (
+        f"localllm starter model: {n_params:,} parameters, trained {args.steps} steps in {train_s:.0f} s "
+        f"by tools/train_starter.py (seed {args.seed}{', from ' + args.init.name if args.init else ''})"
+    )
+    info = {
+        "description": desc,
+        "params": n_params,
+        "steps": args.steps,
+        "batch": args.batch,
+        "train_seconds": round(train_s),
+        "config": asdict(c),
+        "seed": args.seed,
+        "init": str(args.init) if args.init else None,
+        "mix": mix or corpus.TRAIN_MIX,
+        "torch": torch.__version__,
+    }
     (args.out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
     info["torch_eval"] = quick_eval(model, n=30)
     print(f"final torch eval {info['torch_eval']}", flush=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -47,7 +48,8 @@ def load_keymap(path: Path | None = None) -> dict[str, str]:
     keys = data.get("keys", {})
     if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
         raise localllm.LocalLLMError(
-            f"{path}: [keys] must map binding ids to key strings, e.g. \"localllm.stop\" = \"ctrl+c\"")
+            f'{path}: [keys] must map binding ids to key strings, e.g. "localllm.stop" = "ctrl+c"'
+        )
     return dict(keys)
 
 
@@ -80,10 +82,19 @@ class ChatApp(App):
     TITLE = "localllm chat"
     ENABLE_COMMAND_PALETTE = True
 
-    def __init__(self, model: str | None = None, *, context: int | None = None, db_path: str | Path | None = None,
-                 hardware: Any = None, extra_models: Sequence[str | os.PathLike[str]] = (),
-                 hide_timings: bool = False, system_prompt: str = "",
-                 sampling: Mapping[str, Any] | None = None, loader: Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        context: int | None = None,
+        db_path: str | Path | None = None,
+        hardware: Any = None,
+        extra_models: Sequence[str | os.PathLike[str]] = (),
+        hide_timings: bool = False,
+        system_prompt: str = "",
+        sampling: Mapping[str, Any] | None = None,
+        loader: Callable[..., Any] | None = None,
+    ) -> None:
         """
         Args:
             model: "auto"/None, a catalog name, or a local .gguf file / ONNX folder.
@@ -158,8 +169,9 @@ class ChatApp(App):
     @work(thread=True, exclusive=True, exit_on_error=False, group="load")
     def _startup(self) -> None:
         hardware = self.hardware
-        report = backend.startup_report(self.requested, context=self.context,
-                                        probe=(lambda: hardware) if hardware is not None else None)
+        report = backend.startup_report(
+            self.requested, context=self.context, probe=(lambda: hardware) if hardware is not None else None
+        )
         self.post_message(StartupReady(report))
         if report.ok:
             self._load_blocking(self.requested)
@@ -172,14 +184,16 @@ class ChatApp(App):
         lower_thread_priority()  # runs in a load worker thread
         self.post_message(LoadProgress(Progress("load", detail=target)))
         try:
-            model = self.loader(target, context=self.context,
-                                       progress=lambda p: self.post_message(LoadProgress(p)))
+            model = self.loader(target, context=self.context, progress=lambda p: self.post_message(LoadProgress(p)))
         except localllm.LocalLLMError as exc:
             self.post_message(LoadFailed(target, str(exc), backend._advice(exc)))
             return
         except Exception as exc:  # the screen says what went wrong, never a traceback
-            self.post_message(LoadFailed(target, f"{type(exc).__name__}: {exc}",
-                                         "This is a bug in localllm; the log is in the cache folder."))
+            self.post_message(
+                LoadFailed(
+                    target, f"{type(exc).__name__}: {exc}", "This is a bug in localllm; the log is in the cache folder."
+                )
+            )
             return
         self.post_message(ModelLoaded(model, target))
 
@@ -208,8 +222,10 @@ class ChatApp(App):
         while isinstance(self.screen, StartupScreen):
             self.pop_screen()
         info = msg.model.info
-        note = f"**{info.name}** is ready ({info.runtime}, {backend.describe_placement(info.placement)}, " \
-               f"context {info.n_ctx} tokens)."
+        note = (
+            f"**{info.name}** is ready ({info.runtime}, {backend.describe_placement(info.placement)}, "
+            f"context {info.n_ctx} tokens)."
+        )
         if self.hide_timings:
             note = f"**{info.name}** is ready ({info.runtime}, context {info.n_ctx} tokens)."
         if self.report is not None and self.report.plan_text and old is None:
@@ -306,8 +322,10 @@ class ChatApp(App):
         text = report_text(self.report)
         if self.model is not None:
             info = self.model.info
-            text += f"\nLoaded\n  {info.name} from {info.path}\n  {info.runtime}, " \
-                    f"{backend.describe_placement(info.placement)}, context {info.n_ctx} tokens\n"
+            text += (
+                f"\nLoaded\n  {info.name} from {info.path}\n  {info.runtime}, "
+                f"{backend.describe_placement(info.placement)}, context {info.n_ctx} tokens\n"
+            )
         self.push_screen(PlanScreen(text))
 
     # -- command palette ----------------------------------------------------------
@@ -333,8 +351,7 @@ class ChatApp(App):
         for title, help_text, callback in commands:
             yield SystemCommand(title, help_text, callback)
         for i in range(screen.code_block_count()):
-            yield SystemCommand(f"Copy code block {i + 1}", "From the last reply",
-                                _bind(screen.action_copy_code, i))
+            yield SystemCommand(f"Copy code block {i + 1}", "From the last reply", _bind(screen.action_copy_code, i))
 
 
 def _bind(fn: Callable[[int], Any], i: int) -> Callable[[], Any]:

@@ -7,9 +7,10 @@ thread workers. Values come back as plain frozen dataclasses the screens render.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import localllm
 
@@ -95,19 +96,20 @@ def hardware_lines(hw: Any) -> tuple[str, ...]:
     gpus = tuple(getattr(hw, "gpus", ()) or ())
     if gpus:
         for g in gpus:
-            lines.append(f"GPU {g.index}   {g.name} ({_gib(getattr(g, 'memory_total', None))},"
-                         f" {_gib(getattr(g, 'memory_free', None))} free)")
+            lines.append(
+                f"GPU {g.index}   {g.name} ({_gib(getattr(g, 'memory_total', None))},"
+                f" {_gib(getattr(g, 'memory_free', None))} free)"
+            )
     else:
         lines.append("GPU     none found: running on the CPU")
     runtimes = [r for r in (getattr(hw, "runtimes", ()) or ()) if getattr(r, "installed", False)]
     if runtimes:
-        lines.append("Runtime " + ", ".join(f"{r.name} {getattr(r, 'version', '') or ''}".strip()
-                                            for r in runtimes))
+        lines.append("Runtime " + ", ".join(f"{r.name} {getattr(r, 'version', '') or ''}".strip() for r in runtimes))
     return tuple(lines)
 
 
 def describe_placement(placement: Any) -> str:
-    """"CPU, 2 threads" / "GPU 33 layers + CPU 4 threads"."""
+    """ "CPU, 2 threads" / "GPU 33 layers + CPU 4 threads"."""
     if placement is None:
         return "?"
     threads = getattr(placement, "n_threads", None)
@@ -120,8 +122,9 @@ def describe_placement(placement: Any) -> str:
     return f"GPU {'all' if layers < 0 else layers} layers, {threads} threads"
 
 
-def startup_report(model: str | None, *, context: int | None = None,
-                   probe: Callable[[], Any] | None = None) -> StartupReport:
+def startup_report(
+    model: str | None, *, context: int | None = None, probe: Callable[[], Any] | None = None
+) -> StartupReport:
     """Probe the machine and plan; never raises for a LocalLLMError (it becomes .error)."""
     target = model or "auto"
     try:
@@ -132,31 +135,46 @@ def startup_report(model: str | None, *, context: int | None = None,
     if looks_like_path(target):
         path = Path(target).expanduser()
         if not path.exists():
-            return StartupReport(hw_lines, target, error=f"{path} does not exist.",
-                                 advice="Check the path, or run `localllm chat` without a model to let "
-                                        "localllm choose one.")
-        return StartupReport(hw_lines, target,
-                             plan_text=f"Loading the local file {path} ({_size(path.stat().st_size)}); "
-                                       "placement is planned from its header and this machine.")
+            return StartupReport(
+                hw_lines,
+                target,
+                error=f"{path} does not exist.",
+                advice="Check the path, or run `localllm chat` without a model to let localllm choose one.",
+            )
+        return StartupReport(
+            hw_lines,
+            target,
+            plan_text=f"Loading the local file {path} ({_size(path.stat().st_size)}); "
+            "placement is planned from its header and this machine.",
+        )
     try:
-        plan = localllm.plan(target, hardware=hw, context=context) if hw is not None else \
-            localllm.plan(target, context=context)
+        plan = (
+            localllm.plan(target, hardware=hw, context=context)
+            if hw is not None
+            else localllm.plan(target, context=context)
+        )
     except localllm.LocalLLMError as exc:
         plan = getattr(exc, "plan", None)
         text = plan.explain() if plan is not None and hasattr(plan, "explain") else ""
         return StartupReport(hw_lines, target, plan_text=text, error=str(exc), advice=_advice(exc))
     rejected = tuple(_rejected_lines(plan))
     if not getattr(plan, "fits", True):
-        return StartupReport(hw_lines, target, plan_text=plan.explain(), rejected=rejected,
-                             error=f"{_variant_name(plan)} is predicted not to fit in this machine's memory.",
-                             advice="Pick a smaller model with the model switcher (ctrl+o), ask for a "
-                                    "smaller context (`localllm chat --ctx 2048`), or free some memory.")
+        return StartupReport(
+            hw_lines,
+            target,
+            plan_text=plan.explain(),
+            rejected=rejected,
+            error=f"{_variant_name(plan)} is predicted not to fit in this machine's memory.",
+            advice="Pick a smaller model with the model switcher (ctrl+o), ask for a "
+            "smaller context (`localllm chat --ctx 2048`), or free some memory.",
+        )
     name = _variant_name(plan)
     return StartupReport(hw_lines, name or target, plan_text=plan.explain(), rejected=rejected)
 
 
-def load_model(target: str, *, context: int | None = None,
-               progress: Callable[[Progress], None] | None = None) -> "localllm.Model":
+def load_model(
+    target: str, *, context: int | None = None, progress: Callable[[Progress], None] | None = None
+) -> localllm.Model:
     """localllm.load with the store's download progress turned into Progress values."""
 
     def on_download(*args: Any, **kwargs: Any) -> None:
@@ -195,12 +213,22 @@ def list_models(*, hardware: Any = None, extra: Sequence[str | os.PathLike[str]]
         fits = ()
     for f in fits:
         v = f.variant
-        rows.append(VariantRow(v.name, v.name, str(getattr(v, "quant", "")), getattr(v, "size", None),
-                               FIT_LABELS.get(f.where, f.where), v.name in local_paths, f.why or ""))
+        rows.append(
+            VariantRow(
+                v.name,
+                v.name,
+                str(getattr(v, "quant", "")),
+                getattr(v, "size", None),
+                FIT_LABELS.get(f.where, f.where),
+                v.name in local_paths,
+                f.why or "",
+            )
+        )
     return rows
 
 
 # --- helpers -------------------------------------------------------------------------
+
 
 def _gib(n: int | None) -> str:
     return "?" if n is None else f"{n / GIB:.1f} GiB"
@@ -221,11 +249,15 @@ def _rejected_lines(plan: Any) -> list[str]:
 
 def _advice(exc: BaseException) -> str:
     if isinstance(exc, localllm.ModelUnavailableError):
-        return ("The model is not on disk and cannot be downloaded now. Connect to the internet and "
-                "run `localllm pull MODEL`, or open a local file: `localllm chat path/to/model.gguf`.")
+        return (
+            "The model is not on disk and cannot be downloaded now. Connect to the internet and "
+            "run `localllm pull MODEL`, or open a local file: `localllm chat path/to/model.gguf`."
+        )
     if isinstance(exc, localllm.InsufficientMemoryError):
-        return ("Nothing in the catalog fits in this machine's free memory. Close other programs, "
-                "ask for a smaller context (`--ctx 2048`), or open a small local GGUF file.")
+        return (
+            "Nothing in the catalog fits in this machine's free memory. Close other programs, "
+            "ask for a smaller context (`--ctx 2048`), or open a small local GGUF file."
+        )
     if isinstance(exc, localllm.ModelNotFoundError):
         return "Run `localllm models` to see the catalog names."
     if isinstance(exc, localllm.DownloadError):
@@ -239,8 +271,9 @@ def _as_progress(*args: Any, **kwargs: Any) -> Progress:
         p = args[0]
         done = getattr(p, "done", None) or getattr(p, "downloaded", None) or getattr(p, "completed", 0)
         total = getattr(p, "total", None)
-        return Progress("download", float(done or 0), float(total) if total else None,
-                        str(getattr(p, "filename", "") or ""))
+        return Progress(
+            "download", float(done or 0), float(total) if total else None, str(getattr(p, "filename", "") or "")
+        )
     if len(args) >= 2:
         return Progress("download", float(args[0] or 0), float(args[1]) if args[1] else None)
     done = kwargs.get("done", kwargs.get("downloaded", 0))

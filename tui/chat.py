@@ -142,7 +142,7 @@ class ChatScreen(Screen):
         self._dropped = 0  # messages of the open chat the model no longer sees (last told)
 
     @property
-    def capp(self) -> "ChatApp":
+    def capp(self) -> ChatApp:
         return self.app  # type: ignore[return-value]
 
     # -- layout -----------------------------------------------------------------
@@ -355,10 +355,10 @@ class ChatScreen(Screen):
             if result is None:
                 return
             if self.chat is None:
-                self.chat = self.capp.history.new_chat(model=self._model_name(),
-                                                       sampling=self.capp.default_sampling)
-            self.chat = self.capp.history.update_settings(self.chat.id, system_prompt=result["system_prompt"],
-                                                         sampling=result["sampling"])
+                self.chat = self.capp.history.new_chat(model=self._model_name(), sampling=self.capp.default_sampling)
+            self.chat = self.capp.history.update_settings(
+                self.chat.id, system_prompt=result["system_prompt"], sampling=result["sampling"]
+            )
             self.refresh_chat_list()
             self.notify("Chat settings saved.")
 
@@ -407,8 +407,11 @@ class ChatScreen(Screen):
         if system:
             messages.append({"role": "system", "content": system})
         if chat is not None:
-            messages += [{"role": m.role, "content": m.content}
-                         for m in self.capp.history.messages(chat.id) if m.role != "system"]
+            messages += [
+                {"role": m.role, "content": m.content}
+                for m in self.capp.history.messages(chat.id)
+                if m.role != "system"
+            ]
         return messages
 
     @on(PromptArea.Submitted)
@@ -426,8 +429,11 @@ class ChatScreen(Screen):
         prompt.clear()
         history = self.capp.history
         if self.chat is None:
-            self.chat = history.new_chat(system_prompt=self.capp.default_system_prompt,
-                                         sampling=self.capp.default_sampling, model=self._model_name())
+            self.chat = history.new_chat(
+                system_prompt=self.capp.default_system_prompt,
+                sampling=self.capp.default_sampling,
+                model=self._model_name(),
+            )
             for view in self.query("MessageView.info"):
                 await view.remove()
         msg = history.add_message(self.chat.id, "user", text)  # committed before the reply starts
@@ -444,17 +450,28 @@ class ChatScreen(Screen):
         await conv.mount(view)
         conv.anchor()
         self._gen_counter += 1
-        gen = _Generation(self._gen_counter, self.chat.id, view, Markdown.get_stream(view), threading.Event(),
-                          self._model_name() or "")
+        gen = _Generation(
+            self._gen_counter,
+            self.chat.id,
+            view,
+            Markdown.get_stream(view),
+            threading.Event(),
+            self._model_name() or "",
+        )
         self._gen = gen
         self._code_index = 0
         self.update_status()
-        self._generate(self.capp.model, self._conversation(self.chat), dict(self.chat.sampling), gen.gen_id,
-                       gen.stop)
+        self._generate(self.capp.model, self._conversation(self.chat), dict(self.chat.sampling), gen.gen_id, gen.stop)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
-    def _generate(self, model: "localllm.Model", messages: list[dict[str, str]], options: dict[str, Any],
-                  gen_id: int, stop: threading.Event) -> None:
+    def _generate(
+        self,
+        model: localllm.Model,
+        messages: list[dict[str, str]],
+        options: dict[str, Any],
+        gen_id: int,
+        stop: threading.Event,
+    ) -> None:
         """Runs in a thread: never touches widgets, only posts messages."""
         lower_thread_priority()
         worker = get_current_worker()
@@ -510,8 +527,9 @@ class ChatScreen(Screen):
         else:
             meta = {"finish_reason": msg.finish_reason, "model": gen.model_name}
             if msg.timings is not None:
-                meta.update(ttft_s=round(msg.timings.ttft_s, 4), decode_tps=round(msg.timings.decode_tps, 2),
-                            tokens=msg.tokens)
+                meta.update(
+                    ttft_s=round(msg.timings.ttft_s, 4), decode_tps=round(msg.timings.decode_tps, 2), tokens=msg.tokens
+                )
             if msg.dropped:
                 meta["dropped_messages"] = msg.dropped
             if msg.error:
@@ -542,10 +560,14 @@ class ChatScreen(Screen):
             n_ctx = self.capp.model.info.n_ctx if self.capp.model is not None else None
             window = f" ({n_ctx} tokens)" if n_ctx else ""
             kept = " (the system prompt stays)" if self.chat is not None and self.chat.system_prompt else ""
-            self.notify(f"This chat is longer than the context window{window}: the model no longer sees its "
-                        f"oldest {dropped} message{'s' if dropped != 1 else ''}{kept}. "
-                        "Start a new chat (ctrl+n) or load with a larger context (--ctx N) to keep more.",
-                        title="Earlier messages left out", severity="warning", timeout=10)
+            self.notify(
+                f"This chat is longer than the context window{window}: the model no longer sees its "
+                f"oldest {dropped} message{'s' if dropped != 1 else ''}{kept}. "
+                "Start a new chat (ctrl+n) or load with a larger context (--ctx N) to keep more.",
+                title="Earlier messages left out",
+                severity="warning",
+                timeout=10,
+            )
         self._dropped = dropped
 
     @dataclass

@@ -18,9 +18,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = [
     "DATA_ENV",
@@ -122,7 +123,7 @@ class History:
     # -- plumbing ---------------------------------------------------------------
 
     class _Tx:
-        def __init__(self, history: "History") -> None:
+        def __init__(self, history: History) -> None:
             self.h = history
 
         def __enter__(self) -> sqlite3.Connection:
@@ -136,7 +137,7 @@ class History:
             finally:
                 self.h._lock.release()
 
-    def _tx(self) -> "History._Tx":
+    def _tx(self) -> History._Tx:
         return History._Tx(self)
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
@@ -147,7 +148,7 @@ class History:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> "History":
+    def __enter__(self) -> History:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -155,14 +156,20 @@ class History:
 
     # -- chats ------------------------------------------------------------------
 
-    def new_chat(self, *, title: str = DEFAULT_TITLE, system_prompt: str = "",
-                 sampling: Mapping[str, Any] | None = None, model: str | None = None) -> Chat:
+    def new_chat(
+        self,
+        *,
+        title: str = DEFAULT_TITLE,
+        system_prompt: str = "",
+        sampling: Mapping[str, Any] | None = None,
+        model: str | None = None,
+    ) -> Chat:
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO chats (title, created, updated, system_prompt, sampling, model)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (title, now, now, system_prompt, json.dumps(dict(sampling or {})), model))
+                "INSERT INTO chats (title, created, updated, system_prompt, sampling, model) VALUES (?, ?, ?, ?, ?, ?)",
+                (title, now, now, system_prompt, json.dumps(dict(sampling or {})), model),
+            )
             chat_id = cur.lastrowid
         return self.chat(chat_id)
 
@@ -187,22 +194,26 @@ class History:
             db.execute("DELETE FROM messages WHERE chat_id = ?", (chat_id,))
             db.execute("DELETE FROM chats WHERE id = ?", (chat_id,))
 
-    def update_settings(self, chat_id: int, *, system_prompt: str | None = None,
-                        sampling: Mapping[str, Any] | None = None, model: str | None = None) -> Chat:
+    def update_settings(
+        self,
+        chat_id: int,
+        *,
+        system_prompt: str | None = None,
+        sampling: Mapping[str, Any] | None = None,
+        model: str | None = None,
+    ) -> Chat:
         with self._tx() as db:
             if system_prompt is not None:
                 db.execute("UPDATE chats SET system_prompt = ? WHERE id = ?", (system_prompt, chat_id))
             if sampling is not None:
-                db.execute("UPDATE chats SET sampling = ? WHERE id = ?",
-                           (json.dumps(dict(sampling)), chat_id))
+                db.execute("UPDATE chats SET sampling = ? WHERE id = ?", (json.dumps(dict(sampling)), chat_id))
             if model is not None:
                 db.execute("UPDATE chats SET model = ? WHERE id = ?", (model, chat_id))
         return self.chat(chat_id)
 
     # -- messages ---------------------------------------------------------------
 
-    def add_message(self, chat_id: int, role: str, content: str,
-                    meta: Mapping[str, Any] | None = None) -> Message:
+    def add_message(self, chat_id: int, role: str, content: str, meta: Mapping[str, Any] | None = None) -> Message:
         """Append one complete message and commit it. The first user message titles a new chat."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
@@ -210,12 +221,15 @@ class History:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO messages (chat_id, role, content, created, meta) VALUES (?, ?, ?, ?, ?)",
-                (chat_id, role, content, now, json.dumps(dict(meta or {}))))
+                (chat_id, role, content, now, json.dumps(dict(meta or {}))),
+            )
             msg_id = cur.lastrowid
             db.execute("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id))
             if role == "user":
-                db.execute("UPDATE chats SET title = ? WHERE id = ? AND title = ?",
-                           (_title_from(content), chat_id, DEFAULT_TITLE))
+                db.execute(
+                    "UPDATE chats SET title = ? WHERE id = ? AND title = ?",
+                    (_title_from(content), chat_id, DEFAULT_TITLE),
+                )
         return Message(msg_id, chat_id, role, content, now, dict(meta or {}))
 
     def delete_message(self, message_id: int) -> None:
@@ -224,8 +238,10 @@ class History:
 
     def messages(self, chat_id: int) -> list[Message]:
         rows = self._query("SELECT * FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,))
-        return [Message(r["id"], r["chat_id"], r["role"], r["content"], r["created"],
-                        json.loads(r["meta"] or "{}")) for r in rows]
+        return [
+            Message(r["id"], r["chat_id"], r["role"], r["content"], r["created"], json.loads(r["meta"] or "{}"))
+            for r in rows
+        ]
 
     # -- preferences (theme...) -------------------------------------------------
 
@@ -235,8 +251,10 @@ class History:
 
     def set_pref(self, key: str, value: str) -> None:
         with self._tx() as db:
-            db.execute("INSERT INTO prefs (key, value) VALUES (?, ?)"
-                       " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+            db.execute(
+                "INSERT INTO prefs (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     # -- export -----------------------------------------------------------------
 
@@ -269,5 +287,12 @@ def _title_from(prompt: str) -> str:
 
 
 def _chat(r: sqlite3.Row) -> Chat:
-    return Chat(r["id"], r["title"], r["created"], r["updated"], r["system_prompt"],
-                json.loads(r["sampling"] or "{}"), r["model"])
+    return Chat(
+        r["id"],
+        r["title"],
+        r["created"],
+        r["updated"],
+        r["system_prompt"],
+        json.loads(r["sampling"] or "{}"),
+        r["model"],
+    )

@@ -11,8 +11,14 @@ from .terminal import protect_terminal
 __all__ = ["run"]
 
 
-def run(model: str | None = None, *, context: int | None = None, hardware: Any = None,
-        log_path: str | Path | None = None, **options: Any) -> int:
+def run(
+    model: str | None = None,
+    *,
+    context: int | None = None,
+    hardware: Any = None,
+    log_path: str | Path | None = None,
+    **options: Any,
+) -> int:
     """Open the chat app; returns the exit code. Native stderr/stdout go to a log file meanwhile."""
     from .app import ChatApp
 

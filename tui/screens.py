@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -156,8 +157,11 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"Keys. Remap them in {self.keymap_path} by binding id, e.g. "
-                         '[keys] "localllm.stop" = "ctrl+c"', id="keymap-note", markup=False)
+            yield Static(
+                f'Keys. Remap them in {self.keymap_path} by binding id, e.g. [keys] "localllm.stop" = "ctrl+c"',
+                id="keymap-note",
+                markup=False,
+            )
             yield DataTable(cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
@@ -209,13 +213,19 @@ class ModelSwitcher(ModalScreen["str | None"]):
         table = self.query_one(DataTable)
         table.clear()
         for row in rows:
-            size = "" if row.size_bytes is None else f"{row.size_bytes / 2**30:.2f} GiB" \
-                if row.size_bytes >= 2**27 else f"{row.size_bytes / 2**20:.1f} MiB"
+            size = (
+                ""
+                if row.size_bytes is None
+                else f"{row.size_bytes / 2**30:.2f} GiB"
+                if row.size_bytes >= 2**27
+                else f"{row.size_bytes / 2**20:.1f} MiB"
+            )
             mark = "●" if self.current and row.target == self.current else ""
             table.add_row(mark, row.name, row.quant, size, row.fit, "yes" if row.on_disk else "", key=row.target)
         fits = sum(r.fit in ("GPU", "partial", "CPU") for r in rows)
         self.query_one("#models-note", Static).update(
-            note or f"{len(rows)} models, {fits} fit this machine, {sum(r.on_disk for r in rows)} on disk.")
+            note or f"{len(rows)} models, {fits} fit this machine, {sum(r.on_disk for r in rows)} on disk."
+        )
         table.focus()
 
     @on(DataTable.RowSelected)
@@ -259,8 +269,10 @@ class ConfirmScreen(ModalScreen[bool]):
     ConfirmScreen > Vertical { width: 64; height: auto; border: thick $error; background: $surface; padding: 1 2; }
     ConfirmScreen Horizontal { height: auto; margin-top: 1; }
     """
-    BINDINGS = [Binding("escape,n", "answer(False)", "No", id="confirm.no"),
-                Binding("y", "answer(True)", "Yes", id="confirm.yes")]
+    BINDINGS = [
+        Binding("escape,n", "answer(False)", "No", id="confirm.no"),
+        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+    ]
 
     def __init__(self, question: str) -> None:
         super().__init__()
@@ -295,8 +307,10 @@ class SettingsScreen(ModalScreen["dict | None"]):
     SettingsScreen #settings-error { color: $error; height: auto; }
     SettingsScreen Horizontal#buttons { height: auto; margin: 1 0; }
     """
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="settings.cancel"),
-                Binding("ctrl+s", "save", "Save", id="settings.save", priority=True)]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="settings.cancel"),
+        Binding("ctrl+s", "save", "Save", id="settings.save", priority=True),
+    ]
 
     def __init__(self, system_prompt: str, sampling: dict[str, Any]) -> None:
         super().__init__()
@@ -311,8 +325,7 @@ class SettingsScreen(ModalScreen["dict | None"]):
                 value = self.sampling.get(name)
                 with Horizontal(classes="field"):
                     yield Label(label)
-                    yield Input("" if value is None else str(value), id=f"opt-{name}",
-                                placeholder="default")
+                    yield Input("" if value is None else str(value), id=f"opt-{name}", placeholder="default")
             yield Static("", id="settings-error", markup=False)
             with Horizontal(id="buttons"):
                 yield Button("Save (ctrl+s)", variant="primary", id="save")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 __all__ = ["native_log_path", "protect_terminal"]
 
@@ -38,10 +38,8 @@ def protect_terminal(log_path: str | Path | None = None) -> Iterator[Path]:
     sys.stderr.flush()
     saved = {1: os.dup(1), 2: os.dup(2)}  # to put things back afterwards
     # Python-level streams on private duplicates of the terminal, for Textual
-    tty_out = os.fdopen(os.dup(1), "w", buffering=1, encoding=sys.__stdout__.encoding or "utf-8",
-                        errors="replace")
-    tty_err = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.__stderr__.encoding or "utf-8",
-                        errors="replace")
+    tty_out = os.fdopen(os.dup(1), "w", buffering=1, encoding=sys.__stdout__.encoding or "utf-8", errors="replace")
+    tty_err = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.__stderr__.encoding or "utf-8", errors="replace")
     old = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:

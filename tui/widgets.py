@@ -43,18 +43,23 @@ class PromptArea(TextArea):
 
     BINDINGS = [
         Binding("enter", "submit", "Send", id="prompt.send", priority=True),
-        Binding("shift+enter,ctrl+j", "newline", "Newline", id="prompt.newline", priority=True,
-                show=False),
+        Binding("shift+enter,ctrl+j", "newline", "Newline", id="prompt.newline", priority=True, show=False),
     ]
 
     @dataclass
     class Submitted(Message):
-        prompt: "PromptArea"
+        prompt: PromptArea
         text: str
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
-                         compact=True, placeholder="Type a message. Enter sends, shift+enter or ctrl+j for a newline.")
+        super().__init__(
+            id=id,
+            soft_wrap=True,
+            show_line_numbers=False,
+            tab_behavior="focus",
+            compact=True,
+            placeholder="Type a message. Enter sends, shift+enter or ctrl+j for a newline.",
+        )
         self.prompt_history: list[str] = []  # earlier prompts, oldest first
         self._history_pos: int | None = None  # index into history while walking it
         self._draft = ""

@@ -15,23 +15,37 @@ MiB = 2**20
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "bench", help="measure speed and memory of a model here, beside the planner's predictions",
+        "bench",
+        help="measure speed and memory of a model here, beside the planner's predictions",
         description="Load a model in fresh processes, measure prompt and decode tokens/s, load time, time to "
-                    "first token and peak memory, and print each beside the planner's prediction. Results "
-                    "are kept for this machine; later plans use the measured speed.")
-    p.add_argument("model", nargs="?", default=None, metavar="MODEL",
-                   help="a .gguf file, a catalog name or name:quant of a GGUF variant, or 'auto' (default: the "
-                        "model `auto` would use, if it is on disk); ONNX models are not measured")
-    p.add_argument("--synthetic", metavar="SHAPE[:QUANT]", default=None,
-                   help=f"measure a random-weight model of a real shape instead ({', '.join(s for s in SHAPES if s != 'tiny')}"
-                        "; quant Q4_K_M by default, or Q8_0, F16): measures the machine, not a model's output")
+        "first token and peak memory, and print each beside the planner's prediction. Results "
+        "are kept for this machine; later plans use the measured speed.",
+    )
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        metavar="MODEL",
+        help="a .gguf file, a catalog name or name:quant of a GGUF variant, or 'auto' (default: the "
+        "model `auto` would use, if it is on disk); ONNX models are not measured",
+    )
+    p.add_argument(
+        "--synthetic",
+        metavar="SHAPE[:QUANT]",
+        default=None,
+        help=f"measure a random-weight model of a real shape instead ({', '.join(s for s in SHAPES if s != 'tiny')}"
+        "; quant Q4_K_M by default, or Q8_0, F16): measures the machine, not a model's output",
+    )
     p.add_argument("--prompt", type=int, default=128, metavar="N", help="prompt tokens (about; default 128)")
     p.add_argument("--gen", type=int, default=64, metavar="N", help="tokens to generate (default 64)")
     p.add_argument("--ctx", type=context_arg, default=None, metavar="N", help="context window (default: the plan's)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: the plan's)")
     p.add_argument("--repeat", type=int, default=3, metavar="N", help="repetitions, each a fresh process (default 3)")
-    p.add_argument("--sweep-threads", action="store_true",
-                   help="measure every thread count from 1 to the cores (each kept: plans then use the fastest)")
+    p.add_argument(
+        "--sweep-threads",
+        action="store_true",
+        help="measure every thread count from 1 to the cores (each kept: plans then use the fastest)",
+    )
     p.add_argument("--refresh-bandwidth", action="store_true", help="measure the memory bandwidth again")
     p.add_argument("--no-save", action="store_true", help="do not keep the result for this machine")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -51,8 +65,15 @@ def run(args) -> int:
     hw = probe(refresh=True)  # now with the kept bandwidth
     if args.sweep_threads:
         return _sweep(args, path, hw)
-    result = bench(path, n_prompt=args.prompt, n_gen=args.gen, context=args.ctx, threads=args.threads,
-                   repeat=args.repeat, progress=None if args.json else _progress)
+    result = bench(
+        path,
+        n_prompt=args.prompt,
+        n_gen=args.gen,
+        context=args.ctx,
+        threads=args.threads,
+        repeat=args.repeat,
+        progress=None if args.json else _progress,
+    )
     saved = None if args.no_save else record(result, hw)
     load = _load_average()
     if args.json:
@@ -79,22 +100,41 @@ def _sweep(args, path: Path, hw) -> int:
     for n in range(1, cores + 1):
         if not args.json:
             print(f"{n} thread(s):", file=sys.stderr, flush=True)
-        r = bench(path, n_prompt=args.prompt, n_gen=args.gen, context=args.ctx, threads=n, repeat=args.repeat,
-                  progress=None if args.json else _progress)
+        r = bench(
+            path,
+            n_prompt=args.prompt,
+            n_gen=args.gen,
+            context=args.ctx,
+            threads=n,
+            repeat=args.repeat,
+            progress=None if args.json else _progress,
+        )
         saved = None if args.no_save else record(r, hw)
         if r.unsteady and not args.json:
             print(f"  not kept: {r.unsteady}", file=sys.stderr, flush=True)
         rows.append((n, r, saved))
     if args.json:
-        print(json.dumps({"model": str(path), "saved_to": str(rows[0][2]) if rows[0][2] else None,
-                          "by_threads": {str(n): r.to_dict() for n, r, _ in rows}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": str(path),
+                    "saved_to": str(rows[0][2]) if rows[0][2] else None,
+                    "by_threads": {str(n): r.to_dict() for n, r, _ in rows},
+                },
+                indent=2,
+            )
+        )
         return 0
     best = max(rows, key=lambda x: x[1].mean("decode_tps"))
-    print(f"{path.name}: decode tokens/s by threads (mean of {args.repeat}, min..max), n_ctx {rows[0][1].placement['n_ctx']}")
+    print(
+        f"{path.name}: decode tokens/s by threads (mean of {args.repeat}, min..max), n_ctx {rows[0][1].placement['n_ctx']}"
+    )
     for n, r, _ in rows:
         lo, hi = r.spread("decode_tps")
-        print(f"  {n:2d} threads  {r.mean('decode_tps'):7.1f}  ({lo:.1f}..{hi:.1f})  prompt {r.mean('prompt_tps'):.1f} "
-              f"tok/s  CPU share {r.mean('decode_cpu_share'):.0%}{'   <- fastest' if n == best[0] else ''}")
+        print(
+            f"  {n:2d} threads  {r.mean('decode_tps'):7.1f}  ({lo:.1f}..{hi:.1f})  prompt {r.mean('prompt_tps'):.1f} "
+            f"tok/s  CPU share {r.mean('decode_cpu_share'):.0%}{'   <- fastest' if n == best[0] else ''}"
+        )
     if rows[0][2]:
         print(f"kept in {rows[0][2]}: plans for this model here now use {best[0]} thread(s)")
     return 0
@@ -114,7 +154,9 @@ def _model_path(args) -> Path:
         if hasattr(resolved.info, "kv_bytes_per_token"):
             raise InvalidModelError(
                 f"{resolved.path} is an ONNX model; localllm bench measures GGUF files (llama.cpp). For its "
-                f"speed, see the timings of `localllm run {resolved.path} PROMPT --json`", path=str(resolved.path))
+                f"speed, see the timings of `localllm run {resolved.path} PROMPT --json`",
+                path=str(resolved.path),
+            )
         return resolved.path
     from localllm import store
 
@@ -122,14 +164,17 @@ def _model_path(args) -> Path:
     variant = resolved.plan.variant
     why = variant.name if args.model else f"the model `auto` would use here, {variant.name},"
     if variant.format != "gguf":
-        raise InvalidModelError(f"{variant.name} is an ONNX model; localllm bench measures GGUF files (llama.cpp): "
-                                f"give a GGUF variant (`localllm models` lists them) or a .gguf file")
+        raise InvalidModelError(
+            f"{variant.name} is an ONNX model; localllm bench measures GGUF files (llama.cpp): "
+            f"give a GGUF variant (`localllm models` lists them) or a .gguf file"
+        )
     local = store.resolve(variant)
     if local is None:
         raise ModelNotFoundError(
             f"{why} is not on disk. Download it with `localllm pull {variant.name}`, pass a .gguf file, or "
             f"measure this machine with a random-weight model: `localllm bench --synthetic smollm2-135m`",
-            name=variant.name)
+            name=variant.name,
+        )
     return Path(local)
 
 
@@ -147,14 +192,16 @@ def _synthetic(spec: str) -> Path:
     from localllm.runtimes.llamacpp import install_log_handler
 
     install_log_handler()  # llama.cpp's quantizer log goes to `logging`, not the terminal
-    return synthetic_gguf(home() / "bench", shape, quant,
-                          say=lambda line: print(line, file=sys.stderr, flush=True))
+    return synthetic_gguf(home() / "bench", shape, quant, say=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def _progress(i, run) -> None:
-    print(f"  run {i + 1}: load {run.load_s:.2f} s, first token {run.ttft_s:.2f} s, prompt {run.prompt_tps:.1f} "
-          f"tok/s, decode {run.decode_tps:.1f} tok/s, peak RSS {run.peak_rss / MiB:.0f} MiB",
-          file=sys.stderr, flush=True)
+    print(
+        f"  run {i + 1}: load {run.load_s:.2f} s, first token {run.ttft_s:.2f} s, prompt {run.prompt_tps:.1f} "
+        f"tok/s, decode {run.decode_tps:.1f} tok/s, peak RSS {run.peak_rss / MiB:.0f} MiB",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _load_average() -> list[float] | None:
@@ -168,12 +215,15 @@ def _render(r, bw, saved, load, hw) -> str:
     p = r.placement
     where = "CPU" if not p["n_gpu_layers"] else f"n_gpu_layers {p['n_gpu_layers']}"
     first = r.runs[0]
-    lines = [f"{Path(r.model).name}: {r.weight_bytes / MiB:.0f} MiB of weights, n_ctx {p['n_ctx']}, {p['n_threads']} "
-             f"thread{'s' if p['n_threads'] != 1 else ''}, {where}, flash attention {'on' if p['flash_attn'] else 'off'}",
-             f"{len(r.runs)} runs, each a fresh process: prompt {first.prompt_tokens} tokens, "
-             f"{first.decode_tokens} generated (greedy)",
-             f"memory bandwidth {bw.gbs:.1f} GB/s on {bw.threads} threads, {bw.per_thread_gbs:.1f} GB/s on one "
-             f"(measured {bw.date[:10]})", ""]
+    lines = [
+        f"{Path(r.model).name}: {r.weight_bytes / MiB:.0f} MiB of weights, n_ctx {p['n_ctx']}, {p['n_threads']} "
+        f"thread{'s' if p['n_threads'] != 1 else ''}, {where}, flash attention {'on' if p['flash_attn'] else 'off'}",
+        f"{len(r.runs)} runs, each a fresh process: prompt {first.prompt_tokens} tokens, "
+        f"{first.decode_tokens} generated (greedy)",
+        f"memory bandwidth {bw.gbs:.1f} GB/s on {bw.threads} threads, {bw.per_thread_gbs:.1f} GB/s on one "
+        f"(measured {bw.date[:10]})",
+        "",
+    ]
     head = f"{'':24s} {'measured: mean ± sd':>24s} {'min..max':>18s} {'predicted':>11s} {'ratio':>7s}"
     lines.append(head)
 
@@ -188,38 +238,61 @@ def _render(r, bw, saved, load, hw) -> str:
         lines.append(f"{label:24s} {m:>24s} {s:>18s} {pr:>11s} {ra:>7s}")
 
     row("decode tokens/s", "decode_tps", pred=r.predicted.decode_tps, ratio=r.ratio("decode_tps"), fmt="{:.1f}")
-    row("  per CPU-second", "decode_tps_cpu", pred=r.predicted.decode_tps, ratio=r.ratio("decode_tps_cpu"),
-        fmt="{:.1f}")
+    row(
+        "  per CPU-second", "decode_tps_cpu", pred=r.predicted.decode_tps, ratio=r.ratio("decode_tps_cpu"), fmt="{:.1f}"
+    )
     row("prompt tokens/s", "prompt_tps", fmt="{:.1f}")
     row("time to first token", "ttft_s", unit=" s", fmt="{:.3f}")
     row("load time", "load_s", unit=" s", fmt="{:.3f}")
-    row("peak resident memory", "peak_rss", scale=MiB, unit=" MiB", pred=r.predicted.host_bytes,
-        ratio=r.ratio("peak_rss"), fmt="{:.0f}")
+    row(
+        "peak resident memory",
+        "peak_rss",
+        scale=MiB,
+        unit=" MiB",
+        pred=r.predicted.host_bytes,
+        ratio=r.ratio("peak_rss"),
+        fmt="{:.0f}",
+    )
     if r.mean("gpu_memory") is not None or r.predicted.gpu_bytes:
-        row("GPU memory", "gpu_memory", scale=MiB, unit=" MiB", pred=r.predicted.gpu_bytes,
-            ratio=r.ratio("gpu_memory"), fmt="{:.0f}")
+        row(
+            "GPU memory",
+            "gpu_memory",
+            scale=MiB,
+            unit=" MiB",
+            pred=r.predicted.gpu_bytes,
+            ratio=r.ratio("gpu_memory"),
+            fmt="{:.0f}",
+        )
     lines.append("")
-    lines.append("ratio = measured / predicted; per CPU-second = tokens per second of CPU time per thread (the "
-                 "speed when the cores are ours); the planner does not predict prompt speed, first token or load time")
+    lines.append(
+        "ratio = measured / predicted; per CPU-second = tokens per second of CPU time per thread (the "
+        "speed when the cores are ours); the planner does not predict prompt speed, first token or load time"
+    )
     lines.append(f"decode prediction: {r.predicted.decode_basis}")
     cpu = r.predicted.memory.get("cpu")
     if cpu:
         repacked = f" + repacked {cpu['repacked'] / MiB:.0f}" if cpu.get("repacked") else ""
-        lines.append(f"memory prediction: weights {cpu['weights'] / MiB:.0f}{repacked} + KV "
-                     f"{cpu['kv_cache'] / MiB:.0f} + compute "
-                     f"{cpu['compute'] / MiB:.0f} + runtime {cpu['overhead'] / MiB:.0f} MiB")
+        lines.append(
+            f"memory prediction: weights {cpu['weights'] / MiB:.0f}{repacked} + KV "
+            f"{cpu['kv_cache'] / MiB:.0f} + compute "
+            f"{cpu['compute'] / MiB:.0f} + runtime {cpu['overhead'] / MiB:.0f} MiB"
+        )
     cores = hw.cpu.effective_cores or 1
     share = r.mean("decode_cpu_share")
     if (load and load[0] > cores) or (share is not None and share < 0.8):
-        lines.append(f"note: while decoding, the process ran {share or 0:.0%} of its threads' time (load average "
-                     f"{load[0] if load else 0:.1f} on {cores:g} cores): other programs were running, so wall-clock "
-                     "speeds are lower and spread wider than on an idle machine")
+        lines.append(
+            f"note: while decoding, the process ran {share or 0:.0%} of its threads' time (load average "
+            f"{load[0] if load else 0:.1f} on {cores:g} cores): other programs were running, so wall-clock "
+            "speeds are lower and spread wider than on an idle machine"
+        )
     if r.outliers:
         far = ", ".join(f"run {i + 1} ({r.runs[i].decode_tps:.1f} tok/s)" for i in r.outliers)
         lines.append(f"far from the median, so not counted in it: {far}")
     if saved:
-        lines.append(f"kept in {saved}: plans for this model here now use the measured decode speed "
-                     f"(the median of the runs, {r.median('decode_tps'):.1f} tok/s)")
+        lines.append(
+            f"kept in {saved}: plans for this model here now use the measured decode speed "
+            f"(the median of the runs, {r.median('decode_tps'):.1f} tok/s)"
+        )
     elif r.unsteady:
         lines.append(f"not kept: {r.unsteady}")
     return "\n".join(lines)

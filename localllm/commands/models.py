@@ -8,8 +8,11 @@ import json
 def register(sub) -> None:
     from localllm.commands.plan import add_hardware_options
 
-    p = sub.add_parser("models", help="list the model catalog and how each variant fits",
-                       description="List every catalog variant with its size and where it would run.")
+    p = sub.add_parser(
+        "models",
+        help="list the model catalog and how each variant fits",
+        description="List every catalog variant with its size and where it would run.",
+    )
     p.add_argument("--fits", action="store_true", help="only variants that fit")
     add_hardware_options(p)
     p.add_argument("--ctx", type=int, default=None, metavar="N", help="minimum context in tokens")
@@ -31,11 +34,28 @@ def run(args) -> int:
     if args.fits:
         rows = tuple(r for r in rows if r.fits)
     if args.json:
-        print(json.dumps([{
-            "variant": r.variant.name, "format": r.variant.format, "size": r.variant.size,
-            "size_estimated": r.variant.size_estimated, "fit": r.where, "fits": r.fits,
-            "needed": r.needed, "available": r.available, "n_ctx": r.n_ctx, "n_gpu_layers": r.n_gpu_layers,
-            "tokens_per_s": r.tokens_per_s, "why": r.why} for r in rows], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "variant": r.variant.name,
+                        "format": r.variant.format,
+                        "size": r.variant.size,
+                        "size_estimated": r.variant.size_estimated,
+                        "fit": r.where,
+                        "fits": r.fits,
+                        "needed": r.needed,
+                        "available": r.available,
+                        "n_ctx": r.n_ctx,
+                        "n_gpu_layers": r.n_gpu_layers,
+                        "tokens_per_s": r.tokens_per_s,
+                        "why": r.why,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
         return 0
     header = f"{'variant':38} {'size':>9} {'fit':>13} {'memory':>9} {'ctx':>6} {'tok/s':>6}"
     print(header)

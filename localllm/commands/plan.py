@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-MODEL_HELP = ('"auto", a catalog name or name:quant (e.g. "qwen2.5-1.5b-instruct:q4_k_m"), a .gguf file, '
-              "or an ONNX folder (or .onnx file)")
+MODEL_HELP = (
+    '"auto", a catalog name or name:quant (e.g. "qwen2.5-1.5b-instruct:q4_k_m"), a .gguf file, '
+    "or an ONNX folder (or .onnx file)"
+)
 # the planner's floor for a context window (planner._prepare refuses less)
 MIN_CONTEXT = 16
 
@@ -23,23 +25,33 @@ def context_arg(text: str) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("plan", help="show which model variant and placement fit this machine, and why",
-                       description="Plan a model for this machine (or a hardware profile) and explain the choice.")
-    p.add_argument("model", nargs="?", default="auto", metavar="MODEL",
-                   help=MODEL_HELP + ' (default "auto")')
+    p = sub.add_parser(
+        "plan",
+        help="show which model variant and placement fit this machine, and why",
+        description="Plan a model for this machine (or a hardware profile) and explain the choice.",
+    )
+    p.add_argument("model", nargs="?", default="auto", metavar="MODEL", help=MODEL_HELP + ' (default "auto")')
     add_hardware_options(p)
     p.add_argument("--ctx", type=context_arg, default=None, metavar="N", help="minimum context in tokens")
     p.add_argument("--workload", choices=("interactive", "batch"), default="interactive")
-    p.add_argument("--runtime", choices=("llama.cpp", "onnxruntime", "onnx"), default=None,
-                   help="runtime to plan for (onnx = onnxruntime); default: weigh both")
+    p.add_argument(
+        "--runtime",
+        choices=("llama.cpp", "onnxruntime", "onnx"),
+        default=None,
+        help="runtime to plan for (onnx = onnxruntime); default: weigh both",
+    )
     p.add_argument("--kv-type", choices=("f16", "q8_0", "q4_0"), default=None, help="KV cache type")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
 
 def add_hardware_options(p) -> None:
-    p.add_argument("--profile", metavar="NAME|FILE", default=None,
-                   help="plan for a hardware profile (`localllm probe --list-profiles`) instead of this machine")
+    p.add_argument(
+        "--profile",
+        metavar="NAME|FILE",
+        default=None,
+        help="plan for a hardware profile (`localllm probe --list-profiles`) instead of this machine",
+    )
 
 
 def hardware_from(args):
@@ -57,8 +69,14 @@ def run(args) -> int:
     from localllm.resolve import plan_for
 
     # plan_for, not planner.plan: a .gguf file or an ONNX folder is planned from its own header
-    result = plan_for(args.model, hardware=hardware_from(args), context=args.ctx, workload=args.workload,
-                      runtime=args.runtime, kv_type=args.kv_type)
+    result = plan_for(
+        args.model,
+        hardware=hardware_from(args),
+        context=args.ctx,
+        workload=args.workload,
+        runtime=args.runtime,
+        kv_type=args.kv_type,
+    )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

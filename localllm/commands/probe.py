@@ -11,15 +11,21 @@ GIB = 2**30
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "probe", help="show this machine's hardware: memory, CPU, GPUs, runtimes",
-        description="Probe this machine (or show a hardware profile) and print what was found.")
+        "probe",
+        help="show this machine's hardware: memory, CPU, GPUs, runtimes",
+        description="Probe this machine (or show a hardware profile) and print what was found.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (the same fields as a profile)")
-    p.add_argument("--save", metavar="FILE", type=Path,
-                   help="write the result as a TOML hardware profile to FILE")
-    p.add_argument("--runtimes", action=argparse.BooleanOptionalAction, default=True,
-                   help="also report llama.cpp / ONNX Runtime (imports them; default: on)")
-    p.add_argument("--profile", metavar="NAME_OR_FILE",
-                   help="show a hardware profile instead of probing (see --list-profiles)")
+    p.add_argument("--save", metavar="FILE", type=Path, help="write the result as a TOML hardware profile to FILE")
+    p.add_argument(
+        "--runtimes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also report llama.cpp / ONNX Runtime (imports them; default: on)",
+    )
+    p.add_argument(
+        "--profile", metavar="NAME_OR_FILE", help="show a hardware profile instead of probing (see --list-profiles)"
+    )
     p.add_argument("--list-profiles", action="store_true", help="list the bundled profiles")
     p.set_defaults(func=run)
 
@@ -84,11 +90,21 @@ def render(hw) -> str:
     add(("", "flags: " + (" ".join(c.flags) or "none known")))
 
     m = hw.memory
-    add(("Memory", f"{gib(m.total)} total, {gib(m.available)} available, swap {gib(m.swap_total)}"
-                   + (f" ({gib(m.swap_free)} free)" if m.swap_free is not None else "")))
+    add(
+        (
+            "Memory",
+            f"{gib(m.total)} total, {gib(m.available)} available, swap {gib(m.swap_total)}"
+            + (f" ({gib(m.swap_free)} free)" if m.swap_free is not None else ""),
+        )
+    )
     if m.cgroup_limit is not None:
-        add(("", f"cgroup v{m.cgroup_version} limit {gib(m.cgroup_limit)}, "
-                 f"in use {gib(m.cgroup_usage)}, headroom {gib(m.cgroup_headroom)}"))
+        add(
+            (
+                "",
+                f"cgroup v{m.cgroup_version} limit {gib(m.cgroup_limit)}, "
+                f"in use {gib(m.cgroup_usage)}, headroom {gib(m.cgroup_headroom)}",
+            )
+        )
     else:
         add(("", "cgroup: no memory limit"))
     usable = f"usable now {gib(m.usable)}"
@@ -112,8 +128,7 @@ def render(hw) -> str:
         if g.compute_capability:
             parts.append(f"compute {g.compute_capability}")
         if g.driver_version:
-            parts.append(f"driver {g.driver_version}" + (f" / CUDA {g.cuda_version}"
-                                                          if g.cuda_version else ""))
+            parts.append(f"driver {g.driver_version}" + (f" / CUDA {g.cuda_version}" if g.cuda_version else ""))
         if g.bandwidth_gbs:
             parts.append(f"{g.bandwidth_gbs:g} GB/s")
         add(("GPUs" if i == 0 else "", line))
@@ -121,8 +136,12 @@ def render(hw) -> str:
 
     if hw.accelerators:
         for i, a in enumerate(hw.accelerators):
-            add(("Accelerators" if i == 0 else "", f"{a.name} ({a.kind})"
-                 + (f" at {a.path}" if a.path else "") + ", no runtime uses it yet"))
+            add(
+                (
+                    "Accelerators" if i == 0 else "",
+                    f"{a.name} ({a.kind})" + (f" at {a.path}" if a.path else "") + ", no runtime uses it yet",
+                )
+            )
     else:
         add(("Accelerators", "none found"))
 

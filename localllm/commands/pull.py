@@ -10,16 +10,19 @@ REDRAW_EVERY_S = 0.1  # redraw the bar at most ten times a second
 
 
 def register(sub) -> None:
-    p = sub.add_parser("pull", help="download a model into the local cache",
-                       description="Download a catalog model (family or family:quant) and verify it. A family "
-                                   "without a quant gets the variant the planner picks for this machine.")
+    p = sub.add_parser(
+        "pull",
+        help="download a model into the local cache",
+        description="Download a catalog model (family or family:quant) and verify it. A family "
+        "without a quant gets the variant the planner picks for this machine.",
+    )
     p.add_argument("model", help='catalog name, e.g. "qwen2.5-1.5b-instruct:q4_k_m", a family, or "auto"')
     p.add_argument("--force", action="store_true", help="download again even if a verified copy is on disk")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from .. import store
+    from localllm import store
 
     variant = _pick_variant(args.model)
     bar = ProgressBar(variant.name, stream=sys.stderr)
@@ -44,35 +47,43 @@ def _report(variant, got) -> list[str]:
             source = "the Hub's" if got.verified_by == "hub" else "the catalog's"
             lines.append(f"{name}: verified against {source} sha256 and saved")
     elif got.verified_by is None:
-        recorded = (f"; recorded sha256 {got.sha256} (later loads are held to it)" if got.sha256 else
-                    "; its sha256 was never recorded")
+        recorded = (
+            f"; recorded sha256 {got.sha256} (later loads are held to it)"
+            if got.sha256
+            else "; its sha256 was never recorded"
+        )
         lines.append(f"{name}: unverified: no published sha256{recorded}")
     others = [f for f in got.unverified if f != variant.filename]  # an ONNX folder's side files
     if others:
-        lines.append(f"{name}: unverified: no published sha256 for {', '.join(others)}; their sha256 is recorded "
-                     "(later loads are held to it)")
+        lines.append(
+            f"{name}: unverified: no published sha256 for {', '.join(others)}; their sha256 is recorded "
+            "(later loads are held to it)"
+        )
     return lines
 
 
 def _pick_variant(name: str):
     """A Variant for a name: exact variant, or the planner's choice for a family / "auto"."""
-    from ..catalog import Variant, load_catalog
-    from ..resolve import local_model_path
+    from localllm.catalog import Variant, load_catalog
+    from localllm.resolve import local_model_path
 
     path = local_model_path(name)
     if path is not None:  # a file on disk has nothing to download
-        from ..errors import ModelNotFoundError
+        from localllm.errors import ModelNotFoundError
 
         there = "is a file already on disk" if path.exists() else "is a path, and nothing is there"
-        raise ModelNotFoundError(f"{name!r} {there}: pull downloads catalog models (`localllm models` lists them). "
-                                 f"To use a local file, give its path to run, chat, plan or bench "
-                                 f"(localllm run {path} \"PROMPT\")", name=name)
+        raise ModelNotFoundError(
+            f"{name!r} {there}: pull downloads catalog models (`localllm models` lists them). "
+            f"To use a local file, give its path to run, chat, plan or bench "
+            f'(localllm run {path} "PROMPT")',
+            name=name,
+        )
 
     catalog = load_catalog()
     found = None if name.strip().lower() == "auto" else catalog.find(name)
     if isinstance(found, Variant):
         return found
-    from ..planner import plan
+    from localllm.planner import plan
 
     return plan(name, catalog=catalog).variant
 
@@ -102,9 +113,11 @@ class ProgressBar:
             frac = min(done / total, 1.0)
             filled = int(frac * BAR_WIDTH)
             eta = (total - done) / rate if rate > 0 else None
-            line = (f"{self.label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {frac:4.0%} "
-                    f"{_size(done)}/{_size(total)} {_size(rate)}/s"
-                    + (f" ETA {int(eta) // 60}:{int(eta) % 60:02d}" if eta is not None else ""))
+            line = (
+                f"{self.label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {frac:4.0%} "
+                f"{_size(done)}/{_size(total)} {_size(rate)}/s"
+                + (f" ETA {int(eta) // 60}:{int(eta) % 60:02d}" if eta is not None else "")
+            )
         else:
             line = f"{self.label} {_size(done)} {_size(rate)}/s"
         self.stream.write("\r" + line + "\x1b[K")

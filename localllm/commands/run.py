@@ -18,15 +18,19 @@ from .plan import MODEL_HELP, context_arg
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="answer a prompt with a model (chat template applied), streamed to stdout",
-                       description="Load MODEL and answer PROMPT: the prompt goes as a user message through "
-                                   "the model's chat template (its own, or a fallback for its family) and "
-                                   "the reply streams to stdout. --raw completes PROMPT as plain text "
-                                   "instead.")
+    p = sub.add_parser(
+        "run",
+        help="answer a prompt with a model (chat template applied), streamed to stdout",
+        description="Load MODEL and answer PROMPT: the prompt goes as a user message through "
+        "the model's chat template (its own, or a fallback for its family) and "
+        "the reply streams to stdout. --raw completes PROMPT as plain text "
+        "instead.",
+    )
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("prompt", metavar="PROMPT", help="the prompt; '-' reads it from stdin")
-    p.add_argument("--raw", action="store_true",
-                   help="plain text completion: no chat template, PROMPT is continued as it is")
+    p.add_argument(
+        "--raw", action="store_true", help="plain text completion: no chat template, PROMPT is continued as it is"
+    )
     # the default since chat became it; kept so older scripts that pass it still run
     p.add_argument("--chat", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--system", metavar="TEXT", help="system message (not with --raw)")
@@ -39,8 +43,12 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, metavar="N", help="make sampling reproducible")
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
     p.add_argument("--ctx", type=context_arg, metavar="N", help="context window in tokens")
-    p.add_argument("--threads", type=_positive, metavar="N",
-                   help="CPU threads (default: the plan's, from the cores or what bench measured fastest)")
+    p.add_argument(
+        "--threads",
+        type=_positive,
+        metavar="N",
+        help="CPU threads (default: the plan's, from the cores or what bench measured fastest)",
+    )
     p.add_argument("--runtime", choices=("llama.cpp", "onnxruntime"), help="override the planner's runtime")
     p.add_argument("--offline", action="store_true", default=None, help="never touch the network")
     p.add_argument("--force", action="store_true", help="load even if the plan predicts it will not fit")
@@ -59,9 +67,16 @@ def _positive(text: str) -> int:
 
 
 def _options(args) -> dict:
-    pairs = {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k,
-             "top_p": args.top_p, "min_p": args.min_p, "repeat_penalty": args.repeat_penalty,
-             "seed": args.seed, "stop": tuple(args.stop) if args.stop else None}
+    pairs = {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "repeat_penalty": args.repeat_penalty,
+        "seed": args.seed,
+        "stop": tuple(args.stop) if args.stop else None,
+    }
     return {k: v for k, v in pairs.items() if v is not None}
 
 
@@ -71,32 +86,47 @@ def _progress(done: int, total: int | None = None, *_: object) -> None:
 
 
 def run(args) -> int:
-    from ..errors import LocalLLMError
-    from ..model import load
+    from localllm.errors import LocalLLMError
+    from localllm.model import load
 
     if args.raw and (args.chat or args.system):
-        raise LocalLLMError(f"--raw completes plain text, so {'--chat' if args.chat else '--system'} cannot "
-                            "apply; drop one of them")
+        raise LocalLLMError(
+            f"--raw completes plain text, so {'--chat' if args.chat else '--system'} cannot apply; drop one of them"
+        )
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     options = _options(args)
     # bad input is reported before the model loads (seconds for a big one), not after
-    from ..errors import InvalidOptionError
-    from ..generation import SamplingOptions
+    from localllm.errors import InvalidOptionError
+    from localllm.generation import SamplingOptions
 
     SamplingOptions.from_kwargs(**options)
     if not prompt.strip():
-        raise InvalidOptionError(f"the prompt is empty ({'stdin gave no text' if args.prompt == '-' else repr(prompt)}); "
-                                 "give the text to answer, or '-' to read it from stdin",
-                                 option="prompt", value=prompt, allowed="non-blank text")
+        raise InvalidOptionError(
+            f"the prompt is empty ({'stdin gave no text' if args.prompt == '-' else repr(prompt)}); "
+            "give the text to answer, or '-' to read it from stdin",
+            option="prompt",
+            value=prompt,
+            allowed="non-blank text",
+        )
     print(f"loading {args.model} ...", file=sys.stderr, flush=True)
-    with load(args.model, context=args.ctx, runtime=args.runtime, offline=args.offline,
-              progress=_progress, force=args.force, threads=args.threads) as llm:
-        print(f"loaded {llm.info.name} ({llm.info.runtime}, n_ctx {llm.info.n_ctx}, "
-              f"{llm.info.load_seconds:.2f}s)", file=sys.stderr, flush=True)
+    with load(
+        args.model,
+        context=args.ctx,
+        runtime=args.runtime,
+        offline=args.offline,
+        progress=_progress,
+        force=args.force,
+        threads=args.threads,
+    ) as llm:
+        print(
+            f"loaded {llm.info.name} ({llm.info.runtime}, n_ctx {llm.info.n_ctx}, {llm.info.load_seconds:.2f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
         if args.raw:
             chunks = llm.stream(prompt, **options)
         else:
-            messages = ([{"role": "system", "content": args.system}] if args.system else [])
+            messages = [{"role": "system", "content": args.system}] if args.system else []
             messages.append({"role": "user", "content": prompt})
             # as in the TUI: drop whole old turns rather than fail (the library's default is
             # "error"); a lone prompt too long for the window still says so
@@ -113,18 +143,26 @@ def run(args) -> int:
                 sys.stdout.flush()
         timings = last.timings if last is not None else None
         if args.json:
-            result = {"model": llm.info.name, "path": llm.info.path, "runtime": llm.info.runtime,
-                      "mode": "raw" if args.raw else "chat", "text": "".join(parts),
-                      "finish_reason": last.finish_reason if last else None,
-                      "prompt_tokens": timings.prompt_tokens if timings else 0,
-                      "completion_tokens": len(ids), "timings": asdict(timings) if timings else None}
+            result = {
+                "model": llm.info.name,
+                "path": llm.info.path,
+                "runtime": llm.info.runtime,
+                "mode": "raw" if args.raw else "chat",
+                "text": "".join(parts),
+                "finish_reason": last.finish_reason if last else None,
+                "prompt_tokens": timings.prompt_tokens if timings else 0,
+                "completion_tokens": len(ids),
+                "timings": asdict(timings) if timings else None,
+            }
             json.dump(result, sys.stdout, ensure_ascii=False, indent=2)
             sys.stdout.write("\n")
         else:
             sys.stdout.write("\n")
             if timings is not None:
-                print(f"[{last.finish_reason}] {len(ids)} tokens; prompt {timings.prompt_tokens} tokens "
-                      f"at {timings.prompt_tps:.1f} tok/s, first token {timings.ttft_s * 1000:.0f} ms, "
-                      f"decode {timings.decode_tps:.1f} tok/s", file=sys.stderr)
+                print(
+                    f"[{last.finish_reason}] {len(ids)} tokens; prompt {timings.prompt_tokens} tokens "
+                    f"at {timings.prompt_tps:.1f} tok/s, first token {timings.ttft_s * 1000:.0f} ms, "
+                    f"decode {timings.decode_tps:.1f} tok/s",
+                    file=sys.stderr,
+                )
     return 0
-

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import InvalidModelError, RuntimeUnavailableError
-from ..placement import Placement
+from localllm.errors import InvalidModelError, RuntimeUnavailableError
+from localllm.placement import Placement
 
 __all__ = ["load_engine"]
 
@@ -34,5 +34,4 @@ def load_engine(path: str | os.PathLike[str], placement: Placement):
         from .onnx import OnnxEngine
 
         return OnnxEngine(path, placement)
-    raise RuntimeUnavailableError(
-        f"unknown runtime {placement.runtime!r}; localllm runs 'llama.cpp' and 'onnxruntime'")
+    raise RuntimeUnavailableError(f"unknown runtime {placement.runtime!r}; localllm runs 'llama.cpp' and 'onnxruntime'")

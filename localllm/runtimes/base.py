@@ -27,9 +27,10 @@ Rules an adapter must keep:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..errors import ContextOverflowError
+from localllm.errors import ContextOverflowError
 
 if TYPE_CHECKING:  # numpy is not imported by `import localllm`
     import numpy as np
@@ -76,7 +77,7 @@ class Engine(Protocol):
     def chat_template(self) -> str | None:
         """The Jinja chat template shipped with the model, if any."""
 
-    def eval(self, tokens: Sequence[int]) -> "np.ndarray":
+    def eval(self, tokens: Sequence[int]) -> np.ndarray:
         """Append tokens to the cache; return float32 logits [n_vocab] of the last one."""
 
     def rewind(self, n_keep: int) -> None:
@@ -111,5 +112,7 @@ class CachedTokens:
         if self.n_past + len(tokens) > self.n_ctx:
             raise ContextOverflowError(
                 f"{self.n_past} cached + {len(tokens)} new tokens exceed the context window of {self.n_ctx}",
-                n_prompt=self.n_past + len(tokens), n_ctx=self.n_ctx)
+                n_prompt=self.n_past + len(tokens),
+                n_ctx=self.n_ctx,
+            )
         return tokens

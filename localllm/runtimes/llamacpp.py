@@ -17,11 +17,13 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..errors import GenerationError, InvalidModelError, RuntimeUnavailableError
-from ..placement import Placement
-from ..repack import EXTRA_BUFFERS_ENV
+from localllm.errors import GenerationError, InvalidModelError, RuntimeUnavailableError
+from localllm.placement import Placement
+from localllm.repack import EXTRA_BUFFERS_ENV
+
 from .base import CachedTokens
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,10 +92,12 @@ def _import_llama_cpp():
             import llama_cpp.llama_cpp as lib
         except ImportError as exc:
             raise RuntimeUnavailableError(
-                f"llama.cpp runtime is not installed ({exc}); install it with: {INSTALL_HINT}") from exc
+                f"llama.cpp runtime is not installed ({exc}); install it with: {INSTALL_HINT}"
+            ) from exc
         except OSError as exc:  # the shared library is there but cannot be loaded
             raise RuntimeUnavailableError(
-                f"llama.cpp's shared library could not be loaded ({exc}); reinstall with: {INSTALL_HINT}") from exc
+                f"llama.cpp's shared library could not be loaded ({exc}); reinstall with: {INSTALL_HINT}"
+            ) from exc
         # llama_cpp's import installs its own callback that prints to stderr: replace it.
         _c_log_callback = lib.llama_log_callback(_log_callback)
         lib.llama_log_set(_c_log_callback, ctypes.c_void_p(0))
@@ -124,8 +128,12 @@ def use_extra_buffers() -> bool:
         return True
     verdict = extra_buffers_verdict(info)
     if not verdict.ok:
-        log.warning("llama.cpp's AMX kernels failed their trial on this machine (%s): weight repacking "
-                    "(extra buffers) is off; set %s=1 to force it on", verdict.detail, EXTRA_BUFFERS_ENV)
+        log.warning(
+            "llama.cpp's AMX kernels failed their trial on this machine (%s): weight repacking "
+            "(extra buffers) is off; set %s=1 to force it on",
+            verdict.detail,
+            EXTRA_BUFFERS_ENV,
+        )
     return verdict.ok
 
 
@@ -160,8 +168,9 @@ def trial_extra_buffers(*, timeout: float = TRIAL_TIMEOUT_S) -> tuple[bool, str]
 
     env = {**os.environ, EXTRA_BUFFERS_ENV: "1"}
     try:
-        proc = subprocess.run([sys.executable, "-c", _TRIAL_CODE], capture_output=True, text=True, timeout=timeout,
-                              env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", _TRIAL_CODE], capture_output=True, text=True, timeout=timeout, env=env
+        )
     except subprocess.TimeoutExpired:
         return False, f"the trial did not finish in {timeout:.0f} s"
     except OSError as exc:
@@ -187,7 +196,6 @@ def trial_outcome(returncode: int, stdout: str, stderr: str) -> tuple[bool, str]
 
 def _build_id(info: str) -> str:
     import zlib
-
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -202,8 +210,8 @@ def extra_buffers_verdict(info: str | None = None):
     none is kept (about a second; the verdict lives in the machine's calibration file)."""
     from datetime import date
 
-    from ..calibration import ExtraBuffersVerdict, load_calibration, save_extra_buffers
-    from ..hwprobe import probe
+    from localllm.calibration import ExtraBuffersVerdict, load_calibration, save_extra_buffers
+    from localllm.hwprobe import probe
 
     if info is None:
         info = _import_llama_cpp().llama_print_system_info().decode("utf-8", errors="replace")
@@ -282,7 +290,8 @@ class LlamaCppEngine(CachedTokens):
             raise InvalidModelError(
                 f"llama.cpp could not load {self.path}{_take_native_error()}; "
                 "check the file is a complete GGUF of an architecture this llama.cpp supports",
-                path=self.path)
+                path=self.path,
+            )
         self._vocab = lib.llama_model_get_vocab(self._model)
 
         cparams = lib.llama_context_default_params()
@@ -293,8 +302,9 @@ class LlamaCppEngine(CachedTokens):
         cparams.n_seq_max = 1
         cparams.n_threads = placement.n_threads
         cparams.n_threads_batch = placement.n_threads_batch or placement.n_threads
-        cparams.flash_attn_type = (lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if placement.flash_attn
-                                   else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        cparams.flash_attn_type = (
+            lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if placement.flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         cparams.type_k = KV_TYPES[placement.kv_type]
         cparams.type_v = KV_TYPES[placement.kv_type]
         cparams.no_perf = True  # we time ourselves
@@ -305,7 +315,8 @@ class LlamaCppEngine(CachedTokens):
             raise GenerationError(
                 f"llama.cpp could not create a context of {placement.n_ctx} tokens for {self.path} "
                 f"(KV cache {placement.kv_type}, flash_attn={placement.flash_attn}){_take_native_error()}; "
-                "try a smaller context or the f16 KV cache")
+                "try a smaller context or the f16 KV cache"
+            )
         self._mem = lib.llama_get_memory(self._ctx)
         self.n_ctx = int(lib.llama_n_ctx(self._ctx))
         self.n_batch = n_batch
@@ -316,8 +327,14 @@ class LlamaCppEngine(CachedTokens):
         self._eog_cache: dict[int, bool] = {}
         self._meta = self._read_metadata()
         self.load_seconds = time.perf_counter() - t0
-        log.debug("loaded %s in %.2fs (n_ctx %d, n_gpu_layers %d, threads %d)", self.path,
-                  self.load_seconds, self.n_ctx, placement.n_gpu_layers, placement.n_threads)
+        log.debug(
+            "loaded %s in %.2fs (n_ctx %d, n_gpu_layers %d, threads %d)",
+            self.path,
+            self.load_seconds,
+            self.n_ctx,
+            placement.n_gpu_layers,
+            placement.n_threads,
+        )
 
     # --- tokens ----------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
@@ -359,8 +376,10 @@ class LlamaCppEngine(CachedTokens):
             ids = self.tokenize(text, add_bos=False, special=True)
         except GenerationError:
             return False
-        return len(ids) == 1 and bool(self._lib.llama_vocab_get_attr(self._vocab, ids[0])
-                                      & (self._lib.LLAMA_TOKEN_ATTR_CONTROL | self._lib.LLAMA_TOKEN_ATTR_USER_DEFINED))
+        return len(ids) == 1 and bool(
+            self._lib.llama_vocab_get_attr(self._vocab, ids[0])
+            & (self._lib.LLAMA_TOKEN_ATTR_CONTROL | self._lib.LLAMA_TOKEN_ATTR_USER_DEFINED)
+        )
 
     def _token_text(self, token: int) -> str | None:
         if token < 0:
@@ -386,12 +405,12 @@ class LlamaCppEngine(CachedTokens):
         return raw.decode("utf-8", errors="replace") if raw else None
 
     # --- evaluation ------------------------------------------------------------------
-    def eval(self, tokens: Sequence[int]) -> "np.ndarray":
+    def eval(self, tokens: Sequence[int]) -> np.ndarray:
         lib = self._require()
         tokens = self._room_for(tokens)
         batch = self._batch
         for start in range(0, len(tokens), self.n_batch):
-            part = tokens[start:start + self.n_batch]
+            part = tokens[start : start + self.n_batch]
             pos0 = len(self._tokens)
             n = len(part)
             for i, tok in enumerate(part):
@@ -408,7 +427,9 @@ class LlamaCppEngine(CachedTokens):
                 lib.llama_memory_seq_rm(self._mem, -1, pos0, -1)
                 raise GenerationError(
                     f"llama_decode returned {rc} at position {pos0} ({n} tokens, n_ctx {self.n_ctx})"
-                    + ("; the KV cache has no free slot" if rc == 1 else "") + _take_native_error())
+                    + ("; the KV cache has no free slot" if rc == 1 else "")
+                    + _take_native_error()
+                )
             self._tokens.extend(part)
         if self.resident_growth is None and self._rss_before is not None:
             now = _resident_bytes()

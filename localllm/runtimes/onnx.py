@@ -26,18 +26,20 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..errors import GenerationError, InvalidModelError, RuntimeUnavailableError
-from ..placement import Placement
+from localllm.errors import GenerationError, InvalidModelError, RuntimeUnavailableError
+from localllm.placement import Placement
+
 from .base import CachedTokens
 from .onnx_folder import OnnxFolderInfo, validate_onnx_folder
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from ..hardware import Hardware
+    from localllm.hardware import Hardware
 
 __all__ = ["CPU", "INSTALL_HINTS", "OnnxEngine", "TokenBytes", "choose_provider", "provider_chain"]
 
@@ -69,14 +71,23 @@ INSTALL_HINTS = {
 _CACHEABLE = (CPU, CUDA)
 _DEVICE = {CUDA: "cuda", TENSORRT: "cuda", DML: "dml", ROCM: "cuda", MIGRAPHX: "cuda"}  # KV-cache device
 _CACHE_DIR = "onnx-optimized"  # under localllm.paths.home()
-_EOG_NAMES = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<end_of_turn>", "<|end_of_text|>",
-              "<|eom_id|>", "</s>")  # end-of-turn tokens llama.cpp also treats as end of generation
+_EOG_NAMES = (
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<|endoftext|>",
+    "<end_of_turn>",
+    "<|end_of_text|>",
+    "<|eom_id|>",
+    "</s>",
+)  # end-of-turn tokens llama.cpp also treats as end of generation
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>$")
 
 
 # -- execution providers ---------------------------------------------------------------
 
-def choose_provider(hardware: "Hardware", available: Sequence[str] | None = None) -> tuple[str, str]:
+
+def choose_provider(hardware: Hardware, available: Sequence[str] | None = None) -> tuple[str, str]:
     """The ONNX Runtime execution provider for this hardware, and why. Pure: no probing.
 
     Args:
@@ -97,8 +108,10 @@ def choose_provider(hardware: "Hardware", available: Sequence[str] | None = None
     vendors = {g.vendor for g in gpus}
     names = {g.vendor: g.name for g in gpus}
     if "nvidia" in vendors:
-        candidates += [(TENSORRT, f"NVIDIA GPU ({names['nvidia']}): TensorRT, CUDA as fallback"),
-                       (CUDA, f"NVIDIA GPU ({names['nvidia']}): CUDA")]
+        candidates += [
+            (TENSORRT, f"NVIDIA GPU ({names['nvidia']}): TensorRT, CUDA as fallback"),
+            (CUDA, f"NVIDIA GPU ({names['nvidia']}): CUDA"),
+        ]
     if "amd" in vendors:
         candidates += [(MIGRAPHX, f"AMD GPU ({names['amd']}): MIGraphX"), (ROCM, f"AMD GPU ({names['amd']}): ROCm")]
     apple = hardware.os == "darwin" and (hardware.cpu.arch == "arm64" or "apple" in vendors)
@@ -124,8 +137,10 @@ def choose_provider(hardware: "Hardware", available: Sequence[str] | None = None
     missing = list(dict.fromkeys(p for p, _ in candidates))
     best, why = candidates[0]
     hint = INSTALL_HINTS.get(best, "")
-    return CPU, (f"{cpu_why}: {why.split(':')[0]} found, but this onnxruntime offers only {', '.join(avail)} "
-                 f"(not {', '.join(missing)})" + (f"; for it: {hint}" if hint else ""))
+    return CPU, (
+        f"{cpu_why}: {why.split(':')[0]} found, but this onnxruntime offers only {', '.join(avail)} "
+        f"(not {', '.join(missing)})" + (f"; for it: {hint}" if hint else "")
+    )
 
 
 def provider_chain(provider: str, *, device_id: int = 0, cache_dir: Path | None = None) -> list:
@@ -145,6 +160,7 @@ def provider_chain(provider: str, *, device_id: int = 0, cache_dir: Path | None 
 
 
 # -- per-token bytes ---------------------------------------------------------------------
+
 
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's byte-to-unicode table, inverted: printable stand-in character -> byte."""
@@ -185,10 +201,20 @@ class TokenBytes:
         self._tok = tokenizer
         model = spec.get("model", {}) or {}
         kinds = {c.get("type") for part in ("decoder", "pre_tokenizer") for c in _components(spec.get(part))}
-        self.kind = ("byte_level" if "ByteLevel" in kinds else
-                     "sentencepiece" if (model.get("byte_fallback") or "Metaspace" in kinds or "ByteFallback" in kinds
-                                         or any(c.get("type") == "Replace" for c in _components(spec.get("decoder"))))
-                     else "wordpiece" if model.get("type") == "WordPiece" else "text")
+        self.kind = (
+            "byte_level"
+            if "ByteLevel" in kinds
+            else "sentencepiece"
+            if (
+                model.get("byte_fallback")
+                or "Metaspace" in kinds
+                or "ByteFallback" in kinds
+                or any(c.get("type") == "Replace" for c in _components(spec.get("decoder")))
+            )
+            else "wordpiece"
+            if model.get("type") == "WordPiece"
+            else "text"
+        )
         self._table = _byte_decoder() if self.kind == "byte_level" else None
         self._prefix = model.get("continuing_subword_prefix") or "##"
         self._added = {t["id"]: t for t in spec.get("added_tokens", []) or []}
@@ -216,18 +242,20 @@ class TokenBytes:
             m = _BYTE_TOKEN.match(text)
             return bytes([int(m.group(1), 16)]) if m else text.replace("\u2581", " ").encode("utf-8")
         if self.kind == "wordpiece":
-            return (text[len(self._prefix):] if text.startswith(self._prefix) else " " + text).encode("utf-8")
+            return (text[len(self._prefix) :] if text.startswith(self._prefix) else " " + text).encode("utf-8")
         return text.encode("utf-8")
 
 
 # -- the engine ----------------------------------------------------------------------------
 
+
 def _import_ort():
     try:
         import onnxruntime
     except ImportError as exc:
-        raise RuntimeUnavailableError(f"ONNX Runtime is not installed ({exc}); install it with: "
-                                      "pip install onnxruntime") from exc
+        raise RuntimeUnavailableError(
+            f"ONNX Runtime is not installed ({exc}); install it with: pip install onnxruntime"
+        ) from exc
     return onnxruntime
 
 
@@ -236,8 +264,15 @@ class OnnxEngine(CachedTokens):
 
     runtime = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike[str], placement: Placement, *, variant: str | None = None,
-                 cache_optimized: bool = True, hardware: "Hardware | None" = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        placement: Placement,
+        *,
+        variant: str | None = None,
+        cache_optimized: bool = True,
+        hardware: Hardware | None = None,
+    ) -> None:
         """Load a folder (or one .onnx file in it).
 
         Args:
@@ -266,8 +301,9 @@ class OnnxEngine(CachedTokens):
             self._tokenizer = Tokenizer.from_file(str(info.tokenizer_file))
             spec = json.loads(info.tokenizer_file.read_text(encoding="utf-8"))
         except Exception as exc:  # tokenizers raises a bare Exception on unknown formats
-            raise InvalidModelError(f"{info.tokenizer_file} could not be read by `tokenizers`: {exc}",
-                                    path=str(info.tokenizer_file)) from exc
+            raise InvalidModelError(
+                f"{info.tokenizer_file} could not be read by `tokenizers`: {exc}", path=str(info.tokenizer_file)
+            ) from exc
         self._token_bytes = TokenBytes(self._tokenizer, spec)
         self._added = {t["content"]: t for t in spec.get("added_tokens", []) or []}
 
@@ -278,10 +314,12 @@ class OnnxEngine(CachedTokens):
                 raise RuntimeUnavailableError(
                     f"the plan asks for ONNX Runtime provider {provider}, but this onnxruntime offers "
                     f"{', '.join(available)}; install it with: {INSTALL_HINTS.get(provider, 'a matching onnxruntime')} "
-                    "or plan again")
+                    "or plan again"
+                )
         else:
             if hardware is None:
-                from ..hwprobe import probe
+                from localllm.hwprobe import probe
+
                 hardware = probe()
             provider, reason = choose_provider(hardware, available)
         self.provider_reason = reason
@@ -299,8 +337,11 @@ class OnnxEngine(CachedTokens):
         self._io = io
         self._kv_np = {"float32": np.float32, "float16": np.float16}.get(info.kv_dtype)
         if self._kv_np is None:
-            raise InvalidModelError(f"{info.model_file}: {info.kv_dtype} KV cache is not supported by localllm's "
-                                    "ONNX engine (float32 and float16 are)", path=self.path)
+            raise InvalidModelError(
+                f"{info.model_file}: {info.kv_dtype} KV cache is not supported by localllm's "
+                "ONNX engine (float32 and float16 are)",
+                path=self.path,
+            )
         self.n_vocab = int(info.n_vocab or self._session.get_outputs()[0].shape[-1])
         limit = info.context_length
         self.n_ctx = int(min(placement.n_ctx, limit)) if limit else int(placement.n_ctx)
@@ -308,8 +349,9 @@ class OnnxEngine(CachedTokens):
             log.info("n_ctx %d exceeds the model's context length %d; using %d", placement.n_ctx, limit, limit)
         self.n_batch = max(1, int(placement.n_batch))
         if placement.kv_type not in ("f16", "f32") or (placement.kv_type == "f32") != (info.kv_dtype == "float32"):
-            log.debug("KV-cache type comes from the ONNX graph (%s), not the placement (%s)",
-                      info.kv_dtype, placement.kv_type)
+            log.debug(
+                "KV-cache type comes from the ONNX graph (%s), not the placement (%s)", info.kv_dtype, placement.kv_type
+            )
         self._eog = self._eog_ids()
         self._binding = self._session.io_binding()
         # attention mask and positions are views of these (contiguous: leading dim 1)
@@ -321,8 +363,15 @@ class OnnxEngine(CachedTokens):
         self._closed = False
         self._reset_cache()
         self.load_seconds = time.perf_counter() - t0
-        log.info("loaded %s with %s in %.2fs (n_ctx %d, threads %d): %s", self.path, self.provider,
-                 self.load_seconds, self.n_ctx, placement.n_threads, self.provider_reason)
+        log.info(
+            "loaded %s with %s in %.2fs (n_ctx %d, threads %d): %s",
+            self.path,
+            self.provider,
+            self.load_seconds,
+            self.n_ctx,
+            placement.n_threads,
+            self.provider_reason,
+        )
 
     # --- session ---------------------------------------------------------------------
     def _session_options(self, placement: Placement, level):
@@ -346,7 +395,7 @@ class OnnxEngine(CachedTokens):
 
     def _create_session(self, placement: Placement, provider: str):
         ort = self._ort
-        from ..paths import home
+        from localllm.paths import home
 
         cache_root = home() / _CACHE_DIR
         chain = provider_chain(provider, device_id=placement.main_gpu, cache_dir=cache_root)
@@ -368,10 +417,10 @@ class OnnxEngine(CachedTokens):
                 tmp.mkdir(parents=True, exist_ok=True)
                 so.optimized_model_filepath = str(tmp / "model.onnx")
                 # weights go to a side file: the protobuf itself cannot exceed 2 GB
-                so.add_session_config_entry("session.optimized_model_external_initializers_file_name",
-                                            "model.onnx.data")
-                so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
-                                            "1024")
+                so.add_session_config_entry(
+                    "session.optimized_model_external_initializers_file_name", "model.onnx.data"
+                )
+                so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
             except OSError as exc:
                 log.warning("cannot cache the optimized model under %s: %s", cache_root, exc)
                 so = self._session_options(placement, level)
@@ -394,7 +443,7 @@ class OnnxEngine(CachedTokens):
             shutil.rmtree(tmp, ignore_errors=True)
             return session, None
 
-    def _ortvalue(self, array: "np.ndarray"):
+    def _ortvalue(self, array: np.ndarray):
         return self._ort.OrtValue.ortvalue_from_numpy(array, self._device, self._device_id)
 
     def _reset_cache(self) -> None:
@@ -446,7 +495,7 @@ class OnnxEngine(CachedTokens):
         return self.info.chat_template
 
     # --- evaluation --------------------------------------------------------------------------
-    def eval(self, tokens: Sequence[int]) -> "np.ndarray":
+    def eval(self, tokens: Sequence[int]) -> np.ndarray:
         self._require_tok()
         tokens = self._room_for(tokens)
         if min(tokens) < 0 or max(tokens) >= self.n_vocab:
@@ -454,7 +503,7 @@ class OnnxEngine(CachedTokens):
             raise GenerationError(f"token id(s) {bad[:5]} outside the vocabulary of {self.n_vocab}")
         logits = None
         for start in range(0, len(tokens), self.n_batch):
-            logits = self._step(tokens[start:start + self.n_batch])
+            logits = self._step(tokens[start : start + self.n_batch])
         return logits
 
     def _bind_outputs(self) -> None:
@@ -465,14 +514,14 @@ class OnnxEngine(CachedTokens):
         for name in (*io.present_keys, *io.present_values):
             b.bind_output(name, self._device, self._device_id)
 
-    def _step(self, part: list[int]) -> "np.ndarray":
+    def _step(self, part: list[int]) -> np.ndarray:
         np, io, b = self._np, self._io, self._binding
         n_past, n = len(self._tokens), len(part)
         b.bind_cpu_input(io.input_ids, np.array([part], dtype=np.int64))
         if io.attention_mask:
-            b.bind_cpu_input(io.attention_mask, self._ones[:, :n_past + n])
+            b.bind_cpu_input(io.attention_mask, self._ones[:, : n_past + n])
         if io.position_ids:
-            b.bind_cpu_input(io.position_ids, self._positions[:, n_past:n_past + n])
+            b.bind_cpu_input(io.position_ids, self._positions[:, n_past : n_past + n])
         if io.use_cache_branch:
             b.bind_cpu_input(io.use_cache_branch, np.array([n_past > 0]))
         if io.logits_to_keep:
@@ -485,17 +534,18 @@ class OnnxEngine(CachedTokens):
         try:
             self._session.run_with_iobinding(b)
         except Exception as exc:
-            raise GenerationError(f"ONNX Runtime failed at position {n_past} ({n} tokens, n_ctx {self.n_ctx}) "
-                                  f"with {self.provider}: {exc}") from exc
+            raise GenerationError(
+                f"ONNX Runtime failed at position {n_past} ({n} tokens, n_ctx {self.n_ctx}) with {self.provider}: {exc}"
+            ) from exc
         outs = b.get_outputs()
         # outputs come in the order bound: logits, present keys, present values
         n_layer = self.info.n_layer
-        keys, values = outs[1:1 + n_layer], outs[1 + n_layer:]
+        keys, values = outs[1 : 1 + n_layer], outs[1 + n_layer :]
         self._past = [v for pair in zip(keys, values) for v in pair]
         self._tokens.extend(part)
         return self._last_logits(outs[0])
 
-    def _last_logits(self, value) -> "np.ndarray":
+    def _last_logits(self, value) -> np.ndarray:
         np = self._np
         shape = value.shape()
         elem = value.data_type()

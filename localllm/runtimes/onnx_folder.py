@@ -18,23 +18,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidModelError, RuntimeUnavailableError
+from localllm.errors import InvalidModelError, RuntimeUnavailableError
 
-__all__ = ["OnnxFolderInfo", "OnnxIO", "find_onnx_files", "is_onnx_folder", "pick_onnx_file",
-           "validate_onnx_folder"]
+__all__ = ["OnnxFolderInfo", "OnnxIO", "find_onnx_files", "is_onnx_folder", "pick_onnx_file", "validate_onnx_folder"]
 
 # Preference when a folder holds several variants and none was asked for: the full
 # precision export first (the reference), then the common quantized names of
 # onnx-community (transformers.js) and optimum exports.
-_PREFERRED = ("model.onnx", "decoder_model_merged.onnx", "model_fp16.onnx", "model_quantized.onnx",
-              "model_int8.onnx", "model_uint8.onnx", "model_q4.onnx", "model_q4f16.onnx", "model_bnb4.onnx")
-_OPTIONAL_INPUTS = ("attention_mask", "position_ids", "use_cache_branch", "num_logits_to_keep",
-                    "logits_to_keep")
+_PREFERRED = (
+    "model.onnx",
+    "decoder_model_merged.onnx",
+    "model_fp16.onnx",
+    "model_quantized.onnx",
+    "model_int8.onnx",
+    "model_uint8.onnx",
+    "model_q4.onnx",
+    "model_q4f16.onnx",
+    "model_bnb4.onnx",
+)
+_OPTIONAL_INPUTS = ("attention_mask", "position_ids", "use_cache_branch", "num_logits_to_keep", "logits_to_keep")
 _DTYPES = {1: "float32", 10: "float16", 16: "bfloat16"}  # onnx.TensorProto elem types
-_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2,
-             17: 1, 18: 1, 19: 1, 20: 1}
-_TOKENIZER_HINT = ("copy tokenizer.json (and tokenizer_config.json) from the model's Hugging Face "
-                   "repository into the folder")
+_ITEMSIZE = {
+    1: 4,
+    2: 1,
+    3: 1,
+    4: 2,
+    5: 2,
+    6: 4,
+    7: 8,
+    9: 1,
+    10: 2,
+    11: 8,
+    12: 4,
+    13: 8,
+    16: 2,
+    17: 1,
+    18: 1,
+    19: 1,
+    20: 1,
+}
+_TOKENIZER_HINT = (
+    "copy tokenizer.json (and tokenizer_config.json) from the model's Hugging Face repository into the folder"
+)
 
 
 @dataclass(frozen=True)
@@ -104,25 +129,32 @@ def find_onnx_files(folder: Path) -> tuple[Path, ...]:
     return tuple(p for p in found if p.is_file())
 
 
-def pick_onnx_file(folder: Path, variants: tuple[Path, ...], *, variant: str | None = None,
-                   genai: dict | None = None) -> Path:
+def pick_onnx_file(
+    folder: Path, variants: tuple[Path, ...], *, variant: str | None = None, genai: dict | None = None
+) -> Path:
     """The decoder to load: `variant` (a file name or a suffix such as "q4"), genai_config's, or the preferred."""
     if not variants:
-        raise InvalidModelError(f"{folder}: no .onnx file found (looked in {folder / 'onnx'} and {folder}); "
-                                "an ONNX LLM folder has onnx/model.onnx or similar", path=str(folder))
+        raise InvalidModelError(
+            f"{folder}: no .onnx file found (looked in {folder / 'onnx'} and {folder}); "
+            "an ONNX LLM folder has onnx/model.onnx or similar",
+            path=str(folder),
+        )
     by_name = {p.name: p for p in variants}
     if variant:
         for name in (variant, f"{variant}.onnx", f"model_{variant}.onnx"):
             if name in by_name:
                 return by_name[name]
-        raise InvalidModelError(f"{folder}: no ONNX variant {variant!r}; the folder has "
-                                f"{', '.join(sorted(by_name))}", path=str(folder))
+        raise InvalidModelError(
+            f"{folder}: no ONNX variant {variant!r}; the folder has {', '.join(sorted(by_name))}", path=str(folder)
+        )
     filename = ((genai or {}).get("model", {}).get("decoder", {}) or {}).get("filename")
     if filename:
         p = folder / filename
         if not p.is_file():
-            raise InvalidModelError(f"{folder / 'genai_config.json'} names decoder file {filename!r}, "
-                                    "which is missing from the folder", path=str(p))
+            raise InvalidModelError(
+                f"{folder / 'genai_config.json'} names decoder file {filename!r}, which is missing from the folder",
+                path=str(p),
+            )
         return p
     for name in _PREFERRED:
         if name in by_name:
@@ -176,8 +208,9 @@ def _load_graph(model_file: Path):
     try:
         import onnx
     except ImportError as exc:
-        raise RuntimeUnavailableError(f"checking ONNX models needs the onnx package ({exc}); "
-                                      "install it with: pip install onnx") from exc
+        raise RuntimeUnavailableError(
+            f"checking ONNX models needs the onnx package ({exc}); install it with: pip install onnx"
+        ) from exc
     size = model_file.stat().st_size
     try:
         model = onnx.load_model(str(model_file), load_external_data=False)
@@ -185,11 +218,16 @@ def _load_graph(model_file: Path):
         raise InvalidModelError(
             f"{model_file} ({size} bytes) is not a readable ONNX model: {type(exc).__name__}: {exc}. "
             "It is probably truncated (an interrupted download) or not ONNX at all: delete it and "
-            "download it again", path=str(model_file)) from exc
+            "download it again",
+            path=str(model_file),
+        ) from exc
     if not model.graph.node or not model.graph.output:
-        raise InvalidModelError(f"{model_file} ({size} bytes) holds an empty ONNX graph "
-                                f"({len(model.graph.node)} nodes, {len(model.graph.output)} outputs); it is "
-                                "probably truncated: download it again", path=str(model_file))
+        raise InvalidModelError(
+            f"{model_file} ({size} bytes) holds an empty ONNX graph "
+            f"({len(model.graph.node)} nodes, {len(model.graph.output)} outputs); it is "
+            "probably truncated: download it again",
+            path=str(model_file),
+        )
     return model
 
 
@@ -218,29 +256,38 @@ def _check_weights(model_file: Path, model) -> tuple[tuple[Path, ...], int]:
                 info = {e.key: e.value for e in t.external_data}
                 location = info.get("location")
                 if not location:
-                    raise InvalidModelError(f"{model_file}: tensor {t.name!r} is stored externally but names "
-                                            "no file", path=str(model_file))
+                    raise InvalidModelError(
+                        f"{model_file}: tensor {t.name!r} is stored externally but names no file", path=str(model_file)
+                    )
                 data = (model_file.parent / location).resolve()
                 if model_file.parent.resolve() not in data.parents:
-                    raise InvalidModelError(f"{model_file}: tensor {t.name!r} points outside the model folder "
-                                            f"({location!r}); refusing it", path=str(model_file))
+                    raise InvalidModelError(
+                        f"{model_file}: tensor {t.name!r} points outside the model folder ({location!r}); refusing it",
+                        path=str(model_file),
+                    )
                 end = int(info.get("offset", 0)) + int(info.get("length", expect))
                 if end > needed.get(data, (0, ""))[0]:
                     needed[data] = (end, t.name)
             elif t.raw_data and expect and len(t.raw_data) != expect:
                 raise InvalidModelError(
                     f"{model_file}: tensor {t.name!r} holds {len(t.raw_data)} bytes but its shape "
-                    f"{list(t.dims)} needs {expect}; the file is damaged: download it again", path=str(model_file))
+                    f"{list(t.dims)} needs {expect}; the file is damaged: download it again",
+                    path=str(model_file),
+                )
     for data, (end, tensor) in sorted(needed.items()):
         if not data.is_file():
             raise InvalidModelError(
                 f"{model_file}: its weights file {data.name} is missing (tensor {tensor!r} is stored there); "
-                f"download {data.name} into {data.parent}", path=str(data))
+                f"download {data.name} into {data.parent}",
+                path=str(data),
+            )
         sizes[data] = data.stat().st_size
         if sizes[data] < end:
             raise InvalidModelError(
                 f"{data} is truncated: {sizes[data]} bytes, but tensor {tensor!r} ends at byte {end} "
-                f"({end - sizes[data]} bytes missing); download it again", path=str(data))
+                f"({end - sizes[data]} bytes missing); download it again",
+                path=str(data),
+            )
     return tuple(sorted(sizes)), model_file.stat().st_size + sum(sizes.values())
 
 
@@ -266,27 +313,37 @@ def _io_names(model_file: Path, model, genai: dict | None) -> tuple[OnnxIO, Any]
 
     past_k, past_v = layered(inputs, pk), layered(inputs, pv)
     pres_k, pres_v = layered(outputs, ok), layered(outputs, ov)
-    expected_in = ("input_ids, attention_mask, position_ids (optional) and "
-                   f"{pk.pattern[:-1].replace(chr(92), '')}/{pv.pattern[:-1].replace(chr(92), '')}")
+    expected_in = (
+        "input_ids, attention_mask, position_ids (optional) and "
+        f"{pk.pattern[:-1].replace(chr(92), '')}/{pv.pattern[:-1].replace(chr(92), '')}"
+    )
     problems = []
     if ids_name not in inputs:
         problems.append(f"no input {ids_name!r}")
     if logits_name not in outputs:
         problems.append(f"no output {logits_name!r}")
     if not past_k:
-        problems.append("no past_key_values.{i}.key/value inputs (a decoder exported without its KV cache; "
-                        "use a 'with past' export such as onnx/model.onnx of onnx-community)")
+        problems.append(
+            "no past_key_values.{i}.key/value inputs (a decoder exported without its KV cache; "
+            "use a 'with past' export such as onnx/model.onnx of onnx-community)"
+        )
     n_layer = max(past_k, default=-1) + 1
-    for what, found in (("past key", past_k), ("past value", past_v), ("present key", pres_k),
-                        ("present value", pres_v)):
+    for what, found in (
+        ("past key", past_k),
+        ("past value", past_v),
+        ("present key", pres_k),
+        ("present value", pres_v),
+    ):
         missing = [i for i in range(n_layer) if i not in found]
         if past_k and missing:
             problems.append(f"{what} names missing for layer(s) {missing[:8]}")
     names_in = {gin.get(k, k) for k in _OPTIONAL_INPUTS} | {ids_name}
-    unknown_in = sorted(n for n in inputs if n not in names_in and n not in past_k.values()
-                        and n not in past_v.values())
-    unknown_out = sorted(n for n in outputs if n != logits_name and n not in pres_k.values()
-                         and n not in pres_v.values())
+    unknown_in = sorted(
+        n for n in inputs if n not in names_in and n not in past_k.values() and n not in past_v.values()
+    )
+    unknown_out = sorted(
+        n for n in outputs if n != logits_name and n not in pres_k.values() and n not in pres_v.values()
+    )
     if unknown_in:
         problems.append(f"unexpected input(s) {unknown_in}")
     if unknown_out:
@@ -295,20 +352,26 @@ def _io_names(model_file: Path, model, genai: dict | None) -> tuple[OnnxIO, Any]
         raise InvalidModelError(
             f"{model_file} is not a decoder localllm can drive: {'; '.join(problems)}. Expected inputs "
             f"{expected_in}; outputs logits and present.{{i}}.key/value. Inputs found: {sorted(inputs)}; "
-            f"outputs found: {sorted(outputs)}", path=str(model_file))
+            f"outputs found: {sorted(outputs)}",
+            path=str(model_file),
+        )
 
     def opt(key: str) -> str | None:
         name = gin.get(key, key)
         return name if name in inputs else None
 
-    io = OnnxIO(input_ids=ids_name, logits=logits_name,
-                past_keys=tuple(past_k[i] for i in range(n_layer)),
-                past_values=tuple(past_v[i] for i in range(n_layer)),
-                present_keys=tuple(pres_k[i] for i in range(n_layer)),
-                present_values=tuple(pres_v[i] for i in range(n_layer)),
-                attention_mask=opt("attention_mask"), position_ids=opt("position_ids"),
-                use_cache_branch=opt("use_cache_branch"),
-                logits_to_keep=opt("num_logits_to_keep") or opt("logits_to_keep"))
+    io = OnnxIO(
+        input_ids=ids_name,
+        logits=logits_name,
+        past_keys=tuple(past_k[i] for i in range(n_layer)),
+        past_values=tuple(past_v[i] for i in range(n_layer)),
+        present_keys=tuple(pres_k[i] for i in range(n_layer)),
+        present_values=tuple(pres_v[i] for i in range(n_layer)),
+        attention_mask=opt("attention_mask"),
+        position_ids=opt("position_ids"),
+        use_cache_branch=opt("use_cache_branch"),
+        logits_to_keep=opt("num_logits_to_keep") or opt("logits_to_keep"),
+    )
     return io, inputs[io.past_keys[0]]
 
 
@@ -342,20 +405,26 @@ def validate_onnx_folder(path: str | Path, *, variant: str | None = None) -> Onn
     genai = _read_json(folder / "genai_config.json")
     config = _read_json(folder / "config.json")
     if config is None and genai is None:
-        raise InvalidModelError(f"{folder} has no config.json (or genai_config.json); copy config.json from the "
-                                "model's Hugging Face repository into the folder", path=str(folder / "config.json"))
+        raise InvalidModelError(
+            f"{folder} has no config.json (or genai_config.json); copy config.json from the "
+            "model's Hugging Face repository into the folder",
+            path=str(folder / "config.json"),
+        )
     config = config or {}
     tokenizer_file = folder / "tokenizer.json"
     if not tokenizer_file.is_file():
         extra = [n for n in ("tokenizer.model", "vocab.json") if (folder / n).is_file()]
         found = f" (found {', '.join(extra)}, but localllm reads tokenizer.json)" if extra else ""
-        raise InvalidModelError(f"{folder} has no tokenizer: tokenizer.json is missing{found}; {_TOKENIZER_HINT}",
-                                path=str(tokenizer_file))
+        raise InvalidModelError(
+            f"{folder} has no tokenizer: tokenizer.json is missing{found}; {_TOKENIZER_HINT}", path=str(tokenizer_file)
+        )
     try:
         json.loads(tokenizer_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidModelError(f"{tokenizer_file} is not valid JSON ({exc}); it is probably truncated: "
-                                "download it again", path=str(tokenizer_file)) from exc
+        raise InvalidModelError(
+            f"{tokenizer_file} is not valid JSON ({exc}); it is probably truncated: download it again",
+            path=str(tokenizer_file),
+        ) from exc
     tok_config = _read_json(folder / "tokenizer_config.json") or {}
     gen_config = _read_json(folder / "generation_config.json") or {}
     if model_file is None:
@@ -368,32 +437,71 @@ def validate_onnx_folder(path: str | Path, *, variant: str | None = None) -> Onn
     dims = [d.dim_value if d.HasField("dim_value") else None for d in past_input.type.tensor_type.shape.dim]
     kv_dtype = _DTYPES.get(past_input.type.tensor_type.elem_type)
     if kv_dtype is None:
-        raise InvalidModelError(f"{model_file}: KV-cache input {past_input.name!r} has element type "
-                                f"{past_input.type.tensor_type.elem_type}; localllm handles float32, float16 "
-                                "and bfloat16 caches", path=str(model_file))
+        raise InvalidModelError(
+            f"{model_file}: KV-cache input {past_input.name!r} has element type "
+            f"{past_input.type.tensor_type.elem_type}; localllm handles float32, float16 "
+            "and bfloat16 caches",
+            path=str(model_file),
+        )
     if len(dims) != 4:
-        raise InvalidModelError(f"{model_file}: KV-cache input {past_input.name!r} has {len(dims)} dimensions; "
-                                "expected [batch, kv_heads, sequence, head_dim]", path=str(model_file))
+        raise InvalidModelError(
+            f"{model_file}: KV-cache input {past_input.name!r} has {len(dims)} dimensions; "
+            "expected [batch, kv_heads, sequence, head_dim]",
+            path=str(model_file),
+        )
     dec = ((genai or {}).get("model", {}) or {}).get("decoder", {}) or {}
-    n_head_kv = dims[1] or dec.get("num_key_value_heads") or config.get("num_key_value_heads") \
+    n_head_kv = (
+        dims[1]
+        or dec.get("num_key_value_heads")
+        or config.get("num_key_value_heads")
         or config.get("num_attention_heads")
-    head_dim = dims[3] or dec.get("head_size") or config.get("head_dim") or (
-        config["hidden_size"] // config["num_attention_heads"]
-        if config.get("hidden_size") and config.get("num_attention_heads") else None)
+    )
+    head_dim = (
+        dims[3]
+        or dec.get("head_size")
+        or config.get("head_dim")
+        or (
+            config["hidden_size"] // config["num_attention_heads"]
+            if config.get("hidden_size") and config.get("num_attention_heads")
+            else None
+        )
+    )
     logits_out = next(o for o in model.graph.output if o.name == io.logits)
     logit_dims = logits_out.type.tensor_type.shape.dim
-    n_vocab = (logit_dims[-1].dim_value if logit_dims and logit_dims[-1].HasField("dim_value") else None) \
-        or config.get("vocab_size") or (genai or {}).get("model", {}).get("vocab_size")
+    n_vocab = (
+        (logit_dims[-1].dim_value if logit_dims and logit_dims[-1].HasField("dim_value") else None)
+        or config.get("vocab_size")
+        or (genai or {}).get("model", {}).get("vocab_size")
+    )
     context = (genai or {}).get("model", {}).get("context_length") or config.get("max_position_embeddings")
 
     eos_ids: list[int] = []
-    for source in (gen_config.get("eos_token_id"), config.get("eos_token_id"),
-                   (genai or {}).get("model", {}).get("eos_token_id")):
+    for source in (
+        gen_config.get("eos_token_id"),
+        config.get("eos_token_id"),
+        (genai or {}).get("model", {}).get("eos_token_id"),
+    ):
         eos_ids += [i for i in _int_list(source) if i not in eos_ids]
     return OnnxFolderInfo(
-        folder=folder, model_file=model_file, variants=variants, data_files=data_files,
-        weights_bytes=weights_bytes, tokenizer_file=tokenizer_file, io=io, n_layer=len(io.past_keys),
-        n_head_kv=n_head_kv, head_dim=head_dim, kv_dtype=kv_dtype, n_vocab=n_vocab, context_length=context,
-        chat_template=_chat_template(folder, tok_config), bos_token=_token_text(tok_config.get("bos_token")),
-        eos_token=_token_text(tok_config.get("eos_token")), eos_token_ids=tuple(eos_ids), config=config,
-        generation_config=gen_config, tokenizer_config=tok_config, genai_config=genai)
+        folder=folder,
+        model_file=model_file,
+        variants=variants,
+        data_files=data_files,
+        weights_bytes=weights_bytes,
+        tokenizer_file=tokenizer_file,
+        io=io,
+        n_layer=len(io.past_keys),
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        kv_dtype=kv_dtype,
+        n_vocab=n_vocab,
+        context_length=context,
+        chat_template=_chat_template(folder, tok_config),
+        bos_token=_token_text(tok_config.get("bos_token")),
+        eos_token=_token_text(tok_config.get("eos_token")),
+        eos_token_ids=tuple(eos_ids),
+        config=config,
+        generation_config=gen_config,
+        tokenizer_config=tok_config,
+        genai_config=genai,
+    )

@@ -7,7 +7,6 @@ import gc
 import time
 
 import pytest
-
 from localllm.tui.app import ChatApp
 from localllm.tui.chat import ChatScreen, ReplyDelta, ReplyDone
 from localllm.tui.history import History
@@ -71,8 +70,9 @@ def test_escape_stops_and_keeps_partial_reply(tiny_gguf, tui_db):
             await wait_ready(pilot)
             screen = app.chat_screen
             await send(pilot, "hello", finish=False)  # greedy, the tiny model loops on this one
-            await wait_for(pilot, lambda: screen._gen is not None and len(screen._gen.text) > 20,
-                           what="some streamed text")
+            await wait_for(
+                pilot, lambda: screen._gen is not None and len(screen._gen.text) > 20, what="some streamed text"
+            )
             t0 = time.monotonic()
             await pilot.press("escape")
             await wait_for(pilot, lambda: not screen.generating, timeout=10, what="the stop")
@@ -117,10 +117,16 @@ def test_new_chat_switch_chat_and_restart_shows_history(tiny_gguf, tui_db):
             assert [item.title for item in sidebar.children] == titles
             # switch back by clicking the older chat in the sidebar
             await pilot.click(sidebar.children[1])
-            await wait_for(pilot, lambda: app.chat_screen.chat is not None
-                           and app.chat_screen.chat.title == "first chat", what="the switch")
-            await wait_for(pilot, lambda: [v.text for v in views(app)] == ["first chat", first_reply],
-                           what="the first chat's messages")
+            await wait_for(
+                pilot,
+                lambda: app.chat_screen.chat is not None and app.chat_screen.chat.title == "first chat",
+                what="the switch",
+            )
+            await wait_for(
+                pilot,
+                lambda: [v.text for v in views(app)] == ["first chat", first_reply],
+                what="the first chat's messages",
+            )
             # and forward with the keyboard
             await pilot.press("alt+down")
             await wait_for(pilot, lambda: app.chat_screen.chat.title == "second chat", what="alt+down")
@@ -137,8 +143,9 @@ def test_new_chat_switch_chat_and_restart_shows_history(tiny_gguf, tui_db):
         async with app2.run_test(size=SIZE) as pilot:
             await wait_ready(pilot)
             assert [c.title for c in app2.history.chats()] == ["second chat", "first chat"]
-            await wait_for(pilot, lambda: [v.role for v in views(app2)] == ["user", "assistant"],
-                           what="history on screen")
+            await wait_for(
+                pilot, lambda: [v.role for v in views(app2)] == ["user", "assistant"], what="history on screen"
+            )
             assert views(app2)[0].text == "second chat"
             assert len(app2.chat_screen.query_one(ChatList).children) == 2
 
@@ -165,8 +172,11 @@ def test_switch_model_without_restart(tiny_gguf, tiny_gguf_q8, tui_db):
             table = switcher.query_one(DataTable)
             table.move_cursor(row=targets.index(str(tiny_gguf_q8)))
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.model is not first and app.model is not None and not app.loading,
-                           what="the new model")
+            await wait_for(
+                pilot,
+                lambda: app.model is not first and app.model is not None and not app.loading,
+                what="the new model",
+            )
             assert app.model.info.path == str(tiny_gguf_q8) and first.closed is False or True
             await wait_for(pilot, lambda: first.closed, what="the old model to be closed")
             assert "tiny-q8_0" in status(app)
@@ -209,9 +219,14 @@ def test_event_loop_never_stalls_while_streaming(paced_gguf, tui_db):
             ticks: list[float] = []
             timer = app.set_interval(0.01, lambda: ticks.append(time.perf_counter()))
             await send(pilot, "hello", finish=False)  # greedy: loops without EOS until stopped
-            await wait_for(pilot, lambda: bool(first_delta) and (
-                time.perf_counter() - first_delta[0] > stream_s or not screen.generating),
-                timeout=60, what="text to stream")
+            await wait_for(
+                pilot,
+                lambda: (
+                    bool(first_delta) and (time.perf_counter() - first_delta[0] > stream_s or not screen.generating)
+                ),
+                timeout=60,
+                what="text to stream",
+            )
             if screen.generating:
                 await pilot.press("escape")
             await wait_for(pilot, lambda: not screen.generating and bool(done), timeout=30, what="the stop")
@@ -243,8 +258,9 @@ def test_copy_reply_and_code_block(tiny_gguf, tui_db):
             await pilot.press("ctrl+t")
             assert app.clipboard == "print(1)"
             titles = [cmd.title for cmd in app.get_system_commands(app.chat_screen)]
-            assert {"New chat", "Stop", "Regenerate", "Switch model", "Copy code block 1",
-                    "Copy code block 2"} <= set(titles)
+            assert {"New chat", "Stop", "Regenerate", "Switch model", "Copy code block 1", "Copy code block 2"} <= set(
+                titles
+            )
 
     run(body())
 
@@ -339,8 +355,14 @@ def test_missing_file_shows_explanation_not_traceback(missing, tui_db):
     async def body():
         app = ChatApp(missing, db_path=tui_db)
         async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: type(app.screen).__name__ == "StartupScreen"
-                           and not app.screen.query_one("#error").has_class("hidden"), what="the error")
+            await wait_for(
+                pilot,
+                lambda: (
+                    type(app.screen).__name__ == "StartupScreen"
+                    and not app.screen.query_one("#error").has_class("hidden")
+                ),
+                what="the error",
+            )
             err = str(app.screen.query_one("#error").render())
             assert "does not exist" in err
             assert "Traceback" not in err
@@ -363,8 +385,11 @@ def test_offline_auto_opens_on_the_starter_and_says_why(tui_db, monkeypatch):
             await wait_ready(pilot)
             assert app.model.info.name == "starter"
             wanted = app.model.info.note.split(" is the model for this machine")[0]
-            await wait_for(pilot, lambda: any(v.role == "info" for v in app.chat_screen.query(MessageView)),
-                           what="the start-up note")
+            await wait_for(
+                pilot,
+                lambda: any(v.role == "info" for v in app.chat_screen.query(MessageView)),
+                what="the start-up note",
+            )
             shown = " ".join(v.text for v in app.chat_screen.query(MessageView) if v.role == "info")
             assert "built-in starter" in shown and f"localllm pull {wanted}" in shown
             await send(pilot, "What is 23 + 45?")

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from localllm.tui.app import ChatApp
 from localllm.tui.history import History
 from localllm.tui.widgets import MessageView
@@ -49,8 +48,13 @@ def test_sigkill_mid_reply_loses_no_earlier_message(tiny_gguf, tmp_path):
 
         asyncio.run(main())
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=os.environ.copy(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 120
         while not streaming.exists():
@@ -88,16 +92,20 @@ def _tmux(*args: str, check: bool = True) -> str:
 
 
 # Outside CI a missing tmux skips this test; in CI (CI=true, where .ci/run installs tmux) it must run.
-@pytest.mark.skipif(shutil.which("tmux") is None and os.environ.get("CI") != "true",
-                    reason="tmux is not installed (apt-get install -y tmux; CI installs it)")
+@pytest.mark.skipif(
+    shutil.which("tmux") is None and os.environ.get("CI") != "true",
+    reason="tmux is not installed (apt-get install -y tmux; CI installs it)",
+)
 def test_localllm_chat_in_tmux(tiny_gguf, tmp_path):
     """`localllm chat FILE` in a real terminal: type with send-keys, read the reply with capture-pane."""
     data = tmp_path / "data"
     home = tmp_path / "home"
     socket = f"localllm-test-{os.getpid()}"
     exe = Path(sys.executable).with_name("localllm")
-    cmd = (f"env LOCALLLM_DATA={data} LOCALLLM_HOME={home} TERM=xterm-256color "
-           f"{exe} chat {tiny_gguf} --temperature 0 --max-tokens 24; echo EXITED $?; sleep 30")
+    cmd = (
+        f"env LOCALLLM_DATA={data} LOCALLLM_HOME={home} TERM=xterm-256color "
+        f"{exe} chat {tiny_gguf} --temperature 0 --max-tokens 24; echo EXITED $?; sleep 30"
+    )
     _tmux("-L", socket, "new-session", "-d", "-x", "110", "-y", "32", "-s", "e2e", cmd)
 
     def pane() -> str:

@@ -9,10 +9,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
-
 from localllm.tui.history import DEFAULT_TITLE, History, data_dir, default_db_path, to_markdown
 
 
@@ -42,8 +40,10 @@ def test_chats_messages_and_titles_survive_reopen(tmp_path):
         msgs = h.messages(a.id)
         assert [(m.role, m.content) for m in msgs][1] == ("assistant", "Rock.")
         assert msgs[1].meta == {"finish_reason": "eos"}
-        assert h.path.with_name("c.sqlite3-wal").exists() or \
-            sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert (
+            h.path.with_name("c.sqlite3-wal").exists()
+            or sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        )
 
 
 def test_rename_delete_settings_export(tmp_path):
@@ -101,7 +101,8 @@ def test_sigkill_while_writing_loses_no_committed_message(tmp_path):
     with History(db) as h:
         (chat,) = h.chats()
         assert [m.content for m in h.messages(chat.id)] == [
-            s for i in range(5) for s in (f"question {i}", f"answer {i}")]
+            s for i in range(5) for s in (f"question {i}", f"answer {i}")
+        ]
 
 
 def test_to_markdown_without_model():

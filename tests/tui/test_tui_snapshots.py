@@ -6,7 +6,6 @@ Update after an intended change with: python -m pytest tests/tui/test_tui_snapsh
 from __future__ import annotations
 
 import pytest
-
 from localllm.tui.app import ChatApp
 from localllm.tui.history import History
 from tuihelp import wait_for, wait_ready
@@ -76,8 +75,14 @@ def test_startup_error_screen(snap_compare, seeded_db):
     import localllm
 
     async def before(pilot):
-        await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "StartupScreen"
-                       and not pilot.app.screen.query_one("#error").has_class("hidden"), what="the error")
+        await wait_for(
+            pilot,
+            lambda: (
+                type(pilot.app.screen).__name__ == "StartupScreen"
+                and not pilot.app.screen.query_one("#error").has_class("hidden")
+            ),
+            what="the error",
+        )
         await pilot.pause()
 
     hw = localllm.load_profile("laptop-x86-16gb")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # Greedy and bounded: the tiny random model writes the same reply every time, quickly.
 GREEDY = {"temperature": 0, "max_tokens": 48}
@@ -26,8 +26,12 @@ async def wait_for(pilot, condition: Callable[[], bool], *, timeout: float = 30.
 
 async def wait_ready(pilot, timeout: float = 60.0):
     app = pilot.app
-    await wait_for(pilot, lambda: app.model is not None and not app.loading and
-                   type(app.screen).__name__ == "ChatScreen", timeout=timeout, what="the model to load")
+    await wait_for(
+        pilot,
+        lambda: app.model is not None and not app.loading and type(app.screen).__name__ == "ChatScreen",
+        timeout=timeout,
+        what="the model to load",
+    )
 
 
 async def send(pilot, text: str, *, finish: bool = True, timeout: float = 60.0):
@@ -37,11 +41,16 @@ async def send(pilot, text: str, *, finish: bool = True, timeout: float = 60.0):
     before = _stored_replies(app)
     await pilot.press(*_keys(text))
     post_key(pilot, "enter")  # not pilot.press: it then waits up to 2 s for an idle app while the reply streams
-    await wait_for(pilot, lambda: screen.generating or _stored_replies(app) > before, timeout=10,
-                   what="generation to start")
+    await wait_for(
+        pilot, lambda: screen.generating or _stored_replies(app) > before, timeout=10, what="generation to start"
+    )
     if finish:
-        await wait_for(pilot, lambda: not screen.generating and _stored_replies(app) > before,
-                       timeout=timeout, what="the reply to finish")
+        await wait_for(
+            pilot,
+            lambda: not screen.generating and _stored_replies(app) > before,
+            timeout=timeout,
+            what="the reply to finish",
+        )
 
 
 def post_key(pilot, key: str) -> None:
