@@ -102,7 +102,7 @@ print(json.dumps({"side": side, "load_s": load_s, "ttft_s": ttft_s, "decode_tps"
 
 
 def build_model(shape: str, quant: str) -> Path:
-    from localllm.tinymodels import synthetic_gguf
+    from localllm.synthetic import synthetic_gguf
 
     return synthetic_gguf(CACHE, shape, quant, say=lambda line: print(line, file=sys.stderr, flush=True))
 

@@ -1,7 +1,7 @@
 """localllm's ONNX Runtime path against onnxruntime-genai, on the same model folder, on CPU.
 
 Builds (once) a random-weight Qwen2.5-0.5B-shaped decoder folder with
-`localllm.tinyonnx` (fp32 weights, external data, genai_config.json), then decodes the
+`localllm.testing.onnx` (fp32 weights, external data, genai_config.json), then decodes the
 same prompt greedily with both:
 
 - localllm: `OnnxEngine` driven by the shared token loop `localllm.generation.run`
@@ -30,7 +30,7 @@ TARGET_RATIO = 0.95  # issue: at least 0.95 of onnxruntime-genai's decode tokens
 
 
 def build(folder: Path, shape: str, threads: int, attention: str) -> Path:
-    from localllm.tinyonnx import write_onnx_folder
+    from localllm.testing.onnx import write_onnx_folder
 
     if not (folder / "onnx" / "model.onnx").is_file():
         t0 = time.perf_counter()
@@ -140,7 +140,7 @@ def run_genai(og, model, prompt: list[int], n_gen: int) -> tuple[float, list[int
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", default="qwen2.5-0.5b", help="a localllm.tinyonnx.ONNX_SHAPES name")
+    ap.add_argument("--shape", default="qwen2.5-0.5b", help="a localllm.testing.onnx.ONNX_SHAPES name")
     ap.add_argument(
         "--dir",
         type=Path,

@@ -5,7 +5,7 @@
     python benchmarks/estimator_accuracy.py --json out.json
 
 Models: random-weight GGUFs with the shapes of SmolLM2-135M, Qwen2.5-0.5B and
-Llama-3.2-1B (`localllm.tinymodels.SHAPES`), written as F16 then quantized by llama.cpp
+Llama-3.2-1B (`localllm.synthetic.SHAPES`), written as F16 then quantized by llama.cpp
 to Q4_K_M and Q8_0 (the smallest also run as F16), cached in benchmarks/.bench/accuracy/
 (gitignored). Every case runs in a fresh process through `localllm.bench` (localllm's
 own load and token loop, the planner's placement).
@@ -54,7 +54,7 @@ THREADS_TARGET = 0.95
 def model_path(shape: str, quant: str) -> Path:
     """The cached random-weight model, built (F16, then quantized) when missing; F16 is kept
     because several quants (and F16 itself) are measured."""
-    from localllm.tinymodels import synthetic_gguf
+    from localllm.synthetic import synthetic_gguf
 
     return synthetic_gguf(
         CACHE, shape, quant, keep_f16=True, say=lambda line: print(f"  {line}", file=sys.stderr, flush=True)
@@ -239,7 +239,7 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="write every number to FILE")
     args = ap.parse_args()
     parts = args.only or ["memory", "speed", "threads"]
-    from localllm.bandwidth import machine_bandwidth
+    from localllm.hardware.bandwidth import machine_bandwidth
 
     bw = machine_bandwidth()
     print(

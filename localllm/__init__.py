@@ -24,9 +24,9 @@ _EXPORTS = {
     "Hardware": "hardware",
     "MemoryInfo": "hardware",
     "RuntimeInfo": "hardware",
-    "probe": "hwprobe",
-    "load_profile": "hwprobe",
-    "list_profiles": "hwprobe",
+    "probe": "hardware",
+    "load_profile": "hardware",
+    "list_profiles": "hardware",
     # catalog and planning
     "Catalog": "catalog",
     "Family": "catalog",
@@ -85,12 +85,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .catalog import Catalog, Family, Variant, family_from_gguf_metadata, load_catalog
-    from .errors import *  # noqa: F403
-    from .generation import Chunk, Completion, SamplingOptions, Timings
-    from .hardware import Accelerator, CPUInfo, GPUInfo, Hardware, MemoryInfo, RuntimeInfo
-    from .hwprobe import list_profiles, load_profile, probe
-    from .model import Model, load
-    from .placement import Placement
-    from .planner import Plan, fit_table, plan, plan_local
-    from .resolve import local_model_path, plan_for
+    from localllm.catalog import Catalog, Family, Variant, family_from_gguf_metadata, load_catalog
+    from localllm.errors import *  # noqa: F403
+    from localllm.generation import Chunk, Completion, SamplingOptions, Timings
+    from localllm.hardware import Accelerator, CPUInfo, GPUInfo, Hardware, MemoryInfo, RuntimeInfo
+    from localllm.hardware.detect import list_profiles, load_profile, probe
+    from localllm.model import Model, load
+    from localllm.placement import Placement
+    from localllm.planner import Plan, fit_table, plan, plan_local
+    from localllm.resolve import local_model_path, plan_for

@@ -25,11 +25,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import GenerationError, InvalidModelError
+from localllm.errors import GenerationError, InvalidModelError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .calibration import BenchRecord
-    from .hardware import Hardware
+    from localllm.calibration import BenchRecord
+    from localllm.hardware import Hardware
 
 __all__ = ["BenchResult", "Prediction", "RunMeasurement", "bench", "measure_once", "record"]
 
@@ -225,7 +225,7 @@ class BenchResult:
         return out
 
     def to_record(self) -> BenchRecord:
-        from .calibration import BenchRecord
+        from localllm.calibration import BenchRecord
 
         gpu = self.mean("gpu_memory")
         return BenchRecord(
@@ -306,12 +306,12 @@ def bench(
 def record(result: BenchResult, hw: Hardware | None = None) -> Path | None:
     """Keep `result` (its medians) in this machine's calibration; returns the file, or None when
     the result is too noisy to plan with (`result.unsteady` says why)."""
-    from .calibration import save_bench
+    from localllm.calibration import save_bench
 
     if result.unsteady:
         return None
     if hw is None:
-        from .hwprobe import probe
+        from localllm.hardware.detect import probe
 
         hw = probe()
     return save_bench(hw, result.to_record())
@@ -340,13 +340,13 @@ def measure_once(
     path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, context: int | None = None, threads: int | None = None
 ) -> dict[str, Any]:
     """One load + prompt + decode in this process (call it in a fresh one); plain data."""
-    from .calibration import Calibration, load_calibration, model_signature
-    from .catalog import family_from_gguf_metadata
-    from .model import Model
-    from .planner import plan_local
-    from .quantmix import gguf_weights
-    from .runtimes import load_engine
-    from .validate import validate_gguf
+    from localllm.calibration import Calibration, load_calibration, model_signature
+    from localllm.catalog import family_from_gguf_metadata
+    from localllm.model import Model
+    from localllm.planner import plan_local
+    from localllm.quantmix import gguf_weights
+    from localllm.runtimes import load_engine
+    from localllm.validate import validate_gguf
 
     rss_before = _peak_rss()
     p = Path(path)
@@ -355,7 +355,7 @@ def measure_once(
     family = family_from_gguf_metadata(info.metadata, name=p.stem, tied_embeddings=tied)
     # the formula's prediction (with this machine's measured bandwidth), never an earlier
     # measurement of this same model
-    from .hwprobe import probe
+    from localllm.hardware.detect import probe
 
     hw = probe()
     kept = load_calibration(hw)

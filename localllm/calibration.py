@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .catalog import Family
-    from .hardware import Hardware
+    from localllm.catalog import Family
+    from localllm.hardware import Hardware
 
 __all__ = [
     "BandwidthRecord",
@@ -176,7 +176,7 @@ def machine_key(hw: Hardware) -> str:
 
 
 def machine_file(hw: Hardware) -> Path:
-    from .paths import home
+    from localllm.paths import home
 
     return home() / "machines" / f"{machine_key(hw)}.json"
 

@@ -24,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .errors import CatalogError, ModelNotFoundError
+from localllm.errors import CatalogError, ModelNotFoundError
 
 __all__ = [
     "Catalog",
@@ -250,7 +250,7 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     Raises:
         CatalogError: the file is missing or malformed (message names file and line).
     """
-    from .resources import catalog_path
+    from localllm.resources import catalog_path
 
     p = Path(path) if path is not None else catalog_path()
     try:
@@ -368,13 +368,13 @@ def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str, tied_em
 
     `metadata` maps GGUF keys to plain values (lists for arrays). `tied_embeddings` is
     known from the tensor list (no `output.weight`); pass it when you have it. Every count
-    is checked against the range llama.cpp accepts (localllm.gguf_rules), so the planner
+    is checked against the range llama.cpp accepts (localllm.formats.gguf_rules), so the planner
     never divides by, or loops over, a number it cannot use.
 
     Raises:
         CatalogError: a key the planner needs is missing, not a whole number, or out of range.
     """
-    from .gguf_rules import LLAMA_MAX_LAYERS, MAX_CONTEXT_LENGTH, MAX_WIDTH
+    from localllm.formats.gguf_rules import LLAMA_MAX_LAYERS, MAX_CONTEXT_LENGTH, MAX_WIDTH
 
     arch = metadata.get("general.architecture")
     if not isinstance(arch, str):

@@ -22,8 +22,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from .errors import ChatTemplateError
-from .generation import check_text, first_surrogate
+from localllm.errors import ChatTemplateError
+from localllm.generation import check_text, first_surrogate
 
 __all__ = [
     "CHATML_FALLBACK",
@@ -146,7 +146,7 @@ class ChatFormatter:
             ) from None
 
     def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
-        from .template_sandbox import RenderLimits, TemplateLimitError, render_bounded
+        from localllm.template_sandbox import RenderLimits, TemplateLimitError, render_bounded
 
         bos, eos = self.bos_token or "", self.eos_token or ""
         limits = RenderLimits.for_input(_text_size(messages) + len(bos) + len(eos))
@@ -283,7 +283,7 @@ def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
 
 
 def _raise_exception(message: str) -> None:
-    from .template_sandbox import stringify
+    from localllm.template_sandbox import stringify
 
     raise ChatTemplateError(f"the model's chat template refused the messages: {stringify(message, 'a message')}")
 
@@ -299,7 +299,7 @@ def _tojson(
     separators: Any = None,
     sort_keys: bool = False,
 ) -> str:
-    from .template_sandbox import TemplateLimitError, check_printable
+    from localllm.template_sandbox import TemplateLimitError, check_printable
 
     check_printable([value], "tojson's value")  # JSON is about as long as the repr
     # a wide indent or separator multiplies it by the number of items
@@ -333,7 +333,7 @@ def _strftime_now(fmt: str) -> str:
 def _compile(template: str):
     from jinja2.ext import loopcontrols
 
-    from .template_sandbox import BoundedEnvironment
+    from localllm.template_sandbox import BoundedEnvironment
 
     env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.add_filter("tojson", _tojson)

@@ -12,8 +12,8 @@ import os
 import sys
 import traceback
 
-from . import __version__
-from .errors import LocalLLMError
+from localllm import __version__
+from localllm.errors import LocalLLMError
 
 # Order is the order shown in --help.
 COMMANDS = ("probe", "plan", "models", "pull", "run", "chat", "bench")

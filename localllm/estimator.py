@@ -25,9 +25,9 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .catalog import Family, Variant
-from .quantmix import FTYPE_DEFAULT, facts, quantized_tensors
-from .repack import repacked_bytes
+from localllm.catalog import Family, Variant
+from localllm.quantmix import FTYPE_DEFAULT, facts, quantized_tensors
+from localllm.repack import repacked_bytes
 
 __all__ = [
     "BANDWIDTH_EFFICIENCY",
@@ -94,7 +94,7 @@ BANDWIDTH_EFFICIENCY = 0.7
 # Xeon (AVX-512, weight repacking off), i.e. compute-bound well below the memory bus.
 # CPU decode speed is the smaller of this times the threads and the bus's share above.
 CPU_THREAD_BANDWIDTH_GBS = 6.0
-# ...and as a share of what one thread reads with numpy (localllm.bandwidth's per-thread
+# ...and as a share of what one thread reads with numpy (localllm.hardware.bandwidth's per-thread
 # figure, 14.8 GB/s on that machine): used when this machine's bandwidth was measured, so
 # a faster or slower core scales the figure.
 THREAD_DECODE_FRACTION = 0.4

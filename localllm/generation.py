@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, NoReturn
 
-from .errors import ContextOverflowError, InvalidOptionError, InvalidOptionTypeError
+from localllm.errors import ContextOverflowError, InvalidOptionError, InvalidOptionTypeError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from .runtimes.base import Engine
+    from localllm.runtimes.base import Engine
 
 __all__ = [
     "Chunk",

@@ -22,20 +22,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .chat_template import chat_formatter, split_turns
-from .errors import (
+from localllm.chat_template import chat_formatter, split_turns
+from localllm.errors import (
     ContextOverflowError,
     GenerationError,
     InsufficientMemoryError,
     InvalidOptionError,
     ModelUnavailableError,
 )
-from .generation import Chunk, Completion, SamplingOptions, check_text, join, run
-from .placement import Placement
+from localllm.generation import Chunk, Completion, SamplingOptions, check_text, join, run
+from localllm.placement import Placement
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .hardware import Hardware
-    from .runtimes.base import Engine
+    from localllm.hardware import Hardware
+    from localllm.runtimes.base import Engine
 
 __all__ = ["Model", "ModelInfo", "load"]
 
@@ -398,8 +398,8 @@ class Model:
             return
         from datetime import datetime
 
-        from .calibration import LoadRecord, save_load
-        from .hwprobe import probe
+        from localllm.calibration import LoadRecord, save_load
+        from localllm.hardware.detect import probe
 
         p = self.info.placement
         try:
@@ -460,8 +460,8 @@ def load(
         ModelNotFoundError: a path that does not exist, or a name the catalog lacks.
         DownloadError, RuntimeUnavailableError.
     """
-    from .resolve import resolve
-    from .runtimes import load_engine
+    from localllm.resolve import resolve
+    from localllm.runtimes import load_engine
 
     resolved = resolve(model, context=context, runtime=runtime, hardware=hardware, threads=threads)
     plan, placement = resolved.plan, resolved.placement
@@ -472,7 +472,7 @@ def load(
     if resolved.path is not None:
         path = resolved.path
     else:
-        from . import store
+        from localllm import store
 
         assert plan is not None  # a catalog model always has a plan
         try:
@@ -481,7 +481,7 @@ def load(
             if str(model).strip().lower() != "auto":
                 raise
             return _load_starter(plan, exc, context=context, hardware=hardware, threads=threads)
-        from .validate import validate_model_path
+        from localllm.validate import validate_model_path
 
         validate_model_path(path)
     engine = load_engine(path, placement)
@@ -500,7 +500,7 @@ def _load_starter(
 ) -> Model:
     """The starter model shipped in the package, when the model "auto" chose is not on disk and
     cannot be downloaded; `info.note` (also logged) says so and names the model to get."""
-    from .starter import starter_gguf
+    from localllm.starter import starter_gguf
 
     name = wanted.variant.name
     note = (

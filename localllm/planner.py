@@ -16,16 +16,16 @@ from dataclasses import asdict, dataclass
 from dataclasses import replace as _replace
 from typing import TYPE_CHECKING, Any
 
-from .catalog import Catalog, Family, Variant, load_catalog, local_variant
-from .errors import ModelNotFoundError, NoFittingVariantError
-from .estimator import HOST_RUNTIME_OVERHEAD, MemoryEstimate, decode_tokens_per_second, estimate_onnx
-from .estimator import estimate as _estimate
-from .hardware import GPUInfo, Hardware
-from .placement import Placement
-from .repack import EXTRA_BUFFERS_ENV, features_from_cpu_flags, repack_rule
+from localllm.catalog import Catalog, Family, Variant, load_catalog, local_variant
+from localllm.errors import ModelNotFoundError, NoFittingVariantError
+from localllm.estimator import HOST_RUNTIME_OVERHEAD, MemoryEstimate, decode_tokens_per_second, estimate_onnx
+from localllm.estimator import estimate as _estimate
+from localllm.hardware import GPUInfo, Hardware
+from localllm.placement import Placement
+from localllm.repack import EXTRA_BUFFERS_ENV, features_from_cpu_flags, repack_rule
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .calibration import Calibration, LoadRecord
+    from localllm.calibration import Calibration, LoadRecord
 
 __all__ = [
     "CONTEXT_FLOOR",
@@ -671,7 +671,7 @@ def _measured_threads(c: _Candidate, m: _Machine) -> tuple[int, float, str] | No
 
 
 def _signature(v: Variant) -> str:
-    from .calibration import model_signature
+    from localllm.calibration import model_signature
 
     return model_signature(v.family)
 
@@ -887,7 +887,7 @@ def fit_table(
 
 
 def _probe(*, runtimes: bool = False) -> Hardware:
-    from .hwprobe import probe
+    from localllm.hardware.detect import probe
 
     return probe(runtimes=runtimes)
 
@@ -897,7 +897,7 @@ def _calibration(hw: Hardware, given: Calibration | None) -> Calibration | None:
     live probe (a profile describes another machine)."""
     if given is not None or hw.name is not None:
         return given
-    from .calibration import load_calibration
+    from localllm.calibration import load_calibration
 
     return load_calibration(hw)
 
@@ -1251,7 +1251,7 @@ def _onnx_may_accelerate(hw: Hardware) -> bool:
 
 def _onnx_machine(hw: Hardware) -> tuple[str, str, list[GPUInfo], list[str]]:
     """(provider, why, the one GPU it runs on or none, notes) for ONNX Runtime on `hw`."""
-    from .runtimes.onnx import choose_provider  # pure; imports no onnxruntime
+    from localllm.runtimes.onnx import choose_provider  # pure; imports no onnxruntime
 
     info = hw.runtime("onnxruntime")
     if info is not None and info.providers:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .catalog import Family
+    from localllm.catalog import Family
 
 __all__ = [
     "FALLBACK",

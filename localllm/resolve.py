@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CatalogError, InvalidModelError, ModelNotFoundError
-from .placement import Placement
+from localllm.errors import CatalogError, InvalidModelError, ModelNotFoundError
+from localllm.placement import Placement
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .catalog import Family, Variant
-    from .hardware import Hardware
-    from .planner import Plan
+    from localllm.catalog import Family, Variant
+    from localllm.hardware import Hardware
+    from localllm.planner import Plan
 
 __all__ = ["Resolved", "check", "local_model_path", "plan_for", "resolve"]
 
@@ -98,7 +98,7 @@ def resolve(
     """
     path = local_model_path(model)
     if path is None:
-        from .planner import plan
+        from localllm.planner import plan
 
         name = model if not isinstance(model, str) else model.strip()
         p = plan(
@@ -135,7 +135,7 @@ def check(model: str | os.PathLike[str]) -> Path | None:
     if path is not None:
         _validate(path, model)
     elif str(model).strip().lower() != "auto":
-        from .catalog import load_catalog
+        from localllm.catalog import load_catalog
 
         load_catalog().find(str(model))
     return path
@@ -177,7 +177,7 @@ def _validate(path: Path, model: object) -> Any:
             "give a catalog name (`localllm models` lists them) or 'auto'",
             name=str(model),
         )
-    from .validate import validate_model_path
+    from localllm.validate import validate_model_path
 
     return validate_model_path(path)
 
@@ -194,7 +194,7 @@ def _plan_local(
     threads: int | None,
 ) -> Resolved:
     """A plan and placement for a validated local file: the planner's, sized from the file itself."""
-    from .planner import RUNTIME_ALIASES
+    from localllm.planner import RUNTIME_ALIASES
 
     wanted = RUNTIME_ALIASES.get(runtime.strip().lower(), runtime.strip().lower()) if runtime else None
     if hasattr(info, "kv_bytes_per_token"):  # an ONNX folder or .onnx file (OnnxFolderInfo)
@@ -209,7 +209,7 @@ def _plan_local(
                 f"kv_type {kv_type!r} is a llama.cpp option: leave it out",
                 path=str(path),
             )
-        from .planner import plan_local_onnx
+        from localllm.planner import plan_local_onnx
 
         plan = plan_local_onnx(
             info, path=str(path), hardware=hardware, context=context, workload=workload, threads=threads
@@ -221,9 +221,9 @@ def _plan_local(
         )
     why = "it has no tensor table"
     if hasattr(info, "tensors"):
-        from .catalog import family_from_gguf_metadata
-        from .planner import plan_local
-        from .quantmix import gguf_weights
+        from localllm.catalog import family_from_gguf_metadata
+        from localllm.planner import plan_local
+        from localllm.quantmix import gguf_weights
 
         try:
             tied = not any(t.name == "output.weight" for t in info.tensors)
@@ -245,7 +245,7 @@ def _plan_local(
             )
             return Resolved(path=path, plan=plan, placement=plan.placement, info=info)
     # an architecture the planner cannot size: a CPU placement from probe() facts
-    from .hwprobe import probe
+    from localllm.hardware.detect import probe
 
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")

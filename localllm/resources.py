@@ -1,27 +1,28 @@
-"""Files that ship with the package: the model catalog and the hardware profiles.
+"""Files that ship inside the package: the model catalog and the hardware profiles.
 
-They live at the repository root (models.toml, profiles/) and travel in the wheel as
-package data under localllm/_root/ and localllm/profiles/ (see pyproject.toml). A
-checkout or editable install finds them beside the package; a regular install finds
-them inside it. Plain paths, no import machinery: both folders are data, not code.
+Both live in localllm/data/ and are found with importlib.resources, so a checkout, an
+editable install and a wheel all read the same files from the same place.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 __all__ = ["catalog_path", "profiles_dir"]
 
-_PACKAGE = Path(__file__).resolve().parent
+
+def _data() -> Path:
+    # localllm.data is a regular package on disk (localllm is never imported from a zip),
+    # so its Traversable is a real folder; callers glob and open plain paths.
+    return Path(str(files("localllm.data")))
 
 
 def catalog_path() -> Path:
     """Path to the bundled models.toml."""
-    installed = _PACKAGE / "_root" / "models.toml"
-    return installed if installed.is_file() else _PACKAGE.parent / "models.toml"
+    return _data() / "models.toml"
 
 
 def profiles_dir() -> Path:
     """Folder holding the bundled hardware profiles (*.toml)."""
-    installed = _PACKAGE / "profiles"
-    return installed if installed.is_dir() else _PACKAGE.parent / "profiles"
+    return _data() / "profiles"

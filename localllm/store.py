@@ -63,8 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from .errors import ChecksumMismatchError, DiskFullError, InsufficientDiskError, ModelUnavailableError
-from .paths import home
+from localllm.errors import ChecksumMismatchError, DiskFullError, InsufficientDiskError, ModelUnavailableError
+from localllm.paths import home
 
 __all__ = [
     "DISK_HEADROOM_BYTES",
@@ -341,7 +341,7 @@ def list_local(catalog: Any | None = None) -> list[LocalFile]:
     `catalog` defaults to `localllm.catalog.load_catalog()`. Files are not re-hashed here.
     """
     if catalog is None:
-        from .catalog import load_catalog
+        from localllm.catalog import load_catalog
 
         catalog = load_catalog()
     variants: Iterable[Any] = getattr(catalog, "variants", ())
@@ -520,7 +520,7 @@ def _download(variant: _VariantLike, target: Path, progress: ProgressCallback | 
     from huggingface_hub import get_hf_file_metadata
     from huggingface_hub.utils import build_hf_headers
 
-    from . import __version__
+    from localllm import __version__
 
     part, part_meta = _part_paths(target)
     have = part.stat().st_size if part.is_file() else 0
@@ -931,7 +931,7 @@ def _fetch_onnx(
             checks[rel] = (one_got.verified_by, one_got.sha256)
             warnings += one_got.warnings
             done += got[rel]
-        from .runtimes.onnx_folder import validate_onnx_folder
+        from localllm.formats.onnx_folder import validate_onnx_folder
 
         validate_onnx_folder(target)  # InvalidModelError names the bad file; no marker is written
         tmp = marker.with_name(marker.name + f".{os.getpid()}.tmp")

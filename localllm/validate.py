@@ -6,7 +6,7 @@ outside the file, malformed byte tokens) have caused heap overflows and unbounde
 allocations in llama.cpp's loader (CVE-2025-49847 and several fixes since). So the
 header is parsed here, in pure Python, with every length checked against the bytes
 that are actually left in the file before anything is read or allocated. A well-formed
-file then meets the rules llama.cpp's own loader asserts on (localllm.gguf_rules:
+file then meets the rules llama.cpp's own loader asserts on (localllm.formats.gguf_rules:
 hyperparameters, tensor types and shapes, the tokenizer against its vocabulary), with
 every token text checked unique and byte tokens in the exact form llama.cpp looks up.
 Only a file that passes is handed to llama.cpp.
@@ -37,11 +37,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from . import gguf_rules
-from .errors import InvalidModelError
+from localllm.errors import InvalidModelError
+from localllm.formats import gguf_rules
 
 # ONNX folders are checked by the ONNX runtime's module (graph names, external data, tokenizer)
-from .runtimes.onnx_folder import OnnxFolderInfo, is_onnx_folder, validate_onnx_folder
+from localllm.formats.onnx_folder import OnnxFolderInfo, is_onnx_folder, validate_onnx_folder
 
 __all__ = [
     "GGML_TYPES",
@@ -780,7 +780,7 @@ def _parse(mm, size: int, p: Path) -> GGUFInfo:
 
 
 def _check_rules(p: Path, arch: str, metadata: dict, types: dict, facts: dict, tensors: list[TensorInfo]) -> None:
-    """What llama.cpp's loader asserts on (localllm.gguf_rules), once the structure is sound."""
+    """What llama.cpp's loader asserts on (localllm.formats.gguf_rules), once the structure is sound."""
     vocab = facts.get("vocab")
     try:
         gguf_rules.check_hparams(arch, metadata, {k: _TYPE_NAMES[t] for k, t in types.items()}, facts["elems"])

@@ -38,7 +38,7 @@ def one_core():
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory) -> Path:
     """A tiny random-weight Llama GGUF (F32) with a ChatML template, built once per run."""
-    from localllm.tinymodels import write_llama_gguf
+    from localllm.synthetic import write_llama_gguf
 
     return write_llama_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf", seed=1)
 
@@ -46,7 +46,7 @@ def tiny_gguf(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gguf_q8(tiny_gguf, tmp_path_factory) -> Path:
     """The tiny model quantized to Q8_0 by llama.cpp's quantizer."""
-    from localllm.tinymodels import quantize_gguf
+    from localllm.synthetic import quantize_gguf
 
     return quantize_gguf(tiny_gguf, tmp_path_factory.mktemp("models-q") / "tiny-q8_0.gguf", "Q8_0")
 

@@ -70,7 +70,7 @@ def _record(threads: int, tps: float, *, weight_bytes: int = WEIGHTS, date: str 
 @pytest.fixture(scope="session")
 def smollm_shape_gguf(tmp_path_factory):
     """A random-weight model with SmolLM2-135M's shape (F16, 270 MB), built once."""
-    from localllm.tinymodels import write_llama_gguf
+    from localllm.synthetic import write_llama_gguf
 
     return write_llama_gguf(
         tmp_path_factory.mktemp("smollm") / "smollm2-135m-random-f16.gguf",
@@ -98,7 +98,7 @@ def test_estimate_is_within_target_of_measured_peak_rss(smollm_shape_gguf, ctx):
 
 
 def test_bandwidth_measurement_is_sane():
-    from localllm.bandwidth import measure_bandwidth
+    from localllm.hardware.bandwidth import measure_bandwidth
 
     r = measure_bandwidth(nbytes=64 * MiB, threads=2, passes=2)
     assert 0.5 < r.per_thread_gbs < 2000 and r.per_thread_gbs <= r.gbs < 4000
@@ -108,8 +108,8 @@ def test_bandwidth_measurement_is_sane():
 
 
 def test_bandwidth_is_kept_per_machine_and_reported_by_probe():
-    from localllm.bandwidth import machine_bandwidth
-    from localllm.hwprobe import probe
+    from localllm.hardware.bandwidth import machine_bandwidth
+    from localllm.hardware.detect import probe
 
     hw = probe(refresh=True)
     assert hw.memory.bandwidth_gbs is None  # nothing kept in this test's empty home
@@ -217,7 +217,7 @@ def test_planner_keeps_the_default_threads_for_a_gain_within_bench_noise():
 
 def test_bench_cli_json_on_a_tiny_model(tiny_gguf, capsys):
     from localllm.cli import main
-    from localllm.hwprobe import probe
+    from localllm.hardware.detect import probe
 
     rc = main(
         [
@@ -293,7 +293,7 @@ def test_bench_cli_text_and_errors(tiny_gguf, capsys, tmp_path):
 def test_bench_cli_thread_sweep_feeds_the_planner(tiny_gguf, capsys):
     from localllm.catalog import family_from_gguf_metadata
     from localllm.cli import main
-    from localllm.hwprobe import probe
+    from localllm.hardware.detect import probe
     from localllm.validate import validate_gguf
 
     assert (

@@ -214,7 +214,7 @@ FAMILY_VOCABS = {
 
 @pytest.mark.parametrize("source", sorted(FAMILY_VOCABS))
 def test_a_gguf_without_template_gets_its_vocabularys_format(source, tmp_path, one_core, caplog):
-    from localllm.tinymodels import write_llama_gguf
+    from localllm.synthetic import write_llama_gguf
 
     path = write_llama_gguf(tmp_path / f"{source}.gguf", seed=1, chat_template=None, **FAMILY_VOCABS[source])
     with caplog.at_level(logging.WARNING, logger="localllm.model"):

@@ -22,7 +22,7 @@ from localllm.generation import (
     join,
     run,
 )
-from localllm.tinymodels import CHATML_TEMPLATE
+from localllm.synthetic import CHATML_TEMPLATE
 
 # --- options -------------------------------------------------------------------------
 

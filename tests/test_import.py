@@ -54,7 +54,7 @@ def test_probe_loads_no_backend():
 def test_localllm_probe_is_callable_however_it_was_imported():
     out = run(
         "import json, localllm\n"
-        "from localllm.hwprobe import probe as f\n"  # importing the module must not rebind localllm.probe
+        "from localllm.hardware.detect import probe as f\n"  # importing the module must not rebind localllm.probe
         "import localllm.planner\n"
         "hw = localllm.probe()\n"
         "from localllm import probe\n"

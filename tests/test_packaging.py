@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # what the build needs: pyproject's packages and package data, and the files it names
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "models.toml", "localllm", "tui", "profiles")
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "localllm")
 
 CHILD = r"""
 import json, sys
@@ -87,9 +87,9 @@ def test_wheel_install_finds_its_data(site):
     assert Path(out["file"]).is_relative_to(site)
     assert Path(out["tui"]).is_relative_to(site / "localllm" / "tui")
     assert Path(out["profiles_dir"]).is_relative_to(site)
-    expected = sorted(p.stem for p in (REPO / "profiles").glob("*.toml"))
+    expected = sorted(p.stem for p in (REPO / "localllm" / "data" / "profiles").glob("*.toml"))
     assert out["profiles"] == expected and len(expected) >= 10
     assert out["container_limit"] == 4 * 2**30
     assert out["catalog_exists"]
     assert Path(out["catalog"]).is_relative_to(site)
-    assert Path(out["catalog"]).read_bytes() == (REPO / "models.toml").read_bytes()
+    assert Path(out["catalog"]).read_bytes() == (REPO / "localllm" / "data" / "models.toml").read_bytes()

@@ -586,7 +586,7 @@ class FakeOnnxVariant:
 @pytest.fixture(scope="module")
 def onnx_repo(tmp_path_factory):
     """A tiny ONNX decoder folder as published (onnx/model.onnx + model.onnx_data, config, tokenizer)."""
-    from localllm.tinyonnx import write_onnx_folder
+    from localllm.testing.onnx import write_onnx_folder
 
     folder = write_onnx_folder(tmp_path_factory.mktemp("onnx-repo") / "tiny-onnx", seed=5)
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
@@ -600,7 +600,7 @@ def _serve_onnx(hub, files, *, drop=()):
 
 def test_onnx_variant_downloads_a_folder_that_loads_and_generates(hub, onnx_repo):
     import localllm
-    from localllm.hwprobe import load_profile
+    from localllm.hardware.detect import load_profile
 
     assert "onnx/model.onnx_data" in onnx_repo and "genai_config.json" in onnx_repo
     _serve_onnx(hub, onnx_repo)

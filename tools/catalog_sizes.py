@@ -18,7 +18,7 @@ from pathlib import Path
 import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
-CATALOG = ROOT / "models.toml"
+CATALOG = ROOT / "localllm" / "data" / "models.toml"
 
 sys.path.insert(0, str(ROOT))  # run from a checkout: the rules live in the package
 from localllm.quantmix import QUANTS, tensor_bytes, tensor_type, tensors  # noqa: E402

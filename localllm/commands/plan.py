@@ -57,10 +57,10 @@ def add_hardware_options(p) -> None:
 def hardware_from(args):
     """The Hardware named by --profile, or a live probe."""
     if args.profile:
-        from localllm.hwprobe import load_profile
+        from localllm.hardware.detect import load_profile
 
         return load_profile(args.profile)
-    from localllm.hwprobe import probe
+    from localllm.hardware.detect import probe
 
     return probe(runtimes=True)
 

@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from .plan import MODEL_HELP, context_arg
+from localllm.commands.plan import MODEL_HELP, context_arg
 
 
 def register(sub) -> None:

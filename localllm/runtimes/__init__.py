@@ -27,11 +27,11 @@ def load_engine(path: str | os.PathLike[str], placement: Placement):
     if placement.runtime == "llama.cpp":
         if path.is_dir():
             raise InvalidModelError(f"{path} is a folder; llama.cpp loads a single .gguf file", path=str(path))
-        from .llamacpp import LlamaCppEngine
+        from localllm.runtimes.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(path, placement)
     if placement.runtime == "onnxruntime":
-        from .onnx import OnnxEngine
+        from localllm.runtimes.onnx import OnnxEngine
 
         return OnnxEngine(path, placement)
     raise RuntimeUnavailableError(f"unknown runtime {placement.runtime!r}; localllm runs 'llama.cpp' and 'onnxruntime'")

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 from localllm.errors import GenerationError, InvalidModelError, RuntimeUnavailableError
 from localllm.placement import Placement
 from localllm.repack import EXTRA_BUFFERS_ENV
-
-from .base import CachedTokens
+from localllm.runtimes.base import CachedTokens
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -144,7 +143,7 @@ _TRIAL_CODE = """
 import sys, tempfile, pathlib
 from localllm.placement import Placement
 from localllm.runtimes.llamacpp import LlamaCppEngine
-from localllm.tinymodels import TinyShape, quantize_gguf, write_llama_gguf
+from localllm.synthetic import TinyShape, quantize_gguf, write_llama_gguf
 d = pathlib.Path(tempfile.mkdtemp(prefix="localllm-trial-"))
 try:
     f16 = write_llama_gguf(d / "t.gguf", TinyShape(n_layer=1, n_embd=256, n_head=4, n_head_kv=4, n_ff=512), seed=0)
@@ -211,7 +210,7 @@ def extra_buffers_verdict(info: str | None = None):
     from datetime import date
 
     from localllm.calibration import ExtraBuffersVerdict, load_calibration, save_extra_buffers
-    from localllm.hwprobe import probe
+    from localllm.hardware.detect import probe
 
     if info is None:
         info = _import_llama_cpp().llama_print_system_info().decode("utf-8", errors="replace")

@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localllm.errors import GenerationError, InvalidModelError, RuntimeUnavailableError
+from localllm.formats.onnx_folder import OnnxFolderInfo, validate_onnx_folder
 from localllm.placement import Placement
-
-from .base import CachedTokens
-from .onnx_folder import OnnxFolderInfo, validate_onnx_folder
+from localllm.runtimes.base import CachedTokens
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -318,7 +317,7 @@ class OnnxEngine(CachedTokens):
                 )
         else:
             if hardware is None:
-                from localllm.hwprobe import probe
+                from localllm.hardware.detect import probe
 
                 hardware = probe()
             provider, reason = choose_provider(hardware, available)

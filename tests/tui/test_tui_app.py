@@ -7,11 +7,12 @@ import gc
 import time
 
 import pytest
+from tuihelp import ENDLESS, GREEDY, send, wait_for, wait_ready
+
 from localllm.tui.app import ChatApp
 from localllm.tui.chat import ChatScreen, ReplyDelta, ReplyDone
 from localllm.tui.history import History
 from localllm.tui.widgets import ChatList, MessageView, PromptArea, StatusLine
-from tuihelp import ENDLESS, GREEDY, send, wait_for, wait_ready
 
 SIZE = (110, 36)
 
@@ -375,7 +376,7 @@ def test_missing_file_shows_explanation_not_traceback(missing, tui_db):
 def test_offline_auto_opens_on_the_starter_and_says_why(tui_db, monkeypatch):
     """No network, nothing on disk: the chat opens on the built-in starter, names the model it
     would have chosen and how to get it, and answers."""
-    from localllm.hwprobe import load_profile
+    from localllm.hardware.detect import load_profile
 
     monkeypatch.setenv("LOCALLLM_OFFLINE", "1")
 

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from tuihelp import wait_for, wait_ready
+
 from localllm.tui.app import ChatApp
 from localllm.tui.history import History
 from localllm.tui.widgets import MessageView
-from tuihelp import wait_for, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 

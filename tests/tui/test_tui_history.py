@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import pytest
+
 from localllm.tui.history import DEFAULT_TITLE, History, data_dir, default_db_path, to_markdown
 
 

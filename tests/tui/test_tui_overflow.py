@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from localllm.tui.app import ChatApp
-from localllm.tui.history import History
 from tuihelp import GREEDY, send, wait_ready
 
 import localllm
+from localllm.tui.app import ChatApp
+from localllm.tui.history import History
 
 N_CTX = 256
 SAMPLING = {**GREEDY, "max_tokens": 16}

@@ -6,9 +6,10 @@ Update after an intended change with: python -m pytest tests/tui/test_tui_snapsh
 from __future__ import annotations
 
 import pytest
+from tuihelp import wait_for, wait_ready
+
 from localllm.tui.app import ChatApp
 from localllm.tui.history import History
-from tuihelp import wait_for, wait_ready
 
 SIZE = (110, 34)
 REPLY = """Here is a loop in Python:

@@ -1,0 +1,357 @@
+"""ChatApp: start-up (probe, plan, fetch, load) then chat; model switching; theme and keymap."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.message import Message
+from textual.screen import Screen
+
+import localllm
+from localllm.tui import backend
+from localllm.tui.backend import Progress, StartupReport
+from localllm.tui.chat import ChatScreen, lower_thread_priority
+from localllm.tui.history import History, data_dir
+from localllm.tui.screens import HelpScreen, ModelSwitcher, PlanScreen, StartupScreen, report_text
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ChatApp", "keymap_path", "load_keymap"]
+
+KEYMAP_NAME = "keymap.toml"
+RECENT_PREF = "recent_models"  # local files loaded before, offered by the model switcher
+RECENT_MAX = 10
+
+
+def keymap_path() -> Path:
+    return data_dir() / KEYMAP_NAME
+
+
+def load_keymap(path: Path | None = None) -> dict[str, str]:
+    """Binding id -> keys from keymap.toml's [keys] table; {} when there is none."""
+    path = path or keymap_path()
+    if not path.exists():
+        return {}
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    keys = data.get("keys", {})
+    if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+        raise localllm.LocalLLMError(
+            f'{path}: [keys] must map binding ids to key strings, e.g. "localllm.stop" = "ctrl+c"'
+        )
+    return dict(keys)
+
+
+@dataclass
+class StartupReady(Message):
+    report: StartupReport
+
+
+@dataclass
+class LoadProgress(Message):
+    progress: Progress
+
+
+@dataclass
+class ModelLoaded(Message):
+    model: Any
+    target: str
+
+
+@dataclass
+class LoadFailed(Message):
+    target: str
+    error: str
+    advice: str
+
+
+class ChatApp(App):
+    """`localllm chat`: explains its choice of model, loads it, and chats."""
+
+    TITLE = "localllm chat"
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        context: int | None = None,
+        db_path: str | Path | None = None,
+        hardware: Any = None,
+        extra_models: Sequence[str | os.PathLike[str]] = (),
+        hide_timings: bool = False,
+        system_prompt: str = "",
+        sampling: Mapping[str, Any] | None = None,
+        loader: Callable[..., Any] | None = None,
+    ) -> None:
+        """
+        Args:
+            model: "auto"/None, a catalog name, or a local .gguf file / ONNX folder.
+            context: context window in tokens (default: the plan's).
+            db_path: the chat database (default: chats.sqlite3 in the user data folder).
+            hardware: a localllm.Hardware to plan for instead of probing (e.g. load_profile(...)).
+            extra_models: local files the model switcher offers besides the catalog.
+            hide_timings: show no timings or thread counts (stable screenshots).
+            system_prompt: system prompt of new chats.
+            sampling: SamplingOptions fields for new chats (each chat keeps its own, ctrl+s edits).
+            loader: loader(target, context=, progress=) -> Model; default localllm.load
+                (through backend.load_model). For embedding apps and test doubles.
+        """
+        super().__init__()
+        self.requested = model or "auto"
+        self.context = context
+        self.history = History(db_path)
+        self.hardware = hardware
+        self.extra_models = [str(p) for p in extra_models]
+        self.hide_timings = hide_timings
+        self.default_system_prompt = system_prompt
+        localllm.SamplingOptions.from_kwargs(**(sampling or {}))  # unknown or bad options raise now
+        self.default_sampling = dict(sampling or {})
+        self.loader = loader or backend.load_model
+        self.model: Any = None  # localllm.Model once loaded
+        self.loading: str = ""  # what is being loaded now, "" when idle
+        self.report: StartupReport | None = None
+        self._keymap_error = ""
+        try:
+            self.set_keymap(load_keymap())
+        except (OSError, ValueError, localllm.LocalLLMError) as exc:
+            self._keymap_error = f"Keymap ignored: {exc}"
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen:
+        return ChatScreen()
+
+    def on_mount(self) -> None:
+        theme = self.history.get_pref("theme")
+        if theme and theme in self.available_themes:
+            self.theme = theme
+        self.theme_changed_signal.subscribe(self, self._remember_theme)
+        if self._keymap_error:
+            self.notify(self._keymap_error, severity="warning", timeout=10)
+        self.push_screen(StartupScreen())
+        self._startup()
+
+    def _remember_theme(self, theme: Any) -> None:
+        self.history.set_pref("theme", theme.name)
+
+    async def on_unmount(self) -> None:
+        model, self.model = self.model, None
+        if model is not None:
+            model.cancel()
+            model.close()
+        self.history.close()
+
+    @property
+    def chat_screen(self) -> ChatScreen:
+        for screen in self.screen_stack:
+            if isinstance(screen, ChatScreen):
+                return screen
+        raise LookupError("no chat screen")
+
+    # -- start-up and loading (thread workers) ------------------------------------
+
+    def action_retry(self) -> None:
+        if isinstance(self.screen, StartupScreen):
+            self._startup()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
+    def _startup(self) -> None:
+        hardware = self.hardware
+        report = backend.startup_report(
+            self.requested, context=self.context, probe=(lambda: hardware) if hardware is not None else None
+        )
+        self.post_message(StartupReady(report))
+        if report.ok:
+            self._load_blocking(self.requested)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
+    def _switch(self, target: str) -> None:
+        self._load_blocking(target)
+
+    def _load_blocking(self, target: str) -> None:
+        lower_thread_priority()  # runs in a load worker thread
+        self.post_message(LoadProgress(Progress("load", detail=target)))
+        try:
+            model = self.loader(target, context=self.context, progress=lambda p: self.post_message(LoadProgress(p)))
+        except localllm.LocalLLMError as exc:
+            self.post_message(LoadFailed(target, str(exc), backend._advice(exc)))
+            return
+        except Exception as exc:  # the screen says what went wrong, never a traceback
+            self.post_message(
+                LoadFailed(
+                    target, f"{type(exc).__name__}: {exc}", "This is a bug in localllm; the log is in the cache folder."
+                )
+            )
+            return
+        self.post_message(ModelLoaded(model, target))
+
+    @on(StartupReady)
+    def _on_startup_ready(self, msg: StartupReady) -> None:
+        self.report = msg.report
+        if isinstance(self.screen, StartupScreen):
+            self.screen.show_report(msg.report)
+
+    @on(LoadProgress)
+    def _on_progress(self, msg: LoadProgress) -> None:
+        self.loading = msg.progress.detail or self.loading or "model"
+        if isinstance(self.screen, StartupScreen):
+            self.screen.show_progress(msg.progress)
+        else:
+            self.chat_screen.model_changed()
+
+    @on(ModelLoaded)
+    def _on_loaded(self, msg: ModelLoaded) -> None:
+        old, self.model = self.model, msg.model
+        self.loading = ""
+        if old is not None:
+            self._close_later(old)
+        if backend.looks_like_path(msg.target):
+            self._remember_local(msg.target)
+        while isinstance(self.screen, StartupScreen):
+            self.pop_screen()
+        info = msg.model.info
+        note = (
+            f"**{info.name}** is ready ({info.runtime}, {backend.describe_placement(info.placement)}, "
+            f"context {info.n_ctx} tokens)."
+        )
+        if self.hide_timings:
+            note = f"**{info.name}** is ready ({info.runtime}, context {info.n_ctx} tokens)."
+        if self.report is not None and self.report.plan_text and old is None:
+            note += " F4 shows why it was chosen."
+        if info.note:  # load("auto") fell back to the built-in starter: say why and what to get
+            note += "\n\n" + info.note
+        self.chat_screen.model_changed(note)
+
+    @on(LoadFailed)
+    def _on_load_failed(self, msg: LoadFailed) -> None:
+        self.loading = ""
+        if isinstance(self.screen, StartupScreen) or self.model is None and not self._on_chat_screen():
+            if not isinstance(self.screen, StartupScreen):
+                self.push_screen(StartupScreen())
+                self.call_after_refresh(self._show_failure, msg)
+            else:
+                self._show_failure(msg)
+        else:
+            self.notify(f"Could not load {msg.target}: {msg.error}\n{msg.advice}", severity="error", timeout=15)
+            self.chat_screen.model_changed()
+
+    def _on_chat_screen(self) -> bool:
+        return isinstance(self.screen, ChatScreen)
+
+    def _show_failure(self, msg: LoadFailed) -> None:
+        if isinstance(self.screen, StartupScreen):
+            self.screen.show_error(msg.error, msg.advice)
+
+    @work(thread=True, exit_on_error=False, group="close")
+    def _close_later(self, model: Any) -> None:
+        model.cancel()
+        model.close()
+
+    def _remember_local(self, target: str) -> None:
+        recent = [str(Path(target).expanduser())]
+        for p in (self.history.get_pref(RECENT_PREF) or "").split("\n"):
+            if p and p not in recent:
+                recent.append(p)
+        self.history.set_pref(RECENT_PREF, "\n".join(recent[:RECENT_MAX]))
+
+    # -- actions ----------------------------------------------------------------
+
+    def switch_model(self, target: str) -> None:
+        """Load another model without restarting; the current one serves until the new one is ready."""
+        if self.model is not None and target == self.model.info.path:
+            return
+        screen = self.chat_screen
+        if screen.generating:
+            screen.action_stop()
+        self.loading = target
+        if self._on_chat_screen():
+            screen.model_changed()
+        self._switch(target)
+
+    def action_models(self) -> None:
+        hardware = self.hardware
+        recent = [p for p in (self.history.get_pref(RECENT_PREF) or "").split("\n") if p]
+        extra = list(dict.fromkeys([*self.extra_models, *recent]))
+
+        def rows() -> list[backend.VariantRow]:
+            return backend.list_models(hardware=hardware, extra=extra)
+
+        current = self.model.info.path if self.model is not None else None
+
+        def chosen(target: str | None) -> None:
+            if target:
+                if isinstance(self.screen, StartupScreen):
+                    self.pop_screen()
+                    self.push_screen(StartupScreen())
+                    self.call_after_refresh(lambda: self._switch(target))
+                    self.loading = target
+                else:
+                    self.switch_model(target)
+
+        self.push_screen(ModelSwitcher(rows, current), chosen)
+
+    def action_help(self) -> None:
+        rows: list[tuple[str, str, str]] = []
+        seen = set()
+        for key, active in self.chat_screen.active_bindings.items():  # keys after the user's keymap
+            b = active.binding
+            if not b.description or b.action in seen:
+                continue
+            if (b.id or "").startswith(("localllm.", "prompt.")) or b.action in ("quit", "command_palette"):
+                seen.add(b.action)
+                rows.append((self.get_key_display(b), b.description, b.id or ""))
+        rows.append(("up / down", "Previous / next prompt (on the first / last line)", ""))
+        self.push_screen(HelpScreen(rows, str(keymap_path())))
+
+    def action_show_plan(self) -> None:
+        if self.report is None:
+            self.notify("No plan yet.")
+            return
+        text = report_text(self.report)
+        if self.model is not None:
+            info = self.model.info
+            text += (
+                f"\nLoaded\n  {info.name} from {info.path}\n  {info.runtime}, "
+                f"{backend.describe_placement(info.placement)}, context {info.n_ctx} tokens\n"
+            )
+        self.push_screen(PlanScreen(text))
+
+    # -- command palette ----------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if not isinstance(screen, ChatScreen):
+            return
+        commands = [
+            ("New chat", "Start an empty conversation", screen.action_new_chat),
+            ("Stop", "Stop the reply being written (keeps what came so far)", screen.action_stop),
+            ("Regenerate", "Write the last reply again", screen.action_regenerate),
+            ("Copy reply", "Copy the last reply to the clipboard", screen.action_copy_reply),
+            ("Switch model", "Every catalog model with its fit on this machine", self.action_models),
+            ("Chat settings", "System prompt and sampling for this chat", screen.action_settings),
+            ("Rename chat", "Give this chat a title", screen.action_rename_chat),
+            ("Delete chat", "Delete this chat", screen.action_delete_chat),
+            ("Export chat", "Write this chat as Markdown", screen.action_export_chat),
+            ("Toggle chat list", "Show or hide the sidebar", screen.action_toggle_sidebar),
+            ("Why this model", "Hardware, plan and rejected alternatives", self.action_show_plan),
+            ("Help", "Keys and what they do", self.action_help),
+        ]
+        for title, help_text, callback in commands:
+            yield SystemCommand(title, help_text, callback)
+        for i in range(screen.code_block_count()):
+            yield SystemCommand(f"Copy code block {i + 1}", "From the last reply", _bind(screen.action_copy_code, i))
+
+
+def _bind(fn: Callable[[int], Any], i: int) -> Callable[[], Any]:
+    return lambda: fn(i)
