@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-__all__ = ["Placement"]
+__all__ = ["KV_TYPES", "KVType", "Placement", "RUNTIMES", "Runtime", "WHERE", "Where"]
+
+Runtime = Literal["llama.cpp", "onnxruntime"]
+# KV cache element types: llama.cpp takes f16, q8_0 and q4_0 (f32/bf16 too); ONNX folders are f16 or f32
+KVType = Literal["f16", "q8_0", "q4_0", "f32", "bf16"]
+# where a plan runs: all layers on GPUs, split GPU/CPU, or all on the CPU ("none": nothing fits)
+Where = Literal["gpu", "partial", "cpu", "none"]
+
+RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)
+KV_TYPES: tuple[KVType, ...] = ("f16", "q8_0", "q4_0")  # what the planner tries, best first
+WHERE: tuple[Where, ...] = get_args(Where)
 
 
 @dataclass(frozen=True)
 class Placement:
-    runtime: str = "llama.cpp"  # "llama.cpp" | "onnxruntime"
+    runtime: Runtime = "llama.cpp"
     n_ctx: int = 2048
     n_gpu_layers: int = 0  # llama.cpp: layers offloaded (-1: all); 0 on CPU
     n_threads: int = 1  # generation threads
@@ -17,7 +28,7 @@ class Placement:
     n_batch: int = 512  # logical batch for prompt processing
     n_ubatch: int = 512  # physical batch
     flash_attn: bool = False
-    kv_type: str = "f16"  # f16 | q8_0 | q4_0 (llama.cpp); f16 | f32 (ONNX)
+    kv_type: KVType = "f16"
     use_mmap: bool = True
     main_gpu: int = 0
     tensor_split: tuple[float, ...] = ()  # per-GPU share of layers; () for one GPU or none
