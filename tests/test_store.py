@@ -584,11 +584,9 @@ class FakeOnnxVariant:
 
 
 @pytest.fixture(scope="module")
-def onnx_repo(tmp_path_factory):
+def onnx_repo(tiny_onnx):
     """A tiny ONNX decoder folder as published (onnx/model.onnx + model.onnx_data, config, tokenizer)."""
-    from localllm.testing.onnx import write_onnx_folder
-
-    folder = write_onnx_folder(tmp_path_factory.mktemp("onnx-repo") / "tiny-onnx", seed=5)
+    folder = tiny_onnx
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 

@@ -18,7 +18,6 @@ from localllm.estimator import ONNX_KV_COPIES, estimate_onnx, onnx_kv_type
 from localllm.formats.onnx_folder import validate_onnx_folder
 from localllm.hardware import RuntimeInfo
 from localllm.hardware.detect import load_profile
-from localllm.testing.onnx import write_onnx_folder
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -124,8 +123,8 @@ def test_estimate_onnx_weights_from_size_and_kv_from_config():
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    return write_onnx_folder(tmp_path_factory.mktemp("plan-onnx") / "tiny-onnx", seed=3)
+def tiny_folder(tiny_onnx):
+    return tiny_onnx
 
 
 def test_plan_local_onnx_folder_from_its_files(tiny_folder):

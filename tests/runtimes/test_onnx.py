@@ -24,20 +24,8 @@ from localllm.runtimes.base import Engine
 from localllm.runtimes.onnx import CPU, OnnxEngine, TokenBytes, choose_provider, provider_chain
 from localllm.testing.onnx import reference_decoder, write_onnx_folder
 
-SEED = 3
+SEED = 3  # the seed conftest builds tiny_onnx with
 GREEDY = dict(temperature=0.0)
-
-
-@pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory):
-    """A tiny random-weight ONNX decoder folder (fp32 KV cache), built once."""
-    return write_onnx_folder(tmp_path_factory.mktemp("onnx") / "tiny-onnx", seed=SEED)
-
-
-@pytest.fixture(scope="session")
-def tiny_onnx_f16(tmp_path_factory):
-    """The same decoder with a float16 KV cache."""
-    return write_onnx_folder(tmp_path_factory.mktemp("onnx16") / "tiny-onnx-f16", seed=SEED, kv_dtype="float16")
 
 
 def engine_for(folder, **placement) -> OnnxEngine:
