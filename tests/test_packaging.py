@@ -76,6 +76,8 @@ def site(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_wheel_install_finds_its_data(site):
     assert not (site / "tui").exists(), "tui/ must ship as localllm.tui, not top level"
+    assert not (site / "localllm" / "_root").exists(), "data ships in localllm/data, not a mapped repository root"
+    assert (site / "localllm" / "data" / "models.toml").is_file()
     assert (site / "localllm" / "tui" / "__init__.py").is_file()
     deps = sysconfig.get_paths()["purelib"]
     done = subprocess.run(
@@ -93,3 +95,15 @@ def test_wheel_install_finds_its_data(site):
     assert out["catalog_exists"]
     assert Path(out["catalog"]).is_relative_to(site)
     assert Path(out["catalog"]).read_bytes() == (REPO / "localllm" / "data" / "models.toml").read_bytes()
+
+
+def test_a_checkout_has_one_tui_package():
+    """From the repository root, `localllm.tui` imports and a top-level `tui` does not (one module
+    object per file: a second name for the same files gave two copies of every class)."""
+    code = (
+        "import importlib.util, json\n"
+        "print(json.dumps([importlib.util.find_spec(n) is not None for n in ('tui', 'localllm.tui')]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [False, True]
