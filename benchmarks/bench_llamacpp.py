@@ -175,7 +175,7 @@ def main() -> int:
                 flush=True,
             )
 
-    same = all(a["tokens"] == b["tokens"] for a, b in zip(runs["raw"], runs["localllm"]))
+    same = all(a["tokens"] == b["tokens"] for a, b in zip(runs["raw"], runs["localllm"], strict=False))
 
     def med(side: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[side])
@@ -187,8 +187,8 @@ def main() -> int:
     lft = {s: [r["load_s"] + r["ttft_s"] for r in runs[s]] for s in runs}
     # Each run i of one side ran right next to run i of the other: the ratio within a pair
     # cancels most of the drift of a shared machine; the median over pairs is the result.
-    pair_decode = [b["decode_tps"] / a["decode_tps"] for a, b in zip(runs["raw"], runs["localllm"])]
-    pair_lft = [b / a for a, b in zip(lft["raw"], lft["localllm"])]
+    pair_decode = [b["decode_tps"] / a["decode_tps"] for a, b in zip(runs["raw"], runs["localllm"], strict=False)]
+    pair_lft = [b / a for a, b in zip(lft["raw"], lft["localllm"], strict=False)]
     decode_ratio = statistics.median(pair_decode)
     lft_ratio = statistics.median(pair_lft)
     print()

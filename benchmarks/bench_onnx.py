@@ -1,7 +1,7 @@
 """localllm's ONNX Runtime path against onnxruntime-genai, on the same model folder, on CPU.
 
 Builds (once) a random-weight Qwen2.5-0.5B-shaped decoder folder with
-`localllm.testing.onnx` (fp32 weights, external data, genai_config.json), then decodes the
+`localllm.testing` (fp32 weights, external data, genai_config.json), then decodes the
 same prompt greedily with both:
 
 - localllm: `OnnxEngine` driven by the shared token loop `localllm.generation.run`
@@ -30,7 +30,7 @@ TARGET_RATIO = 0.95  # issue: at least 0.95 of onnxruntime-genai's decode tokens
 
 
 def build(folder: Path, shape: str, threads: int, attention: str) -> Path:
-    from localllm.testing.onnx import write_onnx_folder
+    from localllm.testing import write_onnx_folder
 
     if not (folder / "onnx" / "model.onnx").is_file():
         t0 = time.perf_counter()
@@ -140,7 +140,7 @@ def run_genai(og, model, prompt: list[int], n_gen: int) -> tuple[float, list[int
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", default="qwen2.5-0.5b", help="a localllm.testing.onnx.ONNX_SHAPES name")
+    ap.add_argument("--shape", default="qwen2.5-0.5b", help="a localllm.testing.SHAPES name")
     ap.add_argument(
         "--dir",
         type=Path,
@@ -253,7 +253,7 @@ def _interleaved(args, og, genai, engine, prompt) -> int:
             f"same tokens: {toks_a == toks_b}",
             file=sys.stderr,
         )
-    ratios = [t / o for o, t in zip(ours, theirs)]  # tokens/s ratio = time ratio inverted
+    ratios = [t / o for o, t in zip(ours, theirs, strict=False)]  # tokens/s ratio = time ratio inverted
     ratio = statistics.median(ratios)
     result = {
         "mode": "interleaved",

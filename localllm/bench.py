@@ -14,6 +14,7 @@ model, so each run also reports the share of its threads' time the process reall
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -25,10 +26,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localllm.calibration import BenchRecord, Calibration, load_calibration, model_signature, save_bench
+from localllm.catalog import family_from_gguf_metadata
 from localllm.errors import GenerationError, InvalidModelError
+from localllm.hardware.detect import probe
+from localllm.model import Model
+from localllm.planner import plan_local
+from localllm.quantmix import gguf_weights
+from localllm.runtimes import load_engine
+from localllm.validate import validate_gguf
 
 if TYPE_CHECKING:  # pragma: no cover
-    from localllm.calibration import BenchRecord
+    from collections.abc import Callable
+
     from localllm.hardware import Hardware
 
 __all__ = ["BenchResult", "Prediction", "RunMeasurement", "bench", "measure_once", "record"]
@@ -225,8 +235,6 @@ class BenchResult:
         return out
 
     def to_record(self) -> BenchRecord:
-        from localllm.calibration import BenchRecord
-
         gpu = self.mean("gpu_memory")
         return BenchRecord(
             signature=self.signature,
@@ -256,7 +264,7 @@ def bench(
     threads: int | None = None,
     repeat: int = DEFAULT_REPEAT,
     warmup: bool = True,
-    progress=None,
+    progress: Callable[[int, RunMeasurement], object] | None = None,
 ) -> BenchResult:
     """Measure `path` (a GGUF file) `repeat` times, each in a fresh process.
 
@@ -281,7 +289,8 @@ def bench(
     spec = {"path": str(p), "n_prompt": n_prompt, "n_gen": n_gen, "context": context, "threads": threads}
     if warmup:
         _child({**spec, "n_prompt": 4, "n_gen": 2})
-    runs, first = [], None
+    runs: list[RunMeasurement] = []
+    first: dict[str, Any] | None = None
     for i in range(repeat):
         out = _child(spec)
         first = first or out
@@ -289,6 +298,7 @@ def bench(
         runs.append(run)
         if progress is not None:
             progress(i, run)
+    assert first is not None  # repeat >= 1
     pred = first["predicted"]
     return BenchResult(
         model=str(p),
@@ -306,13 +316,9 @@ def bench(
 def record(result: BenchResult, hw: Hardware | None = None) -> Path | None:
     """Keep `result` (its medians) in this machine's calibration; returns the file, or None when
     the result is too noisy to plan with (`result.unsteady` says why)."""
-    from localllm.calibration import save_bench
-
     if result.unsteady:
         return None
     if hw is None:
-        from localllm.hardware.detect import probe
-
         hw = probe()
     return save_bench(hw, result.to_record())
 
@@ -340,14 +346,6 @@ def measure_once(
     path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, context: int | None = None, threads: int | None = None
 ) -> dict[str, Any]:
     """One load + prompt + decode in this process (call it in a fresh one); plain data."""
-    from localllm.calibration import Calibration, load_calibration, model_signature
-    from localllm.catalog import family_from_gguf_metadata
-    from localllm.model import Model
-    from localllm.planner import plan_local
-    from localllm.quantmix import gguf_weights
-    from localllm.runtimes import load_engine
-    from localllm.validate import validate_gguf
-
     rss_before = _peak_rss()
     p = Path(path)
     info = validate_gguf(p)
@@ -355,8 +353,6 @@ def measure_once(
     family = family_from_gguf_metadata(info.metadata, name=p.stem, tied_embeddings=tied)
     # the formula's prediction (with this machine's measured bandwidth), never an earlier
     # measurement of this same model
-    from localllm.hardware.detect import probe
-
     hw = probe()
     kept = load_calibration(hw)
     plan = plan_local(
@@ -365,7 +361,7 @@ def measure_once(
         path=str(p),
         context=context,
         hardware=hw,
-        quant=_FILE_TYPES.get(info.metadata.get("general.file_type"), "local"),
+        quant=_quant_name(info.metadata.get("general.file_type")),
         calibration=Calibration(bandwidth=kept.bandwidth, extra_buffers=kept.extra_buffers),
         threads=threads,
         weights=gguf_weights(info.tensors),
@@ -381,7 +377,8 @@ def measure_once(
             cpu.append(time.process_time())
             last = chunk
         t = last.timings
-        per_token = [(b[0] - a[0]) / b[1] for a, b in zip(stamps, stamps[1:]) if b[1]]
+        assert t is not None  # the last chunk of a stream carries the timings
+        per_token = [(b[0] - a[0]) / b[1] for a, b in zip(stamps, stamps[1:], strict=False) if b[1]]
         n_after_first = sum(n for _, n in stamps[1:])
         wall, cpu_s = stamps[-1][0] - stamps[0][0], cpu[-1] - cpu[0]
         threads_used = placement.n_threads
@@ -431,7 +428,12 @@ def measure_once(
     }
 
 
-def _prompt_of(model, n_tokens: int, limit: int) -> str:
+def _quant_name(file_type: object) -> str:
+    """The quant name of a GGUF general.file_type, "local" for one the planner does not know."""
+    return _FILE_TYPES.get(file_type, "local") if isinstance(file_type, int) else "local"
+
+
+def _prompt_of(model: Model, n_tokens: int, limit: int) -> str:
     """Text that tokenizes to about n_tokens (never more than `limit`)."""
     n_tokens = max(1, min(n_tokens, limit))
     words = max(1, n_tokens)
@@ -480,10 +482,8 @@ def _gpu_memory() -> int | None:
     except Exception:
         return None
     finally:
-        try:
+        with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
 if __name__ == "__main__":  # the child: python -m localllm.bench '<json spec>'

@@ -20,10 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localllm.errors import ChatTemplateError
 from localllm.generation import check_text, first_surrogate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from jinja2 import Template
 
 __all__ = [
     "CHATML_FALLBACK",
@@ -146,6 +149,7 @@ class ChatFormatter:
             ) from None
 
     def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+        # template_sandbox imports jinja2 at its top: it loads at the first render, not with localllm
         from localllm.template_sandbox import RenderLimits, TemplateLimitError, render_bounded
 
         bos, eos = self.bos_token or "", self.eos_token or ""
@@ -283,7 +287,7 @@ def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
 
 
 def _raise_exception(message: str) -> None:
-    from localllm.template_sandbox import stringify
+    from localllm.template_sandbox import stringify  # loaded already: called from a render
 
     raise ChatTemplateError(f"the model's chat template refused the messages: {stringify(message, 'a message')}")
 
@@ -299,7 +303,7 @@ def _tojson(
     separators: Any = None,
     sort_keys: bool = False,
 ) -> str:
-    from localllm.template_sandbox import TemplateLimitError, check_printable
+    from localllm.template_sandbox import TemplateLimitError, check_printable  # as in _raise_exception
 
     check_printable([value], "tojson's value")  # JSON is about as long as the repr
     # a wide indent or separator multiplies it by the number of items
@@ -330,10 +334,10 @@ def _strftime_now(fmt: str) -> str:
 
 
 @lru_cache(maxsize=16)
-def _compile(template: str):
+def _compile(template: str) -> Template:
     from jinja2.ext import loopcontrols
 
-    from localllm.template_sandbox import BoundedEnvironment
+    from localllm.template_sandbox import BoundedEnvironment  # imports jinja2: see _render
 
     env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.add_filter("tojson", _tojson)

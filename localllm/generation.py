@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from localllm.errors import ContextOverflowError, InvalidOptionError, InvalidOptionTypeError
 
@@ -102,9 +102,10 @@ class SamplingOptions:
         object.__setattr__(self, "stop", _check_stop(self.stop))
 
     @classmethod
-    def from_kwargs(cls, base: SamplingOptions | None = None, **options: object) -> SamplingOptions:
+    def from_kwargs(cls, base: SamplingOptions | None = None, **options: Any) -> SamplingOptions:
         """Options from keyword arguments; an unknown name raises InvalidOptionTypeError (a TypeError)
         listing the valid ones."""
+        # Any, not object: callers pass whatever they were given; __post_init__ checks each value's type
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -409,10 +410,7 @@ class Sampler:
 
         n = logits.shape[0]
         k = o.top_k if 0 < o.top_k < n else n
-        if k < n:
-            idx = np.argpartition(logits, n - k)[n - k :]
-        else:
-            idx = np.arange(n)
+        idx = np.argpartition(logits, n - k)[n - k :] if k < n else np.arange(n)
         vals = logits[idx].astype(np.float64)
         order = np.argsort(-vals, kind="stable")
         idx, vals = idx[order], vals[order]
@@ -433,7 +431,7 @@ class Sampler:
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):  # up to the shorter one
         if x != y:
             break
         n += 1

@@ -3,39 +3,47 @@
 No weights can be downloaded in CI, so tests build their own: a Llama-architecture
 GGUF with a SentencePiece-style vocabulary (byte tokens `<0xNN>`, printable
 characters, a few words) and a chat template in its metadata. The same writer makes
-realistic shapes (SmolLM2-135M, Llama-3.2-1B...) for the benchmarks.
+realistic shapes (SmolLM2-135M, Llama-3.2-1B...) for the benchmarks and for
+`localllm bench --synthetic`.
 
-Imports numpy and gguf only when called.
+- `Shape`, `SHAPES`: the dimensions of a model, shared with the ONNX builder
+  (localllm.testing.onnx); `WORDS`, the word list both vocabularies are made from.
+- `spm_vocab`, `tiny_vocab`: SentencePiece vocabularies.
+- `write_llama_gguf` (random weights), `write_llama_weights` (given tensors),
+  `quantize_gguf` (llama.cpp's quantizer), `synthetic_gguf` (cached, for bench).
+
+Tests import these from `localllm.testing`. Imports numpy, gguf and llama_cpp only
+when called.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from types import EllipsisType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 __all__ = [
-    "CHATML_TEMPLATE",
-    "TinyShape",
     "SHAPES",
+    "WORDS",
+    "Shape",
+    "TinyShape",
+    "quantize_gguf",
     "spm_vocab",
+    "synthetic_gguf",
     "tiny_vocab",
     "write_llama_gguf",
     "write_llama_weights",
-    "quantize_gguf",
-    "synthetic_gguf",
 ]
 
-# A ChatML template, as Qwen2.5 and SmolLM2 ship it (simplified: no tools).
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-_WORDS = [
+# The words both test vocabularies know (the GGUF's SentencePiece pieces, the ONNX BPE's corpus).
+WORDS = [
     "hello",
     "world",
     "the",
@@ -94,7 +102,14 @@ _WORDS = [
 
 
 @dataclass(frozen=True)
-class TinyShape:
+class Shape:
+    """The dimensions of a Llama/Qwen2-style decoder, for both builders.
+
+    `qkv_bias`, `rope_theta`, `rms_eps` and `model_type` are read by the ONNX builder only:
+    the GGUF writer takes `rms_eps` and `rope_freq_base` as arguments and writes no biases.
+    `tied_embeddings` is read by the GGUF builder only (the ONNX graph always has its own head).
+    """
+
     n_layer: int = 2
     n_embd: int = 64
     n_head: int = 4
@@ -104,14 +119,29 @@ class TinyShape:
     n_vocab: int | None = None  # None: exactly the built-in vocabulary; larger pads with filler tokens
     tied_embeddings: bool = False
     head_dim: int | None = None  # None: n_embd // n_head
+    qkv_bias: bool = True  # Qwen2 has q/k/v biases; Llama has none
+    rope_theta: float = 10000.0
+    rms_eps: float = 1e-6
+    model_type: str = "qwen2"  # config.json's model_type
+
+    @property
+    def dim_head(self) -> int:
+        return self.head_dim or self.n_embd // self.n_head
 
 
-# Shapes of real models (public configs), for benchmarks and estimator checks.
-SHAPES: dict[str, TinyShape] = {
-    "tiny": TinyShape(),
-    "smollm2-135m": TinyShape(30, 576, 9, 3, 1536, 8192, 49152, True),
-    "qwen2.5-0.5b": TinyShape(24, 896, 14, 2, 4864, 32768, 151936, True),
-    "llama-3.2-1b": TinyShape(16, 2048, 32, 8, 8192, 131072, 128256, True),
+# The old name: tests not yet moved to localllm.testing and the llama.cpp AMX trial
+# (localllm.runtimes.llamacpp) still import it.
+TinyShape = Shape
+
+# Llama-family facts for the ONNX builder (the defaults are Qwen2's)
+_llama = partial(Shape, qkv_bias=False, rms_eps=1e-5, model_type="llama")
+
+# Shapes of real models (their public config.json), for benchmarks and estimator checks.
+SHAPES: dict[str, Shape] = {
+    "tiny": Shape(),
+    "smollm2-135m": _llama(30, 576, 9, 3, 1536, 8192, 49152, tied_embeddings=True, rope_theta=100000.0),
+    "qwen2.5-0.5b": Shape(24, 896, 14, 2, 4864, 32768, 151936, tied_embeddings=True, rope_theta=1000000.0),
+    "llama-3.2-1b": _llama(16, 2048, 32, 8, 8192, 131072, 128256, tied_embeddings=True, rope_theta=500000.0),
 }
 
 
@@ -121,8 +151,10 @@ TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_BYTE = 1, 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
 BYTE_TOKEN_OFFSET = len(SPECIAL_TOKENS)  # <0x00> is token 5, <0xFF> token 260
 
+Vocab = tuple[list[str], list[float], list[int]]  # (tokens, scores, types)
 
-def spm_vocab(pieces) -> tuple[list[str], list[float], list[int]]:
+
+def spm_vocab(pieces: Iterable[str]) -> Vocab:
     """(tokens, scores, types) of a SentencePiece vocabulary: the special tokens, 256 byte
     tokens `<0xNN>` (so any text tokenizes), then `pieces` in order (duplicates dropped).
 
@@ -147,20 +179,20 @@ def spm_vocab(pieces) -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def tiny_vocab() -> tuple[list[str], list[float], list[int]]:
+def tiny_vocab() -> Vocab:
     """(tokens, scores, types) of a small SentencePiece vocabulary that covers any text."""
     pieces = ["\u2581"] + [chr(c) for c in range(33, 127)]
     pieces += ["\u2581" + chr(c) for c in range(33, 127)]
-    pieces += ["\u2581" + w for w in _WORDS] + list(dict.fromkeys(_WORDS))
+    pieces += ["\u2581" + w for w in WORDS] + list(dict.fromkeys(WORDS))
     return spm_vocab(pieces)
 
 
 def write_llama_gguf(
     path: str | Path,
-    shape: TinyShape | str = "tiny",
+    shape: Shape | str = "tiny",
     *,
     seed: int = 0,
-    chat_template: str | None = CHATML_TEMPLATE,
+    chat_template: str | None | EllipsisType = ...,
     name: str = "tiny-llama",
     f16: bool = False,
     scale: float = 0.5,
@@ -169,14 +201,22 @@ def write_llama_gguf(
 ) -> Path:
     """Write a random-weight Llama GGUF file; returns its path.
 
-    `scale` sets the weight spread: larger values make greedy output depend more on
-    the prompt. F32 weights by default (exact), F16 with `f16=True` (half the size, the
-    usual input to quantization). `rename_tokens` renames special tokens, keeping their
-    ids ({"<s>": "<bos>", "<|im_start|>": "<start_of_turn>"...}: another family's
-    vocabulary); `extra_control_tokens` are appended as control tokens.
+    `chat_template` is written to the metadata: by default (`...`) ChatML
+    (localllm.chat_template.CHATML_FALLBACK), None for no template. `scale` sets the
+    weight spread: larger values make greedy output depend more on the prompt. F32
+    weights by default (exact), F16 with `f16=True` (half the size, the usual input to
+    quantization). `rename_tokens` renames special tokens, keeping their ids ({"<s>":
+    "<bos>", "<|im_start|>": "<start_of_turn>"...}: another family's vocabulary);
+    `extra_control_tokens` are appended as control tokens.
     """
     import numpy as np
 
+    if chat_template is ...:
+        # imported here, not at the top: `localllm --help` imports this module for SHAPES
+        # and would load chat_template and generation with it
+        from localllm.chat_template import CHATML_FALLBACK
+
+        chat_template = CHATML_FALLBACK
     if isinstance(shape, str):
         shape = SHAPES[shape]
     path = Path(path)
@@ -196,8 +236,8 @@ def write_llama_gguf(
     for i in range(len(tokens), n_vocab):
         tokens.append(f"[filler{i}]")
         scores.append(-1e6)
-        types.append(4)  # user-defined: never produced by tokenizing ordinary text
-    head_dim = shape.head_dim or shape.n_embd // shape.n_head
+        types.append(TOKEN_USER_DEFINED)  # never produced by tokenizing ordinary text
+    head_dim = shape.dim_head
     dtype = np.float16 if f16 else np.float32
 
     def weight(*dims: int, std: float | None = None) -> np.ndarray:
@@ -235,10 +275,10 @@ def write_llama_gguf(
 
 def write_llama_weights(
     path: str | Path,
-    shape: TinyShape,
-    tensors,
+    shape: Shape,
+    tensors: Mapping[str, np.ndarray],
     *,
-    vocab,
+    vocab: Vocab,
     chat_template: str | None,
     name: str,
     file_type: int = 0,
@@ -260,7 +300,7 @@ def write_llama_weights(
     path = Path(path)
     tokens, scores, types = vocab
     n_vocab = len(tokens)
-    head_dim = shape.head_dim or shape.n_embd // shape.n_head
+    head_dim = shape.dim_head
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(name)
     for key, value in (extra_kv or {}).items():

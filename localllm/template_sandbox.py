@@ -28,7 +28,7 @@ import re
 import string
 import time
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,9 +119,7 @@ class RenderLimits:
 
 
 _COMPILE_TIME = RenderLimits()  # outside a render: size caps only
-_current: contextvars.ContextVar[RenderLimits] = contextvars.ContextVar(
-    "localllm_template_limits", default=_COMPILE_TIME
-)
+_current = contextvars.ContextVar[RenderLimits]("localllm_template_limits", default=_COMPILE_TIME)
 
 
 def render_bounded(template: Any, limits: RenderLimits, **variables: Any) -> str:
@@ -184,7 +182,8 @@ class _Guarded:
 
 
 # --- sizes --------------------------------------------------------------------------
-_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
+_DICT_VIEWS: tuple[type[Collection[Any]], ...] = (type({}.keys()), type({}.values()), type({}.items()))
+_SEQUENCES: tuple[type[Collection[Any]], ...] = (list, tuple, set, frozenset, *_DICT_VIEWS)
 
 
 def weight(value: Any, limit: float) -> float:
@@ -214,7 +213,7 @@ def weight(value: Any, limit: float) -> float:
                 return total
             stack.extend(v.keys())
             stack.extend(v.values())
-        elif isinstance(v, (list, tuple, set, frozenset, *_VIEWS)):
+        elif isinstance(v, _SEQUENCES):
             total += 16 + 2 * len(v)
             if total > limit:
                 return total
@@ -326,17 +325,15 @@ def _check_str_method(s: str | bytes, name: str, args: tuple, kwargs: dict, lim:
     elif name == "expandtabs":
         size = args[0] if args else kwargs.get("tabsize", 8)
         if isinstance(size, int):
-            _too_big(what, len(s) + s.count("\t" if isinstance(s, str) else b"\t") * max(size, 0), lim)
+            tabs = s.count("\t") if isinstance(s, str) else s.count(b"\t")
+            _too_big(what, len(s) + tabs * max(size, 0), lim)
     elif name == "replace" and len(args) >= 2 and all(isinstance(a, type(s)) for a in args[:2]):
         count = args[2] if len(args) > 2 else kwargs.get("count", -1)
         _too_big(what, _replaced_size(s, args[0], args[1], count), lim)
     elif name == "join" and args:
         items = list(args[0])
-        _too_big(
-            what,
-            sum(len(x) if isinstance(x, (str, bytes)) else 0 for x in items) + len(s) * max(len(items) - 1, 0),
-            lim,
-        )
+        joined = sum(len(x) if isinstance(x, (str, bytes)) else 0 for x in items) + len(s) * max(len(items) - 1, 0)
+        _too_big(what, joined, lim)
         args = (items, *args[1:])
     elif name == "format" and isinstance(s, str):
         _check_format(s, args, kwargs, lim)
@@ -363,28 +360,11 @@ def _check_result(result: Any, what: str, lim: RenderLimits) -> None:
 # --- filters ------------------------------------------------------------------------
 # Filters that print their value, with how much longer the text can get (escape: '<' is '&lt;').
 _PRINTING = {
-    "string": 1,
-    "pprint": 1,
-    "upper": 3,
-    "lower": 3,
-    "title": 3,
-    "capitalize": 3,
-    "trim": 1,
-    "striptags": 1,
-    "wordcount": 1,
-    "truncate": 1,
-    "escape": 6,
-    "e": 6,
-    "forceescape": 6,
+    **dict.fromkeys(("string", "pprint", "trim", "striptags", "wordcount", "truncate", "safe"), 1),
+    **dict.fromkeys(("center", "indent", "wordwrap", "replace", "format"), 1),
+    **dict.fromkeys(("upper", "lower", "title", "capitalize", "urlize"), 3),  # case maps: 'ß' -> 'SS'
+    **dict.fromkeys(("escape", "e", "forceescape", "xmlattr"), 6),
     "urlencode": 12,
-    "safe": 1,
-    "xmlattr": 6,
-    "center": 1,
-    "indent": 1,
-    "wordwrap": 1,
-    "urlize": 3,
-    "replace": 1,
-    "format": 1,
 }
 
 
@@ -412,20 +392,16 @@ def _filter_checks(name: str, a: dict[str, Any], value: Any, lim: RenderLimits) 
     elif name == "replace":
         old, new = a.get("old"), a.get("new")
         if isinstance(old, str) and isinstance(new, str):
-            _too_big(
-                what,
-                _replaced_size(text, old, new, a.get("count")) if text is not None else (size + 1) * (len(new) + 1),
-                lim,
-            )
+            grown = _replaced_size(text, old, new, a.get("count")) if text is not None else (size + 1) * (len(new) + 1)
+            _too_big(what, grown, lim)
     elif name == "format":
         if isinstance(value, str):
-            extra = a.get("kwargs") or a.get("args") or ()
-            _check_printf(value, tuple(extra) if not isinstance(extra, Mapping) else extra, lim)
+            fmt_args = a.get("kwargs") or a.get("args") or ()
+            _check_printf(value, tuple(fmt_args) if not isinstance(fmt_args, Mapping) else fmt_args, lim)
     elif name in ("batch", "slice"):
         _check_int(what, a.get("linecount", a.get("slices")), lim)
-    elif name == "sum":
-        if not isinstance(a.get("start", 0), (int, float)):
-            raise SecurityError("the sum filter takes only a number as its start in a chat template")
+    elif name == "sum" and not isinstance(a.get("start", 0), (int, float)):
+        raise SecurityError("the sum filter takes only a number as its start in a chat template")
 
 
 def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -476,20 +452,21 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 _EMIT, _CONCAT, _LOOP = "localllm_emit", "localllm_concat", "localllm_loop"
 
 
-def _hook(name: str, arg: nodes.Expr, lineno: int) -> nodes.Filter:
+def _hook(name: str, arg: nodes.Node, lineno: int) -> nodes.Filter:
     return nodes.Filter(arg, name, [], [], None, None, lineno=lineno)
 
 
 class _InsertHooks(NodeTransformer):
     """Loops iterate through a counter; output and `~` go through size checks."""
 
+    # generic_visit transforms the children in place and returns the node it was given
     def visit_For(self, node: nodes.For) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)
         node.iter = _hook(_LOOP, node.iter, node.lineno)
         return node
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)
         node.nodes = [
             _hook(_EMIT, nodes.Const(c.data, lineno=c.lineno) if isinstance(c, nodes.TemplateData) else c, c.lineno)
             for c in node.nodes
@@ -497,7 +474,7 @@ class _InsertHooks(NodeTransformer):
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)
         return _hook(_CONCAT, nodes.Tuple(list(node.nodes), "load", lineno=node.lineno), node.lineno)
 
 
@@ -533,7 +510,7 @@ def _loop(_context: Any, iterable: Any) -> _Guarded:
 def _range(*args: Any) -> range:
     rng = range(*args)
     try:
-        n = len(rng)
+        n: float = len(rng)
     except OverflowError:
         n = math.inf
     if n > MAX_RANGE:

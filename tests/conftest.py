@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from localllm.testing import quantize_gguf, write_llama_gguf, write_onnx_folder
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -38,16 +40,12 @@ def one_core():
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory) -> Path:
     """A tiny random-weight Llama GGUF (F32) with a ChatML template, built once per run."""
-    from localllm.synthetic import write_llama_gguf
-
     return write_llama_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf", seed=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_gguf_q8(tiny_gguf, tmp_path_factory) -> Path:
     """The tiny model quantized to Q8_0 by llama.cpp's quantizer."""
-    from localllm.synthetic import quantize_gguf
-
     return quantize_gguf(tiny_gguf, tmp_path_factory.mktemp("models-q") / "tiny-q8_0.gguf", "Q8_0")
 
 
@@ -55,16 +53,12 @@ def tiny_gguf_q8(tiny_gguf, tmp_path_factory) -> Path:
 def tiny_onnx(tmp_path_factory) -> Path:
     """A tiny random-weight ONNX decoder folder (fp32 KV cache), built once. Tests that change
     files copy it first."""
-    from localllm.testing.onnx import write_onnx_folder
-
     return write_onnx_folder(tmp_path_factory.mktemp("onnx") / "tiny-onnx", seed=ONNX_SEED)
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx_f16(tmp_path_factory) -> Path:
     """The same decoder with a float16 KV cache."""
-    from localllm.testing.onnx import write_onnx_folder
-
     return write_onnx_folder(tmp_path_factory.mktemp("onnx16") / "tiny-onnx-f16", seed=ONNX_SEED, kv_dtype="float16")
 
 

@@ -21,6 +21,7 @@ from localllm.calibration import (
 from localllm.catalog import Family
 from localllm.hardware import CPUInfo, Hardware, MemoryInfo
 from localllm.planner import THREAD_SWITCH_MARGIN, plan_local
+from localllm.testing import write_llama_gguf
 
 MiB = 2**20
 
@@ -70,8 +71,6 @@ def _record(threads: int, tps: float, *, weight_bytes: int = WEIGHTS, date: str 
 @pytest.fixture(scope="session")
 def smollm_shape_gguf(tmp_path_factory):
     """A random-weight model with SmolLM2-135M's shape (F16, 270 MB), built once."""
-    from localllm.synthetic import write_llama_gguf
-
     return write_llama_gguf(
         tmp_path_factory.mktemp("smollm") / "smollm2-135m-random-f16.gguf",
         "smollm2-135m",

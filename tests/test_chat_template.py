@@ -17,6 +17,7 @@ from localllm.chat_template import (
     split_turns,
 )
 from localllm.errors import ChatTemplateError
+from localllm.testing import write_llama_gguf
 
 # A multi-turn conversation with a system message; the content has edge whitespace, which
 # Gemma's and Llama-3's templates trim and ChatML's keeps.
@@ -214,8 +215,6 @@ FAMILY_VOCABS = {
 
 @pytest.mark.parametrize("source", sorted(FAMILY_VOCABS))
 def test_a_gguf_without_template_gets_its_vocabularys_format(source, tmp_path, one_core, caplog):
-    from localllm.synthetic import write_llama_gguf
-
     path = write_llama_gguf(tmp_path / f"{source}.gguf", seed=1, chat_template=None, **FAMILY_VOCABS[source])
     with caplog.at_level(logging.WARNING, logger="localllm.model"):
         m = localllm.load(path, context=256, hardware=one_core)

@@ -22,7 +22,6 @@ from localllm.generation import (
     join,
     run,
 )
-from localllm.synthetic import CHATML_TEMPLATE
 
 # --- options -------------------------------------------------------------------------
 
@@ -185,7 +184,7 @@ def test_earliest_of_several_stops_wins():
 )
 def test_stop_matching_does_not_depend_on_how_text_is_split(text, cuts, stop):
     bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
-    pieces = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    pieces = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     got, stopped = _feed_all([stop], pieces)
     i = text.find(stop)
     assert (got, stopped) == ((text[:i], True) if i != -1 else (text, False))
@@ -219,7 +218,7 @@ MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": 
 
 
 def test_model_template_is_rendered_with_generation_prompt():
-    f = chat_formatter(CHATML_TEMPLATE, bos_token="<s>", eos_token="</s>")
+    f = chat_formatter(CHATML_FALLBACK, bos_token="<s>", eos_token="</s>")
     assert f.source == "gguf"
     assert f.render(MSGS) == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -259,7 +258,7 @@ def test_broken_or_missing_template_falls_back():
 @pytest.mark.parametrize("bad", ["hi", [], [{"role": "user"}], [{"role": 1, "content": "x"}], [["user", "x"]]])
 def test_malformed_messages_raise(bad):
     with pytest.raises(ChatTemplateError):
-        chat_formatter(CHATML_TEMPLATE).render(bad)
+        chat_formatter(CHATML_FALLBACK).render(bad)
 
 
 # --- the loop, on a scripted engine --------------------------------------------------

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +167,38 @@ def test_predicted_memory_at_the_plans_context_matches_peak_rss(smollm2_gguf, tm
     r = json.loads(out.stdout.strip().splitlines()[-1])
     err = r["predicted"] - r["measured"]
     assert abs(err) <= max(0.10 * r["measured"], 100 * 2**20), r
+
+
+# -- the real Hugging Face Hub (pytest -m network) ---------------------------------------------
+
+
+@pytest.mark.network
+def test_a_real_hub_download_is_the_models_config(tmp_path):
+    """huggingface_hub fetches SmolLM2-135M-Instruct's config.json from the real Hub, and it
+    describes the shape the synthetic SmolLM2 is built with."""
+    from huggingface_hub import hf_hub_download
+
+    from localllm.testing import SHAPES
+
+    # the autouse fixture points HF_ENDPOINT at a dead port; this test means the real Hub
+    path = hf_hub_download(
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "config.json",
+        endpoint="https://huggingface.co",
+        cache_dir=tmp_path / "hub",
+        etag_timeout=30,
+    )
+    config = json.loads(Path(path).read_text(encoding="utf-8"))
+    s = SHAPES["smollm2-135m"]
+    assert config["model_type"] == s.model_type == "llama"
+    assert (
+        config["num_hidden_layers"],
+        config["hidden_size"],
+        config["num_attention_heads"],
+        config["num_key_value_heads"],
+        config["intermediate_size"],
+        config["max_position_embeddings"],
+        config["vocab_size"],
+        config["tie_word_embeddings"],
+    ) == (s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff, s.n_ctx_train, s.n_vocab, s.tied_embeddings)
+    assert config["rope_theta"] == s.rope_theta and config["rms_norm_eps"] == s.rms_eps

@@ -610,7 +610,7 @@ def conversation(rng: random.Random, split: str = "train", mix: dict[str, float]
     if rng.random() < 0.15:
         messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
     n_turns = 1 if rng.random() < 0.7 else rng.randint(2, 3)
-    tasks, weights = zip(*(mix or TRAIN_MIX).items())
+    tasks, weights = zip(*(mix or TRAIN_MIX).items(), strict=True)
     for _ in range(n_turns):
         q, a = turn(rng, rng.choices(tasks, weights)[0], split)
         messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]

@@ -214,7 +214,7 @@ def quick_eval(model: StarterLM, n: int = 40, seed: int = 99, tasks=corpus.TASKS
             corpus.encode_chat([{"role": "user", "content": q}], add_generation_prompt=True)[0] for q, _ in items
         ]
         outs = greedy(model, prompts, max_new=200 if task == "localllm" else 100)
-        scores[task] = sum(corpus.decode(o) == a for o, (_, a) in zip(outs, items)) / n
+        scores[task] = sum(corpus.decode(o) == a for o, (_, a) in zip(outs, items, strict=True)) / n
     return scores
 
 
@@ -227,7 +227,8 @@ def hf_permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def export_gguf(model: StarterLM, path: Path, *, f16: bool, description: str) -> Path:
-    from localllm.synthetic import CHATML_TEMPLATE, TinyShape, spm_vocab, write_llama_weights
+    from localllm.chat_template import CHATML_FALLBACK
+    from localllm.testing import Shape, spm_vocab, write_llama_weights
 
     c = model.c
     sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
@@ -257,7 +258,7 @@ def export_gguf(model: StarterLM, path: Path, *, f16: bool, description: str) ->
         )
     tensors["output_norm.weight"] = vec(sd["norm.weight"])
     tensors["output.weight"] = mat(sd["head.weight"])
-    shape = TinyShape(
+    shape = Shape(
         n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head, n_head_kv=c.n_head_kv, n_ff=c.n_ff, n_ctx_train=c.n_ctx
     )
     vocab = spm_vocab(corpus.PIECES)
@@ -267,7 +268,7 @@ def export_gguf(model: StarterLM, path: Path, *, f16: bool, description: str) ->
         shape,
         tensors,
         vocab=vocab,
-        chat_template=CHATML_TEMPLATE,
+        chat_template=CHATML_FALLBACK,
         name="localllm-starter",
         file_type=1 if f16 else 0,
         rms_eps=RMS_EPS,
@@ -280,7 +281,7 @@ def export_gguf(model: StarterLM, path: Path, *, f16: bool, description: str) ->
 
 def build_tokenizer_json() -> dict:
     """tokenizer.json (Hugging Face `tokenizers`) that tokenizes as the GGUF's vocabulary does in llama.cpp."""
-    from localllm.synthetic import spm_vocab
+    from localllm.testing import spm_vocab
 
     tokens = spm_vocab(corpus.PIECES)[0]
     added = [
@@ -336,11 +337,11 @@ def build_tokenizer_json() -> dict:
 
 
 def export_onnx(model: StarterLM, folder: Path) -> Path:
-    """An ONNX decoder folder (the layout localllm.runtimes.onnx reads), built with tinyonnx's graph writer."""
+    """An ONNX decoder folder (the layout localllm.runtimes.onnx reads), built with localllm.testing's graph writer."""
     import onnx
 
-    from localllm.synthetic import CHATML_TEMPLATE
-    from localllm.testing.onnx import OnnxShape, _build_graph  # the same graph the ONNX engine is tested on
+    from localllm.chat_template import CHATML_FALLBACK
+    from localllm.testing import Shape, build_decoder_graph  # the same graph the ONNX engine is tested on
 
     c = model.c
     sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
@@ -363,7 +364,7 @@ def export_onnx(model: StarterLM, folder: Path) -> Path:
     w["out_norm"] = sd["norm.weight"]
     w["lm_head"] = sd["head.weight"].T
     w = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in w.items()}
-    shape = OnnxShape(
+    shape = Shape(
         n_layer=c.n_layer,
         n_embd=c.n_embd,
         n_head=c.n_head,
@@ -377,7 +378,7 @@ def export_onnx(model: StarterLM, folder: Path) -> Path:
         model_type="llama",
     )
     (folder / "onnx").mkdir(parents=True, exist_ok=True)
-    graph = _build_graph(shape, w, folder / "onnx" / "model.onnx_data", "float32", "standard")
+    graph = build_decoder_graph(shape, w, folder / "onnx" / "model.onnx_data", "float32", "standard")
     onnx.save_model(graph, str(folder / "onnx" / "model.onnx"))
 
     def dump(name, data):
@@ -413,7 +414,7 @@ def export_onnx(model: StarterLM, folder: Path) -> Path:
             "eos_token": "<|im_end|>",
             "unk_token": "<unk>",
             "pad_token": "</s>",
-            "chat_template": CHATML_TEMPLATE,
+            "chat_template": CHATML_FALLBACK,
             "model_max_length": c.n_ctx,
             "add_bos_token": True,
             "add_eos_token": False,
@@ -453,7 +454,8 @@ def reference_outputs(model: StarterLM, n: int = 8, seed: int = 4242) -> list[di
     prompts = [corpus.encode_chat([{"role": "user", "content": q}], add_generation_prompt=True)[0] for q, _ in items]
     outs = greedy(model, prompts, max_new=200)
     return [
-        {"user": q, "expected": a, "torch_tokens": o, "torch_text": corpus.decode(o)} for (q, a), o in zip(items, outs)
+        {"user": q, "expected": a, "torch_tokens": o, "torch_text": corpus.decode(o)}
+        for (q, a), o in zip(items, outs, strict=True)
     ]
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from localllm.commands.plan import context_arg
-from localllm.synthetic import SHAPES
+from localllm.errors import InvalidModelError, ModelNotFoundError
+from localllm.synthetic import SHAPES, synthetic_gguf
+
+if TYPE_CHECKING:  # pragma: no cover
+    from localllm.bench import BenchResult, RunMeasurement
+    from localllm.calibration import BandwidthRecord
+    from localllm.hardware import Hardware
 
 MiB = 2**20
 
@@ -52,7 +60,10 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+# The imports inside functions below keep `localllm --help` fast: it imports every command module.
+
+
+def run(args: argparse.Namespace) -> int:
     from localllm.bench import bench, record
     from localllm.hardware.bandwidth import machine_bandwidth
     from localllm.hardware.detect import probe
@@ -88,12 +99,10 @@ def run(args) -> int:
     return 0
 
 
-def _sweep(args, path: Path, hw) -> int:
+def _sweep(args: argparse.Namespace, path: Path, hw: Hardware) -> int:
     from localllm.bench import bench, record
 
     if args.threads is not None:
-        from localllm.errors import InvalidModelError
-
         raise InvalidModelError("give either --threads or --sweep-threads, not both")
     cores = int(hw.cpu.effective_cores or hw.cpu.logical_cores or 1)
     rows = []
@@ -125,12 +134,13 @@ def _sweep(args, path: Path, hw) -> int:
             )
         )
         return 0
-    best = max(rows, key=lambda x: x[1].mean("decode_tps"))
+    best = max(rows, key=lambda x: x[1].mean("decode_tps") or 0.0)
     print(
-        f"{path.name}: decode tokens/s by threads (mean of {args.repeat}, min..max), n_ctx {rows[0][1].placement['n_ctx']}"
+        f"{path.name}: decode tokens/s by threads (mean of {args.repeat}, min..max), "
+        f"n_ctx {rows[0][1].placement['n_ctx']}"
     )
     for n, r, _ in rows:
-        lo, hi = r.spread("decode_tps")
+        lo, hi = r.spread("decode_tps") or (0.0, 0.0)
         print(
             f"  {n:2d} threads  {r.mean('decode_tps'):7.1f}  ({lo:.1f}..{hi:.1f})  prompt {r.mean('prompt_tps'):.1f} "
             f"tok/s  CPU share {r.mean('decode_cpu_share'):.0%}{'   <- fastest' if n == best[0] else ''}"
@@ -140,8 +150,7 @@ def _sweep(args, path: Path, hw) -> int:
     return 0
 
 
-def _model_path(args) -> Path:
-    from localllm.errors import InvalidModelError, ModelNotFoundError
+def _model_path(args: argparse.Namespace) -> Path:
     from localllm.resolve import resolve
 
     if args.synthetic:
@@ -179,9 +188,7 @@ def _model_path(args) -> Path:
 
 
 def _synthetic(spec: str) -> Path:
-    from localllm.errors import InvalidModelError
     from localllm.paths import home
-    from localllm.synthetic import synthetic_gguf
 
     shape, _, quant = spec.partition(":")
     shape, quant = shape.strip().lower(), (quant.strip() or "Q4_K_M").upper()
@@ -195,7 +202,7 @@ def _synthetic(spec: str) -> Path:
     return synthetic_gguf(home() / "bench", shape, quant, say=lambda line: print(line, file=sys.stderr, flush=True))
 
 
-def _progress(i, run) -> None:
+def _progress(i: int, run: RunMeasurement) -> None:
     print(
         f"  run {i + 1}: load {run.load_s:.2f} s, first token {run.ttft_s:.2f} s, prompt {run.prompt_tps:.1f} "
         f"tok/s, decode {run.decode_tps:.1f} tok/s, peak RSS {run.peak_rss / MiB:.0f} MiB",
@@ -211,7 +218,7 @@ def _load_average() -> list[float] | None:
         return None
 
 
-def _render(r, bw, saved, load, hw) -> str:
+def _render(r: BenchResult, bw: BandwidthRecord, saved: Path | None, load: list[float] | None, hw: Hardware) -> str:
     p = r.placement
     where = "CPU" if not p["n_gpu_layers"] else f"n_gpu_layers {p['n_gpu_layers']}"
     first = r.runs[0]
@@ -229,7 +236,7 @@ def _render(r, bw, saved, load, hw) -> str:
 
     def row(label, name, scale=1.0, unit="", pred=None, ratio=None, fmt="{:.2f}"):
         mean, sd, spread = r.mean(name), r.stdev(name), r.spread(name)
-        if mean is None:
+        if mean is None or sd is None or spread is None:  # all three are None together: no run has it
             return
         m = f"{fmt.format(mean / scale)} ± {fmt.format(sd / scale)}{unit}"
         s = f"{fmt.format(spread[0] / scale)}..{fmt.format(spread[1] / scale)}"

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-GIB = 2**30
+import localllm
+
+if TYPE_CHECKING:  # pragma: no cover
+    from localllm.hardware import Hardware
 
 
 def register(sub) -> None:
@@ -30,17 +34,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    import localllm
-
+def run(args: argparse.Namespace) -> int:
     if args.list_profiles:
         for name in localllm.list_profiles():
             print(name)
         return 0
-    if args.profile:
-        hw = localllm.load_profile(args.profile)
-    else:
-        hw = localllm.probe(runtimes=args.runtimes)
+    hw = localllm.load_profile(args.profile) if args.profile else localllm.probe(runtimes=args.runtimes)
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(hw.to_toml(), encoding="utf-8")
@@ -53,8 +52,11 @@ def run(args) -> int:
     return 0
 
 
-def gib(n: int | None) -> str:
-    return "unknown" if n is None else f"{n / GIB:.2f} GiB"
+def gib(n: int | float | None) -> str:
+    """Memory in GiB (MiB under 1 GiB), "unknown" for None."""
+    from localllm.units import memory_size  # here: `localllm --help` imports every command module
+
+    return memory_size(n, unknown="unknown")
 
 
 def _cores(n: float | None) -> str:
@@ -63,8 +65,8 @@ def _cores(n: float | None) -> str:
     return str(int(n)) if float(n).is_integer() else f"{n:.2f}"
 
 
-def render(hw) -> str:
-    """A readable table: one heading per area, sizes in GiB."""
+def render(hw: Hardware) -> str:
+    """A readable table: one heading per area, memory sizes in GiB."""
     rows: list[tuple[str, str]] = []
     add = rows.append
     title = hw.name or "this machine"

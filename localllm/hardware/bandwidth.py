@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from localllm.calibration import BandwidthRecord, load_calibration, save_bandwidth
+from localllm.hardware.detect import probe
 
 if TYPE_CHECKING:  # pragma: no cover
     from localllm.hardware.facts import Hardware
@@ -68,8 +70,6 @@ def measure_bandwidth(
 def machine_bandwidth(hw: Hardware | None = None, *, refresh: bool = False) -> BandwidthRecord:
     """This machine's kept bandwidth, measured (and kept) now if there is none or `refresh`."""
     if hw is None:
-        from localllm.hardware.detect import probe
-
         hw = probe()
     if not refresh:
         kept = load_calibration(hw).bandwidth
@@ -114,8 +114,6 @@ def _best(slices, threads: int, passes: int) -> float:
 
 
 def _usable_cores() -> int:
-    import os
-
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows

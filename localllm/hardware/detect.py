@@ -17,8 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from localllm import paths
 from localllm.errors import LocalLLMError, ProfileNotFoundError
-from localllm.hardware.facts import CPUInfo, GPUInfo, Hardware, MemoryInfo, RuntimeInfo
+from localllm.hardware import gpu as probe_gpu
+from localllm.hardware import linux as pl
+from localllm.hardware.facts import Accelerator, CPUInfo, GPUInfo, Hardware, MemoryInfo, RuntimeInfo
+from localllm.repack import features_from_system_info
 
 __all__ = ["collect", "list_profiles", "load_profile", "probe", "probe_runtimes"]
 
@@ -67,11 +71,12 @@ def collect(
     else:
         memory, cpu = _safe(notes, "system", lambda: _other(machine, notes), (MemoryInfo(), CPUInfo()))
 
-    gpus = _safe(notes, "gpu", lambda: _gpus(root, system, cpu, memory, notes), [])
-    from localllm.hardware.gpu import accelerators
-
-    accels = _safe(notes, "accelerators", lambda: accelerators(root, system=system, arch=cpu.arch), [])
-    disk_path, disk_free = _safe(notes, "disk", lambda: _disk(cache_dir), (None, None))
+    no_gpus: list[GPUInfo] = []
+    gpus = _safe(notes, "gpu", lambda: _gpus(root, system, cpu, memory, notes), no_gpus)
+    no_accels: list[Accelerator] = []
+    accels = _safe(notes, "accelerators", lambda: probe_gpu.accelerators(root, system=system, arch=cpu.arch), no_accels)
+    no_disk: tuple[str | None, int | None] = (None, None)
+    disk_path, disk_free = _safe(notes, "disk", lambda: _disk(cache_dir), no_disk)
     battery = _safe(notes, "battery", lambda: _on_battery(root, system), None)
     return Hardware(
         os=system,
@@ -93,10 +98,9 @@ def _with_measured_bandwidth(hw: Hardware) -> Hardware:
     if hw.memory.bandwidth_gbs is not None:
         return hw
     try:
-        from localllm.paths import home
-
-        if not (home() / "machines").is_dir():  # nothing measured: one stat, no imports
+        if not (paths.home() / "machines").is_dir():  # nothing measured: one stat, no imports
             return hw
+        # imported here: calibration (~5 ms) loads only on a machine with a kept measurement
         from localllm.calibration import load_calibration
 
         kept = load_calibration(hw).bandwidth
@@ -145,23 +149,22 @@ def _python_version() -> str:
 
 
 def _linux(root: Path, machine: str, notes: list[str], *, live: bool) -> tuple[MemoryInfo, CPUInfo]:
-    from localllm.hardware import linux as pl
-
     # each reader on its own: one failing leaves the others' facts standing
-    ram, n = _safe(notes, "memory", lambda: pl.read_memory(root), ({}, []))
+    no_ram: tuple[dict[str, int], list[str]] = ({}, [])
+    ram, n = _safe(notes, "memory", lambda: pl.read_memory(root), no_ram)
     notes += n
-    info, n = _safe(
-        notes, "cpu", lambda: pl.read_cpu(root, machine=machine), ({"arch": pl.normalize_arch(machine)}, [])
-    )
+    no_cpu: tuple[pl.CpuFacts, list[str]] = ({"arch": pl.normalize_arch(machine)}, [])
+    info, n = _safe(notes, "cpu", lambda: pl.read_cpu(root, machine=machine), no_cpu)
     notes += n
-    cg, n = _safe(notes, "cgroup", lambda: pl.read_cgroup(root), (pl.CgroupFacts(), []))
+    no_cgroup: tuple[pl.CgroupFacts, list[str]] = (pl.CgroupFacts(), [])
+    cg, n = _safe(notes, "cgroup", lambda: pl.read_cgroup(root), no_cgroup)
     notes += n
     affinity = None
     if live and hasattr(os, "sched_getaffinity"):
         affinity = _safe(notes, "cpu affinity", lambda: len(os.sched_getaffinity(0)), None)
     if live and not info.get("brand") and not info.get("flags"):  # /proc/cpuinfo unreadable
         brand, vendor, flags = _py_cpuinfo(notes)
-        info.update(brand=brand, vendor=vendor, flags=flags)
+        info.update({"brand": brand, "vendor": vendor, "flags": flags})
     logical = info.get("logical") or (os.cpu_count() if live else None)
     cpu = CPUInfo(
         arch=info["arch"],
@@ -185,7 +188,8 @@ def _linux(root: Path, machine: str, notes: list[str], *, live: bool) -> tuple[M
     return memory, cpu
 
 
-def _macos(notes: list[str]):
+def _macos(notes: list[str]) -> tuple[MemoryInfo, CPUInfo]:
+    # imported here: only macOS needs it, and it loads subprocess (~4 ms of a cold probe)
     from localllm.hardware.macos import cpu_from_sysctl, memory_from_sysctl, parse_sysctl, run_sysctl
 
     values = parse_sysctl(run_sysctl())
@@ -212,11 +216,9 @@ def _macos(notes: list[str]):
     return memory, cpu
 
 
-def _other(machine: str, notes: list[str]):
+def _other(machine: str, notes: list[str]) -> tuple[MemoryInfo, CPUInfo]:
     """Windows and the rest: psutil for memory, py-cpuinfo (slow: a subprocess) for flags."""
     import psutil
-
-    from localllm.hardware.linux import normalize_arch
 
     vm, sw = psutil.virtual_memory(), psutil.swap_memory()
     memory = MemoryInfo(
@@ -224,7 +226,7 @@ def _other(machine: str, notes: list[str]):
     )
     brand, vendor, flags = _py_cpuinfo(notes)
     cpu = CPUInfo(
-        arch=normalize_arch(machine),
+        arch=pl.normalize_arch(machine),
         vendor=vendor,
         brand=brand,
         physical_cores=psutil.cpu_count(logical=False),
@@ -243,18 +245,10 @@ def _py_cpuinfo(notes: list[str]) -> tuple[str | None, str | None, tuple[str, ..
     except Exception as exc:
         notes.append(f"cpu: brand and flags unknown (py-cpuinfo: {exc})")
         return None, None, ()
-    from localllm.hardware.linux import _ARM_FLAGS, _X86_FLAGS
-
-    raw = set(info.get("flags", ()))
-    found = {_X86_FLAGS[f] for f in raw if f in _X86_FLAGS}
-    for f in raw:
-        found.update(_ARM_FLAGS.get(f, ()))
-    return info.get("brand_raw"), info.get("vendor_id_raw"), tuple(sorted(found))
+    return info.get("brand_raw"), info.get("vendor_id_raw"), pl.normalize_flags(set(info.get("flags", ())))
 
 
 def _gpus(root: Path, system: str, cpu: CPUInfo, memory: MemoryInfo, notes: list[str]) -> list[GPUInfo]:
-    from localllm.hardware import gpu as probe_gpu
-
     gpus: list[GPUInfo] = []
     if system == "darwin":
         if cpu.arch == "arm64":
@@ -276,9 +270,7 @@ def _gpus(root: Path, system: str, cpu: CPUInfo, memory: MemoryInfo, notes: list
 
 
 def _disk(cache_dir: Path | None) -> tuple[str | None, int | None]:
-    from localllm.paths import home
-
-    path = cache_dir or home()
+    path = cache_dir or paths.home()
     probe_at = path
     while not probe_at.exists() and probe_at.parent != probe_at:  # not created yet: its volume
         probe_at = probe_at.parent
@@ -292,9 +284,7 @@ def _disk(cache_dir: Path | None) -> tuple[str | None, int | None]:
 
 def _on_battery(root: Path, system: str) -> bool | None:
     if system == "linux":
-        from localllm.hardware.linux import read_on_battery
-
-        return read_on_battery(root)
+        return pl.read_on_battery(root)
     if root != Path("/"):
         return None
     import psutil
@@ -343,8 +333,6 @@ def _llama_cpp(notes: list[str]) -> RuntimeInfo:
         notes.append(f"runtime llama.cpp: GPU offload support unknown ({exc})")
     features: tuple[str, ...] = ()
     try:
-        from localllm.repack import features_from_system_info
-
         features = tuple(
             sorted(features_from_system_info(llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")))
         )
@@ -378,7 +366,7 @@ def _onnxruntime(notes: list[str]) -> RuntimeInfo:
 
 def list_profiles() -> list[str]:
     """Names of the bundled hardware profiles (file stems in profiles/)."""
-    from localllm.resources import profiles_dir
+    from localllm.resources import profiles_dir  # here: importlib.resources costs a probe ~5 ms
 
     try:
         return sorted(p.stem for p in profiles_dir().glob("*.toml"))
@@ -393,7 +381,7 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> Hardware:
         ProfileNotFoundError: no such profile; the message lists the available names.
         LocalLLMError: the file is not a valid profile.
     """
-    from localllm.resources import profiles_dir
+    from localllm.resources import profiles_dir  # here: importlib.resources costs a probe ~5 ms
 
     text = os.fspath(name_or_path)
     looks_like_path = isinstance(name_or_path, os.PathLike) or text.endswith(".toml") or os.sep in text or "/" in text

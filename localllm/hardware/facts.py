@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localllm.errors import ProfileNotFoundError
+
 __all__ = ["Accelerator", "CPUInfo", "GPUInfo", "Hardware", "MemoryInfo", "RuntimeInfo"]
 
 
@@ -149,8 +151,6 @@ class Hardware:
     @classmethod
     def from_toml(cls, source: str | Path) -> Hardware:
         """Read a profile from a TOML file path or a TOML string."""
-        from localllm.errors import ProfileNotFoundError
-
         if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith(".toml")):
             path = Path(source)
             try:
@@ -204,7 +204,7 @@ def _coerce(hint: Any, value: Any) -> Any:
     if origin is tuple:
         (item,) = typing.get_args(hint)[:1]
         return tuple(_coerce(item, v) for v in value)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _from_plain(hint, value)
     if hint is float and isinstance(value, int):
         return float(value)

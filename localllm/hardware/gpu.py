@@ -7,6 +7,7 @@ Each reader returns (items, notes) and never raises. `pynvml` is imported inside
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -100,10 +101,8 @@ def nvidia_gpus() -> tuple[list[GPUInfo], list[str]]:
     except Exception as exc:
         notes.append(f"gpu: NVML query failed ({exc})")
     finally:
-        try:
+        with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
-        except Exception:
-            pass
     return gpus, notes
 
 
@@ -116,10 +115,8 @@ def _nvidia_one(nv, i: int, driver, cuda, notes: list[str]) -> GPUInfo:
         total, free = int(mem.total), int(mem.free)
     except Exception as exc:
         notes.append(f"gpu: memory of GPU {i} ({name}) unknown: {exc}; it gets no layers")
-    try:
+    with contextlib.suppress(Exception):
         uuid = _s(nv.nvmlDeviceGetUUID(h))
-    except Exception:
-        pass
     try:
         major, minor = nv.nvmlDeviceGetCudaComputeCapability(h)
         cc = f"{major}.{minor}"

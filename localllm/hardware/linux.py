@@ -6,13 +6,18 @@ and a list of notes; they never raise on missing or malformed files.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 __all__ = [
     "CgroupFacts",
+    "CpuFacts",
     "normalize_arch",
+    "normalize_flags",
     "parse_cpuinfo",
     "parse_meminfo",
     "read_cgroup",
@@ -107,6 +112,27 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
+class CpuFacts(TypedDict, total=False):
+    """What a CPU reader found (Linux /proc/cpuinfo or macOS sysctl); absent keys are unknown."""
+
+    arch: str
+    vendor: str | None
+    brand: str | None
+    physical: int | None
+    logical: int | None
+    flags: tuple[str, ...]
+
+
+def normalize_flags(raw: Iterable[str]) -> tuple[str, ...]:
+    """Kernel / py-cpuinfo flag names -> the sorted names the planner and llama.cpp use."""
+    flags: set[str] = set()
+    for f in raw:
+        if f in _X86_FLAGS:
+            flags.add(_X86_FLAGS[f])
+        flags.update(_ARM_FLAGS.get(f, ()))
+    return tuple(sorted(flags))
+
+
 def normalize_arch(machine: str) -> str:
     m = machine.lower()
     if m in ("x86_64", "amd64", "x64"):
@@ -123,7 +149,7 @@ def normalize_arch(machine: str) -> str:
 # -- CPU -------------------------------------------------------------------------
 
 
-def parse_cpuinfo(text: str) -> dict:
+def parse_cpuinfo(text: str) -> CpuFacts:
     """vendor, brand, logical and physical core counts and normalized flags from /proc/cpuinfo."""
     blocks = [b for b in text.split("\n\n") if b.strip()]
     procs: list[dict[str, str]] = []
@@ -139,15 +165,8 @@ def parse_cpuinfo(text: str) -> dict:
         else:
             extra.update(fields)
     first = procs[0] if procs else {}
-    out: dict = {"logical": len(procs) or None}
-
-    raw_flags = (first.get("flags") or first.get("Features") or "").split()
-    flags: set[str] = set()
-    for f in raw_flags:
-        if f in _X86_FLAGS:
-            flags.add(_X86_FLAGS[f])
-        flags.update(_ARM_FLAGS.get(f, ()))
-    out["flags"] = tuple(sorted(flags))
+    out: CpuFacts = {"logical": len(procs) or None}
+    out["flags"] = normalize_flags((first.get("flags") or first.get("Features") or "").split())
 
     if "vendor_id" in first:  # x86
         out["vendor"] = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(first["vendor_id"], first["vendor_id"])
@@ -185,13 +204,13 @@ def _physical_from_topology(root: Path) -> int | None:
     return len(sets) or None
 
 
-def read_cpu(root: Path = Path("/"), *, machine: str = "") -> tuple[dict, list[str]]:
+def read_cpu(root: Path = Path("/"), *, machine: str = "") -> tuple[CpuFacts, list[str]]:
     """CPU facts from /proc/cpuinfo and sysfs (no quota; see read_cgroup)."""
     notes: list[str] = []
     text = read_text(root / "proc/cpuinfo")
     if text is None:
         notes.append("cpu: /proc/cpuinfo unreadable; CPU brand and flags unknown")
-        info: dict = {"flags": ()}
+        info: CpuFacts = {"flags": ()}
     else:
         info = parse_cpuinfo(text)
     info["arch"] = normalize_arch(machine)
@@ -359,10 +378,8 @@ def _cpu_quota_v2(levels: list[Path]) -> float | None:
     for folder in levels:
         parts = (read_text(folder / "cpu.max") or "").split()
         if len(parts) == 2 and parts[0] != "max":
-            try:
+            with contextlib.suppress(ValueError, ZeroDivisionError):
                 quotas.append(int(parts[0]) / int(parts[1]))
-            except (ValueError, ZeroDivisionError):
-                pass
     return min(quotas) if quotas else None
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from localllm.hardware.linux import CpuFacts
 
 __all__ = ["SYSCTL_KEYS", "cpu_from_sysctl", "memory_from_sysctl", "parse_sysctl", "run_sysctl"]
 
@@ -86,7 +90,7 @@ def _int(values: dict[str, str], key: str) -> int | None:
         return None
 
 
-def cpu_from_sysctl(values: dict[str, str]) -> dict:
+def cpu_from_sysctl(values: dict[str, str]) -> CpuFacts:
     flags: set[str] = set()
     for key, names in _BOOL_FLAGS.items():
         if values.get(key) == "1":

@@ -1,8 +1,48 @@
 """Builders of tiny real models for tests and benchmarks (numpy.testing style).
 
-    from localllm.testing import write_llama_gguf, quantize_gguf, write_onnx_folder
+    from localllm.testing import Shape, write_llama_gguf, quantize_gguf, write_onnx_folder
 
-GGUF files come from localllm.synthetic (the same writer `localllm bench --synthetic`
-uses); ONNX folders from localllm.testing.onnx. numpy, gguf, onnx and tokenizers are
-imported only when a builder is called.
+- GGUF files: `write_llama_gguf`, `write_llama_weights`, `quantize_gguf` and the
+  vocabularies `spm_vocab`, `tiny_vocab`, from localllm.synthetic (the same writer
+  `localllm bench --synthetic` uses).
+- ONNX folders: `write_onnx_folder`, its numpy twin `reference_decoder` /
+  `ReferenceDecoder`, `build_tokenizer` and `build_decoder_graph`, from localllm.testing.onnx.
+- `Shape`: the model dimensions both take (`SHAPES` holds real models' shapes).
+
+Importing this is cheap: numpy, gguf, onnx, tokenizers and llama_cpp are imported only
+when a builder is called.
 """
+
+from __future__ import annotations
+
+from localllm.synthetic import (
+    SHAPES,
+    Shape,
+    quantize_gguf,
+    spm_vocab,
+    tiny_vocab,
+    write_llama_gguf,
+    write_llama_weights,
+)
+from localllm.testing.onnx import (
+    ReferenceDecoder,
+    build_decoder_graph,
+    build_tokenizer,
+    reference_decoder,
+    write_onnx_folder,
+)
+
+__all__ = [
+    "SHAPES",
+    "ReferenceDecoder",
+    "Shape",
+    "build_decoder_graph",
+    "build_tokenizer",
+    "quantize_gguf",
+    "reference_decoder",
+    "spm_vocab",
+    "tiny_vocab",
+    "write_llama_gguf",
+    "write_llama_weights",
+    "write_onnx_folder",
+]

@@ -16,6 +16,11 @@ ONNX Runtime's logits against it.
 The tokenizer is a byte-level BPE (the GPT-2 byte-to-unicode alphabet, like Qwen2.5
 and Llama 3) trained with `tokenizers` on a small word list, with ChatML specials.
 
+Shapes are localllm.synthetic's `Shape` / `SHAPES`, the same the GGUF builder takes.
+`write_onnx_folder` writes a folder, `reference_decoder` gives its numpy twin;
+`build_tokenizer`, `make_weights` and `build_decoder_graph` are its parts (tools/train_starter.py
+exports trained weights through `build_decoder_graph`).
+
 Imports numpy, onnx and tokenizers only when called.
 """
 
@@ -23,20 +28,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from localllm.synthetic import _WORDS, CHATML_TEMPLATE
+from localllm.chat_template import CHATML_FALLBACK
+from localllm.synthetic import SHAPES, WORDS, Shape
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
+    from onnx import ModelProto
+    from tokenizers import Tokenizer
 
 __all__ = [
-    "OnnxShape",
-    "ONNX_SHAPES",
-    "ReferenceDecoder",
     "SPECIAL_TOKENS",
+    "ReferenceDecoder",
+    "build_decoder_graph",
     "build_tokenizer",
     "make_weights",
     "reference_decoder",
@@ -49,37 +56,7 @@ _ALIGN = 4096  # external-data offsets on page boundaries, so ONNX Runtime can m
 _NEG = -1e9  # additive mask value; finite so a fully masked row cannot give NaN
 
 
-@dataclass(frozen=True)
-class OnnxShape:
-    n_layer: int = 2
-    n_embd: int = 64
-    n_head: int = 4
-    n_head_kv: int = 2
-    n_ff: int = 128
-    n_ctx_train: int = 2048
-    n_vocab: int | None = None  # None: the tokenizer's size; larger pads (as Qwen2.5 does)
-    head_dim: int | None = None  # None: n_embd // n_head
-    qkv_bias: bool = True  # Qwen2 has q/k/v biases; Llama has none
-    rope_theta: float = 10000.0
-    rms_eps: float = 1e-6
-    model_type: str = "qwen2"
-
-    @property
-    def dim_head(self) -> int:
-        return self.head_dim or self.n_embd // self.n_head
-
-
-# Shapes of real models (their public config.json), for benchmarks.
-ONNX_SHAPES: dict[str, OnnxShape] = {
-    "tiny": OnnxShape(),
-    "qwen2.5-0.5b": OnnxShape(24, 896, 14, 2, 4864, 32768, 151936, rope_theta=1000000.0),
-    "llama-3.2-1b": OnnxShape(
-        16, 2048, 32, 8, 8192, 131072, 128256, qkv_bias=False, rope_theta=500000.0, rms_eps=1e-5, model_type="llama"
-    ),
-}
-
-
-def build_tokenizer(vocab_size: int = 400):
+def build_tokenizer(vocab_size: int = 400) -> Tokenizer:
     """A byte-level BPE `tokenizers.Tokenizer` with ChatML specials, trained on a word list."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -92,14 +69,14 @@ def build_tokenizer(vocab_size: int = 400):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    corpus = [" ".join(_WORDS[i:] + _WORDS[:i]) for i in range(len(_WORDS))]
+    corpus = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))]
     corpus += ["Hello, world! How are you?", "The answer is 42.", "User: hi\nAssistant: hello"]
     tok.train_from_iterator(corpus, trainer)
     return tok
 
 
 def make_weights(
-    shape: OnnxShape, *, seed: int = 0, scale: float = 0.5, silent: Sequence[int] = ()
+    shape: Shape, *, seed: int = 0, scale: float = 0.5, silent: Sequence[int] = ()
 ) -> dict[str, np.ndarray]:
     """Random float32 weights, named as the ONNX initializers are.
 
@@ -142,7 +119,7 @@ def make_weights(
     return weights
 
 
-def _rope_tables(shape: OnnxShape, n_pos: int):
+def _rope_tables(shape: Shape, n_pos: int):
     import numpy as np
 
     half = shape.dim_head // 2
@@ -154,7 +131,7 @@ def _rope_tables(shape: OnnxShape, n_pos: int):
 class ReferenceDecoder:
     """The same decoder in numpy (float64 math), with its own KV cache."""
 
-    def __init__(self, shape: OnnxShape, weights: dict[str, np.ndarray]):
+    def __init__(self, shape: Shape, weights: dict[str, np.ndarray]):
         self.shape = shape
         self.w = weights
         self.cos, self.sin = _rope_tables(shape, shape.n_ctx_train)
@@ -218,14 +195,14 @@ class ReferenceDecoder:
 # -- the ONNX graph ------------------------------------------------------------------
 
 
-def _build_graph(
-    shape: OnnxShape, weights: dict[str, np.ndarray], data_file: Path, kv_dtype: str, attention: str = "standard"
-):
+def build_decoder_graph(
+    shape: Shape, weights: dict[str, np.ndarray], data_file: Path, kv_dtype: str, attention: str = "standard"
+) -> ModelProto:
     """ModelProto whose initializers point into `data_file` (written here, aligned)."""
     import numpy as np
     from onnx import TensorProto, helper
 
-    hd, nh, nkv, d = shape.dim_head, shape.n_head, shape.n_head_kv, shape.n_embd
+    hd, nh, nkv = shape.dim_head, shape.n_head, shape.n_head_kv
     rep = nh // nkv
     nodes, inits = [], []
     kv_onnx = TensorProto.FLOAT16 if kv_dtype == "float16" else TensorProto.FLOAT
@@ -391,8 +368,8 @@ def _build_graph(
         nodes.append(helper.make_node("MatMul", [rms(x, "out_norm"), "lm_head"], ["logits"], name="lm_head"))
 
     f = TensorProto.FLOAT
-    past_dims = ["batch_size", nkv, "past_sequence_length", hd]
-    pres_dims = ["batch_size", nkv, "total_sequence_length", hd]
+    past_dims: list[str | int | None] = ["batch_size", nkv, "past_sequence_length", hd]
+    pres_dims: list[str | int | None] = ["batch_size", nkv, "total_sequence_length", hd]
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
@@ -416,7 +393,7 @@ def _build_graph(
 
 def write_onnx_folder(
     folder: str | Path,
-    shape: OnnxShape | str = "tiny",
+    shape: Shape | str = "tiny",
     *,
     seed: int = 0,
     scale: float = 0.5,
@@ -435,7 +412,7 @@ def write_onnx_folder(
     import onnx
 
     if isinstance(shape, str):
-        shape = ONNX_SHAPES[shape]
+        shape = SHAPES[shape]
     folder = Path(folder)
     (folder / "onnx").mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer()
@@ -444,14 +421,14 @@ def write_onnx_folder(
         shape = replace(shape, n_vocab=n_tok)
     elif shape.n_vocab < n_tok:
         raise ValueError(f"n_vocab {shape.n_vocab} is smaller than the tokenizer ({n_tok} tokens)")
-    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    ids = _special_ids(tok)
     weights = make_weights(shape, seed=seed, scale=scale, silent=list(ids.values()))
     tok.save(str(folder / "tokenizer.json"))
     if attention not in ("standard", "gqa") or (attention == "gqa" and kv_dtype != "float32"):
         raise ValueError(
             f"attention {attention!r} with kv_dtype {kv_dtype!r}: expected 'standard', or 'gqa' with a float32 cache"
         )
-    model = _build_graph(shape, weights, folder / "onnx" / "model.onnx_data", kv_dtype, attention)
+    model = build_decoder_graph(shape, weights, folder / "onnx" / "model.onnx_data", kv_dtype, attention)
     del weights
     onnx.save_model(model, str(folder / "onnx" / "model.onnx"))
 
@@ -480,7 +457,7 @@ def write_onnx_folder(
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",
         "unk_token": None,
-        "chat_template": CHATML_TEMPLATE,
+        "chat_template": CHATML_FALLBACK,
         "model_max_length": ctx,
         "add_bos_token": False,
         "tokenizer_class": "Qwen2Tokenizer",
@@ -513,7 +490,7 @@ def write_onnx_folder(
     return folder
 
 
-def _genai_config(shape: OnnxShape, ids: dict[str, int], eos: list[int], ctx: int) -> dict:
+def _genai_config(shape: Shape, ids: dict[str, int], eos: list[int], ctx: int) -> dict:
     """The onnxruntime-genai description of the decoder (names, dims, search defaults)."""
     return {
         "model": {
@@ -565,19 +542,28 @@ def _genai_config(shape: OnnxShape, ids: dict[str, int], eos: list[int], ctx: in
 
 
 def reference_decoder(
-    folder: str | Path, shape: OnnxShape | str = "tiny", *, seed: int = 0, scale: float = 0.5
+    folder: str | Path, shape: Shape | str = "tiny", *, seed: int = 0, scale: float = 0.5
 ) -> ReferenceDecoder:
     """The numpy twin of a folder written by `write_onnx_folder` with the same shape, seed and scale."""
     from tokenizers import Tokenizer
 
     if isinstance(shape, str):
-        shape = ONNX_SHAPES[shape]
+        shape = SHAPES[shape]
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     shape = replace(shape, n_vocab=config["vocab_size"])
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    silent = [tok.token_to_id(t) for t in SPECIAL_TOKENS]
+    silent = list(_special_ids(tok).values())
     return ReferenceDecoder(shape, make_weights(shape, seed=seed, scale=scale, silent=silent))
+
+
+def _special_ids(tok: Tokenizer) -> dict[str, int]:
+    """Ids of SPECIAL_TOKENS, which build_tokenizer always adds."""
+    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    missing = [t for t, i in ids.items() if i is None]
+    if missing:
+        raise ValueError(f"the tokenizer has no {missing}: not one from build_tokenizer")
+    return {t: i for t, i in ids.items() if i is not None}
 
 
 def _write_json(path: Path, data: dict) -> None:

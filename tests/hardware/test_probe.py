@@ -22,7 +22,7 @@ def _free_b() -> dict[str, int]:
     values = {}
     for line in lines[1:]:
         label, *numbers = line.split()
-        for key, number in zip(header, numbers):
+        for key, number in zip(header, numbers, strict=False):  # "Swap:" has fewer columns than "Mem:"
             values[f"{label.rstrip(':')}.{key}"] = int(number)
     return values
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
 
+import localllm
 from localllm.hardware.detect import collect
 from localllm.hardware.gpu import (
     accelerators,
@@ -235,3 +238,30 @@ def test_accelerators_from_dev(tmp_path):
 def test_apple_neural_engine_listed():
     assert [a.kind for a in accelerators(Path("/nonexistent"), system="darwin", arch="arm64")] == ["ane"]
     assert accelerators(Path("/nonexistent"), system="darwin", arch="x86_64") == []
+
+
+# -- a real NVIDIA GPU (pytest -m gpu) ---------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_real_nvidia_gpu_matches_nvidia_smi():
+    """The probe sees the GPUs nvidia-smi sees: same count and names, total memory within 1 %."""
+    smi = shutil.which("nvidia-smi")
+    assert smi, "the gpu marker needs a machine with the NVIDIA driver (nvidia-smi on PATH)"
+    out = subprocess.run(
+        [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    rows = [line.rsplit(",", 1) for line in out.splitlines() if line.strip()]
+    expected = [(name.strip(), int(mib) * MIB) for name, mib in rows]  # nvidia-smi: MiB
+    assert expected, f"nvidia-smi lists no GPU:\n{out}"
+
+    hw = localllm.probe(refresh=True)
+    gpus = [g for g in hw.gpus if g.vendor == "nvidia"]
+    assert [g.name for g in gpus] == [name for name, _ in expected], hw.notes
+    for g, (name, total) in zip(gpus, expected, strict=True):
+        assert g.memory_total is not None, hw.notes
+        assert abs(g.memory_total - total) <= 0.01 * total, (name, g.memory_total, total)

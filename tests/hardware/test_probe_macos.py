@@ -37,7 +37,7 @@ hw.optional.avx2_0: 1
 hw.optional.fma: 1
 hw.optional.sse4_2: 1
 hw.optional.avx512f: 0
-"""
+"""  # noqa: E501 - sysctl output, verbatim
 
 
 def test_apple_silicon_cpu():
