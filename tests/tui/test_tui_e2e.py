@@ -16,7 +16,7 @@ import pytest
 from tuihelp import wait_for, wait_ready
 
 from localllm.tui.app import ChatApp
-from localllm.tui.history import History
+from localllm.tui.store import History
 from localllm.tui.widgets import MessageView
 
 REPO = Path(__file__).resolve().parents[2]
