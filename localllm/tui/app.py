@@ -57,7 +57,9 @@ class ChatApp(App):
 
     TITLE = "localllm chat"
     ENABLE_COMMAND_PALETTE = True
-    CSS_PATH = "styles.tcss"  # beside this module; every screen's and widget's styles
+    # every screen's and widget's styles; absolute, since Textual resolves a relative path
+    # beside the module of the running class, which for a subclass is elsewhere
+    CSS_PATH = Path(__file__).with_name("styles.tcss")
 
     def __init__(
         self,
