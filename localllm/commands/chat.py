@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import localllm
 from localllm.commands.plan import MODEL_HELP, context_arg
 
 
@@ -29,8 +30,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import localllm
-    from localllm.resolve import check
+    from localllm.resolve import check  # here, not at the top: `localllm --help` stays fast
 
     # a missing file, a bad file or an unknown name is reported here, before the app opens;
     # what fits is for the app's startup screen to show
@@ -46,6 +46,6 @@ def run(args) -> int:
         localllm.SamplingOptions(**sampling)
     except ValueError as exc:
         raise localllm.LocalLLMError(str(exc)) from None
-    from localllm.tui.launch import run as run_tui
+    from localllm.tui.launch import run as run_tui  # Textual loads only when the chat opens
 
     return run_tui(model, context=args.ctx, hardware=hardware, system_prompt=args.system, sampling=sampling)

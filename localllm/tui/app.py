@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,43 +12,21 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.message import Message
 from textual.screen import Screen
+from textual.theme import Theme
 
 import localllm
-from localllm.tui import backend
-from localllm.tui.backend import Progress, StartupReport
-from localllm.tui.chat import ChatScreen, lower_thread_priority
-from localllm.tui.history import History, data_dir
-from localllm.tui.screens import HelpScreen, ModelSwitcher, PlanScreen, StartupScreen, report_text
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from localllm.tui import library
+from localllm.tui.context import ChatContext, ModelSlot
+from localllm.tui.keymap import keymap_path, load_keymap
+from localllm.tui.library import Progress, StartupReport
+from localllm.tui.screens import ChatScreen, HelpScreen, ModelSwitcher, PlanScreen, StartupScreen, report_text
+from localllm.tui.store import History
+from localllm.tui.threads import lower_thread_priority
 
 __all__ = ["ChatApp", "keymap_path", "load_keymap"]
 
-KEYMAP_NAME = "keymap.toml"
 RECENT_PREF = "recent_models"  # local files loaded before, offered by the model switcher
 RECENT_MAX = 10
-
-
-def keymap_path() -> Path:
-    return data_dir() / KEYMAP_NAME
-
-
-def load_keymap(path: Path | None = None) -> dict[str, str]:
-    """Binding id -> keys from keymap.toml's [keys] table; {} when there is none."""
-    path = path or keymap_path()
-    if not path.exists():
-        return {}
-    with path.open("rb") as f:
-        data = tomllib.load(f)
-    keys = data.get("keys", {})
-    if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
-        raise localllm.LocalLLMError(
-            f'{path}: [keys] must map binding ids to key strings, e.g. "localllm.stop" = "ctrl+c"'
-        )
-    return dict(keys)
 
 
 @dataclass
@@ -64,7 +41,7 @@ class LoadProgress(Message):
 
 @dataclass
 class ModelLoaded(Message):
-    model: Any
+    model: localllm.Model
     target: str
 
 
@@ -80,6 +57,9 @@ class ChatApp(App):
 
     TITLE = "localllm chat"
     ENABLE_COMMAND_PALETTE = True
+    # every screen's and widget's styles; absolute, since Textual resolves a relative path
+    # beside the module of the running class, which for a subclass is elsewhere
+    CSS_PATH = Path(__file__).with_name("styles.tcss")
 
     def __init__(
         self,
@@ -105,7 +85,7 @@ class ChatApp(App):
             system_prompt: system prompt of new chats.
             sampling: SamplingOptions fields for new chats (each chat keeps its own, ctrl+s edits).
             loader: loader(target, context=, progress=) -> Model; default localllm.load
-                (through backend.load_model). For embedding apps and test doubles.
+                (through library.load_model). For embedding apps and test doubles.
         """
         super().__init__()
         self.requested = model or "auto"
@@ -117,9 +97,15 @@ class ChatApp(App):
         self.default_system_prompt = system_prompt
         localllm.SamplingOptions.from_kwargs(**(sampling or {}))  # unknown or bad options raise now
         self.default_sampling = dict(sampling or {})
-        self.loader = loader or backend.load_model
-        self.model: Any = None  # localllm.Model once loaded
-        self.loading: str = ""  # what is being loaded now, "" when idle
+        self.loader = loader or library.load_model
+        self.models = ModelSlot()  # shared with the chat screen through its context
+        self.chat_context = ChatContext(
+            history=self.history,
+            models=self.models,
+            system_prompt=self.default_system_prompt,
+            sampling=self.default_sampling,
+            hide_timings=hide_timings,
+        )
         self.report: StartupReport | None = None
         self._keymap_error = ""
         try:
@@ -127,10 +113,28 @@ class ChatApp(App):
         except (OSError, ValueError, localllm.LocalLLMError) as exc:
             self._keymap_error = f"Keymap ignored: {exc}"
 
+    @property
+    def model(self) -> localllm.Model | None:
+        """The model in use; None until the first load finishes."""
+        return self.models.model
+
+    @model.setter
+    def model(self, model: localllm.Model | None) -> None:
+        self.models.model = model
+
+    @property
+    def loading(self) -> str:
+        """What is being loaded now; "" when idle."""
+        return self.models.loading
+
+    @loading.setter
+    def loading(self, target: str) -> None:
+        self.models.loading = target
+
     # -- lifecycle --------------------------------------------------------------
 
     def get_default_screen(self) -> Screen:
-        return ChatScreen()
+        return ChatScreen(self.chat_context)
 
     def on_mount(self) -> None:
         theme = self.history.get_pref("theme")
@@ -142,7 +146,7 @@ class ChatApp(App):
         self.push_screen(StartupScreen())
         self._startup()
 
-    def _remember_theme(self, theme: Any) -> None:
+    def _remember_theme(self, theme: Theme) -> None:
         self.history.set_pref("theme", theme.name)
 
     async def on_unmount(self) -> None:
@@ -168,7 +172,7 @@ class ChatApp(App):
     @work(thread=True, exclusive=True, exit_on_error=False, group="load")
     def _startup(self) -> None:
         hardware = self.hardware
-        report = backend.startup_report(
+        report = library.startup_report(
             self.requested, context=self.context, probe=(lambda: hardware) if hardware is not None else None
         )
         self.post_message(StartupReady(report))
@@ -182,10 +186,14 @@ class ChatApp(App):
     def _load_blocking(self, target: str) -> None:
         lower_thread_priority()  # runs in a load worker thread
         self.post_message(LoadProgress(Progress("load", detail=target)))
+
+        def progress(p: Progress) -> None:
+            self.post_message(LoadProgress(p))
+
         try:
-            model = self.loader(target, context=self.context, progress=lambda p: self.post_message(LoadProgress(p)))
+            model = self.loader(target, context=self.context, progress=progress)
         except localllm.LocalLLMError as exc:
-            self.post_message(LoadFailed(target, str(exc), backend._advice(exc)))
+            self.post_message(LoadFailed(target, str(exc), library.advice_for(exc)))
             return
         except Exception as exc:  # the screen says what went wrong, never a traceback
             self.post_message(
@@ -216,13 +224,13 @@ class ChatApp(App):
         self.loading = ""
         if old is not None:
             self._close_later(old)
-        if backend.looks_like_path(msg.target):
+        if library.looks_like_path(msg.target):
             self._remember_local(msg.target)
         while isinstance(self.screen, StartupScreen):
             self.pop_screen()
         info = msg.model.info
         note = (
-            f"**{info.name}** is ready ({info.runtime}, {backend.describe_placement(info.placement)}, "
+            f"**{info.name}** is ready ({info.runtime}, {library.describe_placement(info.placement)}, "
             f"context {info.n_ctx} tokens)."
         )
         if self.hide_timings:
@@ -254,7 +262,7 @@ class ChatApp(App):
             self.screen.show_error(msg.error, msg.advice)
 
     @work(thread=True, exit_on_error=False, group="close")
-    def _close_later(self, model: Any) -> None:
+    def _close_later(self, model: localllm.Model) -> None:
         model.cancel()
         model.close()
 
@@ -284,8 +292,8 @@ class ChatApp(App):
         recent = [p for p in (self.history.get_pref(RECENT_PREF) or "").split("\n") if p]
         extra = list(dict.fromkeys([*self.extra_models, *recent]))
 
-        def rows() -> list[backend.VariantRow]:
-            return backend.list_models(hardware=hardware, extra=extra)
+        def rows() -> list[library.VariantRow]:
+            return library.list_models(hardware=hardware, extra=extra)
 
         current = self.model.info.path if self.model is not None else None
 
@@ -304,7 +312,7 @@ class ChatApp(App):
     def action_help(self) -> None:
         rows: list[tuple[str, str, str]] = []
         seen = set()
-        for key, active in self.chat_screen.active_bindings.items():  # keys after the user's keymap
+        for active in self.chat_screen.active_bindings.values():  # keys after the user's keymap
             b = active.binding
             if not b.description or b.action in seen:
                 continue
@@ -323,7 +331,7 @@ class ChatApp(App):
             info = self.model.info
             text += (
                 f"\nLoaded\n  {info.name} from {info.path}\n  {info.runtime}, "
-                f"{backend.describe_placement(info.placement)}, context {info.n_ctx} tokens\n"
+                f"{library.describe_placement(info.placement)}, context {info.n_ctx} tokens\n"
             )
         self.push_screen(PlanScreen(text))
 

@@ -20,7 +20,7 @@ def run(
     **options: Any,
 ) -> int:
     """Open the chat app; returns the exit code. Native stderr/stdout go to a log file meanwhile."""
-    from localllm.tui.app import ChatApp
+    from localllm.tui.app import ChatApp  # Textual loads here, not when the CLI imports this module
 
     app = ChatApp(model, context=context, hardware=hardware, **options)
     with protect_terminal(log_path) as log:

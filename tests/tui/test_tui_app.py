@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import time
 
 import pytest
 from tuihelp import ENDLESS, GREEDY, send, wait_for, wait_ready
 
 from localllm.tui.app import ChatApp
-from localllm.tui.chat import ChatScreen, ReplyDelta, ReplyDone
-from localllm.tui.history import History
+from localllm.tui.screens.chat import ChatScreen, ReplyDelta, ReplyDone
+from localllm.tui.store import History
 from localllm.tui.widgets import ChatList, MessageView, PromptArea, StatusLine
 
 SIZE = (110, 36)
@@ -234,7 +235,7 @@ def test_event_loop_never_stalls_while_streaming(paced_gguf, tui_db):
             timer.stop()
             gc.unfreeze()
             window = [t for t in ticks if first_delta[0] <= t <= done[0]]
-            gaps = [b - a for a, b in zip(window, window[1:])]
+            gaps = [b - a for a, b in itertools.pairwise(window)]
             assert len(gaps) > 20, "the reply was too short to measure"
             (chat,) = app.history.chats()
             assert app.history.messages(chat.id)[-1].content  # the streamed reply was kept

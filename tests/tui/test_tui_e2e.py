@@ -16,10 +16,12 @@ import pytest
 from tuihelp import wait_for, wait_ready
 
 from localllm.tui.app import ChatApp
-from localllm.tui.history import History
+from localllm.tui.store import History
 from localllm.tui.widgets import MessageView
 
 REPO = Path(__file__).resolve().parents[2]
+# each test starts the app in its own process (and a tmux server): slow, still run in CI
+pytestmark = pytest.mark.slow
 
 
 def test_sigkill_mid_reply_loses_no_earlier_message(tiny_gguf, tmp_path):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from localllm.tui.history import DEFAULT_TITLE, History, data_dir, default_db_path, to_markdown
+from localllm.tui.store.history import DEFAULT_TITLE, History, data_dir, default_db_path, to_markdown
 
 
 def test_data_dir_reads_environment_at_call_time(monkeypatch, tmp_path):
@@ -81,7 +81,7 @@ def test_sigkill_while_writing_loses_no_committed_message(tmp_path):
     ready = tmp_path / "ready"
     script = textwrap.dedent(f"""
         import time
-        from localllm.tui.history import History
+        from localllm.tui.store.history import History
         h = History({str(db)!r})
         c = h.new_chat()
         for i in range(5):
@@ -107,7 +107,7 @@ def test_sigkill_while_writing_loses_no_committed_message(tmp_path):
 
 
 def test_to_markdown_without_model():
-    from localllm.tui.history import Chat, Message
+    from localllm.tui.store.history import Chat, Message
 
     text = to_markdown(Chat(1, "T", 0, 0), [Message(1, 1, "user", "hello", 0)])
     assert text == "# T\n\n## User\n\nhello\n"

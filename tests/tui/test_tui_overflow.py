@@ -9,7 +9,7 @@ from tuihelp import GREEDY, send, wait_ready
 
 import localllm
 from localllm.tui.app import ChatApp
-from localllm.tui.history import History
+from localllm.tui.store import History
 
 N_CTX = 256
 SAMPLING = {**GREEDY, "max_tokens": 16}

@@ -9,7 +9,7 @@ import pytest
 from tuihelp import wait_for, wait_ready
 
 from localllm.tui.app import ChatApp
-from localllm.tui.history import History
+from localllm.tui.store import History
 
 SIZE = (110, 34)
 REPLY = """Here is a loop in Python:

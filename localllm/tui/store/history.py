@@ -8,7 +8,8 @@ message on the UI thread; only a power cut may lose the last few commits (SQLite
 
 The database lives in the user's data folder (platformdirs), or in $LOCALLLM_DATA when
 set, or under $LOCALLLM_HOME/data when only that is set (tests isolate themselves so).
-Both are read at call time.
+Both are read at call time. Its schema version and migrations are in
+localllm.tui.store.schema.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+
+from localllm.paths import HOME_ENV, home
+from localllm.tui.store.schema import check_version, migrate
 
 __all__ = [
     "DATA_ENV",
@@ -39,41 +44,15 @@ DEFAULT_TITLE = "New chat"
 TITLE_CHARS = 48  # a chat is titled from its first prompt, cut to fit the sidebar
 ROLES = ("system", "user", "assistant")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS chats (
-    id INTEGER PRIMARY KEY,
-    title TEXT NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    system_prompt TEXT NOT NULL DEFAULT '',
-    sampling TEXT NOT NULL DEFAULT '{}',
-    model TEXT
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    created REAL NOT NULL,
-    meta TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS messages_chat ON messages(chat_id, id);
-CREATE TABLE IF NOT EXISTS prefs (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-
 
 def data_dir() -> Path:
     """Folder for chats and preferences: $LOCALLLM_DATA, $LOCALLLM_HOME/data, or the user data dir."""
     value = os.environ.get(DATA_ENV)
     if value:
         return Path(value).expanduser()
-    home = os.environ.get("LOCALLLM_HOME")
-    if home:
-        return Path(home).expanduser() / "data"
-    from platformdirs import user_data_dir
+    if os.environ.get(HOME_ENV):
+        return home() / "data"
+    from platformdirs import user_data_dir  # only here: ~4 ms, and $LOCALLLM_HOME runs (tests) never need it
 
     return Path(user_data_dir("localllm", appauthor=False))
 
@@ -104,7 +83,11 @@ class Chat:
 
 
 class History:
-    """The conversation store. Thread-safe: one connection guarded by a lock."""
+    """The conversation store. Thread-safe: one connection guarded by a lock.
+
+    Raises:
+        HistoryVersionError: the database was written by a newer localllm (it is left unchanged).
+    """
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_db_path()
@@ -112,13 +95,18 @@ class History:
         self._lock = threading.Lock()
         # autocommit mode: every statement outside an explicit transaction commits at once
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA busy_timeout=5000")
+            check_version(self._db, self.path)  # before anything writes: switching to WAL rewrites the header
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self._lock:
+                migrate(self._db, self.path)
+        except BaseException:
+            self._db.close()
+            raise
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -131,7 +119,9 @@ class History:
             self.h._db.execute("BEGIN IMMEDIATE")
             return self.h._db
 
-        def __exit__(self, exc_type, exc, tb) -> None:
+        def __exit__(
+            self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        ) -> None:
             try:
                 self.h._db.execute("ROLLBACK" if exc_type else "COMMIT")
             finally:
@@ -171,6 +161,7 @@ class History:
                 (title, now, now, system_prompt, json.dumps(dict(sampling or {})), model),
             )
             chat_id = cur.lastrowid
+        assert chat_id is not None  # set by every INSERT
         return self.chat(chat_id)
 
     def chat(self, chat_id: int) -> Chat:
@@ -224,6 +215,7 @@ class History:
                 (chat_id, role, content, now, json.dumps(dict(meta or {}))),
             )
             msg_id = cur.lastrowid
+            assert msg_id is not None  # set by every INSERT
             db.execute("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id))
             if role == "user":
                 db.execute(

@@ -1,41 +1,14 @@
-"""Widgets of the chat screen: messages, the prompt, the status line, the chat list."""
+"""PromptArea: where the user types; Enter sends, shift+enter / ctrl+j insert a newline."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import Label, ListItem, ListView, Markdown, Static, TextArea
+from textual.widgets import TextArea
 
-__all__ = ["ChatList", "ChatListItem", "MessageView", "PromptArea", "StatusLine", "code_blocks"]
-
-_FENCE = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1[ \t]*$", re.M | re.S)
-
-
-def code_blocks(markdown: str) -> list[str]:
-    """The contents of the fenced code blocks in a Markdown text, in order."""
-    return [m.group(2).rstrip("\n") for m in _FENCE.finditer(markdown)]
-
-
-class MessageView(Markdown):
-    """One message of the conversation, rendered as Markdown (streamed for replies)."""
-
-    DEFAULT_CSS = """
-    MessageView { margin: 0 1 1 1; padding: 0 1; }
-    MessageView.user { background: $boost; border-left: thick $accent; }
-    MessageView.assistant { border-left: thick $success; }
-    MessageView.info { color: $text-muted; border-left: thick $panel; }
-    MessageView.error { color: $error; border-left: thick $error; }
-    MessageView.cancelled { border-left: thick $warning; }
-    """
-
-    def __init__(self, text: str, role: str, *, message_id: int | None = None) -> None:
-        super().__init__(text, classes=role)
-        self.role = role
-        self.text = text
-        self.message_id = message_id
+__all__ = ["PromptArea"]
 
 
 class PromptArea(TextArea):
@@ -105,27 +78,3 @@ class PromptArea(TextArea):
     def _show(self, text: str) -> None:
         self.load_text(text)
         self.move_cursor(self.document.end)
-
-
-class StatusLine(Static):
-    """model · runtime · placement · context used/limit · TTFT · tokens/s."""
-
-    DEFAULT_CSS = """
-    StatusLine { height: 1; background: $panel; color: $text; padding: 0 1; }
-    """
-
-
-class ChatListItem(ListItem):
-    def __init__(self, chat_id: int, title: str) -> None:
-        super().__init__(Label(title, markup=False))
-        self.chat_id = chat_id
-        self.title = title
-
-
-class ChatList(ListView):
-    """The sidebar: chats, most recent first."""
-
-    DEFAULT_CSS = """
-    ChatList { width: 28; border-right: tall $panel; }
-    ChatList > ListItem { padding: 0 1; }
-    """

@@ -1,11 +1,15 @@
-"""The chat screen: conversation, prompt, sidebar of chats, status line; generation in a thread."""
+"""The chat screen: conversation, prompt, sidebar of chats, status line; generation in a thread.
+
+It reaches the app only through the ChatContext given to its constructor (and Textual's
+App API: screens, notifications, the clipboard).
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -14,42 +18,24 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Markdown
+from textual.widgets.markdown import MarkdownStream
 from textual.worker import Worker, get_current_worker
 
 import localllm
-from localllm.tui.backend import describe_placement
-from localllm.tui.history import Chat
-from localllm.tui.screens import ConfirmScreen, SettingsScreen, TextPrompt
+from localllm.tui.context import ChatContext
+from localllm.tui.library import describe_placement
+from localllm.tui.screens.dialogs import ConfirmScreen, TextPrompt
+from localllm.tui.screens.settings import SettingsScreen
+from localllm.tui.store import Chat
+from localllm.tui.threads import lower_thread_priority
 from localllm.tui.widgets import ChatList, ChatListItem, MessageView, PromptArea, StatusLine, code_blocks
 
-if TYPE_CHECKING:  # pragma: no cover
-    from localllm.tui.app import ChatApp
-
-__all__ = ["ChatScreen", "ReplyDelta", "ReplyDone"]
+__all__ = ["ChatScreen", "ContextCount", "ReplyDelta", "ReplyDone"]
 
 # Text reaches the UI in batches about 30 times a second: smooth to the eye, and few
 # enough messages that Markdown rendering never falls behind (Textual's MarkdownStream
 # docs put the limit near 20 appends/s before it starts coalescing).
 FLUSH_INTERVAL_S = 1 / 30
-
-
-# Niceness added to worker threads (Linux: per thread; threads they start, like ggml's
-# compute threads, inherit it): on a busy machine the UI thread wins the CPU over token
-# generation, so typing and drawing stay smooth while a reply streams.
-WORKER_NICENESS = 5
-
-
-def lower_thread_priority() -> None:
-    """Lower the calling thread's CPU priority (Linux only; elsewhere a no-op)."""
-    import os
-    import sys
-
-    if sys.platform.startswith("linux") and hasattr(os, "setpriority"):
-        try:
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICENESS))
-        except OSError:  # not permitted: run at normal priority
-            pass
 
 
 @dataclass
@@ -66,7 +52,7 @@ class ReplyDone(Message):
 
     gen_id: int
     finish_reason: str
-    timings: Any = None
+    timings: localllm.Timings | None = None
     error: str = ""
     tokens: int = 0  # tokens of the reply text
     dropped: int = 0  # oldest messages left out of the prompt to fit the context window
@@ -85,7 +71,7 @@ class _Generation:
     gen_id: int
     chat_id: int
     view: MessageView
-    stream: Any  # MarkdownStream
+    stream: MarkdownStream
     stop: threading.Event
     model_name: str
     parts: list[str] = field(default_factory=list)
@@ -101,15 +87,6 @@ class ChatScreen(Screen):
     """Where the user chats."""
 
     AUTO_FOCUS = "#prompt"
-
-    DEFAULT_CSS = """
-    ChatScreen #body { height: 1fr; }
-    ChatScreen #main { width: 1fr; }
-    ChatScreen #conversation { height: 1fr; }
-    ChatScreen #prompt { height: auto; max-height: 10; min-height: 3; border: tall $accent; margin: 0 1; }
-    ChatScreen #prompt:disabled { border: tall $panel; }
-    ChatScreen.-no-sidebar ChatList { display: none; }
-    """
 
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="localllm.stop"),
@@ -129,20 +106,27 @@ class ChatScreen(Screen):
         Binding("alt+down", "cycle_chat(1)", "Next chat", id="localllm.next_chat", show=False),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, context: ChatContext) -> None:
         super().__init__()
+        self.context = context
         self.chat: Chat | None = None  # None: a new chat, created on its first message
         self._gen: _Generation | None = None
         self._gen_counter = 0
         self._code_index = 0
         self._ctx_used: int | None = None
-        self._last_timings: Any = None
+        self._last_timings: localllm.Timings | None = None
         self._notes: list[str] = []  # info lines shown above a fresh chat (not stored)
         self._dropped = 0  # messages of the open chat the model no longer sees (last told)
 
     @property
-    def capp(self) -> ChatApp:
-        return self.app  # type: ignore[return-value]
+    def model(self) -> localllm.Model | None:
+        """The model in use; None before the first load."""
+        return self.context.models.model
+
+    @property
+    def loading_target(self) -> str:
+        """What is being loaded now; "" when idle. (Widget.loading is Textual's loading indicator.)"""
+        return self.context.models.loading
 
     # -- layout -----------------------------------------------------------------
 
@@ -158,10 +142,10 @@ class ChatScreen(Screen):
         yield Footer()
 
     async def on_mount(self) -> None:
-        if self.capp.hide_timings:  # stable screenshots: no blinking cursor either
+        if self.context.hide_timings:  # stable screenshots: no blinking cursor either
             self.query_one(PromptArea).cursor_blink = False
         self.refresh_chat_list()
-        chats = self.capp.history.chats()
+        chats = self.context.history.chats()
         if chats:
             await self.open_chat(chats[0].id)
         self.model_changed()
@@ -175,11 +159,11 @@ class ChatScreen(Screen):
     def model_changed(self, note: str = "") -> None:
         """Called by the app when a model is (un)loaded."""
         prompt = self.query_one(PromptArea)
-        model = self.capp.model
-        prompt.disabled = model is None or self.capp.loading
+        model = self.model
+        prompt.disabled = model is None or bool(self.loading_target)
         if note:
             self._notes.append(note)
-            if self.chat is None or not self.capp.history.messages(self.chat.id):
+            if self.chat is None or not self.context.history.messages(self.chat.id):
                 self.call_later(self._show_notes)
         self._ctx_used = None
         self._count_context()
@@ -202,17 +186,16 @@ class ChatScreen(Screen):
             await conv.mount(MessageView(note, "info"), before=0 if conv.children else None)
 
     def update_status(self) -> None:
-        app = self.capp
         status = self.query_one(StatusLine)
-        if app.loading:
-            status.update(f"Loading {app.loading}…")
+        if self.loading_target:
+            status.update(f"Loading {self.loading_target}…")
             return
-        model = app.model
+        model = self.model
         if model is None:
             status.update("No model loaded: ctrl+o chooses one")
             return
         info = model.info
-        hide = app.hide_timings
+        hide = self.context.hide_timings
         placement = "CPU/GPU" if hide else describe_placement(info.placement)
         used = "–" if self._ctx_used is None else str(self._ctx_used)
         parts = [info.name, info.runtime, placement, f"ctx {used}/{info.n_ctx}"]
@@ -227,7 +210,7 @@ class ChatScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="count")
     def _count_context(self) -> None:
-        model, chat = self.capp.model, self.chat
+        model, chat = self.model, self.chat
         if model is None:
             return
         messages = self._conversation(chat)
@@ -249,7 +232,7 @@ class ChatScreen(Screen):
         lst = self.query_one(ChatList)
         lst.clear()
         current = None
-        for i, chat in enumerate(self.capp.history.chats()):
+        for i, chat in enumerate(self.context.history.chats()):
             lst.append(ChatListItem(chat.id, chat.title))
             if self.chat and chat.id == self.chat.id:
                 current = i
@@ -260,12 +243,12 @@ class ChatScreen(Screen):
         """Show a stored chat (None: a fresh, empty one)."""
         if self.generating:
             self.action_stop()
-        self.chat = self.capp.history.chat(chat_id) if chat_id is not None else None
+        self.chat = self.context.history.chat(chat_id) if chat_id is not None else None
         conv = self.query_one("#conversation", VerticalScroll)
         await conv.remove_children()
         views = []
         if self.chat is not None:
-            for m in self.capp.history.messages(self.chat.id):
+            for m in self.context.history.messages(self.chat.id):
                 if m.role == "system":
                     continue
                 classes = m.role + (" cancelled" if m.meta.get("finish_reason") == "cancelled" else "")
@@ -298,7 +281,7 @@ class ChatScreen(Screen):
         self.query_one(PromptArea).focus()
 
     async def action_cycle_chat(self, step: int) -> None:
-        chats = self.capp.history.chats()
+        chats = self.context.history.chats()
         if not chats:
             return
         ids = [c.id for c in chats]
@@ -316,7 +299,7 @@ class ChatScreen(Screen):
 
         def done(title: str | None) -> None:
             if title is not None and self.chat is not None:
-                self.chat = self.capp.history.rename(self.chat.id, title)
+                self.chat = self.context.history.rename(self.chat.id, title)
                 self.refresh_chat_list()
 
         self.app.push_screen(TextPrompt("Rename chat", self.chat.title), done)
@@ -330,8 +313,8 @@ class ChatScreen(Screen):
             if yes:
                 if self.generating:
                     self.action_stop()
-                self.capp.history.delete(chat.id)
-                remaining = self.capp.history.chats()
+                self.context.history.delete(chat.id)
+                remaining = self.context.history.chats()
                 await self.open_chat(remaining[0].id if remaining else None)
                 self.refresh_chat_list()
                 self.notify(f"Deleted “{chat.title}”.")
@@ -342,20 +325,20 @@ class ChatScreen(Screen):
         if self.chat is None:
             self.notify("Nothing to export yet.")
             return
-        path = self.capp.history.export_markdown(self.chat.id)
+        path = self.context.history.export_markdown(self.chat.id)
         self.notify(f"Exported to {path}", timeout=8)
 
     def action_settings(self) -> None:
         chat = self.chat
-        system = chat.system_prompt if chat else self.capp.default_system_prompt
-        sampling = dict(chat.sampling) if chat else dict(self.capp.default_sampling)
+        system = chat.system_prompt if chat else self.context.system_prompt
+        sampling = dict(chat.sampling) if chat else dict(self.context.sampling)
 
         def done(result: dict | None) -> None:
             if result is None:
                 return
             if self.chat is None:
-                self.chat = self.capp.history.new_chat(model=self._model_name(), sampling=self.capp.default_sampling)
-            self.chat = self.capp.history.update_settings(
+                self.chat = self.context.history.new_chat(model=self._model_name(), sampling=self.context.sampling)
+            self.chat = self.context.history.update_settings(
                 self.chat.id, system_prompt=result["system_prompt"], sampling=result["sampling"]
             )
             self.refresh_chat_list()
@@ -398,17 +381,17 @@ class ChatScreen(Screen):
     # -- sending and streaming --------------------------------------------------
 
     def _model_name(self) -> str | None:
-        return self.capp.model.info.name if self.capp.model is not None else None
+        return self.model.info.name if self.model is not None else None
 
     def _conversation(self, chat: Chat | None) -> list[dict[str, str]]:
         messages: list[dict[str, str]] = []
-        system = chat.system_prompt if chat else self.capp.default_system_prompt
+        system = chat.system_prompt if chat else self.context.system_prompt
         if system:
             messages.append({"role": "system", "content": system})
         if chat is not None:
             messages += [
                 {"role": m.role, "content": m.content}
-                for m in self.capp.history.messages(chat.id)
+                for m in self.context.history.messages(chat.id)
                 if m.role != "system"
             ]
         return messages
@@ -416,7 +399,7 @@ class ChatScreen(Screen):
     @on(PromptArea.Submitted)
     async def _submitted(self, event: PromptArea.Submitted) -> None:
         event.stop()
-        if self.capp.model is None or self.capp.loading:
+        if self.model is None or self.loading_target:
             self.notify("The model is not loaded yet.", severity="warning")
             return
         if self.generating:
@@ -426,11 +409,11 @@ class ChatScreen(Screen):
         prompt = event.prompt
         prompt.remember(text)
         prompt.clear()
-        history = self.capp.history
+        history = self.context.history
         if self.chat is None:
             self.chat = history.new_chat(
-                system_prompt=self.capp.default_system_prompt,
-                sampling=self.capp.default_sampling,
+                system_prompt=self.context.system_prompt,
+                sampling=self.context.sampling,
                 model=self._model_name(),
             )
             for view in self.query("MessageView.info"):
@@ -443,7 +426,7 @@ class ChatScreen(Screen):
         await self._start_reply()
 
     async def _start_reply(self) -> None:
-        assert self.chat is not None and self.capp.model is not None
+        assert self.chat is not None and self.model is not None
         conv = self.query_one("#conversation", VerticalScroll)
         view = MessageView("", "assistant")
         await conv.mount(view)
@@ -460,7 +443,7 @@ class ChatScreen(Screen):
         self._gen = gen
         self._code_index = 0
         self.update_status()
-        self._generate(self.capp.model, self._conversation(self.chat), dict(self.chat.sampling), gen.gen_id, gen.stop)
+        self._generate(self.model, self._conversation(self.chat), dict(self.chat.sampling), gen.gen_id, gen.stop)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
     def _generate(
@@ -517,14 +500,14 @@ class ChatScreen(Screen):
         gen.finishing = True  # `generating` stays true until the reply is stored and shown
         await gen.stream.stop()
         text = gen.text
-        history = self.capp.history
+        history = self.context.history
         if msg.error and not text:
             gen.view.text = msg.error
             gen.view.role = "error"
             gen.view.set_classes("error")
             await gen.view.update(msg.error)
         else:
-            meta = {"finish_reason": msg.finish_reason, "model": gen.model_name}
+            meta: dict[str, Any] = {"finish_reason": msg.finish_reason, "model": gen.model_name}
             if msg.timings is not None:
                 meta.update(
                     ttft_s=round(msg.timings.ttft_s, 4), decode_tps=round(msg.timings.decode_tps, 2), tokens=msg.tokens
@@ -556,7 +539,7 @@ class ChatScreen(Screen):
     def _tell_dropped(self, dropped: int) -> None:
         """Say so when more of the open chat fell out of the context window than last time."""
         if dropped > self._dropped:
-            n_ctx = self.capp.model.info.n_ctx if self.capp.model is not None else None
+            n_ctx = self.model.info.n_ctx if self.model is not None else None
             window = f" ({n_ctx} tokens)" if n_ctx else ""
             kept = " (the system prompt stays)" if self.chat is not None and self.chat.system_prompt else ""
             self.notify(
@@ -586,9 +569,9 @@ class ChatScreen(Screen):
                 worker.cancel()
 
     async def action_regenerate(self) -> None:
-        if self.generating or self.chat is None or self.capp.model is None or self.capp.loading:
+        if self.generating or self.chat is None or self.model is None or self.loading_target:
             return
-        history = self.capp.history
+        history = self.context.history
         messages = history.messages(self.chat.id)
         if not messages:
             return

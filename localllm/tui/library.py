@@ -1,4 +1,4 @@
-"""What the TUI asks of localllm, through its public API only. No Textual here.
+"""The TUI's view of the library: what it asks of localllm, through its public API only. No Textual here.
 
 Everything in this module may block (probe, plan, fetch, load): the app calls it from
 thread workers. Values come back as plain frozen dataclasses the screens render.
@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import localllm
+from localllm import store
+from localllm.units import memory_size
 
 __all__ = [
     "FIT_LABELS",
     "Progress",
     "StartupReport",
     "VariantRow",
+    "advice_for",
     "describe_placement",
     "hardware_lines",
     "list_models",
@@ -27,7 +30,6 @@ __all__ = [
     "startup_report",
 ]
 
-GIB = 1024**3
 # planner fit kind -> what the switcher shows
 FIT_LABELS = {"gpu": "GPU", "partial": "partial", "cpu": "CPU", "none": "does not fit"}
 
@@ -89,16 +91,16 @@ def hardware_lines(hw: Any) -> tuple[str, ...]:
     mem = getattr(hw, "memory", None)
     if mem is not None:
         total, usable = mem.limit, mem.usable
-        text = f"RAM     {_gib(total)} total, {_gib(usable)} usable now"
+        text = f"RAM     {memory_size(total, digits=1)} total, {memory_size(usable, digits=1)} usable now"
         if mem.cgroup_limit:
-            text += f" (cgroup limit {_gib(mem.cgroup_limit)})"
+            text += f" (cgroup limit {memory_size(mem.cgroup_limit, digits=1)})"
         lines.append(text)
     gpus = tuple(getattr(hw, "gpus", ()) or ())
     if gpus:
         for g in gpus:
             lines.append(
-                f"GPU {g.index}   {g.name} ({_gib(getattr(g, 'memory_total', None))},"
-                f" {_gib(getattr(g, 'memory_free', None))} free)"
+                f"GPU {g.index}   {g.name} ({memory_size(getattr(g, 'memory_total', None), digits=1)},"
+                f" {memory_size(getattr(g, 'memory_free', None), digits=1)} free)"
             )
     else:
         lines.append("GPU     none found: running on the CPU")
@@ -144,7 +146,7 @@ def startup_report(
         return StartupReport(
             hw_lines,
             target,
-            plan_text=f"Loading the local file {path} ({_size(path.stat().st_size)}); "
+            plan_text=f"Loading the local file {path} ({memory_size(path.stat().st_size)}); "
             "placement is planned from its header and this machine.",
         )
     try:
@@ -154,9 +156,9 @@ def startup_report(
             else localllm.plan(target, context=context)
         )
     except localllm.LocalLLMError as exc:
-        plan = getattr(exc, "plan", None)
-        text = plan.explain() if plan is not None and hasattr(plan, "explain") else ""
-        return StartupReport(hw_lines, target, plan_text=text, error=str(exc), advice=_advice(exc))
+        failed = getattr(exc, "plan", None)  # the plan that did not fit, when the planner got that far
+        text = failed.explain() if failed is not None and hasattr(failed, "explain") else ""
+        return StartupReport(hw_lines, target, plan_text=text, error=str(exc), advice=advice_for(exc))
     rejected = tuple(_rejected_lines(plan))
     if not getattr(plan, "fits", True):
         return StartupReport(
@@ -198,17 +200,13 @@ def list_models(*, hardware: Any = None, extra: Sequence[str | os.PathLike[str]]
         rows.append(VariantRow(str(path), path.stem, "", path.stat().st_size, "local file", True))
     local_paths = set()
     try:
-        from localllm import store
-
         for item in store.list_local():
             if item.variant:
                 local_paths.add(item.variant)
-    except Exception:  # store not available or empty cache: nothing marked on disk
+    except Exception:  # an unreadable or missing cache: nothing marked on disk
         pass
     try:
-        from localllm.planner import fit_table
-
-        fits = fit_table(hardware)
+        fits = localllm.fit_table(hardware)
     except Exception:  # the switcher still offers local files
         fits = ()
     for f in fits:
@@ -230,14 +228,6 @@ def list_models(*, hardware: Any = None, extra: Sequence[str | os.PathLike[str]]
 # --- helpers -------------------------------------------------------------------------
 
 
-def _gib(n: int | None) -> str:
-    return "?" if n is None else f"{n / GIB:.1f} GiB"
-
-
-def _size(n: int) -> str:
-    return f"{n / GIB:.2f} GiB" if n >= GIB // 8 else f"{n / 2**20:.1f} MiB"
-
-
 def _variant_name(plan: Any) -> str:
     v = getattr(plan, "variant", None)
     return str(getattr(v, "name", v) or "")
@@ -247,7 +237,8 @@ def _rejected_lines(plan: Any) -> list[str]:
     return [f"{r.name}: {r.why}" for r in getattr(plan, "rejected", ()) or ()]
 
 
-def _advice(exc: BaseException) -> str:
+def advice_for(exc: BaseException) -> str:
+    """What to do about a load or plan error, for the start-up screen."""
     if isinstance(exc, localllm.ModelUnavailableError):
         return (
             "The model is not on disk and cannot be downloaded now. Connect to the internet and "
