@@ -13,6 +13,7 @@
     ├── InvalidOptionTypeError  (TypeError)         an option or prompt of the wrong type, an unknown option
     ├── RuntimeUnavailableError (ImportError)       a backend is not installed or cannot run here
     ├── GenerationError         (RuntimeError)      the engine failed mid-generation
+    ├── HistoryVersionError                         the chat history was written by a newer localllm
     └── DownloadError           (OSError)           a file could not be fetched
         ├── ChecksumMismatchError                   size or sha256 differs from the catalog
         ├── InsufficientDiskError                   not enough free disk for the download
@@ -25,6 +26,8 @@ also attributes so programs need not parse text.
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "CatalogError",
     "ChatTemplateError",
@@ -33,6 +36,7 @@ __all__ = [
     "DiskFullError",
     "DownloadError",
     "GenerationError",
+    "HistoryVersionError",
     "InsufficientDiskError",
     "InsufficientMemoryError",
     "InvalidModelError",
@@ -192,3 +196,18 @@ class DiskFullError(InsufficientDiskError):
 
 class ModelUnavailableError(DownloadError):
     """A file is neither cached nor downloadable (offline or unreachable)."""
+
+
+class HistoryVersionError(LocalLLMError):
+    """The chat database was written by a newer localllm, with a schema this one does not know."""
+
+    def __init__(self, path: os.PathLike[str] | str, found: int, known: int) -> None:
+        newer = found > known
+        super().__init__(
+            f"{path} has chat history schema version {found}, but this localllm knows versions 0 to {known}"
+            + (": it was written by a newer localllm. Upgrade localllm to open it, or" if newer else ". Instead,")
+            + " set LOCALLLM_DATA to another folder to start a separate history; the file was left unchanged."
+        )
+        self.path = path
+        self.found = found
+        self.known = known

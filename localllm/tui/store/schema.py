@@ -14,24 +14,9 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from localllm.errors import LocalLLMError
+from localllm.errors import HistoryVersionError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "HistoryVersionError", "check_version", "migrate", "user_version"]
-
-
-class HistoryVersionError(LocalLLMError):
-    """The chat database was written by a newer localllm, with a schema this one does not know."""
-
-    def __init__(self, path: Path, found: int, known: int) -> None:
-        newer = found > known
-        super().__init__(
-            f"{path} has chat history schema version {found}, but this localllm knows versions 0 to {known}"
-            + (": it was written by a newer localllm. Upgrade localllm to open it, or" if newer else ". Instead,")
-            + " set LOCALLLM_DATA to another folder to start a separate history; the file was left unchanged."
-        )
-        self.path = path
-        self.found = found
-        self.known = known
 
 
 def _v1_tables(db: sqlite3.Connection) -> None:
