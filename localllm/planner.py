@@ -1251,7 +1251,7 @@ def _onnx_may_accelerate(hw: Hardware) -> bool:
 
 def _onnx_machine(hw: Hardware) -> tuple[str, str, list[GPUInfo], list[str]]:
     """(provider, why, the one GPU it runs on or none, notes) for ONNX Runtime on `hw`."""
-    from localllm.runtimes.onnx import choose_provider  # pure; imports no onnxruntime
+    from localllm.providers import choose_provider  # pure; imports no onnxruntime
 
     info = hw.runtime("onnxruntime")
     if info is not None and info.providers:

@@ -20,8 +20,9 @@ from localllm.formats.onnx_folder import validate_onnx_folder
 from localllm.generation import SamplingOptions, join, run
 from localllm.hardware import Accelerator, CPUInfo, GPUInfo, Hardware, RuntimeInfo
 from localllm.placement import Placement
+from localllm.providers import CPU, choose_provider
 from localllm.runtimes.base import Engine
-from localllm.runtimes.onnx import CPU, OnnxEngine, TokenBytes, choose_provider, provider_chain
+from localllm.runtimes.onnx import OnnxEngine, TokenBytes, provider_chain
 from localllm.testing.onnx import reference_decoder, write_onnx_folder
 
 SEED = 3  # the seed conftest builds tiny_onnx with
