@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from localllm.catalog import Family
     from localllm.hardware import Hardware
+    from localllm.placement import KVType
 
 __all__ = [
     "BandwidthRecord",
@@ -76,7 +77,7 @@ class LoadRecord:
     mtime_ns: int
     n_ctx: int
     n_gpu_layers: int
-    kv_type: str
+    kv_type: KVType
     flash_attn: bool
     extra_buffers: bool
     resident_bytes: int

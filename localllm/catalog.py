@@ -291,7 +291,7 @@ def _parse(data: dict[str, Any], text: str, path: str) -> Catalog:
 
     quants = data.get("quants", {})
     families: dict[str, Family] = {}
-    defaults: dict[str, dict[str, str]] = {}
+    defaults: dict[str, dict[str, str | None]] = {}  # a family's default GGUF repo and file
     for name, raw in (data.get("families") or {}).items():
         at = line_of(rf'\[families\.("{re.escape(name)}"|{re.escape(name)})\]')
         if not isinstance(raw, dict):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from localllm.catalog import Family, Variant
+from localllm.placement import KVType
 from localllm.quantmix import FTYPE_DEFAULT, facts, quantized_tensors
 from localllm.repack import repacked_bytes
 
@@ -53,7 +54,7 @@ MiB = 1024**2
 
 # Bytes per cached element: f16 = 2; q8_0 and q4_0 store 32 values in 34 and 18 bytes
 # (ggml-common.h block_q8_0 / block_q4_0). f32 for ONNX exports that keep float caches.
-KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "f32": 4.0}
+KV_BYTES_PER_ELEMENT: dict[KVType, float] = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "f32": 4.0}
 
 # llama.cpp pads the KV cache length to a multiple of 256 (flash attention's padding; the
 # smaller non-FA padding is covered by it).
@@ -157,7 +158,7 @@ class DeviceMemory:
 class MemoryEstimate:
     n_ctx: int
     n_gpu_layers: int  # 0..n_layer+1 (n_layer + 1: the output layer too)
-    kv_type: str
+    kv_type: KVType
     flash_attn: bool
     devices: tuple[DeviceMemory, ...]  # "cpu" first
 
@@ -183,7 +184,7 @@ def padded_ctx(n_ctx: int) -> int:
 def kv_cache_bytes(
     family: Family,
     n_ctx: int,
-    kv_type: str = "f16",
+    kv_type: KVType = "f16",
     *,
     layers: range | None = None,
     swa_full: bool = SWA_FULL_DEFAULT,
@@ -298,7 +299,7 @@ def estimate(
     *,
     n_ctx: int,
     n_gpu_layers: int = 0,
-    kv_type: str = "f16",
+    kv_type: KVType = "f16",
     flash_attn: bool = False,
     n_ubatch: int = 512,
     gpu_shares: tuple[float, ...] = (1.0,),
@@ -474,7 +475,7 @@ ONNX_KV_COPIES = 2
 ONNX_HOST_OVERHEAD = HOST_RUNTIME_OVERHEAD + 64 * MiB
 
 
-def onnx_kv_type(variant: Variant) -> str:
+def onnx_kv_type(variant: Variant) -> KVType:
     """KV-cache type of a published ONNX export: "f16" for fp16 graphs (onnx-community's
     model_fp16 / model_q4f16), "f32" otherwise (model.onnx, int8, q4 and the genai CPU int4
     exports keep float32 caches)."""
@@ -487,7 +488,7 @@ def estimate_onnx(
     *,
     n_ctx: int,
     on_gpu: bool = False,
-    kv_type: str | None = None,
+    kv_type: KVType | None = None,
     n_batch: int = 512,
     gpu_backend: str | None = "cuda",
     kv_bytes_per_token: int | None = None,
