@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localllm.paths import home
+
 if TYPE_CHECKING:  # pragma: no cover
     from localllm.catalog import Family
     from localllm.hardware import Hardware
@@ -177,8 +179,6 @@ def machine_key(hw: Hardware) -> str:
 
 
 def machine_file(hw: Hardware) -> Path:
-    from localllm.paths import home
-
     return home() / "machines" / f"{machine_key(hw)}.json"
 
 

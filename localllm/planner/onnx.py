@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from localllm.calibration import Calibration
 from localllm.catalog import Family, Variant
 from localllm.hardware import Hardware
 from localllm.hardware.detect import probe
@@ -14,7 +15,6 @@ from localllm.planner.rank import choose
 from localllm.planner.values import Plan
 
 if TYPE_CHECKING:  # pragma: no cover
-    from localllm.calibration import Calibration
     from localllm.formats.onnx_folder import OnnxFolderInfo
 
 __all__ = ["family_from_onnx", "plan_local_onnx"]

@@ -24,6 +24,7 @@ from localllm.providers import CPU, choose_provider
 from localllm.runtimes.base import Engine
 from localllm.runtimes.onnx import OnnxEngine, TokenBytes, provider_chain
 from localllm.testing.onnx import reference_decoder, write_onnx_folder
+from localllm.validate import validate_model_path
 
 SEED = 3  # the seed conftest builds tiny_onnx with
 GREEDY = dict(temperature=0.0)
@@ -285,7 +286,6 @@ def test_valid_folder_is_described(tiny_onnx):
     assert info.head_dim == 16 and info.kv_bytes_per_token() == 2 * 2 * 2 * 16 * 4
     assert info.io.position_ids == "position_ids" and info.chat_template and info.eos_token == "<|im_end|>"
     assert validate_onnx_folder(tiny_onnx / "onnx" / "model.onnx").folder == tiny_onnx
-    from localllm.validate import validate_model_path
 
     assert validate_model_path(tiny_onnx).model_file == info.model_file
 
