@@ -23,13 +23,13 @@ from localllm.units import file_size
 
 __all__ = [
     "CONTEXT_FLOOR",
+    "Candidate",
     "DEFAULT_CONTEXT",
     "TIER_CPU",
     "TIER_CPU_SHRUNK",
     "TIER_GPU",
     "TIER_GPU_SHRUNK",
     "TIER_PARTIAL",
-    "Candidate",
     "assess",
     "contexts",
     "ngl_key",
@@ -209,7 +209,7 @@ def _assess_gguf(v: Variant, m: Machine, req: Request, ctxs: list[int]) -> Candi
             kv_type=kv,
             flash_attn=fa_gpu,
             gpu_shares=shares,
-            gpu_backend=api,
+            gpu_api=api,
             repack_features=m.repack,
             amx_usable=m.amx_usable,
         )
@@ -258,9 +258,7 @@ def _assess_onnx(v: Variant, m: Machine, req: Request, ctxs: list[int]) -> Candi
         fit, gpu_failed = _ladder(
             ctxs,
             m,
-            lambda ctx: estimate_onnx(
-                v, n_ctx=ctx, on_gpu=True, kv_type=kv, gpu_backend=api, kv_bytes_per_token=per_token
-            ),
+            lambda ctx: estimate_onnx(v, n_ctx=ctx, on_gpu=True, kv_type=kv, gpu_api=api, kv_bytes_per_token=per_token),
         )
         if fit is not None:
             tier = TIER_GPU_SHRUNK if fit.shrunk else TIER_GPU

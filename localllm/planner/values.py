@@ -10,7 +10,16 @@ from localllm.estimator import MemoryEstimate
 from localllm.placement import Placement, Runtime, Where
 from localllm.units import file_size
 
-__all__ = ["MAX_REJECTED", "WHERE_WORDS", "WORKLOADS", "DeviceBudget", "Plan", "Rejected", "VariantFit", "Workload"]
+__all__ = [
+    "DeviceBudget",
+    "MAX_REJECTED",
+    "Plan",
+    "Rejected",
+    "VariantFit",
+    "WHERE_WORDS",
+    "WORKLOADS",
+    "Workload",
+]
 
 # real-time use (replies as fast as people read) or throughput work
 Workload = Literal["interactive", "batch"]
