@@ -34,6 +34,15 @@ import sys
 import time
 from pathlib import Path
 
+from localllm.bench import bench
+from localllm.calibration import Calibration
+from localllm.catalog import family_from_gguf_metadata
+from localllm.hardware.bandwidth import machine_bandwidth
+from localllm.planner import plan_local
+from localllm.repack import EXTRA_BUFFERS_ENV
+from localllm.synthetic import synthetic_gguf
+from localllm.validate import validate_gguf
+
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".bench" / "accuracy"
 MiB = 2**20
@@ -54,8 +63,6 @@ THREADS_TARGET = 0.95
 def model_path(shape: str, quant: str) -> Path:
     """The cached random-weight model, built (F16, then quantized) when missing; F16 is kept
     because several quants (and F16 itself) are measured."""
-    from localllm.synthetic import synthetic_gguf
-
     return synthetic_gguf(
         CACHE, shape, quant, keep_f16=True, say=lambda line: print(f"  {line}", file=sys.stderr, flush=True)
     )
@@ -72,9 +79,6 @@ def memory_cases(shapes, contexts, repack: str = "on") -> list[dict]:
     """Every shape, quant and context with ggml's weight repacking on (llama.cpp's default on
     this CPU) or off (LOCALLLM_LLAMA_EXTRA_BUFFERS=0, which both the engine in the child and
     the estimate honour)."""
-    from localllm.bench import bench
-    from localllm.repack import EXTRA_BUFFERS_ENV
-
     rows = []
     if repack == "off":
         os.environ[EXTRA_BUFFERS_ENV] = "0"
@@ -120,8 +124,6 @@ def speed_cases(shapes, repeat: int, n_gen: int, threads: int) -> list[dict]:
     """Decode speed at `threads`, against the formula. On a shared machine the wall-clock rate
     depends on what else runs, so the target is judged on tokens per CPU-second per thread
     (the speed the cores deliver while the process has them); both are shown."""
-    from localllm.bench import bench
-
     rows = []
     print(f"\n## speed: predicted vs measured decode tokens/s, ctx 2048, {threads} thread(s) ({load_avg()})")
     print(
@@ -162,12 +164,6 @@ def thread_sweep(models, repeat: int, n_gen: int) -> list[dict]:
     """Wall-clock decode speed by thread count. Round 1 is kept as calibration (what
     `localllm bench --threads N` keeps); the planner's choice with it is then judged on the
     later rounds, which it has not seen. The formula's default (physical cores) is shown too."""
-    from localllm.bench import bench
-    from localllm.calibration import Calibration
-    from localllm.catalog import family_from_gguf_metadata
-    from localllm.planner import plan_local
-    from localllm.validate import validate_gguf
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     counts = list(range(1, cores + 2))
     out = []
@@ -239,8 +235,6 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="write every number to FILE")
     args = ap.parse_args()
     parts = args.only or ["memory", "speed", "threads"]
-    from localllm.hardware.bandwidth import machine_bandwidth
-
     bw = machine_bandwidth()
     print(
         f"memory bandwidth {bw.gbs:.1f} GB/s ({bw.threads} threads), {bw.per_thread_gbs:.1f} GB/s per thread "

@@ -15,9 +15,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localllm.paths import home
+
 if TYPE_CHECKING:  # pragma: no cover
     from localllm.catalog import Family
     from localllm.hardware import Hardware
+    from localllm.placement import KVType
 
 __all__ = [
     "BandwidthRecord",
@@ -26,8 +29,8 @@ __all__ = [
     "ExtraBuffersVerdict",
     "LoadRecord",
     "load_calibration",
-    "machine_key",
     "machine_file",
+    "machine_key",
     "model_signature",
     "save_bandwidth",
     "save_bench",
@@ -76,7 +79,7 @@ class LoadRecord:
     mtime_ns: int
     n_ctx: int
     n_gpu_layers: int
-    kv_type: str
+    kv_type: KVType
     flash_attn: bool
     extra_buffers: bool
     resident_bytes: int
@@ -176,8 +179,6 @@ def machine_key(hw: Hardware) -> str:
 
 
 def machine_file(hw: Hardware) -> Path:
-    from localllm.paths import home
-
     return home() / "machines" / f"{machine_key(hw)}.json"
 
 

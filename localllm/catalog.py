@@ -25,6 +25,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from localllm.errors import CatalogError, ModelNotFoundError
+from localllm.formats.gguf_rules import LLAMA_MAX_LAYERS, MAX_CONTEXT_LENGTH, MAX_WIDTH
+from localllm.resources import catalog_path
 
 __all__ = [
     "Catalog",
@@ -250,8 +252,6 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     Raises:
         CatalogError: the file is missing or malformed (message names file and line).
     """
-    from localllm.resources import catalog_path
-
     p = Path(path) if path is not None else catalog_path()
     try:
         mtime = p.stat().st_mtime_ns
@@ -291,7 +291,7 @@ def _parse(data: dict[str, Any], text: str, path: str) -> Catalog:
 
     quants = data.get("quants", {})
     families: dict[str, Family] = {}
-    defaults: dict[str, dict[str, str]] = {}
+    defaults: dict[str, dict[str, str | None]] = {}  # a family's default GGUF repo and file
     for name, raw in (data.get("families") or {}).items():
         at = line_of(rf'\[families\.("{re.escape(name)}"|{re.escape(name)})\]')
         if not isinstance(raw, dict):
@@ -374,8 +374,6 @@ def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str, tied_em
     Raises:
         CatalogError: a key the planner needs is missing, not a whole number, or out of range.
     """
-    from localllm.formats.gguf_rules import LLAMA_MAX_LAYERS, MAX_CONTEXT_LENGTH, MAX_WIDTH
-
     arch = metadata.get("general.architecture")
     if not isinstance(arch, str):
         raise CatalogError(f"{name}: GGUF header has no general.architecture")

@@ -26,19 +26,21 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from localllm.catalog import Family, Variant
+from localllm.placement import KVType
 from localllm.quantmix import FTYPE_DEFAULT, facts, quantized_tensors
 from localllm.repack import repacked_bytes
+from localllm.units import MIB
 
 __all__ = [
     "BANDWIDTH_EFFICIENCY",
     "CPU_THREAD_BANDWIDTH_GBS",
-    "THREAD_DECODE_FRACTION",
     "DeviceMemory",
     "HOST_RUNTIME_OVERHEAD",
     "KV_BYTES_PER_ELEMENT",
     "MemoryEstimate",
     "ONNX_HOST_OVERHEAD",
     "ONNX_KV_COPIES",
+    "THREAD_DECODE_FRACTION",
     "compute_buffer_bytes",
     "decode_tokens_per_second",
     "estimate",
@@ -49,11 +51,10 @@ __all__ = [
     "weight_split",
 ]
 
-MiB = 1024**2
 
 # Bytes per cached element: f16 = 2; q8_0 and q4_0 store 32 values in 34 and 18 bytes
 # (ggml-common.h block_q8_0 / block_q4_0). f32 for ONNX exports that keep float caches.
-KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "f32": 4.0}
+KV_BYTES_PER_ELEMENT: dict[KVType, float] = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "f32": 4.0}
 
 # llama.cpp pads the KV cache length to a multiple of 256 (flash attention's padding; the
 # smaller non-FA padding is covered by it).
@@ -68,7 +69,7 @@ SWA_FULL_DEFAULT = True
 # stacks, allocator slack. Measured peak RSS minus weights and KV was 64-72 MiB for the
 # SmolLM2/Qwen2.5/Llama-3.2 shapes here (benchmarks/estimator_accuracy.py); the rest
 # is a margin for the application's own objects, so the estimate errs high.
-HOST_RUNTIME_OVERHEAD = 96 * MiB
+HOST_RUNTIME_OVERHEAD = 96 * MIB
 
 # llama.cpp's vocabulary tables (token text, scores, attributes, the text-to-id map) and
 # our per-token caches: the measured base grew ~16 MiB from a 49k to a 152k vocabulary.
@@ -77,10 +78,10 @@ VOCAB_BYTES_PER_TOKEN = 160
 # Device memory a CUDA/ROCm process takes before any tensor: the context and the cuBLAS
 # workspace, 250-400 MiB on recent drivers as nvidia-smi shows for a llama.cpp process.
 GPU_RUNTIME_OVERHEAD = {
-    "cuda": 320 * MiB,
-    "rocm": 320 * MiB,
-    "vulkan": 160 * MiB,
-    "sycl": 320 * MiB,
+    "cuda": 320 * MIB,
+    "rocm": 320 * MIB,
+    "vulkan": 160 * MIB,
+    "sycl": 320 * MIB,
     "metal": 0,
 }  # Metal shares the process's own memory: counted on the host
 
@@ -157,7 +158,7 @@ class DeviceMemory:
 class MemoryEstimate:
     n_ctx: int
     n_gpu_layers: int  # 0..n_layer+1 (n_layer + 1: the output layer too)
-    kv_type: str
+    kv_type: KVType
     flash_attn: bool
     devices: tuple[DeviceMemory, ...]  # "cpu" first
 
@@ -183,7 +184,7 @@ def padded_ctx(n_ctx: int) -> int:
 def kv_cache_bytes(
     family: Family,
     n_ctx: int,
-    kv_type: str = "f16",
+    kv_type: KVType = "f16",
     *,
     layers: range | None = None,
     swa_full: bool = SWA_FULL_DEFAULT,
@@ -298,11 +299,11 @@ def estimate(
     *,
     n_ctx: int,
     n_gpu_layers: int = 0,
-    kv_type: str = "f16",
+    kv_type: KVType = "f16",
     flash_attn: bool = False,
     n_ubatch: int = 512,
     gpu_shares: tuple[float, ...] = (1.0,),
-    gpu_backend: str | None = None,
+    gpu_api: str | None = None,
     swa_full: bool = SWA_FULL_DEFAULT,
     repack_features: frozenset[str] = frozenset(),
     amx_usable: bool = True,
@@ -313,7 +314,8 @@ def estimate(
     GPUs in order, in proportion. n_gpu_layers = n_layer + 1 puts the output layer on the
     last GPU too. `repack_features`: the llama.cpp CPU backend's features where it may
     repack weights (localllm.repack; empty: repacking off); `amx_usable`: an AMX build's
-    AMX buffer works here.
+    AMX buffer works here. `gpu_api`: the GPUs' compute API (cuda, rocm, metal...), for the
+    runtime's own device memory.
     """
     f = variant.family
     L = f.n_layer
@@ -328,7 +330,7 @@ def estimate(
     gpus: list[DeviceMemory] = []
     assigned = _apportion(n_gpu_repeating, gpu_shares) if n_gpu_repeating or output_on_gpu else []
     start = first_gpu_layer
-    overhead = GPU_RUNTIME_OVERHEAD.get(gpu_backend or "cuda", GPU_RUNTIME_OVERHEAD["cuda"])
+    overhead = GPU_RUNTIME_OVERHEAD.get(gpu_api or "cuda", GPU_RUNTIME_OVERHEAD["cuda"])
     last_with_layers = max((i for i, n in enumerate(assigned) if n), default=len(assigned) - 1)
     for i, n in enumerate(assigned):
         layers = range(start, start + n)
@@ -471,10 +473,10 @@ ONNX_KV_COPIES = 2
 # llama.cpp figure (Python, localllm, numpy) plus onnxruntime's shared library, its arena
 # bookkeeping and the `tokenizers` vocabulary. onnxruntime's CPU wheel maps about 20-30 MB
 # of code; 64 MiB more errs high until benchmarks/estimator_accuracy.py measures it.
-ONNX_HOST_OVERHEAD = HOST_RUNTIME_OVERHEAD + 64 * MiB
+ONNX_HOST_OVERHEAD = HOST_RUNTIME_OVERHEAD + 64 * MIB
 
 
-def onnx_kv_type(variant: Variant) -> str:
+def onnx_kv_type(variant: Variant) -> KVType:
     """KV-cache type of a published ONNX export: "f16" for fp16 graphs (onnx-community's
     model_fp16 / model_q4f16), "f32" otherwise (model.onnx, int8, q4 and the genai CPU int4
     exports keep float32 caches)."""
@@ -487,9 +489,9 @@ def estimate_onnx(
     *,
     n_ctx: int,
     on_gpu: bool = False,
-    kv_type: str | None = None,
+    kv_type: KVType | None = None,
     n_batch: int = 512,
-    gpu_backend: str | None = "cuda",
+    gpu_api: str | None = "cuda",
     kv_bytes_per_token: int | None = None,
 ) -> MemoryEstimate:
     """Bytes per device for an ONNX export run by ONNX Runtime: all on one GPU or all on the CPU.
@@ -518,7 +520,7 @@ def estimate_onnx(
             weights=variant.size,
             kv_cache=kv,
             compute=layer_compute + logits,
-            overhead=GPU_RUNTIME_OVERHEAD.get(gpu_backend or "cuda", GPU_RUNTIME_OVERHEAD["cuda"]),
+            overhead=GPU_RUNTIME_OVERHEAD.get(gpu_api or "cuda", GPU_RUNTIME_OVERHEAD["cuda"]),
             n_layers=f.n_layer,
         )
         cpu = DeviceMemory(device="cpu", compute=logits, overhead=host_overhead)

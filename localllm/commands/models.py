@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+
+from localllm.commands.plan import add_hardware_options, hardware_from
+from localllm.errors import LocalLLMError
+from localllm.placement import Where
 
 
 def register(sub) -> None:
-    from localllm.commands.plan import add_hardware_options
-
     p = sub.add_parser(
         "models",
         help="list the model catalog and how each variant fits",
@@ -21,14 +24,13 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-_WHERE = {"gpu": "GPU", "partial": "partial", "cpu": "CPU", "none": "does not fit"}
+_WHERE: dict[Where, str] = {"gpu": "GPU", "partial": "partial", "cpu": "CPU", "none": "does not fit"}
 
 
 def run(args) -> int:
     if args.local:
         return _run_local(args)
-    from localllm.commands.plan import hardware_from
-    from localllm.planner import fit_table
+    from localllm.planner import fit_table  # keeps `localllm --help` from loading the planner
 
     rows = fit_table(hardware_from(args), context=args.ctx)
     if args.fits:
@@ -72,10 +74,8 @@ def run(args) -> int:
 
 def _run_local(args) -> int:
     try:
-        from localllm.store import list_local
+        from localllm.store import list_local  # keeps `localllm --help` from loading the store
     except ImportError:
-        from localllm.errors import LocalLLMError
-
         raise LocalLLMError("listing local models needs localllm.store, which is not built yet") from None
     items = list(list_local())
     if args.json:
@@ -89,9 +89,7 @@ def _run_local(args) -> int:
 
 
 def _plain(item):
-    import dataclasses
-
-    if dataclasses.is_dataclass(item):
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
         return dataclasses.asdict(item)
     return item if isinstance(item, (dict, str)) else str(item)
 

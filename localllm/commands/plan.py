@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from localllm.placement import KV_TYPES, RUNTIMES
+
 MODEL_HELP = (
     '"auto", a catalog name or name:quant (e.g. "qwen2.5-1.5b-instruct:q4_k_m"), a .gguf file, '
     "or an ONNX folder (or .onnx file)"
 )
-# the planner's floor for a context window (planner._prepare refuses less)
+# the planner's floor for a context window (planner.machine.prepare refuses less)
 MIN_CONTEXT = 16
 
 
@@ -36,11 +38,11 @@ def register(sub) -> None:
     p.add_argument("--workload", choices=("interactive", "batch"), default="interactive")
     p.add_argument(
         "--runtime",
-        choices=("llama.cpp", "onnxruntime", "onnx"),
+        choices=(*RUNTIMES, "onnx"),
         default=None,
         help="runtime to plan for (onnx = onnxruntime); default: weigh both",
     )
-    p.add_argument("--kv-type", choices=("f16", "q8_0", "q4_0"), default=None, help="KV cache type")
+    p.add_argument("--kv-type", choices=KV_TYPES, default=None, help="KV cache type")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -56,12 +58,11 @@ def add_hardware_options(p) -> None:
 
 def hardware_from(args):
     """The Hardware named by --profile, or a live probe."""
+    # imported here, as below: `localllm --help` loads this module and should stay fast
+    from localllm.hardware.detect import load_profile, probe
+
     if args.profile:
-        from localllm.hardware.detect import load_profile
-
         return load_profile(args.profile)
-    from localllm.hardware.detect import probe
-
     return probe(runtimes=True)
 
 

@@ -12,6 +12,7 @@ logger; nothing is written to the terminal.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -20,15 +21,17 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from localllm.calibration import ExtraBuffersVerdict, load_calibration, save_extra_buffers
 from localllm.errors import GenerationError, InvalidModelError, RuntimeUnavailableError
-from localllm.placement import Placement
+from localllm.hardware.detect import probe
+from localllm.placement import KVType, Placement
 from localllm.repack import EXTRA_BUFFERS_ENV
 from localllm.runtimes.base import CachedTokens
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-__all__ = ["LlamaCppEngine", "install_log_handler", "KV_TYPES"]
+__all__ = ["GGML_TYPE_OF_KV", "LlamaCppEngine", "install_log_handler"]
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger(__name__ + ".native")
@@ -37,8 +40,9 @@ native_log = logging.getLogger(__name__ + ".native")
 native_log.addHandler(logging.NullHandler())
 
 INSTALL_HINT = 'pip install "llama-cpp-python==0.3.36"'
-# ggml_type ids for the KV cache (ggml.h: GGML_TYPE_F32=0, F16=1, Q4_0=2, Q8_0=8, BF16=30)
-KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
+# The ggml_type id of each KV cache type (ggml.h: GGML_TYPE_F32=0, F16=1, Q4_0=2, Q8_0=8, BF16=30)
+GGML_TYPE_OF_KV: dict[KVType, int] = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
+KV_TYPES = GGML_TYPE_OF_KV  # the old name, still read by benchmarks/bench_llamacpp.py
 # enum ggml_log_level (ggml.h, this version): NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4,
 # CONT=5 (llama_cpp/_logger.py's comment shows an older order). llama.cpp logs every
 # load detail at INFO: that is chatter for us, so it becomes DEBUG.
@@ -204,13 +208,10 @@ def _build_id(info: str) -> str:
     return f"llama-cpp-python {v} {zlib.crc32(info.encode()):08x}"
 
 
-def extra_buffers_verdict(info: str | None = None):
+def extra_buffers_verdict(info: str | None = None) -> ExtraBuffersVerdict:
     """This machine's kept verdict on the installed build's extra buffers, trying once when
     none is kept (about a second; the verdict lives in the machine's calibration file)."""
     from datetime import date
-
-    from localllm.calibration import ExtraBuffersVerdict, load_calibration, save_extra_buffers
-    from localllm.hardware.detect import probe
 
     if info is None:
         info = _import_llama_cpp().llama_print_system_info().decode("utf-8", errors="replace")
@@ -260,8 +261,8 @@ class LlamaCppEngine(CachedTokens):
         self._ctx = None
         self._batch = None
         self._tokens: list[int] = []
-        if placement.kv_type not in KV_TYPES:
-            raise ValueError(f"unknown KV cache type {placement.kv_type!r}; use one of {sorted(KV_TYPES)}")
+        if placement.kv_type not in GGML_TYPE_OF_KV:
+            raise ValueError(f"unknown KV cache type {placement.kv_type!r}; use one of {sorted(GGML_TYPE_OF_KV)}")
         if len(placement.tensor_split) > _LLAMA_MAX_DEVICES:
             raise ValueError(f"tensor_split has {len(placement.tensor_split)} entries; at most {_LLAMA_MAX_DEVICES}")
         if not os.path.isfile(self.path):
@@ -304,8 +305,8 @@ class LlamaCppEngine(CachedTokens):
         cparams.flash_attn_type = (
             lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if placement.flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
-        cparams.type_k = KV_TYPES[placement.kv_type]
-        cparams.type_v = KV_TYPES[placement.kv_type]
+        cparams.type_k = GGML_TYPE_OF_KV[placement.kv_type]
+        cparams.type_v = GGML_TYPE_OF_KV[placement.kv_type]
         cparams.no_perf = True  # we time ourselves
         self._ctx = lib.llama_init_from_model(self._model, cparams)
         if not self._ctx:
@@ -408,6 +409,7 @@ class LlamaCppEngine(CachedTokens):
         lib = self._require()
         tokens = self._room_for(tokens)
         batch = self._batch
+        assert batch is not None  # made with the context; _require refused a closed engine
         for start in range(0, len(tokens), self.n_batch):
             part = tokens[start : start + self.n_batch]
             pos0 = len(self._tokens)
@@ -504,7 +506,5 @@ class LlamaCppEngine(CachedTokens):
         self._tokens.clear()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass

@@ -6,8 +6,9 @@ copy into numpy and back), and the logits come back as a view of the last row of
 output tensor. Tokenizing and per-token bytes use `tokenizers` with the folder's
 tokenizer.json.
 
-The execution provider comes from `choose_provider(hardware, available)`, a pure
-function the planner calls too. The graph-optimized model is cached on disk (keyed by
+The execution provider is the plan's, or else `localllm.providers.choose_provider` over the
+hardware the caller passes (the planner chooses through the same function); the engine
+never probes the machine itself. The graph-optimized model is cached on disk (keyed by
 the source files' size and mtime, the onnxruntime version and the provider), so later
 loads skip the optimization passes.
 
@@ -32,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from localllm.errors import GenerationError, InvalidModelError, RuntimeUnavailableError
 from localllm.formats.onnx_folder import OnnxFolderInfo, validate_onnx_folder
+from localllm.paths import home
 from localllm.placement import Placement
+from localllm.providers import CPU, CUDA, DML, INSTALL_HINTS, MIGRAPHX, ROCM, TENSORRT, choose_provider
 from localllm.runtimes.base import CachedTokens
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,31 +43,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from localllm.hardware import Hardware
 
-__all__ = ["CPU", "INSTALL_HINTS", "OnnxEngine", "TokenBytes", "choose_provider", "provider_chain"]
+__all__ = ["OnnxEngine", "TokenBytes", "provider_chain"]
 
 log = logging.getLogger(__name__)
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
-COREML = "CoreMLExecutionProvider"
-DML = "DmlExecutionProvider"
-OPENVINO = "OpenVINOExecutionProvider"
-ROCM = "ROCMExecutionProvider"
-MIGRAPHX = "MIGraphXExecutionProvider"
-QNN = "QNNExecutionProvider"
-
-# The pip package that brings each provider (onnxruntime.ai/docs/execution-providers).
-INSTALL_HINTS = {
-    CUDA: "pip install onnxruntime-gpu",
-    TENSORRT: "pip install onnxruntime-gpu (and NVIDIA TensorRT)",
-    DML: "pip install onnxruntime-directml",
-    OPENVINO: "pip install onnxruntime-openvino",
-    COREML: "pip install onnxruntime (the macOS wheels include CoreML)",
-    ROCM: "install onnxruntime built with ROCm (AMD's onnxruntime-rocm wheels)",
-    MIGRAPHX: "install onnxruntime built with MIGraphX (AMD's onnxruntime-rocm wheels)",
-    QNN: "pip install onnxruntime-qnn",
-}
 # Providers whose optimized graph can be saved and loaded again: the others compile
 # nodes into their own format, which ONNX Runtime cannot serialize.
 _CACHEABLE = (CPU, CUDA)
@@ -84,62 +66,6 @@ _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>$")
 
 
 # -- execution providers ---------------------------------------------------------------
-
-
-def choose_provider(hardware: Hardware, available: Sequence[str] | None = None) -> tuple[str, str]:
-    """The ONNX Runtime execution provider for this hardware, and why. Pure: no probing.
-
-    Args:
-        hardware: a probe result or a profile.
-        available: `onnxruntime.get_available_providers()`; None reads the onnxruntime
-            entry of `hardware.runtimes`, and assumes CPU only when there is none.
-
-    Order: NVIDIA GPU -> TensorRT, then CUDA; AMD GPU -> MIGraphX, then ROCm; Apple
-    Silicon -> CoreML; Windows with a GPU -> DirectML; Intel CPU/GPU/NPU -> OpenVINO;
-    Qualcomm NPU -> QNN; otherwise (or when the wheel lacks the provider) CPU.
-    """
-    if available is None:
-        info = next((r for r in hardware.runtimes if r.name == "onnxruntime"), None)
-        available = info.providers if info is not None and info.providers else (CPU,)
-    avail = tuple(available)
-    candidates: list[tuple[str, str]] = []
-    gpus = hardware.gpus
-    vendors = {g.vendor for g in gpus}
-    names = {g.vendor: g.name for g in gpus}
-    if "nvidia" in vendors:
-        candidates += [
-            (TENSORRT, f"NVIDIA GPU ({names['nvidia']}): TensorRT, CUDA as fallback"),
-            (CUDA, f"NVIDIA GPU ({names['nvidia']}): CUDA"),
-        ]
-    if "amd" in vendors:
-        candidates += [(MIGRAPHX, f"AMD GPU ({names['amd']}): MIGraphX"), (ROCM, f"AMD GPU ({names['amd']}): ROCm")]
-    apple = hardware.os == "darwin" and (hardware.cpu.arch == "arm64" or "apple" in vendors)
-    if apple:
-        candidates.append((COREML, "Apple Silicon: CoreML (GPU and Neural Engine)"))
-    if hardware.os == "windows" and gpus:
-        candidates.append((DML, f"Windows with a GPU ({gpus[0].name}): DirectML"))
-    cpu_text = f"{hardware.cpu.vendor or ''} {hardware.cpu.brand or ''}".lower()
-    npus = [a for a in hardware.accelerators if a.kind == "npu"]
-    intel = "intel" in cpu_text or "intel" in vendors or any("intel" in a.name.lower() for a in npus)
-    if intel:
-        what = "Intel GPU" if "intel" in vendors else "Intel NPU" if npus else "Intel CPU"
-        candidates.append((OPENVINO, f"{what}: OpenVINO"))
-    if any("qualcomm" in a.name.lower() or "hexagon" in a.name.lower() for a in npus):
-        candidates.append((QNN, "Qualcomm NPU: QNN"))
-    for provider, why in candidates:
-        if provider in avail:
-            return provider, f"{why} (available in this onnxruntime)"
-    threads = hardware.cpu.physical_cores or hardware.cpu.logical_cores
-    cpu_why = f"CPU ({threads} cores)" if threads else "CPU"
-    if not candidates:
-        return CPU, f"{cpu_why}: no GPU or accelerator that ONNX Runtime can use was found"
-    missing = list(dict.fromkeys(p for p, _ in candidates))
-    best, why = candidates[0]
-    hint = INSTALL_HINTS.get(best, "")
-    return CPU, (
-        f"{cpu_why}: {why.split(':')[0]} found, but this onnxruntime offers only {', '.join(avail)} "
-        f"(not {', '.join(missing)})" + (f"; for it: {hint}" if hint else "")
-    )
 
 
 def provider_chain(provider: str, *, device_id: int = 0, cache_dir: Path | None = None) -> list:
@@ -171,7 +97,7 @@ def _byte_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 def _components(node: Any) -> list[dict]:
@@ -276,15 +202,22 @@ class OnnxEngine(CachedTokens):
 
         Args:
             path: model folder or .onnx file.
-            placement: n_ctx, n_threads, n_batch and provider (None: `choose_provider` on a probe).
+            placement: n_ctx, n_threads, n_batch and provider (None: `choose_provider` on `hardware`).
             variant: which .onnx in a folder ("q4", "model_fp16.onnx"...), when path is a folder.
             cache_optimized: keep the graph-optimized model on disk for the next load.
-            hardware: used for the provider choice when placement.provider is None.
+            hardware: the machine, for the provider choice when placement.provider is None
+                (`runtimes.load_engine` passes a probe); required then.
 
         Raises:
             InvalidModelError: the folder or model is bad (see `validate_onnx_folder`).
             RuntimeUnavailableError: onnxruntime or the requested provider is missing.
+            ValueError: neither placement.provider nor hardware is given.
         """
+        if not placement.provider and hardware is None:
+            raise ValueError(
+                "OnnxEngine needs placement.provider or hardware= to choose an execution provider "
+                "(runtimes.load_engine passes a probe of this machine)"
+            )
         t0 = time.perf_counter()
         ort = _import_ort()
         import numpy as np
@@ -292,7 +225,7 @@ class OnnxEngine(CachedTokens):
 
         self._np = np
         self._ort = ort
-        self.info: OnnxFolderInfo = validate_onnx_folder(path, variant=variant)
+        self.info: OnnxFolderInfo = validate_onnx_folder(Path(path), variant=variant)
         self.path = str(self.info.model_file)
         info, io = self.info, self.info.io
 
@@ -316,10 +249,7 @@ class OnnxEngine(CachedTokens):
                     "or plan again"
                 )
         else:
-            if hardware is None:
-                from localllm.hardware.detect import probe
-
-                hardware = probe()
+            assert hardware is not None  # checked on entry, before the slow imports
             provider, reason = choose_provider(hardware, available)
         self.provider_reason = reason
         self._device = _DEVICE.get(provider, "cpu")
@@ -394,8 +324,6 @@ class OnnxEngine(CachedTokens):
 
     def _create_session(self, placement: Placement, provider: str):
         ort = self._ort
-        from localllm.paths import home
-
         cache_root = home() / _CACHE_DIR
         chain = provider_chain(provider, device_id=placement.main_gpu, cache_dir=cache_root)
         level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -500,10 +428,10 @@ class OnnxEngine(CachedTokens):
         if min(tokens) < 0 or max(tokens) >= self.n_vocab:
             bad = [t for t in tokens if not 0 <= t < self.n_vocab]
             raise GenerationError(f"token id(s) {bad[:5]} outside the vocabulary of {self.n_vocab}")
-        logits = None
-        for start in range(0, len(tokens), self.n_batch):
-            logits = self._step(tokens[start : start + self.n_batch])
-        return logits
+        starts = range(0, len(tokens), self.n_batch)  # at least one: _room_for refuses no tokens
+        for start in starts[:-1]:
+            self._step(tokens[start : start + self.n_batch])
+        return self._step(tokens[starts[-1] :])
 
     def _bind_outputs(self) -> None:
         """Outputs bound to a device, not to buffers: ONNX Runtime allocates them (their length grows)."""
@@ -540,7 +468,7 @@ class OnnxEngine(CachedTokens):
         # outputs come in the order bound: logits, present keys, present values
         n_layer = self.info.n_layer
         keys, values = outs[1 : 1 + n_layer], outs[1 + n_layer :]
-        self._past = [v for pair in zip(keys, values) for v in pair]
+        self._past = [v for pair in zip(keys, values, strict=True) for v in pair]
         self._tokens.extend(part)
         return self._last_logits(outs[0])
 

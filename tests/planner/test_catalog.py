@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 from localllm.catalog import QUANT_ORDER, Family, Variant, family_from_gguf_metadata, load_catalog
 from localllm.errors import CatalogError, ModelNotFoundError
+from localllm.validate import validate_gguf
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -173,7 +175,6 @@ def test_catalog_is_cached_until_the_file_changes(tmp_path):
     a = load_catalog(p)
     assert load_catalog(p) is a
     p.write_text(GOOD_FAMILY.replace("Tiny starter", "Tiny starter 2") + "\n", encoding="utf-8")
-    import os
 
     os.utime(p, ns=(1, 10**18))
     assert load_catalog(p).families[0].display_name == "Tiny starter 2"
@@ -272,8 +273,6 @@ def test_family_from_gguf_metadata():
 
 
 def test_family_from_a_real_gguf_header(tiny_gguf):
-    from localllm.validate import validate_gguf
-
     info = validate_gguf(tiny_gguf)
     f = family_from_gguf_metadata(
         info.metadata, name="tiny", tied_embeddings=not any(t.name == "output.weight" for t in info.tensors)

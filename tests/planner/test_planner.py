@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from localllm.catalog import family_from_gguf_metadata, load_catalog
+from localllm.catalog import Family, family_from_gguf_metadata, load_catalog
 from localllm.errors import NoFittingVariantError
-from localllm.hardware import CPUInfo, GPUInfo, Hardware, MemoryInfo
+from localllm.hardware import CPUInfo, GPUInfo, Hardware, MemoryInfo, RuntimeInfo
 from localllm.hardware.detect import list_profiles, load_profile
 from localllm.planner import RAM_FRACTION, fit_table, plan, plan_local
+from localllm.validate import validate_gguf
 
 PROFILES = list_profiles()
 GB = 10**9
@@ -141,8 +143,6 @@ def test_explicit_context_is_a_minimum():
 
 
 def test_plan_local_file(tiny_gguf):
-    from localllm.validate import validate_gguf
-
     info = validate_gguf(tiny_gguf)
     fam = family_from_gguf_metadata(info.metadata, name="tiny")
     p = plan_local(fam, weight_bytes=info.tensor_bytes, path=str(tiny_gguf), hardware=load_profile("laptop-x86-8gb"))
@@ -207,8 +207,6 @@ def test_more_gpu_memory_never_moves_a_model_off_the_gpu(vram, extra):
 
 
 def test_llama_cpp_without_gpu_offload_plans_on_cpu():
-    from localllm.hardware import RuntimeInfo
-
     hw = dataclasses.replace(
         load_profile("desktop-rtx4090-64gb"),
         runtimes=(RuntimeInfo(name="llama.cpp", installed=True, gpu_offload=False),),
@@ -220,10 +218,6 @@ def test_llama_cpp_without_gpu_offload_plans_on_cpu():
 @pytest.mark.parametrize("n_ctx_train", [0, -5, 1, 2, 3])
 def test_contexts_end_for_any_trained_context(n_ctx_train):
     """A header's context_length of 0 once made the context search loop forever."""
-    import threading
-
-    from localllm.catalog import Family
-
     family = Family(
         name="x",
         display_name="x",

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+import localllm
 from localllm import planner
 from localllm.catalog import load_catalog
 from localllm.cli import main
@@ -138,8 +139,6 @@ def test_plan_local_onnx_folder_from_its_files(tiny_folder):
 
 
 def test_load_folder_and_onnx_file_are_planned(tiny_folder):
-    import localllm
-
     hw = load_profile("laptop-x86-8gb")
     for path in (tiny_folder, tiny_folder / "onnx" / "model.onnx"):
         with localllm.load(path, context=128, hardware=hw) as m:

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 
 import pytest
 
-from localllm import quantmix, repack
-from localllm.catalog import load_catalog, local_variant
-from localllm.estimator import estimate
-from localllm.hardware.detect import load_profile
+import localllm
+from localllm import calibration, quantmix, repack
+from localllm.calibration import load_calibration
+from localllm.catalog import family_from_gguf_metadata, load_catalog, local_variant
+from localllm.estimator import HOST_RUNTIME_OVERHEAD, estimate
+from localllm.hardware import RuntimeInfo
+from localllm.hardware.detect import load_profile, probe
 from localllm.placement import Placement
 from localllm.planner import plan
+from localllm.runtimes import llamacpp
+from localllm.runtimes.llamacpp import LlamaCppEngine, trial_extra_buffers, trial_outcome
+from localllm.synthetic import TinyShape, quantize_gguf, write_llama_gguf
+from localllm.validate import validate_gguf
 
 AVX2 = frozenset({"AVX2", "REPACK"})
 AVX512 = frozenset({"AVX2", "AVX512", "REPACK"})
@@ -83,8 +91,6 @@ def test_plans_say_when_weights_are_repacked(monkeypatch):
 
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory, request):
-    from localllm.synthetic import TinyShape, quantize_gguf, write_llama_gguf
-
     d = tmp_path_factory.mktemp("repack")
     # rows of whole K-quant blocks (256), so Q4_K stays Q4_K; untied, so output.weight is its own tensor
     f16 = write_llama_gguf(d / "t.gguf", TinyShape(n_layer=2, n_embd=256, n_head=4, n_head_kv=2, n_ff=512), seed=3)
@@ -105,15 +111,11 @@ def test_predicted_repack_equals_llama_cpps_repack_buffer(quantized, quant, capl
     """The estimate's repacked bytes for a real file are what llama.cpp puts in its CPU_REPACK buffer."""
     import llama_cpp.llama_cpp as lib
 
-    from localllm.runtimes.llamacpp import LlamaCppEngine
-    from localllm.validate import validate_gguf
-
     monkeypatch.delenv(repack.EXTRA_BUFFERS_ENV, raising=False)
     path = quantized[quant]
     info = validate_gguf(path)
     feats = repack.features_from_system_info(lib.llama_print_system_info().decode())
     weights = quantmix.gguf_weights(info.tensors)
-    from localllm.catalog import family_from_gguf_metadata
 
     fam = family_from_gguf_metadata(info.metadata, name="t", tied_embeddings=False)
     v = local_variant(fam, weight_bytes=info.tensor_bytes, path=str(path), weights=weights)
@@ -131,8 +133,6 @@ def test_predicted_repack_equals_llama_cpps_repack_buffer(quantized, quant, capl
 
 
 def test_extra_buffers_trial_runs_for_real_and_reads_signals():
-    from localllm.runtimes.llamacpp import trial_extra_buffers, trial_outcome
-
     ok, detail = trial_extra_buffers()
     assert ok, detail  # this machine runs its own build's kernels
     assert trial_outcome(-4, "", "") == (False, "the trial was killed by SIGILL")
@@ -144,10 +144,6 @@ def test_extra_buffers_trial_runs_for_real_and_reads_signals():
 
 def test_an_amx_build_follows_its_kept_verdict(monkeypatch):
     """An AMX build runs the trial once; a failed verdict turns extra buffers off in the engine and the plan."""
-    from localllm import calibration
-    from localllm.hardware.detect import probe
-    from localllm.runtimes import llamacpp
-
     amx_info = "CPU : AVX2 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AMX_INT8 = 1 | REPACK = 1 | "
     calls = []
 
@@ -165,9 +161,6 @@ def test_an_amx_build_follows_its_kept_verdict(monkeypatch):
     # a different build is tried again
     assert llamacpp.extra_buffers_verdict(amx_info + "OPENMP = 1 |").ok is False and calls == [1, 1]
     # the planner reads the same verdict: an AMX CPU with a failed trial plans no repacked copy
-    from dataclasses import replace
-
-    from localllm.hardware import RuntimeInfo
 
     hw = probe()
     amx_hw = replace(
@@ -188,9 +181,6 @@ def test_an_amx_build_follows_its_kept_verdict(monkeypatch):
 def test_a_load_keeps_its_measured_memory_and_the_next_plan_of_that_file_uses_it(quantized, monkeypatch, one_core):
     """Close the loop: after a load the resident growth is kept per (file, placement); a later
     plan of the same file corrects its estimate with it and says so."""
-    import localllm
-    from localllm.calibration import load_calibration
-
     monkeypatch.delenv(repack.EXTRA_BUFFERS_ENV, raising=False)
     hw = one_core
     path = quantized["Q4_K_M"]
@@ -205,7 +195,6 @@ def test_a_load_keeps_its_measured_memory_and_the_next_plan_of_that_file_uses_it
     assert rec.file_size == path.stat().st_size
     after = localllm.plan_for(path, hardware=hw, context=256)
     # the host figure is now the measured growth plus the interpreter's share
-    from localllm.estimator import HOST_RUNTIME_OVERHEAD
 
     assert after.memory.host.total == growth + HOST_RUNTIME_OVERHEAD
     assert after.memory.host.measured == after.memory.host.total - before.memory.host.total

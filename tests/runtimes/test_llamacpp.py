@@ -158,7 +158,10 @@ def test_nothing_native_reaches_file_descriptor_2(tiny_gguf, tmp_path):
         from localllm.placement import Placement
         from localllm.runtimes.llamacpp import LlamaCppEngine
         records = []
-        logging.getLogger("localllm").addHandler(type("H", (logging.Handler,), {{"emit": lambda s, r: records.append(r)}})())
+        class Keep(logging.Handler):
+            def emit(self, record):
+                records.append(record)
+        logging.getLogger("localllm").addHandler(Keep())
         logging.getLogger("localllm").setLevel(logging.DEBUG)
         e = LlamaCppEngine({str(tiny_gguf)!r}, Placement(n_ctx=256, n_threads=1))
         join(run(e, e.tokenize("hello"), SamplingOptions(temperature=0, max_tokens=20)))

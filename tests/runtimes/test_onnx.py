@@ -20,9 +20,12 @@ from localllm.formats.onnx_folder import validate_onnx_folder
 from localllm.generation import SamplingOptions, join, run
 from localllm.hardware import Accelerator, CPUInfo, GPUInfo, Hardware, RuntimeInfo
 from localllm.placement import Placement
+from localllm.providers import CPU, choose_provider
+from localllm.runtimes import load_engine
 from localllm.runtimes.base import Engine
-from localllm.runtimes.onnx import CPU, OnnxEngine, TokenBytes, choose_provider, provider_chain
+from localllm.runtimes.onnx import OnnxEngine, TokenBytes, provider_chain
 from localllm.testing.onnx import reference_decoder, write_onnx_folder
+from localllm.validate import validate_model_path
 
 SEED = 3  # the seed conftest builds tiny_onnx with
 GREEDY = dict(temperature=0.0)
@@ -284,7 +287,6 @@ def test_valid_folder_is_described(tiny_onnx):
     assert info.head_dim == 16 and info.kv_bytes_per_token() == 2 * 2 * 2 * 16 * 4
     assert info.io.position_ids == "position_ids" and info.chat_template and info.eos_token == "<|im_end|>"
     assert validate_onnx_folder(tiny_onnx / "onnx" / "model.onnx").folder == tiny_onnx
-    from localllm.validate import validate_model_path
 
     assert validate_model_path(tiny_onnx).model_file == info.model_file
 
@@ -362,6 +364,16 @@ def test_other_bad_folders(folder_copy, tmp_path):
 def test_unavailable_provider_is_a_clear_error(tiny_onnx):
     with pytest.raises(RuntimeUnavailableError, match="CUDAExecutionProvider.*onnxruntime-gpu"):
         OnnxEngine(tiny_onnx, Placement(runtime="onnxruntime", provider="CUDAExecutionProvider"))
+
+
+def test_the_engine_never_probes_the_machine_itself(tiny_onnx):
+    """Without a provider in the placement it needs the caller's hardware; load_engine passes a probe."""
+    placement = Placement(runtime="onnxruntime", n_ctx=64)
+    with pytest.raises(ValueError, match="hardware="):
+        OnnxEngine(tiny_onnx, placement)
+    e = load_engine(tiny_onnx, placement)
+    assert e.n_ctx == 64 and "from the plan" not in e.provider_reason  # chosen over the probe
+    e.close()
 
 
 # -- execution providers --------------------------------------------------------------------
