@@ -142,7 +142,7 @@ def main() -> int:
         extra_buffers = m._engine.extra_buffers  # ggml's weight repacking, as localllm decided it here
     if args.threads:
         p = dataclasses.replace(p, n_threads=args.threads, n_threads_batch=args.threads)
-    from localllm.runtimes.llamacpp import KV_TYPES
+    from localllm.runtimes.llamacpp import GGML_TYPE_OF_KV
 
     placement = {
         "n_ctx": p.n_ctx,
@@ -151,7 +151,7 @@ def main() -> int:
         "n_batch": p.n_batch,
         "n_ubatch": p.n_ubatch,
         "flash_attn": p.flash_attn,
-        "type_kv": KV_TYPES[p.kv_type],
+        "type_kv": GGML_TYPE_OF_KV[p.kv_type],
         "extra_buffers": extra_buffers,
     }
     print(

@@ -42,7 +42,6 @@ native_log.addHandler(logging.NullHandler())
 INSTALL_HINT = 'pip install "llama-cpp-python==0.3.36"'
 # The ggml_type id of each KV cache type (ggml.h: GGML_TYPE_F32=0, F16=1, Q4_0=2, Q8_0=8, BF16=30)
 GGML_TYPE_OF_KV: dict[KVType, int] = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
-KV_TYPES = GGML_TYPE_OF_KV  # the old name, still read by benchmarks/bench_llamacpp.py
 # enum ggml_log_level (ggml.h, this version): NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4,
 # CONT=5 (llama_cpp/_logger.py's comment shows an older order). llama.cpp logs every
 # load detail at INFO: that is chatter for us, so it becomes DEBUG.
