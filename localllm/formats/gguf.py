@@ -102,7 +102,7 @@ _BYTE_TOKEN = re.compile(rb"<0x[0-9A-F]{2}>")
 # ggml type id -> (name, elements per block, bytes per block): ggml's type_traits
 # (ggml/src/ggml.c blck_size / type_size), as gguf-py 0.19.0 lists them in
 # gguf.constants.GGML_QUANT_SIZES. Inline because importing gguf (and numpy with it) costs
-# more than the whole check; tests/test_validate.py holds this table equal to gguf's.
+# more than the whole check; tests/formats/test_validate.py holds this table equal to gguf's.
 # Ids 4, 5 (Q4_2, Q4_3) and 31-33 (Q4_0_4_4...) were removed from ggml: unknown here too.
 GGML_TYPES: Mapping[int, tuple[str, int, int]] = MappingProxyType(
     {
@@ -216,6 +216,9 @@ class GGUFInfo:
             r.pos = value.offset
             elem = next(k for k, v in TYPE_NAMES.items() if v == value.element_type)
             return tuple(r.array_values(elem, value.length, key))
+
+
+# -- parsing -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
