@@ -19,9 +19,12 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localllm import store
+from localllm.calibration import LoadRecord, save_load
 from localllm.chat_template import chat_formatter, split_turns
 from localllm.errors import (
     ContextOverflowError,
@@ -31,10 +34,17 @@ from localllm.errors import (
     ModelUnavailableError,
 )
 from localllm.generation import Chunk, Completion, SamplingOptions, check_text, join, run
+from localllm.hardware.detect import probe
 from localllm.placement import Placement
+from localllm.resolve import resolve
+from localllm.runtimes import load_engine
+from localllm.starter import starter_gguf
+from localllm.units import memory_size
+from localllm.validate import validate_model_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from localllm.hardware import Hardware
+    from localllm.planner import Plan
     from localllm.runtimes.base import Engine
 
 __all__ = ["Model", "ModelInfo", "load"]
@@ -72,16 +82,17 @@ class ModelInfo:
     metadata: Mapping[str, object] = field(default_factory=dict, compare=False)
 
 
-class _AnyEvent:
+class _AnyEvent(threading.Event):
     """Set when any of the given events is set (this generation's cancel, a caller's stop_event),
-    or once the model is closing."""
+    or once the model is closing. An Event, as generation.run takes; it only asks is_set()."""
 
-    def __init__(self, model: Model, *events: Any) -> None:
+    def __init__(self, model: Model, *events: threading.Event | None) -> None:
+        super().__init__()
         self._model = model
         self._events = [e for e in events if e is not None]
 
     def is_set(self) -> bool:
-        return self._model._closing or any(e.is_set() for e in self._events)
+        return super().is_set() or self._model._closing or any(e.is_set() for e in self._events)
 
 
 class Model:
@@ -94,7 +105,7 @@ class Model:
         name: str,
         path: str | os.PathLike[str],
         placement: Placement,
-        plan: object | None = None,
+        plan: Plan | None = None,
     ) -> None:
         self._engine = engine
         self._lock = threading.Lock()  # a Lock, not an RLock: a generator may be closed from another thread
@@ -121,7 +132,7 @@ class Model:
         self._turn_end_tokens = frozenset(
             engine.tokenize(s, add_bos=False, special=True)[0] for s in self._formatter.stop if engine.has_token(s)
         )
-        self.plan = plan
+        self.plan: Plan | None = plan  # None for a local GGUF the planner cannot size
         self.info = ModelInfo(
             name=name,
             path=os.fspath(path),
@@ -344,7 +355,7 @@ class Model:
         self,
         tokens: list[int],
         opts: SamplingOptions,
-        stop_event: Any,
+        stop_event: threading.Event | None,
         stop_tokens: frozenset[int] = frozenset(),
         *,
         chat: bool = False,
@@ -367,7 +378,12 @@ class Model:
         return self._locked(tokens, opts, stop_event, stop_tokens, dropped)
 
     def _locked(
-        self, tokens: list[int], opts: SamplingOptions, stop_event: Any, stop_tokens: frozenset[int], dropped: int = 0
+        self,
+        tokens: list[int],
+        opts: SamplingOptions,
+        stop_event: threading.Event | None,
+        stop_tokens: frozenset[int],
+        dropped: int = 0,
     ) -> Iterator[Chunk]:
         with self._lock:  # held until the stream ends, is closed, or is collected
             if self._closing:
@@ -396,11 +412,6 @@ class Model:
         path = self.info.path
         if growth is None or growth <= 0 or not os.path.isfile(path):
             return
-        from datetime import datetime
-
-        from localllm.calibration import LoadRecord, save_load
-        from localllm.hardware.detect import probe
-
         p = self.info.placement
         try:
             st = os.stat(path)
@@ -460,9 +471,6 @@ def load(
         ModelNotFoundError: a path that does not exist, or a name the catalog lacks.
         DownloadError, RuntimeUnavailableError.
     """
-    from localllm.resolve import resolve
-    from localllm.runtimes import load_engine
-
     resolved = resolve(model, context=context, runtime=runtime, hardware=hardware, threads=threads)
     plan, placement = resolved.plan, resolved.placement
     if plan is not None:
@@ -472,8 +480,6 @@ def load(
     if resolved.path is not None:
         path = resolved.path
     else:
-        from localllm import store
-
         assert plan is not None  # a catalog model always has a plan
         try:
             path = Path(store.fetch(plan.variant, progress=progress, offline=offline))
@@ -481,14 +487,12 @@ def load(
             if str(model).strip().lower() != "auto":
                 raise
             return _load_starter(plan, exc, context=context, hardware=hardware, threads=threads)
-        from localllm.validate import validate_model_path
-
         validate_model_path(path)
     engine = load_engine(path, placement)
     try:
-        model = Model(engine, name=resolved.name, path=path, placement=placement, plan=plan)
-        model._hardware = hardware  # the machine the plan was made for: the load record is kept under it
-        return model
+        llm = Model(engine, name=resolved.name, path=path, placement=placement, plan=plan)
+        llm._hardware = hardware  # the machine the plan was made for: the load record is kept under it
+        return llm
     except BaseException:
         engine.close()
         raise
@@ -496,12 +500,10 @@ def load(
 
 # --- starter fallback: "auto" with nothing to run offline --------------------------------
 def _load_starter(
-    wanted: Any, exc: Exception, *, context: int | None, hardware: Hardware | None, threads: int | None = None
+    wanted: Plan, exc: Exception, *, context: int | None, hardware: Hardware | None, threads: int | None = None
 ) -> Model:
     """The starter model shipped in the package, when the model "auto" chose is not on disk and
     cannot be downloaded; `info.note` (also logged) says so and names the model to get."""
-    from localllm.starter import starter_gguf
-
     name = wanted.variant.name
     note = (
         f"{name} is the model for this machine, but it is not on disk and cannot be downloaded now "
@@ -515,18 +517,14 @@ def _load_starter(
     return model
 
 
-def _refuse_unfit(plan: Any, force: bool) -> None:
+def _refuse_unfit(plan: Plan, force: bool) -> None:
     if plan.fits or force:
         return
     raise InsufficientMemoryError(
         f"{plan.variant.name} is predicted not to fit in this machine's memory "
-        f"(needs {plan.needed / 2**30:.2f} GiB, {_gib(plan.available)} available); pass force=True "
-        f"to try anyway, or choose a smaller model or context.\n{plan.explain()}",
+        f"(needs {memory_size(plan.needed)}, {memory_size(plan.available, unknown='unknown')} available); pass "
+        f"force=True to try anyway, or choose a smaller model or context.\n{plan.explain()}",
         needed=plan.needed,
         available=plan.available,
         plan=plan,
     )
-
-
-def _gib(n: int | None) -> str:
-    return "unknown" if n is None else f"{n / 2**30:.2f} GiB"

@@ -12,10 +12,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
+from localllm.catalog import family_from_gguf_metadata, load_catalog
 from localllm.errors import CatalogError, InvalidModelError, ModelNotFoundError
-from localllm.placement import Placement
+from localllm.hardware.detect import probe
+from localllm.placement import KVType, Placement
+from localllm.planner import RUNTIME_ALIASES, plan, plan_local, plan_local_onnx
+from localllm.quantmix import gguf_weights
+from localllm.validate import PICKLE_SUFFIXES, GGUFInfo, OnnxFolderInfo, validate_model_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from localllm.catalog import Family, Variant
@@ -31,7 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LOCAL_CONTEXT = 4096
 # Endings that mean "a file", whether or not it exists: the formats localllm runs and the
 # ones it refuses with a reason (validate.py), so a typo'd path never reads as a catalog miss.
-_FILE_SUFFIXES = (".gguf", ".onnx", ".safetensors", ".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_FILE_SUFFIXES = (".gguf", ".onnx", ".safetensors", *sorted(PICKLE_SUFFIXES))
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class Resolved:
     path: Path | None  # the local file or folder; None for a catalog model (the store fetches it)
     plan: Plan | None  # None only for a local GGUF whose architecture the planner cannot size
     placement: Placement
-    info: Any = None  # validate's GGUFInfo / OnnxFolderInfo for a local path
+    info: GGUFInfo | OnnxFolderInfo | None = None  # what validation read of a local path
     note: str = ""  # why there is no plan, when there is none
 
     @property
@@ -67,7 +72,7 @@ def local_model_path(model: str | os.PathLike[str] | Family | Variant) -> Path |
     text = model.strip()
     if not text or text.lower() == "auto":
         return None
-    seps = {os.sep, os.altsep, "/"} - {None}
+    seps = {s for s in (os.sep, os.altsep, "/") if s}
     p = Path(text).expanduser()
     if (
         any(s in text for s in seps)
@@ -98,9 +103,8 @@ def resolve(
     """
     path = local_model_path(model)
     if path is None:
-        from localllm.planner import plan
-
-        name = model if not isinstance(model, str) else model.strip()
+        assert not isinstance(model, os.PathLike)  # local_model_path gives every PathLike a Path
+        name = model.strip() if isinstance(model, str) else model
         p = plan(
             name,
             hardware=hardware,
@@ -135,8 +139,6 @@ def check(model: str | os.PathLike[str]) -> Path | None:
     if path is not None:
         _validate(path, model)
     elif str(model).strip().lower() != "auto":
-        from localllm.catalog import load_catalog
-
         load_catalog().find(str(model))
     return path
 
@@ -170,21 +172,19 @@ def plan_for(
     return r.plan
 
 
-def _validate(path: Path, model: object) -> Any:
+def _validate(path: Path, model: object) -> GGUFInfo | OnnxFolderInfo:
     if not path.exists():
         raise ModelNotFoundError(
             f"no such file: {path} (there is no model file or folder at that path). Check the path, or "
             "give a catalog name (`localllm models` lists them) or 'auto'",
             name=str(model),
         )
-    from localllm.validate import validate_model_path
-
     return validate_model_path(path)
 
 
 def _plan_local(
     path: Path,
-    info: Any,
+    info: GGUFInfo | OnnxFolderInfo,
     *,
     hardware: Hardware | None,
     context: int | None,
@@ -194,10 +194,8 @@ def _plan_local(
     threads: int | None,
 ) -> Resolved:
     """A plan and placement for a validated local file: the planner's, sized from the file itself."""
-    from localllm.planner import RUNTIME_ALIASES
-
     wanted = RUNTIME_ALIASES.get(runtime.strip().lower(), runtime.strip().lower()) if runtime else None
-    if hasattr(info, "kv_bytes_per_token"):  # an ONNX folder or .onnx file (OnnxFolderInfo)
+    if isinstance(info, OnnxFolderInfo):  # an ONNX folder or .onnx file
         if wanted not in (None, "onnxruntime"):
             raise InvalidModelError(
                 f"{path} is an ONNX model; runtime {runtime!r} cannot run it (use runtime 'onnxruntime')",
@@ -209,49 +207,39 @@ def _plan_local(
                 f"kv_type {kv_type!r} is a llama.cpp option: leave it out",
                 path=str(path),
             )
-        from localllm.planner import plan_local_onnx
-
-        plan = plan_local_onnx(
+        onnx_plan = plan_local_onnx(
             info, path=str(path), hardware=hardware, context=context, workload=workload, threads=threads
         )
-        return Resolved(path=path, plan=plan, placement=plan.placement, info=info)
+        return Resolved(path=path, plan=onnx_plan, placement=onnx_plan.placement, info=info)
     if wanted not in (None, "llama.cpp"):
         raise InvalidModelError(
             f"{path} is a GGUF file; runtime {runtime!r} cannot run it (use runtime 'llama.cpp')", path=str(path)
         )
-    why = "it has no tensor table"
-    if hasattr(info, "tensors"):
-        from localllm.catalog import family_from_gguf_metadata
-        from localllm.planner import plan_local
-        from localllm.quantmix import gguf_weights
-
-        try:
-            tied = not any(t.name == "output.weight" for t in info.tensors)
-            family = family_from_gguf_metadata(info.metadata, name=path.stem, tied_embeddings=tied)
-        except CatalogError as exc:  # an architecture the planner cannot size: llama.cpp may still run it
-            why = str(exc)
-        else:
-            plan = plan_local(
-                family,
-                weight_bytes=info.tensor_bytes,
-                path=str(path),
-                context=context,
-                workload=workload,
-                runtime=wanted,
-                kv_type=kv_type,
-                threads=threads,
-                hardware=hardware,
-                weights=gguf_weights(info.tensors),
-            )
-            return Resolved(path=path, plan=plan, placement=plan.placement, info=info)
+    try:
+        tied = not any(t.name == "output.weight" for t in info.tensors)
+        family = family_from_gguf_metadata(info.metadata, name=path.stem, tied_embeddings=tied)
+    except CatalogError as exc:  # an architecture the planner cannot size: llama.cpp may still run it
+        why = str(exc)
+    else:
+        gguf_plan = plan_local(
+            family,
+            weight_bytes=info.tensor_bytes,
+            path=str(path),
+            context=context,
+            workload=workload,
+            runtime=wanted,
+            kv_type=kv_type,
+            threads=threads,
+            hardware=hardware,
+            weights=gguf_weights(info.tensors),
+        )
+        return Resolved(path=path, plan=gguf_plan, placement=gguf_plan.placement, info=info)
     # an architecture the planner cannot size: a CPU placement from probe() facts
-    from localllm.hardware.detect import probe
-
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
     hw = hardware if hardware is not None else probe()
     cores = threads or hw.cpu.physical_cores or int(hw.cpu.effective_cores or 1)
-    meta = getattr(info, "metadata", None) or {}
+    meta = info.metadata
     trained = meta.get(f"{meta.get('general.architecture')}.context_length")
     n_ctx = context or min(DEFAULT_LOCAL_CONTEXT, int(trained) if trained else DEFAULT_LOCAL_CONTEXT)
     n = max(1, int(cores))
@@ -260,5 +248,6 @@ def _plan_local(
         f"the CPU with n_ctx {n_ctx} and {n} thread{'s' if n != 1 else ''} (`localllm run {path} PROMPT`)"
     )
     log.info("%s", note)  # load() warns; plan_for raises it
-    placement = Placement(runtime="llama.cpp", n_ctx=n_ctx, n_threads=n, kv_type=kv_type or "f16")
+    # kv_type is not checked here: llama.cpp's runtime refuses one it does not know
+    placement = Placement(runtime="llama.cpp", n_ctx=n_ctx, n_threads=n, kv_type=cast(KVType, kv_type or "f16"))
     return Resolved(path=path, plan=None, placement=placement, info=info, note=note)

@@ -25,6 +25,7 @@ import pytest
 
 from localllm import store
 from localllm.errors import ChecksumMismatchError, DiskFullError, InsufficientDiskError, ModelUnavailableError
+from localllm.store import download as store_download  # the module that downloads, writes and checks disk
 
 MiB = 1024 * 1024
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -165,7 +166,7 @@ def test_clean_download_with_progress(hub):
     assert path.read_bytes() == CONTENT
     assert path == store.cache_dir() / "tester--tiny-GGUF" / FILENAME
     assert seen[0] == (0, len(CONTENT)) and seen[-1] == (len(CONTENT), len(CONTENT))
-    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:])) and len(seen) >= 3
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:], strict=False)) and len(seen) >= 3
     assert [m for m, _, _ in hub.requests] == ["HEAD", "GET"], hub.requests
     assert "range" not in hub.gets()[0]
     assert sorted(p.name for p in path.parent.iterdir()) == [FILENAME, FILENAME + ".lock"]  # no .part left
@@ -273,7 +274,9 @@ def test_hub_size_and_oid_win_over_a_wrong_catalog(hub, caplog):
 
 def test_hub_size_larger_than_the_catalogs_is_checked_for_disk(hub, monkeypatch):
     # the catalog's small size passes the first disk check; the Hub's real size must be checked too
-    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: Usage(10**12, 0, store.DISK_HEADROOM_BYTES + 2 * MiB))
+    monkeypatch.setattr(
+        store_download.shutil, "disk_usage", lambda p: Usage(10**12, 0, store.DISK_HEADROOM_BYTES + 2 * MiB)
+    )
     with pytest.raises(InsufficientDiskError) as err:
         store.fetch(FakeVariant(size=1000))
     assert err.value.needed == len(CONTENT) + store.DISK_HEADROOM_BYTES
@@ -339,7 +342,7 @@ def test_disk_fills_mid_download(hub, monkeypatch):
     def fake_open(file, mode="r", *args, **kwargs):
         return FullDisk(file, mode) if "a" in mode else real_open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr(store, "open", fake_open, raising=False)
+    monkeypatch.setattr(store_download, "open", fake_open, raising=False)
     with pytest.raises(DiskFullError) as err:
         store.fetch(FakeVariant())
     assert isinstance(err.value, InsufficientDiskError) and err.value.written == room
@@ -365,7 +368,7 @@ def test_free_disk_floor_when_no_size_is_known(hub, monkeypatch):
     def usage(path):  # a disk whose free space shrinks as the partial file grows
         return Usage(10**12, 0, capacity["free"] - (part.stat().st_size if part.exists() else 0))
 
-    monkeypatch.setattr(store.shutil, "disk_usage", usage)
+    monkeypatch.setattr(store_download.shutil, "disk_usage", usage)
     # before: under the floor, nothing is downloaded
     with pytest.raises(InsufficientDiskError) as err:
         store.fetch(v)
@@ -422,7 +425,7 @@ def test_missing_remote_file(hub):
 
 def test_not_enough_disk(hub, monkeypatch):
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 5 * MiB, 5 * MiB))
+    monkeypatch.setattr(store_download.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 5 * MiB, 5 * MiB))
     with pytest.raises(InsufficientDiskError) as err:
         store.fetch(FakeVariant())
     assert err.value.available == 5 * MiB and err.value.needed == len(CONTENT) + store.DISK_HEADROOM_BYTES
@@ -498,7 +501,7 @@ def test_pull_command_downloads_a_catalog_variant(hub, monkeypatch, capsys):
     variant = load_catalog().find("qwen2.5-0.5b-instruct:q2_k")
     hub.files[f"/{variant.repo}/resolve/main/{variant.filename}"] = CONTENT
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: usage(10**12, 0, 10**12))
+    monkeypatch.setattr(store_download.shutil, "disk_usage", lambda p: usage(10**12, 0, 10**12))
     assert main(["pull", "qwen2.5-0.5b-instruct:q2_k"]) == 0
     out = capsys.readouterr()
     path = Path(out.out.strip())
@@ -515,7 +518,7 @@ def test_pull_command_says_what_was_verified_and_what_disagreed(hub, monkeypatch
     from localllm.catalog import load_catalog
     from localllm.cli import main
 
-    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: Usage(10**12, 0, 10**12))
+    monkeypatch.setattr(store_download.shutil, "disk_usage", lambda p: Usage(10**12, 0, 10**12))
     cat = load_catalog()
     exact = cat.find("llama-3.2-3b-instruct:q4_k_m")  # a published (not estimated) catalog size
     assert not exact.size_estimated and exact.size != len(CONTENT)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from localllm.errors import ModelNotFoundError
+
 BAR_WIDTH = 28
 REDRAW_EVERY_S = 0.1  # redraw the bar at most ten times a second
 
@@ -22,7 +24,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from localllm import store
+    from localllm import store  # imported when the command runs: `localllm --help` stays fast
 
     variant = _pick_variant(args.model)
     bar = ProgressBar(variant.name, stream=sys.stderr)
@@ -64,13 +66,13 @@ def _report(variant, got) -> list[str]:
 
 def _pick_variant(name: str):
     """A Variant for a name: exact variant, or the planner's choice for a family / "auto"."""
+    # imported when the command runs: `localllm --help` stays fast
     from localllm.catalog import Variant, load_catalog
+    from localllm.planner import plan
     from localllm.resolve import local_model_path
 
     path = local_model_path(name)
     if path is not None:  # a file on disk has nothing to download
-        from localllm.errors import ModelNotFoundError
-
         there = "is a file already on disk" if path.exists() else "is a path, and nothing is there"
         raise ModelNotFoundError(
             f"{name!r} {there}: pull downloads catalog models (`localllm models` lists them). "
@@ -83,8 +85,6 @@ def _pick_variant(name: str):
     found = None if name.strip().lower() == "auto" else catalog.find(name)
     if isinstance(found, Variant):
         return found
-    from localllm.planner import plan
-
     return plan(name, catalog=catalog).variant
 
 
@@ -131,8 +131,11 @@ class ProgressBar:
 
 
 def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
+    """Bytes and KB below a megabyte (a slow start still shows a rate), else units.file_size."""
+    from localllm.units import file_size  # not at the top: `localllm --help` loads this module
+
+    if n < 1000:
+        return f"{n:.0f} B"
+    if n < 1e6:
+        return f"{n / 1000:.1f} KB"
+    return file_size(n)

@@ -15,6 +15,7 @@ import sys
 from dataclasses import asdict
 
 from localllm.commands.plan import MODEL_HELP, context_arg
+from localllm.errors import InvalidOptionError, LocalLLMError
 
 
 def register(sub) -> None:
@@ -81,12 +82,15 @@ def _options(args) -> dict:
 
 
 def _progress(done: int, total: int | None = None, *_: object) -> None:
+    from localllm.units import file_size  # not at the top: `localllm --help` loads this module
+
     if total:
-        print(f"\rdownloading {done / 2**20:.0f}/{total / 2**20:.0f} MiB", end="", file=sys.stderr, flush=True)
+        print(f"\rdownloading {file_size(done)}/{file_size(total)}", end="", file=sys.stderr, flush=True)
 
 
 def run(args) -> int:
-    from localllm.errors import LocalLLMError
+    # imported when the command runs: `localllm --help` stays fast
+    from localllm.generation import SamplingOptions
     from localllm.model import load
 
     if args.raw and (args.chat or args.system):
@@ -96,9 +100,6 @@ def run(args) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     options = _options(args)
     # bad input is reported before the model loads (seconds for a big one), not after
-    from localllm.errors import InvalidOptionError
-    from localllm.generation import SamplingOptions
-
     SamplingOptions.from_kwargs(**options)
     if not prompt.strip():
         raise InvalidOptionError(
@@ -158,7 +159,7 @@ def run(args) -> int:
             sys.stdout.write("\n")
         else:
             sys.stdout.write("\n")
-            if timings is not None:
+            if last is not None and timings is not None:
                 print(
                     f"[{last.finish_reason}] {len(ids)} tokens; prompt {timings.prompt_tokens} tokens "
                     f"at {timings.prompt_tps:.1f} tok/s, first token {timings.ttft_s * 1000:.0f} ms, "

@@ -1,7 +1,7 @@
 """What llama.cpp's own loader asserts on, checked on a parsed GGUF header first.
 
-validate.py checks that a GGUF file is well formed (every length and offset inside the
-file). A well-formed file can still carry numbers that make llama.cpp abort (a
+localllm.formats.gguf checks that a GGUF file is well formed (every length and offset
+inside the file). A well-formed file can still carry numbers that make llama.cpp abort (a
 GGML_ASSERT, an uncaught std::out_of_range), hang in its tokenizer, or make localllm's
 own planner loop or divide by zero. Each rule here turns one of those into a refusal
 before any native code sees the file; the comment on each names the llama.cpp source
@@ -10,7 +10,8 @@ before any native code sees the file; the comment on each names the llama.cpp so
     check_alignment(alignment)                       gguf.cpp / ggml-backend.cpp
     check_hparams(arch, metadata, types, elems)      llama-model.cpp load_hparams
     check_tensors(arch, metadata, tensors, n_vocab)  llama-model-loader.cpp, models/*.cpp
-    check_tokenizer(arch, metadata, vocab)           llama-vocab.cpp
+
+The tokenizer's rules (check_tokenizer, llama-vocab.cpp) are in localllm.formats.gguf_tokenizer.
 
 Each raises RuleError(message, key): `key` names the metadata key at fault, so the
 caller can say where it is in the file. Pure Python, no imports beyond the standard library.
@@ -20,8 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 __all__ = [
@@ -29,13 +29,13 @@ __all__ = [
     "LLAMA_MAX_LAYERS",
     "MAX_CONTEXT_LENGTH",
     "MAX_WIDTH",
+    "NO_TEXT_ARCHITECTURES",
     "RuleError",
     "TENSOR_ALIGNMENT",
-    "Vocab",
+    "ZERO_HEAD_ARCHITECTURES",
     "check_alignment",
     "check_hparams",
     "check_tensors",
-    "check_tokenizer",
 ]
 
 LLAMA_MAX_LAYERS = 512  # llama-hparams.h:11; llama-model.cpp:1328 asserts 0 < block_count <= it
@@ -84,11 +84,7 @@ ZERO_HEAD_ARCHITECTURES = frozenset(
     ]
 )
 # Not a text model: its "tokens" are audio codes and its tensors are not in blk.N layers.
-_NO_TEXT_ARCHITECTURES = frozenset({"wavtokenizer-dec"})
-# WordPiece ("bert") vocabularies belong to encoder models; llama.cpp runs them as embedders.
-_WPM_ARCHITECTURES = frozenset(
-    ["bert", "modern-bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2", "jina-bert-v3", "eurobert"]
-)
+NO_TEXT_ARCHITECTURES = frozenset({"wavtokenizer-dec"})
 # hunyuan treats n_expert <= 1 as dense (llama-model.cpp:1337) before the expert asserts.
 _DENSE_IF_ONE_EXPERT = frozenset({"hunyuan-vl", "hunyuan-dense", "hunyuan_vl"})
 
@@ -133,20 +129,13 @@ class RuleError(Exception):
 
 
 class _Tensor(Protocol):
-    name: str
-    shape: tuple[int, ...]
-    ggml_type: str
-
-
-@dataclass(frozen=True)
-class Vocab:
-    """What the validator read of tokenizer.ggml.tokens: the count, every token's bytes
-    (texts were checked unique, so the set holds n_tokens entries), and how many tokens are
-    typed LLAMA_TOKEN_TYPE_BYTE."""
-
-    n_tokens: int
-    texts: Collection[bytes]
-    n_byte_tokens: int
+    # read-only, so a frozen dataclass (formats.gguf.TensorInfo) matches
+    @property
+    def name(self) -> str: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def ggml_type(self) -> str: ...
 
 
 # -- alignment ---------------------------------------------------------------------------
@@ -302,7 +291,7 @@ def _check_heads(arch: str, metadata: Mapping[str, Any], n_layer: int, n_embd: i
         heads = heads * len(kvs)
     if len(kvs) == 1:
         kvs = kvs * len(heads)
-    for il, (h, kv) in enumerate(zip(heads, kvs)):
+    for il, (h, kv) in enumerate(zip(heads, kvs, strict=False)):
         where = f" (layer {il})" if len(heads) > 1 else ""
         if not 0 <= h <= MAX_WIDTH:
             raise RuleError(f"{k_head} is {h}{where}, outside 0..{MAX_WIDTH}", k_head)
@@ -429,7 +418,7 @@ def check_tensors(arch: str, metadata: Mapping[str, Any], tensors: Sequence[_Ten
                 'aborts ("binary_op: unsupported types"): norm weights and biases must be F32'
             )
     n_layer = metadata.get(f"{arch}.block_count") or 0
-    if arch not in _NO_TEXT_ARCHITECTURES:
+    if arch not in NO_TEXT_ARCHITECTURES:
         top = -1
         for name in by_name:
             m = _LAYER.search(name)
@@ -494,7 +483,7 @@ def _check_llama_like(
         if (
             len(t.shape) > len(shape)
             and any(d != 1 for d in t.shape[len(shape) :])
-            or any(want is not None and have != want for have, want in zip(dims, shape))
+            or any(want is not None and have != want for have, want in zip(dims, shape, strict=False))
         ):
             shown = ", ".join("?" if d is None else str(d) for d in shape)
             raise RuleError(
@@ -538,143 +527,3 @@ def _check_llama_like(
             need(b + "ffn_gate.weight", n_embd, n_ff or None)
             need(b + "ffn_up.weight", n_embd, n_ff or None)
             need(b + "ffn_down.weight", n_ff or None, n_embd)
-
-
-# -- tokenizer ---------------------------------------------------------------------------
-
-# llama-vocab.cpp:1950-2151: the tokenizer models llama.cpp knows ("unknown tokenizer" otherwise)
-_KNOWN_TOKENIZERS = frozenset(
-    {"llama", "bert", "gpt2", "hybriddna", "whitespace", "t5", "rwkv", "test", "plamo2", "gemma4", "none", "no_vocab"}
-)
-_BPE_NEEDING_MERGES = frozenset({"gpt2", "hybriddna", "whitespace", "gemma4"})  # llama-vocab.cpp:2001, 2116
-_GPT2_SPACE = "\u0120".encode()  # "Ġ": GPT-2's byte-level BPE spells a leading space so
-
-
-def check_tokenizer(arch: str, metadata: Mapping[str, Any], vocab: Vocab | None) -> None:
-    """tokenizer.ggml.model is one llama.cpp knows, suits a text model, and fits the vocabulary."""
-    key = "tokenizer.ggml.model"
-    model = metadata.get(key)
-    redo = "convert the model again with llama.cpp's convert_hf_to_gguf.py"
-    if model is None:  # llama-vocab.cpp:1945 get_key (required)
-        raise RuleError(f"the key {key} is missing: the file has no tokenizer, and llama.cpp needs one to load it", key)
-    if model not in _KNOWN_TOKENIZERS:
-        raise RuleError(
-            f"{key} is {model[:40]!r}, a tokenizer llama.cpp does not know "
-            f"(it knows {', '.join(sorted(_KNOWN_TOKENIZERS))})",
-            key,
-        )
-    if model in ("none", "no_vocab", "test"):
-        if arch in _NO_TEXT_ARCHITECTURES:
-            return
-        # llama-vocab.cpp:3158-3192: every tokenizer entry point asserts the type is not NONE
-        raise RuleError(
-            f"{key} is {model!r}: the file has no text tokenizer, so it cannot tokenize a prompt "
-            f"(llama.cpp aborts on the first one); a {arch!r} model needs its real vocabulary",
-            key,
-        )
-    if vocab is None:  # llama-vocab.cpp:2463
-        raise RuleError(f"{key} is {model!r} but tokenizer.ggml.tokens is missing", key)
-    if model == "bert":
-        if arch not in _WPM_ARCHITECTURES:
-            raise RuleError(
-                f"{key} is 'bert' (WordPiece, for BERT encoders) on a {arch!r} model, which needs its "
-                f"own tokenizer; {redo}",
-                key,
-            )
-        if vocab.n_byte_tokens:  # llama-vocab.cpp:3206: token_to_byte aborts for WordPiece
-            raise RuleError(
-                f"{key} is 'bert' (WordPiece) but {vocab.n_byte_tokens} tokens are typed as byte tokens; "
-                "llama.cpp aborts building its piece cache on them",
-                "tokenizer.ggml.token_type",
-            )
-    if model in _BPE_NEEDING_MERGES and "tokenizer.ggml.merges" not in metadata:
-        if not (model == "gpt2" and metadata.get("tokenizer.ggml.pre") == "kimi-k2"):
-            raise RuleError(
-                f"{key} is {model!r} (byte-pair encoding) but tokenizer.ggml.merges is missing; "
-                "llama.cpp cannot tokenize without the merges",
-                key,
-            )
-    name = str(metadata.get("general.name") or "").lower()
-    if "phi-3" in name or "phi3" in name:  # llama-vocab.cpp:3118-3127 looks these up with .at()
-        missing = [t for t in ("</s>", "<unk>", "<s>", "<|endoftext|>") if t.encode() not in vocab.texts]
-        if missing:
-            raise RuleError(
-                f"general.name says Phi-3, for which llama.cpp looks up the tokens </s>, <unk>, <s> and "
-                f"<|endoftext|>, but the vocabulary lacks {', '.join(missing)}",
-                "tokenizer.ggml.tokens",
-            )
-    if model == "llama":
-        _check_spm_bytes(vocab, metadata, key)
-    if model == "rwkv":
-        _check_rwkv(vocab, key)
-
-
-def _check_spm_bytes(vocab: Vocab, metadata: Mapping[str, Any], key: str) -> None:
-    """llama-vocab.cpp:4003-4014: SentencePiece falls back to the token <0xHH> (or the bare
-    byte) for text it has no piece for, and throws std::out_of_range (an abort through the
-    C API) when neither exists; so every one of the 256 bytes needs one."""
-    texts = vocab.texts
-    missing = [b for b in range(256) if b"<0x%02X>" % b not in texts and bytes((b,)) not in texts]
-    if not missing:
-        return
-    looks_bpe = "tokenizer.ggml.merges" in metadata or any(t.startswith(_GPT2_SPACE) for t in texts)
-    if looks_bpe:
-        raise RuleError(
-            f"{key} is 'llama' (SentencePiece) but the vocabulary is GPT-2-style byte-pair encoding "
-            "(it has merges or tokens spelled with 'Ġ' and no <0xHH> byte tokens); llama.cpp would "
-            "abort on the first character it has no piece for. The tokenizer model should be 'gpt2'",
-            key,
-        )
-    shown = ", ".join(f"<0x{b:02X}>" for b in missing[:4]) + (" ..." if len(missing) > 4 else "")
-    raise RuleError(
-        f"{key} is 'llama' (SentencePiece) but the vocabulary has no byte token for {len(missing)} of "
-        f"the 256 bytes ({shown}, in the exact form <0xHH> with uppercase hex); llama.cpp would abort on "
-        "the first character it has no piece for",
-        "tokenizer.ggml.tokens",
-    )
-
-
-def _unescape_rwkv(text: bytes) -> bytes:
-    """llama-vocab.cpp:1258 llama_unescape_rwkv_token, byte for byte."""
-    if b"\\" not in text:
-        return text
-    out = bytearray()
-    escaping, hex_left, acc = False, 0, 0
-    for c in text:
-        if hex_left:
-            acc = ((acc << 4) + ((c - 97 + 10) if c >= 97 else (c - 48))) & 0xFF
-            hex_left -= 1
-            if not hex_left:
-                out.append(acc)
-                acc = 0
-        elif escaping:
-            out += {116: b"\t", 110: b"\n", 114: b"\r"}.get(c, b"" if c == 120 else bytes((c,)))
-            hex_left = 2 if c == 120 else 0
-            escaping = False
-        elif c == 92:
-            escaping = True
-        else:
-            out.append(c)
-    return bytes(out)
-
-
-def _check_rwkv(vocab: Vocab, key: str) -> None:
-    """llama-vocab.cpp:1331-1358: the RWKV tokenizer walks a trie of the tokens and, when a
-    prefix matches no whole token, restarts from position 0: it loops forever. That cannot
-    happen when every byte that starts a token is a token itself."""
-    texts = [_unescape_rwkv(t) for t in vocab.texts]
-    singles = {t for t in texts if len(t) == 1}
-    firsts = {t[:1] for t in texts if t}
-    orphan = sorted(firsts - singles)
-    if orphan:
-        many = (
-            f"{len(orphan)} bytes start a token without being a token themselves"
-            if len(orphan) > 1
-            else "a byte starts a token without being a token itself"
-        )
-        raise RuleError(
-            f"{key} is 'rwkv' but {many} "
-            f"(first: {orphan[0]!r}); llama.cpp's RWKV tokenizer loops forever on such text (an RWKV "
-            "vocabulary has every single byte as a token)",
-            key,
-        )

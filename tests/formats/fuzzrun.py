@@ -33,6 +33,7 @@ backtrace (which attaches gdb) off.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -207,7 +208,7 @@ def _spawn(child: Callable[..., None], hardware: Any, source: str, m: fuzzgguf.M
 
             child(str(m.path), hardware, send)
         except BaseException as exc:  # noqa: BLE001 - the harness itself failed in the child
-            try:
+            with contextlib.suppress(BaseException):  # the pipe may be gone: the child exits either way
                 os.write(
                     w,
                     (
@@ -223,8 +224,6 @@ def _spawn(child: Callable[..., None], hardware: Any, source: str, m: fuzzgguf.M
                         + "\n"
                     ).encode(),
                 )
-            except BaseException:  # noqa: BLE001
-                pass
         finally:
             os._exit(0)
     os.close(w)

@@ -355,7 +355,7 @@ def test_valid_file_info(tiny_gguf):
     assert info.n_kv == len([k for k in reader.fields if not k.startswith("GGUF.")])
     assert info.alignment == 32 and info.data_offset == reader.data_offset
     assert [t.name for t in info.tensors] == [t.name for t in reader.tensors]
-    for ours, theirs in zip(info.tensors, reader.tensors):
+    for ours, theirs in zip(info.tensors, reader.tensors, strict=True):
         assert ours.offset == theirs.data_offset and ours.nbytes == theirs.n_bytes
         assert ours.shape == tuple(int(d) for d in theirs.shape) and ours.ggml_type == theirs.tensor_type.name
     assert info.tensor_bytes == sum(int(t.n_bytes) for t in reader.tensors)

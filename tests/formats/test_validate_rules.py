@@ -51,10 +51,7 @@ def _build(
     for name, field in reader.fields.items():
         if name.startswith("GGUF.") or name in ("general.architecture", "general.alignment") or name in drop:
             continue
-        if name.startswith("llama.") and arch != "llama":
-            name_new = arch + name[len("llama") :]
-        else:
-            name_new = name
+        name_new = arch + name[len("llama") :] if name.startswith("llama.") and arch != "llama" else name
         if name_new in kv:
             w.add_key_value(name_new, *kv.pop(name_new))
             continue
@@ -128,10 +125,7 @@ def _gpt2_vocab(tokens: list[str]) -> list[str]:
     byte_char = {b: c for c, b in _byte_decoder().items()}
     out, seen = [], set()
     for i, tok in enumerate(tokens):
-        if 5 <= i < 261:
-            t = byte_char[i - 5]
-        else:
-            t = tok.replace("\u2581", "\u0120")
+        t = byte_char[i - 5] if 5 <= i < 261 else tok.replace("\u2581", "\u0120")
         if t in seen:
             t = f"[piece{i}]"
         seen.add(t)
