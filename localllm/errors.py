@@ -197,6 +197,12 @@ class DiskFullError(InsufficientDiskError):
 class ModelUnavailableError(DownloadError):
     """A file is neither cached nor downloadable (offline or unreachable)."""
 
+    def __init__(self, message: str, *, path: str | None = None, url: str | None = None, size: int | None = None):
+        super().__init__(message)
+        self.path = path  # where the file would go (put it there by hand to install it)
+        self.url = url  # where it would come from
+        self.size = size  # its size in bytes, when known
+
 
 class HistoryVersionError(LocalLLMError):
     """The chat database was written by a newer localllm, with a schema this one does not know."""

@@ -98,6 +98,9 @@ class _AnyEvent(threading.Event):
 class Model:
     """A loaded model. Build it with `localllm.load()`."""
 
+    info: ModelInfo  # what was loaded, where and how (name, path, runtime, context, template)
+    plan: Plan | None  # the plan it was loaded from; None for a local GGUF the planner cannot size
+
     def __init__(
         self,
         engine: Engine,
@@ -132,7 +135,7 @@ class Model:
         self._turn_end_tokens = frozenset(
             engine.tokenize(s, add_bos=False, special=True)[0] for s in self._formatter.stop if engine.has_token(s)
         )
-        self.plan: Plan | None = plan  # None for a local GGUF the planner cannot size
+        self.plan = plan
         self.info = ModelInfo(
             name=name,
             path=os.fspath(path),

@@ -33,7 +33,6 @@ __all__ = [
     "SHAPES",
     "WORDS",
     "Shape",
-    "TinyShape",
     "quantize_gguf",
     "spm_vocab",
     "synthetic_gguf",
@@ -128,10 +127,6 @@ class Shape:
     def dim_head(self) -> int:
         return self.head_dim or self.n_embd // self.n_head
 
-
-# The old name: tests not yet moved to localllm.testing and the llama.cpp AMX trial
-# (localllm.runtimes.llamacpp) still import it.
-TinyShape = Shape
 
 # Llama-family facts for the ONNX builder (the defaults are Qwen2's)
 _llama = partial(Shape, qkv_bias=False, rms_eps=1e-5, model_type="llama")

@@ -6,8 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from localllm.chat_template import CHATML_FALLBACK, PLAIN_FALLBACK, chat_formatter
 from localllm.errors import ChatTemplateError, ContextOverflowError, InvalidOptionError, InvalidOptionTypeError

@@ -273,7 +273,7 @@ def test_local_file_is_planned_for_the_given_hardware(tiny_gguf):
 
 
 def test_model_without_template_uses_a_fallback_that_ends_turns(tmp_path, one_core):
-    from localllm.synthetic import write_llama_gguf
+    from localllm.testing import write_llama_gguf
 
     path = write_llama_gguf(tmp_path / "notemplate.gguf", seed=1, chat_template=None)
     with localllm.load(path, context=256, hardware=one_core) as m:

@@ -19,8 +19,7 @@ from typing import TypeVar
 
 from localllm import paths
 from localllm.errors import LocalLLMError, ProfileNotFoundError
-from localllm.hardware import gpu as probe_gpu
-from localllm.hardware import linux as pl
+from localllm.hardware import gpu as probe_gpu, linux as pl
 from localllm.hardware.facts import Accelerator, CPUInfo, GPUInfo, Hardware, MemoryInfo, RuntimeInfo
 from localllm.repack import features_from_system_info
 

@@ -146,10 +146,10 @@ _TRIAL_CODE = """
 import sys, tempfile, pathlib
 from localllm.placement import Placement
 from localllm.runtimes.llamacpp import LlamaCppEngine
-from localllm.synthetic import TinyShape, quantize_gguf, write_llama_gguf
+from localllm.synthetic import Shape, quantize_gguf, write_llama_gguf
 d = pathlib.Path(tempfile.mkdtemp(prefix="localllm-trial-"))
 try:
-    f16 = write_llama_gguf(d / "t.gguf", TinyShape(n_layer=1, n_embd=256, n_head=4, n_head_kv=4, n_ff=512), seed=0)
+    f16 = write_llama_gguf(d / "t.gguf", Shape(n_layer=1, n_embd=256, n_head=4, n_head_kv=4, n_ff=512), seed=0)
     q = quantize_gguf(f16, d / "t-q4_0.gguf", "Q4_0", threads=1)
     e = LlamaCppEngine(q, Placement(runtime="llama.cpp", n_ctx=64, n_threads=1, n_batch=8, n_ubatch=8))
     for _ in range(3):

@@ -356,8 +356,9 @@ def unavailable(variant: VariantLike, target: Path, why: str, *, partial: Path |
     err = ModelUnavailableError(
         f"Cannot get {variant.name}: {why}.{resume} The file is {Path(source_of(variant)[1]).name}, {size_text}, from "
         f"{url}. To install it by hand, download it and put it at {target} (or run `localllm pull {variant.name}` "
-        "when online)."
+        "when online).",
+        path=str(target),
+        url=url,
+        size=size,
     )
-    # ModelUnavailableError declares no fields in errors.py: the path, URL and size callers read are set here
-    err.__dict__.update(path=str(target), url=url, size=size)
     return err

@@ -273,7 +273,7 @@ def test_a_gguf_the_planner_cannot_size_is_explained_not_planned(tmp_path, capsy
     w.add_block_count(1)
     w.add_embedding_length(4)
     w.add_context_length(1024)
-    from localllm.synthetic import tiny_vocab
+    from localllm.testing import tiny_vocab
 
     tokens, scores, types = tiny_vocab()  # a real tokenizer and a layer: the validator refuses less
     w.add_tokenizer_model("llama")

@@ -93,7 +93,7 @@ def test_help_says_chat_is_the_default_and_hides_the_old_flag():
 
 
 def test_a_model_without_a_template_says_which_fallback_it_chats_with(tmp_path):
-    from localllm.synthetic import write_llama_gguf
+    from localllm.testing import write_llama_gguf
 
     path = write_llama_gguf(tmp_path / "notemplate.gguf", seed=1, chat_template=None)
     done = run_cli(str(path), "hello", "--max-tokens", "4", "--ctx", "256", *GREEDY, *ONE_THREAD)

@@ -277,7 +277,7 @@ ON_CONTENT = {
 
 @pytest.mark.parametrize("name", sorted(ON_CONTENT))
 def test_a_template_that_explodes_on_real_content_fails_chat_not_load(name, tmp_path, one_core):
-    from localllm.synthetic import write_llama_gguf
+    from localllm.testing import write_llama_gguf
 
     template, limit = ON_CONTENT[name]
     path = write_llama_gguf(tmp_path / "content.gguf", seed=1, chat_template=template)
@@ -296,7 +296,7 @@ def test_a_template_that_explodes_on_real_content_fails_chat_not_load(name, tmp_
 
 def test_an_empty_render_is_a_chat_template_error(tmp_path, one_core):
     from localllm.chat_template import ChatFormatter
-    from localllm.synthetic import write_llama_gguf
+    from localllm.testing import write_llama_gguf
 
     # a template that renders nothing falls back at load, as a broken one does
     for empty in ("{% if false %}x{% endif %}", "   \n"):
@@ -316,7 +316,7 @@ def test_an_empty_render_is_a_chat_template_error(tmp_path, one_core):
 
 
 def test_load_falls_back_with_a_note_for_a_hostile_gguf_template(tmp_path, one_core):
-    from localllm.synthetic import write_llama_gguf
+    from localllm.testing import write_llama_gguf
 
     template, _ = HOSTILE_AT_LOAD["nested ranges"]
     path = write_llama_gguf(tmp_path / "hostile.gguf", seed=1, chat_template=template)

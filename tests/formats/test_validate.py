@@ -366,11 +366,11 @@ def test_valid_file_info(tiny_gguf):
 
 
 def test_quantized_file_and_big_arrays_are_summarized(tiny_gguf_q8, tmp_path):
-    from localllm.synthetic import TinyShape, write_llama_gguf
+    from localllm.testing import Shape, write_llama_gguf
 
     info = validate_gguf(tiny_gguf_q8)
     assert {t.ggml_type for t in info.tensors} >= {"Q8_0", "F32"}
-    big = write_llama_gguf(tmp_path / "big-vocab.gguf", TinyShape(n_vocab=3000))
+    big = write_llama_gguf(tmp_path / "big-vocab.gguf", Shape(n_vocab=3000))
     info = validate_gguf(big)
     summary = info.metadata["tokenizer.ggml.tokens"]
     assert isinstance(summary, GGUFArray) and summary.length == 3000 and summary.element_type == "string"
@@ -478,9 +478,9 @@ def test_validation_imports_neither_gguf_nor_numpy(tiny_gguf_q8):
 @pytest.fixture(scope="module")
 def big_vocab_gguf(tmp_path_factory) -> Path:
     """A vocabulary past SMALL_ARRAY, so tokens are walked and summarized rather than kept."""
-    from localllm.synthetic import TinyShape, write_llama_gguf
+    from localllm.testing import Shape, write_llama_gguf
 
-    return write_llama_gguf(tmp_path_factory.mktemp("bigvocab") / "big-vocab.gguf", TinyShape(n_vocab=3000))
+    return write_llama_gguf(tmp_path_factory.mktemp("bigvocab") / "big-vocab.gguf", Shape(n_vocab=3000))
 
 
 def test_big_vocabulary_defects_are_invalid(big_vocab_gguf, tmp_path):

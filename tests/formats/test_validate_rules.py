@@ -424,14 +424,14 @@ def test_real_and_tiny_models_pass(good, tiny_gguf, tiny_gguf_q8, smollm2_gguf):
 
 def test_shapes_of_real_architectures_pass(tmp_path):
     """Tied embeddings, F16 weights, a larger vocabulary and GQA 1:1 are all valid llama files."""
-    from localllm.synthetic import TinyShape, write_llama_gguf
+    from localllm.testing import Shape, write_llama_gguf
 
     for i, shape in enumerate(
         (
-            TinyShape(tied_embeddings=True),
-            TinyShape(n_head=4, n_head_kv=4),
-            TinyShape(n_layer=3, n_vocab=3000),
-            TinyShape(n_head=2, n_head_kv=1, head_dim=48),
+            Shape(tied_embeddings=True),
+            Shape(n_head=4, n_head_kv=4),
+            Shape(n_layer=3, n_vocab=3000),
+            Shape(n_head=2, n_head_kv=1, head_dim=48),
         )
     ):
         validate_gguf(write_llama_gguf(tmp_path / f"s{i}.gguf", shape, f16=i % 2 == 1))
@@ -461,7 +461,7 @@ def _write_arch(
     import gguf
     import numpy as np
 
-    from localllm.synthetic import tiny_vocab
+    from localllm.testing import tiny_vocab
 
     rng = np.random.default_rng(0)
 
@@ -652,9 +652,9 @@ def test_validation_never_imports_llama_cpp_for_a_refused_file(bad):
 
 @pytest.fixture(scope="module")
 def big_vocab(tmp_path_factory) -> Path:
-    from localllm.synthetic import TinyShape, write_llama_gguf
+    from localllm.testing import Shape, write_llama_gguf
 
-    return write_llama_gguf(tmp_path_factory.mktemp("vocab") / "v152k.gguf", TinyShape(n_vocab=151_936))
+    return write_llama_gguf(tmp_path_factory.mktemp("vocab") / "v152k.gguf", Shape(n_vocab=151_936))
 
 
 def test_a_late_duplicate_in_a_152k_vocabulary_is_found(big_vocab, tmp_path):

@@ -6,8 +6,7 @@ import dataclasses
 import threading
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from localllm.catalog import Family, family_from_gguf_metadata, load_catalog
 from localllm.errors import NoFittingVariantError

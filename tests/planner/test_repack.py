@@ -19,7 +19,7 @@ from localllm.placement import Placement
 from localllm.planner import plan
 from localllm.runtimes import llamacpp
 from localllm.runtimes.llamacpp import LlamaCppEngine, trial_extra_buffers, trial_outcome
-from localllm.synthetic import TinyShape, quantize_gguf, write_llama_gguf
+from localllm.testing import Shape, quantize_gguf, write_llama_gguf
 from localllm.validate import validate_gguf
 
 AVX2 = frozenset({"AVX2", "REPACK"})
@@ -93,7 +93,7 @@ def test_plans_say_when_weights_are_repacked(monkeypatch):
 def quantized(tmp_path_factory, request):
     d = tmp_path_factory.mktemp("repack")
     # rows of whole K-quant blocks (256), so Q4_K stays Q4_K; untied, so output.weight is its own tensor
-    f16 = write_llama_gguf(d / "t.gguf", TinyShape(n_layer=2, n_embd=256, n_head=4, n_head_kv=2, n_ff=512), seed=3)
+    f16 = write_llama_gguf(d / "t.gguf", Shape(n_layer=2, n_embd=256, n_head=4, n_head_kv=2, n_ff=512), seed=3)
     return {q: quantize_gguf(f16, d / f"t-{q}.gguf", q, threads=1) for q in ("Q4_0", "Q4_K_M", "Q8_0")}
 
 

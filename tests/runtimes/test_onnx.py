@@ -24,7 +24,7 @@ from localllm.providers import CPU, choose_provider
 from localllm.runtimes import load_engine
 from localllm.runtimes.base import Engine
 from localllm.runtimes.onnx import OnnxEngine, TokenBytes, provider_chain
-from localllm.testing.onnx import reference_decoder, write_onnx_folder
+from localllm.testing import reference_decoder, write_onnx_folder
 from localllm.validate import validate_model_path
 
 SEED = 3  # the seed conftest builds tiny_onnx with

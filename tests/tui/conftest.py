@@ -14,7 +14,7 @@ def tui_db(tmp_path):
 def paced_gguf(tmp_path_factory):
     """A random model large enough to decode at a real model's pace here (a few hundred
     tokens/s, not the tiny model's thousands): for measuring the UI while a reply streams."""
-    from localllm.synthetic import TinyShape, write_llama_gguf
+    from localllm.testing import Shape, write_llama_gguf
 
-    shape = TinyShape(n_layer=8, n_embd=512, n_head=8, n_head_kv=4, n_ff=1536)
+    shape = Shape(n_layer=8, n_embd=512, n_head=8, n_head_kv=4, n_ff=1536)
     return write_llama_gguf(tmp_path_factory.mktemp("paced") / "paced.gguf", shape, seed=3)
