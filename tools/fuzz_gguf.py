@@ -86,18 +86,19 @@ def _smollm2() -> Path:
 
 def build_source(name: str, folder: Path) -> Source:
     """The valid model a source name stands for."""
-    from localllm import synthetic as tinymodels
+    from localllm import testing
+    from localllm.synthetic import synthetic_gguf
 
     if name == "tiny":
-        return Source(name, tinymodels.write_llama_gguf(folder / "tiny.gguf", seed=1))
+        return Source(name, testing.write_llama_gguf(folder / "tiny.gguf", seed=1))
     if name == "tiny-q8":
         from localllm.runtimes.llamacpp import install_log_handler
 
         install_log_handler()  # the quantizer's chatter goes to logging, not the terminal
         tiny = folder / "tiny.gguf"
         if not tiny.is_file():
-            tinymodels.write_llama_gguf(tiny, seed=1)
-        return Source(name, tinymodels.quantize_gguf(tiny, folder / "tiny-q8_0.gguf", "Q8_0", threads=1))
+            testing.write_llama_gguf(tiny, seed=1)
+        return Source(name, testing.quantize_gguf(tiny, folder / "tiny-q8_0.gguf", "Q8_0", threads=1))
     if name == "starter":
         from localllm.starter import starter_gguf
 
@@ -105,7 +106,7 @@ def build_source(name: str, folder: Path) -> Source:
     if name == "smollm2":
         return Source(name, _smollm2())
     if name in SYNTHETIC:
-        path = tinymodels.synthetic_gguf(
+        path = synthetic_gguf(
             _models_cache() / "synthetic", name, "Q4_K_M", say=lambda line: print(line, file=sys.stderr)
         )
         return Source(name, path)
