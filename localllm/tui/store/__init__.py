@@ -1,6 +1,6 @@
 """The chat history store (SQLite). No Textual here: scripts and tests use it without the app.
 
-history.py   History (chats, messages, preferences), Chat, Message, data_dir, to_markdown
+history.py   History (chats, messages, prompt history, preferences), Chat, Message, data_dir, to_markdown
 schema.py    the schema version (PRAGMA user_version), its migrations, HistoryVersionError
 """
 

@@ -1,4 +1,4 @@
-"""Conversations kept in SQLite: chats, their messages, settings. No Textual here.
+"""Conversations kept in SQLite: chats, their messages, settings, sent prompts. No Textual here.
 
 Each message is committed as soon as it is complete, so killing the app in the middle
 of a reply loses at most that reply. WAL with synchronous=NORMAL: a commit is durable
@@ -43,6 +43,7 @@ DB_NAME = "chats.sqlite3"
 DEFAULT_TITLE = "New chat"
 TITLE_CHARS = 48  # a chat is titled from its first prompt, cut to fit the sidebar
 ROLES = ("system", "user", "assistant")
+PROMPTS_KEPT = 1000  # prompt history (up/down in the prompt): the newest this many prompts
 
 
 def data_dir() -> Path:
@@ -234,6 +235,25 @@ class History:
             Message(r["id"], r["chat_id"], r["role"], r["content"], r["created"], json.loads(r["meta"] or "{}"))
             for r in rows
         ]
+
+    # -- prompt history -----------------------------------------------------------
+
+    def add_prompt(self, text: str) -> None:
+        """Keep a sent prompt for the prompt's history: not twice in a row, the newest PROMPTS_KEPT only."""
+        with self._tx() as db:
+            last = db.execute("SELECT text FROM prompts ORDER BY id DESC LIMIT 1").fetchone()
+            if last is not None and last["text"] == text:
+                return
+            db.execute("INSERT INTO prompts (text, created) VALUES (?, ?)", (text, time.time()))
+            db.execute(
+                "DELETE FROM prompts WHERE id <= (SELECT id FROM prompts ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (PROMPTS_KEPT,),
+            )
+
+    def recent_prompts(self, limit: int = PROMPTS_KEPT) -> list[str]:
+        """The newest `limit` prompts, oldest first."""
+        rows = self._query("SELECT text FROM prompts ORDER BY id DESC LIMIT ?", (max(0, limit),))
+        return [r["text"] for r in reversed(rows)]
 
     # -- preferences (theme...) -------------------------------------------------
 

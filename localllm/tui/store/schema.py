@@ -4,6 +4,7 @@ MIGRATIONS[i] takes a database from version i to version i + 1; each runs in its
 transaction together with the version bump, so a crash leaves the old version or the new
 one, never half of one. Version 0 is a database from before versioning (the tables of
 version 1, made by the code of then, with user_version never set) or an empty file.
+Version 2 adds the prompts table (prompt history).
 A database newer than this code knows is refused unchanged: an older localllm writing
 into it could lose what the newer one keeps.
 """
@@ -48,8 +49,18 @@ def _v1_tables(db: sqlite3.Connection) -> None:
         )""")
 
 
+def _v2_prompts(db: sqlite3.Connection) -> None:
+    """Prompts as sent, for up/down in the prompt across restarts (History keeps the newest)."""
+    db.execute("""
+        CREATE TABLE prompts (
+            id INTEGER PRIMARY KEY,
+            text TEXT NOT NULL,
+            created REAL NOT NULL
+        )""")
+
+
 # in order: MIGRATIONS[i] upgrades version i to i + 1; append, never edit a released one
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_tables]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_tables, _v2_prompts]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,22 +1,57 @@
-"""PromptArea: where the user types; Enter sends, shift+enter / ctrl+j insert a newline."""
+"""PromptArea: where the user types; Enter sends, shift+enter / ctrl+j insert a newline.
+
+Every key is handled here, in the widget's own queue, in the order it was typed. Enter is
+not a priority binding: those run in the app's queue before the text area has inserted
+the keys queued ahead of them, which sent a fast-typed message cut off (issue 20).
+
+Without bracketed paste a terminal delivers a paste as keys, its newlines as Enter. An
+Enter followed within PASTE_GAP by more text is a line break of that paste, not a send;
+so an Enter waits PASTE_GAP for its verdict before it sends. With bracketed paste the
+paste is one Paste event, inserted whole, never sent.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
 
+from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
+from textual.widgets.text_area import EditResult
 
-__all__ = ["PromptArea"]
+__all__ = ["PASTE_GAP", "PROMPT_HISTORY", "PromptArea", "PromptStore"]
+
+# Seconds between an Enter and the next key below which the Enter is a newline of a paste.
+# Measured here (tests/tui/test_tui_e2e_input.py, tmux paste-buffer of 3,000 characters
+# into the app, 2 cores, with and without a second busy process): keys of one paste are
+# created by Textual's input thread at most ~6 ms apart, a GIL switch interval (5 ms)
+# while the UI thread inserts the keys before them; a person's next key after Enter comes
+# 100 ms or more later (inter-key intervals of fast typists are ~60-120 ms, longer after
+# Enter). 25 ms sits clear of both, and keeps a typed Enter's send under the ~50 ms a
+# person would notice. A human key within 25 ms of Enter becomes a newline: seen, not lost.
+PASTE_GAP = 0.025
+PROMPT_HISTORY = 1000  # prompts loaded for up/down, as the store keeps at most
+
+
+class PromptStore(Protocol):
+    """Where prompts outlive the app (History implements it)."""
+
+    def add_prompt(self, text: str) -> None: ...
+
+    def recent_prompts(self, limit: int = 1000) -> list[str]: ...
 
 
 class PromptArea(TextArea):
     """The prompt: Enter sends, shift+enter / ctrl+j insert a newline, up/down at the edges walk history."""
 
+    # Not priority bindings, and dispatched by _on_key rather than by Textual (so in order):
+    # they are here for their ids (keymap.toml remaps them), the help screen and the footer.
     BINDINGS = [
-        Binding("enter", "submit", "Send", id="prompt.send", priority=True),
-        Binding("shift+enter,ctrl+j", "newline", "Newline", id="prompt.newline", priority=True, show=False),
+        Binding("enter", "submit", "Send", id="prompt.send"),
+        Binding("shift+enter,ctrl+j", "newline", "Newline", id="prompt.newline", show=False),
     ]
 
     @dataclass
@@ -24,7 +59,7 @@ class PromptArea(TextArea):
         prompt: PromptArea
         text: str
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, prompts: PromptStore | None = None) -> None:
         super().__init__(
             id=id,
             soft_wrap=True,
@@ -33,24 +68,121 @@ class PromptArea(TextArea):
             compact=True,
             placeholder="Type a message. Enter sends, shift+enter or ctrl+j for a newline.",
         )
+        self.prompts = prompts
         self.prompt_history: list[str] = []  # earlier prompts, oldest first
         self._history_pos: int | None = None  # index into history while walking it
         self._draft = ""
+        self._enter_at: float | None = None  # event time of an Enter awaiting its verdict
+        self._enter_seq = 0  # which Enter a verdict timer belongs to
+        self._last_key_at = float("-inf")  # event time of the key before this one
+        self._sent: str | None = None  # text of the last Submitted, until clear() takes it out
+
+    def on_mount(self) -> None:
+        if self.prompts is not None:
+            self.prompt_history = self.prompts.recent_prompts(PROMPT_HISTORY)
+
+    # -- keys, in order --------------------------------------------------------------
+
+    async def _on_key(self, event: events.Key) -> None:
+        action = None if event.is_printable else self._prompt_action(event.key)
+        if self._enter_at is not None:
+            self._settle_enter(event.time, text=event.is_printable or action is not None or event.key == "tab")
+        in_burst = event.time - self._last_key_at <= PASTE_GAP
+        self._last_key_at = event.time
+        if action == "submit":
+            event.stop()
+            event.prevent_default()
+            self._enter_at = event.time
+            self._enter_seq += 1
+            self.set_timer(PASTE_GAP, partial(self._enter_timer, self._enter_seq))
+            return
+        if action == "newline":
+            event.stop()
+            event.prevent_default()
+            self.action_newline()
+            return
+        if event.key == "tab" and in_burst:  # a pasted tab is text: moving focus lost the rest of the paste
+            event.stop()
+            event.prevent_default()
+            self._insert("\t")
+            return
+        await super()._on_key(event)
+
+    async def _on_paste(self, event: events.Paste) -> None:
+        """A bracketed paste: inserted whole, newlines included (CR LF and CR made LF), never sent."""
+        event.stop()
+        event.prevent_default()
+        if self._enter_at is not None:
+            self._settle_enter(event.time, text=True)
+        if self.read_only:
+            return
+        self._insert(event.text.replace("\r\n", "\n").replace("\r", "\n"))
+
+    def _prompt_action(self, key: str) -> str | None:
+        """"submit" or "newline" when `key` is bound (after the user's keymap) to one of ours."""
+        active = self.screen.active_bindings.get(key)
+        if active is None or active.node is not self:
+            return None
+        return {"prompt.send": "submit", "prompt.newline": "newline"}.get(active.binding.id or "")
+
+    def _settle_enter(self, now: float, *, text: bool) -> None:
+        """A waiting Enter becomes a newline if text follows within PASTE_GAP, else a send."""
+        enter_at, self._enter_at = self._enter_at, None
+        assert enter_at is not None
+        if text and now - enter_at <= PASTE_GAP:
+            self._insert("\n")
+        else:
+            self._submit()
+
+    def _enter_timer(self, seq: int) -> None:
+        # keys read before the deadline may still wait in the app's queue (it forwards them
+        # here): go round through it once, so they are handled first, then decide
+        self.app.call_later(self.call_later, self._enter_deadline, seq)
+
+    def _enter_deadline(self, seq: int) -> None:
+        if self._enter_at is not None and seq == self._enter_seq:
+            self._enter_at = None
+            self._submit()
+
+    def _insert(self, text: str) -> None:
+        start, end = self.selection
+        self._replace_via_keyboard(text, start, end)
+
+    # -- actions -----------------------------------------------------------------------
 
     def action_submit(self) -> None:
+        if self._enter_at is not None:
+            self._enter_at = None
+        self._submit()
+
+    def _submit(self) -> None:
         text = self.text
         if not text.strip():
             return
+        self._sent = text
         self.post_message(self.Submitted(self, text))
 
     def action_newline(self) -> None:
-        start, end = self.selection
-        self._replace_via_keyboard("\n", start, end)
+        self._insert("\n")
+
+    def clear(self) -> EditResult:
+        """Empty the prompt; after a send, take out only the sent text: keys typed since stay."""
+        sent, self._sent = self._sent, None
+        if sent is not None and self.text.startswith(sent) and self.text != sent:
+            end = self.document.get_location_from_index(len(sent))
+            return self.delete((0, 0), end)
+        return super().clear()
 
     def remember(self, text: str) -> None:
+        """Add a sent prompt to the history (and to the store, which outlives the app)."""
         if not self.prompt_history or self.prompt_history[-1] != text:
             self.prompt_history.append(text)
+            del self.prompt_history[:-PROMPT_HISTORY]
         self._history_pos = None
+        if self.prompts is not None:
+            self.prompts.add_prompt(text)
+
+    # -- history -----------------------------------------------------------------------
 
     def action_cursor_up(self, select: bool = False) -> None:
         if not select and self.cursor_location[0] == 0 and self.prompt_history:
