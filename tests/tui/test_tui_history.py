@@ -12,7 +12,14 @@ import time
 
 import pytest
 
-from localllm.tui.store.history import DEFAULT_TITLE, History, data_dir, default_db_path, to_markdown
+from localllm.tui.store.history import (
+    DEFAULT_TITLE,
+    PROMPTS_KEPT,
+    History,
+    data_dir,
+    default_db_path,
+    to_markdown,
+)
 
 
 def test_data_dir_reads_environment_at_call_time(monkeypatch, tmp_path):
@@ -73,6 +80,30 @@ def test_prefs(tmp_path):
         h.set_pref("theme", "gruvbox")
     with History(tmp_path / "c.sqlite3") as h:
         assert h.get_pref("theme") == "gruvbox"
+
+
+def test_prompt_history_survives_reopen_without_repeats(tmp_path):
+    db = tmp_path / "c.sqlite3"
+    with History(db) as h:
+        for text in ["one", "two", "two", "three\nlines", "one"]:
+            h.add_prompt(text)
+        assert h.recent_prompts() == ["one", "two", "three\nlines", "one"]  # only a repeat in a row is dropped
+        assert h.recent_prompts(2) == ["three\nlines", "one"]  # the newest, oldest first
+    with History(db) as h:
+        assert h.recent_prompts() == ["one", "two", "three\nlines", "one"]
+
+
+def test_prompt_history_keeps_the_newest(tmp_path, monkeypatch):
+    from localllm.tui.store import history
+
+    assert PROMPTS_KEPT == 1000
+    monkeypatch.setattr(history, "PROMPTS_KEPT", 5)
+    with History(tmp_path / "c.sqlite3") as h:
+        for i in range(12):
+            h.add_prompt(f"p{i}")
+        assert h.recent_prompts(100) == [f"p{i}" for i in range(7, 12)]
+        (count,) = h._query("SELECT count(*) FROM prompts")[0]
+        assert count == 5
 
 
 def test_sigkill_while_writing_loses_no_committed_message(tmp_path):

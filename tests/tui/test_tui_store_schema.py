@@ -71,7 +71,7 @@ def _v0_database(path) -> None:
     db.close()
 
 
-def test_a_version_0_database_migrates_to_1_and_keeps_its_chats(tmp_path):
+def test_a_version_0_database_migrates_to_the_current_version_and_keeps_its_chats(tmp_path):
     db = tmp_path / "chats.sqlite3"
     _v0_database(db)
     assert _version(db) == 0
@@ -85,19 +85,46 @@ def test_a_version_0_database_migrates_to_1_and_keeps_its_chats(tmp_path):
         assert [m.content for m in h.messages(2)] == ["hi"]
         assert h.get_pref("theme") == "nord"
         h.add_message(2, "assistant", "hello")  # and it is writable as before
-    assert _version(db) == 1 == SCHEMA_VERSION
+        assert h.recent_prompts() == []
+    assert _version(db) == 2 == SCHEMA_VERSION
     with History(db) as h:  # opening a current database again changes nothing
         assert [m.content for m in h.messages(2)] == ["hi", "hello"]
+    assert _version(db) == 2
+
+
+def _v1_database(path) -> None:
+    """A database as version 1 left it: the version-0 tables with user_version 1, one chat, a pref."""
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(V0_SCHEMA)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO chats (id, title, created, updated) VALUES (1, 'Moon', 100.0, 101.0)")
+    db.execute("INSERT INTO messages (chat_id, role, content, created) VALUES (1, 'user', 'What is the moon?', 100.5)")
+    db.execute("INSERT INTO prefs (key, value) VALUES ('theme', 'nord')")
+    db.close()
+
+
+def test_a_version_1_database_migrates_to_2_and_gains_prompt_history(tmp_path):
+    db = tmp_path / "chats.sqlite3"
+    _v1_database(db)
     assert _version(db) == 1
+    with History(db) as h:
+        assert [(c.id, c.title) for c in h.chats()] == [(1, "Moon")]
+        assert [m.content for m in h.messages(1)] == ["What is the moon?"] and h.get_pref("theme") == "nord"
+        assert h.recent_prompts() == []
+        h.add_prompt("What is the moon?")
+    assert _version(db) == 2 == SCHEMA_VERSION
+    with History(db) as h:
+        assert h.recent_prompts() == ["What is the moon?"]
 
 
 def test_a_fresh_database_is_created_at_the_current_version(tmp_path):
     db = tmp_path / "new" / "chats.sqlite3"
     with History(db) as h:
         assert h.chats() == []
-    assert _version(db) == SCHEMA_VERSION == len(MIGRATIONS) == 1
+    assert _version(db) == SCHEMA_VERSION == len(MIGRATIONS) == 2
     tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"chats", "messages", "prefs"}
+    assert tables == {"chats", "messages", "prefs", "prompts"}
 
 
 def test_a_database_from_a_newer_localllm_is_refused_and_left_unchanged(tmp_path):
@@ -134,10 +161,10 @@ def test_a_failed_migration_rolls_back(tmp_path, monkeypatch):
     with History(db):
         pass
     monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, broken])
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(RuntimeError, match="migration failed"):
         History(db)
-    assert _version(db) == 1
+    assert _version(db) == SCHEMA_VERSION
     tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "half" not in tables
 
