@@ -5,13 +5,16 @@ not a priority binding: those run in the app's queue before the text area has in
 the keys queued ahead of them, which sent a fast-typed message cut off (issue 20).
 
 Without bracketed paste a terminal delivers a paste as keys, its newlines as Enter. An
-Enter followed within PASTE_GAP by more text is a line break of that paste, not a send;
-so an Enter waits PASTE_GAP for its verdict before it sends. With bracketed paste the
-paste is one Paste event, inserted whole, never sent.
+Enter followed by more text of the same burst (already waiting, or arriving within
+PASTE_GAP) is a line break of that paste, not a send; so an Enter waits PASTE_GAP for
+its verdict. With bracketed paste the paste is one Paste event, inserted whole, never sent.
+After a send, clear() takes out only the sent text: keys typed meanwhile stay.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -22,17 +25,25 @@ from textual.message import Message
 from textual.widgets import TextArea
 from textual.widgets.text_area import EditResult
 
-__all__ = ["PASTE_GAP", "PROMPT_HISTORY", "PromptArea", "PromptStore"]
+__all__ = ["PASTE_GAP", "PASTE_SPREAD", "PROMPT_HISTORY", "PromptArea", "PromptStore"]
 
-# Seconds between an Enter and the next key below which the Enter is a newline of a paste.
-# Measured here (tests/tui/test_tui_e2e_input.py, tmux paste-buffer of 3,000 characters
-# into the app, 2 cores, with and without a second busy process): keys of one paste are
-# created by Textual's input thread at most ~6 ms apart, a GIL switch interval (5 ms)
-# while the UI thread inserts the keys before them; a person's next key after Enter comes
-# 100 ms or more later (inter-key intervals of fast typists are ~60-120 ms, longer after
-# Enter). 25 ms sits clear of both, and keeps a typed Enter's send under the ~50 ms a
-# person would notice. A human key within 25 ms of Enter becomes a newline: seen, not lost.
-PASTE_GAP = 0.025
+# the clock of Message.time (textual._time): monotonic, perf_counter on Windows
+_event_clock = time.perf_counter if sys.platform == "win32" else time.monotonic
+
+# Telling an Enter that breaks a line of a paste from one that sends. Measured on a 2-core
+# machine, a 3,000-character paste through tmux paste-buffer (as test_tui_e2e_input.py
+# pastes), three runs quiet and three beside two busy processes:
+# - Textual's input thread made the keys of one paste up to 75 ms apart: it waits for the
+#   GIL while the UI thread inserts the keys before them. PASTE_SPREAD (on the clock of
+#   Message.time) is three times that; a person starts a new message later than 250 ms
+#   after Enter, and one who types faster on a backlogged app gets a newline, nothing lost.
+# - The UI ran 0.4-1.2 s behind the paste, so the key after each Enter was already waiting
+#   when the Enter was handled. PASTE_GAP is for an app that keeps up: the next key of a
+#   paste then comes within a few ms, a person's 100 ms or more after Enter (fast typists
+#   press keys 60-120 ms apart). 30 ms, plus one trip through the queues, keeps a typed
+#   Enter's send under the 50 ms a person would notice (test_tui_input.py measures it).
+PASTE_GAP = 0.03
+PASTE_SPREAD = 0.25
 PROMPT_HISTORY = 1000  # prompts loaded for up/down, as the store keeps at most
 
 
@@ -72,9 +83,10 @@ class PromptArea(TextArea):
         self.prompt_history: list[str] = []  # earlier prompts, oldest first
         self._history_pos: int | None = None  # index into history while walking it
         self._draft = ""
-        self._enter_at: float | None = None  # event time of an Enter awaiting its verdict
+        self._enter_waits = False  # an Enter handled, awaiting its verdict: newline or send
         self._enter_seq = 0  # which Enter a verdict timer belongs to
         self._last_key_at = float("-inf")  # event time of the key before this one
+        self._last_key_handled = float("-inf")  # and when this widget handled it (same clock)
         self._sent: str | None = None  # text of the last Submitted, until clear() takes it out
 
     def on_mount(self) -> None:
@@ -85,14 +97,14 @@ class PromptArea(TextArea):
 
     async def _on_key(self, event: events.Key) -> None:
         action = None if event.is_printable else self._prompt_action(event.key)
-        if self._enter_at is not None:
-            self._settle_enter(event.time, text=event.is_printable or action is not None or event.key == "tab")
-        in_burst = event.time - self._last_key_at <= PASTE_GAP
-        self._last_key_at = event.time
+        in_burst = self._in_burst(event.time)
+        self._last_key_at, self._last_key_handled = event.time, _event_clock()
+        if self._enter_waits:
+            self._settle_enter(text=in_burst and (event.is_printable or action is not None or event.key == "tab"))
         if action == "submit":
             event.stop()
             event.prevent_default()
-            self._enter_at = event.time
+            self._enter_waits = True
             self._enter_seq += 1
             self.set_timer(PASTE_GAP, partial(self._enter_timer, self._enter_seq))
             return
@@ -112,24 +124,28 @@ class PromptArea(TextArea):
         """A bracketed paste: inserted whole, newlines included (CR LF and CR made LF), never sent."""
         event.stop()
         event.prevent_default()
-        if self._enter_at is not None:
-            self._settle_enter(event.time, text=True)
+        if self._enter_waits:
+            self._settle_enter(text=self._in_burst(event.time))
         if self.read_only:
             return
         self._insert(event.text.replace("\r\n", "\n").replace("\r", "\n"))
 
     def _prompt_action(self, key: str) -> str | None:
-        """"submit" or "newline" when `key` is bound (after the user's keymap) to one of ours."""
+        """ "submit" or "newline" when `key` is bound (after the user's keymap) to one of ours."""
         active = self.screen.active_bindings.get(key)
         if active is None or active.node is not self:
             return None
         return {"prompt.send": "submit", "prompt.newline": "newline"}.get(active.binding.id or "")
 
-    def _settle_enter(self, now: float, *, text: bool) -> None:
-        """A waiting Enter becomes a newline if text follows within PASTE_GAP, else a send."""
-        enter_at, self._enter_at = self._enter_at, None
-        assert enter_at is not None
-        if text and now - enter_at <= PASTE_GAP:
+    def _in_burst(self, made: float) -> bool:
+        """Whether an event made (by the input thread) at `made` follows the last key in one burst:
+        made within PASTE_SPREAD of it, and no later than PASTE_GAP after this widget handled it."""
+        return made - self._last_key_at <= PASTE_SPREAD and made <= self._last_key_handled + PASTE_GAP
+
+    def _settle_enter(self, *, text: bool) -> None:
+        """The Enter waiting for its verdict is a newline when text of its burst follows, else a send."""
+        self._enter_waits = False
+        if text:
             self._insert("\n")
         else:
             self._submit()
@@ -140,8 +156,8 @@ class PromptArea(TextArea):
         self.app.call_later(self.call_later, self._enter_deadline, seq)
 
     def _enter_deadline(self, seq: int) -> None:
-        if self._enter_at is not None and seq == self._enter_seq:
-            self._enter_at = None
+        if self._enter_waits and seq == self._enter_seq:
+            self._enter_waits = False
             self._submit()
 
     def _insert(self, text: str) -> None:
@@ -151,8 +167,7 @@ class PromptArea(TextArea):
     # -- actions -----------------------------------------------------------------------
 
     def action_submit(self) -> None:
-        if self._enter_at is not None:
-            self._enter_at = None
+        self._enter_waits = False
         self._submit()
 
     def _submit(self) -> None:
@@ -169,7 +184,7 @@ class PromptArea(TextArea):
         """Empty the prompt; after a send, take out only the sent text: keys typed since stay."""
         sent, self._sent = self._sent, None
         if sent is not None and self.text.startswith(sent) and self.text != sent:
-            end = self.document.get_location_from_index(len(sent))
+            end = (sent.count("\n"), len(sent) - sent.rfind("\n") - 1)  # where the sent text ends
             return self.delete((0, 0), end)
         return super().clear()
 
