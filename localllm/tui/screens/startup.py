@@ -32,7 +32,7 @@ class StartupScreen(Screen):
     BINDINGS = [
         Binding("ctrl+o", "app.models", "Choose a model", id="startup.models"),
         Binding("ctrl+r", "app.retry", "Retry", id="startup.retry"),
-        Binding("ctrl+q", "app.quit", "Quit", id="startup.quit"),
+        Binding("ctrl+q", "app.quit", "Quit", id="startup.quit", priority=True),  # shown: the app's is not
     ]
 
     def __init__(self) -> None:
