@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from localllm.errors import ContextOverflowError, InvalidOptionError, InvalidOptionTypeError
+from localllm.errors import ContextOverflowError, GenerationError, InvalidOptionError, InvalidOptionTypeError
+from localllm.runtimes.base import PROMPT_CHUNK
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "Chunk",
     "Completion",
+    "PromptProgress",
     "SamplingOptions",
     "Sampler",
     "StopMatcher",
@@ -53,6 +55,8 @@ DEFAULT_REPEAT_LAST_N = 64  # llama.cpp penalty_last_n
 DEFAULT_MAX_TOKENS = 512
 
 FinishReason = str  # "stop" | "length" | "cancelled" | "eos"
+# on_prompt_progress(done, total): prompt tokens in the cache so far, of the prompt's total
+PromptProgress = Callable[[int, int], None]
 FINISH_REASONS = ("stop", "length", "cancelled", "eos")
 
 
@@ -125,6 +129,9 @@ class SamplingOptions:
 
 # The top of llama.cpp's seed range (uint32; its LLAMA_DEFAULT_SEED is 0xFFFFFFFF).
 MAX_SEED = 2**32 - 1
+# llama.cpp sets no top; past 2 a reply soon runs out of words it may use again (the common
+# ones are in every window of repeat_last_n), so a larger value is taken for a slip of the keyboard.
+MAX_REPEAT_PENALTY = 2.0
 
 
 def _is_int(value: object) -> bool:
@@ -145,7 +152,7 @@ _OPTION_RULES: tuple[tuple[str, type, Callable[[float], bool], str], ...] = (
     ("top_k", int, lambda v: v >= 0, "an integer >= 0 (0 disables it)"),
     ("top_p", float, lambda v: 0 < v <= 1, "a number in (0, 1] (1 disables it)"),
     ("min_p", float, lambda v: 0 <= v < 1, "a number in [0, 1) (0 disables it)"),
-    ("repeat_penalty", float, lambda v: _finite(v) and v > 0, "a number > 0 and finite (1 disables it)"),
+    ("repeat_penalty", float, lambda v: 0 < v <= MAX_REPEAT_PENALTY, "a number in (0, 2] (1 disables it)"),
     ("repeat_last_n", int, lambda v: v >= 0, "an integer >= 0 (0 disables the penalty)"),
     ("seed", int, lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}] or None (a fresh seed)"),
     ("max_tokens", int, lambda v: v >= 1, "an integer >= 1 or None (until end of text or a full context)"),
@@ -236,7 +243,7 @@ class Timings:
 
     load_s: float = 0.0  # model load (same for every request of a model)
     ttft_s: float = 0.0  # request start to first token sampled (prompt processing + 1 sample)
-    prompt_tokens: int = 0  # tokens in the prompt
+    prompt_tokens: int = 0  # tokens in the prompt (stopped while reading it: those in the cache then)
     cached_tokens: int = 0  # of which reused from the KV cache (not evaluated again)
     prompt_tps: float = 0.0  # evaluated prompt tokens / prompt time
     decode_tokens: int = 0  # tokens the engine decoded (a stop string's included: the rate counts them)
@@ -430,12 +437,8 @@ class Sampler:
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):  # up to the shorter one
-        if x != y:
-            break
-        n += 1
-    return n
+    diff = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)  # up to the shorter
+    return min(len(a), len(b)) if diff is None else diff
 
 
 def run(
@@ -445,15 +448,20 @@ def run(
     stop_event: threading.Event | None = None,
     *,
     stop_tokens: frozenset[int] = frozenset(),
+    on_prompt_progress: PromptProgress | None = None,
 ) -> Iterator[Chunk]:
     """Generate from prompt tokens, reusing the engine's cached prefix; yields Chunks.
 
     `stop_tokens` end generation like the engine's end-of-generation tokens (finish_reason
     "eos"): a fallback chat format's end-of-turn token the model does not mark as such.
+    The prompt is evaluated in chunks (the engine's `prompt_chunk`), looking at `stop_event` between
+    two: set meanwhile, the stream ends at once with one empty "cancelled" chunk whose timings count
+    the prompt tokens in the cache. `on_prompt_progress(done, total)` is called from this thread before
+    the first chunk (done = tokens reused from the cache) and after each (the last: done == total).
 
     Raises:
         ContextOverflowError: the prompt leaves no room for a token in the context.
-        GenerationError: the engine failed.
+        GenerationError: the engine failed, or on_prompt_progress raised (its error is the cause).
     """
     prompt = list(prompt_tokens)
     n_prompt, n_ctx = len(prompt), engine.n_ctx
@@ -478,7 +486,7 @@ def run(
     n_keep = min(common_prefix(engine.cached_tokens, prompt), n_prompt - 1)
     if n_keep < engine.n_past:
         engine.rewind(n_keep)
-    logits = engine.eval(prompt[n_keep:])
+    n_done, logits = _eval_prompt(engine, prompt, n_keep, stop_event, on_prompt_progress)
     t_prompt = time.perf_counter()
 
     sampler = Sampler(options, engine.n_vocab)
@@ -499,12 +507,12 @@ def run(
     def timings() -> Timings:
         t_end = time.perf_counter()
         first = t_first if t_first is not None else t_end
-        n_eval = n_prompt - n_keep
+        n_eval = n_done - n_keep
         decode_s = t_end - first
         return Timings(
             load_s=engine.load_seconds,
             ttft_s=first - t_start,
-            prompt_tokens=n_prompt,
+            prompt_tokens=n_done,
             cached_tokens=n_keep,
             prompt_tps=n_eval / (t_prompt - t_start) if t_prompt > t_start else 0.0,
             decode_tokens=len(generated),
@@ -522,6 +530,9 @@ def run(
         out, pending = tuple(t for t, _ in pending[:n]), pending[n:]
         return out
 
+    if logits is None:  # stopped while reading the prompt: nothing decoded, nothing held back
+        yield Chunk("", (), "cancelled", timings())
+        return
     while True:
         if stop_event is not None and stop_event.is_set():
             finish = "cancelled"
@@ -564,3 +575,26 @@ def run(
         yield Chunk(tail, take(tail), "stop", timings())
         return
     yield Chunk(tail + stopper.flush(), tuple(t for t, _ in pending), finish, timings())
+
+
+def _eval_prompt(
+    engine: Engine, prompt: list[int], done: int, stop: threading.Event | None, progress: PromptProgress | None
+) -> tuple[int, np.ndarray | None]:
+    """Evaluate prompt[done:] a chunk at a time; returns the prompt tokens now in the cache and the
+    last one's logits (None: stopped first). Chunk edges fall on multiples of the chunk size, so a
+    prompt read again after a stop is cut as a fresh one is (llama.cpp's logits depend on the edges)."""
+    chunk, total, logits = max(1, int(getattr(engine, "prompt_chunk", PROMPT_CHUNK))), len(prompt), None
+    while True:  # report, then stop or evaluate the next chunk
+        if progress is not None:
+            try:
+                progress(done, total)
+            except Exception as exc:  # the caller's bug ends this generation, named as theirs
+                raise GenerationError(
+                    f"on_prompt_progress raised {type(exc).__name__}: {exc} (at {done} of {total} prompt "
+                    "tokens); the generation stopped. Fix the callback; the model is still usable"
+                ) from exc
+        if done >= total or (stop is not None and stop.is_set()):
+            return done, logits if done >= total else None
+        end = min(total, (done // chunk + 1) * chunk)
+        logits = engine.eval(prompt[done:end])
+        done = end

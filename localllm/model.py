@@ -33,7 +33,7 @@ from localllm.errors import (
     InvalidOptionError,
     ModelUnavailableError,
 )
-from localllm.generation import Chunk, Completion, SamplingOptions, check_text, join, run
+from localllm.generation import Chunk, Completion, PromptProgress, SamplingOptions, check_text, join, run
 from localllm.hardware.detect import probe
 from localllm.placement import Placement
 from localllm.resolve import resolve
@@ -149,7 +149,14 @@ class Model:
         )
 
     # --- text in, text out -----------------------------------------------------------
-    def generate(self, prompt: str, *, stop_event: threading.Event | None = None, **options: Any) -> Completion:
+    def generate(
+        self,
+        prompt: str,
+        *,
+        stop_event: threading.Event | None = None,
+        on_prompt_progress: PromptProgress | None = None,
+        **options: Any,
+    ) -> Completion:
         """Complete `prompt`; the join of `stream`.
 
         Args:
@@ -157,6 +164,12 @@ class Model:
                 is refused even for a model that adds a BOS token: "" is nearly always a bug (an
                 empty input), and the same call should not work on one model and fail on another.
             stop_event: set it (from any thread) to stop early; finish_reason is then "cancelled".
+                Set while the prompt is being read, it is seen within one chunk of the prompt
+                (64 tokens on the CPU): the stream ends with no text.
+            on_prompt_progress: called as on_prompt_progress(done, total), in prompt tokens, from
+                the generating thread while the prompt is read: first with done = the tokens
+                reused from the cache, then after each chunk, the last time with done == total.
+                An exception it raises ends the generation with a GenerationError (its cause).
             **options: SamplingOptions fields: temperature, top_k, top_p, min_p, repeat_penalty,
                 repeat_last_n, seed, max_tokens, stop.
 
@@ -164,11 +177,19 @@ class Model:
             InvalidOptionTypeError (a TypeError): an unknown option, an option or prompt of the wrong type.
             InvalidOptionError (a ValueError): a bad option value, an empty prompt, a lone surrogate.
             ContextOverflowError: the prompt does not fit the context window.
-            GenerationError: the model is closed (or was closed while this waited for it).
+            GenerationError: the model is closed (or was closed while this waited for it), or
+                on_prompt_progress raised.
         """
-        return join(self.stream(prompt, stop_event=stop_event, **options))
+        return join(self.stream(prompt, stop_event=stop_event, on_prompt_progress=on_prompt_progress, **options))
 
-    def stream(self, prompt: str, *, stop_event: threading.Event | None = None, **options: Any) -> Iterator[Chunk]:
+    def stream(
+        self,
+        prompt: str,
+        *,
+        stop_event: threading.Event | None = None,
+        on_prompt_progress: PromptProgress | None = None,
+        **options: Any,
+    ) -> Iterator[Chunk]:
         """Complete `prompt`, yielding Chunks as they come; the last has finish_reason and timings.
 
         Options are checked and the prompt measured now; generation starts (and waits for
@@ -184,7 +205,7 @@ class Model:
                 allowed="a non-empty str",
             )
         tokens = self._tokenize_prompt(prompt)
-        return self._run(tokens, opts, stop_event)
+        return self._run(tokens, opts, stop_event, progress=on_prompt_progress)
 
     def chat(
         self,
@@ -192,6 +213,7 @@ class Model:
         *,
         overflow: str = "error",
         stop_event: threading.Event | None = None,
+        on_prompt_progress: PromptProgress | None = None,
         **options: Any,
     ) -> Completion:
         """Reply to a conversation (list of {"role", "content"} dicts) with the model's chat template.
@@ -203,7 +225,7 @@ class Model:
                 after it) from the oldest until it fits with room for the reply (max_tokens, at
                 most a quarter of the window), keeping the leading system message(s) and the
                 last user message. `Completion.dropped_messages` says how many were dropped.
-            stop_event, **options: as for `generate`.
+            stop_event, on_prompt_progress, **options: as for `generate`.
 
         Raises:
             ChatTemplateError: malformed messages, or the template rejects them, fails on them or
@@ -213,7 +235,11 @@ class Model:
             ContextOverflowError: the conversation does not fit ("error"), or even the system
                 message(s) and the last user message do not ("truncate").
         """
-        return join(self.chat_stream(messages, overflow=overflow, stop_event=stop_event, **options))
+        return join(
+            self.chat_stream(
+                messages, overflow=overflow, stop_event=stop_event, on_prompt_progress=on_prompt_progress, **options
+            )
+        )
 
     def chat_stream(
         self,
@@ -221,6 +247,7 @@ class Model:
         *,
         overflow: str = "error",
         stop_event: threading.Event | None = None,
+        on_prompt_progress: PromptProgress | None = None,
         **options: Any,
     ) -> Iterator[Chunk]:
         """Like `chat`, yielding Chunks; the last carries `dropped_messages`."""
@@ -233,7 +260,9 @@ class Model:
         if self._formatter.stop:  # a fallback format needs its own stop strings
             opts = SamplingOptions.from_kwargs(opts, stop=tuple(dict.fromkeys((*opts.stop, *self._formatter.stop))))
         tokens, dropped = self._fit_chat(messages, opts, truncate=overflow == "truncate")
-        return self._run(tokens, opts, stop_event, self._turn_end_tokens, chat=True, dropped=dropped)
+        return self._run(
+            tokens, opts, stop_event, self._turn_end_tokens, chat=True, dropped=dropped, progress=on_prompt_progress
+        )
 
     def render_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
         """The prompt text the chat template makes of messages.
@@ -363,6 +392,7 @@ class Model:
         *,
         chat: bool = False,
         dropped: int = 0,
+        progress: PromptProgress | None = None,
     ) -> Iterator[Chunk]:
         n_ctx = self._engine.n_ctx
         if len(tokens) >= n_ctx:
@@ -378,7 +408,7 @@ class Model:
                 n_ctx=n_ctx,
                 max_tokens=opts.max_tokens,
             )
-        return self._locked(tokens, opts, stop_event, stop_tokens, dropped)
+        return self._locked(tokens, opts, stop_event, stop_tokens, dropped, progress)
 
     def _locked(
         self,
@@ -387,6 +417,7 @@ class Model:
         stop_event: threading.Event | None,
         stop_tokens: frozenset[int],
         dropped: int = 0,
+        progress: PromptProgress | None = None,
     ) -> Iterator[Chunk]:
         with self._lock:  # held until the stream ends, is closed, or is collected
             if self._closing:
@@ -398,8 +429,9 @@ class Model:
             try:
                 # the cache keeps the prefix this prompt shares with the last one (after a cut,
                 # the system message): run() evaluates only what differs
+                stop = _AnyEvent(self, cancel, stop_event)
                 for chunk in run(
-                    self._engine, tokens, opts, _AnyEvent(self, cancel, stop_event), stop_tokens=stop_tokens
+                    self._engine, tokens, opts, stop, stop_tokens=stop_tokens, on_prompt_progress=progress
                 ):
                     yield replace(chunk, dropped_messages=dropped) if chunk.finish_reason and dropped else chunk
             finally:

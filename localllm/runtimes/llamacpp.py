@@ -26,7 +26,7 @@ from localllm.errors import GenerationError, InvalidModelError, RuntimeUnavailab
 from localllm.hardware.detect import probe
 from localllm.placement import KVType, Placement
 from localllm.repack import EXTRA_BUFFERS_ENV
-from localllm.runtimes.base import CachedTokens
+from localllm.runtimes.base import PROMPT_CHUNK, CachedTokens
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -319,6 +319,10 @@ class LlamaCppEngine(CachedTokens):
         self._mem = lib.llama_get_memory(self._ctx)
         self.n_ctx = int(lib.llama_n_ctx(self._ctx))
         self.n_batch = n_batch
+        # every layer on a GPU: prompt batches go at thousands of tokens/s, so a whole n_batch is
+        # seen well within a second and smaller ones waste the GPU (not measured here: no GPU);
+        # a layer on the CPU paces it like the CPU, hence PROMPT_CHUNK
+        self.prompt_chunk = n_batch if placement.n_gpu_layers < 0 else min(n_batch, PROMPT_CHUNK)
         self.n_vocab = int(lib.llama_vocab_n_tokens(self._vocab))
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(256)

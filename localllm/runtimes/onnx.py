@@ -36,7 +36,7 @@ from localllm.formats.onnx_folder import OnnxFolderInfo, validate_onnx_folder
 from localllm.paths import home
 from localllm.placement import Placement
 from localllm.providers import CPU, CUDA, DML, INSTALL_HINTS, MIGRAPHX, ROCM, TENSORRT, choose_provider
-from localllm.runtimes.base import CachedTokens
+from localllm.runtimes.base import PROMPT_CHUNK, CachedTokens
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -277,6 +277,9 @@ class OnnxEngine(CachedTokens):
         if limit and placement.n_ctx > limit:
             log.info("n_ctx %d exceeds the model's context length %d; using %d", placement.n_ctx, limit, limit)
         self.n_batch = max(1, int(placement.n_batch))
+        # on the CPU the shared loop looks at the stop flag every PROMPT_CHUNK prompt tokens (see
+        # runtimes.base); a GPU provider evaluates a whole n_batch well within a second
+        self.prompt_chunk = min(self.n_batch, PROMPT_CHUNK) if self.provider == CPU else self.n_batch
         if placement.kv_type not in ("f16", "f32") or (placement.kv_type == "f32") != (info.kv_dtype == "float32"):
             log.debug(
                 "KV-cache type comes from the ONNX graph (%s), not the placement (%s)", info.kv_dtype, placement.kv_type

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,12 @@ from typing import Any
 
 from textual import on, work
 from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
 from textual.theme import Theme
+from textual.widgets import Input, TextArea
 
 import localllm
 from localllm.tui import library
@@ -27,6 +31,9 @@ __all__ = ["ChatApp", "keymap_path", "load_keymap"]
 
 RECENT_PREF = "recent_models"  # local files loaded before, offered by the model switcher
 RECENT_MAX = 10
+# a second ctrl+c within this many seconds of the first quits (what a terminal user expects of
+# ctrl+c, without a stray press ending the session)
+QUIT_AGAIN_S = 1.0
 
 
 @dataclass
@@ -60,6 +67,13 @@ class ChatApp(App):
     # every screen's and widget's styles; absolute, since Textual resolves a relative path
     # beside the module of the running class, which for a subclass is elsewhere
     CSS_PATH = Path(__file__).with_name("styles.tcss")
+    # priority: the prompt's own ctrl+c (copy) would otherwise take it; a selection is still
+    # copied by it (see action_interrupt), and super+c copies too
+    BINDINGS = [
+        Binding(
+            "ctrl+c", "interrupt", "Stop the reply; twice quits", id="localllm.interrupt", show=False, priority=True
+        )
+    ]
 
     def __init__(
         self,
@@ -107,6 +121,8 @@ class ChatApp(App):
             hide_timings=hide_timings,
         )
         self.report: StartupReport | None = None
+        self.failed = False  # the last start-up or load failed and no model is in use: quitting exits 1
+        self._interrupted_at = float("-inf")  # when ctrl+c last asked to quit or stopped a reply
         self._keymap_error = ""
         try:
             self.set_keymap(load_keymap())
@@ -207,6 +223,7 @@ class ChatApp(App):
     @on(StartupReady)
     def _on_startup_ready(self, msg: StartupReady) -> None:
         self.report = msg.report
+        self.failed = not msg.report.ok and self.model is None
         if isinstance(self.screen, StartupScreen):
             self.screen.show_report(msg.report)
 
@@ -222,12 +239,17 @@ class ChatApp(App):
     def _on_loaded(self, msg: ModelLoaded) -> None:
         old, self.model = self.model, msg.model
         self.loading = ""
+        self.failed = False
         if old is not None:
             self._close_later(old)
         if library.looks_like_path(msg.target):
             self._remember_local(msg.target)
+        typed = ""
         while isinstance(self.screen, StartupScreen):
+            typed += self.screen.typed
             self.pop_screen()
+        if typed:  # typed ahead during start-up: it lands in the prompt, never acted on
+            self._type_ahead(typed)
         info = msg.model.info
         note = (
             f"**{info.name}** is ready ({info.runtime}, {library.describe_placement(info.placement)}, "
@@ -244,6 +266,7 @@ class ChatApp(App):
     @on(LoadFailed)
     def _on_load_failed(self, msg: LoadFailed) -> None:
         self.loading = ""
+        self.failed = self.model is None
         if isinstance(self.screen, StartupScreen) or self.model is None and not self._on_chat_screen():
             if not isinstance(self.screen, StartupScreen):
                 self.push_screen(StartupScreen())
@@ -273,7 +296,42 @@ class ChatApp(App):
                 recent.append(p)
         self.history.set_pref(RECENT_PREF, "\n".join(recent[:RECENT_MAX]))
 
+    def _type_ahead(self, text: str) -> None:
+        try:
+            prompt = self.chat_screen.query_one("#prompt", TextArea)
+        except (LookupError, NoMatches):
+            return
+        prompt.insert(text)
+
     # -- actions ----------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        """Quit; the exit code is 1 when the app could not start a model (a failure shown, none loaded)."""
+        self.exit(return_code=1 if self.failed and self.model is None else 0)
+
+    async def action_interrupt(self) -> None:
+        """ctrl+c: stop the reply being written, else copy a selection, else ask; twice within a second quits."""
+        now = time.monotonic()
+        if now - self._interrupted_at < QUIT_AGAIN_S:
+            await self.action_quit()
+            return
+        screen = self.chat_screen
+        if screen.generating:
+            screen.action_stop()
+            self._interrupted_at = now
+            return
+        selected = self._selected_text()
+        if selected:
+            self.copy_to_clipboard(selected)
+            return
+        self._interrupted_at = now
+        self.notify("Press ctrl+c again to quit (or ctrl+q).", timeout=QUIT_AGAIN_S + 2)
+
+    def _selected_text(self) -> str:
+        focused = self.focused
+        if isinstance(focused, (TextArea, Input)) and focused.selected_text:
+            return focused.selected_text
+        return self.screen.get_selected_text() or ""
 
     def switch_model(self, target: str) -> None:
         """Load another model without restarting; the current one serves until the new one is ready."""

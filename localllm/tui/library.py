@@ -71,6 +71,7 @@ class VariantRow:
     fit: str  # one of FIT_LABELS' values, or "local file"
     on_disk: bool
     note: str = ""
+    available: bool = True  # can be loaded now: on disk, or downloadable (False: offline and not on disk)
 
 
 def looks_like_path(model: str) -> bool:
@@ -189,7 +190,9 @@ def load_model(
 
 
 def list_models(*, hardware: Any = None, extra: Sequence[str | os.PathLike[str]] = ()) -> list[VariantRow]:
-    """Every catalog variant with its fit on this machine, plus local files; on-disk ones marked."""
+    """Every catalog variant with its fit on this machine, plus local files; on-disk ones marked, and
+    offline (LOCALLLM_OFFLINE / HF_HUB_OFFLINE) those that are not marked unavailable."""
+    offline = store.is_offline()
     rows: list[VariantRow] = []
     seen: set[str] = set()
     for p in extra:
@@ -211,6 +214,7 @@ def list_models(*, hardware: Any = None, extra: Sequence[str | os.PathLike[str]]
         fits = ()
     for f in fits:
         v = f.variant
+        on_disk = v.name in local_paths
         rows.append(
             VariantRow(
                 v.name,
@@ -218,8 +222,9 @@ def list_models(*, hardware: Any = None, extra: Sequence[str | os.PathLike[str]]
                 str(getattr(v, "quant", "")),
                 getattr(v, "size", None),
                 FIT_LABELS.get(f.where, f.where),
-                v.name in local_paths,
+                on_disk,
                 f.why or "",
+                available=on_disk or not offline,
             )
         )
     return rows
@@ -252,7 +257,7 @@ def advice_for(exc: BaseException) -> str:
     if isinstance(exc, localllm.ModelNotFoundError):
         return "Run `localllm models` to see the catalog names."
     if isinstance(exc, localllm.DownloadError):
-        return "Check the network and the free disk space, then retry (r)."
+        return "Check the network and the free disk space, then retry (ctrl+r)."
     return "See `localllm plan` for details."
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, TextArea
 
@@ -29,7 +29,24 @@ SAMPLING_FIELDS: dict[str, tuple[str, type]] = {
 
 
 class SettingsScreen(ModalScreen["dict | None"]):
-    """System prompt and sampling settings of one chat; checked by localllm.SamplingOptions."""
+    """System prompt and sampling settings of one chat; each value checked by localllm.SamplingOptions."""
+
+    # one line per field (compact inputs) and the buttons outside the scrolling part, so
+    # Save and Cancel show on a 120x36 terminal and smaller ones (the fields scroll there).
+    # Its own class names, not .field: the app's styles.tcss sized those for bordered inputs.
+    DEFAULT_CSS = """
+    SettingsScreen > #settings-dialog { width: 80; max-width: 98%; height: 30; max-height: 100%;
+        border: thick $accent; background: $surface; padding: 0 2; }
+    SettingsScreen #settings-fields { height: 1fr; }
+    SettingsScreen #system-prompt { height: 6; }
+    SettingsScreen .setting { height: 1; margin-top: 1; }
+    SettingsScreen .setting Label { width: 28; }
+    SettingsScreen .setting Input { width: 1fr; }
+    SettingsScreen #settings-error { color: $error; height: auto; max-height: 4; }
+    SettingsScreen #settings-buttons { height: auto; margin: 1 0 0 0; }
+    SettingsScreen #settings-buttons Button { margin-right: 2; }
+    """
+    AUTO_FOCUS = "#system-prompt"  # the first field: what is typed on opening lands there
 
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="settings.cancel"),
@@ -42,21 +59,25 @@ class SettingsScreen(ModalScreen["dict | None"]):
         self.sampling = dict(sampling)
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll():
-            yield Label("System prompt")
-            yield TextArea(self.system_prompt, id="system-prompt", soft_wrap=True)
-            for name, (label, _) in SAMPLING_FIELDS.items():
-                value = self.sampling.get(name)
-                with Horizontal(classes="field"):
-                    yield Label(label)
-                    yield Input("" if value is None else str(value), id=f"opt-{name}", placeholder="default")
+        with Vertical(id="settings-dialog"):
+            with VerticalScroll(id="settings-fields", can_focus=False):
+                yield Label("System prompt")
+                yield TextArea(self.system_prompt, id="system-prompt", soft_wrap=True)
+                for name, (label, _) in SAMPLING_FIELDS.items():
+                    value = self.sampling.get(name)
+                    with Horizontal(classes="setting"):
+                        yield Label(label)
+                        yield Input(
+                            "" if value is None else str(value), id=f"opt-{name}", placeholder="default", compact=True
+                        )
             yield Static("", id="settings-error", markup=False)
-            with Horizontal(id="buttons"):
-                yield Button("Save (ctrl+s)", variant="primary", id="save")
-                yield Button("Cancel (esc)", id="cancel")
+            with Horizontal(id="settings-buttons"):
+                yield Button("Save (ctrl+s)", variant="primary", id="save", compact=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
 
-    @on(Button.Pressed, "#save")
-    def action_save(self) -> None:
+    def problems(self) -> tuple[dict[str, Any], list[str]]:
+        """The values typed, and what is wrong with them: each names the field, the value and what
+        is allowed (the library's own ranges, from SamplingOptions)."""
         values: dict[str, Any] = {}
         problems = []
         for name, (label, parse) in SAMPLING_FIELDS.items():
@@ -64,14 +85,24 @@ class SettingsScreen(ModalScreen["dict | None"]):
             if not raw:
                 continue
             try:
-                values[name] = parse(raw)
+                value = parse(raw)
             except ValueError:
                 problems.append(f"{label}: {raw!r} is not a{'n integer' if parse is int else ' number'}")
-        if not problems:
+                continue
             try:
-                localllm.SamplingOptions(**values)
+                localllm.SamplingOptions(**{name: value})  # one field at a time: every bad one is named
+            except localllm.InvalidOptionError as exc:
+                problems.append(f"{label} = {raw}: {name} must be {exc.allowed}")
+                continue
             except (TypeError, ValueError) as exc:
-                problems.append(str(exc))
+                problems.append(f"{label} = {raw}: {exc}")
+                continue
+            values[name] = value
+        return values, problems
+
+    @on(Button.Pressed, "#save")
+    def action_save(self) -> None:
+        values, problems = self.problems()
         if problems:
             self.query_one("#settings-error", Static).update("\n".join(problems))
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -27,11 +28,32 @@ def report_text(report: StartupReport) -> str:
 class StartupScreen(Screen):
     """Hardware summary and plan, then fetch/load progress; or why nothing can be loaded."""
 
+    # keys that typing cannot press: text typed ahead here waits for the prompt (`typed`)
     BINDINGS = [
         Binding("ctrl+o", "app.models", "Choose a model", id="startup.models"),
-        Binding("r", "app.retry", "Retry", id="startup.retry"),
-        Binding("q", "app.quit", "Quit", id="startup.quit"),
+        Binding("ctrl+r", "app.retry", "Retry", id="startup.retry"),
+        Binding("ctrl+q", "app.quit", "Quit", id="startup.quit", priority=True),  # shown: the app's is not
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.typed = ""  # what was typed while this screen showed; the app puts it in the prompt
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key == "backspace":
+            self.typed = self.typed[:-1]
+        elif event.key in ("enter", "shift+enter", "ctrl+j"):
+            self.typed += "\n"  # kept as a line break: nothing is sent from here
+        elif event.is_printable and event.character:
+            self.typed += event.character
+        else:
+            return
+        event.stop()
+
+    @on(events.Paste)
+    def _pasted(self, event: events.Paste) -> None:
+        self.typed += event.text
+        event.stop()
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="startup-box"):
@@ -73,7 +95,7 @@ class StartupScreen(Screen):
         err.update(error)
         err.remove_class("hidden")
         adv = self.query_one("#advice", Static)
-        adv.update((advice + "\n\n" if advice else "") + "ctrl+o: choose a model · r: retry · q: quit")
+        adv.update((advice + "\n\n" if advice else "") + "ctrl+o: choose a model · ctrl+r: retry · ctrl+q: quit")
         adv.remove_class("hidden")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
