@@ -1,6 +1,8 @@
-"""ChatList: the sidebar of stored chats."""
+"""ChatList: the sidebar of stored chats, the open one marked."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from textual.widgets import Label, ListItem, ListView
 
@@ -8,11 +10,26 @@ __all__ = ["ChatList", "ChatListItem"]
 
 
 class ChatListItem(ListItem):
-    def __init__(self, chat_id: int, title: str) -> None:
-        super().__init__(Label(title, markup=False))
+    """One chat; its title ends with an ellipsis where the sidebar cuts it (styles.tcss)."""
+
+    def __init__(self, chat_id: int, title: str, *, current: bool = False) -> None:
+        super().__init__(Label(title, markup=False, classes="title"), classes="-current" if current else None)
         self.chat_id = chat_id
         self.title = title
 
 
 class ChatList(ListView):
     """The sidebar: chats, most recent first."""
+
+    def show_chats(self, chats: Sequence[tuple[int, str]], current: int | None) -> None:
+        """Replace the items with `chats` (id, title), marking and highlighting the one with id `current`."""
+        self.clear()
+        items = [ChatListItem(chat_id, title, current=chat_id == current) for chat_id, title in chats]
+        self.extend(items)
+        index = next((i for i, item in enumerate(items) if item.chat_id == current), None)
+        if index is not None:
+            self.call_after_refresh(self._highlight, index)
+
+    def _highlight(self, index: int) -> None:
+        if index < len(self.children):
+            self.index = index
