@@ -247,8 +247,12 @@ class ChatScreen(ConversationView):
 
     async def open_chat(self, chat_id: int | None) -> None:
         """Show a stored chat (None: a fresh, empty one), scrolled to its latest message."""
-        if self.generating:
+        gen = self._gen
+        if gen is not None:  # it ends on its own; its view goes now, so its stream must stop first
             self.action_stop()
+            if gen.stream is not None:
+                stream, gen.stream = gen.stream, None
+                await stream.stop()
         await self._take_back_queue()
         self.chat = self.context.history.chat(chat_id) if chat_id is not None else None
         conv = self.conversation
@@ -276,6 +280,7 @@ class ChatScreen(ConversationView):
             await conv.mount_all(views)
         conv.anchor()  # to the latest message, once laid out, and while replies stream in
         self.call_after_refresh(conv.scroll_end, animate=False)
+        self.query_one(ChatList).mark(chat_id)
         self._code_index = 0
         self._last_timings = None
         self._ctx_used = None
@@ -430,7 +435,8 @@ class ChatScreen(ConversationView):
             if gen.base is not None:
                 text = continue_joiner(gen.base.content, text) + text
             await self._set_label(gen.view, "")
-            gen.stream = Markdown.get_stream(gen.view)
+            if gen.view.is_attached:  # not after a switch to another chat
+                gen.stream = Markdown.get_stream(gen.view)
             self.update_status()
         gen.parts.append(text)
         if gen.view.is_attached and gen.stream is not None:
@@ -455,7 +461,7 @@ class ChatScreen(ConversationView):
             if gen.view.is_attached:
                 await gen.view.update(gen.view.text)  # once whole: streamed code fences can be left blank
             gen.view.set_class(msg.finish_reason == "cancelled", "cancelled")
-            await self._set_label(gen.view, reply_label(msg.finish_reason), msg.finish_reason)
+            await self._set_label(gen.view, reply_label(msg.finish_reason, continued=gen.base is not None), msg.finish_reason)
             if msg.timings is not None and open_here:
                 self._last_timings, self._timings_model = msg.timings, self.model
                 self._ctx_used = msg.timings.prompt_tokens + msg.timings.decode_tokens

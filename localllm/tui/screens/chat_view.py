@@ -17,9 +17,10 @@ from localllm.tui.widgets import MessageView, PromptArea
 
 __all__ = ["NARROW_COLUMNS", "ConversationView"]
 
-# Below this terminal width the 28-column sidebar leaves too little for the conversation:
-# it starts hidden (ctrl+b shows it).
-NARROW_COLUMNS = 80
+# Below this terminal width the 28-column sidebar leaves too little (under 62 columns) for the
+# conversation: it starts hidden (ctrl+b shows it), so at 80 columns, the usual terminal, the
+# chat takes the whole width.
+NARROW_COLUMNS = 90
 
 
 class ConversationView(ChatActions):

@@ -26,10 +26,11 @@ class ChatList(ListView):
         self.clear()
         items = [ChatListItem(chat_id, title, current=chat_id == current) for chat_id, title in chats]
         self.extend(items)
-        index = next((i for i, item in enumerate(items) if item.chat_id == current), None)
-        if index is not None:
-            self.call_after_refresh(self._highlight, index)
+        self.call_after_refresh(self.mark, current)
 
-    def _highlight(self, index: int) -> None:
-        if index < len(self.children):
-            self.index = index
+    def mark(self, current: int | None) -> None:
+        """Mark and highlight the chat with id `current` (None: no chat is open)."""
+        items = list(self.query(ChatListItem))
+        for item in items:
+            item.set_class(item.chat_id == current, "-current")
+        self.index = next((i for i, item in enumerate(items) if item.chat_id == current), None)
