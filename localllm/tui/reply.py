@@ -27,7 +27,9 @@ __all__ = [
     "continue_joiner",
     "error_text",
     "fit_conversation",
+    "reading_label",
     "reply_label",
+    "reply_meta",
     "stream_reply",
 ]
 
@@ -165,6 +167,22 @@ def error_text(exc: BaseException) -> str:
     return str(exc)
 
 
+def reply_meta(done: ReplyDone, model_name: str, extends: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What is stored with a reply; `extends`: the meta of the cut reply a continuation is stored with."""
+    meta: dict[str, Any] = {"finish_reason": done.finish_reason, "model": model_name}
+    tokens = done.tokens
+    if extends is not None:
+        meta["continued"] = int(extends.get("continued", 0) or 0) + 1
+        tokens += int(extends.get("tokens", 0) or 0)
+    if done.timings is not None:
+        meta.update(ttft_s=round(done.timings.ttft_s, 4), decode_tps=round(done.timings.decode_tps, 2), tokens=tokens)
+    if done.dropped:
+        meta["dropped_messages"] = done.dropped
+    if done.error:
+        meta["error"] = done.error
+    return meta
+
+
 def reply_label(finish_reason: str | None, *, continued: bool = False) -> str:
     """The note under a reply that did not end by itself; "" for a complete one."""
     if finish_reason == "length":
@@ -172,6 +190,11 @@ def reply_label(finish_reason: str | None, *, continued: bool = False) -> str:
     if finish_reason == "cancelled":
         return "stopped"
     return "continued" if continued else ""
+
+
+def reading_label(done: int, total: int) -> str:
+    """Progress while the engine reads the prompt, before the reply's first word."""
+    return f"reading the prompt: {done:,} / {total:,} tokens (esc stops)"
 
 
 def continue_joiner(before: str, after: str) -> str:

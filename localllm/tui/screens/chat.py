@@ -33,13 +33,15 @@ from localllm.tui.reply import (
     ReplyDone,
     continue_joiner,
     fit_conversation,
+    reading_label,
     reply_label,
+    reply_meta,
     stream_reply,
 )
 from localllm.tui.screens.chat_view import NARROW_COLUMNS, ConversationView
 from localllm.tui.store import Chat, Message as StoredMessage
 from localllm.tui.threads import lower_thread_priority
-from localllm.tui.widgets import ChatList, ChatListItem, MessageView, PromptArea, StatusLine
+from localllm.tui.widgets import ChatList, MessageView, PromptArea, StatusLine
 
 __all__ = ["NARROW_COLUMNS", "ChatScreen", "ContextCount", "PromptProgress", "ReplyDelta", "ReplyDone"]
 
@@ -204,8 +206,7 @@ class ChatScreen(ConversationView):
             parts += ["TTFT –", "– tok/s"]
         gen = self._gen
         if gen is not None and gen.progress is not None and not gen.parts:
-            done, total = gen.progress
-            parts.append(f"reading the prompt: {done:,} / {total:,} tokens (esc stops)")
+            parts.append(reading_label(*gen.progress))
         elif gen is not None:
             parts.append("generating… (esc stops)")
         if self._queue:
@@ -240,11 +241,6 @@ class ChatScreen(ConversationView):
 
     # -- chats ------------------------------------------------------------------
 
-    def refresh_chat_list(self) -> None:
-        lst = self.query_one(ChatList)
-        current = self.chat.id if self.chat else None
-        lst.show_chats([(c.id, c.title) for c in self.context.history.chats()], current)
-
     async def open_chat(self, chat_id: int | None) -> None:
         """Show a stored chat (None: a fresh, empty one), scrolled to its latest message."""
         gen = self._gen
@@ -273,6 +269,7 @@ class ChatScreen(ConversationView):
                     if label:
                         note = self._label_widget(label, finish)
                         self._labels[view] = note
+                        view.add_class("-labelled")
                         views.append(note)
         if not views and self._notes:
             views.append(MessageView(self._notes[-1], "info"))
@@ -289,28 +286,6 @@ class ChatScreen(ConversationView):
             await self._show_dropped(last_dropped)
         self._count_context()
         self.update_status()
-
-    @on(ChatList.Selected)
-    async def _chat_selected(self, event: ChatList.Selected) -> None:
-        item = event.item
-        if isinstance(item, ChatListItem) and (self.chat is None or item.chat_id != self.chat.id):
-            await self.open_chat(item.chat_id)
-            self.refresh_chat_list()
-            self.query_one(PromptArea).focus()
-
-    async def action_new_chat(self) -> None:
-        await self.open_chat(None)
-        self.refresh_chat_list()
-        self.query_one(PromptArea).focus()
-
-    async def action_cycle_chat(self, step: int) -> None:
-        chats = self.context.history.chats()
-        if not chats:
-            return
-        ids = [c.id for c in chats]
-        i = ids.index(self.chat.id) if self.chat and self.chat.id in ids else -1
-        await self.open_chat(ids[(i + step) % len(ids)])
-        self.refresh_chat_list()
 
     # -- sending and streaming --------------------------------------------------
 
@@ -419,11 +394,13 @@ class ChatScreen(ConversationView):
         )
 
     @on(PromptProgress)
-    def _on_progress(self, msg: PromptProgress) -> None:
+    async def _on_progress(self, msg: PromptProgress) -> None:
         gen = self._gen
-        if gen is not None and gen.gen_id == msg.gen_id and not gen.parts:
+        if gen is not None and gen.gen_id == msg.gen_id and not gen.parts and not gen.finishing:
             gen.progress = (msg.done, msg.total)
             self.update_status()
+            if gen.base is None:  # in the reply's place until its first words
+                await self._set_label(gen.view, reading_label(msg.done, msg.total), "reading")
 
     @on(ReplyDelta)
     async def _on_delta(self, msg: ReplyDelta) -> None:
@@ -461,7 +438,9 @@ class ChatScreen(ConversationView):
             if gen.view.is_attached:
                 await gen.view.update(gen.view.text)  # once whole: streamed code fences can be left blank
             gen.view.set_class(msg.finish_reason == "cancelled", "cancelled")
-            await self._set_label(gen.view, reply_label(msg.finish_reason, continued=gen.base is not None), msg.finish_reason)
+            await self._set_label(
+                gen.view, reply_label(msg.finish_reason, continued=gen.base is not None), msg.finish_reason
+            )
             if msg.timings is not None and open_here:
                 self._last_timings, self._timings_model = msg.timings, self.model
                 self._ctx_used = msg.timings.prompt_tokens + msg.timings.decode_tokens
@@ -484,17 +463,7 @@ class ChatScreen(ConversationView):
         """Commit the reply; a continuation is stored with the reply it extends, as one message."""
         history = self.context.history
         text = (gen.base.content if gen.base is not None else "") + gen.text
-        meta: dict[str, Any] = {"finish_reason": msg.finish_reason, "model": gen.model_name}
-        tokens = msg.tokens
-        if gen.base is not None:
-            meta["continued"] = int(gen.base.meta.get("continued", 0) or 0) + 1
-            tokens += int(gen.base.meta.get("tokens", 0) or 0)
-        if msg.timings is not None:
-            meta.update(ttft_s=round(msg.timings.ttft_s, 4), decode_tps=round(msg.timings.decode_tps, 2), tokens=tokens)
-        if msg.dropped:
-            meta["dropped_messages"] = msg.dropped
-        if msg.error:
-            meta["error"] = msg.error
+        meta = reply_meta(msg, gen.model_name, gen.base.meta if gen.base is not None else None)
         stored = history.add_message(gen.chat_id, "assistant", text, meta)  # committed as it completes
         if gen.base is not None:  # after the add: a kill in between keeps both, never neither
             history.delete_message(gen.base.id)
@@ -534,13 +503,6 @@ class ChatScreen(ConversationView):
 
         finish_reason: str
         error: str
-
-    def action_escape(self) -> None:
-        """Esc: take back the last queued message (into the prompt), else stop the reply."""
-        if self._take_back_last_queued():
-            self.update_status()
-        else:
-            self.action_stop()
 
     def action_stop(self) -> None:
         """Stop the reply being written; it keeps what came so far."""

@@ -1,4 +1,4 @@
-"""ChatActions: what the chat screen does to a chat besides talking (rename, delete, export, settings, copy).
+"""ChatActions: what the chat screen does besides talking (switch, rename, delete, export, settings, copy).
 
 The base class of ChatScreen (screens/chat.py), which provides the state declared here.
 """
@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from textual import on
 from textual.screen import Screen
 
 from localllm.tui.screens.dialogs import ConfirmScreen, TextPrompt
 from localllm.tui.screens.settings import SettingsScreen
 from localllm.tui.store import Chat
-from localllm.tui.widgets import MessageView, code_blocks
+from localllm.tui.widgets import ChatList, ChatListItem, MessageView, PromptArea, code_blocks
 
 if TYPE_CHECKING:  # pragma: no cover
     from localllm.tui.context import ChatContext
@@ -21,7 +22,7 @@ __all__ = ["ChatActions"]
 
 
 class ChatActions(Screen):
-    """Chat management and copying; ChatScreen supplies the conversation and generation."""
+    """The sidebar, chat management and copying; ChatScreen supplies the conversation and generation."""
 
     context: ChatContext
     chat: Chat | None
@@ -38,15 +39,40 @@ class ChatActions(Screen):
     async def open_chat(self, chat_id: int | None) -> None:
         raise NotImplementedError
 
-    def refresh_chat_list(self) -> None:
-        raise NotImplementedError
-
     def _model_name(self) -> str | None:
         raise NotImplementedError
 
     def _streaming_text(self) -> str | None:
         """The reply being written now, None when none is."""
         raise NotImplementedError
+
+    # -- the sidebar: which chat is open ----------------------------------------
+
+    def refresh_chat_list(self) -> None:
+        lst = self.query_one(ChatList)
+        current = self.chat.id if self.chat else None
+        lst.show_chats([(c.id, c.title) for c in self.context.history.chats()], current)
+
+    @on(ChatList.Selected)
+    async def _chat_selected(self, event: ChatList.Selected) -> None:
+        item = event.item
+        if isinstance(item, ChatListItem) and (self.chat is None or item.chat_id != self.chat.id):
+            await self.open_chat(item.chat_id)  # it marks the item
+            self.query_one(PromptArea).focus()
+
+    async def action_new_chat(self) -> None:
+        await self.open_chat(None)
+        self.refresh_chat_list()
+        self.query_one(PromptArea).focus()
+
+    async def action_cycle_chat(self, step: int) -> None:
+        chats = self.context.history.chats()
+        if not chats:
+            return
+        ids = [c.id for c in chats]
+        i = ids.index(self.chat.id) if self.chat and self.chat.id in ids else -1
+        await self.open_chat(ids[(i + step) % len(ids)])
+        self.refresh_chat_list()
 
     # -- rename, delete, export, settings ---------------------------------------
 

@@ -29,13 +29,28 @@ class ConversationView(ChatActions):
     BINDINGS = [
         # the prompt (a TextArea) takes pageup/pagedown for its own few lines: priority, so they
         # scroll the conversation while typing goes on; shift+ and ctrl+home/end it never takes
-        Binding("pageup,shift+pageup", "scroll_chat('page_up')", "Scroll up", id="localllm.page_up", priority=True),
         Binding(
-            "pagedown,shift+pagedown", "scroll_chat('page_down')", "Scroll down", id="localllm.page_down", priority=True
+            "pageup,shift+pageup",
+            "scroll_chat('page_up')",
+            "Scroll up",
+            id="localllm.page_up",
+            priority=True,
+            show=False,
         ),
-        Binding("ctrl+home", "scroll_chat('home')", "First message", id="localllm.scroll_home"),
-        Binding("ctrl+end", "scroll_chat('end')", "Latest message", id="localllm.scroll_end"),
+        Binding(
+            "pagedown,shift+pagedown",
+            "scroll_chat('page_down')",
+            "Scroll down",
+            id="localllm.page_down",
+            priority=True,
+            show=False,
+        ),
+        Binding("ctrl+home", "scroll_chat('home')", "First message", id="localllm.scroll_home", show=False),
+        Binding("ctrl+end", "scroll_chat('end')", "Latest message", id="localllm.scroll_end", show=False),
     ]
+
+    def update_status(self) -> None:
+        raise NotImplementedError  # ChatScreen's
 
     def __init__(self) -> None:
         super().__init__()
@@ -89,9 +104,14 @@ class ConversationView(ChatActions):
 
     async def _set_label(self, view: MessageView, text: str, kind: str | None = None) -> None:
         """Put `text` under `view` ("" removes the note); `kind` (a finish reason, "queued") styles it."""
-        old = self._labels.pop(view, None)
+        old = self._labels.get(view)
+        if old is not None and text and kind and old.has_class(kind):  # the same kind of note: new words
+            old.update(text)
+            return
+        self._labels.pop(view, None)
         if old is not None:
             await old.remove()
+        view.set_class(bool(text), "-labelled")
         if text and view.is_attached:
             note = self._label_widget(text, kind)
             self._labels[view] = note
@@ -160,11 +180,12 @@ class ConversationView(ChatActions):
         prompt.load_text("\n\n".join(texts))
         prompt.move_cursor(prompt.document.end)
 
-    def _take_back_last_queued(self) -> bool:
-        """Esc with messages queued: the last one goes back into the prompt. False when none is queued."""
+    def action_escape(self) -> None:
+        """Esc: the last queued message goes back into the prompt; with none queued, the reply stops."""
         if not self._queue:
-            return False
+            self.action_stop()
+            return
         view = self._queue.pop()
         self._put_back([view.text])
         self.call_later(self._remove_view, view)
-        return True
+        self.update_status()
