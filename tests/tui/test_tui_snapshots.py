@@ -42,11 +42,11 @@ async def _ready(pilot):
     screen = pilot.app.chat_screen
     await wait_for(pilot, lambda: screen._ctx_used is not None, what="the context count")
     conv = screen.conversation
-    chats = screen.query("ChatListItem")
     await wait_for(
         pilot,
         lambda: (
-            (screen.chat is None or any(c.has_class("-current") for c in chats)) and conv.scroll_y == conv.max_scroll_y
+            (screen.chat is None or bool(screen.query("ChatListItem.-current")))
+            and (conv.max_scroll_y == 0 or conv.scroll_y == conv.max_scroll_y)
         ),
         what="the open chat marked, scrolled to its end",
     )
