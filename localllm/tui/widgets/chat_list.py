@@ -21,16 +21,27 @@ class ChatListItem(ListItem):
 class ChatList(ListView):
     """The sidebar: chats, most recent first."""
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.current: int | None = None  # id of the open chat
+
     def show_chats(self, chats: Sequence[tuple[int, str]], current: int | None) -> None:
         """Replace the items with `chats` (id, title), marking and highlighting the one with id `current`."""
         self.clear()
-        items = [ChatListItem(chat_id, title, current=chat_id == current) for chat_id, title in chats]
-        self.extend(items)
-        self.call_after_refresh(self.mark, current)
+        self.extend(ChatListItem(chat_id, title, current=chat_id == current) for chat_id, title in chats)
+        self.mark(current)
 
     def mark(self, current: int | None) -> None:
-        """Mark and highlight the chat with id `current` (None: no chat is open)."""
+        """Mark and highlight the chat with id `current` (None: no chat is open), now and once
+        items being added are mounted (the latest call wins)."""
+        self.current = current
+        self._apply_mark()
+        self.call_after_refresh(self._apply_mark)
+
+    def _apply_mark(self) -> None:
         items = list(self.query(ChatListItem))
         for item in items:
-            item.set_class(item.chat_id == current, "-current")
-        self.index = next((i for i, item in enumerate(items) if item.chat_id == current), None)
+            item.set_class(item.chat_id == self.current, "-current")
+        index = next((i for i, item in enumerate(items) if item.chat_id == self.current), None)
+        if self.index != index:
+            self.index = index
