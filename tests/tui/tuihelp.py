@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 
@@ -70,3 +71,111 @@ def _stored_replies(app) -> int:
 def _keys(text: str) -> list[str]:
     names = {" ": "space", "?": "question_mark", "!": "exclamation_mark", ".": "full_stop", ",": "comma"}
     return [names.get(ch, ch) for ch in text]
+
+
+class FakeModel:
+    """A stand-in for localllm.Model with the chat API the chat screen uses, for UI tests.
+
+    A word is a token. chat_stream reads the prompt in chunks of `prompt_chunk` tokens, calling
+    on_prompt_progress(done, total) after each (waiting `chunk_delay` s between them, or until
+    `prompt_gate` is set), then writes the next of `replies` (text, finish_reason) word by word,
+    waiting for `reply_gate` after the first word when one is given. `error` is raised instead
+    of any of it. Every conversation it was sent is in `.sent`.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "fake",
+        n_ctx: int = 4096,
+        replies: list[tuple[str, str]] | None = None,
+        prompt_chunk: int = 1_000_000,
+        chunk_delay: float = 0.0,
+        prompt_gate: threading.Event | None = None,
+        reply_gate: threading.Event | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        from localllm import ModelInfo, Placement
+
+        self.info = ModelInfo(
+            name=name,
+            path=f"{name}.gguf",
+            runtime="llama.cpp",
+            placement=Placement(n_ctx=n_ctx),
+            n_ctx=n_ctx,
+            template_source="gguf",
+        )
+        self.replies = list(replies or [])
+        self.prompt_chunk, self.chunk_delay = prompt_chunk, chunk_delay
+        self.prompt_gate, self.reply_gate = prompt_gate, reply_gate
+        self.error = error
+        self.sent: list[list[dict[str, str]]] = []
+        self.closed = False
+        self._cancel = threading.Event()
+
+    def count_tokens(self, messages) -> int:
+        if isinstance(messages, str):
+            return len(messages.split())
+        return sum(2 + len(m["content"].split()) for m in messages)
+
+    def chat_stream(self, messages, *, overflow="error", stop_event=None, on_prompt_progress=None, **options):
+        from localllm import SamplingOptions
+
+        SamplingOptions.from_kwargs(**options)
+        self.sent.append([dict(m) for m in messages])
+        if self.error is not None:
+            raise self.error
+        return self._stream(messages, stop_event or threading.Event(), on_prompt_progress)
+
+    def _stopped(self, stop: threading.Event) -> bool:
+        return stop.is_set() or self._cancel.is_set()
+
+    def _wait(self, stop: threading.Event, gate: threading.Event | None, delay: float) -> None:
+        deadline = time.monotonic() + delay
+        while not self._stopped(stop) and (gate is not None and not gate.is_set() or time.monotonic() < deadline):
+            time.sleep(0.005)
+
+    def _stream(self, messages, stop, on_prompt_progress):
+        from localllm import Chunk, Timings
+
+        total = self.count_tokens(messages)
+        done = 0
+        while done < total:
+            if self._stopped(stop):  # the interface: cancelled during the prompt, no text
+                yield Chunk("", finish_reason="cancelled", timings=Timings(prompt_tokens=total))
+                return
+            done = min(total, done + self.prompt_chunk)
+            if on_prompt_progress is not None:
+                on_prompt_progress(done, total)
+            self._wait(stop, self.prompt_gate, self.chunk_delay)
+        text, finish = self.replies.pop(0) if self.replies else ("fake reply", "eos")
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            if self._stopped(stop):
+                yield Chunk("", finish_reason="cancelled", timings=Timings(prompt_tokens=total, decode_tokens=i))
+                return
+            yield Chunk(word + (" " if i < len(words) - 1 else ""), token_ids=(i,))
+            if i == 0 and self.reply_gate is not None:
+                self._wait(stop, self.reply_gate, 0)
+        yield Chunk(
+            "",
+            finish_reason=finish,
+            timings=Timings(prompt_tokens=total, decode_tokens=len(words), ttft_s=0.01, decode_tps=123.0),
+        )
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._cancel.set()
+
+
+def fake_loader(*models: FakeModel):
+    """A ChatApp loader that hands out `models` in turn (the first at start-up, the next on a switch)."""
+    queue = list(models)
+
+    def load(target, *, context=None, progress=None):
+        return queue.pop(0)
+
+    return load

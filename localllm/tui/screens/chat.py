@@ -1,7 +1,9 @@
 """The chat screen: conversation, prompt, sidebar of chats, status line; generation in a thread.
 
 It reaches the app only through the ChatContext given to its constructor (and Textual's
-App API: screens, notifications, the clipboard).
+App API: screens, notifications, the clipboard). The generation worker's body and its
+messages are in localllm.tui.reply; chat management (rename, delete, export, settings,
+copy) in screens/chat_actions.py.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Footer, Markdown
 from textual.widgets.markdown import MarkdownStream
 from textual.worker import Worker, get_current_worker
@@ -24,46 +25,27 @@ from textual.worker import Worker, get_current_worker
 import localllm
 from localllm.tui.context import ChatContext
 from localllm.tui.library import describe_placement
-from localllm.tui.screens.dialogs import ConfirmScreen, TextPrompt
-from localllm.tui.screens.settings import SettingsScreen
-from localllm.tui.store import Chat
+from localllm.tui.reply import (
+    CONTINUE_PROMPT,
+    ContextCount,
+    PromptProgress,
+    ReplyDelta,
+    ReplyDone,
+    continue_joiner,
+    fit_conversation,
+    reading_label,
+    reply_label,
+    reply_meta,
+    stream_reply,
+)
+from localllm.tui.screens.chat_view import NARROW_COLUMNS, ConversationView
+from localllm.tui.store import Chat, Message as StoredMessage
 from localllm.tui.threads import lower_thread_priority
-from localllm.tui.widgets import ChatList, ChatListItem, MessageView, PromptArea, StatusLine, code_blocks
+from localllm.tui.widgets import ChatList, MessageView, PromptArea, StatusLine
 
-__all__ = ["ChatScreen", "ContextCount", "ReplyDelta", "ReplyDone"]
+__all__ = ["NARROW_COLUMNS", "ChatScreen", "ContextCount", "PromptProgress", "ReplyDelta", "ReplyDone"]
 
-# Text reaches the UI in batches about 30 times a second: smooth to the eye, and few
-# enough messages that Markdown rendering never falls behind (Textual's MarkdownStream
-# docs put the limit near 20 appends/s before it starts coalescing).
-FLUSH_INTERVAL_S = 1 / 30
-
-
-@dataclass
-class ReplyDelta(Message):
-    """New reply text from the generation worker."""
-
-    gen_id: int
-    text: str
-
-
-@dataclass
-class ReplyDone(Message):
-    """The generation worker finished: how, with what timings, or with which error."""
-
-    gen_id: int
-    finish_reason: str
-    timings: localllm.Timings | None = None
-    error: str = ""
-    tokens: int = 0  # tokens of the reply text
-    dropped: int = 0  # oldest messages left out of the prompt to fit the context window
-
-
-@dataclass
-class ContextCount(Message):
-    """Tokens the current conversation takes in the context window."""
-
-    chat_id: int | None
-    tokens: int
+QUEUED_NOTE = "queued: sent when the reply ends · esc takes it back"
 
 
 @dataclass
@@ -71,27 +53,34 @@ class _Generation:
     gen_id: int
     chat_id: int
     view: MessageView
-    stream: MarkdownStream
     stop: threading.Event
     model_name: str
+    stream: MarkdownStream | None = None  # started at the first text
     parts: list[str] = field(default_factory=list)
     finishing: bool = False
     started: float = field(default_factory=time.monotonic)
+    user: MessageView | None = None  # the message just sent that this reply answers (removed if it fails)
+    base: StoredMessage | None = None  # continue: the reply cut at the length limit this one extends
+    progress: tuple[int, int] | None = None  # prompt tokens read, of total
 
     @property
     def text(self) -> str:
+        """The text this generation wrote (a continuation's own part only)."""
         return "".join(self.parts)
 
 
-class ChatScreen(Screen):
+class ChatScreen(ConversationView):
     """Where the user chats."""
 
     AUTO_FOCUS = "#prompt"
 
     BINDINGS = [
-        Binding("escape", "stop", "Stop", id="localllm.stop"),
+        Binding("escape", "escape", "Stop", id="localllm.stop"),
         Binding("ctrl+n", "new_chat", "New chat", id="localllm.new_chat"),
         Binding("ctrl+r", "regenerate", "Regenerate", id="localllm.regenerate"),
+        # priority, and offered only under a reply cut at the length limit: otherwise ctrl+e
+        # stays the prompt's end-of-line (check_action lets it through)
+        Binding("ctrl+e", "continue_reply", "Continue reply", id="localllm.continue", priority=True),
         Binding("ctrl+o", "app.models", "Models", id="localllm.models"),
         Binding("f1", "app.help", "Help", id="localllm.help"),
         Binding("ctrl+g", "copy_reply", "Copy reply", id="localllm.copy_reply", show=False),
@@ -115,8 +104,8 @@ class ChatScreen(Screen):
         self._code_index = 0
         self._ctx_used: int | None = None
         self._last_timings: localllm.Timings | None = None
+        self._timings_model: object = None  # the model _last_timings belong to
         self._notes: list[str] = []  # info lines shown above a fresh chat (not stored)
-        self._dropped = 0  # messages of the open chat the model no longer sees (last told)
 
     @property
     def model(self) -> localllm.Model | None:
@@ -144,6 +133,7 @@ class ChatScreen(Screen):
     async def on_mount(self) -> None:
         if self.context.hide_timings:  # stable screenshots: no blinking cursor either
             self.query_one(PromptArea).cursor_blink = False
+        self._fit_sidebar(self.app.size.width)
         self.refresh_chat_list()
         chats = self.context.history.chats()
         if chats:
@@ -154,6 +144,12 @@ class ChatScreen(Screen):
     def generating(self) -> bool:
         return self._gen is not None
 
+    def _streaming_text(self) -> str | None:
+        gen = self._gen
+        if gen is None:
+            return None
+        return (gen.base.content if gen.base is not None else "") + gen.text
+
     # -- model / status ---------------------------------------------------------
 
     def model_changed(self, note: str = "") -> None:
@@ -161,6 +157,8 @@ class ChatScreen(Screen):
         prompt = self.query_one(PromptArea)
         model = self.model
         prompt.disabled = model is None or bool(self.loading_target)
+        if model is not self._timings_model:  # another model's speed says nothing about this one
+            self._last_timings = None
         if note:
             self._notes.append(note)
             if self.chat is None or not self.context.history.messages(self.chat.id):
@@ -169,6 +167,8 @@ class ChatScreen(Screen):
         self._count_context()
         self.update_status()
         self.call_after_refresh(self._focus_prompt)
+        if self._queue and not self.generating:
+            self.call_later(self._send_queued)
 
     def _focus_prompt(self) -> None:
         prompt = self.query_one(PromptArea)
@@ -179,7 +179,7 @@ class ChatScreen(Screen):
         self.call_after_refresh(self._focus_prompt)
 
     async def _show_notes(self) -> None:
-        conv = self.query_one("#conversation", VerticalScroll)
+        conv = self.conversation
         for view in conv.query("MessageView.info"):
             await view.remove()
         for note in self._notes[-1:]:
@@ -204,8 +204,13 @@ class ChatScreen(Screen):
             parts += [f"TTFT {t.ttft_s:.2f} s", f"{t.decode_tps:.1f} tok/s"]
         else:
             parts += ["TTFT –", "– tok/s"]
-        if self.generating:
+        gen = self._gen
+        if gen is not None and gen.progress is not None and not gen.parts:
+            parts.append(reading_label(*gen.progress))
+        elif gen is not None:
             parts.append("generating… (esc stops)")
+        if self._queue:
+            parts.append(f"{len(self._queue)} queued")
         status.update(" · ".join(parts))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="count")
@@ -214,169 +219,73 @@ class ChatScreen(Screen):
         if model is None:
             return
         messages = self._conversation(chat)
+        max_tokens = (chat.sampling if chat else self.context.sampling).get("max_tokens", 0)
         try:
-            n = model.count_tokens(messages) if messages else 0
+            n, dropped = fit_conversation(
+                model.count_tokens,
+                messages,
+                n_ctx=model.info.n_ctx,
+                max_tokens=max_tokens if isinstance(max_tokens, int) or max_tokens is None else 0,
+            )
         except Exception:  # counting is informative only
             return
-        self.post_message(ContextCount(chat.id if chat else None, n))
+        self.post_message(ContextCount(chat.id if chat else None, n, dropped))
 
     @on(ContextCount)
-    def _on_context_count(self, msg: ContextCount) -> None:
+    async def _on_context_count(self, msg: ContextCount) -> None:
         if (self.chat.id if self.chat else None) == msg.chat_id and not self.generating:
             self._ctx_used = msg.tokens
             self.update_status()
+            if msg.dropped > self._dropped:
+                await self._show_dropped(msg.dropped)
 
     # -- chats ------------------------------------------------------------------
 
-    def refresh_chat_list(self) -> None:
-        lst = self.query_one(ChatList)
-        lst.clear()
-        current = None
-        for i, chat in enumerate(self.context.history.chats()):
-            lst.append(ChatListItem(chat.id, chat.title))
-            if self.chat and chat.id == self.chat.id:
-                current = i
-        if current is not None:
-            lst.index = current
-
     async def open_chat(self, chat_id: int | None) -> None:
-        """Show a stored chat (None: a fresh, empty one)."""
-        if self.generating:
+        """Show a stored chat (None: a fresh, empty one), scrolled to its latest message."""
+        gen = self._gen
+        if gen is not None:  # it ends on its own; its view goes now, so its stream must stop first
             self.action_stop()
+            if gen.stream is not None:
+                stream, gen.stream = gen.stream, None
+                await stream.stop()
+        await self._take_back_queue()
         self.chat = self.context.history.chat(chat_id) if chat_id is not None else None
-        conv = self.query_one("#conversation", VerticalScroll)
+        conv = self.conversation
         await conv.remove_children()
-        views = []
+        self._labels.clear()
+        views: list[Any] = []
+        last_dropped = 0
         if self.chat is not None:
-            for m in self.context.history.messages(self.chat.id):
-                if m.role == "system":
-                    continue
-                classes = m.role + (" cancelled" if m.meta.get("finish_reason") == "cancelled" else "")
-                view = MessageView(m.content, classes, message_id=m.id)
-                view.role = m.role
+            for m in self._shown_messages(self.chat):
+                view = MessageView(m.content, m.role, message_id=m.id)
                 views.append(view)
+                if m.role == "assistant":
+                    finish = m.meta.get("finish_reason")
+                    last_dropped = int(m.meta.get("dropped_messages", 0) or 0)
+                    if finish == "cancelled":
+                        view.add_class("cancelled")
+                    label = reply_label(finish, continued=bool(m.meta.get("continued")))
+                    if label:
+                        note = self._label_widget(label, finish)
+                        self._labels[view] = note
+                        view.add_class("-labelled")
+                        views.append(note)
         if not views and self._notes:
             views.append(MessageView(self._notes[-1], "info"))
         if views:
             await conv.mount_all(views)
-        conv.scroll_end(animate=False, immediate=True)
+        conv.anchor()  # to the latest message, once laid out, and while replies stream in
+        self.call_after_refresh(conv.scroll_end, animate=False)
+        self.query_one(ChatList).mark(chat_id)
         self._code_index = 0
         self._last_timings = None
         self._ctx_used = None
         self._dropped = 0
+        if last_dropped:
+            await self._show_dropped(last_dropped)
         self._count_context()
         self.update_status()
-
-    @on(ChatList.Selected)
-    async def _chat_selected(self, event: ChatList.Selected) -> None:
-        item = event.item
-        if isinstance(item, ChatListItem) and (self.chat is None or item.chat_id != self.chat.id):
-            await self.open_chat(item.chat_id)
-            self.query_one(PromptArea).focus()
-
-    async def action_new_chat(self) -> None:
-        await self.open_chat(None)
-        self.refresh_chat_list()
-        self.query_one(ChatList).index = None
-        self.query_one(PromptArea).focus()
-
-    async def action_cycle_chat(self, step: int) -> None:
-        chats = self.context.history.chats()
-        if not chats:
-            return
-        ids = [c.id for c in chats]
-        i = ids.index(self.chat.id) if self.chat and self.chat.id in ids else -1
-        await self.open_chat(ids[(i + step) % len(ids)])
-        self.refresh_chat_list()
-
-    def action_toggle_sidebar(self) -> None:
-        self.toggle_class("-no-sidebar")
-
-    def action_rename_chat(self) -> None:
-        if self.chat is None:
-            self.notify("Nothing to rename yet: send a message first.")
-            return
-
-        def done(title: str | None) -> None:
-            if title is not None and self.chat is not None:
-                self.chat = self.context.history.rename(self.chat.id, title)
-                self.refresh_chat_list()
-
-        self.app.push_screen(TextPrompt("Rename chat", self.chat.title), done)
-
-    def action_delete_chat(self) -> None:
-        if self.chat is None:
-            return
-        chat = self.chat
-
-        async def done(yes: bool | None) -> None:
-            if yes:
-                if self.generating:
-                    self.action_stop()
-                self.context.history.delete(chat.id)
-                remaining = self.context.history.chats()
-                await self.open_chat(remaining[0].id if remaining else None)
-                self.refresh_chat_list()
-                self.notify(f"Deleted “{chat.title}”.")
-
-        self.app.push_screen(ConfirmScreen(f"Delete the chat “{chat.title}”? This cannot be undone."), done)
-
-    def action_export_chat(self) -> None:
-        if self.chat is None:
-            self.notify("Nothing to export yet.")
-            return
-        path = self.context.history.export_markdown(self.chat.id)
-        self.notify(f"Exported to {path}", timeout=8)
-
-    def action_settings(self) -> None:
-        chat = self.chat
-        system = chat.system_prompt if chat else self.context.system_prompt
-        sampling = dict(chat.sampling) if chat else dict(self.context.sampling)
-
-        def done(result: dict | None) -> None:
-            if result is None:
-                return
-            if self.chat is None:
-                self.chat = self.context.history.new_chat(model=self._model_name(), sampling=self.context.sampling)
-            self.chat = self.context.history.update_settings(
-                self.chat.id, system_prompt=result["system_prompt"], sampling=result["sampling"]
-            )
-            self.refresh_chat_list()
-            self.notify("Chat settings saved.")
-
-        self.app.push_screen(SettingsScreen(system, sampling), done)
-
-    # -- copy -------------------------------------------------------------------
-
-    def _last_reply(self) -> str:
-        views = [v for v in self.query(MessageView) if v.role == "assistant"]
-        if self._gen is not None:
-            return self._gen.text
-        return views[-1].text if views else ""
-
-    def action_copy_reply(self) -> None:
-        text = self._last_reply()
-        if not text:
-            self.notify("No reply to copy yet.")
-            return
-        self.app.copy_to_clipboard(text)
-        self.notify(f"Copied the last reply ({len(text)} characters).")
-
-    def action_copy_code(self, index: int | None = None) -> None:
-        """Copy a code block of the last reply; pressed again, the one before it, and so on."""
-        blocks = code_blocks(self._last_reply())
-        if not blocks:
-            self.notify("The last reply has no code block.")
-            return
-        if index is None:
-            index = len(blocks) - 1 - (self._code_index % len(blocks))
-            self._code_index += 1
-        block = blocks[index]
-        self.app.copy_to_clipboard(block)
-        self.notify(f"Copied code block {index + 1} of {len(blocks)} ({len(block.splitlines())} lines).")
-
-    def code_block_count(self) -> int:
-        return len(code_blocks(self._last_reply()))
 
     # -- sending and streaming --------------------------------------------------
 
@@ -388,12 +297,8 @@ class ChatScreen(Screen):
         system = chat.system_prompt if chat else self.context.system_prompt
         if system:
             messages.append({"role": "system", "content": system})
-        if chat is not None:
-            messages += [
-                {"role": m.role, "content": m.content}
-                for m in self.context.history.messages(chat.id)
-                if m.role != "system"
-            ]
+        if chat is not None:  # an empty stopped reply is no turn: never sent back to the model
+            messages += [{"role": m.role, "content": m.content} for m in self._shown_messages(chat)]
         return messages
 
     @on(PromptArea.Submitted)
@@ -402,13 +307,25 @@ class ChatScreen(Screen):
         if self.model is None or self.loading_target:
             self.notify("The model is not loaded yet.", severity="warning")
             return
-        if self.generating:
-            self.notify("A reply is still streaming: esc stops it.", severity="warning")
-            return
         text = event.text.rstrip("\n")
         prompt = event.prompt
         prompt.remember(text)
         prompt.clear()
+        conv = self.conversation
+        for view in list(conv.query("MessageView.error")):
+            await view.remove()
+        if self.generating:  # sent when the reply ends
+            view = MessageView(text, "user")
+            view.add_class("queued")
+            self._queue.append(view)
+            await conv.mount(view)
+            await self._set_label(view, QUEUED_NOTE, "queued")
+            self.update_status()
+            return
+        await self._send(MessageView(text, "user"))
+
+    async def _send(self, view: MessageView) -> None:
+        """Store the user message `view` shows (mounting it if it is not yet), then start its reply."""
         history = self.context.history
         if self.chat is None:
             self.chat = history.new_chat(
@@ -416,34 +333,43 @@ class ChatScreen(Screen):
                 sampling=self.context.sampling,
                 model=self._model_name(),
             )
-            for view in self.query("MessageView.info"):
-                await view.remove()
-        msg = history.add_message(self.chat.id, "user", text)  # committed before the reply starts
+            for info in self.query("MessageView.info"):
+                await info.remove()
+        msg = history.add_message(self.chat.id, "user", view.text)  # committed before the reply starts
+        view.message_id = msg.id
         self.chat = history.chat(self.chat.id)
         self.refresh_chat_list()
-        conv = self.query_one("#conversation", VerticalScroll)
-        await conv.mount(MessageView(text, "user", message_id=msg.id))
-        await self._start_reply()
+        if not view.is_attached:
+            await self.conversation.mount(view)
+        await self._start_reply(user=view)
 
-    async def _start_reply(self) -> None:
+    async def _send_queued(self) -> None:
+        if not self._queue or self.generating or self.model is None or self.loading_target:
+            return
+        view = self._queue.pop(0)
+        await self._set_label(view, "")
+        view.remove_class("queued")
+        await self._send(view)
+
+    async def _start_reply(
+        self, *, user: MessageView | None = None, base: StoredMessage | None = None, view: MessageView | None = None
+    ) -> None:
         assert self.chat is not None and self.model is not None
-        conv = self.query_one("#conversation", VerticalScroll)
-        view = MessageView("", "assistant")
-        await conv.mount(view)
+        conv = self.conversation
+        messages = self._conversation(self.chat)
+        if view is None:
+            view = MessageView("", "assistant")
+            await conv.mount(view, before=self._queue[0] if self._queue else None)
+        else:  # continue: the reply grows in place
+            messages.append({"role": "user", "content": CONTINUE_PROMPT})
         conv.anchor()
         self._gen_counter += 1
-        gen = _Generation(
-            self._gen_counter,
-            self.chat.id,
-            view,
-            Markdown.get_stream(view),
-            threading.Event(),
-            self._model_name() or "",
-        )
+        gen = _Generation(self._gen_counter, self.chat.id, view, threading.Event(), self._model_name() or "")
+        gen.user, gen.base = user, base
         self._gen = gen
         self._code_index = 0
         self.update_status()
-        self._generate(self.model, self._conversation(self.chat), dict(self.chat.sampling), gen.gen_id, gen.stop)
+        self._generate(self.model, messages, dict(self.chat.sampling), gen.gen_id, gen.stop)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
     def _generate(
@@ -457,40 +383,41 @@ class ChatScreen(Screen):
         """Runs in a thread: never touches widgets, only posts messages."""
         lower_thread_priority()
         worker = get_current_worker()
-        parts: list[str] = []
-        last_flush = time.monotonic()
-        finish, timings, error, tokens, dropped = "cancelled", None, "", 0, 0
-        try:
-            # a chat longer than the window loses its oldest turns rather than failing
-            for chunk in model.chat_stream(messages, overflow="truncate", stop_event=stop, **options):
-                tokens += len(chunk.token_ids)
-                if chunk.text:
-                    parts.append(chunk.text)
-                if chunk.finish_reason is not None:
-                    finish, timings, dropped = chunk.finish_reason, chunk.timings, chunk.dropped_messages
-                if worker.is_cancelled:
-                    stop.set()  # the loop ends with a "cancelled" chunk carrying timings
-                now = time.monotonic()
-                if parts and now - last_flush >= FLUSH_INTERVAL_S:
-                    self.post_message(ReplyDelta(gen_id, "".join(parts)))
-                    parts.clear()
-                    last_flush = now
-        except localllm.LocalLLMError as exc:
-            error = str(exc)
-        except Exception as exc:  # shown in the chat, never a traceback over the screen
-            error = f"{type(exc).__name__}: {exc}"
-        if parts:
-            self.post_message(ReplyDelta(gen_id, "".join(parts)))
-        self.post_message(ReplyDone(gen_id, finish, timings, error, tokens, dropped))
+        stream_reply(
+            model,
+            messages,
+            options,
+            gen_id=gen_id,
+            stop=stop,
+            post=self.post_message,
+            is_cancelled=lambda: worker.is_cancelled,
+        )
+
+    @on(PromptProgress)
+    async def _on_progress(self, msg: PromptProgress) -> None:
+        gen = self._gen
+        if gen is not None and gen.gen_id == msg.gen_id and not gen.parts and not gen.finishing:
+            gen.progress = (msg.done, msg.total)
+            self.update_status()
+            if gen.base is None:  # in the reply's place until its first words
+                await self._set_label(gen.view, reading_label(msg.done, msg.total), "reading")
 
     @on(ReplyDelta)
     async def _on_delta(self, msg: ReplyDelta) -> None:
         gen = self._gen
         if gen is None or gen.gen_id != msg.gen_id:
             return
-        gen.parts.append(msg.text)
-        if gen.view.is_attached:
-            await gen.stream.write(msg.text)
+        text = msg.text
+        if not gen.parts:
+            if gen.base is not None:
+                text = continue_joiner(gen.base.content, text) + text
+            await self._set_label(gen.view, "")
+            if gen.view.is_attached:  # not after a switch to another chat
+                gen.stream = Markdown.get_stream(gen.view)
+            self.update_status()
+        gen.parts.append(text)
+        if gen.view.is_attached and gen.stream is not None:
+            await gen.stream.write(text)
 
     @on(ReplyDone)
     async def _on_done(self, msg: ReplyDone) -> None:
@@ -498,59 +425,77 @@ class ChatScreen(Screen):
         if gen is None or gen.gen_id != msg.gen_id or gen.finishing:
             return
         gen.finishing = True  # `generating` stays true until the reply is stored and shown
-        await gen.stream.stop()
+        if gen.stream is not None:
+            await gen.stream.stop()
         text = gen.text
-        history = self.context.history
+        open_here = self.chat is not None and self.chat.id == gen.chat_id
         if msg.error and not text:
-            gen.view.text = msg.error
-            gen.view.role = "error"
-            gen.view.set_classes("error")
-            await gen.view.update(msg.error)
+            await self._failed(gen, msg.error)
+        elif not text.strip():
+            await self._stopped_empty(gen)
         else:
-            meta: dict[str, Any] = {"finish_reason": msg.finish_reason, "model": gen.model_name}
-            if msg.timings is not None:
-                meta.update(
-                    ttft_s=round(msg.timings.ttft_s, 4), decode_tps=round(msg.timings.decode_tps, 2), tokens=msg.tokens
-                )
-            if msg.dropped:
-                meta["dropped_messages"] = msg.dropped
-            if msg.error:
-                meta["error"] = msg.error
-            stored = history.add_message(gen.chat_id, "assistant", text, meta)  # committed as it completes
-            gen.view.message_id = stored.id
-            gen.view.text = text
-            if msg.finish_reason == "cancelled":
-                gen.view.add_class("cancelled")
+            self._store_reply(gen, msg)
             if gen.view.is_attached:
-                await gen.view.update(text)  # once whole: streamed code fences can be left blank
-            if msg.timings is not None:
-                self._last_timings = msg.timings
+                await gen.view.update(gen.view.text)  # once whole: streamed code fences can be left blank
+            gen.view.set_class(msg.finish_reason == "cancelled", "cancelled")
+            await self._set_label(
+                gen.view, reply_label(msg.finish_reason, continued=gen.base is not None), msg.finish_reason
+            )
+            if msg.timings is not None and open_here:
+                self._last_timings, self._timings_model = msg.timings, self.model
                 self._ctx_used = msg.timings.prompt_tokens + msg.timings.decode_tokens
             if msg.error:
                 self.notify(msg.error, severity="error")
-        if self.chat is not None and self.chat.id == gen.chat_id:
+        if open_here:
             if not msg.error:
-                self._tell_dropped(msg.dropped)
-            self.chat = history.chat(gen.chat_id)
+                await self._tell_dropped(msg.dropped, self.model.info.n_ctx if self.model is not None else None)
+            if self.chat is not None:
+                self.chat = self.context.history.chat(gen.chat_id)
         self._gen = None
         self.update_status()
         self.post_message(self.ReplyFinished(msg.finish_reason, msg.error))
+        if msg.error and not text:
+            await self._take_back_queue()
+        else:
+            await self._send_queued()
 
-    def _tell_dropped(self, dropped: int) -> None:
-        """Say so when more of the open chat fell out of the context window than last time."""
-        if dropped > self._dropped:
-            n_ctx = self.model.info.n_ctx if self.model is not None else None
-            window = f" ({n_ctx} tokens)" if n_ctx else ""
-            kept = " (the system prompt stays)" if self.chat is not None and self.chat.system_prompt else ""
-            self.notify(
-                f"This chat is longer than the context window{window}: the model no longer sees its "
-                f"oldest {dropped} message{'s' if dropped != 1 else ''}{kept}. "
-                "Start a new chat (ctrl+n) or load with a larger context (--ctx N) to keep more.",
-                title="Earlier messages left out",
-                severity="warning",
-                timeout=10,
-            )
-        self._dropped = dropped
+    def _store_reply(self, gen: _Generation, msg: ReplyDone) -> None:
+        """Commit the reply; a continuation is stored with the reply it extends, as one message."""
+        history = self.context.history
+        text = (gen.base.content if gen.base is not None else "") + gen.text
+        meta = reply_meta(msg, gen.model_name, gen.base.meta if gen.base is not None else None)
+        stored = history.add_message(gen.chat_id, "assistant", text, meta)  # committed as it completes
+        if gen.base is not None:  # after the add: a kill in between keeps both, never neither
+            history.delete_message(gen.base.id)
+        gen.view.message_id = stored.id
+        gen.view.text = text
+
+    async def _failed(self, gen: _Generation, error: str) -> None:
+        """An error before any reply text: the message just sent leaves the history and goes back to the prompt."""
+        history = self.context.history
+        if gen.base is None:
+            await self._remove_view(gen.view)
+        failed = ""
+        if gen.user is not None and gen.user.message_id is not None:
+            history.delete_message(gen.user.message_id)
+            failed = gen.user.text
+            await self._remove_view(gen.user)
+            if self.chat is not None and self.chat.id == gen.chat_id and not history.messages(gen.chat_id):
+                history.delete(gen.chat_id)  # the chat held only that message
+                self.chat = None
+            self.refresh_chat_list()
+        if failed:
+            await self._take_back_queue(failed=failed)
+        if self.chat is None or self.chat.id == gen.chat_id:
+            await self.conversation.mount(MessageView(error, "error"))
+
+    async def _stopped_empty(self, gen: _Generation) -> None:
+        """Stopped before any text: nothing stored, no empty bubble; the user message stays (ctrl+r answers it)."""
+        if gen.base is not None:  # a continuation that wrote nothing: the cut reply stays as it was
+            return
+        await self._remove_view(gen.view)
+        if gen.user is not None and gen.user.is_attached:
+            await self._set_label(gen.user, "stopped before the reply began · ctrl+r writes it", "cancelled")
 
     @dataclass
     class ReplyFinished(Message):
@@ -560,6 +505,7 @@ class ChatScreen(Screen):
         error: str
 
     def action_stop(self) -> None:
+        """Stop the reply being written; it keeps what came so far."""
         gen = self._gen
         if gen is None:
             return
@@ -568,24 +514,52 @@ class ChatScreen(Screen):
             if worker.group == "generate":
                 worker.cancel()
 
+    def _last_reply_cut(self) -> StoredMessage | None:
+        """The chat's last message when it is a reply cut at the length limit."""
+        if self.chat is None:
+            return None
+        messages = self._shown_messages(self.chat)
+        last = messages[-1] if messages else None
+        if last is None or last.role != "assistant" or last.meta.get("finish_reason") != "length":
+            return None
+        return last
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "continue_reply":
+            return not self.generating and self._last_reply_cut() is not None
+        return True
+
+    async def action_continue_reply(self) -> None:
+        """Ask the model to go on with a reply cut at the length limit; the text is added to that reply."""
+        base = self._last_reply_cut()
+        if base is None or self.generating or self.model is None or self.loading_target:
+            return
+        views = [v for v in self.query(MessageView) if v.message_id == base.id]
+        if not views:
+            return
+        await self._set_label(views[-1], "")
+        await self._start_reply(base=base, view=views[-1])
+
     async def action_regenerate(self) -> None:
         if self.generating or self.chat is None or self.model is None or self.loading_target:
             return
         history = self.context.history
-        messages = history.messages(self.chat.id)
+        messages = self._shown_messages(self.chat)
         if not messages:
             return
+        for view in list(self.query("MessageView.error")):
+            await view.remove()
+        views = [v for v in self.query(MessageView) if v.role in ("user", "assistant")]
         if messages[-1].role == "assistant":
             history.delete_message(messages[-1].id)
-            views = list(self.query(MessageView))
-            if views and views[-1].role in ("assistant", "error"):
-                await views[-1].remove()
+            if views and views[-1].role == "assistant":
+                await self._remove_view(views[-1])
+                views.pop()
         elif messages[-1].role != "user":
             return
-        views = list(self.query(MessageView))
-        if views and views[-1].role == "error":
-            await views[-1].remove()
-        await self._start_reply()
+        if views and views[-1].role == "user":
+            await self._set_label(views[-1], "")
+        await self._start_reply()  # user=None: a failed regeneration never removes the question
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # a worker that raised despite the guards: say so instead of dying silently
