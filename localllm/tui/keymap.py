@@ -31,5 +31,5 @@ def load_keymap(path: Path | None = None) -> dict[str, str]:
         data = tomllib.load(f)
     keys = data.get("keys", {})
     if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
-        raise LocalLLMError(f'{path}: [keys] must map binding ids to key strings, e.g. "localllm.stop" = "ctrl+c"')
+        raise LocalLLMError(f'{path}: [keys] must map binding ids to key strings, e.g. "localllm.new_chat" = "f9"')
     return dict(keys)

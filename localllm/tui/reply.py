@@ -143,16 +143,9 @@ def _chat_stream(
     on_prompt_progress: Callable[[int, int], None],
     options: dict[str, Any],
 ) -> Any:
-    try:
-        return model.chat_stream(
-            messages, overflow="truncate", stop_event=stop, on_prompt_progress=on_prompt_progress, **options
-        )
-    except localllm.InvalidOptionTypeError as exc:
-        # a library without the progress callback (it names it as an unknown option):
-        # stream without progress rather than fail
-        if exc.option != "on_prompt_progress":
-            raise
-        return model.chat_stream(messages, overflow="truncate", stop_event=stop, **options)
+    return model.chat_stream(
+        messages, overflow="truncate", stop_event=stop, on_prompt_progress=on_prompt_progress, **options
+    )
 
 
 def error_text(exc: BaseException) -> str:

@@ -126,7 +126,7 @@ class ChatScreen(ConversationView):
                 conversation = VerticalScroll(id="conversation")
                 conversation.can_focus = False  # typing always goes to the prompt; the wheel still scrolls
                 yield conversation
-                yield PromptArea(id="prompt")
+                yield PromptArea(id="prompt", prompts=self.context.history)
         yield StatusLine("Loading…", id="status", markup=False)
         yield Footer()
 
@@ -327,16 +327,19 @@ class ChatScreen(ConversationView):
     async def _send(self, view: MessageView) -> None:
         """Store the user message `view` shows (mounting it if it is not yet), then start its reply."""
         history = self.context.history
+        fresh = self.chat is None
         if self.chat is None:
             self.chat = history.new_chat(
                 system_prompt=self.context.system_prompt,
                 sampling=self.context.sampling,
                 model=self._model_name(),
             )
-            for info in self.query("MessageView.info"):
-                await info.remove()
+        # no await between the chat and its first message: nobody sees a chat without it
         msg = history.add_message(self.chat.id, "user", view.text)  # committed before the reply starts
         view.message_id = msg.id
+        if fresh:
+            for info in self.query("MessageView.info"):
+                await info.remove()
         self.chat = history.chat(self.chat.id)
         self.refresh_chat_list()
         if not view.is_attached:

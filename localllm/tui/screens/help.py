@@ -26,7 +26,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(
-                f'Keys. Remap them in {self.keymap_path} by binding id, e.g. [keys] "localllm.stop" = "ctrl+c"',
+                f'Keys. Remap them in {self.keymap_path} by binding id, e.g. [keys] "localllm.new_chat" = "f9"',
                 id="keymap-note",
                 markup=False,
             )

@@ -28,9 +28,6 @@ def matches(row: VariantRow, query: str) -> bool:
 class ModelSwitcher(ModalScreen["str | None"]):
     """Every catalog variant with its fit here, local files, which are on disk; type to filter, Enter switches."""
 
-    DEFAULT_CSS = """
-    ModelSwitcher #models-filter { margin: 0 0 1 0; }
-    """
     AUTO_FOCUS = "#models-filter"  # typing filters at once; up/down move through the rows
 
     BINDINGS = [

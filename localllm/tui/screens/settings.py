@@ -34,18 +34,6 @@ class SettingsScreen(ModalScreen["dict | None"]):
     # one line per field (compact inputs) and the buttons outside the scrolling part, so
     # Save and Cancel show on a 120x36 terminal and smaller ones (the fields scroll there).
     # Its own class names, not .field: the app's styles.tcss sized those for bordered inputs.
-    DEFAULT_CSS = """
-    SettingsScreen > #settings-dialog { width: 80; max-width: 98%; height: 30; max-height: 100%;
-        border: thick $accent; background: $surface; padding: 0 2; }
-    SettingsScreen #settings-fields { height: 1fr; }
-    SettingsScreen #system-prompt { height: 6; }
-    SettingsScreen .setting { height: 1; margin-top: 1; }
-    SettingsScreen .setting Label { width: 28; }
-    SettingsScreen .setting Input { width: 1fr; }
-    SettingsScreen #settings-error { color: $error; height: auto; max-height: 4; }
-    SettingsScreen #settings-buttons { height: auto; margin: 1 0 0 0; }
-    SettingsScreen #settings-buttons Button { margin-right: 2; }
-    """
     AUTO_FOCUS = "#system-prompt"  # the first field: what is typed on opening lands there
 
     BINDINGS = [
