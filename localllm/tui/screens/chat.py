@@ -197,20 +197,24 @@ class ChatScreen(ConversationView):
         info = model.info
         hide = self.context.hide_timings
         placement = "CPU/GPU" if hide else describe_placement(info.placement)
+        gen = self._gen
+        # what is happening now goes first: a narrow terminal cuts the line's end, never this
+        state = []
+        if gen is not None and gen.progress is not None and not gen.parts:
+            state.append(reading_label(*gen.progress))
+        elif gen is not None:
+            state.append("generating… (esc stops)")
+        if self._queue:
+            state.append(f"{len(self._queue)} queued")
         used = "–" if self._ctx_used is None else str(self._ctx_used)
-        parts = [info.name, info.runtime, placement, f"ctx {used}/{info.n_ctx}"]
+        if gen is not None and gen.progress is not None:
+            used = str(gen.progress[1])  # the prompt being read, after truncation
+        parts = [*state, info.name, info.runtime, placement, f"ctx {used}/{info.n_ctx}"]
         t = self._last_timings
         if t is not None and not hide:
             parts += [f"TTFT {t.ttft_s:.2f} s", f"{t.decode_tps:.1f} tok/s"]
         else:
             parts += ["TTFT –", "– tok/s"]
-        gen = self._gen
-        if gen is not None and gen.progress is not None and not gen.parts:
-            parts.append(reading_label(*gen.progress))
-        elif gen is not None:
-            parts.append("generating… (esc stops)")
-        if self._queue:
-            parts.append(f"{len(self._queue)} queued")
         status.update(" · ".join(parts))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="count")
