@@ -125,11 +125,15 @@ def test_a_message_sent_while_a_reply_streams_is_queued_then_sent(tiny_gguf, tui
             await send(pilot, "one", finish=False)
             await pilot.press(*"two")
             post_key(pilot, "enter")
-            await wait_for(pilot, lambda: bool(screen.query("MessageView.queued")), what="the queued message")
+            # the view is mounted, then the status line updated: wait for both, not the first alone
+            await wait_for(
+                pilot,
+                lambda: bool(screen.query("MessageView.queued")) and "1 queued" in status(app),
+                what="the queued message",
+            )
             (chat,) = app.history.chats()
             assert [m.content for m in app.history.messages(chat.id)] == ["one"]  # not sent yet
             assert screen.query_one("MessageView.queued").text == "two"
-            assert "1 queued" in status(app)
             assert app.query_one(PromptArea).text == ""
             gate.set()
             await wait_for(
@@ -159,8 +163,12 @@ def test_esc_takes_a_queued_message_back_then_stops_the_reply(tiny_gguf, tui_db)
             post_key(pilot, "enter")
             await wait_for(pilot, lambda: bool(screen.query("MessageView.queued")), what="the queued message")
             post_key(pilot, "escape")  # the queued message comes back into the prompt, the reply goes on
-            await wait_for(pilot, lambda: not screen.query("MessageView.queued"), what="the take-back")
-            assert app.query_one(PromptArea).text == "two" and screen.generating
+            await wait_for(
+                pilot,
+                lambda: not screen.query("MessageView.queued") and app.query_one(PromptArea).text == "two",
+                what="the take-back",
+            )
+            assert screen.generating
             post_key(pilot, "escape")  # now it stops the reply
             await wait_for(pilot, lambda: not screen.generating, what="the stop")
             (chat,) = app.history.chats()
