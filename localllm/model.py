@@ -284,6 +284,17 @@ class Model:
         prompt = check_text(text, "text") if isinstance(text, str) else self.render_chat(text)
         return len(self._tokenize_prompt(prompt))
 
+    def fit_chat(self, messages: Sequence[Message], **options: Any) -> tuple[int, int]:
+        """(prompt tokens, messages dropped): what `chat(messages, overflow="truncate", **options)`
+        would send, without generating (a UI's context figure before the next reply).
+
+        Raises:
+            as for `chat` with overflow="truncate".
+        """
+        self._require_open()
+        tokens, dropped = self._fit_chat(messages, SamplingOptions.from_kwargs(**options), truncate=True)
+        return len(tokens), dropped
+
     # --- control ---------------------------------------------------------------------
     def cancel(self) -> None:
         """Stop the generation running now (if any); it ends with finish_reason "cancelled".

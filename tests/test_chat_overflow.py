@@ -160,3 +160,13 @@ def test_truncation_on_a_real_chat_template(smollm2_gguf, one_core):
         moved = m.chat(msgs, overflow="truncate", temperature=0, max_tokens=24)
         assert moved.dropped_messages > reply.dropped_messages
         assert moved.timings.cached_tokens >= len(system_tokens)
+
+
+def test_fit_chat_says_what_truncate_will_send_without_generating(model):
+    """The TUI's context figure: the same prompt size and drop count chat(overflow="truncate") uses."""
+    for msgs in (long_chat(), long_chat(2), [SYSTEM, {"role": "user", "content": "hi"}]):
+        reply = model.chat(msgs, overflow="truncate", **greedy())
+        assert model.fit_chat(msgs, **greedy()) == (reply.prompt_tokens, reply.dropped_messages)
+    assert model.fit_chat(long_chat(), **greedy())[1] > 0
+    with pytest.raises(ContextOverflowError):  # as chat: the last user message alone is too long
+        model.fit_chat([{"role": "user", "content": "the cat " * 400}], **greedy())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,6 @@ __all__ = [
     "ReplyDone",
     "continue_joiner",
     "error_text",
-    "fit_conversation",
     "reading_label",
     "reply_label",
     "reply_meta",
@@ -40,9 +39,6 @@ FLUSH_INTERVAL_S = 1 / 30
 # "reading the prompt" progress: 10 updates a second read as live; the engine may call back
 # after every small chunk, far more often than the screen needs.
 PROGRESS_INTERVAL_S = 1 / 10
-# chat(overflow="truncate") keeps this share of the window for the reply (localllm.model's
-# _REPLY_ROOM_SHARE): the TUI's count of what would be sent follows the same rule.
-REPLY_ROOM_SHARE = 4
 # "continue" sends the conversation with this as a last user turn, never stored. A user turn
 # rather than the partial reply as an open assistant turn: chat_stream renders every assistant
 # turn closed (the template's end-of-turn after it), so the model would start a new reply
@@ -195,48 +191,3 @@ def continue_joiner(before: str, after: str) -> str:
     if not before or not after or before[-1].isspace() or after[0].isspace() or after[0] in ".,;:!?)]}":
         return ""
     return " "
-
-
-def fit_conversation(
-    count: Callable[[Sequence[Mapping[str, str]]], int],
-    messages: Sequence[Mapping[str, str]],
-    *,
-    n_ctx: int,
-    max_tokens: int | None,
-) -> tuple[int, int]:
-    """(tokens, dropped): what chat(overflow="truncate") would send of messages, counted with `count`.
-
-    The same rule as the library: whole turns (a user message and the replies after it) go
-    from the front, the system messages and the last user message stay, until the prompt
-    leaves room for a reply of max_tokens, or a quarter of the window.
-    """
-    if not messages:
-        return 0, 0
-    room = n_ctx // REPLY_ROOM_SHARE
-    if max_tokens is not None:
-        room = min(room, max_tokens)
-    n = count(messages)
-    if n + room <= n_ctx:
-        return n, 0
-    n_head = 0
-    while n_head < len(messages) and messages[n_head]["role"] == "system":
-        n_head += 1
-    head, rest = list(messages[:n_head]), list(messages[n_head:])
-    users = [i for i, m in enumerate(rest) if m["role"] == "user"]
-    last = users[-1] if users else max(len(rest) - 1, 0)
-    starts = [i for i in range(last) if rest[i]["role"] == "user" or i == 0]  # where each turn begins
-    if not starts:
-        return n, 0
-    cuts = [*starts[1:], last]  # dropping k turns keeps rest[cuts[k - 1]:]
-    tried: dict[int, int] = {}
-
-    def without(k: int) -> int:
-        if k not in tried:
-            tried[k] = count([*head, *rest[cuts[k - 1] :]])
-        return tried[k]
-
-    lo, hi = 1, len(cuts)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if without(mid) + room <= n_ctx else (mid + 1, hi)
-    return without(lo), cuts[lo - 1]

@@ -10,7 +10,7 @@ from tuihelp import GREEDY, FakeModel, fake_loader, send, wait_for, wait_ready
 
 import localllm
 from localllm.tui.app import ChatApp
-from localllm.tui.reply import CONTINUE_PROMPT, fit_conversation
+from localllm.tui.reply import CONTINUE_PROMPT
 from localllm.tui.store import History
 from localllm.tui.widgets import MessageView, PromptArea, StatusLine
 
@@ -69,9 +69,7 @@ def test_status_and_notice_show_what_is_sent_after_truncation(tiny_gguf, tui_db)
             model = app.model
             whole = model.count_tokens(screen._conversation(screen.chat))
             assert whole > N_CTX
-            want, dropped = fit_conversation(
-                model.count_tokens, screen._conversation(screen.chat), n_ctx=N_CTX, max_tokens=16
-            )
+            want, dropped = model.fit_chat(screen._conversation(screen.chat), **SAMPLING)
             assert 0 < want <= N_CTX and dropped > 0
             assert ctx_used(app) == want
             await wait_for(pilot, lambda: bool(screen.query("#dropped-notice")), what="the notice")

@@ -118,6 +118,9 @@ class FakeModel:
             return len(messages.split())
         return sum(2 + len(m["content"].split()) for m in messages)
 
+    def fit_chat(self, messages, **options) -> tuple[int, int]:
+        return self.count_tokens(messages), 0  # the fake never truncates
+
     def chat_stream(self, messages, *, overflow="error", stop_event=None, on_prompt_progress=None, **options):
         from localllm import SamplingOptions
 

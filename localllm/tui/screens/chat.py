@@ -32,7 +32,6 @@ from localllm.tui.reply import (
     ReplyDelta,
     ReplyDone,
     continue_joiner,
-    fit_conversation,
     reading_label,
     reply_label,
     reply_meta,
@@ -223,14 +222,9 @@ class ChatScreen(ConversationView):
         if model is None:
             return
         messages = self._conversation(chat)
-        max_tokens = (chat.sampling if chat else self.context.sampling).get("max_tokens", 0)
-        try:
-            n, dropped = fit_conversation(
-                model.count_tokens,
-                messages,
-                n_ctx=model.info.n_ctx,
-                max_tokens=max_tokens if isinstance(max_tokens, int) or max_tokens is None else 0,
-            )
+        try:  # what chat_stream(overflow="truncate") will send, by the library's own rule
+            sampling = chat.sampling if chat else self.context.sampling
+            n, dropped = model.fit_chat(messages, **sampling) if messages else (0, 0)
         except Exception:  # counting is informative only
             return
         self.post_message(ContextCount(chat.id if chat else None, n, dropped))
