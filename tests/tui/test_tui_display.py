@@ -12,7 +12,7 @@ from tuihelp import FakeModel, fake_loader, post_key, send, wait_for, wait_ready
 
 from localllm.tui.app import ChatApp
 from localllm.tui.store import History
-from localllm.tui.widgets import ChatList, ChatListItem, PromptArea, StatusLine
+from localllm.tui.widgets import ChatList, ChatListItem, StatusLine
 
 SIZE = (110, 36)
 
@@ -132,27 +132,5 @@ def test_a_stopped_reply_is_labelled(tiny_gguf, tui_db):
             await wait_ready(pilot)
             assert app2.chat_screen.chat is not None and app2.chat_screen.chat.id == chat_id
             assert [str(w.render()) for w in app2.chat_screen.query(".label")] == ["stopped"]
-
-    run(body())
-
-
-def test_the_status_line_starts_with_what_is_happening_and_counts_the_prompt_being_read(tiny_gguf, tui_db):
-    """At 80 columns the line's end is cut: "reading the prompt" / "generating" come first, and the
-    context figure is the prompt being read (it said ctx 0/N until the reply ended)."""
-    fake = FakeModel(prompt_chunk=500, chunk_delay=0.25)
-    paste = " ".join(["word"] * 3498)  # 3,500 tokens with the fake's 2 per message
-
-    async def body():
-        app = ChatApp(str(tiny_gguf), db_path=tui_db, loader=fake_loader(fake))
-        async with app.run_test(size=(80, 24)) as pilot:
-            await wait_ready(pilot)
-            app.query_one(PromptArea).load_text(paste)
-            post_key(pilot, "enter")
-            line = app.chat_screen.query_one(StatusLine)
-            await wait_for(pilot, lambda: "reading the prompt" in str(line.render()))
-            text = str(line.render())
-            assert text.startswith("reading the prompt: ") and "ctx 3500/4096" in text, text
-            post_key(pilot, "escape")
-            await wait_for(pilot, lambda: not app.chat_screen.generating, timeout=5, what="the stop")
 
     run(body())

@@ -38,6 +38,9 @@ def test_reading_the_prompt_shows_progress_and_esc_stops_it(tiny_gguf, tui_db):
             app.query_one(PromptArea).load_text(paste)
             post_key(pilot, "enter")
             await wait_for(pilot, lambda: "reading the prompt: 1,000 / 3,500 tokens (esc stops)" in status(app))
+            # what is happening leads the line (a narrow terminal cuts its end), and the context
+            # figure is the prompt being read, not 0 until the reply ends
+            assert status(app).startswith("reading the prompt: ") and "ctx 3500/4096" in status(app)
             t0 = time.monotonic()
             post_key(pilot, "escape")
             await wait_for(pilot, lambda: not screen.generating, timeout=5, what="the stop")
