@@ -107,9 +107,9 @@ def build_model(shape: str, quant: str) -> Path:
     return synthetic_gguf(CACHE, shape, quant, say=lambda line: print(line, file=sys.stderr, flush=True))
 
 
-def child(side: str, path: Path, n_tokens: int, placement: dict) -> dict:
+def child(side: str, path: Path, n_tokens: int, placement: dict, prompt: str = PROMPT) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, side, str(path), str(n_tokens), json.dumps(placement), PROMPT],
+        [sys.executable, "-c", CHILD, side, str(path), str(n_tokens), json.dumps(placement), prompt],
         capture_output=True,
         text=True,
         timeout=900,
@@ -127,8 +127,16 @@ def main() -> int:
     ap.add_argument("--quant", default="Q4_K_M")
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=None, help="threads for both sides (default: the plan's)")
+    ap.add_argument(
+        "--prompt-repeat",
+        type=int,
+        default=1,
+        help="the prompt N times over: a long prompt times prompt reading (localllm reads it in "
+        "chunks of PROMPT_CHUNK tokens, to see a stop between two; raw in n_batch batches)",
+    )
     ap.add_argument("--json", action="store_true", help="print all runs as JSON")
     args = ap.parse_args()
+    prompt = " ".join([PROMPT] * args.prompt_repeat)
 
     path = build_model(args.shape, args.quant)
     import localllm
@@ -156,7 +164,7 @@ def main() -> int:
     }
     print(
         f"model {path.name} ({path.stat().st_size / 2**20:.0f} MiB); placement {placement}; "
-        f"{args.tokens} tokens; load avg {os.getloadavg()[0]:.2f}",
+        f"{args.tokens} tokens; prompt x{args.prompt_repeat}; load avg {os.getloadavg()[0]:.2f}",
         file=sys.stderr,
         flush=True,
     )
@@ -165,7 +173,7 @@ def main() -> int:
     child("raw", path, 4, placement)  # warm the page cache so neither side pays the first read
     for i in range(args.runs):
         for side in ("raw", "localllm") if i % 2 == 0 else ("localllm", "raw"):
-            r = child(side, path, args.tokens, placement)
+            r = child(side, path, args.tokens, placement, prompt)
             runs[side].append(r)
             print(
                 f"  run {i + 1} {side:8s} load {r['load_s']:.3f}s  ttft {r['ttft_s']:.3f}s  "
