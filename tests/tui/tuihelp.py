@@ -119,7 +119,19 @@ class FakeModel:
         return sum(2 + len(m["content"].split()) for m in messages)
 
     def fit_chat(self, messages, **options) -> tuple[int, int]:
-        return self.count_tokens(messages), 0  # the fake never truncates
+        """Model.fit_chat's contract with the fake's word count: whole turns go from the front
+        (localllm's own split_turns) until a reply of max_tokens (at most a quarter) has room."""
+        from localllm import SamplingOptions
+        from localllm.chat_template import split_turns
+
+        max_tokens = SamplingOptions.from_kwargs(**options).max_tokens
+        room = min(self.info.n_ctx // 4, max_tokens) if max_tokens is not None else self.info.n_ctx // 4
+        head, turns, tail = split_turns(messages)
+        for n_drop in range(len(turns) + 1):
+            kept = [*head, *(m for turn in turns[n_drop:] for m in turn), *tail]
+            if self.count_tokens(kept) + room <= self.info.n_ctx or n_drop == len(turns):
+                return self.count_tokens(kept), len(messages) - len(kept)
+        raise AssertionError("unreachable")
 
     def chat_stream(self, messages, *, overflow="error", stop_event=None, on_prompt_progress=None, **options):
         from localllm import SamplingOptions

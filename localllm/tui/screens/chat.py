@@ -231,7 +231,10 @@ class ChatScreen(ConversationView):
 
     @on(ContextCount)
     async def _on_context_count(self, msg: ContextCount) -> None:
-        if (self.chat.id if self.chat else None) == msg.chat_id and not self.generating:
+        # a reply's own figure replaces the count of its chat when it ends; a count for another
+        # chat (ctrl+n while the old reply is still being stopped) holds at once
+        replying_here = self._gen is not None and self._gen.chat_id == msg.chat_id
+        if (self.chat.id if self.chat else None) == msg.chat_id and not replying_here:
             self._ctx_used = msg.tokens
             self.update_status()
             if msg.dropped > self._dropped:
