@@ -8,7 +8,7 @@ A pure function of (Hardware, Catalog, request): no I/O once the hardware is kno
 - rank.py     across variants: the choice, its reasons, warnings, rejected list, Placement
 - runtime.py  runtime names and aliases, and the choice between llama.cpp and ONNX Runtime
 - onnx.py     a local ONNX folder: its Family, `plan_local_onnx`
-- api.py      `plan`, `plan_local`, `fit_table`
+- api.py      `plan`, `plan_among` (any list of variants), `plan_local`, `fit_table`
 
 Search order for each variant: fully on the GPU(s) at the target context; fully on the
 GPU(s) with the context shrunk toward a floor; partial offload (as many layers as fit);
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from localllm.estimator import MemoryEstimate
 from localllm.placement import KV_TYPES, RUNTIMES
-from localllm.planner.api import fit_table, plan, plan_local
+from localllm.planner.api import fit_table, plan, plan_among, plan_local
 from localllm.planner.machine import (
     APPLE_WORKING_SET_FRACTION,
     DEFAULT_THREADS,
@@ -58,6 +58,7 @@ __all__ = [
     "Workload",
     "fit_table",
     "plan",
+    "plan_among",
     "plan_local",
     "plan_local_onnx",
 ]

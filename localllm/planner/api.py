@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from localllm.calibration import Calibration
@@ -16,7 +17,7 @@ from localllm.planner.runtime import onnx_may_accelerate, pick_runtime, runtime_
 from localllm.planner.search import assess, where_of
 from localllm.planner.values import Plan, VariantFit
 
-__all__ = ["fit_table", "plan", "plan_local"]
+__all__ = ["fit_table", "plan", "plan_among", "plan_local"]
 
 
 def plan(
@@ -60,9 +61,86 @@ def plan(
     rt = runtime_name(runtime)
     auto = isinstance(model, str) and model.strip().lower() == "auto"
     pools = _pools(catalog, model, auto=auto, runtime=rt, kv_type=kv_type)
+    return _plan_pools(
+        pools,
+        auto=auto,
+        catalog=catalog,
+        hardware=hardware,
+        context=context,
+        workload=workload,
+        runtime=rt,
+        kv_type=kv_type,
+        headroom=headroom,
+        calibration=calibration,
+        threads=threads,
+    )
+
+
+def plan_among(
+    variants: Sequence[Variant],
+    *,
+    auto: bool = True,
+    hardware: Hardware | None = None,
+    context: int | None = None,
+    workload: str = "interactive",
+    runtime: str | None = None,
+    kv_type: str | None = None,
+    headroom: int | None = None,
+    calibration: Calibration | None = None,
+    threads: int | None = None,
+) -> Plan:
+    """The best of `variants`: the files of a Hub repository, models already on disk, or the
+    catalog less what could not be had. Arguments as for `plan`.
+
+    `auto` ranks as "auto" does (tier, interactive speed, quality, then the smaller file) and
+    raises NoFittingVariantError when nothing fits; auto=False ranks as a named model's quants
+    (quality first) and returns the smallest, `fits` False, when nothing fits.
+
+    Raises:
+        NoFittingVariantError: `auto` and none of `variants` fits.
+        ModelNotFoundError: `variants` is empty, or none runs on `runtime`.
+    """
+    rt = runtime_name(runtime)
+    every = list(variants)
+    pools = {r: [v for v in every if runtime_for(v) == r] for r in ((rt,) if rt else RUNTIMES)}
+    if rt is None and kv_type is not None:  # a KV type is a llama.cpp option
+        pools.pop("onnxruntime")
+    pools = {r: pool for r, pool in pools.items() if pool}
+    if not pools:
+        raise ModelNotFoundError(f"no candidate model to plan{f' for runtime {rt!r}' if rt else ''}", name=None)
+    return _plan_pools(
+        pools,
+        auto=auto,
+        catalog=None,
+        hardware=hardware,
+        context=context,
+        workload=workload,
+        runtime=rt,
+        kv_type=kv_type,
+        headroom=headroom,
+        calibration=calibration,
+        threads=threads,
+    )
+
+
+def _plan_pools(
+    pools: dict[Runtime, list[Variant]],
+    *,
+    auto: bool,
+    catalog: Catalog | None,
+    hardware: Hardware | None,
+    context: int | None,
+    workload: str,
+    runtime: Runtime | None,
+    kv_type: str | None,
+    headroom: int | None,
+    calibration: Calibration | None,
+    threads: int | None,
+) -> Plan:
+    """The plan for the best variant of each runtime's pool, then the better runtime."""
     if hardware is None:
         hardware = probe()
-        if "onnxruntime" in pools and (rt == "onnxruntime" or onnx_may_accelerate(hardware)):
+        if "onnxruntime" in pools and (runtime == "onnxruntime" or onnx_may_accelerate(hardware)):
             hardware = probe(runtimes=True)  # which execution providers this onnxruntime has
     calibration = calibration_for(hardware, calibration)
     plans: dict[Runtime, Plan | NoFittingVariantError] = {}

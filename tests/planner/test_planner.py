@@ -241,3 +241,20 @@ def test_contexts_end_for_any_trained_context(n_ctx_train):
     t.join(10)
     assert done, "plan_local did not finish in 10 s"
     assert done[0].placement.n_ctx >= 1
+
+
+def test_plan_among_ranks_a_given_list_as_auto_ranks_the_catalog():
+    # plan_among is what "auto" over the Hub's files or the models on disk uses: over the
+    # catalog's own variants it must choose what plan("auto") chooses, and a list without
+    # that variant must choose something else that fits
+    from localllm.catalog import load_catalog
+    from localllm.hardware.detect import load_profile
+    from localllm.planner import plan, plan_among
+
+    hw = load_profile("laptop-x86-16gb")
+    every = [v for v in load_catalog().variants if not v.packaged]
+    auto = plan("auto", hardware=hw)
+    among = plan_among(every, hardware=hw)
+    assert among.variant == auto.variant and among.needed == auto.needed
+    rest = plan_among([v for v in every if v != auto.variant], hardware=hw)
+    assert rest.variant != auto.variant and rest.fits
