@@ -14,6 +14,11 @@ values it returns are in localllm.formats.gguf; this module decides what is refu
 
     validate_model_path(path)   dispatch: .gguf file, ONNX folder, refused formats
     validate_gguf(path)         -> GGUFInfo, or InvalidModelError saying what and where
+    validate_gguf_header(buf, file_size, label)
+                                the same checks on a header prefix (fetched with range requests);
+                                NeedMore when the prefix ends before the tensor table does
+    validate_gguf_parts(parts)  a split model's parts (buffers or maps) checked as one model
+    validate_gguf_split(path)   a split model on disk from its first part, checked as one model
     refuse_pickle(path)         pickle-based checkpoints are refused, never unpickled
     is_supported_architecture   whether the installed llama.cpp knows an architecture
 
@@ -23,17 +28,20 @@ loaded) only for an architecture missing from the static list.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import logging
+import mmap
 import os
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
 from localllm.errors import InvalidModelError
 from localllm.formats import gguf, gguf_rules, gguf_tokenizer
 from localllm.formats.gguf import ADVICE, GGML_TYPES, GGUF_MAGIC, HEADER_BYTES, GGUFArray, GGUFInfo, TensorInfo
-from localllm.formats.gguf_reader import map_file
+from localllm.formats.gguf_reader import NeedMore, map_file
 
 # ONNX folders are checked by the ONNX runtime's module (graph names, external data, tokenizer)
 from localllm.formats.onnx_folder import OnnxFolderInfo, is_onnx_folder, validate_onnx_folder
@@ -49,6 +57,9 @@ __all__ = [
     "is_supported_architecture",
     "refuse_pickle",
     "validate_gguf",
+    "validate_gguf_header",
+    "validate_gguf_parts",
+    "validate_gguf_split",
     "validate_model_path",
     "validate_onnx_folder",
 ]
@@ -249,7 +260,7 @@ def validate_model_path(path: str | os.PathLike) -> GGUFInfo | OnnxFolderInfo:
     suffix = p.suffix.lower()
     refuse_pickle(p)  # by extension, and a renamed pickle or PyTorch zip is refused whatever its name
     if suffix == ".gguf":
-        return validate_gguf(p)
+        return validate_gguf_split(p) if gguf.SPLIT_NAME.match(p.name) else validate_gguf(p)
     if suffix == ".safetensors":
         raise InvalidModelError(
             f"{p} is a safetensors file: localllm runs GGUF files (llama.cpp) and ONNX folders. Download a GGUF "
@@ -344,6 +355,145 @@ def validate_gguf(path: str | os.PathLike) -> GGUFInfo:
             )
         _check_rules(p, info, layout)
         return info
+
+
+def validate_gguf_header(buf: bytes, file_size: int, label: str, *, part: bool = False) -> GGUFInfo:
+    """validate_gguf's checks on the first `len(buf)` bytes of a GGUF file of `file_size` bytes.
+
+    `label` (a URL, or repo/file) names the file in messages. `part`: a later part of a split
+    model (its tensors are checked with the whole model's, by validate_gguf_parts).
+
+    Raises:
+        InvalidModelError: as validate_gguf.
+        NeedMore: `buf` ends before the tensor-info section does; fetch up to its offset.
+    """
+    info, layout = _parse_prefix(buf, file_size, label, part=part)
+    if not part:
+        _check_architecture(info, Path(label))
+        _check_rules(Path(label), info, layout)
+    return info
+
+
+def _parse_prefix(buf: bytes, file_size: int, label: str, *, part: bool) -> tuple[GGUFInfo, gguf.Layout]:
+    p = Path(label)
+    if file_size == 0:
+        raise InvalidModelError(f"{label} is empty (0 bytes). {ADVICE}", path=label)
+    head = bytes(buf[:4])
+    if len(head) < 4 and file_size >= 4:
+        raise NeedMore(4)
+    if head != GGUF_MAGIC[: len(head)] or len(head) == 4:
+        _check_magic(head, p)
+    if file_size < HEADER_BYTES:
+        raise InvalidModelError(
+            f"{label} is truncated: {file_size} bytes, shorter than the {HEADER_BYTES}-byte GGUF header. {ADVICE}",
+            path=label,
+        )
+    return gguf.parse(buf, file_size, p, avail=len(buf), part=part)
+
+
+def validate_gguf_parts(parts: Sequence[tuple[bytes | mmap.mmap, int, str]]) -> GGUFInfo:
+    """A split model's parts, each (its header bytes or map, its file size, its label), checked as
+    one model: every part's structure, split.no/split.count/split.tensors.count as llama.cpp's
+    loader wants them, then the first part's hyperparameters and tokenizer against all tensors.
+    Returns the first part's GGUFInfo with every part's tensors and the summed sizes.
+
+    Raises:
+        InvalidModelError: what is wrong and in which part.
+        NeedMore: a part's bytes end before its tensor table does (a prefix).
+    """
+    parsed = []
+    for i, (buf, size, label) in enumerate(parts):
+        if isinstance(buf, bytes):
+            parsed.append(_parse_prefix(buf, size, label, part=i > 0))
+        else:
+            _check_magic(bytes(buf[:4]), Path(label))
+            parsed.append(gguf.parse(buf, size, Path(label), part=i > 0))
+    first, layout = parsed[0]
+    label = parts[0][2]
+    p = Path(label)
+    _check_architecture(first, p)
+    n = len(parts)
+    total = sum(info.n_tensors for info, _ in parsed)
+    for i, (info, _) in enumerate(parsed):
+        where = parts[i][2]
+        no, count = info.metadata.get(gguf.SPLIT_NO), info.metadata.get(gguf.SPLIT_COUNT)
+        if n > 1 and (no != i or count != n):
+            raise gguf.malformed(
+                Path(where),
+                f"it says it is part {no} of {count} ({gguf.SPLIT_NO}, {gguf.SPLIT_COUNT}); expected "
+                f"part {i} of {n}: llama.cpp refuses a split whose parts disagree",
+            )
+    want = first.metadata.get(gguf.SPLIT_TENSORS_COUNT, total if n == 1 else None)
+    if want != total:
+        raise gguf.malformed(
+            p,
+            f"{gguf.SPLIT_TENSORS_COUNT} is {want} but the {n} parts hold {total} tensors; llama.cpp would look "
+            "for tensors that are not there",
+        )
+    tensors = tuple(t for info, _ in parsed for t in info.tensors)
+    seen: set[str] = set()
+    for t in tensors:
+        if t.name in seen:
+            raise gguf.malformed(p, f"the tensor {t.name!r} is in more than one part of the split")
+        seen.add(t.name)
+    merged = dataclasses.replace(
+        first,
+        tensors=tensors,
+        tensor_bytes=sum(info.tensor_bytes for info, _ in parsed),
+        file_size=sum(info.file_size for info, _ in parsed),
+    )
+    _check_rules(p, merged, layout)
+    return merged
+
+
+def validate_gguf_split(path: str | os.PathLike) -> GGUFInfo:
+    """A GGUF model on disk that may be split (NAME-00001-of-0000N.gguf): its parts side by side,
+    checked as one model (validate_gguf_parts). A file whose header does not say it is split is
+    checked by validate_gguf; a part other than the first is refused, naming the first.
+
+    Raises:
+        InvalidModelError: a part is missing or bad, or the parts disagree.
+    """
+    p = Path(path)
+    m = gguf.SPLIT_NAME.match(p.name)
+    if m is None or int(m["count"]) <= 1:
+        return validate_gguf(p)
+    no, count = int(m["no"]), int(m["count"])
+    first = p.with_name(gguf.split_name(m["prefix"], 1, count))
+    if no != 1:
+        raise InvalidModelError(
+            f"{p} is part {no} of {count} of a split model; load its first part, {first.name}, which finds "
+            "the others next to it.",
+            path=str(p),
+        )
+    names = [p.with_name(gguf.split_name(m["prefix"], i, count)) for i in range(1, count + 1)]
+    missing = [q.name for q in names if not q.is_file()]
+    if missing:
+        raise InvalidModelError(
+            f"{p} is part 1 of a model split in {count} parts, but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing from {p.parent}; llama.cpp needs every part side by "
+            "side. Download the missing parts.",
+            path=str(p),
+        )
+    with ExitStack() as stack:
+        parts = []
+        for q in names:
+            size = q.stat().st_size
+            if size < HEADER_BYTES:
+                return validate_gguf(q)  # its message says what is wrong with that part
+            f = stack.enter_context(open(q, "rb"))
+            parts.append((stack.enter_context(map_file(f, size)), size, str(q)))
+        return dataclasses.replace(validate_gguf_parts(parts), path=p)
+
+
+def _check_architecture(info: GGUFInfo, p: Path) -> None:
+    if not is_supported_architecture(info.architecture):
+        raise InvalidModelError(
+            f"{p}: architecture {info.architecture!r} is not supported by the installed llama.cpp "
+            f"(llama-cpp-python {_llama_cpp_version() or 'unknown version'}). Use a model of a supported "
+            f"architecture (llama, qwen2, gemma2, phi3...) or upgrade llama-cpp-python.",
+            path=str(p),
+        )
 
 
 def _check_magic(head: bytes, p: Path) -> None:

@@ -4,6 +4,7 @@
     GGML_TYPES                        ggml type id -> (name, elements per block, bytes per block)
     Layout                            what the rules need beyond GGUFInfo (types, offsets, vocabulary)
     parse(mm, size, path)             -> (GGUFInfo, Layout), or InvalidModelError saying what and where
+    SPLIT_NO, SPLIT_NAME, split_name  a split model's keys and part names (llama.cpp gguf-split)
     malformed(path, message, offset)  the InvalidModelError for a defect at a byte offset
 
 The parser checks structure: every length against the bytes left (localllm.formats.gguf_reader),
@@ -55,6 +56,11 @@ __all__ = [
     "HEADER_BYTES",
     "Layout",
     "TensorInfo",
+    "SPLIT_COUNT",
+    "SPLIT_NAME",
+    "SPLIT_NO",
+    "SPLIT_TENSORS_COUNT",
+    "split_name",
     "malformed",
     "parse",
 ]
@@ -62,6 +68,16 @@ __all__ = [
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)  # v1 was dropped by llama.cpp; v3 is current (gguf.cpp GGUF_VERSION)
 HEADER_BYTES = 24  # magic u32, version u32, tensor count u64, kv count u64
+# llama.cpp llama-arch.cpp LLM_KV_SPLIT_*: gguf-split writes all three into every part (u16, u16,
+# i32), and the first part alone carries the model's other keys
+SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS_COUNT = "split.no", "split.count", "split.tensors.count"
+# llama.cpp llama.cpp llama_split_path: "%s-%05d-of-%05d.gguf"; its loader finds the other parts by it
+SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+
+
+def split_name(prefix: str, no: int, count: int) -> str:
+    return f"{prefix}-{no:05d}-of-{count:05d}.gguf"  # part `no` (1-based) of `count`
+
 
 # Sane bounds. Real models have a few dozen keys and at most a few thousand tensors;
 # the limits sit far above that but far below what could exhaust memory.
@@ -237,13 +253,19 @@ def malformed(p: Path, message: str, offset: int | None = None) -> InvalidModelE
     return InvalidModelError(f"{p} is not a valid GGUF file: {message}{where}. {ADVICE}", path=str(p))
 
 
-def parse(mm: mmap.mmap, size: int, p: Path) -> tuple[GGUFInfo, Layout]:
+def parse(
+    mm: mmap.mmap | bytes, size: int, p: Path, *, avail: int | None = None, part: bool = False
+) -> tuple[GGUFInfo, Layout]:
     """The header, metadata and tensor table of a mapped GGUF file (its magic already checked).
+
+    `avail`: only the first `avail` bytes of the file of `size` are in `mm` (a header prefix).
+    `part`: the file is a later part of a split model (split.no > 0), which has no architecture.
 
     Raises:
         InvalidModelError: a structural defect, with the numbers and its byte offset.
+        NeedMore: (with `avail`) the header runs past the bytes at hand; its offset says how far.
     """
-    r = Reader(mm, size, str(p))
+    r = Reader(mm, size, str(p), avail)
     r.pos = 4
     try:
         version = r.u32("the version")
@@ -287,6 +309,8 @@ def parse(mm: mmap.mmap, size: int, p: Path) -> tuple[GGUFInfo, Layout]:
         except gguf_rules.RuleError as bad:
             raise Malformed(str(bad), facts["offsets"]["general.alignment"]) from None
         arch = metadata.get("general.architecture")
+        if arch is None and part and metadata.get(SPLIT_NO):
+            arch = ""
         if arch is None:
             raise Malformed("the key general.architecture is missing", 24)
         _check_vocab(r, metadata, facts)

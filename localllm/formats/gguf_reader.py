@@ -3,10 +3,14 @@
     UINT8 ... FLOAT64, SCALARS, TYPE_NAMES   GGUF value types (gguf.cpp enum gguf_type)
     Malformed(message, offset)               a structural defect at a byte offset
     map_file(f, size)                        the file mapped read-only (a context manager)
-    Reader(mm, size, label)                  little-endian reads, each checked against what is left
+    Reader(mm, size, label, avail)           little-endian reads, each checked against what is left
+    NeedMore(offset)                         a read past the bytes at hand (a header prefix), not a defect
 
 Every length a file claims is compared with the bytes actually left before anything is
-read or allocated (localllm.formats.gguf holds the parser built on these reads).
+read or allocated (localllm.formats.gguf holds the parser built on these reads). A Reader over a
+prefix of a file (a header fetched with HTTP range requests) is given the file's real `size` and
+the `avail` bytes it holds: a read that fits the file but passes `avail` raises NeedMore, so the
+caller fetches more; the sanity checks keep comparing lengths with the real file size.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ __all__ = [
     "INT8",
     "MAX_STRING_BYTES",
     "Malformed",
+    "NeedMore",
     "Reader",
     "SCALARS",
     "STRING",
@@ -69,6 +74,14 @@ class Malformed(Exception):
         self.offset = offset
 
 
+class NeedMore(Exception):
+    """A read needs bytes up to `offset` but only a prefix of the file is at hand: fetch more."""
+
+    def __init__(self, offset: int):
+        super().__init__(f"need the file's bytes up to offset {offset}")
+        self.offset = offset
+
+
 class map_file:
     """mmap a file read-only (a context manager); bounds are checked by Reader."""
 
@@ -83,10 +96,12 @@ class map_file:
 
 
 class Reader:
-    """Bounded little-endian reads from a mapped file; every read checks what is left."""
+    """Bounded little-endian reads from a mapped file (or a prefix of one: `avail` bytes of a
+    file of `size`); every read checks what is left."""
 
-    def __init__(self, mm: mmap.mmap, size: int, label: str):
+    def __init__(self, mm: mmap.mmap | bytes, size: int, label: str, avail: int | None = None):
         self.mm, self.size, self.pos, self.label = mm, size, 0, label
+        self.avail = size if avail is None else min(avail, size)
 
     def need(self, n: int, what: str) -> None:
         if n > self.size - self.pos:
@@ -95,6 +110,8 @@ class Reader:
                 f"{self.size - self.pos} left (the file is {self.size} bytes: truncated?)",
                 self.pos,
             )
+        if n > self.avail - self.pos:
+            raise NeedMore(self.pos + n)
 
     def scalar(self, vtype: int, what: str) -> Any:
         _, fmt, n = SCALARS[vtype]
@@ -118,6 +135,8 @@ class Reader:
             raise Malformed(
                 f"{what} claims a length of {n} bytes but only {self.size - self.pos} bytes are left in the file", start
             )
+        if n > self.avail - self.pos:
+            raise NeedMore(self.pos + n)
         v = self.mm[self.pos : self.pos + n]
         self.pos += n
         return v
@@ -139,7 +158,7 @@ class Reader:
                     break
                 pos += 8 + n
             else:
-                if pos <= self.size:
+                if pos <= self.avail:
                     self.pos = pos
                     return
         except struct.error:
@@ -157,7 +176,7 @@ class Reader:
         tells whether any text holds a NUL. Anything else (a longer token, a bad length, a
         span too short) takes the general walk over the map.
         """
-        start, left = self.pos, self.size - self.pos
+        start, left = self.pos, self.avail - self.pos
         span = min(left, 24 * count + 64)  # real vocabularies average well under 16 bytes a token
         buf = self.mm[start : start + span]
         got = gather(buf, count, 255)
@@ -176,7 +195,7 @@ class Reader:
                 out.append(mm[pos : pos + n])  # a short slice near the end of the map: caught below
                 pos += n
             else:
-                if pos <= self.size:
+                if pos <= self.avail:
                     self.pos = pos
                     return set(out), True
         except struct.error:
@@ -188,7 +207,7 @@ class Reader:
         mm, size, pos = self.mm, self.size, self.pos
         for i in range(count):
             label = item.format(i=i, what=what)
-            if size - pos < 8:
+            if min(size, self.avail) - pos < 8:
                 self.pos = pos
                 self.need(8, f"the length of {label}")
             (n,) = U64(mm, pos)
@@ -201,6 +220,8 @@ class Reader:
                     pos,
                 )
             pos += 8 + n
+        if pos > self.avail:
+            raise NeedMore(pos)
         self.pos = pos
 
     def array_values(self, elem: int, count: int, what: str) -> list[Any]:
