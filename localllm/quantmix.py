@@ -1,7 +1,8 @@
 """llama.cpp's quantization mixes: the ggml type of every tensor of a model quantized to a file type.
 
 The tensor list covers llama, qwen2, qwen3, gemma2, gemma3, phi3, falcon and smollm3 (llama's
-tensors: its NoPE layers change no shapes). The rules follow llama.cpp `src/llama-quant.cpp` (`llama_tensor_get_type`): the output
+tensors: its NoPE layers change no shapes). The rules follow llama.cpp `src/llama-quant.cpp`
+(`llama_tensor_get_type`): the output
 (or tied token embedding) goes to Q6_K (Q8_0 for Falcon or rows not a multiple of 256),
 attn_v / ffn_down / attn_output / attn_qkv get more bits in the _M mixes, and a K-quant
 whose row length is not a multiple of 256 falls back (Q2_K/Q3_K -> IQ4_NL, Q4_K -> Q5_0,
