@@ -421,7 +421,12 @@ def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str, tied_em
     if not 0 <= vocab <= 2**31 - 1:
         raise CatalogError(f"{name}: a vocabulary of {vocab} tokens is out of range; cannot size this model")
     window = get("attention.sliding_window", lo=0, hi=MAX_CONTEXT_LENGTH)
-    pattern = 2 if window and arch.startswith("gemma2") else (6 if window and arch.startswith("gemma3") else None)
+    if arch in _SWA_IGNORED:
+        window = None
+    pattern = _SWA_PATTERN.get(arch) if window else None
+    given = metadata.get(f"{arch}.attention.sliding_window_pattern")
+    if window and isinstance(given, int) and not isinstance(given, bool) and 1 <= given <= LLAMA_MAX_LAYERS:
+        pattern = given  # a period written in the header (a per-layer array is not modelled: the default stays)
     return Family(
         name=name,
         display_name=str(metadata.get("general.name") or name),
@@ -442,6 +447,15 @@ def family_from_gguf_metadata(metadata: Mapping[str, Any], *, name: str, tied_em
         quality_source="local file: no benchmark score",
         chat=True,
     )
+
+
+# llama.cpp's sliding-window layout per architecture (src/llama-model.cpp load_hparams,
+# hparams.set_swa_pattern(p): layer i slides when i % p < p - 1): Gemma 2 alternates, Gemma 3
+# has 5 local layers to 1 global, Gemma 3n 4 to 1, Cohere 2 3 to 1.
+_SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4}
+# Architectures whose header may carry a sliding window llama.cpp then ignores: phi3 ("Phi SWA
+# is currently disabled", llama.cpp PR 13676) sets n_swa = 0, so every layer keeps the whole context.
+_SWA_IGNORED = frozenset({"phi3"})
 
 
 def _whole(value: Any, what: str, name: str) -> int:

@@ -1,6 +1,8 @@
 """llama.cpp's quantization mixes: the ggml type of every tensor of a model quantized to a file type.
 
-The rules follow llama.cpp `src/llama-quant.cpp` (`llama_tensor_get_type`): the output
+The tensor list covers llama, qwen2, qwen3, gemma2, gemma3, phi3, falcon and smollm3 (llama's
+tensors: its NoPE layers change no shapes). The rules follow llama.cpp `src/llama-quant.cpp`
+(`llama_tensor_get_type`): the output
 (or tied token embedding) goes to Q6_K (Q8_0 for Falcon or rows not a multiple of 256),
 attn_v / ffn_down / attn_output / attn_qkv get more bits in the _M mixes, and a K-quant
 whose row length is not a multiple of 256 falls back (Q2_K/Q3_K -> IQ4_NL, Q4_K -> Q5_0,
@@ -99,7 +101,7 @@ def tensors(f: Mapping[str, Any]) -> list[tuple[str, int, int]]:
         out.append(("output.weight", e, v))
     if arch == "llama" and f["n_vocab"] == 128256:
         out.append(("rope_freqs.weight", hd // 2, 1))  # Llama 3.1/3.2 rope scaling factors
-    if arch == "phi3":
+    if arch == "phi3":  # LongRoPE factors (Phi-4-mini rotates 3/4 of each head: 48, not 64; a few bytes)
         out += [("rope_factors_long.weight", hd // 2, 1), ("rope_factors_short.weight", hd // 2, 1)]
     for i in range(L):
         b = f"blk.{i}."
@@ -134,7 +136,9 @@ def tensors(f: Mapping[str, Any]) -> list[tuple[str, int, int]]:
         ]
         if arch == "qwen2":
             out += [(b + "attn_q.bias", q, 1), (b + "attn_k.bias", kv, 1), (b + "attn_v.bias", kv, 1)]
-        if arch == "gemma2":
+        if arch in ("qwen3", "gemma3"):  # per-head RMS norms of q and k (F32, a few KB)
+            out += [(b + "attn_q_norm.weight", hd, 1), (b + "attn_k_norm.weight", hd, 1)]
+        if arch in ("gemma2", "gemma3"):
             out += [(b + "post_attention_norm.weight", e, 1), (b + "post_ffw_norm.weight", e, 1)]
     return out
 

@@ -41,6 +41,26 @@ CHECKS = {
     ("llama-3.2-3b-instruct", "Q4_K_M"): (2_019_377_696, 0, "bartowski Llama-3.2-3B-Instruct-Q4_K_M.gguf"),
     ("qwen2.5-7b-instruct", "Q4_K_M"): (4_683_074_240, 0, "bartowski Qwen2.5-7B-Instruct-Q4_K_M.gguf"),
     ("falcon-7b-instruct", "Q4_0"): (4_210_994_112, 0, "GPT4All gpt4all-falcon-newbpe-q4_0.gguf (Falcon-7B shapes)"),
+    # issue 14: the GB figures (rounded to 10 MB) of bartowski's model cards for the new families
+    ("qwen3-1.7b", "Q8_0"): (2.17e9, 0.005e9, "bartowski Qwen_Qwen3-1.7B-Q8_0.gguf, 2.17 GB"),
+    ("qwen3-1.7b", "Q6_K"): (1.67e9, 0.005e9, "bartowski Qwen_Qwen3-1.7B-Q6_K.gguf, 1.67 GB"),
+    ("qwen3-1.7b", "Q5_K_M"): (1.47e9, 0.005e9, "bartowski Qwen_Qwen3-1.7B-Q5_K_M.gguf, 1.47 GB"),
+    ("qwen3-4b", "Q8_0"): (4.28e9, 0.005e9, "bartowski Qwen_Qwen3-4B-Q8_0.gguf, 4.28 GB"),
+    ("qwen3-4b", "Q6_K"): (3.31e9, 0.005e9, "bartowski Qwen_Qwen3-4B-Q6_K.gguf, 3.31 GB"),
+    ("qwen3-4b", "Q5_K_M"): (2.89e9, 0.005e9, "bartowski Qwen_Qwen3-4B-Q5_K_M.gguf, 2.89 GB"),
+    ("qwen3-4b", "Q4_K_M"): (2.50e9, 0.005e9, "bartowski Qwen_Qwen3-4B-Q4_K_M.gguf, 2.50 GB"),
+    ("gemma-3-1b-it", "Q8_0"): (1.07e9, 0.005e9, "bartowski gemma-3-1b-it-qat-Q8_0.gguf (same shapes) 1.07 GB"),
+    ("gemma-3-1b-it", "Q6_K"): (1.01e9, 0.005e9, "bartowski gemma-3-1b-it-qat-Q6_K.gguf (same shapes) 1.01 GB"),
+    ("gemma-3-1b-it", "Q5_K_M"): (0.85e9, 0.005e9, "bartowski gemma-3-1b-it-qat-Q5_K_M.gguf (same shapes) 0.85 GB"),
+    ("gemma-3-1b-it", "Q4_K_M"): (0.81e9, 0.005e9, "bartowski gemma-3-1b-it-qat-Q4_K_M.gguf (same shapes) 0.81 GB"),
+    ("gemma-3-4b-it", "Q8_0"): (4.13e9, 0.005e9, "bartowski google_gemma-3-4b-it-Q8_0.gguf, 4.13 GB"),
+    ("gemma-3-4b-it", "Q6_K"): (3.19e9, 0.005e9, "bartowski google_gemma-3-4b-it-Q6_K.gguf, 3.19 GB"),
+    ("gemma-3-4b-it", "Q5_K_M"): (2.83e9, 0.005e9, "bartowski google_gemma-3-4b-it-Q5_K_M.gguf, 2.83 GB"),
+    ("gemma-3-4b-it", "Q4_K_M"): (2.49e9, 0.005e9, "bartowski google_gemma-3-4b-it-Q4_K_M.gguf, 2.49 GB"),
+    ("smollm3-3b", "Q8_0"): (3.28e9, 0.005e9, "bartowski HuggingFaceTB_SmolLM3-3B-Q8_0.gguf, 3.28 GB"),
+    ("smollm3-3b", "Q6_K"): (2.53e9, 0.005e9, "bartowski HuggingFaceTB_SmolLM3-3B-Q6_K.gguf, 2.53 GB"),
+    ("smollm3-3b", "Q5_K_M"): (2.21e9, 0.005e9, "bartowski HuggingFaceTB_SmolLM3-3B-Q5_K_M.gguf, 2.21 GB"),
+    ("smollm3-3b", "Q4_K_M"): (1.92e9, 0.005e9, "bartowski HuggingFaceTB_SmolLM3-3B-Q4_K_M.gguf, 1.92 GB"),
 }
 
 # GGUF metadata estimate: bytes per vocabulary entry (length-prefixed string + token
@@ -80,10 +100,49 @@ def published(families: dict) -> dict:
     return {name: f for name, f in families.items() if "gguf_repo" in f}
 
 
-def variants_block(families: dict) -> str:
+# Repositories that publish bf16 rather than f16 as their 16-bit file (bartowski's newer ones):
+# no F16 variant is written for these families (the catalog has no BF16 quant yet).
+NO_F16 = frozenset(
+    ["qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "gemma-3-1b-it", "gemma-3-4b-it"]
+    + ["phi-4-mini-instruct", "smollm3-3b"]
+)
+
+
+def quants_of(fname: str) -> tuple[str, ...]:
+    return tuple(q for q in QUANTS if not (q == "F16" and fname in NO_F16))
+
+
+def _entries(block: str) -> list[tuple[dict, str]]:
+    """The [[variants]] entries of a generated block: (parsed, text as written)."""
+    out = []
+    for chunk in re.split(r"(?m)^(?=\[\[variants\]\]\s*$)", block):
+        if chunk.strip().startswith("[[variants]]"):
+            raw = tomllib.loads(chunk)["variants"][0]
+            out.append((raw, chunk.rstrip("\n") + "\n"))
+    return out
+
+
+def _kept(raw: dict) -> bool:
+    """An entry a regeneration keeps as written: sized from the Hub (tools/refresh_catalog.py)."""
+    return "sha256" in raw or str(raw.get("size_source", "")).startswith("Hub listing")
+
+
+def variants_block(families: dict, current: str = "") -> str:
+    """The generated variants block; `current` (models.toml's text) supplies what to keep:
+    entries refreshed from the Hub, and any entry this tool does not write (another quant, a
+    package-index variant...), after its family's generated ones."""
+    m = re.search(r"# BEGIN GENERATED VARIANTS[^\n]*\n(.*?)# END GENERATED VARIANTS", current, flags=re.S)
+    existing = _entries(m.group(1)) if m else []
+    fams = published(families)
+    generated = {(fname, q) for fname in fams for q in quants_of(fname)}
+    by_key = {(r.get("family"), r.get("quant")): (r, t) for r, t in existing if r.get("format", "gguf") == "gguf"}
     lines = []
-    for fname, f in published(families).items():
-        for quant in QUANTS:
+    for fname, f in fams.items():
+        for quant in quants_of(fname):
+            old = by_key.get((fname, quant))
+            if old is not None and _kept(old[0]):
+                lines.append(old[1])
+                continue
             if (fname, quant) in PUBLISHED:
                 size, source = PUBLISHED[(fname, quant)]
                 est = False
@@ -101,6 +160,13 @@ def variants_block(families: dict) -> str:
             if quant == "F16" and f.get("gguf_repo", "").startswith("bartowski/"):
                 lines.append(f'filename = "{f["gguf_filename"].replace("{quant}", "f16")}"')
             lines.append("")
+        for raw, text in existing:  # entries this tool does not generate stay, in their order
+            key = (raw.get("family"), raw.get("quant"))
+            if raw.get("family") == fname and (key not in generated or raw.get("format", "gguf") != "gguf"):
+                lines.append(text)
+    for raw, text in existing:  # ...and those of a family that is not published here
+        if raw.get("family") not in fams:
+            lines.append(text)
     return "\n".join(lines)
 
 
@@ -128,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"worst relative error: {100 * worst:.2f} %")
     if args.write:
-        block = variants_block(families)
+        block = variants_block(families, text)
         new = re.sub(
             r"(# BEGIN GENERATED VARIANTS[^\n]*\n).*?(# END GENERATED VARIANTS)",
             lambda m: m.group(1) + block + m.group(2),

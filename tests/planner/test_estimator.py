@@ -180,3 +180,78 @@ def test_weight_split_and_estimate_survive_zero_layers():
     embd, layer, out = weight_split(v)
     assert layer == 0 and embd > 0 and out > 0
     assert estimate(v, n_ctx=512).total > 0
+
+
+# -- issue 14: the new architectures, from the headers llama.cpp's converter writes ---------------
+
+
+def _header(f: Family, **extra) -> dict:
+    """The `{arch}.*` keys convert_hf_to_gguf.py writes for a family (head size as key_length)."""
+    a = f.arch
+    meta = {
+        "general.architecture": a,
+        f"{a}.block_count": f.n_layer,
+        f"{a}.embedding_length": f.n_embd,
+        f"{a}.feed_forward_length": f.n_ff,
+        f"{a}.attention.head_count": f.n_head,
+        f"{a}.attention.head_count_kv": f.n_head_kv,
+        f"{a}.attention.key_length": f.head_dim,
+        f"{a}.attention.value_length": f.head_dim,
+        f"{a}.context_length": f.n_ctx_train,
+        f"{a}.vocab_size": f.n_vocab,
+    }
+    if f.sliding_window:
+        meta[f"{a}.attention.sliding_window"] = f.sliding_window
+    return meta | {f"{a}.{k}": v for k, v in extra.items()}
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "n_sliding"),
+    [
+        ("qwen3-1.7b", {}, 0),  # head_dim 128 from key_length, not 2048 / 16
+        ("qwen3-0.6b", {}, 0),  # 1024 / 16 would be 64
+        ("gemma-3-1b-it", {}, 22),  # 26 layers, global at 5, 11, 17, 23
+        ("gemma-3-4b-it", {}, 29),  # 34 layers, global at 5, 11, 17, 23, 29
+        ("phi-4-mini-instruct", {"attention.sliding_window": 262144}, 0),  # llama.cpp disables Phi SWA
+        ("smollm3-3b", {}, 0),
+    ],
+)
+def test_a_new_architectures_header_gives_the_catalogs_family(cat, name, extra, n_sliding):
+    from localllm.catalog import family_from_gguf_metadata
+
+    want = cat.find(name)
+    got = family_from_gguf_metadata(_header(want, **extra), name=name, tied_embeddings=want.tied_embeddings)
+    keys = ("arch", "n_layer", "n_head", "n_head_kv", "head_dim", "n_embd", "n_ff", "n_vocab", "tied_embeddings")
+    assert {k: getattr(got, k) for k in keys} == {k: getattr(want, k) for k in keys}
+    assert (got.sliding_window, got.sliding_window_pattern) == (want.sliding_window, want.sliding_window_pattern)
+    assert got.n_sliding_layers == want.n_sliding_layers == n_sliding
+    assert [got.is_sliding_layer(i) for i in range(got.n_layer)] == [
+        want.is_sliding_layer(i) for i in range(want.n_layer)
+    ]
+    for swa_full in (True, False):
+        assert kv_cache_bytes(got, 8192, swa_full=swa_full) == kv_cache_bytes(want, 8192, swa_full=swa_full)
+    assert got.n_params == want.n_params
+
+
+def test_gemma3_local_layers_hold_only_their_window_when_asked(cat):
+    g = cat.find("gemma-3-1b-it")
+    per_cell = 2 * g.n_head_kv * g.head_dim * 2
+    full = kv_cache_bytes(g, 32768)
+    assert full == g.n_layer * 32768 * per_cell  # swa_full (llama-cpp-python's default): every layer whole
+    swa = kv_cache_bytes(g, 32768, swa_full=False)
+    assert swa == 4 * 32768 * per_cell + 22 * 1024 * per_cell  # window 512 + n_ubatch 512, padded to 256
+
+
+NEW_SMALL = ["qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "gemma-3-1b-it", "gemma-3-4b-it"]
+NEW_SMALL += ["phi-4-mini-instruct", "smollm3-3b"]
+
+
+@pytest.mark.parametrize("name", NEW_SMALL)
+def test_the_new_families_plan_on_an_8gb_laptop(name):
+    from localllm.hardware.detect import load_profile
+    from localllm.planner import plan
+
+    p = plan(name, hardware=load_profile("laptop-x86-8gb"))
+    assert p.fits and p.variant.family.name == name and p.variant.format == "gguf"
+    assert p.memory.total >= p.variant.size  # the weights are in the estimate
+    assert p.placement.n_ctx >= 2048
