@@ -36,7 +36,7 @@ from localllm.errors import (
 from localllm.generation import Chunk, Completion, PromptProgress, SamplingOptions, check_text, join, run
 from localllm.hardware.detect import probe
 from localllm.placement import Placement
-from localllm.resolve import resolve
+from localllm.resolve import is_auto, resolve
 from localllm.runtimes import load_engine
 from localllm.starter import starter_gguf
 from localllm.units import memory_size
@@ -517,6 +517,10 @@ def load(
         ModelNotFoundError: a path that does not exist, or a name the catalog lacks.
         DownloadError, RuntimeUnavailableError.
     """
+    if is_auto(model):
+        return _load_auto(
+            context=context, runtime=runtime, offline=offline, progress=progress, hardware=hardware, threads=threads
+        )
     resolved = resolve(model, context=context, runtime=runtime, hardware=hardware, threads=threads)
     plan, placement = resolved.plan, resolved.placement
     if plan is not None:
@@ -526,17 +530,21 @@ def load(
     if resolved.path is not None:
         path = resolved.path
     else:
-        assert plan is not None  # a catalog model always has a plan
-        try:
+        assert plan is not None  # a catalog or Hub model always has a plan
+        if resolved.hub is not None:  # hf.co/OWNER/REPO: every part of the chosen file, LFS-verified
+            from localllm.hub import hub_pull
+
+            path = Path(hub_pull(plan.variant, progress=progress, offline=offline).path)
+        else:
             path = Path(store.fetch(plan.variant, progress=progress, offline=offline))
-        except ModelUnavailableError as exc:
-            if str(model).strip().lower() != "auto":
-                raise
-            return _load_starter(plan, exc, context=context, hardware=hardware, threads=threads)
         validate_model_path(path)
+    return _open(path, placement, name=resolved.name, plan=plan, hardware=hardware)
+
+
+def _open(path: Path, placement: Placement, *, name: str, plan: Plan | None, hardware: Hardware | None) -> Model:
     engine = load_engine(path, placement)
     try:
-        llm = Model(engine, name=resolved.name, path=path, placement=placement, plan=plan)
+        llm = Model(engine, name=name, path=path, placement=placement, plan=plan)
         llm._hardware = hardware  # the machine the plan was made for: the load record is kept under it
         return llm
     except BaseException:
@@ -544,20 +552,45 @@ def load(
         raise
 
 
-# --- starter fallback: "auto" with nothing to run offline --------------------------------
-def _load_starter(
-    wanted: Plan, exc: Exception, *, context: int | None, hardware: Hardware | None, threads: int | None = None
+# --- "auto": the best model that fits and can be had now (localllm.auto) ------------------
+def _load_auto(
+    *,
+    context: int | None,
+    runtime: str | None,
+    offline: bool | None,
+    progress: Callable[..., Any] | None,
+    hardware: Hardware | None,
+    threads: int | None,
 ) -> Model:
-    """The starter model shipped in the package, when the model "auto" chose is not on disk and
-    cannot be downloaded; `info.note` (also logged) says so and names the model to get."""
-    name = wanted.variant.name
+    """The best-ranked model that fits and is on disk or can be fetched now; the built-in
+    starter when none can be had (`info.note` says why, and what to get)."""
+    from localllm import auto
+
+    options: dict[str, Any] = {"hardware": hardware, "context": context, "runtime": runtime, "threads": threads}
+    try:
+        plan, path = auto.obtain(auto.candidates(), plan_options=options, offline=offline, progress=progress)
+    except ModelUnavailableError as exc:
+        return _load_starter(exc, hardware=hardware, threads=threads)
+    validate_model_path(path)
+    v = plan.variant
+    on_disk = bool(v.path) and not v.packaged  # a model found on disk is named as it loads by
+    name = v.family.name if on_disk else v.name
+    log.info("auto chose %s (%s)", name, plan.sources[-1] if plan.sources else "")
+    return _open(path, plan.placement, name=name, plan=plan, hardware=hardware)
+
+
+def _load_starter(exc: ModelUnavailableError, *, hardware: Hardware | None, threads: int | None = None) -> Model:
+    """The starter model shipped in the package, when nothing "auto" would choose is on disk or
+    can be fetched now; `info.note` (also logged) says so and names the model to get."""
+    tried = getattr(exc, "tried", ()) or ()
+    best = tried[0].split(" (", 1)[0] if tried else None
+    why = "; ".join(tried) if tried else str(exc).rstrip(".")
+    get = f" With network access, get the real one: localllm pull {best}" if best else ""
     note = (
-        f"{name} is the model for this machine, but it is not on disk and cannot be downloaded now "
-        f"({str(exc).rstrip('.')}). Using the built-in starter model instead: it knows small sums, a little small talk "
-        f"and localllm itself. With network access, get the real one: localllm pull {name}"
+        f"No model that fits this machine is on disk, and none can be downloaded now ({why}). Using the built-in "
+        f"starter model instead: it knows small sums, a little small talk and localllm itself.{get}"
     )
     log.warning("%s", note)
-    del context  # the caller's context was meant for the other model; the starter uses its own
     model = load(starter_gguf(), hardware=hardware, threads=threads)
     model.info = replace(model.info, note=note)
     return model

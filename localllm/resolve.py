@@ -1,33 +1,40 @@
 """What a MODEL argument means, decided once for `load()` and every command.
 
-MODEL is "auto", a catalog name ("family" or "family:quant"), a .gguf file, or an ONNX
-folder (or .onnx file). A path is validated and planned from its own header or config;
-a name is planned from the catalog. `localllm plan`, `run`, `bench`, `chat` and `load()`
-all go through `resolve()`, so a form that works in one works in all.
+MODEL is "auto", a catalog name ("family" or "family:quant"), a Hub reference
+(`hf.co/OWNER/REPO`, `hf.co/OWNER/REPO:Q4_K_M`, `OWNER/REPO/FILE.gguf`: localllm.hub), a
+model another tool keeps on disk (`ollama:NAME:TAG`, `lmstudio:PUBLISHER/REPO/FILE.gguf`,
+`gpt4all:FILE.gguf`, `hf:OWNER/REPO/FILE.gguf`: localllm.store.discover), a .gguf file, or
+an ONNX folder (or .onnx file). A path is validated and planned from its own header or
+config; a Hub reference from its header, read with range requests; a name from the catalog;
+"auto" from the catalog and every model already on disk (localllm.auto). `localllm plan`,
+`run`, `bench`, `chat` and `load()` all go through `resolve()`, so a form that works in one
+works in all.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from localllm.catalog import family_from_gguf_metadata, load_catalog
 from localllm.errors import CatalogError, InvalidModelError, ModelNotFoundError
 from localllm.hardware.detect import probe
 from localllm.placement import KVType, Placement
-from localllm.planner import RUNTIME_ALIASES, plan, plan_local, plan_local_onnx
+from localllm.planner import RUNTIME_ALIASES, plan, plan_among, plan_local, plan_local_onnx
 from localllm.quantmix import gguf_weights
 from localllm.validate import PICKLE_SUFFIXES, GGUFInfo, OnnxFolderInfo, validate_model_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from localllm.catalog import Family, Variant
     from localllm.hardware import Hardware
+    from localllm.hub import HubRef
     from localllm.planner import Plan
+    from localllm.store.discover import LocalModel
 
-__all__ = ["Resolved", "check", "local_model_path", "plan_for", "resolve"]
+__all__ = ["Resolved", "check", "is_auto", "local_model_path", "plan_for", "resolve"]
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +55,28 @@ class Resolved:
     placement: Placement
     info: GGUFInfo | OnnxFolderInfo | None = None  # what validation read of a local path
     note: str = ""  # why there is no plan, when there is none
+    hub: HubRef | None = None  # a Hub reference: load() fetches every part with localllm.hub.hub_pull
+    display: str = ""  # the name to show when it is not the file's (an Ollama blob is "sha256-...")
 
     @property
     def name(self) -> str:
         """The model's name as shown to people: the file's stem, the folder's name, or the variant."""
+        if self.display:
+            return self.display
         if self.path is not None:
             return self.path.stem if self.path.is_file() else self.path.name
         assert self.plan is not None
         return self.plan.variant.name
 
 
+def is_auto(model: object) -> bool:
+    """Whether a MODEL argument is "auto" (any case, any surrounding blanks)."""
+    return isinstance(model, str) and model.strip().lower() == "auto"
+
+
 def local_model_path(model: str | os.PathLike[str] | Family | Variant) -> Path | None:
-    """The Path when `model` names a file or folder, else None (a catalog name or "auto").
+    """The Path when `model` names a file or folder, else None (a catalog name, a Hub reference,
+    a model another tool keeps on disk by its name, or "auto").
 
     A path is a PathLike; or text with a path separator, a leading "~" or ".", or a model
     file ending (.gguf, .onnx, and the refused pickle/safetensors ones); or text naming
@@ -70,7 +87,7 @@ def local_model_path(model: str | os.PathLike[str] | Family | Variant) -> Path |
     if not isinstance(model, str):  # a Family or Variant
         return None
     text = model.strip()
-    if not text or text.lower() == "auto":
+    if not text or text.lower() == "auto" or _kind(text) is not None:
         return None
     seps = {s for s in (os.sep, os.altsep, "/") if s}
     p = Path(text).expanduser()
@@ -101,31 +118,86 @@ def resolve(
         InvalidModelError: a local file that is malformed, refused, or wrong for `runtime`.
         NoFittingVariantError: "auto" and nothing in the catalog fits.
     """
+    options: dict[str, Any] = {
+        "context": context,
+        "workload": workload,
+        "runtime": runtime,
+        "kv_type": kv_type,
+        "threads": threads,
+    }
+    if is_auto(model):
+        return _resolve_auto(hardware=hardware, **options)
+    named = _named_elsewhere(model)
+    if named is not None:  # a Hub reference, or a model another tool keeps on disk
+        ref, found = named
+        if ref is not None:
+            from localllm.hub import plan_hub
+
+            p = plan_hub(ref, hardware=hardware, **options)
+            return Resolved(path=None, plan=p, placement=p.placement, hub=ref)
+        assert found is not None
+        info = _validate(found.path, model)
+        r = _plan_local(found.path, info, hardware=hardware, **options)
+        return replace(r, display=found.name)
     path = local_model_path(model)
     if path is None:
         assert not isinstance(model, os.PathLike)  # local_model_path gives every PathLike a Path
         name = model.strip() if isinstance(model, str) else model
-        p = plan(
-            name,
-            hardware=hardware,
-            context=context,
-            workload=workload,
-            runtime=runtime,
-            kv_type=kv_type,
-            threads=threads,
-        )
+        p = plan(name, hardware=hardware, **options)
         return Resolved(path=None, plan=p, placement=p.placement)
     info = _validate(path, model)
-    return _plan_local(
-        path,
-        info,
-        hardware=hardware,
-        context=context,
-        workload=workload,
-        runtime=runtime,
-        kv_type=kv_type,
-        threads=threads,
-    )
+    return _plan_local(path, info, hardware=hardware, **options)
+
+
+def _resolve_auto(*, hardware: Hardware | None, **options: Any) -> Resolved:
+    """ "auto": the best of the catalog and the models already on disk (no download here;
+    load() takes the best that can be had now, localllm.auto.obtain)."""
+    from localllm.auto import candidates
+
+    p = plan_among(candidates(), auto=True, hardware=hardware, **options)
+    v = p.variant
+    if v.path and not v.packaged:  # a model found on disk: its file, shown by the name it loads by
+        return Resolved(path=Path(v.path), plan=p, placement=p.placement, display=v.family.name)
+    return Resolved(path=None, plan=p, placement=p.placement)
+
+
+def _kind(text: str) -> Literal["local", "hub"] | None:
+    """ "local" for a model another tool keeps on disk, named by its tool (`ollama:NAME:TAG`),
+    "hub" for a Hub reference, else None. An existing path always wins over the Hub's
+    OWNER/REPO/FILE.gguf form. Looks nothing up."""
+    from localllm.hub import parse_ref
+    from localllm.store import discover
+
+    if discover.is_local_name(text):
+        return "local"
+    if Path(text).expanduser().exists():
+        return None
+    try:
+        return "hub" if parse_ref(text) is not None else None
+    except ModelNotFoundError:  # a malformed repository id: left to be read as a path
+        return None
+
+
+def _named_elsewhere(model: object) -> tuple[HubRef | None, LocalModel | None] | None:
+    """(a Hub reference, None) or (None, a model on disk named by its tool) for text that names
+    one, else None.
+
+    Raises:
+        ModelNotFoundError: a tool's name that is not on disk (with the closest names found).
+    """
+    if not isinstance(model, str):
+        return None
+    text = model.strip()
+    kind = _kind(text)
+    if kind == "local":
+        from localllm.store import discover
+
+        return None, discover.find_local(text)
+    if kind == "hub":
+        from localllm.hub import parse_ref
+
+        return parse_ref(text), None
+    return None
 
 
 def check(model: str | os.PathLike[str]) -> Path | None:
@@ -135,10 +207,14 @@ def check(model: str | os.PathLike[str]) -> Path | None:
     Raises:
         ModelNotFoundError, InvalidModelError: as `resolve()`.
     """
+    named = _named_elsewhere(model)
+    if named is not None:
+        _, found = named
+        return found.path if found is not None else None  # a Hub reference is checked when planned
     path = local_model_path(model)
     if path is not None:
         _validate(path, model)
-    elif str(model).strip().lower() != "auto":
+    elif not is_auto(model):
         load_catalog().find(str(model))
     return path
 

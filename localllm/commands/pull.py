@@ -1,4 +1,10 @@
-"""`localllm pull MODEL[:QUANT]`: download a catalog model into the cache, with a progress bar on stderr."""
+"""`localllm pull MODEL`: download a catalog model or a Hub model into the cache, with a progress bar on stderr.
+
+MODEL is a catalog name (family or family:quant), "auto" (what `load("auto")` would use:
+the best model that fits and can be had now), or a Hub reference (`hf.co/OWNER/REPO`,
+`hf.co/OWNER/REPO:QUANT`, `OWNER/REPO/FILE.gguf`), planned from its header first so that
+only a file that fits is downloaded.
+"""
 
 from __future__ import annotations
 
@@ -15,26 +21,54 @@ def register(sub) -> None:
     p = sub.add_parser(
         "pull",
         help="download a model into the local cache",
-        description="Download a catalog model (family or family:quant) and verify it. A family "
-        "without a quant gets the variant the planner picks for this machine.",
+        description="Download a catalog model (family or family:quant) or a Hub model (hf.co/OWNER/REPO"
+        "[:QUANT], OWNER/REPO/FILE.gguf) and verify it. A family or a Hub repository without a quant gets "
+        "the variant the planner picks for this machine; "
+        '"auto" gets what `localllm chat` would use: the best model that fits and can be had now.',
     )
-    p.add_argument("model", help='catalog name, e.g. "qwen2.5-1.5b-instruct:q4_k_m", a family, or "auto"')
+    p.add_argument(
+        "model",
+        help='catalog name, e.g. "qwen2.5-1.5b-instruct:q4_k_m", a family, "auto", or hf.co/OWNER/REPO[:QUANT]',
+    )
     p.add_argument("--force", action="store_true", help="download again even if a verified copy is on disk")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from localllm import store  # imported when the command runs: `localllm --help` stays fast
+    from localllm.resolve import is_auto
 
-    variant = _pick_variant(args.model)
+    if is_auto(args.model) and not args.force:
+        return _pull_auto()
+    variant, hub = _pick_variant(args.model)
     bar = ProgressBar(variant.name, stream=sys.stderr)
     try:
-        got = store.pull(variant, progress=bar, offline=False, force_download=args.force)
+        if hub:
+            from localllm.hub import hub_pull
+
+            got = hub_pull(variant, progress=bar, offline=False, force_download=args.force)
+        else:
+            got = store.pull(variant, progress=bar, offline=False, force_download=args.force)
     finally:
         bar.finish()
     for line in _report(variant, got):
         print(line, file=sys.stderr)
     print(got.path)
+    return 0
+
+
+def _pull_auto() -> int:
+    """What load("auto") would take: the best model that fits and is on disk or can be fetched now."""
+    from localllm import auto
+
+    bar = ProgressBar("auto", stream=sys.stderr)
+    try:
+        plan, path = auto.obtain(auto.candidates(), plan_options={}, offline=False, progress=bar)
+    finally:
+        bar.finish()
+    for line in plan.sources:
+        print(line, file=sys.stderr)
+    print(path)
     return 0
 
 
@@ -65,27 +99,40 @@ def _report(variant, got) -> list[str]:
 
 
 def _pick_variant(name: str):
-    """A Variant for a name: exact variant, or the planner's choice for a family / "auto"."""
+    """(a Variant, whether it is a Hub model) for a name: an exact catalog variant, the planner's
+    choice for a family / "auto", or a Hub reference planned from its header."""
     # imported when the command runs: `localllm --help` stays fast
     from localllm.catalog import Variant, load_catalog
+    from localllm.hub import parse_ref
     from localllm.planner import plan
-    from localllm.resolve import local_model_path
+    from localllm.resolve import local_model_path, resolve
+    from localllm.store import discover
 
     path = local_model_path(name)
     if path is not None:  # a file on disk has nothing to download
         there = "is a file already on disk" if path.exists() else "is a path, and nothing is there"
         raise ModelNotFoundError(
-            f"{name!r} {there}: pull downloads catalog models (`localllm models` lists them). "
+            f"{name!r} {there}: pull downloads catalog and Hub models (`localllm models` lists them). "
             f"To use a local file, give its path to run, chat, plan or bench "
             f'(localllm run {path} "PROMPT")',
             name=name,
         )
-
+    if discover.is_local_name(name):  # a model another tool keeps on disk (ollama:NAME...)
+        there = discover.find_local(name)
+        raise ModelNotFoundError(
+            f"{name!r} is already on disk at {there.path} (kept by {there.source}; localllm reads it in place): "
+            f'nothing to download. Use it as it is: localllm run {name} "PROMPT"',
+            name=name,
+        )
+    if parse_ref(name) is not None:
+        r = resolve(name)  # planned from its header: only a file that fits is downloaded
+        assert r.plan is not None  # a Hub model is always planned
+        return r.plan.variant, True
     catalog = load_catalog()
     found = None if name.strip().lower() == "auto" else catalog.find(name)
     if isinstance(found, Variant):
-        return found
-    return plan(name, catalog=catalog).variant
+        return found, False
+    return plan(name, catalog=catalog).variant, False
 
 
 class ProgressBar:

@@ -81,6 +81,9 @@ class Plan:
     warnings: tuple[str, ...] = ()
     workload: Workload = "interactive"
     hardware_name: str | None = None
+    # where the model's file came from, for "auto" as load() obtained it: each candidate tried
+    # before (why it could not be had) and the source used; empty for a plan not yet loaded
+    sources: tuple[str, ...] = ()
 
     @property
     def family(self) -> Family:
@@ -139,6 +142,9 @@ class Plan:
         if self.rejected:
             lines.append("  rejected:")
             lines += [f"    - {r.name}: {r.why}" for r in self.rejected]
+        if self.sources:
+            lines.append("  sources:")
+            lines += [f"    - {s}" for s in self.sources]
         if self.warnings:
             lines.append("  warnings:")
             lines += [f"    ! {w}" for w in self.warnings]
@@ -162,6 +168,7 @@ class Plan:
             "where": self.where,
             "workload": self.workload,
             "hardware": self.hardware_name,
+            "sources": list(self.sources),
             "placement": {k: (list(x) if isinstance(x, tuple) else x) for k, x in asdict(self.placement).items()},
             "memory": {
                 d.device: {

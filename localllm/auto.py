@@ -1,0 +1,232 @@
+"""What "auto" means: the best model that fits this machine and can be had now.
+
+The candidates are every catalog variant (fetched from its sources: the Hub, the package
+index) and every real model already on disk (localllm's own cache, the Hugging Face cache,
+Ollama, LM Studio, GPT4All and LOCALLLM_MODEL_DIRS: localllm.store.discover), each of
+those planned from its own header, so its need is exact. The planner ranks them all as it
+ranks the catalog (tier, interactive speed, quality, then the smaller file).
+
+    candidates(catalog)        -> catalog variants + models on disk, as Variants
+    obtain(candidates, ...)    -> (Plan, Path): the best one that is on disk or can be fetched now
+
+`obtain` walks the ranking: a model on disk is taken at once; one that is not is fetched
+(`store.pull`, which tries its sources in order); one that cannot be had now is left out,
+with every catalog variant whose sources are known unreachable (the Hub, once it failed to
+answer; everything not on disk, offline), and the ranking is made again. What was tried,
+and where the chosen file came from, is kept in `Plan.sources` (`explain()` shows it).
+
+A model on disk that is not in the catalog gets a quality for ranking: the catalog
+family's when the shapes are the same model's (architecture, layers, widths, heads,
+vocabulary), else the nearest catalog family by parameter count, less
+UNKNOWN_QUALITY_DISCOUNT points (a model nobody rated is not assumed to be as good).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from localllm.catalog import Catalog, Family, Variant, family_from_gguf_metadata, load_catalog, local_variant
+from localllm.errors import CatalogError, InvalidModelError, ModelUnavailableError, NoFittingVariantError
+from localllm.units import file_size
+
+if TYPE_CHECKING:  # pragma: no cover
+    from localllm.planner import Plan
+
+__all__ = ["DiskModel", "UNKNOWN_QUALITY_DISCOUNT", "candidates", "disk_models", "obtain"]
+
+log = logging.getLogger(__name__)
+
+# Quality points a model on disk loses when its family is not in the catalog and its quality is
+# borrowed from the catalog family nearest in size: unrated, so not ranked as if rated the same.
+UNKNOWN_QUALITY_DISCOUNT = 5.0
+
+# llama.cpp's llama_ftype (general.file_type): the quant a file was made as
+_FILE_TYPES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+    12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
+    19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL",
+    26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16",
+    36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DiskModel:
+    """A model file already on disk, as "auto" weighs it."""
+
+    name: str  # what it loads by: "ollama:smollm2:135m", "lmstudio:pub/repo/file.gguf", a path
+    path: Path
+    source: str  # "ollama", "lmstudio", "gpt4all", "huggingface", "dirs", "localllm"
+    variant: Variant  # planned from its own header; variant.path is the file
+
+
+def candidates(catalog: Catalog | None = None, *, disk: bool = True) -> list[Variant]:
+    """Catalog variants (not the built-in starter) and, with `disk`, the models found on disk."""
+    catalog = catalog or load_catalog()
+    out = [v for v in catalog.variants if not v.packaged]
+    if disk:
+        out += [m.variant for m in disk_models(catalog)]
+    return out
+
+
+def disk_models(catalog: Catalog | None = None) -> list[DiskModel]:
+    """Real models other tools (and localllm) left on disk that are not catalog variants, each
+    planned from its header. A file that fails validation, or that the planner cannot size, is
+    left out (logged): "auto" only takes what it can plan."""
+    from localllm.store import discover, list_local
+
+    catalog = catalog or load_catalog()
+    found: list[tuple[str, Path, str]] = []
+    try:
+        found += [(m.name, m.path, m.source) for m in discover.discover()]
+    except OSError as exc:  # a foreign store that cannot be read is not an error for "auto"
+        log.debug("looking for models on disk failed: %s", exc)
+    found += [(str(f.path), f.path, f.source) for f in list_local(catalog) if f.variant is None]
+    out: list[DiskModel] = []
+    seen: set[Path] = set()
+    for name, path, source in found:
+        try:
+            real = path.resolve()
+            st = real.stat()
+        except OSError:
+            continue
+        if real in seen:
+            continue
+        seen.add(real)
+        v = _disk_variant(str(real), st.st_size, st.st_mtime_ns, name, catalog)
+        if v is not None:
+            out.append(DiskModel(name=name, path=path, source=source, variant=v))
+    return out
+
+
+_header_cache: dict[tuple[str, int, int, str], Variant | None] = {}
+
+
+def _disk_variant(path: str, size: int, mtime_ns: int, name: str, catalog: Catalog) -> Variant | None:
+    key = (path, size, mtime_ns, name)
+    if key not in _header_cache:
+        _header_cache[key] = _read_variant(Path(path), name, catalog)
+    return _header_cache[key]
+
+
+def _read_variant(path: Path, name: str, catalog: Catalog) -> Variant | None:
+    from localllm.quantmix import gguf_weights
+    from localllm.validate import validate_gguf
+
+    try:
+        info = validate_gguf(path)
+        tied = not any(t.name == "output.weight" for t in info.tensors)
+        family = family_from_gguf_metadata(info.metadata, name=name, tied_embeddings=tied)
+    except (InvalidModelError, CatalogError) as exc:
+        log.info("not weighing %s for auto: %s", name, exc)
+        return None
+    general = info.metadata.get("general.name")
+    display = general if isinstance(general, str) and general.strip() else Path(name).name
+    quality, basis = rate(family, catalog)
+    family = replace(family, display_name=display[:80], quality=quality, quality_source=basis)
+    ftype = info.metadata.get("general.file_type")
+    quant = _FILE_TYPES.get(ftype, "local") if isinstance(ftype, int) else "local"
+    # the quant's perplexity cost, as the catalog's variants of that quant carry it
+    penalty = next((c.quality_penalty for c in catalog.variants if c.quant == quant and c.format == "gguf"), 0.0)
+    v = local_variant(
+        family, weight_bytes=info.tensor_bytes, path=str(path), quant=quant, weights=gguf_weights(info.tensors)
+    )
+    return replace(v, quality_penalty=penalty)
+
+
+def rate(family: Family, catalog: Catalog) -> tuple[float, str]:
+    """(quality, where it comes from) for a model's family read from its header."""
+    same = [
+        f
+        for f in catalog.families
+        if f.quality
+        and (f.arch, f.n_layer, f.n_embd, f.n_head, f.n_head_kv, f.n_vocab)
+        == (family.arch, family.n_layer, family.n_embd, family.n_head, family.n_head_kv, family.n_vocab)
+    ]
+    if same:
+        best = max(same, key=lambda f: f.quality or 0.0)
+        return float(best.quality or 0.0), f"the catalog's {best.display_name}: same shape ({best.quality_source})"
+    rated = [f for f in catalog.families if f.quality]
+    if not rated:
+        return 0.0, "not rated"
+    n = max(family.n_params, 1)
+    near = min(rated, key=lambda f: abs(math.log(max(f.n_params, 1) / n)))
+    q = max(0.0, float(near.quality or 0.0) - UNKNOWN_QUALITY_DISCOUNT)
+    return q, (
+        f"not in the catalog: rated as {near.display_name} ({near.n_params / 1e9:.2g}B parameters, the nearest "
+        f"in size to its {n / 1e9:.2g}B) less {UNKNOWN_QUALITY_DISCOUNT:g} points"
+    )
+
+
+def obtain(
+    pool: Sequence[Variant],
+    *,
+    plan_options: dict[str, Any],
+    offline: bool | None = None,
+    progress: Callable[..., Any] | None = None,
+    first: Plan | None = None,
+) -> tuple[Plan, Path]:
+    """The best-ranked of `pool` that is on disk or can be fetched now, and its file.
+
+    `plan_options` are `plan_among`'s keywords (hardware, context, workload, runtime,
+    kv_type, threads); `first` the plan already made over `pool`, if any.
+
+    Raises:
+        NoFittingVariantError: nothing in `pool` fits.
+        ModelUnavailableError: something fits but none of it can be had now; `tried` says
+            what was tried and why each failed.
+    """
+    from localllm import store
+    from localllm.planner import plan_among
+
+    left = list(pool)
+    tried: list[str] = []
+    plan = first
+    while left:
+        if plan is None:
+            try:
+                plan = plan_among(left, auto=True, **plan_options)
+            except NoFittingVariantError:
+                if not tried:
+                    raise
+                break
+        v = plan.variant
+        if v.path and not v.packaged and Path(v.path).is_file():  # a model found on disk
+            return replace(plan, sources=(*tried, f"{v.name}: on disk at {v.path}")), Path(v.path)
+        try:
+            got = store.pull(v, progress=progress, offline=offline)
+        except ModelUnavailableError as exc:
+            why = str(exc).strip().splitlines()[0].rstrip(".")
+            tried.append(f"{v.name} ({file_size(v.size)}): {why}")
+            left = [c for c in left if c != v and _may_obtain(c, offline)]
+            plan = None
+            continue
+        came = getattr(got, "source", None) or ("downloaded" if got.downloaded else "on disk")
+        where = f"{came}: {got.path}" if not got.downloaded else f"{came} ({file_size(v.size)})"
+        before = tuple(f"{v.name}: {t}" for t in getattr(got, "tried", ()) or ())
+        return replace(plan, sources=(*tried, *before, f"{v.name}: {where}")), Path(got.path)
+    raise ModelUnavailableError(
+        "no model that fits this machine can be had now; tried, best first:\n  " + "\n  ".join(tried),
+        tried=tuple(tried),
+    )
+
+
+def _may_obtain(v: Variant, offline: bool | None) -> bool:
+    """Whether `v` is still worth trying: on disk, or a source not known to be out of reach."""
+    from localllm import store
+
+    if v.path and not v.packaged:
+        return Path(v.path).is_file()
+    if store.resolve(v) is not None:
+        return True
+    if store.is_offline(offline):
+        return False
+    left = list(store.sources(v))
+    if store.hub_unreachable() is not None:
+        left = [s for s in left if s != "hub"]
+    return bool(left)
