@@ -118,9 +118,9 @@ def _pick_variant(name: str):
             name=name,
         )
     if discover.is_local_name(name):  # a model another tool keeps on disk (ollama:NAME...)
-        there = discover.find_local(name)
+        kept = discover.find_local(name)
         raise ModelNotFoundError(
-            f"{name!r} is already on disk at {there.path} (kept by {there.source}; localllm reads it in place): "
+            f"{name!r} is already on disk at {kept.path} (kept by {kept.source}; localllm reads it in place): "
             f'nothing to download. Use it as it is: localllm run {name} "PROMPT"',
             name=name,
         )
