@@ -8,6 +8,8 @@ ranks the catalog (tier, interactive speed, quality, then the smaller file).
 
     candidates(catalog)        -> catalog variants + models on disk, as Variants
     obtain(candidates, ...)    -> (Plan, Path): the best one that is on disk or can be fetched now
+    load_auto(...)             -> Model: what load("auto") does; the built-in starter when
+                                  nothing can be had (`info.note` says what was tried)
 
 `obtain` walks the ranking: a model on disk is taken at once; one that is not is fetched
 (`store.pull`, which tries its sources in order); one that cannot be had now is left out,
@@ -35,9 +37,21 @@ from localllm.errors import CatalogError, InvalidModelError, ModelUnavailableErr
 from localllm.units import file_size
 
 if TYPE_CHECKING:  # pragma: no cover
+    from localllm.hardware import Hardware
+    from localllm.model import Model
     from localllm.planner import Plan
 
-__all__ = ["DiskModel", "UNKNOWN_QUALITY_DISCOUNT", "candidates", "disk_models", "obtain"]
+__all__ = [
+    "DiskModel",
+    "UNKNOWN_QUALITY_DISCOUNT",
+    "candidates",
+    "disk_models",
+    "is_disk_model",
+    "label",
+    "load_auto",
+    "obtain",
+    "within_reach",
+]
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +210,13 @@ def obtain(
                     raise
                 break
         v = plan.variant
-        if v.path and not v.packaged and Path(v.path).is_file():  # a model found on disk
-            return replace(plan, sources=(*tried, f"{v.name}: on disk at {v.path}")), Path(v.path)
+        if is_disk_model(v):  # a model found on disk
+            return replace(plan, sources=(*tried, f"{label(v)}: on disk at {v.path}")), Path(str(v.path))
         try:
             got = store.pull(v, progress=progress, offline=offline)
         except ModelUnavailableError as exc:
-            why = str(exc).strip().splitlines()[0].rstrip(".")
+            each = getattr(exc, "tried", ()) or ()  # one line per source the store tried
+            why = "; ".join(_first_sentence(s) for s in each) if each else _first_sentence(str(exc))
             tried.append(f"{v.name} ({file_size(v.size)}): {why}")
             left = [c for c in left if c != v and _may_obtain(c, offline)]
             plan = None
@@ -216,17 +231,92 @@ def obtain(
     )
 
 
+def within_reach(pool: Sequence[Variant], offline: bool | None = None) -> list[Variant]:
+    """The candidates that may be had now without trying the network: all of them, unless
+    offline (then only what is on disk) or the Hub is known to be unreachable (then not what
+    only the Hub has). Empty when nothing is."""
+    from localllm import store
+
+    if not store.is_offline(offline) and store.hub_unreachable() is None:
+        return list(pool)
+    return [v for v in pool if _may_obtain(v, offline)]
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of an error: what went wrong, without the how-to that follows."""
+    line = text.strip().splitlines()[0] if text.strip() else text
+    head, sep, _ = line.partition(". ")
+    return (head if sep else line).rstrip(".")
+
+
+def is_disk_model(v: Variant) -> bool:
+    """A model found on disk (`disk_models`): its file is an absolute path, unlike the catalog's
+    starter, whose path is inside the package."""
+    return v.path is not None and Path(v.path).is_absolute()
+
+
+def label(v: Variant) -> str:
+    """How a candidate is named to people: a model on disk by the name it loads by
+    ("ollama:smollm2:135m"), a catalog variant by its catalog name."""
+    return v.family.name if is_disk_model(v) else v.name
+
+
 def _may_obtain(v: Variant, offline: bool | None) -> bool:
     """Whether `v` is still worth trying: on disk, or a source not known to be out of reach."""
     from localllm import store
 
-    if v.path and not v.packaged:
-        return Path(v.path).is_file()
+    if is_disk_model(v):
+        return Path(str(v.path)).is_file()
     if store.resolve(v) is not None:
         return True
     if store.is_offline(offline):
         return False
-    left = list(store.sources(v))
+    left = [s for s in store.sources(v) if s != "disk"]  # on disk was asked above
     if store.hub_unreachable() is not None:
         left = [s for s in left if s != "hub"]
     return bool(left)
+
+
+def load_auto(
+    *,
+    context: int | None,
+    runtime: str | None,
+    offline: bool | None,
+    progress: Callable[..., Any] | None,
+    hardware: Hardware | None,
+    threads: int | None,
+) -> Model:
+    """The best-ranked model that fits and is on disk or can be fetched now; the built-in
+    starter when none can be had (`info.note` says why, and what to get)."""
+    from localllm.model import _open
+    from localllm.validate import validate_model_path
+
+    options: dict[str, Any] = {"hardware": hardware, "context": context, "runtime": runtime, "threads": threads}
+    try:
+        plan, path = obtain(candidates(), plan_options=options, offline=offline, progress=progress)
+    except ModelUnavailableError as exc:
+        return _load_starter(exc, hardware=hardware, threads=threads)
+    validate_model_path(path)
+    name = label(plan.variant)
+    log.info("auto chose %s (%s)", name, plan.sources[-1] if plan.sources else "")
+    return _open(path, plan.placement, name=name, plan=plan, hardware=hardware)
+
+
+def _load_starter(exc: ModelUnavailableError, *, hardware: Hardware | None, threads: int | None = None) -> Model:
+    """The starter model shipped in the package, when nothing "auto" would choose is on disk or
+    can be fetched now; `info.note` (also logged) says so and names the model to get."""
+    tried = getattr(exc, "tried", ()) or ()
+    best = tried[0].split(" (", 1)[0] if tried else None
+    why = "; ".join(tried) if tried else str(exc).rstrip(".")
+    get = f" With network access, get the real one: localllm pull {best}" if best else ""
+    note = (
+        f"No model that fits this machine is on disk, and none can be downloaded now ({why}). Using the built-in "
+        f"starter model instead: it knows small sums, a little small talk and localllm itself.{get}"
+    )
+    log.warning("%s", note)
+    from localllm.model import load
+    from localllm.starter import starter_gguf
+
+    model = load(starter_gguf(), hardware=hardware, threads=threads)
+    model.info = replace(model.info, note=note)
+    return model

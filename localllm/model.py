@@ -31,14 +31,12 @@ from localllm.errors import (
     GenerationError,
     InsufficientMemoryError,
     InvalidOptionError,
-    ModelUnavailableError,
 )
 from localllm.generation import Chunk, Completion, PromptProgress, SamplingOptions, check_text, join, run
 from localllm.hardware.detect import probe
 from localllm.placement import Placement
 from localllm.resolve import is_auto, resolve
 from localllm.runtimes import load_engine
-from localllm.starter import starter_gguf
 from localllm.units import memory_size
 from localllm.validate import validate_model_path
 
@@ -517,8 +515,10 @@ def load(
         ModelNotFoundError: a path that does not exist, or a name the catalog lacks.
         DownloadError, RuntimeUnavailableError.
     """
-    if is_auto(model):
-        return _load_auto(
+    if is_auto(model):  # the best model that fits and can be had now; the starter when none can
+        from localllm.auto import load_auto
+
+        return load_auto(
             context=context, runtime=runtime, offline=offline, progress=progress, hardware=hardware, threads=threads
         )
     resolved = resolve(model, context=context, runtime=runtime, hardware=hardware, threads=threads)
@@ -550,50 +550,6 @@ def _open(path: Path, placement: Placement, *, name: str, plan: Plan | None, har
     except BaseException:
         engine.close()
         raise
-
-
-# --- "auto": the best model that fits and can be had now (localllm.auto) ------------------
-def _load_auto(
-    *,
-    context: int | None,
-    runtime: str | None,
-    offline: bool | None,
-    progress: Callable[..., Any] | None,
-    hardware: Hardware | None,
-    threads: int | None,
-) -> Model:
-    """The best-ranked model that fits and is on disk or can be fetched now; the built-in
-    starter when none can be had (`info.note` says why, and what to get)."""
-    from localllm import auto
-
-    options: dict[str, Any] = {"hardware": hardware, "context": context, "runtime": runtime, "threads": threads}
-    try:
-        plan, path = auto.obtain(auto.candidates(), plan_options=options, offline=offline, progress=progress)
-    except ModelUnavailableError as exc:
-        return _load_starter(exc, hardware=hardware, threads=threads)
-    validate_model_path(path)
-    v = plan.variant
-    on_disk = bool(v.path) and not v.packaged  # a model found on disk is named as it loads by
-    name = v.family.name if on_disk else v.name
-    log.info("auto chose %s (%s)", name, plan.sources[-1] if plan.sources else "")
-    return _open(path, plan.placement, name=name, plan=plan, hardware=hardware)
-
-
-def _load_starter(exc: ModelUnavailableError, *, hardware: Hardware | None, threads: int | None = None) -> Model:
-    """The starter model shipped in the package, when nothing "auto" would choose is on disk or
-    can be fetched now; `info.note` (also logged) says so and names the model to get."""
-    tried = getattr(exc, "tried", ()) or ()
-    best = tried[0].split(" (", 1)[0] if tried else None
-    why = "; ".join(tried) if tried else str(exc).rstrip(".")
-    get = f" With network access, get the real one: localllm pull {best}" if best else ""
-    note = (
-        f"No model that fits this machine is on disk, and none can be downloaded now ({why}). Using the built-in "
-        f"starter model instead: it knows small sums, a little small talk and localllm itself.{get}"
-    )
-    log.warning("%s", note)
-    model = load(starter_gguf(), hardware=hardware, threads=threads)
-    model.info = replace(model.info, note=note)
-    return model
 
 
 def _refuse_unfit(plan: Plan, force: bool) -> None:

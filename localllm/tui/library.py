@@ -150,11 +150,11 @@ def startup_report(
             plan_text=f"Loading the local file {path} ({memory_size(path.stat().st_size)}); "
             "placement is planned from its header and this machine.",
         )
-    try:
+    try:  # plan_for: a Hub repository, another tool's model and "auto" over what is on disk too
         plan = (
-            localllm.plan(target, hardware=hw, context=context)
+            localllm.plan_for(target, hardware=hw, context=context)
             if hw is not None
-            else localllm.plan(target, context=context)
+            else localllm.plan_for(target, context=context)
         )
     except localllm.LocalLLMError as exc:
         failed = getattr(exc, "plan", None)  # the plan that did not fit, when the planner got that far
