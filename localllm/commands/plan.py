@@ -8,8 +8,9 @@ import json
 from localllm.placement import KV_TYPES, RUNTIMES
 
 MODEL_HELP = (
-    '"auto", a catalog name or name:quant (e.g. "qwen2.5-1.5b-instruct:q4_k_m"), a .gguf file, '
-    "or an ONNX folder (or .onnx file)"
+    '"auto", a catalog name or name:quant (e.g. "qwen3-1.7b:q4_k_m"), a Hub repository '
+    "(hf.co/OWNER/REPO[:QUANT] or OWNER/REPO/FILE.gguf), another tool's model (ollama:NAME:TAG, "
+    "lmstudio:PUBLISHER/REPO/FILE.gguf), a .gguf file, or an ONNX folder (or .onnx file)"
 )
 # the planner's floor for a context window (planner.machine.prepare refuses less)
 MIN_CONTEXT = 16

@@ -164,10 +164,10 @@ def _not_found(name: str, source: str, rest: str, found: list[LocalModel]) -> Mo
     where = ", ".join(str(r) for r in _LAYOUTS[source][0]()) or "(no folder)"
     label = _LABELS[source]
     what = f"{len(names)} model{'s' if len(names) != 1 else ''} there" if names else "no models there"
-    hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
+    hint = f"; did you mean {' or '.join(close[:3])}?" if close else "."
     return ModelNotFoundError(
         f"no {label} model named {name!r}: looked in {where} and found {what}{hint} "
-        "`localllm models --local` lists every model on disk",
+        "`localllm models --local` lists every model on disk.",
         name=name,
         suggestions=tuple(close[:3]),
     )

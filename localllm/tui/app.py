@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -261,12 +261,11 @@ class ChatApp(App):
             note += " F4 shows why it was chosen."
         if info.note:  # load("auto") fell back to the built-in starter: say why and what to get
             note += "\n\n" + info.note
-        elif msg.model.plan is not None and len(msg.model.plan.sources) > 1:  # "auto" missed its first choice
-            *before, chosen = msg.model.plan.sources
-            note += (
-                f"\n\nFrom {chosen.split(': ', 1)[-1]}: {len(before)} better model(s) could not be had now "
-                f"({before[0]})."
-            )
+        elif msg.model.plan is not None:
+            note += library.sources_note(msg.model.plan.sources, info.name)
+        plan = msg.model.plan
+        if plan is not None and self.report is not None and old is None:  # F4: the plan of what did load
+            self.report = replace(self.report, plan_text=plan.explain(), rejected=())
         self.chat_screen.model_changed(note)
 
     @on(LoadFailed)

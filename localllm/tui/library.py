@@ -78,6 +78,21 @@ def looks_like_path(model: str) -> bool:
     return localllm.local_model_path(model) is not None  # the rule load() and every command use
 
 
+def sources_note(sources: Sequence[str], name: str) -> str:
+    """A line for the chat when "auto" could not have its first choice: where the model came
+    from and the best one it could not get, with why ("" when it got its first choice)."""
+    missed = [s for s in sources if not s.startswith(f"{name}: ")]
+    if not missed or not sources:
+        return ""
+    came = sources[-1].removeprefix(f"{name}: ").split(" (", 1)[0]
+    where = "Found on disk" if came.startswith("on disk") else f"From the {came}"
+    best, _, why = missed[0].partition(": ")
+    reason = why.split("): ", 1)[-1] if why else "not available"  # after "hub (URL): "
+    reason = reason.split(": ", 1)[-1] if reason.startswith("Cannot get ") else reason
+    more = f", and {len(missed) - 1} more" if len(missed) > 1 else ""
+    return f"\n\n{where}: {best} could not be had now ({reason}){more}. F4 lists what was tried."
+
+
 def hardware_lines(hw: Any) -> tuple[str, ...]:
     """A short, human summary of a localllm.Hardware."""
     lines = []
