@@ -69,6 +69,8 @@ def test_the_chat_loads_the_model_ollama_keeps(ollama_store, monkeypatch):
     from localllm.tui import library
 
     monkeypatch.setenv("LOCALLLM_OFFLINE", "1")
+    rows = [r for r in library.list_models() if r.target == "ollama:smollm2:135m"]  # the switcher (ctrl+o)
+    assert len(rows) == 1 and rows[0].on_disk and rows[0].available and "ollama" in rows[0].note, rows
     report = library.startup_report(None)
     assert not report.error and "ollama:smollm2:135m" in report.plan_text, report
     with library.load_model("auto", context=512) as llm:

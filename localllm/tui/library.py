@@ -205,8 +205,9 @@ def load_model(
 
 
 def list_models(*, hardware: Any = None, extra: Sequence[str | os.PathLike[str]] = ()) -> list[VariantRow]:
-    """Every catalog variant with its fit on this machine, plus local files; on-disk ones marked, and
-    offline (LOCALLLM_OFFLINE / HF_HUB_OFFLINE) those that are not marked unavailable."""
+    """Every catalog variant with its fit on this machine, plus local files and the models other
+    tools keep; on-disk ones marked, and offline (LOCALLLM_OFFLINE / HF_HUB_OFFLINE) those that
+    are not marked unavailable."""
     offline = store.is_offline()
     rows: list[VariantRow] = []
     seen: set[str] = set()
@@ -216,6 +217,15 @@ def list_models(*, hardware: Any = None, extra: Sequence[str | os.PathLike[str]]
             continue
         seen.add(str(path))
         rows.append(VariantRow(str(path), path.stem, "", path.stat().st_size, "local file", True))
+    try:  # models other tools keep (Ollama, LM Studio, GPT4All, the HF cache, LOCALLLM_MODEL_DIRS)
+        from localllm.store import discover
+
+        for m in discover.discover():
+            if m.name not in seen:
+                seen.add(m.name)
+                rows.append(VariantRow(m.name, m.name, "", m.size, "local file", True, f"kept by {m.source}"))
+    except OSError:  # a foreign store that cannot be read: the switcher still offers the rest
+        pass
     local_paths = set()
     try:
         for item in store.list_local():
