@@ -13,8 +13,11 @@ their file size less that header; then the chosen model's header is read too and
 again exactly, so at most a few headers are read (a repo of 20 quants × 1-8 MiB would be slow
 and costly to read whole), and the plan returned always rests on its own header.
 
-Quality among a repo's quants: nothing measures them, so the bigger file ranks higher
-(`quality_penalty` falls with size): "the best quant that fits" is the largest that fits.
+Quality among a repo's quants: llama.cpp's perplexity cost of each quant, as the catalog
+carries it (Q4_K_M +0.18, Q8_0 +0.003...), so "the best quant that fits" is ranked as a
+catalog family's quants are (quality, then the smaller file: Q8_0 before F16). A quant that
+table lacks is rated as the repo's nearest file in size that it has; a repo with no known
+quant at all ranks by file size (the bigger the better).
 """
 
 from __future__ import annotations
@@ -126,16 +129,30 @@ def _estimated(like: Variant, header_bytes: int, model: HubModel) -> Variant:
 
 
 def _ranked(found: Sequence[HubVariant]) -> list[Variant]:
-    """The variants, each with a quality penalty falling with its file size (see the module doc)."""
+    """The variants, each with its quant's quality penalty (see the module doc)."""
+    from localllm.catalog import load_catalog
+
+    # llama.cpp's perplexity cost of each quant, as the catalog's variants carry it
+    known: dict[str, tuple[float, str | None]] = {}
+    for c in load_catalog().variants:
+        if c.format == "gguf" and c.penalty_source:
+            known.setdefault(c.quant.upper(), (c.quality_penalty, c.penalty_source))
+    known.setdefault("BF16", known.get("F16", (0.0, None)))  # 16 bits either way
     biggest = max(h.model.size for h in found)
-    return [
-        dataclasses.replace(
-            h.variant,
-            quality_penalty=round(SIZE_PENALTY_SCALE * (1 - h.model.size / biggest), 4),
-            penalty_source=_SOURCE,
-        )
-        for h in found
-    ]
+    quants = {id(h): (h.variant.quant or "").upper() for h in found}
+    rated = [(h.model.size, known[quants[id(h)]]) for h in found if quants[id(h)] in known]
+    out = []
+    for h in found:
+        quant = quants[id(h)]
+        if quant in known:
+            penalty, source = known[quant]
+        elif rated:  # a quant llama.cpp's table lacks (IQ4_XS, Q4_K_S...): as the nearest in size that it has
+            size, (penalty, _) = min(rated, key=lambda r: abs(r[0] - h.model.size))
+            source = f"{_SOURCE}: {quant or 'this file'} rated as the quant nearest in size ({size:,} bytes)"
+        else:
+            penalty, source = round(SIZE_PENALTY_SCALE * (1 - h.model.size / biggest), 4), _SOURCE
+        out.append(dataclasses.replace(h.variant, quality_penalty=penalty, penalty_source=source))
+    return out
 
 
 def hub_variants(ref: HubRef, *, offline: bool | None = None) -> list[HubVariant]:

@@ -137,3 +137,34 @@ def test_hostile_headers_are_refused(monkeypatch, smollm2_gguf):
         with pytest.raises(InvalidModelError, match="key 0"):
             plan_hub(HubRef("t/bad-GGUF", quant="Q8_0"))
         assert hub.total_bytes_sent() < 8 * MiB
+
+
+def test_a_repos_quants_rank_by_llama_cpps_perplexity_table_not_by_size():
+    # the best quant that fits is ranked as a catalog family's quants are: Q8_0 before F16 and
+    # BF16 (the same quality within rounding, a smaller file), Q4_K_M before Q4_0; a quant the
+    # table lacks (IQ4_XS) is rated as the repo's nearest file in size that it has
+    import dataclasses
+
+    from localllm.catalog import load_catalog
+    from localllm.hardware.detect import load_profile
+    from localllm.hub.listing import HubFile, HubModel
+    from localllm.hub.plan import HubVariant, _ranked
+    from localllm.planner import plan_among
+
+    base = load_catalog().find("qwen2.5-0.5b-instruct:q4_k_m")
+    sizes = {"Q4_0": 350, "IQ4_XS": 360, "Q4_K_M": 390, "Q8_0": 530, "F16": 990, "BF16": 990}
+    found = [
+        HubVariant(
+            dataclasses.replace(base, quant=q, filename=f"m-{q}.gguf", size=mb * 10**6),
+            HubModel((HubFile(f"m-{q}.gguf", mb * 10**6, None),), q),
+            listing=None,  # type: ignore[arg-type]
+            exact=True,
+        )
+        for q, mb in sizes.items()
+    ]
+    ranked = {v.quant: v for v in _ranked(found)}
+    assert ranked["Q8_0"].quality > ranked["Q4_K_M"].quality > ranked["Q4_0"].quality
+    assert ranked["IQ4_XS"].quality_penalty == ranked["Q4_0"].quality_penalty  # 360 MB is nearest to 350
+    assert ranked["BF16"].quality_penalty == ranked["F16"].quality_penalty
+    chosen = plan_among(list(ranked.values()), auto=False, hardware=load_profile("laptop-x86-16gb"))
+    assert chosen.variant.quant == "Q8_0", chosen.explain()
