@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from localllm.planner import Plan
 
 __all__ = [
+    "NOT_GENERATIVE",
     "DiskModel",
     "UNKNOWN_QUALITY_DISCOUNT",
     "candidates",
@@ -58,6 +59,12 @@ log = logging.getLogger(__name__)
 # Quality points a model on disk loses when its family is not in the catalog and its quality is
 # borrowed from the catalog family nearest in size: unrated, so not ranked as if rated the same.
 UNKNOWN_QUALITY_DISCOUNT = 5.0
+
+# Architectures that embed or encode rather than write text (GPT4All's folder often holds a
+# nomic-bert embedder): never what "auto" should chat with
+NOT_GENERATIVE = frozenset(
+    {"bert", "modern-bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2", "jina-bert-v3", "t5encoder"}
+)
 
 # llama.cpp's llama_ftype (general.file_type): the quant a file was made as
 _FILE_TYPES = {
@@ -134,6 +141,10 @@ def _read_variant(path: Path, name: str, catalog: Catalog) -> Variant | None:
 
     try:
         info = validate_gguf(path)
+        kind = info.metadata.get("general.type")
+        if info.architecture in NOT_GENERATIVE or kind in ("adapter", "mmproj", "clip"):
+            log.info("not weighing %s for auto: a %s, not a model that writes text", name, kind or info.architecture)
+            return None
         tied = not any(t.name == "output.weight" for t in info.tensors)
         family = family_from_gguf_metadata(info.metadata, name=name, tied_embeddings=tied)
     except (InvalidModelError, CatalogError) as exc:

@@ -148,3 +148,31 @@ def test_plan_a_hub_repo_reads_under_8_mib_and_matches_the_local_file(monkeypatc
         rc = cli.main(["run", f"hf.co/{repo}", "Hi", "--max-tokens", "4", "--temperature", "0", "--threads", "1"])
         out, err = capsys.readouterr()
         assert rc == 0 and f"loaded {repo}:q4_1" in err, err
+
+
+def test_models_on_disk_are_rated_by_the_catalog_family_of_their_shape_else_by_size(
+    tmp_path, monkeypatch, smollm2_gguf, tiny_gguf
+):
+    from localllm import auto
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    os.symlink(smollm2_gguf, folder / "smol.gguf")
+    os.symlink(tiny_gguf, folder / "tiny.gguf")
+    monkeypatch.setenv("LOCALLLM_MODEL_DIRS", str(folder))
+    catalog = localllm.load_catalog()
+    found = {Path(m.name).name: m for m in auto.disk_models(catalog)}
+    assert set(found) == {"smol.gguf", "tiny.gguf"}, found
+    smol, tiny = found["smol.gguf"].variant, found["tiny.gguf"].variant
+    # SmolLM2's shape is the catalog's smollm2-135m-instruct: its quality, less Q4_1's perplexity cost
+    family = catalog.find("smollm2-135m-instruct")
+    assert smol.family.quality == family.quality and "same shape" in smol.family.quality_source
+    assert smol.quant == "Q4_1" and 0 < smol.quality < family.quality
+    # the tiny random model matches no family: the nearest in size, less the discount for being unrated
+    # (a few thousand parameters: nearest is the smallest rated family, SmolLM2-135M)
+    assert "not in the catalog: rated as SmolLM2 135M Instruct" in tiny.family.quality_source, tiny.family
+    assert tiny.family.quality == family.quality - auto.UNKNOWN_QUALITY_DISCOUNT
+    # offline, "auto" takes the better of the two
+    monkeypatch.setenv("LOCALLLM_OFFLINE", "1")
+    plan, path = auto.obtain(auto.candidates(catalog), plan_options={"threads": 1})
+    assert path == Path(smol.path) and auto.label(plan.variant) == str(folder / "smol.gguf"), plan.sources
