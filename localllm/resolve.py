@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from localllm.catalog import family_from_gguf_metadata, load_catalog
-from localllm.errors import CatalogError, InvalidModelError, ModelNotFoundError
+from localllm.errors import CatalogError, InvalidModelError, ModelNotFoundError, ModelUnavailableError
 from localllm.hardware.detect import probe
 from localllm.placement import KVType, Placement
 from localllm.planner import RUNTIME_ALIASES, plan, plan_among, plan_local, plan_local_onnx
@@ -133,7 +133,18 @@ def resolve(
         if ref is not None:
             from localllm.hub import plan_hub
 
-            p = plan_hub(ref, hardware=hardware, **options)
+            try:
+                p = plan_hub(ref, hardware=hardware, **options)
+            except (ModelNotFoundError, ModelUnavailableError) as exc:
+                text = str(model).strip()
+                if text.lower().startswith(_HUB_PREFIXES):
+                    raise
+                # OWNER/REPO/FILE.gguf is also how a missing relative path looks: say both
+                raise ModelNotFoundError(
+                    f"no such file: {text} does not exist here; read as a Hub reference (OWNER/REPO/FILE.gguf): "
+                    f"{exc}",
+                    name=text,
+                ) from exc
             return Resolved(path=None, plan=p, placement=p.placement, hub=ref)
         assert found is not None
         info = _validate(found.path, model)

@@ -346,13 +346,7 @@ def validate_gguf(path: str | os.PathLike) -> GGUFInfo:
         mm = stack.enter_context(map_file(f, size))
         _check_magic(bytes(mm[:4]), p)
         info, layout = gguf.parse(mm, size, p)
-        if not is_supported_architecture(info.architecture):
-            raise InvalidModelError(
-                f"{p}: architecture {info.architecture!r} is not supported by the installed llama.cpp "
-                f"(llama-cpp-python {_llama_cpp_version() or 'unknown version'}). Use a model of a supported "
-                f"architecture (llama, qwen2, gemma2, phi3...) or upgrade llama-cpp-python.",
-                path=str(p),
-            )
+        _check_architecture(info, p)
         _check_rules(p, info, layout)
         return info
 

@@ -49,13 +49,6 @@ def index(monkeypatch):
         yield state
 
 
-@pytest.fixture(autouse=True)
-def _fresh_hub_memory():
-    store.forget_hub_unreachable()
-    yield
-    store.forget_hub_unreachable()
-
-
 @pytest.fixture
 def tiny_wheel(tiny_gguf, tmp_path) -> tuple[Path, bytes]:
     content = tiny_gguf.read_bytes()

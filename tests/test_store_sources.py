@@ -36,13 +36,6 @@ class BothVariant:
     package_file: str | None = MEMBER
 
 
-@pytest.fixture(autouse=True)
-def _fresh_hub_memory():
-    store.forget_hub_unreachable()
-    yield
-    store.forget_hub_unreachable()
-
-
 @pytest.fixture
 def content(tiny_gguf) -> bytes:
     return tiny_gguf.read_bytes()

@@ -261,9 +261,9 @@ class ChatApp(App):
             note += " F4 shows why it was chosen."
         if info.note:  # load("auto") fell back to the built-in starter: say why and what to get
             note += "\n\n" + info.note
-        elif msg.model.plan is not None:
-            note += library.sources_note(msg.model.plan.sources, info.name)
-        plan = msg.model.plan
+        plan = getattr(msg.model, "plan", None)
+        if plan is not None and not info.note:
+            note += library.sources_note(plan.sources, info.name)
         if plan is not None and self.report is not None and old is None:  # F4: the plan of what did load
             self.report = replace(self.report, plan_text=plan.explain(), rejected=())
         self.chat_screen.model_changed(note)

@@ -386,7 +386,7 @@ def test_offline_auto_opens_on_the_starter_and_says_why(tui_db, monkeypatch):
         async with app.run_test(size=SIZE) as pilot:
             await wait_ready(pilot)
             assert app.model.info.name == "starter"
-            wanted = app.model.info.note.split(" is the model for this machine")[0]
+            wanted = app.model.info.note.split("localllm pull ")[1]  # the best catalog model that fits
             await wait_for(
                 pilot,
                 lambda: any(v.role == "info" for v in app.chat_screen.query(MessageView)),
