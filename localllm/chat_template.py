@@ -38,6 +38,12 @@ __all__ = [
     "split_turns",
 ]
 
+# Passed to every template as `enable_thinking`, as transformers' apply_chat_template passes
+# extra keywords: the hybrid reasoning models of the catalog (Qwen3, SmolLM3) then answer at
+# once instead of writing a long <think> section first, which on a laptop CPU costs minutes
+# before the first word of the answer. Templates that do not know the name ignore it.
+ENABLE_THINKING = False
+
 # Used when the model has no template but knows ChatML's tokens (Qwen, SmolLM, many fine-tunes).
 CHATML_FALLBACK = (
     "{% for message in messages %}"
@@ -162,6 +168,7 @@ class ChatFormatter:
                 add_generation_prompt=add_generation_prompt,
                 bos_token=bos,
                 eos_token=eos,
+                enable_thinking=ENABLE_THINKING,
             )
         except ChatTemplateError:  # raise_exception(): the template refused the messages
             raise

@@ -306,3 +306,23 @@ def test_the_real_smollm2_template_renders_as_in_the_plain_sandbox(smollm2_gguf,
             assert m.render_chat(messages) == _unbounded_render(
                 template, messages, m._engine.bos_token or "", m._engine.eos_token or ""
             )
+
+
+def test_hybrid_reasoning_templates_answer_without_thinking_first():
+    # Qwen3's template (the generation-prompt part, as its GGUFs ship it) opens an empty think
+    # block when enable_thinking is false, so the model answers at once; a template that does
+    # not know the name renders as before
+    from localllm.chat_template import ENABLE_THINKING
+
+    qwen3 = (
+        "{%- for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+        "{%- if enable_thinking is defined and enable_thinking is false %}"
+        "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+        "{%- endif %}"
+    )
+    text = chat_formatter(qwen3).render([{"role": "user", "content": "Hi"}])
+    assert ENABLE_THINKING is False
+    assert text == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    plain = chat_formatter(qwen3.replace("enable_thinking", "other_flag")).render([{"role": "user", "content": "Hi"}])
+    assert plain.endswith("<|im_start|>assistant\n")
