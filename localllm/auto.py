@@ -119,7 +119,8 @@ def disk_models(catalog: Catalog | None = None) -> list[DiskModel]:
         if real in seen:
             continue
         seen.add(real)
-        v = _disk_variant(str(real), st.st_size, st.st_mtime_ns, name, catalog)
+        # read by its own path, not the link's target: a split's parts are found by their names
+        v = _disk_variant(str(path), st.st_size, st.st_mtime_ns, name, catalog)
         if v is not None:
             out.append(DiskModel(name=name, path=path, source=source, variant=v))
     return out
@@ -137,10 +138,12 @@ def _disk_variant(path: str, size: int, mtime_ns: int, name: str, catalog: Catal
 
 def _read_variant(path: Path, name: str, catalog: Catalog) -> Variant | None:
     from localllm.quantmix import gguf_weights
-    from localllm.validate import validate_gguf
+    from localllm.validate import GGUFInfo, validate_model_path
 
     try:
-        info = validate_gguf(path)
+        info = validate_model_path(path)  # a split model's first part: all its parts, as one
+        if not isinstance(info, GGUFInfo):
+            return None
         kind = info.metadata.get("general.type")
         if info.architecture in NOT_GENERATIVE or kind in ("adapter", "mmproj", "clip"):
             log.info("not weighing %s for auto: a %s, not a model that writes text", name, kind or info.architecture)

