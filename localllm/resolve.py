@@ -141,8 +141,7 @@ def resolve(
                     raise
                 # OWNER/REPO/FILE.gguf is also how a missing relative path looks: say both
                 raise ModelNotFoundError(
-                    f"no such file: {text} does not exist here; read as a Hub reference (OWNER/REPO/FILE.gguf): "
-                    f"{exc}",
+                    f"no such file: {text} does not exist here; read as a Hub reference (OWNER/REPO/FILE.gguf): {exc}",
                     name=text,
                 ) from exc
             return Resolved(path=None, plan=p, placement=p.placement, hub=ref)
