@@ -33,3 +33,6 @@ class Placement:
     main_gpu: int = 0
     tensor_split: tuple[float, ...] = ()  # per-GPU share of layers; () for one GPU or none
     provider: str | None = None  # ONNX Runtime execution provider, e.g. "CPUExecutionProvider"
+    # sequences decoded together (batch work, Model.generate_batch): each gets n_ctx tokens of
+    # context, so the KV cache holds n_ctx * n_seq cells; 1 for interactive work
+    n_seq: int = 1
