@@ -100,7 +100,9 @@ def _error_chunk(engine: Any, error: Exception, n_prompt: int) -> Chunk:
     return Chunk("", (), "error", Timings(load_s=engine.load_seconds, prompt_tokens=n_prompt), error=error)
 
 
-def _one_by_one(engine: Any, items: Sequence[BatchItem], stop_event: threading.Event | None) -> Iterator[tuple[int, Chunk]]:
+def _one_by_one(
+    engine: Any, items: Sequence[BatchItem], stop_event: threading.Event | None
+) -> Iterator[tuple[int, Chunk]]:
     for index, item in enumerate(items):
         if stop_event is not None and stop_event.is_set():
             yield index, Chunk("", (), "cancelled", Timings(load_s=engine.load_seconds))
@@ -174,7 +176,7 @@ class _Scheduler:
         if best is None:
             return
         n, leader = best
-        if len(self.engine.seq_tokens(leader.seq)) >= n and list(self.engine.seq_tokens(leader.seq)[:n]) == slot.prompt[:n]:
+        if list(self.engine.seq_tokens(leader.seq)[:n]) == slot.prompt[:n]:  # it holds them now
             self._copy(leader, slot, n)
         else:
             slot.follow = (leader, n)

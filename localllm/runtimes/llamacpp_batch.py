@@ -38,7 +38,7 @@ class LlamaCppBatch:
 
     def _seq(self, seq: int) -> list[int]:
         if not 0 <= seq < self.n_seq_max:
-            raise ValueError(f"sequence {seq} does not exist: this engine holds {self.n_seq_max} (0 to {self.n_seq_max - 1})")
+            raise ValueError(f"no sequence {seq}: this engine holds {self.n_seq_max} (0 to {self.n_seq_max - 1})")
         return self._seqs[seq]
 
     def seq_tokens(self, seq: int) -> Sequence[int]:
@@ -100,7 +100,8 @@ class LlamaCppBatch:
                     del self._seqs[seq][start[seq] :]
                 raise GenerationError(
                     f"llama_decode returned {rc} for {len(part)} tokens of sequences {sorted(start)} "
-                    f"(n_ctx {self.n_ctx} each)" + ("; the KV cache has no free slot" if rc == 1 else "")
+                    f"(n_ctx {self.n_ctx} each)"
+                    + ("; the KV cache has no free slot" if rc == 1 else "")
                     + _take_native_error()
                 )
             for i, t in part:
