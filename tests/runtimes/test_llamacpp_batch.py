@@ -104,7 +104,8 @@ def test_overflow_is_refused_per_sequence_before_anything_is_evaluated(engines):
     multi, _ = engines["f32"]
     multi.reset_batch()
     multi.eval_batch([(1, [5] * 200)])
-    with pytest.raises(ContextOverflowError, match=r"sequence 1: 200 cached \+ 57 new tokens exceed its context window of 256") as err:
+    message = r"sequence 1: 200 cached \+ 57 new tokens exceed its context window of 256"
+    with pytest.raises(ContextOverflowError, match=message) as err:
         multi.eval_batch([(0, [6, 7]), (1, [5] * 57)])
     assert err.value.n_ctx == N_CTX
     assert multi.seq_tokens(0) == () and len(multi.seq_tokens(1)) == 200  # nothing half-done
