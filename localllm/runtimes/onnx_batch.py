@@ -13,9 +13,11 @@ numpy each step); the scheduler steps every active sequence each call anyway, so
 work is the ragged padding and the free rows below the highest one in use (B is the highest
 sequence in use + 1, so an engine serving sequence 0 alone runs a batch of one).
 
-When T would pass n_ctx, the cache is compacted: each row's real columns are moved to the
-right end, T becomes the longest row. A call may then run past n_ctx columns by less than its
-longest item (the padding of shorter rows); each sequence itself never passes n_ctx.
+When T would pass n_ctx and at least n_ctx/4 columns are padding in every row's view (T minus
+the longest row), the cache is compacted: each row's real columns move to the right end, T
+becomes the longest row. So a compaction (one copy of the cache) frees n_ctx/4 columns or more,
+and T stays under 1.25 n_ctx plus the widest call (the KV holds at most that many columns per
+row, against the n_ctx the plan sized); each sequence itself never passes n_ctx.
 
 Per-row masks and positions need an export that takes `attention_mask` and `position_ids`
 with a free batch dimension: onnxruntime-genai's GroupQueryAttention exports take no
@@ -77,6 +79,7 @@ class OnnxBatch:
     _mask: np.ndarray
 
     _kv_np: Any
+    _closed: bool
 
     if TYPE_CHECKING:  # pragma: no cover
 
@@ -144,6 +147,8 @@ class OnnxBatch:
     def seq_keep(self, seq: int, n_keep: int) -> None:
         """Drop positions >= n_keep of `seq` (their columns are masked); 0 frees the row."""
         self._check_seq(seq)
+        if self._closed:  # nothing left to free
+            return
         if self.n_seq_max == 1:
             self.rewind(n_keep)
             return
@@ -184,9 +189,9 @@ class OnnxBatch:
         self._rows[dst][:] = self._rows[src][:n]
 
     def reset_batch(self) -> None:
-        """Free every sequence, sequence 0 included."""
-        self._require_tok()
-        self._reset_rows()
+        """Free every sequence, sequence 0 included (nothing to do once closed)."""
+        if not self._closed:
+            self._reset_rows()
 
     # --- rows ------------------------------------------------------------------------------
     def _check_seq(self, seq: int) -> None:
@@ -246,7 +251,8 @@ class OnnxBatch:
         """One run over every row: chunk's tokens left-padded, other rows a masked pad; logits [B, n_vocab]."""
         np, io, b = self._np, self._io, self._binding
         n_rows, width = len(self._rows), max(len(t) for t in chunk.values())
-        if self._mask.shape[1] + width > self.n_ctx:
+        n_cols = self._mask.shape[1]
+        if n_cols + width > self.n_ctx and n_cols - max(map(len, self._rows)) >= max(1, self.n_ctx // 4):
             self._compact()
         ids = np.zeros((n_rows, width), np.int64)
         pos = np.zeros((n_rows, width), np.int64)

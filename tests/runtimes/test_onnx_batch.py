@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from localllm.errors import ContextOverflowError
+from localllm.errors import ContextOverflowError, GenerationError
 from localllm.generation import SamplingOptions, join, run
 from localllm.hardware import Hardware
 from localllm.placement import Placement
@@ -175,6 +175,10 @@ def test_bad_calls_fail_cleanly(tiny_onnx):
             e.seq_copy(0, 1, 4)
     finally:
         e.close()
+    e.reset_batch()  # after close (a cancelled batch run's cleanup): nothing to do, no error
+    e.seq_keep(1, 0)
+    with pytest.raises(GenerationError, match="closed"):
+        e.eval_batch([(1, [5])])
     one = engine_for(tiny_onnx, 1)
     try:  # a one-sequence engine takes eval_batch on sequence 0 (the scheduler runs items one by one)
         (logits,) = one.eval_batch([(0, [5, 6, 7])])
