@@ -220,3 +220,35 @@ def test_group_query_attention_export_loads_with_one_row(tmp_path, caplog):
         np.testing.assert_allclose(e.eval_batch([(0, a)])[0], want[0], atol=1e-4, rtol=0)
     finally:
         e.close()
+
+
+def test_run_batch_gives_each_item_what_run_gives_alone(folder, single):
+    """Continuous batching over 3 rows for 6 items (joins mid-run, a shared prefix copied), greedy."""
+    from localllm.batching import BatchItem, run_batch
+    from localllm.runtimes.base import BatchEngine
+
+    shared = single.tokenize(" ".join(TEXTS) * 3)[:70]  # more than a prompt chunk, so it is copied
+    prompts = [single.tokenize(t) for t in TEXTS] + [shared + [5, 6], shared + [7]]
+    items = [
+        BatchItem(tuple(p), SamplingOptions(max_tokens=n, temperature=0.0))
+        for p, n in zip(prompts, (9, 4, 12, 6, 5, 7), strict=True)
+    ]
+    e = engine_for(folder[1], 3)
+    try:
+        assert isinstance(e, BatchEngine)
+        copies, copy = [], e.seq_copy
+        e.seq_copy = lambda src, dst, n: (copies.append(n), copy(src, dst, n))[1]  # type: ignore[method-assign]
+        got: dict[int, list] = {}
+        for index, chunk in run_batch(e, items):
+            got.setdefault(index, []).append(chunk)
+        assert copies and min(copies) >= 64  # the shared prefix was copied, not evaluated again
+        assert all(e.seq_tokens(s) == () for s in range(3))  # all freed at the end
+    finally:
+        e.close()
+    for index, item in enumerate(items):
+        single.rewind(0)
+        expected = list(run(single, item.prompt_tokens, item.options))
+        done, want = join(got[index]), join(expected)
+        assert done.token_ids == want.token_ids and done.text == want.text
+        assert done.finish_reason == want.finish_reason == "length"
+        assert [c.text for c in got[index]] == [c.text for c in expected]
