@@ -37,6 +37,7 @@ from localllm.paths import home
 from localllm.placement import Placement
 from localllm.providers import CPU, CUDA, DML, INSTALL_HINTS, MIGRAPHX, ROCM, TENSORRT, choose_provider
 from localllm.runtimes.base import PROMPT_CHUNK, CachedTokens
+from localllm.runtimes.onnx_batch import OnnxBatch, batch_refusal
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -184,8 +185,9 @@ def _import_ort():
     return onnxruntime
 
 
-class OnnxEngine(CachedTokens):
-    """One ONNX decoder and its KV cache (a single sequence), per the `Engine` protocol."""
+class OnnxEngine(OnnxBatch, CachedTokens):
+    """One ONNX decoder and its KV cache, per the `Engine` protocol; `placement.n_seq` > 1 adds
+    sequences as rows of the batch dimension (the `BatchEngine` methods, runtimes.onnx_batch)."""
 
     runtime = "onnxruntime"
 
@@ -286,6 +288,10 @@ class OnnxEngine(CachedTokens):
             )
         self._eog = self._eog_ids()
         self._binding = self._session.io_binding()
+        self.batch_refusal = batch_refusal(io, self._session) if placement.n_seq > 1 else None
+        if self.batch_refusal:
+            log.warning("%s: one sequence at a time, not %d: %s", self.path, placement.n_seq, self.batch_refusal)
+        self.n_seq_max = 1 if self.batch_refusal else max(1, int(placement.n_seq))
         # attention mask and positions are views of these (contiguous: leading dim 1)
         self._ones = np.ones((1, self.n_ctx), dtype=np.int64)
         self._positions = np.arange(self.n_ctx, dtype=np.int64)[None]
@@ -377,11 +383,7 @@ class OnnxEngine(CachedTokens):
         return self._ort.OrtValue.ortvalue_from_numpy(array, self._device, self._device_id)
 
     def _reset_cache(self) -> None:
-        np = self._np
-        shape = (1, self.info.n_head_kv, 0, self.info.head_dim)
-        empty = np.zeros(shape, dtype=self._kv_np)
-        self._past = [self._ortvalue(empty) for _ in range(2 * self.info.n_layer)]
-        self._tokens = []
+        self._reset_rows()
 
     # --- tokens ----------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
@@ -427,6 +429,8 @@ class OnnxEngine(CachedTokens):
     # --- evaluation --------------------------------------------------------------------------
     def eval(self, tokens: Sequence[int]) -> np.ndarray:
         self._require_tok()
+        if self.n_seq_max > 1:  # sequence 0, a row among others
+            return self.eval_batch([(0, tokens)])[0]
         tokens = self._room_for(tokens)
         if min(tokens) < 0 or max(tokens) >= self.n_vocab:
             bad = [t for t in tokens if not 0 <= t < self.n_vocab]
@@ -490,6 +494,9 @@ class OnnxEngine(CachedTokens):
 
     def rewind(self, n_keep: int) -> None:
         self._require_tok()
+        if self.n_seq_max > 1:
+            self.seq_keep(0, n_keep)
+            return
         n_keep = max(0, min(n_keep, len(self._tokens)))
         if n_keep == len(self._tokens):
             return
@@ -535,6 +542,7 @@ class OnnxEngine(CachedTokens):
         self._closed = True
         self._past = []
         self._tokens = []
+        self._rows = [self._tokens]
         self._logits_value = None
         self._binding = None
         self._session = None

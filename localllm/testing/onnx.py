@@ -10,7 +10,8 @@ The decoder is Qwen2/Llama-shaped: token embedding, `n_layer` blocks of RMSNorm 
 grouped-query attention with rotary positions and a real KV cache
 (`past_key_values.{i}.key/value` in, `present.{i}.key/value` out) -> RMSNorm -> SwiGLU
 MLP, a final RMSNorm and an output projection. Inputs: `input_ids`, `attention_mask`,
-`position_ids`. `ReferenceDecoder` runs the same weights in numpy, so tests can hold
+`position_ids`. `ReferenceDecoder` runs the same weights in numpy (one sequence, or several
+with `forward_batch`, each its own cache), so tests can hold
 ONNX Runtime's logits against it.
 
 The tokenizer is a byte-level BPE (the GPT-2 byte-to-unicode alphabet, like Qwen2.5
@@ -136,9 +137,28 @@ class ReferenceDecoder:
         self.w = weights
         self.cos, self.sin = _rope_tables(shape, shape.n_ctx_train)
         self.past: list[tuple[np.ndarray, np.ndarray]] = []
+        self.seqs: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # forward_batch's caches
 
     def reset(self) -> None:
         self.past = []
+        self.seqs = {}
+
+    def forward_batch(self, items: Sequence[tuple[int, Sequence[int]]]) -> list[np.ndarray]:
+        """Last-token logits per (seq, tokens) item, each sequence with its own cache (BatchEngine's eval_batch)."""
+        out, own = [], self.past
+        for seq, tokens in items:
+            self.past = self.seqs.get(seq, [])
+            out.append(self.forward(tokens)[-1])
+            self.seqs[seq] = self.past
+        self.past = own
+        return out
+
+    def seq_keep(self, seq: int, n_keep: int) -> None:
+        """Drop positions >= n_keep of a forward_batch sequence; seq_copy gives dst src's first n."""
+        self.seqs[seq] = [(k[:, :n_keep], v[:, :n_keep]) for k, v in self.seqs.get(seq, [])] if n_keep else []
+
+    def seq_copy(self, src: int, dst: int, n: int) -> None:
+        self.seqs[dst] = [(k[:, :n].copy(), v[:, :n].copy()) for k, v in self.seqs[src]] if n else []
 
     def forward(self, tokens: Sequence[int], *, use_cache: bool = True) -> np.ndarray:
         """Logits [len(tokens), n_vocab] for tokens appended after the cached ones."""
