@@ -10,7 +10,6 @@ numpy is imported inside functions so that `import localllm` stays light.
 
 from __future__ import annotations
 
-import codecs
 import math
 import numbers
 import threading
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from localllm.errors import ContextOverflowError, GenerationError, InvalidOptionError, InvalidOptionTypeError
 from localllm.runtimes.base import PROMPT_CHUNK
+from localllm.sampling import Sampler, StopMatcher, Utf8Decoder
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -54,10 +54,11 @@ DEFAULT_REPEAT_LAST_N = 64  # llama.cpp penalty_last_n
 # 256, Ollama's API effectively runs to the context; 512 covers a typical reply.
 DEFAULT_MAX_TOKENS = 512
 
-FinishReason = str  # "stop" | "length" | "cancelled" | "eos"
+# "stop" | "length" | "cancelled" | "eos" | "error" (a batch item that failed alone: Chunk.error says why)
+FinishReason = str
 # on_prompt_progress(done, total): prompt tokens in the cache so far, of the prompt's total
 PromptProgress = Callable[[int, int], None]
-FINISH_REASONS = ("stop", "length", "cancelled", "eos")
+FINISH_REASONS = ("stop", "length", "cancelled", "eos", "error")
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,8 @@ class Chunk:
     Text held back (half a UTF-8 character, a possible start of a stop string) comes in
     a later chunk, and so do its tokens. The last chunk of a stream has `finish_reason`
     and `timings` set, and `dropped_messages` when a chat was cut to fit the context.
-    Tokens that only spell a stop string are in no chunk.
+    Tokens that only spell a stop string are in no chunk. A batch item that failed alone
+    ends with finish_reason "error" and its exception in `error`.
     """
 
     text: str
@@ -266,6 +268,7 @@ class Chunk:
     finish_reason: FinishReason | None = None
     timings: Timings | None = None
     dropped_messages: int = 0  # chat(overflow="truncate"): oldest messages left out to fit the context
+    error: Exception | None = None  # finish_reason "error": what failed (a LocalLLMError)
 
     def __str__(self) -> str:
         return self.text
@@ -286,6 +289,7 @@ class Completion:
     token_ids: tuple[int, ...] = ()
     timings: Timings = field(default_factory=Timings)
     dropped_messages: int = 0  # chat(overflow="truncate"): oldest messages left out to fit the context
+    error: Exception | None = None  # finish_reason "error": what failed (a LocalLLMError)
 
     def __str__(self) -> str:
         return self.text
@@ -311,134 +315,158 @@ def join(chunks: Iterable[Chunk]) -> Completion:
         token_ids=tuple(ids),
         timings=timings,
         dropped_messages=last.dropped_messages,
+        error=last.error,
     )
-
-
-class Utf8Decoder:
-    """Incremental UTF-8: bytes of a character split across tokens come out whole.
-
-    Invalid bytes become U+FFFD, as a terminal would show them; never a broken character.
-    A character still incomplete when generation ends (max_tokens cut it between its
-    tokens) is dropped: it is not text yet, and U+FFFD would not be the model's either.
-    """
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def feed(self, data: bytes) -> str:
-        return self._decoder.decode(data, final=False)
-
-    def flush(self) -> str:
-        pending, _ = self._decoder.getstate()
-        if pending and len(pending) < 4 and _starts_a_sequence(pending):
-            self._decoder.reset()
-            return ""
-        return self._decoder.decode(b"", final=True)
-
-
-def _starts_a_sequence(data: bytes) -> bool:
-    """True when `data` is a valid but unfinished UTF-8 sequence (a lead byte and continuations)."""
-    lead = data[0]
-    need = 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
-    return need > len(data) and all(0x80 <= b <= 0xBF for b in data[1:])
-
-
-class StopMatcher:
-    """Finds stop strings in streamed text; nothing of a stop string is ever emitted.
-
-    `feed` returns (text safe to emit, stopped). Text that could be the start of a stop
-    string is held back until the next piece shows whether it is one.
-    """
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self._stops = tuple(s for s in stops if s)
-        self._held = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        if not self._stops:
-            return text, False
-        buf = self._held + text
-        # held text holds no whole stop string (it would have stopped), so a plain find is exact
-        found = -1
-        for s in self._stops:
-            i = buf.find(s)
-            if i != -1 and (found == -1 or i < found):
-                found = i
-        if found != -1:
-            self._held = ""
-            return buf[:found], True
-        hold = self._partial_suffix(buf)
-        self._held = buf[len(buf) - hold :] if hold else ""
-        return buf[: len(buf) - hold], False
-
-    def flush(self) -> str:
-        """Text still held back when the stream ends without a stop."""
-        held, self._held = self._held, ""
-        return held
-
-    def _partial_suffix(self, buf: str) -> int:
-        """Length of the longest suffix of buf that is a proper prefix of a stop string."""
-        best = 0
-        for s in self._stops:
-            for n in range(min(len(s) - 1, len(buf)), best, -1):
-                if buf.endswith(s[:n]):
-                    best = n
-                    break
-        return best
-
-
-class Sampler:
-    """Picks the next token from logits, in llama.cpp's order: penalties, top_k, top_p, min_p, temperature.
-
-    Greedy (temperature 0) is a single argmax. Otherwise top_k runs first with
-    `argpartition`, so only k candidates are sorted and softmaxed even for a 150k vocabulary.
-    """
-
-    def __init__(self, options: SamplingOptions, n_vocab: int) -> None:
-        import numpy as np
-
-        self.options = options
-        self.n_vocab = n_vocab
-        self._rng = np.random.default_rng(options.seed)
-
-    def sample(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
-        import numpy as np
-
-        o = self.options
-        if o.repeat_penalty != 1.0 and o.repeat_last_n and history:
-            recent = np.unique(np.asarray(history[-o.repeat_last_n :], dtype=np.int64))
-            recent = recent[(recent >= 0) & (recent < logits.shape[0])]
-            logits = logits.copy()  # never write into the backend's buffer
-            vals = logits[recent]
-            # llama.cpp's rule: shrink positive logits, push negative ones further down
-            logits[recent] = np.where(vals > 0, vals / o.repeat_penalty, vals * o.repeat_penalty)
-        if o.temperature == 0:
-            return int(np.argmax(logits))
-
-        n = logits.shape[0]
-        k = o.top_k if 0 < o.top_k < n else n
-        idx = np.argpartition(logits, n - k)[n - k :] if k < n else np.arange(n)
-        vals = logits[idx].astype(np.float64)
-        order = np.argsort(-vals, kind="stable")
-        idx, vals = idx[order], vals[order]
-        if o.top_p < 1.0:
-            p = np.exp(vals - vals[0])
-            p /= p.sum()
-            keep = int(np.searchsorted(np.cumsum(p), o.top_p)) + 1  # smallest set reaching top_p
-            idx, vals = idx[:keep], vals[:keep]
-        if o.min_p > 0.0:
-            # p_i >= min_p * p_max  <=>  logit_i >= logit_max + log(min_p)
-            keep = int(np.count_nonzero(vals >= vals[0] + math.log(o.min_p)))
-            idx, vals = idx[: max(keep, 1)], vals[: max(keep, 1)]
-        p = np.exp((vals - vals[0]) / o.temperature)
-        cdf = np.cumsum(p)
-        choice = int(np.searchsorted(cdf, self._rng.random() * cdf[-1], side="right"))
-        return int(idx[min(choice, len(idx) - 1)])
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     diff = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)  # up to the shorter
     return min(len(a), len(b)) if diff is None else diff
+
+
+def check_prompt(prompt: Sequence[int], n_ctx: int, options: SamplingOptions) -> None:
+    """Refuse a prompt that is empty or leaves no room for a token in a context of n_ctx.
+
+    Raises:
+        InvalidOptionError: the prompt has no token.
+        ContextOverflowError: the prompt fills the context.
+    """
+    n_prompt = len(prompt)
+    if n_prompt == 0:
+        raise InvalidOptionError(
+            "the prompt is empty after tokenization (and the model adds no BOS token); give at least one token",
+            option="prompt",
+            value=list(prompt),
+            allowed="at least one token",
+        )
+    if n_prompt >= n_ctx:
+        raise ContextOverflowError(
+            f"the prompt is {n_prompt} tokens but the context window is {n_ctx} tokens "
+            f"(max_tokens {options.max_tokens}); shorten the prompt or load with a larger context",
+            n_prompt=n_prompt,
+            n_ctx=n_ctx,
+            max_tokens=options.max_tokens,
+        )
+
+
+class SequenceState:
+    """One sequence's generation once its prompt is read: sampling with penalties and history,
+    UTF-8 across tokens, stop strings, which tokens go out with which chunk, finish reason, timings.
+
+    `run` drives one of these; `localllm.batching.run_batch` drives one per sequence, so an item of
+    a batch streams exactly what `run` streams for it alone. The driver evaluates `next_token`
+    after each `step` that left the sequence going (`done` False).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        prompt: Sequence[int],
+        options: SamplingOptions,
+        *,
+        stop_tokens: frozenset[int] = frozenset(),
+        n_keep: int = 0,
+        t_start: float | None = None,
+    ) -> None:
+        self.engine, self.options, self.stop_tokens = engine, options, stop_tokens
+        self.n_prompt, self.n_ctx = len(prompt), engine.n_ctx
+        self.n_keep = self.n_done = n_keep  # prompt tokens reused from the cache / in the cache now
+        self.t_start = time.perf_counter() if t_start is None else t_start
+        self.t_prompt = self.t_start
+        self.t_first: float | None = None
+        self.sampler = Sampler(options, engine.n_vocab)
+        self.decoder = Utf8Decoder()
+        self.stopper = StopMatcher(options.stop)
+        self.penalise = options.repeat_penalty != 1.0 and options.repeat_last_n > 0
+        self.history = list(prompt[-options.repeat_last_n :]) if self.penalise else []
+        self.generated: list[int] = []
+        # Tokens not yet in a chunk, each with where its text starts in the decoded stream: a
+        # token goes out with the chunk whose text reaches past its start, so tokens that only
+        # spell a stop string (they start at or after it) are never sent or counted.
+        self.pending: list[tuple[int, int]] = []
+        self.decoded = 0  # characters decoded so far (sent + held back)
+        self.sent = 0  # characters sent in chunks so far
+        self.done = False
+        self.next_token = -1  # the token sampled last, to evaluate next (while not done)
+
+    def prompt_read(self, n_done: int) -> None:
+        """The prompt is in the cache up to n_done tokens (all of it, or as far as a stop let it)."""
+        self.n_done = n_done
+        self.t_prompt = time.perf_counter()
+
+    def timings(self) -> Timings:
+        t_end = time.perf_counter()
+        first = self.t_first if self.t_first is not None else t_end
+        n_eval, n_gen = self.n_done - self.n_keep, len(self.generated)
+        decode_s = t_end - first
+        return Timings(
+            load_s=self.engine.load_seconds,
+            ttft_s=first - self.t_start,
+            prompt_tokens=self.n_done,
+            cached_tokens=self.n_keep,
+            prompt_tps=n_eval / (self.t_prompt - self.t_start) if self.t_prompt > self.t_start else 0.0,
+            decode_tokens=n_gen,
+            decode_tps=(n_gen - 1) / decode_s if n_gen > 1 and decode_s > 0 else 0.0,
+            total_s=t_end - self.t_start,
+        )
+
+    def _take(self, text: str) -> tuple[int, ...]:
+        """The pending tokens whose text starts before the end of `text`, which is sent now."""
+        self.sent += len(text)
+        n = 0
+        while n < len(self.pending) and self.pending[n][1] < self.sent:
+            n += 1
+        out, self.pending = tuple(t for t, _ in self.pending[:n]), self.pending[n:]
+        return out
+
+    def cancelled_in_prompt(self, n_done: int) -> Chunk:
+        """The one chunk of a stream stopped while reading its prompt: nothing decoded or held back."""
+        self.prompt_read(n_done)
+        self.done = True
+        return Chunk("", (), "cancelled", self.timings())
+
+    def failed(self, error: Exception) -> Chunk:
+        """The last chunk of a sequence the engine failed (batch work: the others go on)."""
+        self.done = True
+        return Chunk("", (), "error", self.timings(), error=error)
+
+    def step(self, logits: np.ndarray, stop_event: threading.Event | None = None) -> list[Chunk]:
+        """Sample the next token from logits; the chunks to send (the last one finishing, if done)."""
+        if stop_event is not None and stop_event.is_set():
+            return self.end("cancelled")
+        if self.n_prompt + len(self.generated) >= self.n_ctx:  # prompt + output never exceed the window
+            return self.end("length")
+        token = self.sampler.sample(logits, self.history)
+        if self.t_first is None:
+            self.t_first = time.perf_counter()
+        if token in self.stop_tokens or self.engine.is_eog(token):
+            return self.end("eos")
+        self.generated.append(token)
+        if self.penalise:
+            self.history.append(token)
+        piece = self.decoder.feed(self.engine.token_bytes(token))
+        self.pending.append((token, self.decoded))
+        self.decoded += len(piece)
+        text, stopped = self.stopper.feed(piece)
+        if stopped:
+            self.done = True
+            return [Chunk(text, self._take(text), "stop", self.timings())]
+        out = [Chunk(text, self._take(text))] if text else []
+        if self.options.max_tokens is not None and len(self.generated) >= self.options.max_tokens:
+            return out + self.end("length")
+        # no room to evaluate the token just sampled (the cache holds n_prompt + generated - 1)
+        if self.n_prompt + len(self.generated) > self.n_ctx:
+            return out + self.end("length")
+        self.next_token = token
+        return out
+
+    def end(self, finish: FinishReason) -> list[Chunk]:
+        """The stream ends without a stop string: release what was held back."""
+        self.done = True
+        tail, stopped = self.stopper.feed(self.decoder.flush())
+        if stopped:
+            return [Chunk(tail, self._take(tail), "stop", self.timings())]
+        return [Chunk(tail + self.stopper.flush(), tuple(t for t, _ in self.pending), finish, self.timings())]
 
 
 def run(
@@ -464,117 +492,31 @@ def run(
         GenerationError: the engine failed, or on_prompt_progress raised (its error is the cause).
     """
     prompt = list(prompt_tokens)
-    n_prompt, n_ctx = len(prompt), engine.n_ctx
-    if n_prompt == 0:
-        raise InvalidOptionError(
-            "the prompt is empty after tokenization (and the model adds no BOS token); give at least one token",
-            option="prompt",
-            value=prompt,
-            allowed="at least one token",
-        )
-    if n_prompt >= n_ctx:
-        raise ContextOverflowError(
-            f"the prompt is {n_prompt} tokens but the context window is {n_ctx} tokens "
-            f"(max_tokens {options.max_tokens}); shorten the prompt or load with a larger context",
-            n_prompt=n_prompt,
-            n_ctx=n_ctx,
-            max_tokens=options.max_tokens,
-        )
-
+    check_prompt(prompt, engine.n_ctx, options)
     t_start = time.perf_counter()
     # Reuse the cached prefix; keep at least one prompt token to evaluate, for its logits.
-    n_keep = min(common_prefix(engine.cached_tokens, prompt), n_prompt - 1)
+    n_keep = min(common_prefix(engine.cached_tokens, prompt), len(prompt) - 1)
     if n_keep < engine.n_past:
         engine.rewind(n_keep)
     n_done, logits = _eval_prompt(engine, prompt, n_keep, stop_event, on_prompt_progress)
-    t_prompt = time.perf_counter()
-
-    sampler = Sampler(options, engine.n_vocab)
-    decoder = Utf8Decoder()
-    stopper = StopMatcher(options.stop)
-    penalise = options.repeat_penalty != 1.0 and options.repeat_last_n > 0
-    history = prompt[-options.repeat_last_n :] if penalise else []
-    generated: list[int] = []
-    # Tokens not yet in a chunk, each with where its text starts in the decoded stream: a
-    # token goes out with the chunk whose text reaches past its start, so tokens that only
-    # spell a stop string (they start at or after it) are never sent or counted.
-    pending: list[tuple[int, int]] = []
-    decoded = 0  # characters decoded so far (sent + held back)
-    sent = 0  # characters sent in chunks so far
-    t_first = None
-    finish: FinishReason | None = None
-
-    def timings() -> Timings:
-        t_end = time.perf_counter()
-        first = t_first if t_first is not None else t_end
-        n_eval = n_done - n_keep
-        decode_s = t_end - first
-        return Timings(
-            load_s=engine.load_seconds,
-            ttft_s=first - t_start,
-            prompt_tokens=n_done,
-            cached_tokens=n_keep,
-            prompt_tps=n_eval / (t_prompt - t_start) if t_prompt > t_start else 0.0,
-            decode_tokens=len(generated),
-            decode_tps=(len(generated) - 1) / decode_s if len(generated) > 1 and decode_s > 0 else 0.0,
-            total_s=t_end - t_start,
-        )
-
-    def take(text: str) -> tuple[int, ...]:
-        """The pending tokens whose text starts before the end of `text`, which is sent now."""
-        nonlocal pending, sent
-        sent += len(text)
-        n = 0
-        while n < len(pending) and pending[n][1] < sent:
-            n += 1
-        out, pending = tuple(t for t, _ in pending[:n]), pending[n:]
-        return out
-
-    if logits is None:  # stopped while reading the prompt: nothing decoded, nothing held back
-        yield Chunk("", (), "cancelled", timings())
+    state = SequenceState(engine, prompt, options, stop_tokens=stop_tokens, n_keep=n_keep, t_start=t_start)
+    if logits is None:  # stopped while reading the prompt
+        yield state.cancelled_in_prompt(n_done)
         return
+    state.prompt_read(n_done)
     while True:
-        if stop_event is not None and stop_event.is_set():
-            finish = "cancelled"
-            break
-        if n_prompt + len(generated) >= n_ctx:  # prompt + output never exceed the window
-            finish = "length"
-            break
-        token = sampler.sample(logits, history)
-        if t_first is None:
-            t_first = time.perf_counter()
-        if token in stop_tokens or engine.is_eog(token):
-            finish = "eos"
-            break
-        generated.append(token)
-        if penalise:
-            history.append(token)
-        piece = decoder.feed(engine.token_bytes(token))
-        pending.append((token, decoded))
-        decoded += len(piece)
-        text, stopped = stopper.feed(piece)
-        if stopped:
-            yield Chunk(text, take(text), "stop", timings())
+        yield from state.step(logits, stop_event)
+        if state.done:
             return
-        if text:
-            yield Chunk(text, take(text))
-        if options.max_tokens is not None and len(generated) >= options.max_tokens:
-            finish = "length"
-            break
-        if engine.n_past + 1 > n_ctx:  # no room to evaluate the token just sampled
-            finish = "length"
-            break
-        if stop_event is not None and stop_event.is_set():
-            finish = "cancelled"
-            break
-        logits = engine.eval([token])
+        if stop_event is not None and stop_event.is_set():  # looked at after the caller saw the chunk
+            yield from state.end("cancelled")
+            return
+        logits = engine.eval([state.next_token])
 
-    # The stream ends without a stop string: release what was held back.
-    tail, stopped = stopper.feed(decoder.flush())
-    if stopped:
-        yield Chunk(tail, take(tail), "stop", timings())
-        return
-    yield Chunk(tail + stopper.flush(), tuple(t for t, _ in pending), finish, timings())
+
+def prompt_chunk(engine: object) -> int:
+    """How many prompt tokens the engine takes at a time between two looks at the stop flag."""
+    return max(1, int(getattr(engine, "prompt_chunk", PROMPT_CHUNK)))
 
 
 def _eval_prompt(
@@ -583,7 +525,7 @@ def _eval_prompt(
     """Evaluate prompt[done:] a chunk at a time; returns the prompt tokens now in the cache and the
     last one's logits (None: stopped first). Chunk edges fall on multiples of the chunk size, so a
     prompt read again after a stop is cut as a fresh one is (llama.cpp's logits depend on the edges)."""
-    chunk, total, logits = max(1, int(getattr(engine, "prompt_chunk", PROMPT_CHUNK))), len(prompt), None
+    chunk, total, logits = prompt_chunk(engine), len(prompt), None
     while True:  # report, then stop or evaluate the next chunk
         if progress is not None:
             try:
