@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -248,13 +249,16 @@ class BatchMixin:
                 for i, exc, n_prompt in failed:
                     yield i, Chunk("", (), "error", Timings(load_s=load_s, prompt_tokens=n_prompt), error=exc)
                 if items:
-                    for j, chunk in run_batch(self._engine, items, stop):
-                        i = index[j]
-                        if chunk.finish_reason is not None:
-                            finished.add(i)
-                            if i in dropped:
-                                chunk = replace(chunk, dropped_messages=dropped[i])
-                        yield i, chunk
+                    # closed here, under the lock, even when this stream is abandoned: the scheduler
+                    # frees every sequence as it ends, so generate's cache on sequence 0 starts clean
+                    with closing(run_batch(self._engine, items, stop)) as batch:
+                        for j, chunk in batch:
+                            i = index[j]
+                            if chunk.finish_reason is not None:
+                                finished.add(i)
+                                if i in dropped:
+                                    chunk = replace(chunk, dropped_messages=dropped[i])
+                            yield i, chunk
                 # the scheduler ends each item once; one it never started (cancelled first) ends here
                 for j, i in enumerate(index):
                     if i not in finished:
@@ -264,8 +268,6 @@ class BatchMixin:
                         yield i, Chunk("", (), reason, Timings(load_s=load_s, prompt_tokens=n_prompt), error=err)
             finally:
                 self._running_cancel = None
-                # every sequence freed: generate's prefix reuse on sequence 0 starts from a known cache
-                self._engine.reset_batch()  # type: ignore[attr-defined]
             if not self._load_recorded and items:
                 self._load_recorded = True
                 self._record_load()

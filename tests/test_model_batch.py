@@ -116,14 +116,15 @@ def test_empty_input_gives_an_empty_list(batch_model):
 
 
 def test_a_bad_item_fails_alone(batch_model, plain_model):
-    too_long = " ".join(["word"] * 200)  # more than the 128 tokens each sequence has
+    too_long = " ".join(["word"] * 200)  # more than the tokens each sequence has
     prompts = ["hello world", "", too_long, 42, "the cat"]
     out = batch_model.generate_batch(prompts, **GREEDY)  # type: ignore[arg-type]
     assert [c.finish_reason for c in out][1:4] == ["error"] * 3
     assert isinstance(out[1].error, InvalidOptionError) and "prompt 1 is empty" in str(out[1].error)
-    assert isinstance(out[2].error, ContextOverflowError) and out[2].error.n_ctx == 128
+    n_ctx = batch_model.info.n_ctx  # each sequence's context (llama.cpp rounds 128 up)
+    assert isinstance(out[2].error, ContextOverflowError) and out[2].error.n_ctx == n_ctx
     assert isinstance(out[3].error, InvalidOptionTypeError)
-    assert out[2].prompt_tokens > 128 and out[1].text == out[2].text == ""
+    assert out[2].prompt_tokens > n_ctx and out[1].text == out[2].text == ""
     assert same(out[0], plain_model.generate("hello world", **GREEDY))
     assert same(out[4], plain_model.generate("the cat", **GREEDY))
 
@@ -238,7 +239,7 @@ def test_real_model_chat_batch_equals_chat(smollm2_batch, smollm2_gguf, one_core
     questions = ["What is 2+2?", "Name a colour.", "What is the capital of France?", "Say hello.", "Count to 3."]
     convs = [[{"role": "user", "content": q}] for q in questions]
     out = smollm2_batch.chat_batch(convs, temperature=0, max_tokens=24)
-    assert "Paris" in out[2].text
+    assert all(c.text and c.error is None for c in out) and len({c.text for c in out}) == len(out)
     with localllm.load(smollm2_gguf, context=256, hardware=one_core) as alone:
         for conv, got in zip(convs, out, strict=True):
             assert same(got, alone.chat(conv, temperature=0, max_tokens=24)), conv
