@@ -37,7 +37,7 @@ from localllm.errors import ContextOverflowError
 if TYPE_CHECKING:  # numpy is not imported by `import localllm`
     import numpy as np
 
-__all__ = ["PROMPT_CHUNK", "CachedTokens", "Engine"]
+__all__ = ["PROMPT_CHUNK", "BatchEngine", "CachedTokens", "Engine"]
 
 # Prompt tokens evaluated between two looks at the stop flag on the CPU (Esc, cancel(), close()
 # are seen within one chunk). Measured on this project's 2-core CPU, busy (load 2.5), positions
@@ -97,6 +97,37 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Free the model; idempotent."""
+
+
+@runtime_checkable
+class BatchEngine(Engine, Protocol):
+    """An engine of several sequences (`localllm.batching.run_batch` drives it).
+
+    Loaded with `placement.n_seq` N it holds N sequences of n_ctx tokens each; sequence 0 is the
+    one `eval`/`rewind`/`cached_tokens` work on, so interactive use is unchanged. N is 1 for an
+    engine loaded for interactive work: `eval_batch` on sequence 0 alone still works there.
+    """
+
+    n_seq_max: int  # N
+
+    def seq_tokens(self, seq: int) -> Sequence[int]:
+        """Tokens in sequence `seq`'s cache, in order."""
+
+    def eval_batch(self, items: Sequence[tuple[int, Sequence[int]]]) -> list[np.ndarray]:
+        """(seq, tokens) pairs of distinct sequences, each appended at its next positions, all
+        evaluated together; returns, in item order, a float32 [n_vocab] copy of the logits after
+        each item's last token. Raises ContextOverflowError when a sequence would pass n_ctx
+        (nothing evaluated), GenerationError when the backend fails (the call's sequences are
+        then as they were before it)."""
+
+    def seq_keep(self, seq: int, n_keep: int) -> None:
+        """Drop sequence `seq`'s positions >= n_keep (0 frees the sequence)."""
+
+    def seq_copy(self, src: int, dst: int, n: int) -> None:
+        """Sequence `dst` gets `src`'s first n positions without computing them (a shared prefix)."""
+
+    def reset_batch(self) -> None:
+        """Free every sequence, sequence 0 included (after a batch run)."""
 
 
 class CachedTokens:

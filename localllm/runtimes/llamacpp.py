@@ -27,6 +27,7 @@ from localllm.hardware.detect import probe
 from localllm.placement import KVType, Placement
 from localllm.repack import EXTRA_BUFFERS_ENV
 from localllm.runtimes.base import PROMPT_CHUNK, CachedTokens
+from localllm.runtimes.llamacpp_batch import LlamaCppBatch
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -243,8 +244,9 @@ def install_log_handler() -> None:
     _import_llama_cpp()
 
 
-class LlamaCppEngine(CachedTokens):
-    """One llama.cpp model and context (a single sequence), per the `Engine` protocol."""
+class LlamaCppEngine(LlamaCppBatch, CachedTokens):
+    """One llama.cpp model and context, per the `Engine` protocol; with `placement.n_seq` N > 1 also
+    a `BatchEngine` of N sequences (sequence 0 is the one `eval`/`rewind` work on)."""
 
     runtime = "llama.cpp"
 
@@ -259,7 +261,9 @@ class LlamaCppEngine(CachedTokens):
         self._model = None
         self._ctx = None
         self._batch = None
-        self._tokens: list[int] = []
+        n_seq = max(1, placement.n_seq)
+        self._seqs: list[list[int]] = [[] for _ in range(n_seq)]  # tokens in each sequence's cells
+        self._tokens = self._seqs[0]  # the same list: eval/rewind/cached_tokens work on sequence 0
         if placement.kv_type not in GGML_TYPE_OF_KV:
             raise ValueError(f"unknown KV cache type {placement.kv_type!r}; use one of {sorted(GGML_TYPE_OF_KV)}")
         if len(placement.tensor_split) > _LLAMA_MAX_DEVICES:
@@ -295,10 +299,15 @@ class LlamaCppEngine(CachedTokens):
 
         cparams = lib.llama_context_default_params()
         n_batch = max(1, min(placement.n_batch, placement.n_ctx))
-        cparams.n_ctx = placement.n_ctx
+        cparams.n_ctx = placement.n_ctx * n_seq  # each sequence gets n_ctx cells
         cparams.n_batch = n_batch
         cparams.n_ubatch = max(1, min(placement.n_ubatch, n_batch))
-        cparams.n_seq_max = 1
+        cparams.n_seq_max = n_seq
+        # One KV stream per sequence (not unified): each sequence's cells then start at 0 and lie
+        # in position order, as a lone sequence's do, so its attention sums run in the same order
+        # and greedy outputs match single-sequence ones; each gets exactly n_ctx cells. The cost:
+        # a shared prefix is copied as a whole stream (seq_copy), not shared in place.
+        cparams.kv_unified = False
         cparams.n_threads = placement.n_threads
         cparams.n_threads_batch = placement.n_threads_batch or placement.n_threads
         cparams.flash_attn_type = (
@@ -317,7 +326,9 @@ class LlamaCppEngine(CachedTokens):
                 "try a smaller context or the f16 KV cache"
             )
         self._mem = lib.llama_get_memory(self._ctx)
-        self.n_ctx = int(lib.llama_n_ctx(self._ctx))
+        self.n_seq_max = n_seq
+        # the per-sequence context (llama.cpp splits its n_ctx evenly over the streams)
+        self.n_ctx = int(lib.llama_n_ctx(self._ctx) if n_seq == 1 else lib.llama_n_ctx_seq(self._ctx))
         self.n_batch = n_batch
         # every layer on a GPU: prompt batches go at thousands of tokens/s, so a whole n_batch is
         # seen well within a second and smaller ones waste the GPU (not measured here: no GPU);
@@ -428,7 +439,7 @@ class LlamaCppEngine(CachedTokens):
             rc = lib.llama_decode(self._ctx, batch)
             if rc != 0:
                 # the failed batch may have left part of its cells: drop them so state stays exact
-                lib.llama_memory_seq_rm(self._mem, -1, pos0, -1)
+                lib.llama_memory_seq_rm(self._mem, 0, pos0, -1)
                 raise GenerationError(
                     f"llama_decode returned {rc} at position {pos0} ({n} tokens, n_ctx {self.n_ctx})"
                     + ("; the KV cache has no free slot" if rc == 1 else "")
@@ -449,8 +460,8 @@ class LlamaCppEngine(CachedTokens):
         n_keep = max(0, min(n_keep, len(self._tokens)))
         if n_keep == len(self._tokens):
             return
-        if not lib.llama_memory_seq_rm(self._mem, -1, n_keep, -1):
-            lib.llama_memory_clear(self._mem, True)  # partial removal unsupported (recurrent models)
+        if not lib.llama_memory_seq_rm(self._mem, 0, n_keep, -1):
+            lib.llama_memory_seq_rm(self._mem, 0, -1, -1)  # partial removal unsupported (recurrent models)
             n_keep = 0
         del self._tokens[n_keep:]
 
@@ -506,7 +517,8 @@ class LlamaCppEngine(CachedTokens):
         if self._model is not None:
             lib.llama_model_free(self._model)
             self._model = None
-        self._tokens.clear()
+        for tokens in self._seqs:
+            tokens.clear()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown

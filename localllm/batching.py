@@ -1,0 +1,236 @@
+"""Continuous batching: many prompts decoded together on one engine of several sequences.
+
+`run_batch(engine, items)` keeps up to `engine.n_seq_max` sequences going (see
+`localllm.runtimes.base.BatchEngine`). Each step is one `eval_batch` call holding every
+going sequence's next token and a prompt chunk of each sequence still reading its prompt;
+a finished item frees its sequence and the next waiting one joins at the next step. Each
+sequence is a `localllm.generation.SequenceState`, the per-sequence half of
+`generation.run`, and prompt chunks have run's edges, so at temperature 0 an item streams
+what `run` streams for it alone.
+
+numpy is imported by the engine, never here: `import localllm` stays light.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from localllm.errors import ContextOverflowError, GenerationError, InvalidOptionError, LocalLLMError
+from localllm.generation import (
+    Chunk,
+    SamplingOptions,
+    SequenceState,
+    Timings,
+    check_prompt,
+    common_prefix,
+    prompt_chunk,
+    run,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+__all__ = ["BatchItem", "run_batch"]
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One prompt of a batch: its tokens, its sampling options, extra end-of-turn tokens."""
+
+    prompt_tokens: tuple[int, ...]
+    options: SamplingOptions
+    stop_tokens: frozenset[int] = frozenset()
+
+
+class _Slot:
+    """A sequence of the engine and the item it is working on."""
+
+    def __init__(self, index: int, seq: int, prompt: list[int], state: SequenceState) -> None:
+        self.index, self.seq, self.prompt, self.state = index, seq, prompt, state
+        self.n_done = 0  # prompt tokens in the sequence's cache
+        self.follow: tuple[_Slot, int] | None = None  # (leader, n): copy its first n tokens once it holds them
+        self.end = 0  # where the prompt chunk in the current step ends
+
+
+def run_batch(
+    engine: Any,
+    items: Sequence[BatchItem],
+    stop_event: threading.Event | None = None,
+    *,
+    parallel: int | None = None,
+) -> Iterator[tuple[int, Chunk]]:
+    """Generate for every item, many at once; yields (item index, Chunk) as sequences progress.
+
+    At most `parallel` (default and cap: `engine.n_seq_max`) sequences go at a time, started in
+    input order. Each item's chunks end with one carrying finish_reason ("stop" | "length" |
+    "eos" | "cancelled" | "error") and its Timings (timed from when it started). An item whose
+    prompt is empty or leaves no room in n_ctx, or whose sequence the engine failed, ends alone
+    with one "error" chunk whose `error` says why; the others go on. A prompt sharing at least a
+    prompt chunk with a sequence that holds (or is reading) it has that prefix copied, not
+    evaluated again. `stop_event` set: every item still going or waiting ends "cancelled".
+    The engine's sequences are all freed at the end (a later `run` on sequence 0 starts clean).
+
+    Raises:
+        InvalidOptionError: parallel is below 1.
+    """
+    if parallel is not None and parallel < 1:
+        raise InvalidOptionError(
+            f"parallel must be an integer >= 1 or None (the engine's {getattr(engine, 'n_seq_max', 1)} sequences), "
+            f"got {parallel!r}",
+            option="parallel",
+            value=parallel,
+            allowed="an integer >= 1 or None",
+        )
+    if not hasattr(engine, "eval_batch"):  # a single-sequence engine: one item after another
+        yield from _one_by_one(engine, items, stop_event)
+        return
+    n_slots = min(parallel or engine.n_seq_max, engine.n_seq_max)
+    engine.reset_batch()
+    try:
+        yield from _Scheduler(engine, items, stop_event, n_slots).run()
+    finally:
+        engine.reset_batch()
+
+
+def _error_chunk(engine: Any, error: Exception, n_prompt: int) -> Chunk:
+    return Chunk("", (), "error", Timings(load_s=engine.load_seconds, prompt_tokens=n_prompt), error=error)
+
+
+def _one_by_one(
+    engine: Any, items: Sequence[BatchItem], stop_event: threading.Event | None
+) -> Iterator[tuple[int, Chunk]]:
+    for index, item in enumerate(items):
+        if stop_event is not None and stop_event.is_set():
+            yield index, Chunk("", (), "cancelled", Timings(load_s=engine.load_seconds))
+            continue
+        try:
+            for chunk in run(engine, item.prompt_tokens, item.options, stop_event, stop_tokens=item.stop_tokens):
+                yield index, chunk
+        except LocalLLMError as exc:
+            yield index, _error_chunk(engine, exc, len(item.prompt_tokens))
+
+
+class _Scheduler:
+    def __init__(self, engine: Any, items: Sequence[BatchItem], stop: threading.Event | None, n_slots: int) -> None:
+        self.engine, self.items, self.stop = engine, items, stop
+        self.chunk = prompt_chunk(engine)
+        self.waiting = deque(range(len(items)))
+        self.free = list(range(n_slots))
+        self.active: list[_Slot] = []
+
+    def run(self) -> Iterator[tuple[int, Chunk]]:
+        while self.waiting or self.active:
+            if self.stop is not None and self.stop.is_set():
+                yield from self._cancel_all()
+                return
+            yield from self._admit()
+            if not self.active:
+                continue
+            calls = self._plan_step()
+            if not calls:  # followers only, their leaders gone: they read their prompts themselves
+                for slot in self.active:
+                    slot.follow = None
+                continue
+            try:
+                logits = self.engine.eval_batch([(s.seq, tokens) for s, tokens in calls])
+            except (ContextOverflowError, GenerationError) as exc:
+                for slot, _ in calls:  # the engine put their sequences back; they fail, the rest go on
+                    yield slot.index, slot.state.failed(exc)
+                    self._release(slot)
+                continue
+            for (slot, _), row in zip(calls, logits, strict=True):
+                yield from self._advance(slot, row)
+
+    def _admit(self) -> Iterator[tuple[int, Chunk]]:
+        while self.waiting and self.free:
+            index = self.waiting.popleft()
+            item = self.items[index]
+            prompt = list(item.prompt_tokens)
+            try:
+                check_prompt(prompt, self.engine.n_ctx, item.options)
+            except LocalLLMError as exc:
+                yield index, _error_chunk(self.engine, exc, len(prompt))
+                continue
+            state = SequenceState(self.engine, prompt, item.options, stop_tokens=item.stop_tokens)
+            slot = _Slot(index, self.free.pop(0), prompt, state)
+            self._share_prefix(slot)
+            self.active.append(slot)
+
+    def _share_prefix(self, slot: _Slot) -> None:
+        """Copy the longest shared prefix another sequence holds (whole prompt chunks, so the rest is
+        cut where run() cuts it); or follow one that is still reading it."""
+        limit = (len(slot.prompt) - 1) // self.chunk * self.chunk  # at least one token left to evaluate
+        best: tuple[int, _Slot] | None = None
+        for other in self.active:
+            if other.follow is not None:
+                continue
+            will = min(common_prefix(other.prompt, slot.prompt), limit) // self.chunk * self.chunk
+            held = common_prefix(self.engine.seq_tokens(other.seq), slot.prompt)
+            n = max(will, min(held, limit) // self.chunk * self.chunk)
+            if n >= self.chunk and (best is None or n > best[0]):
+                best = (n, other)
+        if best is None:
+            return
+        n, leader = best
+        if list(self.engine.seq_tokens(leader.seq)[:n]) == slot.prompt[:n]:  # it holds them now
+            self._copy(leader, slot, n)
+        else:
+            slot.follow = (leader, n)
+
+    def _copy(self, leader: _Slot, slot: _Slot, n: int) -> None:
+        self.engine.seq_copy(leader.seq, slot.seq, n)
+        slot.n_done = slot.state.n_keep = slot.state.n_done = n
+        slot.follow = None
+
+    def _plan_step(self) -> list[tuple[_Slot, list[int]]]:
+        calls: list[tuple[_Slot, list[int]]] = []
+        for slot in self.active:
+            if slot.follow is not None:
+                leader, n = slot.follow
+                if leader not in self.active:
+                    slot.follow = None  # its leader ended first: read the prompt from the start
+                elif leader.n_done >= n:
+                    self._copy(leader, slot, n)
+                else:
+                    continue
+            if slot.n_done < len(slot.prompt):
+                slot.end = min(len(slot.prompt), (slot.n_done // self.chunk + 1) * self.chunk)
+                calls.append((slot, slot.prompt[slot.n_done : slot.end]))
+            else:
+                calls.append((slot, [slot.state.next_token]))
+        return calls
+
+    def _advance(self, slot: _Slot, logits: np.ndarray) -> Iterator[tuple[int, Chunk]]:
+        state = slot.state
+        if slot.n_done < len(slot.prompt):
+            slot.n_done = state.n_done = slot.end
+            if slot.n_done < len(slot.prompt):
+                return
+            state.prompt_read(slot.n_done)
+        for chunk in state.step(logits, self.stop):
+            yield slot.index, chunk
+        if state.done:
+            self._release(slot)
+
+    def _release(self, slot: _Slot) -> None:
+        self.active.remove(slot)
+        self.engine.seq_keep(slot.seq, 0)
+        self.free.append(slot.seq)
+        self.free.sort()
+
+    def _cancel_all(self) -> Iterator[tuple[int, Chunk]]:
+        for slot in sorted(self.active, key=lambda s: s.index):
+            state = slot.state
+            if slot.n_done < len(slot.prompt):
+                yield slot.index, state.cancelled_in_prompt(slot.n_done)
+            else:
+                for chunk in state.end("cancelled"):
+                    yield slot.index, chunk
+        self.active.clear()
+        for index in self.waiting:
+            yield index, Chunk("", (), "cancelled", Timings(load_s=self.engine.load_seconds))
+        self.waiting.clear()
