@@ -14,6 +14,12 @@ Pure arithmetic on catalog values. The numbers follow llama.cpp's allocations:
   and localllm's runtime asks llama.cpp for the last token's logits only, so on the host
   the n_vocab x n_ubatch logits reservation never becomes resident (one row does).
 * runtime overhead: named constants below, with their source.
+* n_seq sequences decoded together (batch work): llama.cpp (n_seq_max = n_seq, a KV cache
+  of n_ctx * n_seq cells, one stream per sequence) holds exactly n_seq times one sequence's
+  KV cache and one f32 logits row per sequence in its output buffer; its compute buffer is
+  reserved for the n_ubatch-token prompt graph and does not grow with n_seq (measured with
+  llama-cpp-python 0.3.36: SmolLM2 at 2048 tokens per sequence, CPU compute buffer
+  102.51 MiB at n_seq 1, 4 and 16; KV 45, 180, 720 MiB; output buffer 0.19 MiB x n_seq).
 
 Calibrated against measured peak RSS (VmHWM, memory-mapped weights included) by
 benchmarks/estimator_accuracy.py: every case within 10 % or 100 MiB.
@@ -156,11 +162,12 @@ class DeviceMemory:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    n_ctx: int
+    n_ctx: int  # per sequence
     n_gpu_layers: int  # 0..n_layer+1 (n_layer + 1: the output layer too)
     kv_type: KVType
     flash_attn: bool
     devices: tuple[DeviceMemory, ...]  # "cpu" first
+    n_seq: int = 1  # sequences decoded together, each with n_ctx tokens of cache
 
     @property
     def total(self) -> int:
@@ -235,18 +242,21 @@ def compute_buffer_bytes(
     logits: bool = True,
     layers: bool = True,
     resident: bool = False,
+    n_seq: int = 1,
 ) -> int:
     """Peak scratch memory of the compute graph on one device (f32 activations).
 
     `logits`: the output layer runs here (n_vocab x n_ubatch scores for the worst-case
     batch llama.cpp reserves); `layers`: some repeating layers run here. `resident`: count
     what becomes resident on the host (one row of logits: localllm asks for the last
-    token's only) rather than what llama.cpp reserves (a GPU allocates all of it).
+    token's only) rather than what llama.cpp reserves (a GPU allocates all of it). `n_seq`:
+    sequences decoded together, one resident logits row each (the reserve does not grow:
+    llama.cpp sizes it for the n_ubatch-token prompt graph).
     """
     f32 = 4
     parts = [0]
     if logits:
-        parts.append(family.n_vocab * (1 if resident else n_ubatch) * f32)
+        parts.append(family.n_vocab * (min(max(1, n_seq), n_ubatch) if resident else n_ubatch) * f32)
     if layers:
         if not flash_attn:  # the scores, softmaxed in place: n_head x n_kv x n_ubatch (llama.cpp's
             # reserve for SmolLM2's shape at n_ctx 8192 was 166 MiB: one copy, not two)
@@ -307,18 +317,21 @@ def estimate(
     swa_full: bool = SWA_FULL_DEFAULT,
     repack_features: frozenset[str] = frozenset(),
     amx_usable: bool = True,
+    n_seq: int = 1,
 ) -> MemoryEstimate:
-    """Bytes per device for `variant` at `n_ctx` with `n_gpu_layers` offloaded.
+    """Bytes per device for `variant` at `n_ctx` (per sequence) with `n_gpu_layers` offloaded.
 
     `gpu_shares`: one weight per GPU (llama.cpp's tensor_split); layers are given to the
     GPUs in order, in proportion. n_gpu_layers = n_layer + 1 puts the output layer on the
     last GPU too. `repack_features`: the llama.cpp CPU backend's features where it may
     repack weights (localllm.repack; empty: repacking off); `amx_usable`: an AMX build's
     AMX buffer works here. `gpu_api`: the GPUs' compute API (cuda, rocm, metal...), for the
-    runtime's own device memory.
+    runtime's own device memory. `n_seq`: sequences decoded together (batch work), each
+    with `n_ctx` tokens of KV cache and a row of logits.
     """
     f = variant.family
     L = f.n_layer
+    n_seq = max(1, int(n_seq))
     ngl = max(0, min(n_gpu_layers, L + 1))
     n_gpu_repeating = min(ngl, L)
     output_on_gpu = ngl > L
@@ -342,7 +355,7 @@ def estimate(
             DeviceMemory(
                 device=f"gpu{i}",
                 weights=n * layer_bytes + (out_bytes if has_out else 0),
-                kv_cache=kv_cache_bytes(f, n_ctx, kv_type, layers=layers, swa_full=swa_full, n_ubatch=n_ubatch),
+                kv_cache=n_seq * kv_cache_bytes(f, n_ctx, kv_type, layers=layers, swa_full=swa_full, n_ubatch=n_ubatch),
                 compute=compute_buffer_bytes(
                     f, n_ctx=n_ctx, n_ubatch=n_ubatch, flash_attn=flash_attn, logits=has_out, layers=n > 0
                 ),
@@ -354,7 +367,7 @@ def estimate(
     cpu = DeviceMemory(
         device="cpu",
         weights=embd + len(cpu_layers) * layer_bytes + host_out,
-        kv_cache=kv_cache_bytes(f, n_ctx, kv_type, layers=cpu_layers, swa_full=swa_full, n_ubatch=n_ubatch),
+        kv_cache=n_seq * kv_cache_bytes(f, n_ctx, kv_type, layers=cpu_layers, swa_full=swa_full, n_ubatch=n_ubatch),
         compute=compute_buffer_bytes(
             f,
             n_ctx=n_ctx,
@@ -363,15 +376,18 @@ def estimate(
             logits=not output_on_gpu,
             layers=len(cpu_layers) > 0,
             resident=True,
+            n_seq=n_seq,
         ),
         # output buffer: one row of f32 logits per sequence (llama.cpp "CPU output buffer")
-        overhead=HOST_RUNTIME_OVERHEAD + f.n_vocab * (4 + VOCAB_BYTES_PER_TOKEN),
+        overhead=HOST_RUNTIME_OVERHEAD + f.n_vocab * (4 * n_seq + VOCAB_BYTES_PER_TOKEN),
         n_layers=len(cpu_layers),
         repacked=repacked_host_bytes(
             variant, cpu_layers, output_on_cpu=not output_on_gpu, features=repack_features, amx_usable=amx_usable
         ),
     )
-    return MemoryEstimate(n_ctx=n_ctx, n_gpu_layers=ngl, kv_type=kv_type, flash_attn=flash_attn, devices=(cpu, *gpus))
+    return MemoryEstimate(
+        n_ctx=n_ctx, n_gpu_layers=ngl, kv_type=kv_type, flash_attn=flash_attn, devices=(cpu, *gpus), n_seq=n_seq
+    )
 
 
 def repacked_host_bytes(
@@ -493,6 +509,7 @@ def estimate_onnx(
     n_batch: int = 512,
     gpu_api: str | None = "cuda",
     kv_bytes_per_token: int | None = None,
+    n_seq: int = 1,
 ) -> MemoryEstimate:
     """Bytes per device for an ONNX export run by ONNX Runtime: all on one GPU or all on the CPU.
 
@@ -503,15 +520,18 @@ def estimate_onnx(
     `kv_bytes_per_token` · n_ctx when the folder's graph was read (OnnxFolderInfo). Activations:
     the prompt is fed n_batch tokens at a time and the exports return logits for each
     (n_vocab x n_batch f32, on the host where the engine binds them), plus the attention
-    scores and feed-forward activations of one layer.
+    scores and feed-forward activations of one layer. `n_seq`: rows of the batch dimension
+    (batch work), each with `n_ctx` tokens of cache: KV caches of shape [n_seq, ...], and
+    at least one row of logits per sequence.
     """
     f = variant.family
+    n_seq = max(1, int(n_seq))
     kv_type = kv_type or onnx_kv_type(variant)
     if kv_type not in ("f16", "f32"):
         raise ValueError(f"ONNX KV caches are f16 or f32 as exported, got {kv_type!r}")
     per_token = kv_bytes_per_token or int(2 * f.n_layer * f.n_head_kv * f.head_dim * KV_BYTES_PER_ELEMENT[kv_type])
-    kv = ONNX_KV_COPIES * per_token * n_ctx
-    logits = f.n_vocab * n_batch * 4
+    kv = ONNX_KV_COPIES * per_token * n_ctx * n_seq
+    logits = f.n_vocab * max(n_batch, n_seq) * 4
     layer_compute = compute_buffer_bytes(f, n_ctx=n_ctx, n_ubatch=n_batch, flash_attn=False, logits=False)
     host_overhead = ONNX_HOST_OVERHEAD + f.n_vocab * VOCAB_BYTES_PER_TOKEN
     if on_gpu:
@@ -525,7 +545,7 @@ def estimate_onnx(
         )
         cpu = DeviceMemory(device="cpu", compute=logits, overhead=host_overhead)
         return MemoryEstimate(
-            n_ctx=n_ctx, n_gpu_layers=f.n_layer + 1, kv_type=kv_type, flash_attn=False, devices=(cpu, gpu)
+            n_ctx=n_ctx, n_gpu_layers=f.n_layer + 1, kv_type=kv_type, flash_attn=False, devices=(cpu, gpu), n_seq=n_seq
         )
     cpu = DeviceMemory(
         device="cpu",
@@ -535,4 +555,4 @@ def estimate_onnx(
         overhead=host_overhead,
         n_layers=f.n_layer,
     )
-    return MemoryEstimate(n_ctx=n_ctx, n_gpu_layers=0, kv_type=kv_type, flash_attn=False, devices=(cpu,))
+    return MemoryEstimate(n_ctx=n_ctx, n_gpu_layers=0, kv_type=kv_type, flash_attn=False, devices=(cpu,), n_seq=n_seq)

@@ -5,6 +5,7 @@ A pure function of (Hardware, Catalog, request): no I/O once the hardware is kno
 - values.py   Plan (explain, to_dict), VariantFit, Rejected, DeviceBudget, workloads
 - machine.py  the request and the machine: RAM and GPU budgets, margins, threads, repacking
 - search.py   one variant: GPU, partial offload, CPU, each down one shrinking-context ladder
+- batch.py    batch work: how many sequences to decode together, their aggregate tokens/s
 - rank.py     across variants: the choice, its reasons, warnings, rejected list, Placement
 - runtime.py  runtime names and aliases, and the choice between llama.cpp and ONNX Runtime
 - onnx.py     a local ONNX folder: its Family, `plan_local_onnx`
@@ -22,6 +23,7 @@ from __future__ import annotations
 from localllm.estimator import MemoryEstimate
 from localllm.placement import KV_TYPES, RUNTIMES
 from localllm.planner.api import fit_table, plan, plan_among, plan_local
+from localllm.planner.batch import BATCH_GAIN_MIN, batch_throughput
 from localllm.planner.machine import (
     APPLE_WORKING_SET_FRACTION,
     DEFAULT_THREADS,
@@ -33,10 +35,25 @@ from localllm.planner.onnx import plan_local_onnx
 from localllm.planner.rank import INTERACTIVE_MIN_TOKENS_PER_S, THREAD_SWITCH_MARGIN
 from localllm.planner.runtime import RUNTIME_ALIASES
 from localllm.planner.search import CONTEXT_FLOOR, DEFAULT_CONTEXT
-from localllm.planner.values import MAX_REJECTED, WORKLOADS, DeviceBudget, Plan, Rejected, VariantFit, Workload
+from localllm.planner.values import (
+    BATCH_CONTEXT,
+    BATCH_CONTEXT_FLOOR,
+    MAX_PARALLEL,
+    MAX_REJECTED,
+    MAX_SEQ,
+    WORKLOADS,
+    DeviceBudget,
+    Plan,
+    Rejected,
+    VariantFit,
+    Workload,
+)
 
 __all__ = [
     "APPLE_WORKING_SET_FRACTION",
+    "BATCH_CONTEXT",
+    "BATCH_CONTEXT_FLOOR",
+    "BATCH_GAIN_MIN",
     "CONTEXT_FLOOR",
     "DEFAULT_CONTEXT",
     "DEFAULT_THREADS",
@@ -45,7 +62,9 @@ __all__ = [
     "GPU_MARGIN_DEFAULT",
     "INTERACTIVE_MIN_TOKENS_PER_S",
     "KV_TYPES",
+    "MAX_PARALLEL",
     "MAX_REJECTED",
+    "MAX_SEQ",
     "MemoryEstimate",
     "Plan",
     "RAM_FRACTION",
@@ -56,6 +75,7 @@ __all__ = [
     "VariantFit",
     "WORKLOADS",
     "Workload",
+    "batch_throughput",
     "fit_table",
     "plan",
     "plan_among",

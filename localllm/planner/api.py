@@ -11,10 +11,11 @@ from localllm.errors import ModelNotFoundError, NoFittingVariantError
 from localllm.hardware import Hardware
 from localllm.hardware.detect import probe
 from localllm.placement import RUNTIMES, Runtime
+from localllm.planner.batch import assess_for
 from localllm.planner.machine import calibration_for, loads_of, prepare
 from localllm.planner.rank import choose
 from localllm.planner.runtime import onnx_may_accelerate, pick_runtime, runtime_for, runtime_name
-from localllm.planner.search import assess, where_of
+from localllm.planner.search import where_of
 from localllm.planner.values import Plan, VariantFit
 
 __all__ = ["fit_table", "plan", "plan_among", "plan_local"]
@@ -32,6 +33,7 @@ def plan(
     catalog: Catalog | None = None,
     calibration: Calibration | None = None,
     threads: int | None = None,
+    parallel: int | None = None,
 ) -> Plan:
     """Choose what to run and where.
 
@@ -51,11 +53,17 @@ def plan(
             kept figures when `hardware` is a live probe (not a profile). Measured decode
             speeds are preferred to the bandwidth formula.
         threads: CPU threads; None chooses (cores, or what bench measured fastest).
+        parallel: batch work: sequences to decode together, each with `context` tokens
+            (placement.n_seq; never fewer: the context shrinks toward BATCH_CONTEXT_FLOOR
+            instead unless given, and a plan that still does not fit has `fits` False). None
+            for batch work: the most that fit, up to MAX_PARALLEL, capped where predicted
+            throughput stops rising (planner.batch). Only 1 (or None) for interactive work.
 
     Returns a Plan; for a named model that does not fit, `fits` is False (the caller
     decides). Raises:
         NoFittingVariantError: "auto" and nothing in the catalog fits.
         ModelNotFoundError: unknown model, quant or runtime choice.
+        InvalidOptionError: parallel below 1 or above MAX_SEQ, or above 1 for interactive work.
     """
     catalog = catalog or load_catalog()
     rt = runtime_name(runtime)
@@ -73,6 +81,7 @@ def plan(
         headroom=headroom,
         calibration=calibration,
         threads=threads,
+        parallel=parallel,
     )
 
 
@@ -88,6 +97,7 @@ def plan_among(
     headroom: int | None = None,
     calibration: Calibration | None = None,
     threads: int | None = None,
+    parallel: int | None = None,
 ) -> Plan:
     """The best of `variants`: the files of a Hub repository, models already on disk, or the
     catalog less what could not be had. Arguments as for `plan`.
@@ -120,6 +130,7 @@ def plan_among(
         headroom=headroom,
         calibration=calibration,
         threads=threads,
+        parallel=parallel,
     )
 
 
@@ -136,6 +147,7 @@ def _plan_pools(
     headroom: int | None,
     calibration: Calibration | None,
     threads: int | None,
+    parallel: int | None,
 ) -> Plan:
     """The plan for the best variant of each runtime's pool, then the better runtime."""
     if hardware is None:
@@ -154,6 +166,7 @@ def _plan_pools(
             headroom=headroom,
             calibration=calibration,
             threads=threads,
+            parallel=parallel,
         )
         try:
             plans[pool_rt] = choose(pool, m, req, pool_rt, auto=auto, catalog=catalog)
@@ -214,10 +227,11 @@ def plan_local(
     calibration: Calibration | None = None,
     threads: int | None = None,
     weights: tuple = (),
+    parallel: int | None = None,
 ) -> Plan:
     """Plan a local GGUF file: `family` from its header (catalog.family_from_gguf_metadata),
     `weight_bytes` its exact tensor bytes, `weights` its tensor table (quantmix.gguf_weights:
-    which weights the CPU backend repacks). `calibration` and `threads` as for `plan`; a
+    which weights the CPU backend repacks). `calibration`, `threads` and `parallel` as for `plan`; a
     measured load of the same file (calibration.LoadRecord) corrects the memory estimate.
     (A local ONNX folder: `plan_local_onnx`.)"""
     variant = local_variant(family, weight_bytes=weight_bytes, path=path, quant=quant, weights=weights)
@@ -232,6 +246,7 @@ def plan_local(
         headroom=headroom,
         calibration=calibration,
         threads=threads,
+        parallel=parallel,
     )
     if path is not None and calibration is not None and calibration.loads:
         m = replace(m, loads=loads_of(path, calibration))
@@ -246,8 +261,10 @@ def fit_table(
     workload: str = "interactive",
     kv_type: str | None = None,
     headroom: int | None = None,
+    parallel: int | None = None,
 ) -> tuple[VariantFit, ...]:
-    """Every catalog variant with where it would run here (the `localllm models --fits` table)."""
+    """Every catalog variant with where it would run here (the `localllm models --fits` table);
+    for batch work with `parallel` sequences (None: the planner's choice per variant)."""
     catalog = catalog or load_catalog()
     hardware = hardware if hardware is not None else probe()
     calibration = calibration_for(hardware, None)
@@ -261,8 +278,9 @@ def fit_table(
             kv_type=kv_type,
             headroom=headroom,
             calibration=calibration,
+            parallel=parallel,
         )
-        c = assess(v, m, req)
+        c = assess_for(v, m, req)
         rows.append(
             VariantFit(
                 variant=v,
@@ -274,6 +292,7 @@ def fit_table(
                 n_gpu_layers=c.est.n_gpu_layers,
                 tokens_per_s=c.tokens_per_s,
                 why=c.why,
+                n_seq=c.n_seq,
             )
         )
     return tuple(rows)

@@ -8,10 +8,11 @@ import os
 from dataclasses import dataclass
 
 from localllm.calibration import Calibration, LoadRecord, load_calibration
+from localllm.errors import InvalidOptionError, InvalidOptionTypeError
 from localllm.hardware import GPUInfo, Hardware
 from localllm.placement import KV_TYPES, KVType, Runtime
 from localllm.planner.runtime import runtime_name
-from localllm.planner.values import WORKLOADS, DeviceBudget, Workload
+from localllm.planner.values import MAX_SEQ, WORKLOADS, DeviceBudget, Workload
 from localllm.providers import GPU_VENDORS, provider_for
 from localllm.repack import EXTRA_BUFFERS_ENV, features_from_cpu_flags, repack_rule
 from localllm.units import MIB, file_size
@@ -100,6 +101,9 @@ class Request:
     kv_type: KVType
     onnx_kv_type: KVType | None = None  # a local ONNX folder's cache type (from its graph)
     onnx_kv_per_token: int | None = None  # ...and its bytes per token
+    # sequences decoded together: what the caller asked (batch work), None for the planner's
+    # choice (planner.batch); always 1 for interactive work
+    n_seq: int | None = 1
 
 
 def prepare(
@@ -112,10 +116,12 @@ def prepare(
     headroom: int | None,
     calibration: Calibration | None = None,
     threads: int | None = None,
+    parallel: int | None = None,
 ) -> tuple[Request, Machine, Runtime]:
     """Check the options (ValueError / ModelNotFoundError) and describe the machine for `runtime`."""
     if workload not in WORKLOADS:
         raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}, got {workload!r}")
+    n_seq = _parallel(parallel, workload)
     kv = kv_type or "f16"
     rt = runtime_name(runtime)
     if rt == "onnxruntime" and kv_type is not None:
@@ -138,9 +144,45 @@ def prepare(
         workload=workload,
         runtime=rt,
         kv_type=kv,
+        n_seq=n_seq,
     )
     m = _machine(hw, runtime=rt, headroom=headroom or 0, calibration=calibration, threads=threads)
     return req, m, rt
+
+
+def _parallel(parallel: object, workload: str) -> int | None:
+    """The sequences to decode together: `parallel` checked, None for the planner's choice (batch
+    work), 1 for interactive work.
+
+    Raises:
+        InvalidOptionTypeError: not a whole number.
+        InvalidOptionError: below 1 or above MAX_SEQ, or above 1 for interactive work.
+    """
+    if parallel is None:
+        return None if workload == "batch" else 1
+    if isinstance(parallel, bool) or not isinstance(parallel, int):
+        raise InvalidOptionTypeError(
+            f"parallel must be a whole number of sequences, got {parallel!r}",
+            option="parallel",
+            value=parallel,
+            allowed=f"1..{MAX_SEQ}",
+        )
+    if not 1 <= parallel <= MAX_SEQ:
+        raise InvalidOptionError(
+            f"parallel must be 1 to {MAX_SEQ} sequences (llama.cpp's most), got {parallel}",
+            option="parallel",
+            value=parallel,
+            allowed=f"1..{MAX_SEQ}",
+        )
+    if parallel > 1 and workload != "batch":
+        raise InvalidOptionError(
+            f"parallel={parallel} decodes {parallel} sequences together, which is batch work: pass "
+            "workload='batch' with it (interactive work decodes one sequence)",
+            option="parallel",
+            value=parallel,
+            allowed="1 for interactive work",
+        )
+    return parallel
 
 
 def calibration_for(hw: Hardware, given: Calibration | None) -> Calibration | None:

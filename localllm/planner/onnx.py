@@ -30,6 +30,7 @@ def plan_local_onnx(
     headroom: int | None = None,
     calibration: Calibration | None = None,
     threads: int | None = None,
+    parallel: int | None = None,
 ) -> Plan:
     """Plan a local ONNX folder for ONNX Runtime from what `validate_onnx_folder` read.
 
@@ -51,6 +52,7 @@ def plan_local_onnx(
         headroom=headroom,
         calibration=calibration_for(hardware, calibration),
         threads=threads,
+        parallel=parallel,
     )
     req = replace(
         req,

@@ -14,13 +14,13 @@ from localllm.calibration import model_signature
 from localllm.catalog import Catalog, Variant
 from localllm.errors import NoFittingVariantError
 from localllm.placement import Placement, Runtime
+from localllm.planner.batch import assess_for, batch_throughput
 from localllm.planner.machine import Machine, Request
 from localllm.planner.search import (
     DEFAULT_CONTEXT,
     TIER_CPU,
     TIER_CPU_SHRUNK,
     Candidate,
-    assess,
     load_for,
     ngl_key,
     where_of,
@@ -58,7 +58,7 @@ def choose(
 ) -> Plan:
     """The plan for the best of `pool` on `m`; for nothing that fits, the smallest (`fits`
     False), or NoFittingVariantError when `auto`."""
-    cands = [assess(v, m, req) for v in pool]
+    cands = [assess_for(v, m, req) for v in pool]
     fitting = [c for c in cands if c.fits]
     warnings = list(m.notes)
     if not fitting:
@@ -80,7 +80,7 @@ def choose(
     # a named model: its best quality that fits; "auto" also prefers real-time speed
     best = max(fitting, key=lambda c: rank_key(c, req.workload, prefer_fast=auto))
     reasons = [
-        _tier_reason(best, m),
+        _tier_reason(best, m, req.workload),
         f"quality {best.variant.quality:.1f} ({best.variant.family.quality_source}{_penalty_note(best.variant)})",
     ]
     if auto:
@@ -96,11 +96,6 @@ def choose(
             f"predicted {best.tokens_per_s:.1f} tokens/s is below the "
             f"{INTERACTIVE_MIN_TOKENS_PER_S:g} tokens/s that reads as real time"
         )
-    if req.workload == "batch" and best.tier in (TIER_CPU, TIER_CPU_SHRUNK):
-        warnings.append(
-            "batch work on the CPU only: it belongs on a GPU or accelerator; expect it to be slow"
-            " and to keep the CPU busy"
-        )
     if req.ctx_target is not None and req.ctx_explicit and req.ctx_target > best.variant.family.n_ctx_train:
         warnings.append(
             f"context {req.ctx_target} is beyond the {best.variant.family.n_ctx_train} tokens "
@@ -110,7 +105,9 @@ def choose(
     return _make_plan(best, m, req, runtime, fits=True, reasons=reasons, rejected=rejected, warnings=warnings)
 
 
-def _tier_reason(c: Candidate, m: Machine) -> str:
+def _tier_reason(c: Candidate, m: Machine, workload: str) -> str:
+    if c.tier in (TIER_CPU, TIER_CPU_SHRUNK) and not m.gpus and workload == "batch":
+        return f"{c.why}; no usable GPU here, so the batch runs on the CPU"
     if c.tier in (TIER_CPU, TIER_CPU_SHRUNK) and not m.gpus:
         return f"{c.why}; no usable GPU here, and interactive work may run on a CPU that holds it comfortably"
     return c.why
@@ -162,7 +159,7 @@ def _rejected_for_unfit(
     out = [Rejected(c.variant.name, f"does not fit: {c.why}", c.needed, c.available) for c in cands if c is not chosen]
     if catalog is not None:
         others = [
-            assess(v, m, req)
+            assess_for(v, m, req)
             for v in catalog.variants_of(chosen.variant.family)
             if v.name != chosen.variant.name and all(v.name != c.variant.name for c in cands)
         ]
@@ -187,6 +184,10 @@ def _make_plan(
         m = replace(m, threads=n)
         c = replace(c, tokens_per_s=tps, basis=basis)
     placement = _placement(c, m, req, runtime)
+    aggregate, aggregate_basis = batch_throughput(c.variant, c.est, m) if req.workload == "batch" else (None, "")
+    warnings = list(warnings)
+    if req.workload == "batch" and c.tier in (TIER_CPU, TIER_CPU_SHRUNK):
+        warnings.append(_cpu_batch_warning(c, aggregate))
     reasons = list(reasons)
     if measured is not None:
         reasons.append(f"{placement.n_threads} threads: fastest measured here ({measured[2]})")
@@ -224,6 +225,21 @@ def _make_plan(
         warnings=tuple(warnings),
         workload=req.workload,
         hardware_name=m.hw.name,
+        aggregate_tokens_per_s=aggregate,
+        aggregate_basis=aggregate_basis,
+    )
+
+
+def _cpu_batch_warning(c: Candidate, aggregate: float | None) -> str:
+    """The seed's rule for batch work on a CPU, with what to expect there."""
+    head = "batch work on the CPU only: it belongs on a GPU or accelerator"
+    if aggregate is None:
+        return f"{head}; expect it to be slow and to keep the CPU busy"
+    n = c.n_seq
+    each = f" over {n} sequences (~{aggregate / n:.1f} each)" if n > 1 else " (one sequence at a time)"
+    return (
+        f"{head}; here expect ~{aggregate:.1f} tokens/s in all{each}, "
+        f"{c.n_ctx} tokens of context each, with the CPU kept busy"
     )
 
 
@@ -284,4 +300,5 @@ def _placement(c: Candidate, m: Machine, req: Request, runtime: Runtime) -> Plac
         main_gpu=0,
         tensor_split=tensor_split,
         provider=provider,
+        n_seq=c.n_seq,
     )

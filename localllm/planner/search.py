@@ -18,6 +18,7 @@ from localllm.catalog import Family, Variant
 from localllm.estimator import HOST_RUNTIME_OVERHEAD, MemoryEstimate, decode_tokens_per_second, estimate, estimate_onnx
 from localllm.placement import Where
 from localllm.planner.machine import Machine, Request, gpu_api
+from localllm.planner.values import BATCH_CONTEXT, BATCH_CONTEXT_FLOOR
 from localllm.providers import CPU
 from localllm.units import file_size
 
@@ -98,6 +99,7 @@ class Candidate:
     available: int | None
     provider: str | None = None  # ONNX Runtime execution provider for this outcome
     demoted: bool = False  # ranks after its peers (an fp16 ONNX graph on the CPU provider)
+    n_seq: int = 1  # batch work: sequences decoded together, n_ctx tokens each (planner.batch)
 
     @property
     def fits(self) -> bool:
@@ -110,15 +112,17 @@ class Candidate:
 
 
 def contexts(family: Family, req: Request) -> list[int]:
-    """Context sizes to try, largest first: the target, halved down to the floor.
+    """Context sizes to try, largest first: the target, halved down to the floor (per sequence:
+    batch work aims for BATCH_CONTEXT and shrinks toward BATCH_CONTEXT_FLOOR).
 
     Every size is at least 1 whatever the family says (a header's context_length of 0 once
     made this loop forever), so the halving ends after at most log2(target) steps.
     """
-    target = req.ctx_target or DEFAULT_CONTEXT
+    batch = req.workload == "batch"
+    target = req.ctx_target or (BATCH_CONTEXT if batch else DEFAULT_CONTEXT)
     target = min(target, family.n_ctx_train) if not req.ctx_explicit else target
     target = max(1, int(target))
-    floor = target if req.ctx_explicit else max(1, min(target, CONTEXT_FLOOR))
+    floor = target if req.ctx_explicit else max(1, min(target, BATCH_CONTEXT_FLOOR if batch else CONTEXT_FLOOR))
     out = [target]
     c = target
     while c // 2 >= floor:
@@ -185,12 +189,24 @@ def _candidate(
     # ONNX Runtime's CPU kernels are float32: an fp16 graph runs through casts there
     demoted = provider == CPU and step.est.kv_type == "f16"
     return Candidate(
-        v, tier, step.est, step.n_ctx, tps, basis, why, step.fit.needed, step.fit.available, provider, demoted
+        v,
+        tier,
+        step.est,
+        step.n_ctx,
+        tps,
+        basis,
+        why,
+        step.fit.needed,
+        step.fit.available,
+        provider,
+        demoted,
+        n_seq=step.est.n_seq,
     )
 
 
 def _assess_gguf(v: Variant, m: Machine, req: Request, ctxs: list[int]) -> Candidate:
     kv = req.kv_type
+    n_seq = req.n_seq or 1
     L = v.family.n_layer
     shares = tuple(float(b) for b in m.gpu_budgets) or (1.0,)
     api = gpu_api(m.gpus[0]) if m.gpus else None
@@ -212,6 +228,7 @@ def _assess_gguf(v: Variant, m: Machine, req: Request, ctxs: list[int]) -> Candi
             gpu_api=api,
             repack_features=m.repack,
             amx_usable=m.amx_usable,
+            n_seq=n_seq,
         )
         return measured(est, v, m)
 
@@ -224,6 +241,7 @@ def _assess_gguf(v: Variant, m: Machine, req: Request, ctxs: list[int]) -> Candi
             flash_attn=fa_cpu,
             repack_features=m.repack,
             amx_usable=m.amx_usable,
+            n_seq=n_seq,
         )
         return measured(est, v, m)
 
@@ -251,14 +269,16 @@ def _assess_gguf(v: Variant, m: Machine, req: Request, ctxs: list[int]) -> Candi
 def _assess_onnx(v: Variant, m: Machine, req: Request, ctxs: list[int]) -> Candidate:
     """Where an ONNX export runs: all on the provider's GPU, or all in RAM (ONNX Runtime
     has no partial offload), at the target context or shrunk toward the floor."""
-    kv, per_token = req.onnx_kv_type, req.onnx_kv_per_token
+    kv, per_token, n_seq = req.onnx_kv_type, req.onnx_kv_per_token, req.n_seq or 1
     gpu_failed: list[_Step] = []
     if m.gpus:
         api = gpu_api(m.gpus[0])
         fit, gpu_failed = _ladder(
             ctxs,
             m,
-            lambda ctx: estimate_onnx(v, n_ctx=ctx, on_gpu=True, kv_type=kv, gpu_api=api, kv_bytes_per_token=per_token),
+            lambda ctx: estimate_onnx(
+                v, n_ctx=ctx, on_gpu=True, kv_type=kv, gpu_api=api, kv_bytes_per_token=per_token, n_seq=n_seq
+            ),
         )
         if fit is not None:
             tier = TIER_GPU_SHRUNK if fit.shrunk else TIER_GPU
@@ -266,7 +286,9 @@ def _assess_onnx(v: Variant, m: Machine, req: Request, ctxs: list[int]) -> Candi
             return _candidate(v, m, tier, fit, why, provider=m.provider)
     cpu_provider = CPU if m.gpus else (m.provider or CPU)
     fit, cpu_failed = _ladder(
-        ctxs, m, lambda ctx: estimate_onnx(v, n_ctx=ctx, on_gpu=False, kv_type=kv, kv_bytes_per_token=per_token)
+        ctxs,
+        m,
+        lambda ctx: estimate_onnx(v, n_ctx=ctx, on_gpu=False, kv_type=kv, kv_bytes_per_token=per_token, n_seq=n_seq),
     )
     if fit is not None:
         gpu_note = (

@@ -11,8 +11,12 @@ from localllm.placement import Placement, Runtime, Where
 from localllm.units import file_size
 
 __all__ = [
+    "BATCH_CONTEXT",
+    "BATCH_CONTEXT_FLOOR",
     "DeviceBudget",
+    "MAX_PARALLEL",
     "MAX_REJECTED",
+    "MAX_SEQ",
     "Plan",
     "Rejected",
     "VariantFit",
@@ -27,6 +31,18 @@ WORKLOADS: tuple[Workload, ...] = get_args(Workload)
 
 # How many rejected alternatives a plan keeps.
 MAX_REJECTED = 6
+
+# Batch work: the most sequences the planner chooses to decode together when none is asked
+# (llama.cpp's server defaults to 4 slots; past 16, CPU throughput has long stopped rising and
+# a GPU's KV cache is better spent on context), and the most a caller may ask for
+# (llama.cpp's LLAMA_MAX_SEQ).
+MAX_PARALLEL = 16
+MAX_SEQ = 256
+# Context each sequence of a batch gets when none is asked: a batch item is one prompt and its
+# answer (a ticket to label, a file to summarise), not a growing chat; the planner shrinks it
+# toward the floor, as it does a chat context, before it takes fewer sequences.
+BATCH_CONTEXT = 2048
+BATCH_CONTEXT_FLOOR = 1024
 
 # where a plan runs, in words (a Plan is never "none": one that does not fit says "cpu")
 WHERE_WORDS: dict[Where, str] = {"gpu": "fully on the GPU", "partial": "split between GPU and CPU", "cpu": "on the CPU"}
@@ -60,6 +76,7 @@ class VariantFit:
     n_gpu_layers: int
     tokens_per_s: float | None
     why: str
+    n_seq: int = 1  # batch work: sequences decoded together, n_ctx tokens each
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,22 @@ class Plan:
     # where the model's file came from, for "auto" as load() obtained it: each candidate tried
     # before (why it could not be had) and the source used; empty for a plan not yet loaded
     sources: tuple[str, ...] = ()
+    # batch work (placement.n_seq sequences decoded together): the predicted tokens/s of all
+    # of them together, and its basis; None for interactive plans
+    aggregate_tokens_per_s: float | None = None
+    aggregate_basis: str = ""
+
+    @property
+    def n_seq(self) -> int:
+        """Sequences decoded together (1 for interactive work)."""
+        return self.placement.n_seq
+
+    @property
+    def per_sequence_tokens_per_s(self) -> float | None:
+        """Each sequence's decode speed while all n_seq run together."""
+        if self.aggregate_tokens_per_s is None:
+            return None
+        return self.aggregate_tokens_per_s / self.n_seq
 
     @property
     def family(self) -> Family:
@@ -113,6 +146,8 @@ class Plan:
             f"batch={p.n_batch}/{p.n_ubatch}, kv={p.kv_type}, flash_attn={'on' if p.flash_attn else 'off'}"
             f"{split}"
         )
+        if self.workload == "batch":
+            lines.append(_batch_line(self))
         lines.append("  memory:")
         budgets = {b.device: b for b in self.budgets}
         for d in self.memory.devices:
@@ -191,4 +226,22 @@ class Plan:
             "reasons": list(self.reasons),
             "rejected": [asdict(r) for r in self.rejected],
             "warnings": list(self.warnings),
+            "n_seq": self.n_seq,
+            "context_per_sequence": self.placement.n_ctx,
+            "aggregate_tokens_per_s": self.aggregate_tokens_per_s,
+            "per_sequence_tokens_per_s": self.per_sequence_tokens_per_s,
+            "aggregate_tokens_per_s_basis": self.aggregate_basis,
         }
+
+
+def _batch_line(p: Plan) -> str:
+    """The batch part of explain(): sequences, context each, and the predicted throughput."""
+    n, ctx = p.n_seq, p.placement.n_ctx
+    head = f"  batch: {n} sequence{'s' if n != 1 else ''} decoded together, {ctx} tokens of context each"
+    if p.aggregate_tokens_per_s is None:
+        return f"{head}; throughput not predicted ({p.aggregate_basis or p.tokens_per_s_basis})"
+    each = p.per_sequence_tokens_per_s or 0.0
+    return (
+        f"{head}; ~{p.aggregate_tokens_per_s:.1f} tokens/s in all, ~{each:.1f} per sequence, predicted "
+        f"({p.aggregate_basis})"
+    )
