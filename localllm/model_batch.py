@@ -91,7 +91,8 @@ class BatchMixin:
                 item), a per-item list of the wrong length.
             GenerationError: the model is closed, or the engine failed.
         """
-        return _collect(len(prompts), self.stream_batch(prompts, stop_event=stop_event, **options))
+        pairs = self.stream_batch(prompts, stop_event=stop_event, **options)  # checks prompts first
+        return _collect(len(prompts), pairs)
 
     def chat_batch(
         self,
@@ -114,10 +115,8 @@ class BatchMixin:
             as for `generate_batch`; InvalidOptionError for a bad overflow value. A template
             error or an overflow fails only its item.
         """
-        return _collect(
-            len(conversations),
-            self.stream_batch(conversations, chat=True, overflow=overflow, stop_event=stop_event, **options),
-        )
+        pairs = self.stream_batch(conversations, chat=True, overflow=overflow, stop_event=stop_event, **options)
+        return _collect(len(conversations), pairs)
 
     def stream_batch(
         self,

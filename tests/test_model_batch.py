@@ -109,6 +109,8 @@ def test_a_bad_option_for_all_is_raised_before_anything_runs(batch_model):
         batch_model.generate_batch(PROMPTS[:2], on_prompt_progress=lambda d, t: None)
     with pytest.raises(InvalidOptionTypeError, match="wrap a single one in a list"):
         batch_model.generate_batch("hello")  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptionTypeError, match="must be a list"):
+        batch_model.chat_batch(iter([[{"role": "user", "content": "hi"}]]))  # type: ignore[arg-type]
 
 
 def test_empty_input_gives_an_empty_list(batch_model):
