@@ -299,13 +299,23 @@ def load_auto(
     progress: Callable[..., Any] | None,
     hardware: Hardware | None,
     threads: int | None,
+    workload: str = "interactive",
+    parallel: int | None = None,
 ) -> Model:
     """The best-ranked model that fits and is on disk or can be fetched now; the built-in
-    starter when none can be had (`info.note` says why, and what to get)."""
+    starter when none can be had (`info.note` says why, and what to get). `workload` and
+    `parallel` as for localllm.planner.plan (batch work: sequences decoded together)."""
     from localllm.model import _open
     from localllm.validate import validate_model_path
 
-    options: dict[str, Any] = {"hardware": hardware, "context": context, "runtime": runtime, "threads": threads}
+    options: dict[str, Any] = {
+        "hardware": hardware,
+        "context": context,
+        "runtime": runtime,
+        "threads": threads,
+        "workload": workload,
+        "parallel": parallel,
+    }
     try:
         plan, path = obtain(candidates(), plan_options=options, offline=offline, progress=progress)
     except ModelUnavailableError as exc:

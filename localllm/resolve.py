@@ -110,8 +110,10 @@ def resolve(
     runtime: str | None = None,
     kv_type: str | None = None,
     threads: int | None = None,
+    parallel: int | None = None,
 ) -> Resolved:
-    """Resolve and plan a MODEL argument; does no download.
+    """Resolve and plan a MODEL argument; does no download. `parallel`: batch work's sequences
+    decoded together (localllm.planner.plan; with workload="batch").
 
     Raises:
         ModelNotFoundError: a path that does not exist, or a name the catalog lacks.
@@ -124,6 +126,7 @@ def resolve(
         "runtime": runtime,
         "kv_type": kv_type,
         "threads": threads,
+        "parallel": parallel,
     }
     if is_auto(model):
         return _resolve_auto(hardware=hardware, **options)
@@ -243,6 +246,7 @@ def plan_for(
     runtime: str | None = None,
     kv_type: str | None = None,
     threads: int | None = None,
+    parallel: int | None = None,
 ) -> Plan:
     """The Plan for any MODEL form: "auto", a catalog name or "name:quant", a .gguf file or an ONNX folder.
 
@@ -256,7 +260,14 @@ def plan_for(
         NoFittingVariantError: "auto" and nothing in the catalog fits.
     """
     r = resolve(
-        model, hardware=hardware, context=context, workload=workload, runtime=runtime, kv_type=kv_type, threads=threads
+        model,
+        hardware=hardware,
+        context=context,
+        workload=workload,
+        runtime=runtime,
+        kv_type=kv_type,
+        threads=threads,
+        parallel=parallel,
     )
     if r.plan is None:
         raise InvalidModelError(r.note, path=str(r.path))
@@ -283,6 +294,7 @@ def _plan_local(
     runtime: str | None,
     kv_type: str | None,
     threads: int | None,
+    parallel: int | None = None,
 ) -> Resolved:
     """A plan and placement for a validated local file: the planner's, sized from the file itself."""
     wanted = RUNTIME_ALIASES.get(runtime.strip().lower(), runtime.strip().lower()) if runtime else None
@@ -299,7 +311,13 @@ def _plan_local(
                 path=str(path),
             )
         onnx_plan = plan_local_onnx(
-            info, path=str(path), hardware=hardware, context=context, workload=workload, threads=threads
+            info,
+            path=str(path),
+            hardware=hardware,
+            context=context,
+            workload=workload,
+            threads=threads,
+            parallel=parallel,
         )
         return Resolved(path=path, plan=onnx_plan, placement=onnx_plan.placement, info=info)
     if wanted not in (None, "llama.cpp"):
@@ -323,6 +341,7 @@ def _plan_local(
             threads=threads,
             hardware=hardware,
             weights=gguf_weights(info.tensors),
+            parallel=parallel,
         )
         return Resolved(path=path, plan=gguf_plan, placement=gguf_plan.placement, info=info)
     # an architecture the planner cannot size: a CPU placement from probe() facts
@@ -340,5 +359,8 @@ def _plan_local(
     )
     log.info("%s", note)  # load() warns; plan_for raises it
     # kv_type is not checked here: llama.cpp's runtime refuses one it does not know
-    placement = Placement(runtime="llama.cpp", n_ctx=n_ctx, n_threads=n, kv_type=cast(KVType, kv_type or "f16"))
+    # batch work on a file the planner cannot size: the sequences asked, else one
+    placement = Placement(
+        runtime="llama.cpp", n_ctx=n_ctx, n_threads=n, kv_type=cast(KVType, kv_type or "f16"), n_seq=parallel or 1
+    )
     return Resolved(path=path, plan=None, placement=placement, info=info, note=note)

@@ -182,6 +182,7 @@ def plan_hub(
     kv_type: str | None = None,
     threads: int | None = None,
     offline: bool | None = None,
+    parallel: int | None = None,
 ):
     """The plan for a Hub model: the best of the ref's models that fits, planned from its header.
 
@@ -194,7 +195,15 @@ def plan_hub(
     from localllm.planner import plan_among
 
     found = hub_variants(ref, offline=offline)
-    kw = dict(hardware=hardware, context=context, workload=workload, runtime=runtime, kv_type=kv_type, threads=threads)
+    kw = dict(
+        hardware=hardware,
+        context=context,
+        workload=workload,
+        runtime=runtime,
+        kv_type=kv_type,
+        threads=threads,
+        parallel=parallel,
+    )
     for _ in range(len(found)):
         plan = plan_among(_ranked(found), auto=False, **kw)
         i = next(i for i, h in enumerate(found) if h.variant.filename == plan.variant.filename)

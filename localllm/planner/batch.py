@@ -25,9 +25,8 @@ from localllm.planner.values import MAX_PARALLEL
 
 __all__ = [
     "BATCH_GAIN_MIN",
-    "CPU_THREAD_GFLOPS",
+    "BATCH_COMPUTE_GAIN",
     "GPU_FLOPS_PER_BYTE",
-    "SIMD_SCALE",
     "assess_for",
     "batch_throughput",
     "flops_per_token",
@@ -38,17 +37,13 @@ __all__ = [
 # factor: each doubling also doubles the KV cache and halves each sequence's own speed.
 BATCH_GAIN_MIN = 1.2
 
-# Multiply-adds one CPU thread sustains in llama.cpp's batched quantized matrix products,
-# counted as 2 FLOPs each, in GFLOP/s, for a CPU with AVX-512: prompt processing of SmolLM2
-# Q4_1 (512 tokens) ran at 230 tokens/s on 2 threads of this project's Xeon (0.27 GFLOP a
-# token: 31 GFLOP/s a thread, while other work shared the 2 cores), and llama.cpp's
-# published CPU pp512 figures land at 30-120 GFLOP/s a core. Other CPUs scale by SIMD_SCALE.
-CPU_THREAD_GFLOPS = 32.0
-# ...by vector width against AVX-512: AVX2 has half of it; ARM cores have 128-bit NEON but
-# 2-4 pipes (dotprod/i8mm on Apple and Neoverse cores), like one AVX2 unit; anything else
-# a scalar-ish eighth.
-SIMD_SCALE = {"avx512f": 1.0, "avx2": 0.5, "asimddp": 0.5, "i8mm": 0.5, "neon": 0.25, "asimd": 0.25}
-SIMD_OTHER = 0.125
+# How much faster a CPU thread computes a token inside a batch than in one sequence's decode:
+# for N > 1, llama.cpp multiplies the weights by N activations at once (llamafile's tinyBLAS
+# and the repacked GEMM kernels), so each weight block is unpacked once for N tokens. On this
+# project's Xeon (AVX-512) prompt processing of SmolLM2 Q4_1 ran at 31 GFLOP/s a thread
+# (230 tokens/s on 2 threads, 0.27 GFLOP a token) against the 21 GFLOP/s a thread that
+# decode's per-thread rate (estimator.CPU_THREAD_BANDWIDTH_GBS, 6 GB/s of Q4_K) implies.
+BATCH_COMPUTE_GAIN = 1.5
 
 # GPU FLOPs per byte of memory bandwidth at which decode turns compute-bound (the roofline's
 # ridge): 4090 165 TFLOP/s fp16 tensor over 1.0 TB/s, A100 312 over 2.0, M-series GPUs lower;
@@ -64,13 +59,6 @@ def flops_per_token(f: Family, n_ctx: int) -> float:
     return 2.0 * weights + attention
 
 
-def _cpu_gflops(m: Machine, threads: int) -> tuple[float, str]:
-    flags = set(m.hw.cpu.flags)
-    scale, flag = next(((s, f) for f, s in SIMD_SCALE.items() if f in flags), (SIMD_OTHER, "no known SIMD"))
-    per = CPU_THREAD_GFLOPS * scale
-    return threads * per, f"{threads} thread(s) x {per:.0f} GFLOP/s ({flag})"
-
-
 def _with_seqs(est: MemoryEstimate, n_seq: int) -> MemoryEstimate:
     """`est` with its KV caches for `n_seq` sequences (the KV cache is n_seq times one sequence's)."""
     devices = tuple(replace(d, kv_cache=d.kv_cache * n_seq // max(1, est.n_seq)) for d in est.devices)
@@ -81,6 +69,9 @@ def batch_throughput(v: Variant, est: MemoryEstimate, m: Machine, n_seq: int | N
     """Predicted decode tokens/s of `n_seq` sequences together (default: est.n_seq), all of them,
     at `est`'s placement, and the basis in words. None when the memory bandwidth is unknown."""
     n = n_seq or est.n_seq
+    if n == 1:  # one sequence: the decode prediction itself
+        tps, basis = speed(v, _with_seqs(est, 1), m)
+        return tps, basis
     t_mem, mem_basis = _memory_time(v, _with_seqs(est, n), m)
     if t_mem is None:
         return None, mem_basis
@@ -95,32 +86,17 @@ def batch_throughput(v: Variant, est: MemoryEstimate, m: Machine, n_seq: int | N
 
 
 def _memory_time(v: Variant, est: MemoryEstimate, m: Machine) -> tuple[float | None, str]:
-    """Seconds per step to read the weights and every sequence's KV cache: the formula's,
-    scaled by what localllm bench measured for one sequence when it has."""
+    """Seconds per step to read the weights once and every sequence's KV cache over the memory
+    bus (the threads' own limit is compute: `_compute_time`)."""
     tps, basis = decode_tokens_per_second(
         v,
         est,
         cpu_bandwidth_gbs=m.hw.memory.bandwidth_gbs,
         gpu_bandwidth_gbs=tuple(g.bandwidth_gbs for g in m.gpus),
-        cpu_threads=m.threads,
-        cpu_thread_bandwidth_gbs=m.calibration.bandwidth.per_thread_gbs
-        if m.calibration is not None and m.calibration.bandwidth is not None
-        else None,
     )
     if not tps:
         return None, basis or "memory bandwidth unknown"
-    one, one_basis = speed(v, _with_seqs(est, 1), m)
-    if one and one_basis.startswith("measured"):
-        formula_one, _ = decode_tokens_per_second(
-            v,
-            _with_seqs(est, 1),
-            cpu_bandwidth_gbs=m.hw.memory.bandwidth_gbs,
-            gpu_bandwidth_gbs=tuple(g.bandwidth_gbs for g in m.gpus),
-            cpu_threads=m.threads,
-        )
-        if formula_one:  # the measured single-sequence step, grown as the formula grows with N caches
-            return (1.0 / one) * (formula_one / tps), f"one sequence {one_basis}"
-    return 1.0 / tps, f"{tps:.1f} steps/s from bandwidth"
+    return 1.0 / tps, f"{tps:.1f} steps/s from the memory bandwidth"
 
 
 def _compute_time(v: Variant, est: MemoryEstimate, m: Machine, n: int) -> tuple[float | None, str]:
@@ -140,10 +116,22 @@ def _compute_time(v: Variant, est: MemoryEstimate, m: Machine, n: int) -> tuple[
     flops = flops_per_token(f, est.n_ctx)
     cpu_share = est.host.n_layers / f.n_layer if f.n_layer else 1.0
     seconds, parts = 0.0, []
-    if cpu_share > 0:
-        gflops, how = _cpu_gflops(m, m.threads)
-        seconds += n * flops * cpu_share / (gflops * 1e9)
-        parts.append(f"cpu {how}")
+    if cpu_share > 0:  # the host's part of one sequence's decode at the threads' own rate, sped up
+        host_only = replace(_with_seqs(est, 1), devices=(est.host,))
+        measured_bw = m.calibration.bandwidth if m.calibration is not None else None
+        tps, _ = decode_tokens_per_second(
+            v,
+            host_only,
+            cpu_bandwidth_gbs=None,
+            cpu_threads=m.threads,
+            cpu_thread_bandwidth_gbs=measured_bw.per_thread_gbs if measured_bw is not None else None,
+        )
+        if not tps:
+            return None, "CPU compute unknown"
+        seconds += n / (tps * BATCH_COMPUTE_GAIN)
+        parts.append(
+            f"cpu {BATCH_COMPUTE_GAIN:g} x the {tps:.1f} tokens/s {m.threads} thread(s) decode one sequence at"
+        )
     if cpu_share < 1:
         bw = m.gpus[0].bandwidth_gbs if m.gpus else None
         if not bw:
@@ -151,7 +139,7 @@ def _compute_time(v: Variant, est: MemoryEstimate, m: Machine, n: int) -> tuple[
         gpu_flops = GPU_FLOPS_PER_BYTE * bw * 1e9
         seconds += n * flops * (1 - cpu_share) / gpu_flops
         parts.append(f"gpu {GPU_FLOPS_PER_BYTE:g} FLOP per byte of its {bw:.0f} GB/s")
-    return seconds, f"{n} x {flops / 1e9:.2f} GFLOP a step at " + " + ".join(parts)
+    return seconds, f"{n} tokens ({flops / 1e9:.2f} GFLOP each) a step at " + " + ".join(parts)
 
 
 def parallel_cap(v: Variant, est: MemoryEstimate, m: Machine) -> tuple[int, str]:
