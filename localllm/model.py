@@ -528,15 +528,30 @@ def load(
         ModelNotFoundError: a path that does not exist, or a name the catalog lacks.
         DownloadError, RuntimeUnavailableError.
     """
+    workload = "batch" if check_parallel(parallel) is not None else workload
     if is_auto(model):  # the best model that fits and can be had now; the starter when none can
         from localllm.auto import load_auto
 
         llm = load_auto(
-            context=context, runtime=runtime, offline=offline, progress=progress, hardware=hardware, threads=threads
+            context=context,
+            runtime=runtime,
+            offline=offline,
+            progress=progress,
+            hardware=hardware,
+            threads=threads,
+            workload=workload,
+            parallel=parallel,
         )
-        return reopen_for(llm, check_parallel(parallel), hardware)
-    workload = "batch" if check_parallel(parallel) is not None else workload
-    resolved = resolve(model, context=context, runtime=runtime, hardware=hardware, threads=threads, workload=workload)
+        return reopen_for(llm, parallel, hardware)  # the starter (no plan) is opened for one sequence
+    resolved = resolve(
+        model,
+        context=context,
+        runtime=runtime,
+        hardware=hardware,
+        threads=threads,
+        workload=workload,
+        parallel=parallel,
+    )
     plan, placement = resolved.plan, resolved.placement
     if parallel is not None and placement.n_seq != parallel:  # the planner sized it for fewer (or did not)
         placement = replace(placement, n_seq=parallel)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -250,7 +249,8 @@ class BatchMixin:
                 if items:
                     # closed here, under the lock, even when this stream is abandoned: the scheduler
                     # frees every sequence as it ends, so generate's cache on sequence 0 starts clean
-                    with closing(run_batch(self._engine, items, stop)) as batch:
+                    batch = run_batch(self._engine, items, stop)
+                    try:
                         for j, chunk in batch:
                             i = index[j]
                             if chunk.finish_reason is not None:
@@ -258,6 +258,8 @@ class BatchMixin:
                                 if i in dropped:
                                     chunk = replace(chunk, dropped_messages=dropped[i])
                             yield i, chunk
+                    finally:
+                        getattr(batch, "close", lambda: None)()
                 # the scheduler ends each item once; one it never started (cancelled first) ends here
                 for j, i in enumerate(index):
                     if i not in finished:
