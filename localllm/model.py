@@ -34,6 +34,7 @@ from localllm.errors import (
 )
 from localllm.generation import Chunk, Completion, PromptProgress, SamplingOptions, check_text, join, run
 from localllm.hardware.detect import probe
+from localllm.model_batch import BatchMixin, check_parallel, reopen_for
 from localllm.placement import Placement
 from localllm.resolve import is_auto, resolve
 from localllm.runtimes import load_engine
@@ -93,8 +94,9 @@ class _AnyEvent(threading.Event):
         return super().is_set() or self._model._closing or any(e.is_set() for e in self._events)
 
 
-class Model:
-    """A loaded model. Build it with `localllm.load()`."""
+class Model(BatchMixin):
+    """A loaded model. Build it with `localllm.load()`. Many prompts at once: `generate_batch`,
+    `chat_batch`, `stream_batch` (localllm.model_batch), on a model loaded with `parallel=N`."""
 
     info: ModelInfo  # what was loaded, where and how (name, path, runtime, context, template)
     plan: Plan | None  # the plan it was loaded from; None for a local GGUF the planner cannot size
@@ -494,6 +496,8 @@ def load(
     force: bool = False,
     hardware: Hardware | None = None,
     threads: int | None = None,
+    parallel: int | None = None,
+    workload: str = "interactive",
 ) -> Model:
     """Load a model: "auto", a catalog name (optionally "name:quant"), a Hub reference
     ("hf.co/OWNER/REPO[:QUANT]", "OWNER/REPO/FILE.gguf"), another tool's model by its name there
@@ -513,6 +517,10 @@ def load(
             already probed, or a profile in tests).
         threads: CPU threads (default: the plan's: the physical cores, or the count
             `localllm bench --sweep-threads` measured fastest).
+        parallel: sequences decoded together (placement.n_seq), for `generate_batch` and
+            `chat_batch`; each gets `context` tokens. None: 1, or the planner's choice for
+            workload="batch". Without it a batch runs its items one after another.
+        workload: "interactive" (real-time) or "batch" (the plan sizes for throughput).
 
     Raises:
         InsufficientMemoryError: the plan does not fit (and not force).
@@ -520,14 +528,33 @@ def load(
         ModelNotFoundError: a path that does not exist, or a name the catalog lacks.
         DownloadError, RuntimeUnavailableError.
     """
+    workload = "batch" if check_parallel(parallel) is not None else workload
     if is_auto(model):  # the best model that fits and can be had now; the starter when none can
         from localllm.auto import load_auto
 
-        return load_auto(
-            context=context, runtime=runtime, offline=offline, progress=progress, hardware=hardware, threads=threads
+        llm = load_auto(
+            context=context,
+            runtime=runtime,
+            offline=offline,
+            progress=progress,
+            hardware=hardware,
+            threads=threads,
+            workload=workload,
+            parallel=parallel,
         )
-    resolved = resolve(model, context=context, runtime=runtime, hardware=hardware, threads=threads)
+        return reopen_for(llm, parallel, hardware)  # the starter (no plan) is opened for one sequence
+    resolved = resolve(
+        model,
+        context=context,
+        runtime=runtime,
+        hardware=hardware,
+        threads=threads,
+        workload=workload,
+        parallel=parallel,
+    )
     plan, placement = resolved.plan, resolved.placement
+    if parallel is not None and placement.n_seq != parallel:  # the planner sized it for fewer (or did not)
+        placement = replace(placement, n_seq=parallel)
     if plan is not None:
         _refuse_unfit(plan, force)
     else:  # a local GGUF the planner cannot size: llama.cpp may still run it
