@@ -1,7 +1,7 @@
 """Batch decoding against the same prompts run one after another: aggregate decode tokens/s.
 
     python benchmarks/bench_batch.py [--threads 2] [--tokens 64] [--sizes 1,2,4,8,16]
-        [--smollm2 PATH] [--onnx FOLDER] [--skip-1b] [--ctx 256]
+        [--smollm2 PATH] [--onnx FOLDER] [--skip-1b] [--ctx 256] [--no-save]
 
 Models: the Llama-3.2-1B-shaped random-weight Q4_K_M (built and cached as
 benchmarks/bench_llamacpp.py does, under benchmarks/.bench/), the real SmolLM2-135M-Instruct
@@ -19,6 +19,10 @@ Each configuration is a fresh Python process:
 ms/step is the time one decode step takes at that size (N / aggregate tokens/s): the compute
 per step, which is what limits the speedup once it grows with N. Greedy outputs of every
 batch item are checked identical to the sequential run of the same prompt.
+
+Each llama.cpp batch size measured is kept in this machine's calibration file
+(calibration.BatchRecord: file, sequences, threads, aggregate tokens/s, ms/step) unless
+--no-save; the planner then picks N for that file from these numbers.
 """
 
 from __future__ import annotations
@@ -93,9 +97,10 @@ else:
         t_end = time.perf_counter()
         started = max(f for f in first if f is not None)
         window = sum(k for at, k in stamps if at > started)
-        n_seq = llm.info.placement.n_seq
+        pl = llm.info.placement
     agg = window / (t_end - started) if t_end > started else 0.0
-    print(json.dumps({"items": [{"tokens": t} for t in toks], "agg_tps": agg, "wall_s": t_end - t0, "n_seq": n_seq}))
+    print(json.dumps({"items": [{"tokens": t} for t in toks], "agg_tps": agg, "wall_s": t_end - t0,
+                      "n_seq": pl.n_seq, "n_gpu_layers": pl.n_gpu_layers, "n_ctx": pl.n_ctx}))
 """
 
 
@@ -141,7 +146,33 @@ def bench_model(label: str, path: Path, args: argparse.Namespace, runtime: str |
             f"{b['wall_s']:>9.1f}/{seq_wall:<9.1f}  {note}"
         )
         say(rows[-1])
+        if args.save and runtime is None and b["n_seq"] == n and not diff and b["agg_tps"] > 0:
+            keep(path, n, b, args)
     return rows
+
+
+def keep(path: Path, n: int, b: dict, args: argparse.Namespace) -> None:
+    """Keep one measured batch size in this machine's calibration file, for the planner."""
+    from datetime import datetime, timezone
+
+    import localllm
+    from localllm.calibration import BatchRecord, save_batch
+
+    st = path.stat()
+    record = BatchRecord(
+        path=os.path.abspath(path),  # as planner.machine.batches_of matches it
+        file_size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        n_seq=n,
+        n_threads=args.threads,
+        n_gpu_layers=b["n_gpu_layers"],
+        n_ctx=b["n_ctx"],
+        aggregate_tps=b["agg_tps"],
+        step_ms=1000 * n / b["agg_tps"],
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        model=path.name,
+    )
+    save_batch(localllm.probe(), record)
 
 
 def main() -> int:
@@ -154,6 +185,7 @@ def main() -> int:
     ap.add_argument("--onnx", type=Path, help="an ONNX model folder to run too")
     ap.add_argument("--skip-1b", action="store_true", help="leave out the Llama-3.2-1B-shaped model")
     ap.add_argument("--skip-smollm2", action="store_true")
+    ap.add_argument("--no-save", dest="save", action="store_false", help="keep no calibration records")
     args = ap.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
     if max(args.sizes) > len(PROMPTS):

@@ -3,9 +3,13 @@
 One JSON file per machine under `<home>/machines/<key>.json`, where the key is derived
 from the hardware facts that decide speed (CPU, cores, RAM, GPUs), so a profile or a
 hand-built Hardware never picks up this machine's numbers. The planner takes a
-`Calibration` value and prefers its measured decode speed to the bandwidth formula.
+`Calibration` value and prefers its measured decode speed to the bandwidth formula, and
+its measured batch throughput (benchmarks/bench_batch.py) to the batch prediction.
 
-    {"key": ..., "bandwidth": {...}, "bench": [{...}, ...]}
+    {"key": ..., "bandwidth": {...}, "bench": [{...}, ...], "loads": [...], "batch": [...]}
+
+Every section is optional and records ignore fields they do not know, so files written by
+older versions (without "batch") load as they are.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "BandwidthRecord",
+    "BatchRecord",
     "BenchRecord",
     "Calibration",
     "ExtraBuffersVerdict",
@@ -33,6 +38,7 @@ __all__ = [
     "machine_key",
     "model_signature",
     "save_bandwidth",
+    "save_batch",
     "save_bench",
     "save_extra_buffers",
     "save_load",
@@ -55,6 +61,8 @@ WEIGHT_MATCH_TOLERANCE = 0.03
 MAX_BENCH_RECORDS = 200
 # Load records kept per machine (newest win; one per file and placement).
 MAX_LOAD_RECORDS = 200
+# Batch records kept per machine (newest win; one per file, sequences, threads and layers).
+MAX_BATCH_RECORDS = 200
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,28 @@ class LoadRecord:
     extra_buffers: bool
     resident_bytes: int
     date: str
+
+    def same_file(self, path: str, file_size: int, mtime_ns: int) -> bool:
+        return (self.path, self.file_size, self.mtime_ns) == (path, file_size, mtime_ns)
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """Aggregate decode speed of `n_seq` sequences decoded together from one local file, measured
+    by benchmarks/bench_batch.py (the window where all of them decode; prompt reading outside it)."""
+
+    path: str  # absolute
+    file_size: int
+    mtime_ns: int
+    n_seq: int
+    n_threads: int
+    n_gpu_layers: int  # as a Placement holds it (-1: everything)
+    n_ctx: int  # context of each sequence
+    aggregate_tps: float  # decode tokens/s of all the sequences together
+    step_ms: float  # one decode step for all of them (n_seq / aggregate_tps)
+    date: str  # ISO date
+    runtime: str = "llama.cpp"
+    model: str = ""  # file name, for people
 
     def same_file(self, path: str, file_size: int, mtime_ns: int) -> bool:
         return (self.path, self.file_size, self.mtime_ns) == (path, file_size, mtime_ns)
@@ -142,6 +172,7 @@ class Calibration:
     bench: tuple[BenchRecord, ...] = field(default=())
     extra_buffers: ExtraBuffersVerdict | None = None  # the trial of the installed build, when run
     loads: tuple[LoadRecord, ...] = field(default=())
+    batch: tuple[BatchRecord, ...] = field(default=())
 
     def lookup(
         self, family: Family, weight_bytes: int, *, n_threads: int | None = None, n_gpu_layers: int | None = None
@@ -206,6 +237,12 @@ def load_calibration(hw: Hardware) -> Calibration:
             loads.append(LoadRecord(**_known(LoadRecord, item)))
         except (TypeError, ValueError):
             _log().warning("ignoring a malformed load record in %s", path)
+    batch = []
+    for item in data.get("batch", ()):
+        try:
+            batch.append(BatchRecord(**_known(BatchRecord, item)))
+        except (TypeError, ValueError):
+            _log().warning("ignoring a malformed batch record in %s", path)
     verdict = None
     eb = data.get("extra_buffers")
     if isinstance(eb, dict):
@@ -214,7 +251,12 @@ def load_calibration(hw: Hardware) -> Calibration:
         except (TypeError, ValueError):
             _log().warning("ignoring a malformed extra-buffers verdict in %s", path)
     return Calibration(
-        key=machine_key(hw), bandwidth=bandwidth, bench=tuple(records), extra_buffers=verdict, loads=tuple(loads)
+        key=machine_key(hw),
+        bandwidth=bandwidth,
+        bench=tuple(records),
+        extra_buffers=verdict,
+        loads=tuple(loads),
+        batch=tuple(batch),
     )
 
 
@@ -228,6 +270,21 @@ def save_load(hw: Hardware, record: LoadRecord) -> Path:
             r for r in data.get("loads", ()) if not (isinstance(r, dict) and all(r.get(k) == mine[k] for k in same))
         ]
         data["loads"] = (kept + [mine])[-MAX_LOAD_RECORDS:]
+
+    return _update(hw, change)
+
+
+def save_batch(hw: Hardware, record: BatchRecord) -> Path:
+    """Keep a measured batch throughput, replacing an older one of the same file, sequences,
+    threads, layers and runtime; returns the file."""
+    same = ("path", "file_size", "mtime_ns", "n_seq", "n_threads", "n_gpu_layers", "runtime")
+    mine = asdict(record)
+
+    def change(data: dict[str, Any]) -> None:
+        kept = [
+            r for r in data.get("batch", ()) if not (isinstance(r, dict) and all(r.get(k) == mine[k] for k in same))
+        ]
+        data["batch"] = (kept + [mine])[-MAX_BATCH_RECORDS:]
 
     return _update(hw, change)
 

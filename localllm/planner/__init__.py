@@ -23,7 +23,7 @@ from __future__ import annotations
 from localllm.estimator import MemoryEstimate
 from localllm.placement import KV_TYPES, RUNTIMES
 from localllm.planner.api import fit_table, plan, plan_among, plan_local
-from localllm.planner.batch import BATCH_GAIN_MIN, batch_throughput
+from localllm.planner.batch import BATCH_NEAR_BEST, batch_throughput
 from localllm.planner.machine import (
     APPLE_WORKING_SET_FRACTION,
     DEFAULT_THREADS,
@@ -53,7 +53,7 @@ __all__ = [
     "APPLE_WORKING_SET_FRACTION",
     "BATCH_CONTEXT",
     "BATCH_CONTEXT_FLOOR",
-    "BATCH_GAIN_MIN",
+    "BATCH_NEAR_BEST",
     "CONTEXT_FLOOR",
     "DEFAULT_CONTEXT",
     "DEFAULT_THREADS",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from localllm.calibration import Calibration, LoadRecord, load_calibration
+from localllm.calibration import BatchRecord, Calibration, LoadRecord, load_calibration
 from localllm.errors import InvalidOptionError, InvalidOptionTypeError
 from localllm.hardware import GPUInfo, Hardware
 from localllm.placement import KV_TYPES, KVType, Runtime
@@ -25,6 +25,7 @@ __all__ = [
     "Machine",
     "RAM_FRACTION",
     "Request",
+    "batches_of",
     "calibration_for",
     "gpu_api",
     "loads_of",
@@ -201,6 +202,20 @@ def loads_of(path: str, calibration: Calibration) -> tuple[LoadRecord, ...]:
         return ()
     where = os.path.abspath(path)
     return tuple(r for r in calibration.loads if r.same_file(where, st.st_size, st.st_mtime_ns))
+
+
+def batches_of(path: str | None, m: Machine) -> tuple[BatchRecord, ...]:
+    """The measured batch throughputs of this very file (same path, size and modification
+    time) at the machine's decode threads; none for a catalog variant or a moved file."""
+    cal = m.calibration
+    if path is None or cal is None or not cal.batch:
+        return ()
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    where = os.path.abspath(path)
+    return tuple(r for r in cal.batch if r.same_file(where, st.st_size, st.st_mtime_ns) and r.n_threads == m.threads)
 
 
 def gpu_api(g: GPUInfo) -> str | None:
