@@ -19,7 +19,7 @@ from localllm.units import GIB
 MEASURED_1B = {1: 32.8, 2: 35.8, 4: 45.7, 8: 50.9, 16: 88.5}
 
 
-def _box(*, cores: int = 2, bandwidth: float = 20.0) -> Hardware:
+def _box(*, cores: int = 2, bandwidth: float | None = 20.0) -> Hardware:
     # name None: planned like a live probe, so this machine's calibration file is read
     return Hardware(
         os="linux",
@@ -133,3 +133,9 @@ def test_the_compute_gain_follows_the_measured_table():
     assert BATCH_COMPUTE_GAIN[4] < compute_gain(6) < BATCH_COMPUTE_GAIN[8]
     assert compute_gain(256) == BATCH_COMPUTE_GAIN[max(BATCH_COMPUTE_GAIN)]
     assert max(BATCH_COMPUTE_GAIN) == MAX_PARALLEL
+
+
+def test_without_a_bandwidth_figure_the_prediction_still_takes_more_than_one(tiny_gguf):
+    hw = _box(bandwidth=None)
+    p = plan_for(tiny_gguf, hardware=hw, workload="batch")
+    assert p.n_seq > 1 and p.aggregate_tokens_per_s is not None

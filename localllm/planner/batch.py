@@ -101,8 +101,11 @@ def batch_throughput(v: Variant, est: MemoryEstimate, m: Machine, n_seq: int | N
         tps, basis = speed(v, _with_seqs(est, 1), m)
         return tps, basis
     t_mem, mem_basis = _memory_time(v, _with_seqs(est, n), m)
-    if t_mem is None:
-        return None, mem_basis
+    if t_mem is None:  # no bus figure: a step takes at least one sequence's decode step (the threads' rate)
+        tps1, _ = speed(v, _with_seqs(est, 1), m)
+        if not tps1:
+            return None, mem_basis
+        t_mem, mem_basis = 1.0 / tps1, f"at least one sequence's {tps1:.1f} steps/s (memory bandwidth unknown)"
     t_comp, comp_basis = _compute_time(v, est, m, n)
     if t_comp is None or t_comp <= t_mem:
         bound = f"memory-bound: each step reads the weights once for all {n}" if n > 1 else "memory-bound"

@@ -241,7 +241,7 @@ def _batch_line(p: Plan) -> str:
     if p.aggregate_tokens_per_s is None:
         return f"{head}; throughput not predicted ({p.aggregate_basis or p.tokens_per_s_basis})"
     each = p.per_sequence_tokens_per_s or 0.0
-    how = "" if p.aggregate_basis.startswith("measured") else "predicted "  # a bench_batch record
+    how = " " if p.aggregate_basis.startswith("measured") else ", predicted "  # a bench_batch record: no "predicted"
     return (
-        f"{head}; ~{p.aggregate_tokens_per_s:.1f} tokens/s in all, ~{each:.1f} per sequence, {how}({p.aggregate_basis})"
+        f"{head}; ~{p.aggregate_tokens_per_s:.1f} tokens/s in all, ~{each:.1f} per sequence{how}({p.aggregate_basis})"
     )
