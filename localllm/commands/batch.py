@@ -9,8 +9,10 @@ JSON, a bad option, a template error or a prompt too long fail their own line on
 
 With -o, results are appended to OUT as the lines finish, in input order, and a rerun with
 the same OUT skips the lines already there (by id, or by index): an interrupted job resumes.
-Items cancelled by Ctrl-C are not written, so they run next time. Progress (items done,
-aggregate tokens/s) goes to stderr.
+Items cancelled by Ctrl-C are not written, so they run next time. A line that failed is
+written as an error row and counts as done (OUT stays append-only, one row per line): fix the
+input and delete its row from OUT to run it again. Progress (items done, aggregate tokens/s)
+goes to stderr.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def register(sub) -> None:
         description='Load MODEL and answer every line of INPUT (JSONL: {"prompt": ...} or '
         '{"messages": [...]}, optional "id", "max_tokens", "stop", "seed"), several '
         "sequences at once. Results go to OUT (or stdout) in input order; rerunning with "
-        "the same OUT skips the lines already done.",
+        "the same OUT skips the lines already done (a failed line too: delete its error row to retry it).",
     )
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("input", metavar="INPUT.jsonl", help="one prompt or conversation per line; '-' reads stdin")
