@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from localllm.commands.plan import MODEL_HELP, context_arg
-from localllm.commands.run import _auto_lines, _positive, _progress
+from localllm.commands.plan import MODEL_HELP
+from localllm.commands.run import _auto_lines, _positive, _progress, add_load_options, add_sampling_options
 from localllm.errors import InvalidOptionError, InvalidOptionTypeError, LocalLLMError
 
 # Per-line options a record may carry; the rest of the sampling options come from the command line.
@@ -51,19 +51,8 @@ def register(sub) -> None:
     )
     p.add_argument("--raw", action="store_true", help="complete prompts as plain text (no chat template)")
     p.add_argument("--system", metavar="TEXT", help="system message for prompt lines (not with --raw)")
-    p.add_argument("--max-tokens", type=int, metavar="N", help="stop each item after N tokens (default 512)")
-    p.add_argument("--temperature", type=float, metavar="T", help="0 is greedy (default 0.8)")
-    p.add_argument("--seed", type=int, metavar="N", help="make sampling reproducible (a line's own seed wins)")
-    p.add_argument("--top-k", type=int, metavar="K")
-    p.add_argument("--top-p", type=float, metavar="P")
-    p.add_argument("--min-p", type=float, metavar="P")
-    p.add_argument("--repeat-penalty", type=float, metavar="R")
-    p.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
-    p.add_argument("--ctx", type=context_arg, metavar="N", help="context window of each sequence, in tokens")
-    p.add_argument("--threads", type=_positive, metavar="N", help="CPU threads (default: the plan's)")
-    p.add_argument("--runtime", choices=("llama.cpp", "onnxruntime"), help="override the planner's runtime")
-    p.add_argument("--offline", action="store_true", default=None, help="never touch the network")
-    p.add_argument("--force", action="store_true", help="load even if the plan predicts it will not fit")
+    add_sampling_options(p, each="each item ")
+    add_load_options(p, ctx_help="context window of each sequence, in tokens")
     p.set_defaults(func=run)
 
 

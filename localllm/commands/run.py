@@ -35,15 +35,28 @@ def register(sub) -> None:
     # the default since chat became it; kept so older scripts that pass it still run
     p.add_argument("--chat", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--system", metavar="TEXT", help="system message (not with --raw)")
-    p.add_argument("--max-tokens", type=int, metavar="N", help="stop after N tokens (default 512)")
+    add_sampling_options(p)
+    add_load_options(p)
+    p.add_argument("--json", action="store_true", help="print the full result with timings as JSON")
+    p.set_defaults(func=run)
+
+
+def add_sampling_options(p, *, each: str = "") -> None:
+    """The sampling flags `run` and `batch` share (read back by `_options`); `each` words them per item."""
+    p.add_argument("--max-tokens", type=int, metavar="N", help=f"stop {each}after N tokens (default 512)")
     p.add_argument("--temperature", type=float, metavar="T", help="0 is greedy (default 0.8)")
     p.add_argument("--top-k", type=int, metavar="K")
     p.add_argument("--top-p", type=float, metavar="P")
     p.add_argument("--min-p", type=float, metavar="P")
     p.add_argument("--repeat-penalty", type=float, metavar="R")
-    p.add_argument("--seed", type=int, metavar="N", help="make sampling reproducible")
+    seed_help = "make sampling reproducible" + (" (a line's own seed wins)" if each else "")
+    p.add_argument("--seed", type=int, metavar="N", help=seed_help)
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
-    p.add_argument("--ctx", type=context_arg, metavar="N", help="context window in tokens")
+
+
+def add_load_options(p, *, ctx_help: str = "context window in tokens") -> None:
+    """The loading flags `run` and `batch` share: context, threads, runtime, offline, force."""
+    p.add_argument("--ctx", type=context_arg, metavar="N", help=ctx_help)
     p.add_argument(
         "--threads",
         type=_positive,
@@ -53,8 +66,6 @@ def register(sub) -> None:
     p.add_argument("--runtime", choices=("llama.cpp", "onnxruntime"), help="override the planner's runtime")
     p.add_argument("--offline", action="store_true", default=None, help="never touch the network")
     p.add_argument("--force", action="store_true", help="load even if the plan predicts it will not fit")
-    p.add_argument("--json", action="store_true", help="print the full result with timings as JSON")
-    p.set_defaults(func=run)
 
 
 def _positive(text: str) -> int:
