@@ -14,7 +14,7 @@ import difflib
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -277,7 +277,32 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         mtime = p.stat().st_mtime_ns
     except OSError as exc:
         raise CatalogError(f"cannot read model catalog {str(p)!r}: {exc.strerror}", path=str(p)) from None
-    return _load(str(p), mtime)
+    if path is not None:  # a catalog given by path is taken as written
+        return _load(str(p), mtime)
+    from localllm import catalog_facts
+
+    return _with_facts(str(p), mtime, catalog_facts.stamp())
+
+
+@lru_cache(maxsize=8)
+def _with_facts(path: str, mtime_ns: int, stamp: tuple[str, int]) -> Catalog:
+    """The bundled catalog with the sizes and sha256 the Hub verified at first download
+    (localllm.catalog_facts) in place of estimates; `stamp` keys the cache to that file."""
+    catalog = _load(path, mtime_ns)
+    if not stamp[1]:
+        return catalog
+    from localllm import catalog_facts
+
+    facts = catalog_facts.read()
+    if not facts:
+        return catalog
+    variants = []
+    for v in catalog.variants:
+        fact = facts.get((v.repo or "", v.filename or "")) if v.format == "gguf" else None
+        if fact is not None and (v.size_estimated or v.sha256 is None or v.size != fact[0]):
+            v = replace(v, size=fact[0], sha256=fact[1], size_estimated=False)
+        variants.append(v)
+    return replace(catalog, variants=tuple(variants))
 
 
 @lru_cache(maxsize=8)

@@ -422,6 +422,11 @@ def _from_hub(variant: VariantLike, progress: ProgressCallback | None, force_dow
         cause = exc.__cause__
         exc.tried = (f"hub ({file_url(variant)}): {_why(cause) if cause is not None else exc}",)
         raise
+    if got.verified_by == "hub" and got.sha256:  # the Hub's own figures, checked: the catalog's from now on
+        from localllm import catalog_facts
+
+        repo, filename = source_of(variant)
+        catalog_facts.record(repo, filename, target.stat().st_size, got.sha256)
     return Pulled(
         target,
         downloaded=True,
