@@ -66,15 +66,6 @@ NOT_GENERATIVE = frozenset(
     {"bert", "modern-bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2", "jina-bert-v3", "t5encoder"}
 )
 
-# llama.cpp's llama_ftype (general.file_type): the quant a file was made as
-_FILE_TYPES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
-    12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
-    19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL",
-    26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16",
-    36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE",
-}  # fmt: skip
-
 
 @dataclass(frozen=True)
 class DiskModel:
@@ -137,7 +128,7 @@ def _disk_variant(path: str, size: int, mtime_ns: int, name: str, catalog: Catal
 
 
 def _read_variant(path: Path, name: str, catalog: Catalog) -> Variant | None:
-    from localllm.quantmix import gguf_weights
+    from localllm.quantmix import file_type_quant, gguf_weights
     from localllm.validate import GGUFInfo, validate_model_path
 
     try:
@@ -157,8 +148,7 @@ def _read_variant(path: Path, name: str, catalog: Catalog) -> Variant | None:
     display = general if isinstance(general, str) and general.strip() else Path(name).name
     quality, basis = rate(family, catalog)
     family = replace(family, display_name=display[:80], quality=quality, quality_source=basis)
-    ftype = info.metadata.get("general.file_type")
-    quant = _FILE_TYPES.get(ftype, "local") if isinstance(ftype, int) else "local"
+    quant = file_type_quant(info.metadata.get("general.file_type")) or "local"
     # the quant's perplexity cost, as the catalog's variants of that quant carry it
     penalty = next((c.quality_penalty for c in catalog.variants if c.quant == quant and c.format == "gguf"), 0.0)
     v = local_variant(

@@ -32,7 +32,7 @@ from localllm.errors import GenerationError, InvalidModelError
 from localllm.hardware.detect import probe
 from localllm.model import Model
 from localllm.planner import plan_local
-from localllm.quantmix import gguf_weights
+from localllm.quantmix import file_type_quant, gguf_weights
 from localllm.runtimes import load_engine
 from localllm.validate import validate_gguf
 
@@ -48,19 +48,8 @@ DEFAULT_GEN_TOKENS = 64  # enough decode steps for a stable rate
 DEFAULT_REPEAT = 3
 CHILD_TIMEOUT_S = 1800  # one repetition; a 1B model on two busy cores takes well under a minute
 
-# llama.cpp's LLAMA_FTYPE_MOSTLY_* (general.file_type) for the quants the planner knows
-_FILE_TYPES = {
-    0: "F32",
-    1: "F16",
-    2: "Q4_0",
-    7: "Q8_0",
-    10: "Q2_K",
-    12: "Q3_K_M",
-    15: "Q4_K_M",
-    17: "Q5_K_M",
-    18: "Q6_K",
-    32: "BF16",
-}
+# the quants of localllm.quantmix.FILE_TYPES (a GGUF's general.file_type) the planner knows
+_PLANNER_QUANTS = frozenset({"F32", "F16", "Q4_0", "Q8_0", "Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "BF16"})
 
 _WORDS = [
     "the",
@@ -430,7 +419,8 @@ def measure_once(
 
 def _quant_name(file_type: object) -> str:
     """The quant name of a GGUF general.file_type, "local" for one the planner does not know."""
-    return _FILE_TYPES.get(file_type, "local") if isinstance(file_type, int) else "local"
+    quant = file_type_quant(file_type)
+    return quant if quant in _PLANNER_QUANTS else "local"
 
 
 def _prompt_of(model: Model, n_tokens: int, limit: int) -> str:

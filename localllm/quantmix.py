@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "FALLBACK",
+    "FILE_TYPES",
     "FTYPE_DEFAULT",
     "QK_K",
     "QUANTS",
@@ -30,6 +31,7 @@ __all__ = [
     "TensorInfo",
     "block_of",
     "facts",
+    "file_type_quant",
     "gguf_weights",
     "quantized_tensors",
     "tensor_bytes",
@@ -37,6 +39,21 @@ __all__ = [
     "tensors",
     "use_more_bits",
 ]
+
+# llama.cpp's llama_ftype (a GGUF's general.file_type): the quant a file was made as
+FILE_TYPES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+    12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
+    19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL",
+    26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16",
+    36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE",
+}  # fmt: skip
+
+
+def file_type_quant(file_type: object) -> str | None:
+    """The quant name of a GGUF general.file_type value ("Q4_K_M"), None when it names none."""
+    return FILE_TYPES.get(file_type) if isinstance(file_type, int) else None
+
 
 QK_K = 256
 # ggml type -> (block size in weights, bytes per block): ggml-common.h block structs
