@@ -105,7 +105,7 @@ def _pick_variant(name: str):
     from localllm.catalog import Variant, load_catalog
     from localllm.hub import parse_ref
     from localllm.planner import plan
-    from localllm.resolve import local_model_path, resolve
+    from localllm.resolve import is_auto, local_model_path, resolve
     from localllm.store import discover
 
     path = local_model_path(name)
@@ -129,7 +129,7 @@ def _pick_variant(name: str):
         assert r.plan is not None  # a Hub model is always planned
         return r.plan.variant, True
     catalog = load_catalog()
-    found = None if name.strip().lower() == "auto" else catalog.find(name)
+    found = None if is_auto(name) else catalog.find(name)
     if isinstance(found, Variant):
         return found, False
     return plan(name, catalog=catalog).variant, False
