@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 
 import pytest
-from test_package_source import MEMBER, PACKAGE, VERSION, WHEEL, build_wheel, index  # noqa: F401  (fixture)
+from test_package_source import MEMBER, PACKAGE, VERSION, WHEEL, PkgVariant, build_wheel, index  # noqa: F401  (fixture)
 from test_store import FILENAME, REPO, hub  # noqa: F401  (fixture)
 
 from localllm import store
@@ -22,18 +22,11 @@ from localllm.store import download as store_download
 
 
 @dataclass(frozen=True)
-class BothVariant:
+class BothVariant(PkgVariant):
     """A file on the Hub and inside a wheel on the package index."""
 
-    size: int
-    sha256: str
-    name: str = "smol:q4_1"
     repo: str | None = REPO
     filename: str | None = FILENAME
-    path: str | None = None
-    package: str | None = PACKAGE
-    package_version: str | None = VERSION
-    package_file: str | None = MEMBER
 
 
 @pytest.fixture
