@@ -77,13 +77,10 @@ class DiskModel:
     variant: Variant  # planned from its own header; variant.path is the file
 
 
-def candidates(catalog: Catalog | None = None, *, disk: bool = True) -> list[Variant]:
-    """Catalog variants (not the built-in starter) and, with `disk`, the models found on disk."""
+def candidates(catalog: Catalog | None = None) -> list[Variant]:
+    """Catalog variants (not the built-in starter) and the models found on disk."""
     catalog = catalog or load_catalog()
-    out = [v for v in catalog.variants if not v.packaged]
-    if disk:
-        out += [m.variant for m in disk_models(catalog)]
-    return out
+    return [v for v in catalog.variants if not v.packaged] + [m.variant for m in disk_models(catalog)]
 
 
 def disk_models(catalog: Catalog | None = None) -> list[DiskModel]:
