@@ -39,7 +39,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from localllm.errors import InvalidModelError
-from localllm.formats import gguf, gguf_rules, gguf_tokenizer
+from localllm.formats import gguf, gguf_memo, gguf_rules, gguf_tokenizer
 from localllm.formats.gguf import ADVICE, GGML_TYPES, GGUF_MAGIC, HEADER_BYTES, GGUFArray, GGUFInfo, TensorInfo
 from localllm.formats.gguf_reader import NeedMore, map_file
 
@@ -329,10 +329,14 @@ def validate_gguf(path: str | os.PathLike) -> GGUFInfo:
     p = Path(path)
     with ExitStack() as stack:
         try:
-            size = p.stat().st_size
             f = stack.enter_context(open(p, "rb"))
+            st = os.fstat(f.fileno())  # the file opened, whatever the path points at later
         except OSError as exc:
             raise InvalidModelError(f"{p}: cannot read the file ({exc.strerror or exc}).", path=str(p)) from exc
+        known = gguf_memo.recall(p, st)
+        if known is not None:  # this very file passed these rules before
+            return known
+        size = st.st_size
         if size < HEADER_BYTES:
             head = f.read(4)
             if not head:
@@ -348,6 +352,7 @@ def validate_gguf(path: str | os.PathLike) -> GGUFInfo:
         info, layout = gguf.parse(mm, size, p)
         _check_architecture(info, p)
         _check_rules(p, info, layout)
+        gguf_memo.remember(info, st)
         return info
 
 
