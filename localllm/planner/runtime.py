@@ -227,6 +227,9 @@ def _measure_hint(llama: Plan, onnx: Plan, hw: Hardware | None) -> str | None:
     """On a CPU where ONNX Runtime's int4 kernels may be faster, and both would run on it: say how to measure."""
     if hw is None or llama.where != "cpu" or onnx.where != "cpu" or not onnx.fits:
         return None
+    local = bool(llama.variant.path and onnx.variant.path)
+    if not local and llama.variant.family.name != onnx.variant.family.name:
+        return None  # "auto" weighed two different models: no one comparison to suggest
     if onnx.variant.quant.upper() not in _INT4_QUANTS and onnx.variant.quant != "local":
         return None
     if llama.variant.quant.upper() not in _K_QUANTS and llama.variant.quant != "local":
@@ -235,8 +238,7 @@ def _measure_hint(llama: Plan, onnx: Plan, hw: Hardware | None) -> str | None:
     if why is None:
         return None
     # a local pair is measured by its paths, a catalog family by its name
-    what = f"{llama.variant.path} {onnx.variant.path}" if llama.variant.path and onnx.variant.path else None
-    what = what or llama.variant.family.name
+    what = f"{llama.variant.path} {onnx.variant.path}" if local else llama.variant.family.name
     return (
         f"not measured here: {why}, so ONNX Runtime may decode faster; `localllm bench --runtimes {what}` "
         "measures both and later plans take the faster"

@@ -152,6 +152,10 @@ def test_without_measurements_llama_cpp_is_kept_with_a_hint_only_where_vnni_coul
     # ggml's Q8_0 kernels use VNNI too: no hint for it
     p = planner.plan_among([q8, int4], hardware=_hw(), calibration=Calibration(), auto=False)
     assert p.runtime == "llama.cpp" and not any("not measured here" in r for r in p.reasons)
+    # two different models ("auto" weighs the whole catalog): no one comparison to suggest
+    other = next(v for v in cat.variants_of("llama-3.2-1b-instruct") if v.name.endswith("onnx-q4"))
+    p = planner.plan_among([k_quant, other], hardware=_hw(), calibration=Calibration(), auto=False)
+    assert p.runtime == "llama.cpp" and not any("not measured here" in r for r in p.reasons)
 
 
 @pytest.mark.parametrize("runtime", ["llama.cpp", "onnxruntime"])
