@@ -16,9 +16,11 @@ winner depends on the files as much as on the CPU:
   896) falls back to Q5_0/Q8_0, and a tied output stays Q8_0, which an int4 export reads at
   about half the bytes.
 
-Measured here (benchmarks/bench_runtimes.py, random weights, 1 thread, AVX-512 VNNI EPYC,
-machine shared): int4 level 4 over Q4_K_M 0.97x (SmolLM2-135M shape) and 1.27x (Qwen2.5-0.5B
-shape), over Q4_0 0.74x and 0.87x. So ONNX Runtime can win against a K-quant GGUF on a VNNI
+Measured here (benchmarks/bench_runtimes.py, random weights, 1 thread, 3-5 alternating runs
+each, AVX-512 VNNI EPYC shared with other work, load average 2-6): int4 at level 4 over
+Q4_K_M decoded 0.92-0.97x (SmolLM2-135M shape) and 1.17-1.27x (Qwen2.5-0.5B shape, whose
+"Q4_K_M" is mostly Q5_0 with a Q8_0 output); over Q4_0 0.74x and 0.87-0.90x; level 0 decoded
+at about 0.6x level 4. So ONNX Runtime can win against a K-quant GGUF on a VNNI
 CPU and loses to Q4_0: a plan on such a CPU says so and how to measure (`onnx_cpu_hint`), and
 keeps llama.cpp. What would change the rule: comparisons from CPUs without VNNI and with AMX
 (each RuntimeRecord keeps the CPU's kernel flags), and ONNX exports whose accuracy level the
@@ -101,16 +103,16 @@ def onnx_may_accelerate(hw: Hardware) -> bool:
 
 
 def onnx_cpu_hint(hw: Hardware) -> str | None:
-    """Why ONNX Runtime may decode an int4 export faster than llama.cpp's K-quants on this CPU, or
-    None: the CPU has VNNI dot products (AVX-512 VNNI or AVX-VNNI), which ONNX Runtime's int4
-    kernels with int8 compute use and ggml's K-quant kernels do not."""
+    """Why ONNX Runtime may decode an int4 export faster than a K-quant GGUF on this CPU, or None:
+    the CPU has VNNI dot products (AVX-512 VNNI or AVX-VNNI), which ONNX Runtime's int4 kernels
+    with int8 compute use and ggml's K-quant kernels do not (see the module docstring)."""
     flags = {f.lower() for f in hw.cpu.flags}
     have = [name for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI")) if flag in flags]
     if not have:
         return None
     return (
-        f"this CPU has {' and '.join(have)}, which ONNX Runtime's int4 kernels use and llama.cpp's "
-        "K-quant kernels do not"
+        f"this CPU has {' and '.join(have)}, where an int4 ONNX export decoded 0.9-1.3x as fast as a "
+        "K-quant GGUF of the same shape in localllm's measurements"
     )
 
 

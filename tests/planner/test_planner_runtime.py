@@ -148,7 +148,7 @@ def test_without_measurements_llama_cpp_is_kept_with_a_hint_only_where_vnni_coul
         reason = next(r for r in p.reasons if r.startswith("runtime llama.cpp: preferred"))
         assert ("not measured here" in reason) is hinted
         if hinted:
-            assert f"localllm bench --runtimes {QWEN}" in reason and "K-quant kernels do not" in reason
+            assert f"localllm bench --runtimes {QWEN}" in reason and "K-quant GGUF" in reason
     # ggml's Q8_0 kernels use VNNI too: no hint for it
     p = planner.plan_among([q8, int4], hardware=_hw(), calibration=Calibration(), auto=False)
     assert p.runtime == "llama.cpp" and not any("not measured here" in r for r in p.reasons)
