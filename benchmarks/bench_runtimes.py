@@ -62,7 +62,7 @@ def quantize_int4(src: Path, accuracy_level: int) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    dst = src.with_name(src.name.replace("-fp32-", f"-int4-acc{accuracy_level}-"))
+    dst = _int4_folder(src, accuracy_level)
     if (dst / "onnx" / "model.onnx").is_file():
         return dst
     print(f"quantizing {src.name} to 4-bit MatMulNBits (accuracy_level {accuracy_level}) ...", file=sys.stderr)
@@ -138,6 +138,10 @@ def quantize_int4(src: Path, accuracy_level: int) -> Path:
     return dst
 
 
+def _int4_folder(fp32: Path, accuracy_level: int) -> Path:
+    return fp32.with_name(fp32.name.replace("-fp32-", f"-int4-acc{accuracy_level}-"))
+
+
 def _int4_blocks(w):
     """(packed uint8 [N, K/32, 16], scales float32 [N * K/32]) of a MatMul weight w [K, N]:
     symmetric 4-bit per block of 32 along K, stored with the default zero point 8, two values
@@ -178,8 +182,11 @@ def main(argv: list[str] | None = None) -> int:
 
     hw = probe()
     ggufs = {q: build_gguf(args.shape, q) for q in args.gguf.split(",")}
-    fp32 = build_onnx_fp32(args.shape, args.attention)
-    onnxs = {int(a): quantize_int4(fp32, int(a)) for a in args.accuracy.split(",")}
+    levels = [int(a) for a in args.accuracy.split(",")]
+    fp32 = CACHE / f"{args.shape}-onnx-fp32-{args.attention}"
+    if not all(_int4_folder(fp32, a).joinpath("onnx", "model.onnx").is_file() for a in levels):
+        fp32 = build_onnx_fp32(args.shape, args.attention)  # only while a quantized folder is missing
+    onnxs = {a: quantize_int4(fp32, a) for a in levels}
     rows = []
     for acc, folder in onnxs.items():
         for quant, gguf in ggufs.items():
