@@ -1,7 +1,8 @@
 """Measure a model on this machine and hold it against what the planner predicted.
 
 Each repetition runs in a fresh Python process (so load time and peak resident memory
-are those of one real load), which loads the file with localllm's own runtime, feeds a
+are those of one real load), which loads the file (a GGUF file, or an ONNX folder for
+`localllm bench --runtimes`: localllm.bench_runtimes) with localllm's own runtime, feeds a
 prompt of about `n_prompt` tokens and generates `n_gen` tokens greedily. The parent
 gathers the runs; `BenchResult` has the means, spreads and the planner's predictions
 (from its formulas, never from earlier measurements), and `record()` keeps the result
@@ -29,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 from localllm.calibration import BenchRecord, Calibration, load_calibration, model_signature, save_bench
 from localllm.catalog import family_from_gguf_metadata
 from localllm.errors import GenerationError, InvalidModelError
+from localllm.formats.onnx_folder import validate_onnx_folder
 from localllm.hardware.detect import probe
 from localllm.model import Model
-from localllm.planner import plan_local
+from localllm.planner import Plan, plan_local, plan_local_onnx
 from localllm.quantmix import file_type_quant, gguf_weights
 from localllm.runtimes import load_engine
 from localllm.validate import validate_gguf
@@ -41,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from localllm.hardware import Hardware
 
-__all__ = ["BenchResult", "Prediction", "RunMeasurement", "bench", "measure_once", "record"]
+__all__ = ["BenchResult", "Prediction", "RunMeasurement", "bench", "measure_in_child", "measure_once", "record"]
 
 DEFAULT_PROMPT_TOKENS = 128  # a short chat turn with some history
 DEFAULT_GEN_TOKENS = 64  # enough decode steps for a stable rate
@@ -277,27 +279,33 @@ def bench(
         raise InvalidModelError(f"bench measures a .gguf file; {str(p)!r} is not one", path=str(p))
     spec = {"path": str(p), "n_prompt": n_prompt, "n_gen": n_gen, "context": context, "threads": threads}
     if warmup:
-        _child({**spec, "n_prompt": 4, "n_gen": 2})
+        measure_in_child({**spec, "n_prompt": 4, "n_gen": 2})
     runs: list[RunMeasurement] = []
     first: dict[str, Any] | None = None
     for i in range(repeat):
-        out = _child(spec)
+        out = measure_in_child(spec)
         first = first or out
         run = RunMeasurement(**out["run"])
         runs.append(run)
         if progress is not None:
             progress(i, run)
     assert first is not None  # repeat >= 1
-    pred = first["predicted"]
+    return result_of(str(p), first, runs, n_prompt=n_prompt, n_gen=n_gen)
+
+
+def result_of(
+    model: str, first: dict[str, Any], runs: list[RunMeasurement], *, n_prompt: int, n_gen: int
+) -> BenchResult:
+    """A BenchResult from the runs of one model and the first child's report (its plan and prediction)."""
     return BenchResult(
-        model=str(p),
+        model=model,
         weight_bytes=first["weight_bytes"],
         signature=first["signature"],
         placement=first["placement"],
         n_prompt=n_prompt,
         n_gen=n_gen,
         runs=tuple(runs),
-        predicted=Prediction(**pred),
+        predicted=Prediction(**first["predicted"]),
         date=_dt.datetime.now().isoformat(timespec="seconds"),
     )
 
@@ -312,7 +320,13 @@ def record(result: BenchResult, hw: Hardware | None = None) -> Path | None:
     return save_bench(hw, result.to_record())
 
 
-def _child(spec: dict[str, Any]) -> dict[str, Any]:
+def measure_in_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """`measure_once` in a fresh Python process; its plain-data report. `spec` holds its arguments
+    (path, n_prompt, n_gen, context, threads).
+
+    Raises:
+        GenerationError: the child failed or ran past CHILD_TIMEOUT_S (its stderr is in the message).
+    """
     cmd = [sys.executable, "-m", "localllm.bench", json.dumps(spec)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
@@ -334,27 +348,13 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
 def measure_once(
     path: str | os.PathLike[str], *, n_prompt: int, n_gen: int, context: int | None = None, threads: int | None = None
 ) -> dict[str, Any]:
-    """One load + prompt + decode in this process (call it in a fresh one); plain data."""
+    """One load + prompt + decode in this process (call it in a fresh one); plain data.
+
+    `path` is a GGUF file (llama.cpp) or an ONNX folder or .onnx file (ONNX Runtime).
+    """
     rss_before = _peak_rss()
     p = Path(path)
-    info = validate_gguf(p)
-    tied = not any(t.name == "output.weight" for t in info.tensors)
-    family = family_from_gguf_metadata(info.metadata, name=p.stem, tied_embeddings=tied)
-    # the formula's prediction (with this machine's measured bandwidth), never an earlier
-    # measurement of this same model
-    hw = probe()
-    kept = load_calibration(hw)
-    plan = plan_local(
-        family,
-        weight_bytes=info.tensor_bytes,
-        path=str(p),
-        context=context,
-        hardware=hw,
-        quant=_quant_name(info.metadata.get("general.file_type")),
-        calibration=Calibration(bandwidth=kept.bandwidth, extra_buffers=kept.extra_buffers),
-        threads=threads,
-        weights=gguf_weights(info.tensors),
-    )
+    plan, weight_bytes = _plan_here(p, context=context, threads=threads)
     placement = plan.placement
     engine = load_engine(p, placement)
     with Model(engine, name=p.stem, path=p, placement=placement, plan=plan) as model:
@@ -412,9 +412,39 @@ def measure_once(
         "run": asdict(run),
         "predicted": asdict(pred),
         "placement": pl,
-        "weight_bytes": info.tensor_bytes,
-        "signature": model_signature(family),
+        "weight_bytes": weight_bytes,
+        "signature": model_signature(plan.variant.family),
+        "where": plan.where,
     }
+
+
+def _plan_here(p: Path, *, context: int | None, threads: int | None) -> tuple[Plan, int]:
+    """(the plan for a local file on this machine, its weight bytes). The prediction is the formula's
+    (with this machine's measured bandwidth), never an earlier measurement of this same model."""
+    hw = probe()
+    kept = load_calibration(hw)
+    formula_only = Calibration(bandwidth=kept.bandwidth, extra_buffers=kept.extra_buffers)
+    if p.is_dir() or p.suffix.lower() == ".onnx":
+        onnx = validate_onnx_folder(p)
+        plan = plan_local_onnx(
+            onnx, path=str(p), hardware=hw, context=context, calibration=formula_only, threads=threads
+        )
+        return plan, int(onnx.weights_bytes)
+    info = validate_gguf(p)
+    tied = not any(t.name == "output.weight" for t in info.tensors)
+    family = family_from_gguf_metadata(info.metadata, name=p.stem, tied_embeddings=tied)
+    plan = plan_local(
+        family,
+        weight_bytes=info.tensor_bytes,
+        path=str(p),
+        context=context,
+        hardware=hw,
+        quant=_quant_name(info.metadata.get("general.file_type")),
+        calibration=formula_only,
+        threads=threads,
+        weights=gguf_weights(info.tensors),
+    )
+    return plan, info.tensor_bytes
 
 
 def _quant_name(file_type: object) -> str:

@@ -4,12 +4,14 @@ One JSON file per machine under `<home>/machines/<key>.json`, where the key is d
 from the hardware facts that decide speed (CPU, cores, RAM, GPUs), so a profile or a
 hand-built Hardware never picks up this machine's numbers. The planner takes a
 `Calibration` value and prefers its measured decode speed to the bandwidth formula, and
-its measured batch throughput (benchmarks/bench_batch.py) to the batch prediction.
+its measured batch throughput (benchmarks/bench_batch.py) to the batch prediction, and
+where `localllm bench --runtimes` measured both runtimes on one model, the faster runtime.
 
-    {"key": ..., "bandwidth": {...}, "bench": [{...}, ...], "loads": [...], "batch": [...]}
+    {"key": ..., "bandwidth": {...}, "bench": [{...}, ...], "loads": [...], "batch": [...],
+     "runtimes": [...]}
 
 Every section is optional and records ignore fields they do not know, so files written by
-older versions (without "batch") load as they are.
+older versions (without "batch" or "runtimes") load as they are.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from localllm.paths import home
 
 if TYPE_CHECKING:  # pragma: no cover
-    from localllm.catalog import Family
+    from localllm.catalog import Family, Variant
     from localllm.hardware import Hardware
     from localllm.placement import KVType
 
@@ -33,6 +35,7 @@ __all__ = [
     "Calibration",
     "ExtraBuffersVerdict",
     "LoadRecord",
+    "RuntimeRecord",
     "load_calibration",
     "machine_file",
     "machine_key",
@@ -42,6 +45,7 @@ __all__ = [
     "save_bench",
     "save_extra_buffers",
     "save_load",
+    "save_runtimes",
 ]
 
 
@@ -63,6 +67,8 @@ MAX_BENCH_RECORDS = 200
 MAX_LOAD_RECORDS = 200
 # Batch records kept per machine (newest win; one per file, sequences, threads and layers).
 MAX_BATCH_RECORDS = 200
+# Runtime records kept per machine (newest win; one per runtime, model and threads).
+MAX_RUNTIME_RECORDS = 100
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,42 @@ class BenchRecord:
 
 
 @dataclass(frozen=True)
+class RuntimeRecord:
+    """One runtime's speed on one model, measured by `localllm bench --runtimes` in fresh processes
+    that alternated with the other runtime's file of the same model; `session` ties the two."""
+
+    runtime: str  # "llama.cpp" or "onnxruntime"
+    signature: str  # model_signature() of the planned variant's family
+    weight_bytes: int  # the planned variant's size
+    variant: str  # the planned variant's name (a catalog "family:quant", or the file's)
+    n_threads: int
+    where: str  # "cpu", "gpu" or "partial": the plan's place when it was measured
+    n_ctx: int
+    decode_tps: float  # median of the runs
+    prompt_tps: float  # median of the runs
+    peak_rss: int  # bytes, the largest VmHWM of the runs
+    date: str  # ISO date
+    session: str  # the comparison this belongs to (its start, ISO), shared by both runtimes' records
+    runs: int = 0
+    decode_min: float = 0.0
+    decode_max: float = 0.0
+    path: str = ""  # the file or folder measured
+    cpu_features: str = ""  # CPU flags that decide int8/int4 kernels (AVX2, AVX512_VNNI...), for people
+    load_average: float | None = None  # 1-minute load average when the comparison started
+
+    def matches(self, runtime: str, variant: Variant) -> bool:
+        """Whether this measured `variant` with `runtime`: the same shape and size, or for a catalog
+        variant (whose size may be an estimate until it is downloaded) the same name."""
+        if self.runtime != runtime:
+            return False
+        if variant.path is None and self.variant == variant.name:
+            return True
+        return self.signature == model_signature(variant.family) and abs(
+            self.weight_bytes - variant.size
+        ) <= WEIGHT_MATCH_TOLERANCE * max(variant.size, 1)
+
+
+@dataclass(frozen=True)
 class Calibration:
     """Measured figures for one machine (empty when nothing was measured)."""
 
@@ -173,6 +215,20 @@ class Calibration:
     extra_buffers: ExtraBuffersVerdict | None = None  # the trial of the installed build, when run
     loads: tuple[LoadRecord, ...] = field(default=())
     batch: tuple[BatchRecord, ...] = field(default=())
+    runtimes: tuple[RuntimeRecord, ...] = field(default=())
+
+    def runtime_pair(self, llama: Variant, onnx: Variant) -> tuple[RuntimeRecord, RuntimeRecord] | None:
+        """(llama.cpp's, ONNX Runtime's) records of the newest comparison that measured both variants."""
+        sessions: dict[str, dict[str, RuntimeRecord]] = {}
+        for r in self.runtimes:
+            for runtime, v in (("llama.cpp", llama), ("onnxruntime", onnx)):
+                if r.matches(runtime, v):
+                    sessions.setdefault(r.session, {})[runtime] = r
+        pairs = [(s, got) for s, got in sessions.items() if len(got) == 2]
+        if not pairs:
+            return None
+        _, got = max(pairs, key=lambda p: p[0])
+        return got["llama.cpp"], got["onnxruntime"]
 
     def lookup(
         self, family: Family, weight_bytes: int, *, n_threads: int | None = None, n_gpu_layers: int | None = None
@@ -243,6 +299,12 @@ def load_calibration(hw: Hardware) -> Calibration:
             batch.append(BatchRecord(**_known(BatchRecord, item)))
         except (TypeError, ValueError):
             _log().warning("ignoring a malformed batch record in %s", path)
+    runtimes = []
+    for item in data.get("runtimes", ()):
+        try:
+            runtimes.append(RuntimeRecord(**_known(RuntimeRecord, item)))
+        except (TypeError, ValueError):
+            _log().warning("ignoring a malformed runtime record in %s", path)
     verdict = None
     eb = data.get("extra_buffers")
     if isinstance(eb, dict):
@@ -257,6 +319,7 @@ def load_calibration(hw: Hardware) -> Calibration:
         extra_buffers=verdict,
         loads=tuple(loads),
         batch=tuple(batch),
+        runtimes=tuple(runtimes),
     )
 
 
@@ -285,6 +348,27 @@ def save_batch(hw: Hardware, record: BatchRecord) -> Path:
             r for r in data.get("batch", ()) if not (isinstance(r, dict) and all(r.get(k) == mine[k] for k in same))
         ]
         data["batch"] = (kept + [mine])[-MAX_BATCH_RECORDS:]
+
+    return _update(hw, change)
+
+
+def save_runtimes(hw: Hardware, records: tuple[RuntimeRecord, ...] | list[RuntimeRecord]) -> Path:
+    """Keep one comparison's records, replacing older ones of the same runtime, variant and threads;
+    a record left without the other runtime's record of its session is dropped. Returns the file."""
+    same = ("runtime", "signature", "weight_bytes", "variant", "n_threads")
+    mine = [asdict(r) for r in records]
+
+    def change(data: dict[str, Any]) -> None:
+        kept = [
+            r
+            for r in data.get("runtimes", ())
+            if isinstance(r, dict) and not any(all(r.get(k) == m[k] for k in same) for m in mine)
+        ]
+        every = (kept + mine)[-MAX_RUNTIME_RECORDS:]
+        runtimes_of: dict[object, set[object]] = {}
+        for r in every:
+            runtimes_of.setdefault(r.get("session"), set()).add(r.get("runtime"))
+        data["runtimes"] = [r for r in every if len(runtimes_of[r.get("session")]) > 1]
 
     return _update(hw, change)
 

@@ -1,4 +1,5 @@
-"""`localllm bench`: measure a model here, beside what the planner predicted."""
+"""`localllm bench`: measure a model here, beside what the planner predicted; with --runtimes,
+measure one model with both runtimes (llama.cpp and ONNX Runtime) so plans take the faster."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from localllm.synthetic import SHAPES, synthetic_gguf
 
 if TYPE_CHECKING:  # pragma: no cover
     from localllm.bench import BenchResult, RunMeasurement
+    from localllm.bench_runtimes import RuntimeComparison
     from localllm.calibration import BandwidthRecord
+    from localllm.catalog import Variant
     from localllm.hardware import Hardware
+    from localllm.planner import Plan
 
 MiB = 2**20
 
@@ -35,7 +39,28 @@ def register(sub) -> None:
         default=None,
         metavar="MODEL",
         help="a .gguf file, a catalog name or name:quant of a GGUF variant, or 'auto' (default: the "
-        "model `auto` would use, if it is on disk); ONNX models are not measured",
+        "model `auto` would use, if it is on disk); ONNX models are measured with --runtimes",
+    )
+    p.add_argument(
+        "other",
+        nargs="?",
+        default=None,
+        metavar="OTHER",
+        help="with --runtimes: the same model in the other format (a .gguf file and an ONNX folder, either order)",
+    )
+    p.add_argument(
+        "--runtimes",
+        action="store_true",
+        help="measure the model with llama.cpp (its GGUF variant) and ONNX Runtime (its ONNX variant), "
+        "alternating in fresh processes, and keep which is faster here: later plans take it. MODEL is a "
+        "catalog family with both formats (default: the family `auto` would use), or give a GGUF file "
+        "and an ONNX folder",
+    )
+    p.add_argument(
+        "--pull",
+        action="store_true",
+        help="with --runtimes: download the variants that are not on disk (without it, bench says what "
+        "it would download)",
     )
     p.add_argument(
         "--synthetic",
@@ -68,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     from localllm.hardware.bandwidth import machine_bandwidth
     from localllm.hardware.detect import probe
 
+    if args.runtimes:
+        return _runtimes(args)
+    if args.other is not None or args.pull:
+        raise InvalidModelError("a second MODEL and --pull go with --runtimes (one model in both formats)")
     path = _model_path(args)
     hw = probe()
     if not args.json:
@@ -302,4 +331,182 @@ def _render(r: BenchResult, bw: BandwidthRecord, saved: Path | None, load: list[
         )
     elif r.unsteady:
         lines.append(f"not kept: {r.unsteady}")
+    return "\n".join(lines)
+
+
+# -- --runtimes ---------------------------------------------------------------------------------------
+
+
+def _runtimes(args: argparse.Namespace) -> int:
+    from localllm.bench_runtimes import compare_runtimes, record_comparison
+    from localllm.hardware.bandwidth import machine_bandwidth
+    from localllm.hardware.detect import probe
+
+    if args.synthetic or args.sweep_threads:
+        raise InvalidModelError(
+            "--runtimes measures a real model in both formats; it takes no --synthetic or --sweep-threads"
+        )
+    gguf, onnx, context, threads = _runtime_targets(args)
+    hw = probe()
+    machine_bandwidth(hw, refresh=args.refresh_bandwidth)  # the children's predictions use it
+    hw = probe(refresh=True)
+    if not args.json:
+        print(
+            f"measuring {gguf[1].name} with llama.cpp and {onnx[1].name} with ONNX Runtime ({args.repeat} runs "
+            f"each, alternating, fresh processes, {_threads(threads)}, n_ctx {context})...",
+            file=sys.stderr,
+            flush=True,
+        )
+    c = compare_runtimes(
+        gguf,
+        onnx,
+        n_prompt=args.prompt,
+        n_gen=args.gen,
+        context=context,
+        threads=threads,
+        rounds=args.repeat,
+        hardware=hw,
+        progress=None if args.json else _runtime_progress,
+    )
+    saved = None if args.no_save else record_comparison(c, hw)
+    if args.json:
+        print(json.dumps({**c.to_dict(), "saved_to": str(saved) if saved else None}, indent=2))
+        return 0
+    print(_render_runtimes(c, saved))
+    return 0
+
+
+def _runtime_targets(args: argparse.Namespace) -> tuple[tuple[Path, Variant], tuple[Path, Variant], int, int]:
+    """(the GGUF file and its planned variant, the ONNX one, the context and threads both run at)."""
+    from localllm.resolve import local_model_path, resolve
+
+    if args.other is not None:  # a local pair
+        sides: dict[str, tuple[Path, Plan]] = {}
+        for given in (args.model, args.other):
+            path = local_model_path(given)
+            if path is None:
+                raise InvalidModelError(
+                    f"with two models, --runtimes takes a .gguf file and an ONNX folder of the same model; "
+                    f"{given!r} is not a path"
+                )
+            r = resolve(path, context=args.ctx, threads=args.threads)
+            if r.plan is None:
+                raise InvalidModelError(r.note, path=str(path))
+            rt = r.placement.runtime
+            if rt in sides:
+                raise InvalidModelError(
+                    f"{sides[rt][0]} and {path} are both {rt} models; --runtimes compares a .gguf file "
+                    "(llama.cpp) with an ONNX folder (ONNX Runtime)",
+                    path=str(path),
+                )
+            sides[rt] = (path, r.plan)
+        pairs = sides["llama.cpp"], sides["onnxruntime"]
+    else:
+        pairs = _catalog_pair(args)
+    (gpath, gplan), (opath, oplan) = pairs
+    context = args.ctx or min(gplan.placement.n_ctx, oplan.placement.n_ctx)
+    threads = args.threads or gplan.placement.n_threads
+    return (gpath, gplan.variant), (opath, oplan.variant), context, threads
+
+
+def _catalog_pair(args: argparse.Namespace):
+    """((path, plan) of the GGUF variant, (path, plan) of the ONNX one) the planner picks for a catalog
+    family here, each on disk (downloaded first with --pull)."""
+    from localllm import store
+    from localllm.catalog import Variant, load_catalog
+    from localllm.planner import plan
+    from localllm.resolve import is_auto, local_model_path
+
+    catalog = load_catalog()
+    both = sorted({v.family.name for v in catalog.variants if v.format == "onnx"})
+    model = args.model or "auto"
+    if local_model_path(model) is not None:
+        raise InvalidModelError(
+            "--runtimes measures one model in both formats: give a .gguf file and an ONNX folder of the same "
+            f"model (localllm bench --runtimes FILE.gguf FOLDER), or a catalog family with both ({', '.join(both)})"
+        )
+    found = plan("auto", catalog=catalog, context=args.ctx).variant.family if is_auto(model) else catalog.find(model)
+    family = found.family if isinstance(found, Variant) else found
+    if family.name not in both:
+        raise ModelNotFoundError(
+            f"{family.name} has no ONNX variant in the catalog, so there is nothing to compare; families with "
+            f"both formats: {', '.join(both)} (or give a .gguf file and an ONNX folder)",
+            name=family.name,
+        )
+    plans = {}
+    for rt in ("llama.cpp", "onnxruntime"):
+        if isinstance(found, Variant) and (found.format == "onnx") == (rt == "onnxruntime"):
+            plans[rt] = plan(found, catalog=catalog, context=args.ctx, threads=args.threads, runtime=rt)
+        else:
+            plans[rt] = plan(family, catalog=catalog, context=args.ctx, threads=args.threads, runtime=rt)
+    paths = {rt: store.resolve(p.variant) for rt, p in plans.items()}
+    missing = [plans[rt].variant for rt, path in paths.items() if path is None]
+    if missing and not args.pull:
+        what = "; ".join(
+            f"{v.name} ({v.format.upper()}, {_mib(v.size)} from {v.repo or 'its source'})" for v in missing
+        )
+        raise ModelNotFoundError(
+            f"to compare the runtimes on {family.name}, bench would download {what}. Add --pull to download "
+            f"{'it' if len(missing) == 1 else 'them'} first (or `localllm pull NAME`)",
+            name=family.name,
+        )
+    for v in missing:
+        from localllm.commands.pull import ProgressBar
+
+        bar = ProgressBar(v.name, stream=sys.stderr)
+        try:
+            rt = "onnxruntime" if v.format == "onnx" else "llama.cpp"
+            paths[rt] = store.fetch(v, progress=bar)
+        finally:
+            bar.finish()
+    return tuple((Path(str(paths[rt])), plans[rt]) for rt in ("llama.cpp", "onnxruntime"))
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def _mib(n: int) -> str:
+    return f"{n / MiB:.0f} MiB"
+
+
+def _runtime_progress(runtime: str, i: int, run: RunMeasurement) -> None:
+    print(
+        f"  {runtime:12s} run {i + 1}: load {run.load_s:.2f} s, prompt {run.prompt_tps:.1f} tok/s, decode "
+        f"{run.decode_tps:.1f} tok/s, peak RSS {run.peak_rss / MiB:.0f} MiB",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _render_runtimes(c: RuntimeComparison, saved: Path | None) -> str:
+    from localllm.planner.runtime import RUNTIME_SWITCH_MARGIN, faster_runtime
+
+    p = c.llama.result.placement
+    lines = [
+        f"{c.llama.variant} (llama.cpp) vs {c.onnx.variant} (ONNX Runtime): {len(c.llama.result.runs)} runs each, "
+        f"alternating, each a fresh process; {_threads(p['n_threads'])}, n_ctx {p['n_ctx']}",
+        "",
+        f"{'':12s} {'decode tok/s: median (min..max)':>32s} {'prompt tok/s':>13s} {'peak RSS':>10s} {'load':>8s}",
+    ]
+    for side in (c.llama, c.onnx):
+        r = side.result
+        lo, hi = r.spread("decode_tps") or (0.0, 0.0)
+        decode = f"{side.decode_tps:.1f} ({lo:.1f}..{hi:.1f})"
+        lines.append(
+            f"{side.runtime:12s} {decode:>32s} {r.median('prompt_tps') or 0:>13.1f} "
+            f"{r.peak_rss / MiB:>6.0f} MiB {r.median('load_s') or 0:>6.2f} s"
+        )
+    lines.append("")
+    if c.ratio:
+        lines.append(f"ONNX Runtime / llama.cpp decode: {c.ratio:.2f}x (load average {c.load_average})")
+    chosen = faster_runtime(c.llama.decode_tps, c.onnx.decode_tps)
+    if saved:
+        close = chosen == "llama.cpp" and (c.ratio or 0) > 1
+        lines.append(
+            f"kept in {saved}: plans for this model here now use {chosen}"
+            + (f" (ONNX Runtime must be {RUNTIME_SWITCH_MARGIN - 1:.0%} faster to be chosen)" if close else "")
+        )
+    elif c.unsteady:
+        lines.append(f"not kept: {c.unsteady}")
     return "\n".join(lines)

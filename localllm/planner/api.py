@@ -178,7 +178,7 @@ def _plan_pools(
         (only,) = plans.values()
         assert isinstance(only, Plan)  # a lone runtime's NoFittingVariantError was raised above
         return only
-    return pick_runtime(plans["llama.cpp"], plans["onnxruntime"])
+    return pick_runtime(plans["llama.cpp"], plans["onnxruntime"], calibration, hardware)
 
 
 def _pools(
