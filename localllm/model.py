@@ -436,6 +436,7 @@ class Model(BatchMixin):
                     f"model {self.info.name!r} was closed while this generation waited for it; load it again"
                 )
             self._require_open()
+            self._fit_threads()  # fewer threads while other programs keep cores busy (model_batch)
             cancel = self._running_cancel = threading.Event()
             try:
                 # the cache keeps the prefix this prompt shares with the last one (after a cut,

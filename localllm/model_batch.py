@@ -18,6 +18,7 @@ finishing chunk, in `stream_batch` as in the lists.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -36,10 +37,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from localllm.batching import BatchItem
     from localllm.chat_template import ChatFormatter
     from localllm.hardware import Hardware
-    from localllm.model import Model
+    from localllm.model import Model, ModelInfo
     from localllm.runtimes.base import Engine
 
 __all__ = ["PER_ITEM_OPTIONS", "BatchMixin", "check_parallel", "item_options", "reopen_for"]
+
+log = logging.getLogger(__name__)
 
 # Options that may be one value for every item or a list of one per item.
 PER_ITEM_OPTIONS = ("max_tokens", "stop", "seed", "temperature")
@@ -57,6 +60,7 @@ class BatchMixin:
         _running_cancel: threading.Event | None
         _closing: bool
         _load_recorded: bool
+        info: ModelInfo
 
         def _require_open(self) -> None: ...
         def _tokenize_prompt(self, prompt: str) -> list[int]: ...
@@ -184,6 +188,24 @@ class BatchMixin:
         return self._batch_locked(failed, items, index, dropped, stop_event)
 
     # --- internals -------------------------------------------------------------------
+    def _fit_threads(self) -> None:
+        """Before a generation (under the lock): re-choose the engine's thread count from the CPU
+        other programs leave free (placement.adapt_threads; a count the caller fixed stays).
+        `info.placement` then shows the count in use; the plan's stays the ceiling."""
+        fit = getattr(self._engine, "adaptive_threads", None)
+        if fit is None:
+            return
+        choice = fit.choose()
+        engine: Any = self._engine
+        if (engine.n_threads, engine.n_threads_batch) != (choice.n_threads, choice.n_threads_batch):
+            engine.set_threads(choice.n_threads, choice.n_threads_batch)
+        log.debug("%s: %s", self.info.name, choice.why)
+        p = self.info.placement
+        if (p.n_threads, p.n_threads_batch) != (choice.n_threads, choice.n_threads_batch):
+            self.info = replace(
+                self.info, placement=replace(p, n_threads=choice.n_threads, n_threads_batch=choice.n_threads_batch)
+            )
+
     def _batch_prompt_tokens(self, i: int, prompt: object) -> list[int]:
         text = check_text(prompt, "prompt", f" {i}", hint="; use chat_batch() for conversations")
         if not text:
@@ -240,6 +262,7 @@ class BatchMixin:
             if self._closing:
                 raise GenerationError("the model was closed while this batch waited for it; load it again")
             self._require_open()
+            self._fit_threads()
             cancel = self._running_cancel = threading.Event()
             stop = _AnyEvent(self, cancel, stop_event)  # type: ignore[arg-type]
             finished: set[int] = set()

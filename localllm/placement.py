@@ -36,3 +36,7 @@ class Placement:
     # sequences decoded together (batch work, Model.generate_batch): each gets n_ctx tokens of
     # context, so the KV cache holds n_ctx * n_seq cells; 1 for interactive work
     n_seq: int = 1
+    # n_threads is a ceiling, re-chosen before each generation from the CPU other programs leave
+    # free (localllm.hardware.cpu_load); False: exactly n_threads (the caller fixed it, or a
+    # placement built by hand)
+    adapt_threads: bool = False

@@ -29,7 +29,7 @@ from localllm.planner.values import MAX_REJECTED, Plan, Rejected
 from localllm.providers import CPU
 from localllm.units import MIB, file_size
 
-__all__ = ["INTERACTIVE_MIN_TOKENS_PER_S", "THREAD_SWITCH_MARGIN", "choose", "rank_key"]
+__all__ = ["ADAPT_WORDS", "INTERACTIVE_MIN_TOKENS_PER_S", "THREAD_SWITCH_MARGIN", "choose", "rank_key"]
 
 # Interactive work wants replies at least as fast as people read (about 4-5 words/s,
 # roughly 5-7 tokens/s); slower variants rank below faster ones for interactive use.
@@ -39,6 +39,14 @@ INTERACTIVE_MIN_TOKENS_PER_S = 5.0
 # on a 2-core machine spreads 5-10 % (estimator_accuracy.py's thread sweep picked 3 threads
 # over 2 on a 2 % difference and then ran at 0.91 of the best).
 THREAD_SWITCH_MARGIN = 1.10
+
+# What the plan says of a thread count that adapts (llama.cpp; the caller did not fix it):
+# ggml's threads wait for each other at every step of a token, so on a busy machine fewer
+# threads are faster (localllm.hardware.cpu_load, benchmarks/bench_busy.py).
+ADAPT_WORDS = (
+    "a ceiling: re-chosen before each generation from the CPU time other programs leave free, "
+    "fewer while they keep cores busy"
+)
 
 
 def rank_key(c: Candidate, workload: str, *, prefer_fast: bool = True) -> tuple[int, bool, bool, float, int]:
@@ -190,9 +198,12 @@ def _make_plan(
         warnings.append(_cpu_batch_warning(c, aggregate))
     reasons = list(reasons)
     if measured is not None:
-        reasons.append(f"{placement.n_threads} threads: fastest measured here ({measured[2]})")
+        threads_why = f"{placement.n_threads} threads: fastest measured here ({measured[2]})"
     else:
-        reasons.append(f"{placement.n_threads} threads: {m.threads_basis}")
+        threads_why = f"{placement.n_threads} threads: {m.threads_basis}"
+    if placement.adapt_threads:
+        threads_why += f" ({ADAPT_WORDS})"
+    reasons.append(threads_why)
     if placement.provider:
         reasons.append(_provider_reason(placement.provider, m))
     if runtime == "llama.cpp" and c.est.host.repacked:
@@ -301,4 +312,6 @@ def _placement(c: Candidate, m: Machine, req: Request, runtime: Runtime) -> Plac
         tensor_split=tensor_split,
         provider=provider,
         n_seq=c.n_seq,
+        # ONNX Runtime fixes its threads per session (its engine checks the load once, at load)
+        adapt_threads=runtime == "llama.cpp" and not m.threads_explicit,
     )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from localllm.calibration import ExtraBuffersVerdict, load_calibration, save_extra_buffers
 from localllm.errors import GenerationError, InvalidModelError, RuntimeUnavailableError
+from localllm.hardware.cpu_load import AdaptiveThreads
 from localllm.hardware.detect import probe
 from localllm.placement import KVType, Placement
 from localllm.repack import EXTRA_BUFFERS_ENV
@@ -272,6 +273,11 @@ class LlamaCppEngine(LlamaCppBatch, CachedTokens):
             raise InvalidModelError(f"model file not found: {self.path}", path=self.path)
 
         t0 = time.perf_counter()
+        # the thread count is re-chosen before each generation (Model); the load is the first
+        # window over which other programs' CPU use is measured. Fixed threads (or one): None.
+        batch_threads = placement.n_threads_batch or placement.n_threads
+        adapts = placement.adapt_threads and max(placement.n_threads, batch_threads) > 1
+        self.adaptive_threads = AdaptiveThreads(placement.n_threads, batch_threads) if adapts else None
         _take_native_error()
         self._rss_before = _resident_bytes()
         self.resident_growth: int | None = None  # set after the first evaluation (all weights touched)
@@ -472,6 +478,24 @@ class LlamaCppEngine(LlamaCppBatch, CachedTokens):
             lib.llama_memory_seq_rm(self._mem, 0, -1, -1)  # partial removal unsupported (recurrent models)
             n_keep = 0
         del self._tokens[n_keep:]
+
+    # --- threads ---------------------------------------------------------------------
+    def set_threads(self, n: int, n_batch: int | None = None) -> None:
+        """Threads for the next decode calls (n) and prompt batches (n_batch; None: n). Cheap:
+        llama.cpp reads the count at each call (in this OpenMP build, the team size per graph)."""
+        lib = self._require()
+        n = max(1, int(n))
+        lib.llama_set_n_threads(self._ctx, n, max(1, int(n_batch)) if n_batch else n)
+
+    @property
+    def n_threads(self) -> int:
+        """Threads decoding now (llama.cpp's own count)."""
+        return int(self._require().llama_n_threads(self._ctx))
+
+    @property
+    def n_threads_batch(self) -> int:
+        """Threads reading prompt batches now."""
+        return int(self._require().llama_n_threads_batch(self._ctx))
 
     # --- facts -----------------------------------------------------------------------
     def _read_metadata(self) -> dict[str, str]:

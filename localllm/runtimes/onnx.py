@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from localllm.errors import GenerationError, InvalidModelError, RuntimeUnavailableError
 from localllm.formats.onnx_folder import OnnxFolderInfo, validate_onnx_folder
+from localllm.hardware.cpu_load import CpuMeter, busy_at_load
 from localllm.paths import home
 from localllm.placement import Placement
 from localllm.providers import CPU, CUDA, DML, INSTALL_HINTS, MIGRAPHX, ROCM, TENSORRT, choose_provider
@@ -221,6 +222,7 @@ class OnnxEngine(OnnxBatch, CachedTokens):
                 "(runtimes.load_engine passes a probe of this machine)"
             )
         t0 = time.perf_counter()
+        meter = CpuMeter()  # other programs' CPU use from here to the session's creation
         ort = _import_ort()
         import numpy as np
         from tokenizers import Tokenizer
@@ -258,6 +260,14 @@ class OnnxEngine(OnnxBatch, CachedTokens):
         self._device_id = placement.main_gpu
 
         self._cache_enabled = cache_optimized
+        load = meter.read()
+        self.spinning = not busy_at_load(placement.n_threads, load)
+        if not self.spinning:
+            log.info(
+                "ONNX Runtime's threads wait without spinning: other programs used %.2f CPUs at load (%s)",
+                load.others_busy or 0.0,
+                load.basis,
+            )
         self._session, self.optimized_path = self._create_session(placement, provider)
         self.providers = tuple(self._session.get_providers())
         self.provider = self.providers[0]
@@ -319,6 +329,10 @@ class OnnxEngine(OnnxBatch, CachedTokens):
         if placement.n_threads and placement.n_threads > 0:
             so.intra_op_num_threads = int(placement.n_threads)
         so.inter_op_num_threads = 1
+        if not getattr(self, "spinning", True):
+            # ORT's threads are fixed per session; spinning ones that lose their cores to other
+            # programs stall each other, while waiting ones cost little (benchmarks/bench_busy.py)
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = level
         return so
