@@ -355,7 +355,7 @@ def measure_once(
     rss_before = _peak_rss()
     p = Path(path)
     plan, weight_bytes = _plan_here(p, context=context, threads=threads)
-    placement = plan.placement
+    placement = replace(plan.placement, adapt_threads=False)  # a record is tokens/s at exactly n_threads
     engine = load_engine(p, placement)
     with Model(engine, name=p.stem, path=p, placement=placement, plan=plan) as model:
         prompt = _prompt_of(model, n_prompt, placement.n_ctx - n_gen - 1)
