@@ -19,6 +19,9 @@ an order that rotates from run to run so drift on a shared machine hits all alik
   --extras adds    raw@cores with OMP_WAIT_POLICY=PASSIVE, and raw@cores with a ggml threadpool
                    of poll=0 attached (llama_attach_threadpool): the two options measured before
                    choosing neither (see localllm/hardware/cpu_load.py)
+  --onnx FOLDER    instead: localllm's ONNX engine (threads = cores, spinning off when busy at
+                   load) against onnx@K (ONNX Runtime threads fixed at K, spinning on) and
+                   onnx@cores-nospin
 
 Definitions as in benchmarks/bench_llamacpp.py: decode = tokens after the first / time after
 the first, greedy; both sides get localllm's placement otherwise (n_ctx, batch, flash
@@ -26,7 +29,9 @@ attention, KV type, weight repacking). The model is the random-weight GGUF bench
 builds (cached in benchmarks/.bench/), or --model PATH (e.g. the real SmolLM2).
 
 Targets (issue 16): with 1 and 2 hogs, localllm >= 2x raw@cores, >= 1.0x raw@default and
->= 0.9x the best raw@K; with 0 hogs, localllm / localllm@fixed about 1 (unchanged).
+>= 0.9x the best raw@K; with 0 hogs unchanged: localllm / localllm@fixed about 1 on an idle
+machine (the plan's count on both; where other programs keep cores busy, adapting wins).
+Every ratio is the median of per-run ratios (the runs of one index ran next to each other).
 """
 
 from __future__ import annotations
@@ -94,6 +99,17 @@ if side == "raw":
             break
     decode_tps = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     why = ""
+elif side == "onnx":
+    import localllm
+    import localllm.runtimes.onnx as onnx_runtime
+    if placement["spin"] != "auto":  # force ONNX Runtime's spinning on or off, whatever the load
+        onnx_runtime.busy_at_load = lambda threads, load: placement["spin"] == "off"
+    llm = localllm.load(path, context=placement["n_ctx"], threads=threads)
+    llm.generate("hello", max_tokens=2, temperature=0)  # ORT's first run allocates: not decode
+    got = list(llm.stream(prompt, temperature=0, max_tokens=n_tokens + 1))
+    decode_tps = got[-1].timings.decode_tps
+    used = llm.info.placement.n_threads
+    why = "spinning " + ("on" if llm._engine.spinning else "off")
 else:
     import localllm
     llm = localllm.load(path, context=placement["n_ctx"], threads=threads)
@@ -118,7 +134,8 @@ def stop_hogs(hogs: list[subprocess.Popen]) -> None:
 
 
 def child(side: str, path: Path, n_tokens: int, placement: dict, env: dict[str, str]) -> dict:
-    kind = "raw" if side.startswith("raw") else "localllm"
+    kind = side.split("@")[0] if side.startswith(("raw", "onnx")) else "localllm"
+    kind = "onnx" if side == "localllm-onnx" else kind
     out = subprocess.run(
         [sys.executable, "-c", CHILD, kind, str(path), str(n_tokens), json.dumps(placement), PROMPT],
         capture_output=True,
@@ -131,8 +148,15 @@ def child(side: str, path: Path, n_tokens: int, placement: dict, env: dict[str, 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def sides(cores: int, *, extras: bool) -> dict[str, tuple[dict, dict[str, str]]]:
+def sides(cores: int, *, extras: bool, onnx: bool = False) -> dict[str, tuple[dict, dict[str, str]]]:
     """Each side's name -> (its placement changes, its environment changes)."""
+    if onnx:  # ONNX Runtime fixes its threads per session: localllm only turns spinning off when busy
+        sweep = {f"onnx@{k}": ({"threads": k, "spin": "on"}, {}) for k in range(1, cores + 1)}
+        return {
+            "localllm-onnx": ({"threads": cores, "spin": "auto"}, {}),
+            **sweep,
+            f"onnx@{cores}-nospin": ({"threads": cores, "spin": "off"}, {}),
+        }
     out: dict[str, tuple[dict, dict[str, str]]] = {
         "localllm": ({"threads": None}, {}),
         "localllm@fixed": ({"threads": cores}, {}),
@@ -157,37 +181,38 @@ def main() -> int:
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--quick", action="store_true", help="1 run, 12 tokens (a sanity check, not a measurement)")
     ap.add_argument("--extras", action="store_true", help="also raw@cores with OMP_WAIT_POLICY=PASSIVE and poll=0")
+    ap.add_argument(
+        "--onnx",
+        type=Path,
+        default=None,
+        help="an ONNX model folder: localllm's ONNX engine (spinning off when busy at load) against fixed "
+        "ONNX Runtime threads with spinning on, instead of the llama.cpp sides",
+    )
     ap.add_argument("--json", action="store_true", help="print every run as JSON at the end")
     args = ap.parse_args()
     if args.quick:
         args.runs, args.tokens = 1, 12
     hog_counts = [int(h) for h in args.hogs.split(",")]
-    path = args.model if args.model is not None else build_model(args.shape, args.quant)
 
     import localllm
-    from localllm.runtimes.llamacpp import GGML_TYPE_OF_KV
 
     cores = localllm.probe().cpu.physical_cores or os.cpu_count() or 1
-    with localllm.load(path, context=args.ctx, threads=cores) as m:  # the placement both sides use
-        p = m.info.placement
-        extra_buffers = m._engine.extra_buffers
-    base = {
-        "n_ctx": p.n_ctx,
-        "n_batch": p.n_batch,
-        "n_ubatch": p.n_ubatch,
-        "flash_attn": p.flash_attn,
-        "type_kv": GGML_TYPE_OF_KV[p.kv_type],
-        "extra_buffers": extra_buffers,
-    }
-    plan = sides(cores, extras=args.extras)
+    if args.onnx is not None:
+        path, base = args.onnx, {"n_ctx": args.ctx}
+    else:
+        path = args.model if args.model is not None else build_model(args.shape, args.quant)
+        base = llama_placement(path, args.ctx, cores)
+    plan = sides(cores, extras=args.extras, onnx=args.onnx is not None)
+    size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
     print(
-        f"model {path.name} ({path.stat().st_size / 2**20:.0f} MiB); {cores} physical cores, "
+        f"model {path.name} ({size / 2**20:.0f} MiB); {cores} physical cores, "
         f"{os.cpu_count()} CPUs; {args.tokens} tokens x {args.runs} runs; hogs {hog_counts}; "
         f"load avg {os.getloadavg()[0]:.2f}",
         file=sys.stderr,
         flush=True,
     )
-    child("raw@1", path, 2, {**base, "threads": 1}, {})  # warm the page cache
+    first = next(iter(plan))
+    child(first, path, 2, {**base, **plan[first][0]}, {})  # warm the page cache
     results: dict[int, dict[str, list[dict]]] = {}
     names = list(plan)
     for hogs in hog_counts:
@@ -216,6 +241,24 @@ def main() -> int:
     return 0
 
 
+def llama_placement(path: Path, ctx: int, cores: int) -> dict:
+    """localllm's placement for path, which the raw sides use too (bench_llamacpp does the same)."""
+    import localllm
+    from localllm.runtimes.llamacpp import GGML_TYPE_OF_KV
+
+    with localllm.load(path, context=ctx, threads=cores) as m:
+        p = m.info.placement
+        extra_buffers = m._engine.extra_buffers
+    return {
+        "n_ctx": p.n_ctx,
+        "n_batch": p.n_batch,
+        "n_ubatch": p.n_ubatch,
+        "flash_attn": p.flash_attn,
+        "type_kv": GGML_TYPE_OF_KV[p.kv_type],
+        "extra_buffers": extra_buffers,
+    }
+
+
 def report(results: dict[int, dict[str, list[dict]]], cores: int) -> None:
     def med(runs: list[dict]) -> float:
         return statistics.median(r["decode_tps"] for r in runs)
@@ -233,6 +276,18 @@ def report(results: dict[int, dict[str, list[dict]]], cores: int) -> None:
             print(f"{hogs:4d}  {name:18s} {med(rs):7.2f} ({min(vals):.2f}..{max(vals):.2f}){'':12s} {used}")
     print()
     for hogs, runs in results.items():
+        if "localllm-onnx" in runs:
+            ours = runs["localllm-onnx"]
+            sweep = {k: v for k, v in runs.items() if k[5:].isdigit()}
+            best = max(sweep, key=lambda k: med(sweep[k]))
+            spin = ", ".join(sorted({r["why"] for r in ours}))
+            top = runs[f"onnx@{cores}"]
+            print(
+                f"hogs {hogs}: localllm-onnx ({spin}) / onnx@{cores} {paired(ours, top):.2f}, "
+                f"/best fixed ({best}) {paired(ours, runs[best]):.2f}; onnx@{cores}-nospin / onnx@{cores} "
+                f"{paired(runs[f'onnx@{cores}-nospin'], top):.2f}"
+            )
+            continue
         ours = runs["localllm"]
         sweep = {k: v for k, v in runs.items() if k[4:].isdigit()}
         best = max(sweep, key=lambda k: med(sweep[k]))
@@ -248,7 +303,8 @@ def report(results: dict[int, dict[str, list[dict]]], cores: int) -> None:
             ok = vs_cores >= 2.0 and vs_default >= 1.0 and vs_best >= 0.9
             line += f"  (targets >= 2, >= 1.0, >= 0.9: {'PASS' if ok else 'FAIL'})"
         else:
-            line += f"  (target: /localllm@fixed about 1: {'PASS' if vs_before >= 0.95 else 'FAIL'})"
+            # idle, both run the plan's count; on a machine others keep busy, adapting may win
+            line += f"  (target: not below localllm@fixed, >= 0.95: {'PASS' if vs_before >= 0.95 else 'FAIL'})"
         print(line)
     print(f"load avg at the end {os.getloadavg()[0]:.2f}")
 

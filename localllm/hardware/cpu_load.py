@@ -13,13 +13,24 @@ Why fewer threads on a busy machine: llama.cpp's CPU backend meets its threads a
 after every operation of the graph (hundreds per token) and, in an OpenMP build, libgomp's
 default wait policy spins there. A thread that shares its core with another program is
 descheduled for a whole time slice while the others spin for it, so each token stalls many
-times: on this project's 2-core machine with one core kept busy, 2 threads decoded 1.0-12
-tokens/s against 1 thread's 9.6-27 (benchmarks/bench_busy.py).
+times. benchmarks/bench_busy.py on this project's 2-core machine (load average 4-5 from other
+work besides), Llama-3.2-1B shape Q4_K_M, medians of 3: with one hog raw llama-cpp-python
+decoded 10.5 tokens/s at 2 threads and 23.8 at 1; with two, 1.9 and 12.2.
+
+Two other remedies were measured and are not used:
+- A ggml threadpool with poll=0 attached to the context (llama_attach_threadpool). This build
+  uses OpenMP (llama_print_system_info: OPENMP = 1): the pool starts no threads of its own,
+  its barrier is `#pragma omp barrier`, and `poll` is read only by the non-OpenMP workers.
+  Measured no better: 2.5 tokens/s with one hog, 10.9 with two (both noisy).
+- OMP_WAIT_POLICY=PASSIVE (libgomp's threads sleep at a barrier at once): on the busy machine
+  2 threads then ran about as fast as 1 (21.7 against 23.8 with one hog, 19.9 against 12.2
+  with two), but on a nearly idle one 2 passive threads were no faster than 1 spinning (31-32
+  tokens/s both, against 35-42 for 2 spinning), and libgomp reads it once, when it loads, so
+  it cannot follow the load as a thread count can. It stays the user's choice.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,11 +50,11 @@ __all__ = [
     "parse_proc_stat",
 ]
 
-log = logging.getLogger(__name__)
-
 # A CPU counts as free for one more thread when at least this share of it was idle over the
 # window: a thread that loses its core now and then stalls every barrier of the graph (see
-# the module docstring), so a core another program uses a third of the time is not free.
+# the module docstring). On the 2-core machine, with the other programs' use measured during
+# each run, 2 threads beat 1 only below about a quarter of a core (37.6 against 29.6 tokens/s
+# at 0.08 cores used, 27.5 against 25.9 at 0.3, 13.9 against 22.6 at 0.5-0.6).
 FREE_CORE_SHARE = 0.8
 # Shortest window measured from /proc/stat: it counts in clock ticks (USER_HZ, 100 a second
 # on Linux), so 0.25 s on 2 CPUs is 50 ticks, a few ticks of rounding about 0.05 cores.

@@ -331,7 +331,8 @@ class OnnxEngine(OnnxBatch, CachedTokens):
         so.inter_op_num_threads = 1
         if not getattr(self, "spinning", True):
             # ORT's threads are fixed per session; spinning ones that lose their cores to other
-            # programs stall each other, while waiting ones cost little (benchmarks/bench_busy.py)
+            # programs stall each other: off, 2 threads decoded 1.5-2.2x faster with 0-2 hogs
+            # on a busy 2-core machine (benchmarks/bench_busy.py --onnx)
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = level
