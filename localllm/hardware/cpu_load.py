@@ -38,6 +38,7 @@ from pathlib import Path
 from localllm.hardware.linux import read_cgroup, read_text
 
 __all__ = [
+    "FIRST_WINDOW_S",
     "FREE_CORE_SHARE",
     "MIN_WINDOW_S",
     "AdaptiveThreads",
@@ -60,6 +61,11 @@ FREE_CORE_SHARE = 0.8
 # on Linux), so 0.25 s on 2 CPUs is 50 ticks, a few ticks of rounding about 0.05 cores.
 # A shorter window is not read: the next reading then spans both.
 MIN_WINDOW_S = 0.25
+# The first window (a model's load) may be shorter: a small model loads in 0.1-0.2 s, and the
+# load average, which stands in otherwise, still counts whatever ran in the last minute (a
+# benchmark's previous run, a build that just ended) and would start a quiet machine on 1
+# thread. 0.1 s on 2 CPUs is 20 ticks: a hog shows as about 1.0 +- 0.1 cores, an idle CPU as 0-0.1.
+FIRST_WINDOW_S = 0.1
 # The load average counts the thread that asks (it is running): not another program's.
 _OWN_RUNNING = 1.0
 # /proc/stat cpu line fields after the name: user nice system idle iowait irq softirq steal
@@ -253,7 +259,7 @@ class AdaptiveThreads:
         self.last: ThreadChoice | None = None
 
     def choose(self) -> ThreadChoice:
-        load = self.meter.read()
+        load = self.meter.read(min_window=FIRST_WINDOW_S if self.last is None else MIN_WINDOW_S)
         n = choose_threads(self.ceiling, cores=load.cores, others_busy=load.others_busy, quota=load.quota)
         # prompt batches meet at the same barriers: on a busy machine they drop to the same count
         n_batch = self.batch_ceiling if n >= self.ceiling else n

@@ -165,3 +165,19 @@ def test_adaptive_threads_drop_prompt_threads_with_decode_ones(tmp_path):
     busy = fit.choose()
     assert (busy.n_threads, busy.n_threads_batch) == (1, 1) and fit.last is busy
     assert busy.why.startswith("1 of 2 threads: other programs used 1.50 of 2 CPUs")
+
+
+def test_the_first_choice_takes_a_short_load_window_over_a_stale_load_average(tmp_path):
+    """A small model loads in 0.1-0.2 s; the load average still counts the last minute's work."""
+    cpus = frozenset({0, 1})
+    stale = "1.80 1.00 0.50 1/100 42"  # a benchmark's previous run, just ended
+    _proc(tmp_path, _stat((100, 0, 1000), (100, 0, 1000)), own_ticks=0, loadavg=stale)
+    fit = AdaptiveThreads(2, meter=CpuMeter(tmp_path, affinity=cpus))
+    # the load took 0.15 s (15 ticks a CPU), the process itself used 12 ticks, others 1
+    _proc(tmp_path, _stat((112, 0, 1003), (101, 0, 1014)), own_ticks=12, loadavg=stale)
+    first = fit.choose()
+    assert first.load.window_s == pytest.approx(0.15) and first.n_threads == 2
+    assert first.load.others_busy == pytest.approx(1 / 0.15 / 100)
+    # later choices need a window of MIN_WINDOW_S: a 0.15 s one keeps the last measured
+    _proc(tmp_path, _stat((127, 0, 1003), (101, 0, 1029)), own_ticks=12, loadavg=stale)
+    assert "the last window measured" in fit.choose().load.basis
