@@ -1,22 +1,30 @@
 """Prompt-lookup speculative decoding: draft tokens from n-gram matches in the context.
 
 When a reply repeats text it has seen (editing code, rewriting a paragraph, extracting
-fields), the tokens that followed the last few tokens the previous time they occurred are a
-good guess at what comes next. `PromptLookup` keeps, for each n-gram length n in
-[NGRAM_MIN, NGRAM_MAX], where the most recent occurrence of every n-gram of the context
-(prompt + reply so far) was followed, and drafts the tokens after the longest n-gram that
-matches the end of the context. `localllm.generation.run` evaluates [last sampled token,
-drafts] in one `eval_all` and samples each position with the same `SequenceState.step` a plain
-decode uses: it keeps a draft token while the sampled token equals it, and the first sampled
-token that differs is still a correct sample (from the right logits, with the RNG drawn once per
-emitted token), so the output is the plain decode's for any sampler.
+fields), the tokens that followed the same text the previous time are a good guess at what
+comes next. `PromptLookup` indexes every 3-gram of the context (prompt + reply so far) by
+where its followers start; to draft, it takes the recent occurrences of the context's last
+3 tokens, measures how far back each matches the context's end, and when the deepest match
+is at least MIN_MATCH tokens long drafts up to K of the tokens that followed it.
+`localllm.generation.run` evaluates [last sampled token, drafts] in one `eval_all` and samples
+each position with the same `SequenceState.step` a plain decode uses: it keeps a draft token
+while the sampled token equals it, and the first sampled token that differs is still a correct
+sample (from the right logits, with the RNG drawn once per emitted token), so the output is the
+plain decode's for any sampler, given the same logits.
 
-The facts borrowed from llama.cpp (common/ngram-map.cpp `ngram-simple`, common/speculative.cpp
-`ngram-mod`): search the history for the last n tokens and draft the tokens that followed the
-most recent match, as many as exist up to a cap; a streak of drafts that were mostly rejected
-(under half accepted) makes the drafter back off. The rest (an index updated per token instead
-of a backward scan, the draft length doubling after a fully accepted draft and the pause
-doubling after each poor one) is ours, tuned by benchmarks/bench_speculative.py.
+The same logits: a backend may round a batch differently from one token at a time. llama.cpp's
+CPU kernels (llama-cpp-python 0.3.36) gave bit-identical rows for SmolLM2-135M Q4_1 with flash
+attention at any length with one thread or a quantized KV cache; with 2 threads and an f16 KV
+cache, once the cache passes 256 cells, a one-token decode splits attention over the threads
+(ggml's split-KV path) and a batch does not, so logits move by ~0.5 and a near tie can go the
+other way (as moving the prompt's chunk edges already does); repacked Q4_K weights use another
+matmul kernel from 4 rows up. ONNX Runtime's rows differ by ~1e-7.
+
+From llama.cpp (common/ngram-map.cpp `ngram-simple`, common/speculative.cpp, docs/speculative.md):
+look the last n tokens up in the history and draft what followed, as many tokens as exist up to
+a cap, the draft length bounded by what was accepted last. Ours: an index updated per token
+instead of a backward scan, the deepest of the recent matches rather than the latest, and the
+MIN_MATCH gate, tuned by replaying recorded replies against measured batch costs (numbers below).
 
 Pure Python, no numpy: `import localllm` stays light.
 """
@@ -43,21 +51,21 @@ DEFAULT_SPECULATIVE = "auto"
 AUTO_SPECULATIVE = "prompt-lookup"
 _ALLOWED = "'auto', 'prompt-lookup', 'off' or None (off)"
 
-# n-gram lengths tried, longest first: a longer match points at the right place in code whose
-# lines repeat (indentation, `return`), a shorter one picks the copy up again sooner after an
-# edit. llama.cpp's lookup example uses 1..4; a 1-token match is mostly noise (" the").
-NGRAM_MAX = 4
-NGRAM_MIN = 2
-# Draft lengths. On this project's 2-core AVX2 CPU (SmolLM2-135M Q4_1, 2 threads) one llama.cpp
-# decode of b tokens took about 6.1 ms (b=1), 12.9 (2), 18.4 (4), 30.6 (8), 50.9 (16): a batch
-# costs about 2.7 ms a token plus 7.6 ms, so a draft pays only once several of its tokens are
-# taken. Shorter drafts than DRAFT_MIN are not tried; DRAFT_MAX bounds the work thrown away
-# by a miss, and past 16 the cost per token is flat.
-DRAFT_MIN = 2
+# Tuned on ten SmolLM2-135M replies (code edits, a rewrite, a summary, extraction, JSON, stories,
+# lists, explanations) replayed through the drafter and priced with one llama.cpp decode of b
+# tokens on this project's 2-core AVX2 CPU, 2 threads: 6.0 ms (b=1), 13 (2), 19 (4), 31 (8), 50 (16).
+# A batch costs about 2.7 ms a token plus 7.6, so a draft pays only when most of it is taken.
+NGRAM = 3  # the index key: the context's last 3 tokens
+CANDIDATES = 4  # recent occurrences of the key measured for depth
+MATCH_CAP = 32  # how far back a match is measured
+# no draft unless the context's end matches this many tokens: shorter matches (a common phrase,
+# a repeated line start) were accepted about half the time and cost more than they saved (the
+# "list" and "explain" replies fell to 0.8-0.9x at 4-8; at 12, 1.0x, with 1.5x on the code edit)
+MIN_MATCH = 12
+DRAFT_MIN = 2  # a 1-token draft costs a 2-token decode, twice a plain one, to save at most one
 DRAFT_START = 8
-DRAFT_MAX = 16
-# after a poor draft (fewer than half its tokens accepted) no draft for 1, 2, 4 ... steps, at most
-BACKOFF_MAX = 64
+DRAFT_MAX = 16  # past 16 a batch's cost per token is flat, and a miss throws away more
+DRAFT_FLOOR = 4  # the smallest cap K shrinks to after a rejection
 
 
 def check_speculative(value: object) -> str:
@@ -97,83 +105,77 @@ def drafter_for(mode: str, engine: object, prompt: Sequence[int]) -> PromptLooku
 
 
 class PromptLookup:
-    """Drafts the continuation of the context's most recent earlier n-gram that matches its end.
+    """Drafts what followed the deepest recent match of the context's end.
 
     `propose(generated, limit)` first takes in the tokens of `generated` it has not seen (the
     reply so far, the last sampled token included), then returns a draft of at most `limit`
-    tokens, or none. `feedback(drafted, accepted)` after each verified draft adapts the length.
+    tokens, or none. `feedback(drafted, accepted)` after each verified draft adapts the cap K:
+    doubled after a draft taken whole, down to what was accepted (and one more) after a rejection.
     """
 
     def __init__(
         self,
         context: Sequence[int],
         *,
-        ngram_max: int = NGRAM_MAX,
-        ngram_min: int = NGRAM_MIN,
+        min_match: int = MIN_MATCH,
         draft_min: int = DRAFT_MIN,
         draft_start: int = DRAFT_START,
         draft_max: int = DRAFT_MAX,
     ) -> None:
-        if not 1 <= ngram_min <= ngram_max or not 1 <= draft_min <= draft_max:
-            raise ValueError(f"bad drafter bounds: n-grams {ngram_min}..{ngram_max}, drafts {draft_min}..{draft_max}")
-        self.ngram_max, self.ngram_min = ngram_max, ngram_min
-        self.draft_min, self.draft_max = draft_min, draft_max
+        if min_match < NGRAM or not 1 <= draft_min <= draft_max:
+            raise ValueError(f"bad drafter bounds: match {min_match} (>= {NGRAM}), drafts {draft_min}..{draft_max}")
+        self.min_match, self.draft_min, self.draft_max = min_match, draft_min, draft_max
         self.k = max(draft_min, min(draft_start, draft_max))  # the next draft's length cap
         self.tokens: list[int] = []
-        # per n: n-gram -> where the tokens after its most recent occurrence start (an n-gram ending
-        # the context has no follower yet, so it goes in when the next token comes)
-        self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(ngram_min, ngram_max + 1)}
+        # 3-gram -> where the tokens after each of its occurrences start, oldest first (an n-gram
+        # ending the context has no follower yet: it goes in when the next token comes)
+        self._index: dict[tuple[int, ...], list[int]] = {}
         self._seen = 0  # tokens of the reply taken in
-        self._pause = 0  # proposals still to skip
-        self._misses = 0  # poor drafts in a row
         self.extend(context)
 
     def extend(self, tokens: Sequence[int]) -> None:
         """Append tokens to the context."""
         ctx, index = self.tokens, self._index
         for token in tokens:
-            end = len(ctx)  # the n-grams ending here are followed by `token`
-            for n, table in index.items():
-                if end >= n:
-                    table[tuple(ctx[end - n : end])] = end
+            end = len(ctx)
+            if end >= NGRAM:
+                index.setdefault(tuple(ctx[end - NGRAM : end]), []).append(end)
             ctx.append(token)
 
-    def lookup(self) -> int | None:
-        """Where the tokens after the longest earlier match of the context's end start, or None."""
+    def match(self) -> tuple[int, int] | None:
+        """(where the followers start, match length) of the deepest recent earlier match of the
+        context's end (the latest of equals), or None when its last 3 tokens never came before."""
         ctx, end = self.tokens, len(self.tokens)
-        for n in range(self.ngram_max, self.ngram_min - 1, -1):
-            if end >= n:
-                start = self._index[n].get(tuple(ctx[end - n :]))
-                if start is not None:
-                    return start
-        return None
+        starts = self._index.get(tuple(ctx[end - NGRAM :])) if end >= NGRAM else None
+        if not starts:
+            return None
+        best = None
+        for start in reversed(starts[-CANDIDATES:]):
+            depth = NGRAM
+            while depth < MATCH_CAP and depth < start and ctx[start - 1 - depth] == ctx[end - 1 - depth]:
+                depth += 1
+            if best is None or depth > best[1]:
+                best = (start, depth)
+        return best
 
     def propose(self, generated: Sequence[int], limit: int) -> list[int]:
-        """A draft of at most min(limit, the current cap) tokens to follow `generated`, or []."""
+        """A draft of at most min(limit, K) tokens to follow `generated`, or []."""
         if self._seen < len(generated):
             self.extend(generated[self._seen :])
             self._seen = len(generated)
-        if self._pause > 0:
-            self._pause -= 1
-            return []
         n = min(limit, self.k)
         if n < self.draft_min:
             return []
-        start = self.lookup()
-        if start is None:
+        found = self.match()
+        if found is None or found[1] < self.min_match:
             return []
-        draft = self.tokens[start : start + n]
+        start, depth = found
+        draft = self.tokens[start : start + min(n, depth)]
         return draft if len(draft) >= self.draft_min else []
 
     def feedback(self, drafted: int, accepted: int) -> None:
         """How a draft of `drafted` tokens went: the first `accepted` of them were sampled too."""
         if accepted >= drafted:
             self.k = min(self.draft_max, self.k * 2)
-            self._misses = 0
-        elif 2 * accepted >= drafted:
-            self.k = max(self.draft_min, self.k // 2)
-            self._misses = 0
         else:
-            self.k = self.draft_min
-            self._misses += 1
-            self._pause = min(BACKOFF_MAX, 1 << (self._misses - 1))
+            self.k = max(self.draft_min, min(DRAFT_FLOOR, self.draft_max), accepted + 1)
