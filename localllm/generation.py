@@ -442,13 +442,15 @@ class SequenceState:
         self.done = True
         return Chunk("", (), "error", self.timings(), error=error)
 
-    def step(self, logits: np.ndarray, stop_event: threading.Event | None = None) -> list[Chunk]:
-        """Sample the next token from logits; the chunks to send (the last one finishing, if done)."""
+    def step(self, logits: np.ndarray, stop_event: threading.Event | None = None, guess: int = -1) -> list[Chunk]:
+        """Sample the next token from logits; the chunks to send (the last one finishing, if done).
+        `guess`: the draft token these logits verify (counted in Timings when sampled)."""
         if stop_event is not None and stop_event.is_set():
             return self.end("cancelled")
         if self.n_prompt + len(self.generated) >= self.n_ctx:  # prompt + output never exceed the window
             return self.end("length")
         token = self.sampler.sample(logits, self.history)
+        self.accepted += token == guess
         if self.t_first is None:
             self.t_first = time.perf_counter()
         if token in self.stop_tokens or self.engine.is_eog(token):
@@ -522,24 +524,21 @@ def run(
     draft: list[int] = []
     n_before = 0
     while True:
-        n_gen = len(state.generated)
+        accepted = state.accepted
         for i, row in enumerate(rows):  # the same step as without drafts, token by token
-            yield from state.step(row, stop_event)
+            yield from state.step(row, stop_event, draft[i] if i < len(draft) else -1)
             if state.done or i == len(draft) or state.next_token != draft[i]:
                 break
-        if draft:  # keep what the samples confirmed: the last sampled token is evaluated next
+        if drafter is not None and draft:  # keep what the samples confirmed; the last one is evaluated next
             engine.rewind(n_before + i + 1)
-            hit = i < len(draft) and len(state.generated) == n_gen + i + 1 and state.generated[-1] == draft[i]
-            state.drafted, state.accepted = state.drafted + len(draft), state.accepted + i + hit
-            assert drafter is not None  # a draft comes from it
-            drafter.feedback(len(draft), i + hit)
+            drafter.feedback(len(draft), state.accepted - accepted)
         if state.done:
             return
         if stop_event is not None and stop_event.is_set():  # looked at after the caller saw the chunk
             yield from state.end("cancelled")
             return
         draft = drafter.propose(state.generated, _draft_room(state, engine)) if drafter is not None else []
-        n_before = engine.n_past
+        n_before, state.drafted = engine.n_past, state.drafted + len(draft)
         rows = engine.eval_all([state.next_token, *draft]) if draft else [engine.eval([state.next_token])]
 
 
