@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from localllm.errors import InvalidOptionError, InvalidOptionTypeError
 
 __all__ = [
-    "AUTO_SPECULATIVE",
+    "AUTO_RUNTIMES",
     "DEFAULT_SPECULATIVE",
     "SPECULATIVE_MODES",
     "PromptLookup",
@@ -46,9 +46,10 @@ __all__ = [
 
 SPECULATIVE_MODES = ("auto", "prompt-lookup", "off")
 DEFAULT_SPECULATIVE = "auto"
-# What "auto" means (decided by measurement, benchmarks/bench_speculative.py): see the README
-# note there. On when the measured cost on a reply that repeats nothing is within noise.
-AUTO_SPECULATIVE = "prompt-lookup"
+# Where "auto" drafts: the runtimes benchmarks/bench_speculative.py measured a gain on (llama.cpp
+# on this project's CPU: 1.4-2x on a code edit, no loss on replies that repeat nothing, since
+# those never reach MIN_MATCH). ONNX Runtime is not measured on a real model yet: off there.
+AUTO_RUNTIMES = frozenset({"llama.cpp"})
 _ALLOWED = "'auto', 'prompt-lookup', 'off' or None (off)"
 
 # Tuned on ten SmolLM2-135M replies (code edits, a rewrite, a summary, extraction, JSON, stories,
@@ -95,10 +96,10 @@ def check_speculative(value: object) -> str:
 
 
 def drafter_for(mode: str, engine: object, prompt: Sequence[int]) -> PromptLookup | None:
-    """The drafter for one request, or None: speculation off, or the engine cannot evaluate a
-    batch with every position's logits (`eval_all`)."""
+    """The drafter for one request, or None: speculation off ("auto" on a runtime outside
+    AUTO_RUNTIMES), or the engine cannot evaluate a batch with every position's logits (`eval_all`)."""
     if mode == "auto":
-        mode = AUTO_SPECULATIVE
+        mode = "prompt-lookup" if getattr(engine, "runtime", None) in AUTO_RUNTIMES else "off"
     if mode != "prompt-lookup" or not callable(getattr(engine, "eval_all", None)):
         return None
     return PromptLookup(prompt)

@@ -93,12 +93,18 @@ def test_drafter_for_needs_the_mode_and_an_engine_with_eval_all():
         pass
 
     class WithEvalAll:
+        def __init__(self, runtime):
+            self.runtime = runtime
+
         def eval_all(self, tokens):  # pragma: no cover - never called here
             raise AssertionError
 
-    assert drafter_for("off", WithEvalAll(), [1, 2]) is None
+    assert drafter_for("off", WithEvalAll("llama.cpp"), [1, 2]) is None
     assert drafter_for("prompt-lookup", NoEvalAll(), [1, 2]) is None
-    assert isinstance(drafter_for("prompt-lookup", WithEvalAll(), [1, 2]), PromptLookup)
+    assert isinstance(drafter_for("prompt-lookup", WithEvalAll("onnxruntime"), [1, 2]), PromptLookup)
+    # "auto": where the benchmark measured a gain
+    assert isinstance(drafter_for("auto", WithEvalAll("llama.cpp"), [1, 2]), PromptLookup)
+    assert drafter_for("auto", WithEvalAll("onnxruntime"), [1, 2]) is None
 
 
 # --- on SmolLM2 through llama.cpp -------------------------------------------------------
