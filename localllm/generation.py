@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from localllm.errors import ContextOverflowError, GenerationError, InvalidOptionError, InvalidOptionTypeError
 from localllm.runtimes.base import PROMPT_CHUNK
 from localllm.sampling import Sampler, StopMatcher, Utf8Decoder
+from localllm.speculative import DEFAULT_SPECULATIVE, check_speculative, drafter_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -68,6 +69,10 @@ class SamplingOptions:
     `seed` None draws a fresh seed per request; an int in [0, 2**32-1] makes sampling reproducible.
     `max_tokens` None generates until an end-of-generation token or a full context.
     `stop` is one string, a sequence of strings, or None (no stop strings).
+    `speculative` "prompt-lookup" drafts tokens from n-gram matches in the context and verifies
+    them in one batched evaluation (`localllm.speculative`): faster when the reply repeats the
+    prompt, token for token the same output; "off" or None disables it; "auto" (the default) is
+    whichever the benchmark found faster here. `localllm.batching.run_batch` ignores it.
 
     Raises:
         InvalidOptionError: a value out of its range (a ValueError too).
@@ -83,6 +88,7 @@ class SamplingOptions:
     seed: int | None = None
     max_tokens: int | None = DEFAULT_MAX_TOKENS
     stop: tuple[str, ...] = ()
+    speculative: str | None = DEFAULT_SPECULATIVE
 
     def __post_init__(self) -> None:
         # the first bad option raises: its error carries that option's name, value and range
@@ -105,6 +111,7 @@ class SamplingOptions:
                 )
             object.__setattr__(self, name, value)
         object.__setattr__(self, "stop", _check_stop(self.stop))
+        object.__setattr__(self, "speculative", check_speculative(self.speculative))
 
     @classmethod
     def from_kwargs(cls, base: SamplingOptions | None = None, **options: Any) -> SamplingOptions:
@@ -250,6 +257,8 @@ class Timings:
     decode_tokens: int = 0  # tokens the engine decoded (a stop string's included: the rate counts them)
     decode_tps: float = 0.0  # tokens after the first / time after the first
     total_s: float = 0.0  # request start to end
+    drafted_tokens: int = 0  # speculative: draft tokens evaluated (localllm.speculative)
+    accepted_tokens: int = 0  # of which the model sampled too: accepted / drafted is the acceptance rate
 
 
 @dataclass(frozen=True)
@@ -388,6 +397,7 @@ class SequenceState:
         self.sent = 0  # characters sent in chunks so far
         self.done = False
         self.next_token = -1  # the token sampled last, to evaluate next (while not done)
+        self.drafted = self.accepted = 0  # speculative drafts, for Timings
 
     def prompt_read(self, n_done: int) -> None:
         """The prompt is in the cache up to n_done tokens (all of it, or as far as a stop let it)."""
@@ -408,6 +418,8 @@ class SequenceState:
             decode_tokens=n_gen,
             decode_tps=(n_gen - 1) / decode_s if n_gen > 1 and decode_s > 0 else 0.0,
             total_s=t_end - self.t_start,
+            drafted_tokens=self.drafted,
+            accepted_tokens=self.accepted,
         )
 
     def _take(self, text: str) -> tuple[int, ...]:
@@ -430,13 +442,15 @@ class SequenceState:
         self.done = True
         return Chunk("", (), "error", self.timings(), error=error)
 
-    def step(self, logits: np.ndarray, stop_event: threading.Event | None = None) -> list[Chunk]:
-        """Sample the next token from logits; the chunks to send (the last one finishing, if done)."""
+    def step(self, logits: np.ndarray, stop_event: threading.Event | None = None, guess: int = -1) -> list[Chunk]:
+        """Sample the next token from logits; the chunks to send (the last one finishing, if done).
+        `guess`: the draft token these logits verify (counted in Timings when sampled)."""
         if stop_event is not None and stop_event.is_set():
             return self.end("cancelled")
         if self.n_prompt + len(self.generated) >= self.n_ctx:  # prompt + output never exceed the window
             return self.end("length")
         token = self.sampler.sample(logits, self.history)
+        self.accepted += token == guess
         if self.t_first is None:
             self.t_first = time.perf_counter()
         if token in self.stop_tokens or self.engine.is_eog(token):
@@ -504,14 +518,37 @@ def run(
         yield state.cancelled_in_prompt(n_done)
         return
     state.prompt_read(n_done)
+    drafter = drafter_for(options.speculative or "off", engine, prompt)
+    # rows[i]: logits to sample from, in order; draft[i]: the token guessed for rows[i]'s sample
+    rows: Any = [logits]
+    draft: list[int] = []
+    n_before = 0
     while True:
-        yield from state.step(logits, stop_event)
+        accepted = state.accepted
+        for i, row in enumerate(rows):  # the same step as without drafts, token by token
+            yield from state.step(row, stop_event, draft[i] if i < len(draft) else -1)
+            if state.done or i == len(draft) or state.next_token != draft[i]:
+                break
+        if drafter is not None and draft:  # keep what the samples confirmed; the last one is evaluated next
+            engine.rewind(n_before + i + 1)
+            drafter.feedback(len(draft), state.accepted - accepted)
         if state.done:
             return
         if stop_event is not None and stop_event.is_set():  # looked at after the caller saw the chunk
             yield from state.end("cancelled")
             return
-        logits = engine.eval([state.next_token])
+        draft = drafter.propose(state.generated, _draft_room(state, engine)) if drafter is not None else []
+        n_before, state.drafted = engine.n_past, state.drafted + len(draft)
+        rows = engine.eval_all([state.next_token, *draft]) if draft else [engine.eval([state.next_token])]
+
+
+def _draft_room(state: SequenceState, engine: Engine) -> int:
+    """How many draft tokens may follow the next token: within n_ctx and max_tokens (a draft
+    past the last token max_tokens lets out would be evaluated for nothing)."""
+    room = engine.n_ctx - engine.n_past - 1
+    if state.options.max_tokens is not None:
+        room = min(room, state.options.max_tokens - len(state.generated) - 1)
+    return room
 
 
 def prompt_chunk(engine: object) -> int:

@@ -16,6 +16,7 @@ from dataclasses import asdict
 
 from localllm.commands.plan import MODEL_HELP, context_arg
 from localllm.errors import InvalidOptionError, LocalLLMError
+from localllm.speculative import SPECULATIVE_MODES
 
 
 def register(sub) -> None:
@@ -52,6 +53,13 @@ def add_sampling_options(p, *, each: str = "") -> None:
     seed_help = "make sampling reproducible" + (" (a line's own seed wins)" if each else "")
     p.add_argument("--seed", type=int, metavar="N", help=seed_help)
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    if not each:  # batch steps many sequences at once and does not speculate (run_batch)
+        p.add_argument(
+            "--speculative",
+            choices=SPECULATIVE_MODES,
+            help="prompt-lookup drafts tokens from n-gram matches in the prompt and checks them in one "
+            "batch: faster when the reply repeats the prompt (editing code) (default: auto)",
+        )
 
 
 def add_load_options(p, *, ctx_help: str = "context window in tokens") -> None:
@@ -88,6 +96,7 @@ def _options(args) -> dict:
         "repeat_penalty": args.repeat_penalty,
         "seed": args.seed,
         "stop": tuple(args.stop) if args.stop else None,
+        "speculative": getattr(args, "speculative", None),
     }
     return {k: v for k, v in pairs.items() if v is not None}
 

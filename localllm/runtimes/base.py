@@ -7,6 +7,8 @@ token loop in `localllm.generation.run` drives it:
     engine.rewind(n_common)                   # keep the cached prefix the prompt shares
     logits = engine.eval(tokens[n_common:])   # fill the cache, logits of the last token
     loop: sample(logits) -> token; engine.token_bytes(token); logits = engine.eval([token])
+    speculative (localllm.speculative): rows = engine.eval_all([token, *draft]); sample each row
+        while the sample equals the draft; engine.rewind(to the tokens the samples confirmed)
 
 Everything above the engine (sampling, stop strings, UTF-8 safety, timings, chat
 templates, threading) is shared, so llama.cpp and ONNX Runtime behave the same. An
@@ -20,6 +22,10 @@ Rules an adapter must keep:
   the next `eval`/`rewind`/`close`; callers copy it if they keep it. `eval` splits long
   inputs into batches itself and raises `GenerationError` when the backend fails, and
   `ContextOverflowError` when the cache would exceed `n_ctx`.
+- `eval_all` is `eval` with the logits of every token it was given, float32 of shape
+  [len(tokens), n_vocab], rows in token order (a view valid until the next call, or a
+  copy); the tokens after a rejected draft token are then dropped with `rewind`. The
+  shared loop speculates only on an engine that has it.
 - `token_bytes` returns raw bytes (a byte-fallback token may be half a UTF-8
   character); control tokens return b"".
 - `prompt_chunk` (optional; `PROMPT_CHUNK` when absent): how many prompt tokens the
@@ -89,8 +95,11 @@ class Engine(Protocol):
     def eval(self, tokens: Sequence[int]) -> np.ndarray:
         """Append tokens to the cache; return float32 logits [n_vocab] of the last one."""
 
+    def eval_all(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append tokens to the cache; return float32 logits [len(tokens), n_vocab] of every one."""
+
     def rewind(self, n_keep: int) -> None:
-        """Drop cached tokens after the first n_keep (for prefix reuse)."""
+        """Drop cached tokens after the first n_keep (for prefix reuse, rejected drafts)."""
 
     def metadata(self) -> dict[str, object]:
         """Facts worth showing: architecture, parameters, file, quantization."""

@@ -4,6 +4,9 @@ Each sequence is a `seq_id` with its own KV stream (the context is made with `kv
 off, see `LlamaCppEngine`), its own positions and its own logits row. `eval_batch` packs the
 tokens of every sequence it is given into one `llama_batch` per `llama_decode` (up to
 n_batch tokens), asking for logits only at each item's last token.
+
+`eval_all` is sequence 0's batch with logits at every token (for speculative decoding: the
+draft tokens are checked from one decode).
 """
 
 from __future__ import annotations
@@ -33,8 +36,48 @@ class LlamaCppBatch:
     n_batch: int
     n_vocab: int
 
+    _tokens: list[int]
+
     def _require(self) -> Any:  # pragma: no cover - LlamaCppEngine's
         raise NotImplementedError
+
+    if TYPE_CHECKING:  # pragma: no cover
+
+        def _room_for(self, tokens: Sequence[int]) -> list[int]: ...
+
+    def eval_all(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append tokens to sequence 0's cache; float32 logits [len(tokens), n_vocab] of every one: a
+        view of llama.cpp's buffer, valid until the next decode, when they fit one n_batch (else a copy).
+
+        Raises:
+            ContextOverflowError: the tokens would pass n_ctx (nothing is evaluated then).
+            GenerationError: llama.cpp failed; the failed batch's tokens are not in the cache.
+        """
+        from localllm.runtimes.llamacpp import _take_native_error
+
+        lib = self._require()
+        tokens = self._room_for(tokens)
+        batch, np, parts = self._batch, self._np, []
+        for lo in range(0, len(tokens), self.n_batch):
+            part, pos0 = tokens[lo : lo + self.n_batch], len(self._tokens)
+            for i, tok in enumerate(part):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = tok, pos0 + i, 1, 1
+                batch.seq_id[i][0] = 0
+            batch.n_tokens = len(part)
+            rc = lib.llama_decode(self._ctx, batch)
+            if rc != 0:
+                lib.llama_memory_seq_rm(self._mem, 0, pos0, -1)  # no half-written cells
+                raise GenerationError(
+                    f"llama_decode returned {rc} at position {pos0} ({len(part)} tokens with all logits, "
+                    f"n_ctx {self.n_ctx})" + _take_native_error()
+                )
+            self._tokens.extend(part)
+            ptr = lib.llama_get_logits(self._ctx)  # rows in batch order, one per token asked for
+            if not ptr:
+                raise GenerationError("llama.cpp returned no logits for the batch")
+            rows = np.ctypeslib.as_array(ptr, shape=(len(part), self.n_vocab))
+            parts.append(rows if len(tokens) <= self.n_batch else rows.copy())
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _seq(self, seq: int) -> list[int]:
         if not 0 <= seq < self.n_seq_max:

@@ -455,6 +455,20 @@ class OnnxEngine(OnnxBatch, CachedTokens):
             self._step(tokens[start : start + self.n_batch])
         return self._step(tokens[starts[-1] :])
 
+    def eval_all(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append tokens; float32 logits [len(tokens), n_vocab] of every one (a copy). An engine of
+        several sequences takes them one at a time: its batch rows keep only their last logits."""
+        self._require_tok()
+        tokens = self._room_for(tokens)
+        if self.n_seq_max > 1:
+            return self._np.stack([self.eval([t]) for t in tokens])
+        if min(tokens) < 0 or max(tokens) >= self.n_vocab:
+            raise GenerationError(
+                f"token id(s) {[t for t in tokens if not 0 <= t < self.n_vocab][:5]} outside the vocabulary"
+            )
+        rows = [self._step(tokens[lo : lo + self.n_batch], every=True) for lo in range(0, len(tokens), self.n_batch)]
+        return rows[0] if len(rows) == 1 else self._np.concatenate(rows)
+
     def _bind_outputs(self) -> None:
         """Outputs bound to a device, not to buffers: ONNX Runtime allocates them (their length grows)."""
         io, b = self._io, self._binding
@@ -463,7 +477,7 @@ class OnnxEngine(OnnxBatch, CachedTokens):
         for name in (*io.present_keys, *io.present_values):
             b.bind_output(name, self._device, self._device_id)
 
-    def _step(self, part: list[int]) -> np.ndarray:
+    def _step(self, part: list[int], every: bool = False) -> np.ndarray:
         np, io, b = self._np, self._io, self._binding
         n_past, n = len(self._tokens), len(part)
         b.bind_cpu_input(io.input_ids, np.array([part], dtype=np.int64))
@@ -474,7 +488,7 @@ class OnnxEngine(OnnxBatch, CachedTokens):
         if io.use_cache_branch:
             b.bind_cpu_input(io.use_cache_branch, np.array([n_past > 0]))
         if io.logits_to_keep:
-            b.bind_cpu_input(io.logits_to_keep, np.array(1, dtype=np.int64))
+            b.bind_cpu_input(io.logits_to_keep, np.array(n if every else 1, dtype=np.int64))
         self._bind_outputs()
         past = self._past
         for i in range(self.info.n_layer):
@@ -492,6 +506,8 @@ class OnnxEngine(OnnxBatch, CachedTokens):
         keys, values = outs[1 : 1 + n_layer], outs[1 + n_layer :]
         self._past = [v for pair in zip(keys, values, strict=True) for v in pair]
         self._tokens.extend(part)
+        if every:  # the last n rows: an export without logits_to_keep gives every position's
+            return np.array(outs[0].numpy().reshape(-1, outs[0].shape()[-1])[-n:, : self.n_vocab], dtype=np.float32)
         return self._last_logits(outs[0])
 
     def _last_logits(self, value) -> np.ndarray:
