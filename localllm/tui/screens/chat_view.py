@@ -111,7 +111,7 @@ class ConversationView(ChatActions):
         self._labels.pop(view, None)
         if old is not None:
             await old.remove()
-        view.set_class(bool(text), "-labelled")
+        view.set_state(bool(text), "-labelled")
         if text and view.is_attached:
             note = self._label_widget(text, kind)
             self._labels[view] = note
