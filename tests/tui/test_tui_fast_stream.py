@@ -271,3 +271,35 @@ def test_ctrl_e_continues_a_reply_cut_inside_a_code_fence_as_one_fence(tiny_gguf
             assert [f.code.rstrip("\n") for f in fences] == ["def f(x):\n    y = x + 1\n    return y"]
 
     run(body())
+
+
+def test_segments_far_out_of_view_are_folded_and_unfold_when_scrolled_to(tiny_gguf, tui_db):
+    """Textual lays out every widget of the screen at each update, in view or not: the segments
+    far from view hide their blocks (keeping their height, so scrolling is unchanged) and show
+    them again when scrolled back to."""
+    reply = markdown_reply(4000, seed=13)
+    model = FakeChatModel(reply, tokens_per_s=None)
+
+    async def body():
+        app = fast_app(tiny_gguf, tui_db, model, hide_timings=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_ready(pilot)
+            screen = app.chat_screen
+            conv = screen.conversation
+            await send(pilot, "go")
+            segments = list(reply_view(app).query(Segment))
+            assert len(segments) >= 5
+            await wait_for(pilot, lambda: segments[0].folded_at is not None, what="the first segment folded")
+            assert segments[-1].folded_at is None  # in view
+            assert not any(child.display for child in segments[0].children)
+            height = conv.virtual_size.height
+            first_line = reply.split("\n")[0][:30]
+            assert not any(first_line in line for line in conversation_lines(app))
+            await pilot.press("ctrl+home")
+            await wait_for(pilot, lambda: segments[0].folded_at is None, what="the first segment shown again")
+            await pilot.pause()
+            assert any(first_line in line for line in conversation_lines(app))
+            assert segments[-1].folded_at is not None  # now far out of view
+            assert conv.virtual_size.height == height
+
+    run(body())

@@ -279,6 +279,7 @@ class ChatScreen(ConversationView):
             await conv.mount_all(views)
         conv.anchor()  # to the latest message, once laid out, and while replies stream in
         self.call_after_refresh(conv.scroll_end, animate=False)
+        self._fit_soon()
         self.query_one(ChatList).mark(chat_id)
         self._code_index = 0
         self._last_timings = None
@@ -420,7 +421,7 @@ class ChatScreen(ConversationView):
                 text = continue_joiner(gen.base.content, text) + text
             await self._set_label(gen.view, "")
             if gen.view.is_attached:  # not after a switch to another chat
-                gen.stream = gen.view.get_stream(collector.segment_done if self.context.pace_gc else None)
+                gen.stream = gen.view.get_stream(self._segment_started)
             self.update_status()
         gen.parts.append(text)
         if gen.view.is_attached and gen.stream is not None:
