@@ -69,6 +69,9 @@ class ChatApp(App):
     CSS_PATH = Path(__file__).with_name("styles.tcss")
     # priority: the prompt's own ctrl+c (copy) would otherwise take it; a selection is still
     # copied by it (see action_interrupt), and super+c copies too
+    # Full garbage collections wait while a reply streams (localllm.tui.collector): False leaves
+    # the process's collector alone, for an app that manages it itself.
+    PACE_GC = True
     BINDINGS = [
         Binding(
             "ctrl+c", "interrupt", "Stop the reply; twice quits", id="localllm.interrupt", show=False, priority=True
@@ -119,6 +122,7 @@ class ChatApp(App):
             system_prompt=self.default_system_prompt,
             sampling=self.default_sampling,
             hide_timings=hide_timings,
+            pace_gc=self.PACE_GC,
         )
         self.report: StartupReport | None = None
         self.failed = False  # the last start-up or load failed and no model is in use: quitting exits 1

@@ -36,3 +36,4 @@ class ChatContext:
     system_prompt: str = ""  # of new chats
     sampling: Mapping[str, Any] = field(default_factory=dict)  # SamplingOptions fields of new chats
     hide_timings: bool = False  # no timings or thread counts on screen (stable screenshots)
+    pace_gc: bool = True  # hold full garbage collections while a reply streams (localllm.tui.collector)

@@ -8,6 +8,7 @@ copy) in screens/chat_actions.py.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,11 +19,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Footer, Markdown
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Footer
 from textual.worker import Worker, get_current_worker
 
 import localllm
+from localllm.tui import collector
 from localllm.tui.context import ChatContext
 from localllm.tui.library import describe_placement
 from localllm.tui.reply import (
@@ -40,7 +41,7 @@ from localllm.tui.reply import (
 from localllm.tui.screens.chat_view import NARROW_COLUMNS, ConversationView
 from localllm.tui.store import Chat, Message as StoredMessage
 from localllm.tui.threads import lower_thread_priority
-from localllm.tui.widgets import ChatList, MessageView, PromptArea, StatusLine
+from localllm.tui.widgets import ChatList, MessageView, PromptArea, ReplyStream, StatusLine
 
 __all__ = ["NARROW_COLUMNS", "ChatScreen", "ContextCount", "PromptProgress", "ReplyDelta", "ReplyDone"]
 
@@ -54,7 +55,7 @@ class _Generation:
     view: MessageView
     stop: threading.Event
     model_name: str
-    stream: MarkdownStream | None = None  # started at the first text
+    stream: ReplyStream | None = None  # started at the first text
     parts: list[str] = field(default_factory=list)
     finishing: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -278,6 +279,7 @@ class ChatScreen(ConversationView):
             await conv.mount_all(views)
         conv.anchor()  # to the latest message, once laid out, and while replies stream in
         self.call_after_refresh(conv.scroll_end, animate=False)
+        self._fit_soon()
         self.query_one(ChatList).mark(chat_id)
         self._code_index = 0
         self._last_timings = None
@@ -371,6 +373,8 @@ class ChatScreen(ConversationView):
         gen = _Generation(self._gen_counter, self.chat.id, view, threading.Event(), self._model_name() or "")
         gen.user, gen.base = user, base
         self._gen = gen
+        if self.context.pace_gc:
+            collector.reply_started()
         self._code_index = 0
         self.update_status()
         self._generate(self.model, messages, dict(self.chat.sampling), gen.gen_id, gen.stop)
@@ -417,16 +421,19 @@ class ChatScreen(ConversationView):
                 text = continue_joiner(gen.base.content, text) + text
             await self._set_label(gen.view, "")
             if gen.view.is_attached:  # not after a switch to another chat
-                gen.stream = Markdown.get_stream(gen.view)
+                gen.stream = gen.view.get_stream(self._segment_started)
             self.update_status()
         gen.parts.append(text)
         if gen.view.is_attached and gen.stream is not None:
-            await gen.stream.write(text)
+            gen.stream.write(text)
 
     @on(ReplyDone)
     async def _on_done(self, msg: ReplyDone) -> None:
         gen = self._gen
         if gen is None or gen.gen_id != msg.gen_id or gen.finishing:
+            return
+        if gen.stream is not None and gen.stream.backlog:  # again once its text is shown; frames go on
+            gen.stream.when_shown(lambda: self.post_message(dataclasses.replace(msg)))
             return
         gen.finishing = True  # `generating` stays true until the reply is stored and shown
         if gen.stream is not None:
@@ -440,8 +447,8 @@ class ChatScreen(ConversationView):
         else:
             self._store_reply(gen, msg)
             if gen.view.is_attached:
-                await gen.view.update(gen.view.text)  # once whole: streamed code fences can be left blank
-            gen.view.set_class(msg.finish_reason == "cancelled", "cancelled")
+                await gen.view.finish()  # its last segment once whole: a streamed code fence can be left blank
+            gen.view.set_state(msg.finish_reason == "cancelled", "cancelled")
             await self._set_label(
                 gen.view, reply_label(msg.finish_reason, continued=gen.base is not None), msg.finish_reason
             )

@@ -11,9 +11,10 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from localllm.tui import collector
 from localllm.tui.screens.chat_actions import ChatActions
 from localllm.tui.store import Chat, Message as StoredMessage
-from localllm.tui.widgets import MessageView, PromptArea
+from localllm.tui.widgets import MessageView, PromptArea, fit_segments
 
 __all__ = ["NARROW_COLUMNS", "ConversationView"]
 
@@ -58,6 +59,7 @@ class ConversationView(ChatActions):
         self._queue: list[MessageView] = []  # messages sent while a reply streams, oldest first
         self._labels: dict[MessageView, Static] = {}  # the note under a message ("stopped", "queued"...)
         self._narrow: bool | None = None
+        self._fit_pending = False
 
     @property
     def conversation(self) -> VerticalScroll:
@@ -73,8 +75,31 @@ class ConversationView(ChatActions):
 
     # -- sidebar and scrolling --------------------------------------------------
 
+    async def on_mount(self) -> None:
+        # scrolled by the user (a streaming reply's anchored scroll sets scroll_y without watchers)
+        self.watch(self.conversation, "scroll_y", lambda: self._fit_soon(), init=False)
+
     def on_resize(self, event: events.Resize) -> None:
         self._fit_sidebar(event.size.width)
+        self._fit_soon()
+
+    # -- segments out of view (widgets.message.fit_segments) ---------------------
+
+    def _fit_soon(self) -> None:
+        """Fold the segments far out of view, unfold those near it, after the next refresh."""
+        if not self._fit_pending:
+            self._fit_pending = True
+            self.call_after_refresh(self._fit)
+
+    def _fit(self) -> None:
+        self._fit_pending = False
+        fit_segments(self.conversation)
+
+    def _segment_started(self) -> None:
+        """A streaming reply began a new segment: the one before it is whole and moves up."""
+        if self.context.pace_gc:
+            collector.segment_done()
+        self._fit_soon()
 
     def _fit_sidebar(self, width: int) -> None:
         """Hide the sidebar when the terminal turns narrow, show it when it turns wide (ctrl+b still toggles)."""
@@ -111,7 +136,7 @@ class ConversationView(ChatActions):
         self._labels.pop(view, None)
         if old is not None:
             await old.remove()
-        view.set_class(bool(text), "-labelled")
+        view.set_state(bool(text), "-labelled")
         if text and view.is_attached:
             note = self._label_widget(text, kind)
             self._labels[view] = note
