@@ -71,8 +71,9 @@ class SamplingOptions:
     `stop` is one string, a sequence of strings, or None (no stop strings).
     `speculative` "prompt-lookup" drafts tokens from n-gram matches in the context and verifies
     them in one batched evaluation (`localllm.speculative`): faster when the reply repeats the
-    prompt, token for token the same output; "off" or None disables it; "auto" (the default) is
-    whichever the benchmark found faster here. `localllm.batching.run_batch` ignores it.
+    prompt, each token still sampled from its own logits; "off" or None disables it; "auto" (the
+    default) is prompt-lookup on the runtimes the benchmark found faster with it (llama.cpp).
+    `localllm.batching.run_batch` ignores it (its steps already batch several sequences).
 
     Raises:
         InvalidOptionError: a value out of its range (a ValueError too).
@@ -500,6 +501,9 @@ def run(
     two: set meanwhile, the stream ends at once with one empty "cancelled" chunk whose timings count
     the prompt tokens in the cache. `on_prompt_progress(done, total)` is called from this thread before
     the first chunk (done = tokens reused from the cache) and after each (the last: done == total).
+    With `options.speculative`, each step may evaluate the next token and a draft in one `eval_all`
+    and walk the rows with the same `SequenceState.step` while the samples confirm the draft; the
+    stop flag, stop strings, max_tokens and n_ctx apply per token as without it.
 
     Raises:
         ContextOverflowError: the prompt leaves no room for a token in the context.
