@@ -1,12 +1,13 @@
 """The chat TUI while a reply streams fast: key echo and the longest stall of the UI thread.
 
-    python benchmarks/bench_tui.py [--rates 0,100,1000,10000] [--tokens 1000,8000] [--seconds 6]
-        [--size 120x40] [--key-interval 0.04] [--quick] [--profile [N]] [--stalls [MS]] [--json]
+    python benchmarks/bench_tui.py [--rates 0,100,1000,10000] [--tokens 1000,8000] [--code-lines 300]
+        [--seconds 6] [--size 120x40] [--key-interval 0.04] [--quick] [--profile [N]] [--stalls [MS]] [--json]
 
 The real ChatApp under Textual's Pilot (headless), fed by localllm.testing.FakeChatModel: a
 Markdown reply (headings, paragraphs, lists, Python code fences, tables: markdown_reply) at a
-fixed rate in tokens/s. Each rate x reply length runs once, in this process; rate 0 is the
-baseline: no reply, only typing, for --seconds.
+fixed rate in tokens/s. Each rate x reply length runs once, in this process; then each rate with
+a reply that is mostly one code block of --code-lines lines ("reply tokens" says "code"); rate 0
+is the baseline: no reply, only typing, for --seconds.
 
   echo     a thread types a letter into the prompt every --key-interval seconds while the reply
            streams (through the driver's thread-safe send, as a terminal's input thread does);
@@ -55,10 +56,26 @@ from pathlib import Path
 LETTERS = "abcdefghijklmnoprstuvwxyz"  # no q: nothing the prompt might bind
 
 
+def code_reply(lines: int) -> str:
+    """A short answer around one long Python code block (a coding assistant's usual reply)."""
+    from localllm.testing import markdown_reply
+
+    code = []
+    for i in range(lines):
+        if i % 12 == 0:
+            code += ["", f"def step_{i}(items: list[int], limit: int = {i}) -> list[int]:"]
+        elif i % 12 == 1:
+            code.append(f'    """Step {i}: keep what is under the limit."""')
+        else:
+            code.append(("        " if i % 3 else "    ") + f"value_{i} = compute(items, {i}) + limit  # {i}")
+    body = "\n".join(code).lstrip("\n")
+    return markdown_reply(150, seed=1) + "\n```python\n" + body + "\n```\n\n" + markdown_reply(150, seed=2)
+
+
 @dataclass
 class Result:
     rate: int
-    tokens: int
+    tokens: int | str
     streamed: int = 0  # tokens written before the end (or the stop)
     stream_s: float = 0.0
     updates_per_s: float = 0.0
@@ -78,7 +95,7 @@ class Result:
 
         return {
             "tokens/s": self.rate,
-            "reply tokens": self.tokens if self.rate else 0,
+            "reply tokens": self.tokens if self.rate else 0,  # "code": code_reply
             "streamed": self.streamed,
             "stream s": round(self.stream_s, 2),
             "updates/s": round(self.updates_per_s, 1),
@@ -204,7 +221,7 @@ class Typist:
 
 async def measure(
     rate: int,
-    tokens: int,
+    tokens: int | str,
     *,
     seconds: float,
     size: tuple[int, int],
@@ -219,7 +236,7 @@ async def measure(
     from localllm.tui.screens import ChatScreen
     from localllm.tui.widgets import PromptArea
 
-    reply = markdown_reply(tokens, seed=tokens)
+    reply = markdown_reply(tokens, seed=tokens) if isinstance(tokens, int) else code_reply(int(tokens[5:]))
     model = FakeChatModel(reply, tokens_per_s=rate or None)
     (tmp / "fake.gguf").write_bytes(b"GGUF")  # the start-up report needs the file to exist
     result = Result(rate, tokens)
@@ -271,10 +288,11 @@ async def measure(
                 await _until(lambda: bool(done_at), 30, "the reply to end")
             end = done_at[0] if rate else time.perf_counter()
             result.ui_cpu = (time.thread_time() - cpu) / max(1e-9, time.perf_counter() - start)
-            if rate:
-                await _until(lambda: bool(finished), 30, "the reply to be stored")
+            if rate:  # text that came faster than the screen can show comes after the model's end
+                await _until(lambda: bool(finished), 300, "the reply to be shown and stored")
             typist.stop()
-            await asyncio.sleep(0.5)  # the keys still in flight land; the final render shows
+            await _until(lambda: len(prompt.text) >= len(typist.sent), 60, "the keys typed to land")
+            await asyncio.sleep(0.5)  # the final render shows
         finally:
             typist.stop()
             probe.stop()
@@ -328,6 +346,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="0,100,1000,10000", help="tokens/s, comma separated (0: typing only)")
     parser.add_argument("--tokens", default="1000,8000", help="reply lengths in tokens, comma separated")
+    parser.add_argument("--code-lines", type=int, default=300, help="lines of the code-block reply (0: none)")
     parser.add_argument("--seconds", type=float, default=6.0, help="stop a longer reply after this long")
     parser.add_argument("--size", default="120x40", help="terminal columns x rows")
     parser.add_argument("--key-interval", type=float, default=0.04, help="seconds between typed keys")
@@ -343,8 +362,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LOCALLLM_HOME"] = str(Path(tmp) / "home")  # no user cache, keymap or chats touched
         os.environ["LOCALLLM_DATA"] = str(Path(tmp) / "data")
-        runs = [(0, 0)] if 0 in rates else []
+        runs: list[tuple[int, int | str]] = [(0, 0)] if 0 in rates else []
         runs += [(rate, tokens) for tokens in (int(x) for x in args.tokens.split(",")) for rate in rates if rate]
+        if args.code_lines:
+            runs += [(rate, f"code:{args.code_lines}") for rate in rates if rate]
         for rate, tokens in runs:
             r = asyncio.run(
                 measure(

@@ -65,12 +65,12 @@ def conversation_lines(app) -> list[str]:
 
 
 def test_a_fast_long_reply_shows_whole_as_when_the_chat_is_opened_again(tiny_gguf, tui_db):
-    reply = markdown_reply(2500, seed=7)
+    reply = markdown_reply(1500, seed=7)
     model = FakeChatModel(reply, tokens_per_s=None)  # as fast as Python yields tokens
 
     async def body():
         app = fast_app(tiny_gguf, tui_db, model, hide_timings=True)
-        async with app.run_test(size=(80, 500)) as pilot:
+        async with app.run_test(size=(80, 330)) as pilot:
             await wait_ready(pilot)
             screen = app.chat_screen
             await send(pilot, "write a lot")
@@ -120,7 +120,7 @@ class Typist:
 
 
 def test_keys_typed_while_a_fast_reply_streams_all_land_in_order(tiny_gguf, tui_db):
-    model = FakeChatModel(markdown_reply(6000, seed=8), tokens_per_s=10_000)
+    model = FakeChatModel(markdown_reply(3000, seed=8), tokens_per_s=5_000)
 
     async def body():
         app = fast_app(tiny_gguf, tui_db, model)
@@ -163,7 +163,7 @@ def test_the_screen_gets_a_bounded_number_of_updates_whatever_the_token_rate(tin
     for rate in (2_000, 100_000):
         applied.clear()
         deltas.clear()
-        model = FakeChatModel(markdown_reply(4000, seed=9), tokens_per_s=rate)
+        model = FakeChatModel(markdown_reply(2000, seed=9), tokens_per_s=rate)
 
         async def body(model=model):
             app = fast_app(tiny_gguf, tui_db, model)

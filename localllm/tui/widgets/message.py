@@ -11,9 +11,8 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from textual._arrange import DockArrangeResult
 from textual.app import ComposeResult
 from textual.await_complete import AwaitComplete
 from textual.content import Content
@@ -25,6 +24,9 @@ from textual.widgets import Label, Markdown, Static
 from textual.widgets.markdown import MarkdownFence
 
 from localllm.tui.segments import Piece, SegmentSplitter, closing, opening, split_segments
+
+if TYPE_CHECKING:  # pragma: no cover
+    from textual._arrange import DockArrangeResult
 
 __all__ = [
     "BATCH_APPLY_S",
@@ -42,8 +44,8 @@ __all__ = [
 # still read as smooth and leave the thread free more than 30 did.
 UPDATE_INTERVAL_S = 1 / 20
 # After a batch of text is drawn, the stream rests this many times the UI thread's time spent
-# applying and drawing it: text that comes faster than it can be shown takes at most about
-# two thirds of the UI thread, the rest is for keys (and the CPU for the model).
+# applying and drawing it, while the model still writes: text that comes faster than it can be
+# shown takes at most about two thirds of the UI thread, the rest is for keys and the model.
 REST_PER_BUSY = 0.5
 # The UI thread's time applying one batch may take (Textual draws no frame meanwhile): with
 # one frame after it, what a key typed during a stream waits at most, inside issue 16's 50 ms.
@@ -159,10 +161,10 @@ class MessageView(Widget):
     Its class is its role (user, assistant, info, error), plus "cancelled" for a stopped reply.
     """
 
-    # the view has the padding and the colour of its role (styles.tcss); a segment is bare
-    # A code block cut between segments is one box: no margin or padding where it is cut. Whole
-    # margins and paddings (MarkdownFence's own: margin 1 0, padding 1 2; 0 and 1 0 in ANSI
-    # colour), as one side alone resets the others.
+    # The view has the padding and the colour of its role (styles.tcss); a segment is bare. A
+    # code block cut between segments is one box: no margin or padding where it is cut (whole
+    # margins and paddings, MarkdownFence's own but for the cut side, as one side alone resets
+    # the others: margin 1 0 and padding 1 2, or 0 and 1 0 in ANSI colour).
     DEFAULT_CSS = """
     MessageView { height: auto; layout: vertical; }
     MessageView > Markdown { padding: 0; margin: 0; }
@@ -259,19 +261,19 @@ class ReplyStream:
 
     Textual mounts a Markdown block in 1-4 ms of the UI thread here (50-200 ms for a 40-line
     segment) and draws no frame while it mounts, so text is applied in batches: a batch of at
-    most `lines` lines, the frame that shows it, then a pause of half the UI thread's time that
-    took (and at least UPDATE_INTERVAL_S from one batch to the next). `lines` halves when applying a batch took
-    longer than BATCH_APPLY_S and grows when it took less than half that. A key typed meanwhile
-    waits for one batch and one frame, however fast the text comes; text that comes faster than
-    the machine can show it waits its turn (`backlog`). Text goes into the last segment
-    (Markdown.append parses only the last block again); where localllm.tui.segments cuts, a new
-    segment is mounted with its text and `on_segment` called.
+    most `lines` lines, the frame that shows it, then a rest of REST_PER_BUSY times the UI
+    thread's time that took (none once all text has come: `when_shown`), and at least
+    UPDATE_INTERVAL_S from one batch to the next. `lines` halves when applying a batch took the
+    UI thread longer than BATCH_APPLY_S and grows when it took less than half that. A key typed
+    meanwhile waits for one batch and one frame, however fast the text comes; text that comes
+    faster than the machine can show it waits its turn (`backlog`). Text goes into the last
+    segment (Markdown.append parses only the last block again); where localllm.tui.segments
+    cuts, a new segment is mounted with its text and `on_segment` called.
     """
 
     def __init__(self, view: MessageView, on_segment: Callable[[], object] | None = None) -> None:
         self.view = view
         self.on_segment = on_segment
-        self.batches = 0  # batches applied: the updates the screen was asked to draw
         self.lines = FIRST_BATCH_LINES
         last = view._pieces[-1]
         self._splitter = SegmentSplitter(last.text, fence=last.fence)
@@ -281,6 +283,7 @@ class ReplyStream:
         self._task: asyncio.Task[None] | None = None
         self._on_shown: Callable[[], object] | None = None
         self._applying = False
+        self._rest = REST_PER_BUSY
 
     @property
     def backlog(self) -> bool:
@@ -297,9 +300,13 @@ class ReplyStream:
             self._task = asyncio.create_task(self._run(), name="reply stream")
 
     def when_shown(self, callback: Callable[[], object]) -> None:
-        """Call `callback` once all text written is shown (or the stream is stopped): now, if it is."""
+        """Call `callback` once all text written is shown (or the stream is stopped): now, if it is.
+
+        All text has come: from now on the stream does not rest between batches (the model needs
+        no CPU any more), it only lets each batch be drawn, with the keys typed meanwhile."""
         if self.backlog and not self._stopped.is_set():
             self._on_shown = callback
+            self._rest = 0.0
         else:
             callback()
 
@@ -350,9 +357,7 @@ class ReplyStream:
             # never waited for once stopping (the screen may be the one waiting)
             await self._until_stopped(drawn, DRAWN_TIMEOUT_S)
             busy = time.thread_time() - cpu  # applying and drawing, on the UI thread
-            await self._until_stopped(
-                None, max(UPDATE_INTERVAL_S - (time.perf_counter() - started), busy * REST_PER_BUSY)
-            )
+            await self._until_stopped(None, max(UPDATE_INTERVAL_S - (time.perf_counter() - started), busy * self._rest))
 
     def _take(self) -> str:
         """The next batch: pending text up to and with its `lines`-th line break (all when fewer)."""
@@ -367,7 +372,6 @@ class ReplyStream:
 
     async def _apply(self, text: str) -> None:
         view = self.view
-        self.batches += 1
         first, *rest = self._splitter.feed(text)
         if first.text:
             last = view._pieces[-1]
