@@ -2,6 +2,7 @@
 
     python benchmarks/bench_tui.py [--rates 0,100,1000,10000] [--tokens 1000,8000] [--code-lines 300]
         [--seconds 6] [--size 120x40] [--key-interval 0.04] [--quick] [--profile [N]] [--stalls [MS]] [--json]
+        [--model PATH]
 
 The real ChatApp under Textual's Pilot (headless), fed by localllm.testing.FakeChatModel: a
 Markdown reply (headings, paragraphs, lists, Python code fences, tables: markdown_reply) at a
@@ -25,6 +26,10 @@ A reply that would take longer than --seconds is stopped with Escape after that 
 100 tokens/s the reply is --seconds x 100 tokens). Every key typed must land in the prompt in
 order, and the stored reply must be the text written (all of it when it was not stopped), or
 the run fails.
+
+--model PATH: also one run with a real model (llama.cpp; a .gguf file, e.g. the tests' SmolLM2-135M)
+writing a long reply (greedy, up to 1,000 tokens) to "write a long story": its own rate ("tokens/s"
+says "real"), the decoder in C threads beside the UI as in use.
 
 --profile N: cProfile the UI thread (the main thread) in each run and print its top N functions
 (BENCH_TUI_SORT=cumulative to sort by cumulative time). --stalls MS: sample the UI thread's
@@ -85,6 +90,7 @@ class Result:
     stall_ms: float = 0.0  # the longest while the reply streams
     stall_end_ms: float = 0.0  # the longest from its end to 0.5 s after it is stored
     final_ms: float = 0.0  # ReplyDone handled to ReplyFinished: the end-of-reply work
+    real_tps: float = 0.0  # a real model's decode rate (--model)
     profile: str = ""
 
     def row(self) -> dict[str, object]:
@@ -94,7 +100,7 @@ class Result:
             return round(echo[min(len(echo) - 1, int(p * len(echo)))], 1) if echo else float("nan")
 
         return {
-            "tokens/s": self.rate,
+            "tokens/s": self.rate if self.rate >= 0 else f"real {self.real_tps:.0f}",
             "reply tokens": self.tokens if self.rate else 0,  # "code": code_reply
             "streamed": self.streamed,
             "stream s": round(self.stream_s, 2),
@@ -229,6 +235,7 @@ async def measure(
     profile: int,
     stalls: float,
     tmp: Path,
+    model_path: str = "",
 ) -> Result:
     from localllm.testing import FakeChatModel, markdown_reply, split_tokens
     from localllm.tui.app import ChatApp
@@ -236,9 +243,17 @@ async def measure(
     from localllm.tui.screens import ChatScreen
     from localllm.tui.widgets import PromptArea
 
-    reply = markdown_reply(tokens, seed=tokens) if isinstance(tokens, int) else code_reply(int(tokens[5:]))
+    if isinstance(tokens, int):
+        reply = markdown_reply(tokens, seed=tokens)
+    else:  # "code:N" (code_reply), or "real" (--model: this reply is not used)
+        reply = code_reply(int(tokens[5:])) if tokens.startswith("code:") else ""
     model = FakeChatModel(reply, tokens_per_s=rate or None)
     (tmp / "fake.gguf").write_bytes(b"GGUF")  # the start-up report needs the file to exist
+    target, loader, sampling = str(tmp / "fake.gguf"), (lambda target, **kw: model), {"temperature": 0}
+    prompt_text = "hello"
+    if model_path:  # the real thing: localllm.load through the app's own loader
+        target, loader, sampling = model_path, None, {"temperature": 0, "max_tokens": 1000}
+        prompt_text = "write a long story"
     result = Result(rate, tokens)
     deltas: list[float] = []
     done_at: list[float] = []  # ReplyDone handled: the worker finished
@@ -256,11 +271,11 @@ async def measure(
             finished.append(time.perf_counter())
 
     db = tmp / f"chats-{rate}-{tokens}.sqlite3"
-    app = ChatApp(str(tmp / "fake.gguf"), db_path=db, loader=lambda target, **kw: model, sampling={"temperature": 0})
+    app = ChatApp(target, db_path=db, loader=loader, sampling=sampling)
     async with app.run_test(size=size, message_hook=hook) as pilot:
-        await _until(lambda: app.model is not None and isinstance(app.screen, ChatScreen), 30, "the app to start")
+        await _until(lambda: app.model is not None and isinstance(app.screen, ChatScreen), 60, "the app to start")
         prompt = app.chat_screen.query_one(PromptArea)
-        await pilot.press(*"hello")
+        await pilot.press(*[{" ": "space"}.get(ch, ch) for ch in prompt_text])
         await pilot.pause()
         gc.collect()
         probe = Probe(asyncio.get_running_loop(), stacks=bool(stalls))
@@ -313,11 +328,15 @@ async def measure(
             result.profile += probe.report(start, end, stalls)
         result.stream_s = end - start
         result.streamed = model.streamed
+        if model_path:  # what the real model wrote, at what rate
+            (chat,) = app.history.chats()
+            meta = app.history.messages(chat.id)[-1].meta
+            result.streamed, result.real_tps = int(meta.get("tokens", 0)), float(meta.get("decode_tps", 0.0))
         result.keys = len(typist.sent)
         result.echo_ms = typist.echo_ms()
         if prompt.text != typist.typed:
             raise SystemExit(f"{rate} tokens/s: keys lost or out of order: {prompt.text!r} != {typist.typed!r}")
-        if rate:
+        if rate and not model_path:
             (chat,) = app.history.chats()
             stored = app.history.messages(chat.id)[-1].content
             whole = model.streamed == len(split_tokens(reply))
@@ -353,6 +372,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="0, 1,000 and 10,000 tokens/s, 4,000 tokens, 3 s")
     parser.add_argument("--profile", type=int, nargs="?", const=25, default=0, help="print the UI thread's top N")
     parser.add_argument("--stalls", type=float, nargs="?", const=100.0, default=0.0, help="explain stalls over MS")
+    parser.add_argument("--model", default="", help="also a run with this real model file")
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
     args = parser.parse_args()
     if args.quick:
@@ -366,6 +386,8 @@ def main() -> int:
         runs += [(rate, tokens) for tokens in (int(x) for x in args.tokens.split(",")) for rate in rates if rate]
         if args.code_lines:
             runs += [(rate, f"code:{args.code_lines}") for rate in rates if rate]
+        if args.model:
+            runs.append((-1, "real"))
         for rate, tokens in runs:
             r = asyncio.run(
                 measure(
@@ -377,6 +399,7 @@ def main() -> int:
                     profile=args.profile,
                     stalls=args.stalls,
                     tmp=Path(tmp),
+                    model_path=args.model if rate < 0 else "",
                 )
             )
             if args.json:
