@@ -1,12 +1,14 @@
 """The chat TUI while a reply streams fast: key echo and the longest stall of the UI thread.
 
-    python benchmarks/bench_tui.py [--rates 0,100,1000,10000] [--tokens 1000,8000] [--seconds 6]
-        [--size 120x40] [--key-interval 0.04] [--quick] [--profile [N]] [--stalls [MS]] [--json]
+    python benchmarks/bench_tui.py [--rates 0,100,1000,10000] [--tokens 1000,8000] [--code-lines 300]
+        [--seconds 6] [--size 120x40] [--key-interval 0.04] [--quick] [--profile [N]] [--stalls [MS]] [--json]
+        [--model PATH]
 
 The real ChatApp under Textual's Pilot (headless), fed by localllm.testing.FakeChatModel: a
 Markdown reply (headings, paragraphs, lists, Python code fences, tables: markdown_reply) at a
-fixed rate in tokens/s. Each rate x reply length runs once, in this process; rate 0 is the
-baseline: no reply, only typing, for --seconds.
+fixed rate in tokens/s. Each rate x reply length runs once, in this process; then each rate with
+a reply that is mostly one code block of --code-lines lines ("reply tokens" says "code"); rate 0
+is the baseline: no reply, only typing, for --seconds.
 
   echo     a thread types a letter into the prompt every --key-interval seconds while the reply
            streams (through the driver's thread-safe send, as a terminal's input thread does);
@@ -24,6 +26,10 @@ A reply that would take longer than --seconds is stopped with Escape after that 
 100 tokens/s the reply is --seconds x 100 tokens). Every key typed must land in the prompt in
 order, and the stored reply must be the text written (all of it when it was not stopped), or
 the run fails.
+
+--model PATH: also one run with a real model (llama.cpp; a .gguf file, e.g. the tests' SmolLM2-135M)
+writing a long reply (greedy, up to 1,000 tokens) to "write a long story": its own rate ("tokens/s"
+says "real"), the decoder in C threads beside the UI as in use.
 
 --profile N: cProfile the UI thread (the main thread) in each run and print its top N functions
 (BENCH_TUI_SORT=cumulative to sort by cumulative time). --stalls MS: sample the UI thread's
@@ -55,10 +61,26 @@ from pathlib import Path
 LETTERS = "abcdefghijklmnoprstuvwxyz"  # no q: nothing the prompt might bind
 
 
+def code_reply(lines: int) -> str:
+    """A short answer around one long Python code block (a coding assistant's usual reply)."""
+    from localllm.testing import markdown_reply
+
+    code = []
+    for i in range(lines):
+        if i % 12 == 0:
+            code += ["", f"def step_{i}(items: list[int], limit: int = {i}) -> list[int]:"]
+        elif i % 12 == 1:
+            code.append(f'    """Step {i}: keep what is under the limit."""')
+        else:
+            code.append(("        " if i % 3 else "    ") + f"value_{i} = compute(items, {i}) + limit  # {i}")
+    body = "\n".join(code).lstrip("\n")
+    return markdown_reply(150, seed=1) + "\n```python\n" + body + "\n```\n\n" + markdown_reply(150, seed=2)
+
+
 @dataclass
 class Result:
     rate: int
-    tokens: int
+    tokens: int | str
     streamed: int = 0  # tokens written before the end (or the stop)
     stream_s: float = 0.0
     updates_per_s: float = 0.0
@@ -68,6 +90,7 @@ class Result:
     stall_ms: float = 0.0  # the longest while the reply streams
     stall_end_ms: float = 0.0  # the longest from its end to 0.5 s after it is stored
     final_ms: float = 0.0  # ReplyDone handled to ReplyFinished: the end-of-reply work
+    real_tps: float = 0.0  # a real model's decode rate (--model)
     profile: str = ""
 
     def row(self) -> dict[str, object]:
@@ -77,8 +100,8 @@ class Result:
             return round(echo[min(len(echo) - 1, int(p * len(echo)))], 1) if echo else float("nan")
 
         return {
-            "tokens/s": self.rate,
-            "reply tokens": self.tokens if self.rate else 0,
+            "tokens/s": self.rate if self.rate >= 0 else f"real {self.real_tps:.0f}",
+            "reply tokens": self.tokens if self.rate else 0,  # "code": code_reply
             "streamed": self.streamed,
             "stream s": round(self.stream_s, 2),
             "updates/s": round(self.updates_per_s, 1),
@@ -204,7 +227,7 @@ class Typist:
 
 async def measure(
     rate: int,
-    tokens: int,
+    tokens: int | str,
     *,
     seconds: float,
     size: tuple[int, int],
@@ -212,6 +235,7 @@ async def measure(
     profile: int,
     stalls: float,
     tmp: Path,
+    model_path: str = "",
 ) -> Result:
     from localllm.testing import FakeChatModel, markdown_reply, split_tokens
     from localllm.tui.app import ChatApp
@@ -219,9 +243,17 @@ async def measure(
     from localllm.tui.screens import ChatScreen
     from localllm.tui.widgets import PromptArea
 
-    reply = markdown_reply(tokens, seed=tokens)
+    if isinstance(tokens, int):
+        reply = markdown_reply(tokens, seed=tokens)
+    else:  # "code:N" (code_reply), or "real" (--model: this reply is not used)
+        reply = code_reply(int(tokens[5:])) if tokens.startswith("code:") else ""
     model = FakeChatModel(reply, tokens_per_s=rate or None)
     (tmp / "fake.gguf").write_bytes(b"GGUF")  # the start-up report needs the file to exist
+    target, loader, sampling = str(tmp / "fake.gguf"), (lambda target, **kw: model), {"temperature": 0}
+    prompt_text = "hello"
+    if model_path:  # the real thing: localllm.load through the app's own loader
+        target, loader, sampling = model_path, None, {"temperature": 0, "max_tokens": 1000}
+        prompt_text = "write a long story"
     result = Result(rate, tokens)
     deltas: list[float] = []
     done_at: list[float] = []  # ReplyDone handled: the worker finished
@@ -239,11 +271,11 @@ async def measure(
             finished.append(time.perf_counter())
 
     db = tmp / f"chats-{rate}-{tokens}.sqlite3"
-    app = ChatApp(str(tmp / "fake.gguf"), db_path=db, loader=lambda target, **kw: model, sampling={"temperature": 0})
+    app = ChatApp(target, db_path=db, loader=loader, sampling=sampling)
     async with app.run_test(size=size, message_hook=hook) as pilot:
-        await _until(lambda: app.model is not None and isinstance(app.screen, ChatScreen), 30, "the app to start")
+        await _until(lambda: app.model is not None and isinstance(app.screen, ChatScreen), 60, "the app to start")
         prompt = app.chat_screen.query_one(PromptArea)
-        await pilot.press(*"hello")
+        await pilot.press(*[{" ": "space"}.get(ch, ch) for ch in prompt_text])
         await pilot.pause()
         gc.collect()
         probe = Probe(asyncio.get_running_loop(), stacks=bool(stalls))
@@ -271,10 +303,11 @@ async def measure(
                 await _until(lambda: bool(done_at), 30, "the reply to end")
             end = done_at[0] if rate else time.perf_counter()
             result.ui_cpu = (time.thread_time() - cpu) / max(1e-9, time.perf_counter() - start)
-            if rate:
-                await _until(lambda: bool(finished), 30, "the reply to be stored")
+            if rate:  # text that came faster than the screen can show comes after the model's end
+                await _until(lambda: bool(finished), 300, "the reply to be shown and stored")
             typist.stop()
-            await asyncio.sleep(0.5)  # the keys still in flight land; the final render shows
+            await _until(lambda: len(prompt.text) >= len(typist.sent), 60, "the keys typed to land")
+            await asyncio.sleep(0.5)  # the final render shows
         finally:
             typist.stop()
             probe.stop()
@@ -295,11 +328,15 @@ async def measure(
             result.profile += probe.report(start, end, stalls)
         result.stream_s = end - start
         result.streamed = model.streamed
+        if model_path:  # what the real model wrote, at what rate
+            (chat,) = app.history.chats()
+            meta = app.history.messages(chat.id)[-1].meta
+            result.streamed, result.real_tps = int(meta.get("tokens", 0)), float(meta.get("decode_tps", 0.0))
         result.keys = len(typist.sent)
         result.echo_ms = typist.echo_ms()
         if prompt.text != typist.typed:
             raise SystemExit(f"{rate} tokens/s: keys lost or out of order: {prompt.text!r} != {typist.typed!r}")
-        if rate:
+        if rate and not model_path:
             (chat,) = app.history.chats()
             stored = app.history.messages(chat.id)[-1].content
             whole = model.streamed == len(split_tokens(reply))
@@ -328,12 +365,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="0,100,1000,10000", help="tokens/s, comma separated (0: typing only)")
     parser.add_argument("--tokens", default="1000,8000", help="reply lengths in tokens, comma separated")
+    parser.add_argument("--code-lines", type=int, default=300, help="lines of the code-block reply (0: none)")
     parser.add_argument("--seconds", type=float, default=6.0, help="stop a longer reply after this long")
     parser.add_argument("--size", default="120x40", help="terminal columns x rows")
     parser.add_argument("--key-interval", type=float, default=0.04, help="seconds between typed keys")
     parser.add_argument("--quick", action="store_true", help="0, 1,000 and 10,000 tokens/s, 4,000 tokens, 3 s")
     parser.add_argument("--profile", type=int, nargs="?", const=25, default=0, help="print the UI thread's top N")
     parser.add_argument("--stalls", type=float, nargs="?", const=100.0, default=0.0, help="explain stalls over MS")
+    parser.add_argument("--model", default="", help="also a run with this real model file")
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
     args = parser.parse_args()
     if args.quick:
@@ -343,8 +382,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LOCALLLM_HOME"] = str(Path(tmp) / "home")  # no user cache, keymap or chats touched
         os.environ["LOCALLLM_DATA"] = str(Path(tmp) / "data")
-        runs = [(0, 0)] if 0 in rates else []
+        runs: list[tuple[int, int | str]] = [(0, 0)] if 0 in rates else []
         runs += [(rate, tokens) for tokens in (int(x) for x in args.tokens.split(",")) for rate in rates if rate]
+        if args.code_lines:
+            runs += [(rate, f"code:{args.code_lines}") for rate in rates if rate]
+        if args.model:
+            runs.append((-1, "real"))
         for rate, tokens in runs:
             r = asyncio.run(
                 measure(
@@ -356,6 +399,7 @@ def main() -> int:
                     profile=args.profile,
                     stalls=args.stalls,
                     tmp=Path(tmp),
+                    model_path=args.model if rate < 0 else "",
                 )
             )
             if args.json:

@@ -32,9 +32,9 @@ __all__ = [
     "stream_reply",
 ]
 
-# Text reaches the UI in batches about 30 times a second: smooth to the eye, and few
-# enough messages that Markdown rendering never falls behind (Textual's MarkdownStream
-# docs put the limit near 20 appends/s before it starts coalescing).
+# Text reaches the UI in messages about 30 times a second, whatever the token rate: few enough
+# that handling them costs nothing (the screen only queues their text; how often it draws it
+# is localllm.tui.widgets.message.ReplyStream's pacing).
 FLUSH_INTERVAL_S = 1 / 30
 # "reading the prompt" progress: 10 updates a second read as live; the engine may call back
 # after every small chunk, far more often than the screen needs.

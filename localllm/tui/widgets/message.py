@@ -11,9 +11,8 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from textual._arrange import DockArrangeResult
 from textual.app import ComposeResult
 from textual.await_complete import AwaitComplete
 from textual.content import Content
@@ -24,7 +23,10 @@ from textual.widget import Widget
 from textual.widgets import Label, Markdown, Static
 from textual.widgets.markdown import MarkdownFence
 
-from localllm.tui.segments import SegmentSplitter, split_segments
+from localllm.tui.segments import Piece, SegmentSplitter, closing, opening, split_segments
+
+if TYPE_CHECKING:  # pragma: no cover
+    from textual._arrange import DockArrangeResult
 
 __all__ = [
     "BATCH_APPLY_S",
@@ -37,12 +39,13 @@ __all__ = [
     "fit_segments",
 ]
 
-# A streaming reply is drawn at most this often: 30 frames a second read as smooth, and the
-# worker sends text no more often (localllm.tui.reply.FLUSH_INTERVAL_S).
-UPDATE_INTERVAL_S = 1 / 30
+# A streaming reply is drawn at most this often. Each update costs a layout and a repaint of
+# the whole conversation, which scrolls (5-15 ms of the UI thread at 120x40 here): 20 a second
+# still read as smooth and leave the thread free more than 30 did.
+UPDATE_INTERVAL_S = 1 / 20
 # After a batch of text is drawn, the stream rests this many times the UI thread's time spent
-# applying and drawing it: text that comes faster than it can be shown takes at most about
-# two thirds of the UI thread, the rest is for keys (and the CPU for the model).
+# applying and drawing it, while the model still writes: text that comes faster than it can be
+# shown takes at most about two thirds of the UI thread, the rest is for keys and the model.
 REST_PER_BUSY = 0.5
 # The UI thread's time applying one batch may take (Textual draws no frame meanwhile): with
 # one frame after it, what a key typed during a stream waits at most, inside issue 16's 50 ms.
@@ -144,6 +147,12 @@ def fit_segments(conversation: Widget, margin: int = 1) -> None:
             segment.fold()
 
 
+def _segment(piece: Piece, next_fence: str = "") -> Segment:
+    """The widget showing `piece`, the next piece starting inside the code block of `next_fence`."""
+    classes = ("-fence-continued " if piece.fence else "") + ("-fence-cut" if next_fence else "")
+    return Segment(opening(piece.fence) + piece.text + closing(next_fence), classes=classes.strip())
+
+
 class MessageView(Widget):
     """One message of the conversation, rendered as Markdown segments (streamed for replies).
 
@@ -152,11 +161,26 @@ class MessageView(Widget):
     Its class is its role (user, assistant, info, error), plus "cancelled" for a stopped reply.
     """
 
-    # the view has the padding and the colour of its role (styles.tcss); a segment is bare
+    # The view has the padding and the colour of its role (styles.tcss); a segment is bare. A
+    # code block cut between segments is one box: no margin or padding where it is cut (whole
+    # margins and paddings, MarkdownFence's own but for the cut side, as one side alone resets
+    # the others: margin 1 0 and padding 1 2, or 0 and 1 0 in ANSI colour).
     DEFAULT_CSS = """
     MessageView { height: auto; layout: vertical; }
     MessageView > Markdown { padding: 0; margin: 0; }
     MessageView > .verbatim { margin: 0 0 1 0; }
+    MessageView > Segment.-fence-cut > MarkdownFence:last-child {
+        margin: 1 0 0 0; & > Label { padding: 1 2 0 2; }
+        &:ansi { margin: 0; & > Label { padding: 1 0 0 0; } }
+    }
+    MessageView > Segment.-fence-continued > MarkdownFence:first-child {
+        margin: 0 0 1 0; & > Label { padding: 0 2 1 2; }
+        &:ansi { margin: 0; & > Label { padding: 0 0 1 0; } }
+    }
+    MessageView > Segment.-fence-continued.-fence-cut > MarkdownFence:first-child:last-child {
+        margin: 0; & > Label { padding: 0 2; }
+        &:ansi { & > Label { padding: 0; } }
+    }
     """
 
     def __init__(self, text: str, role: str, *, message_id: int | None = None) -> None:
@@ -165,23 +189,24 @@ class MessageView(Widget):
         self.text = text
         self.message_id = message_id
         self._verbatim = "user" in role.split()
-        self._segments = [text] if self._verbatim else split_segments(text)  # the text each child shows
+        self._pieces = [Piece(text)] if self._verbatim else split_segments(text)  # what each child shows
 
     def compose(self) -> ComposeResult:
         if self._verbatim:
-            yield Static(self._segments[0], markup=False, classes="verbatim")
+            yield Static(self._pieces[0].text, markup=False, classes="verbatim")
             return
-        for segment in self._segments:
-            yield Segment(segment)
+        pieces = self._pieces
+        for piece, after in zip(pieces, [*pieces[1:], None], strict=True):
+            yield _segment(piece, after.fence if after is not None else "")
 
     @property
     def source(self) -> str:
         """The text shown (while a reply streams, all of it so far)."""
-        return "".join(self._segments)
+        return "".join(piece.text for piece in self._pieces)
 
     def update(self, markdown: str) -> AwaitComplete:
         """Show `markdown` instead, rendered afresh."""
-        self._segments = [markdown] if self._verbatim else split_segments(markdown)
+        self._pieces = [Piece(markdown)] if self._verbatim else split_segments(markdown)
 
         async def show() -> None:
             await self.remove_children()
@@ -236,27 +261,29 @@ class ReplyStream:
 
     Textual mounts a Markdown block in 1-4 ms of the UI thread here (50-200 ms for a 40-line
     segment) and draws no frame while it mounts, so text is applied in batches: a batch of at
-    most `lines` lines, the frame that shows it, then a pause of half the UI thread's time that
-    took (and at least UPDATE_INTERVAL_S from one batch to the next). `lines` halves when applying a batch took
-    longer than BATCH_APPLY_S and grows when it took less than half that. A key typed meanwhile
-    waits for one batch and one frame, however fast the text comes; text that comes faster than
-    the machine can show it waits its turn (`backlog`). Text goes into the last segment
-    (Markdown.append parses only the last block again); where localllm.tui.segments cuts, a new
-    segment is mounted with its text and `on_segment` called.
+    most `lines` lines, the frame that shows it, then a rest of REST_PER_BUSY times the UI
+    thread's time that took (none once all text has come: `when_shown`), and at least
+    UPDATE_INTERVAL_S from one batch to the next. `lines` halves when applying a batch took the
+    UI thread longer than BATCH_APPLY_S and grows when it took less than half that. A key typed
+    meanwhile waits for one batch and one frame, however fast the text comes; text that comes
+    faster than the machine can show it waits its turn (`backlog`). Text goes into the last
+    segment (Markdown.append parses only the last block again); where localllm.tui.segments
+    cuts, a new segment is mounted with its text and `on_segment` called.
     """
 
     def __init__(self, view: MessageView, on_segment: Callable[[], object] | None = None) -> None:
         self.view = view
         self.on_segment = on_segment
-        self.batches = 0  # batches applied: the updates the screen was asked to draw
         self.lines = FIRST_BATCH_LINES
-        self._splitter = SegmentSplitter(view._segments[-1])
+        last = view._pieces[-1]
+        self._splitter = SegmentSplitter(last.text, fence=last.fence)
         self._pending = ""
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._on_shown: Callable[[], object] | None = None
         self._applying = False
+        self._rest = REST_PER_BUSY
 
     @property
     def backlog(self) -> bool:
@@ -273,9 +300,13 @@ class ReplyStream:
             self._task = asyncio.create_task(self._run(), name="reply stream")
 
     def when_shown(self, callback: Callable[[], object]) -> None:
-        """Call `callback` once all text written is shown (or the stream is stopped): now, if it is."""
+        """Call `callback` once all text written is shown (or the stream is stopped): now, if it is.
+
+        All text has come: from now on the stream does not rest between batches (the model needs
+        no CPU any more), it only lets each batch be drawn, with the keys typed meanwhile."""
         if self.backlog and not self._stopped.is_set():
             self._on_shown = callback
+            self._rest = 0.0
         else:
             callback()
 
@@ -286,6 +317,11 @@ class ReplyStream:
         if self._task is not None:
             await self._task
         self._pending = ""
+        held = self._splitter.flush()  # the text has ended: the start of a line held back goes in
+        if held:
+            last = self.view._pieces[-1]
+            self.view._pieces[-1] = last._replace(text=last.text + held)
+            await (await self._tail()).append(held)
         for segment in self.view.query(Segment):
             segment.live = False
         self._shown()
@@ -321,9 +357,7 @@ class ReplyStream:
             # never waited for once stopping (the screen may be the one waiting)
             await self._until_stopped(drawn, DRAWN_TIMEOUT_S)
             busy = time.thread_time() - cpu  # applying and drawing, on the UI thread
-            await self._until_stopped(
-                None, max(UPDATE_INTERVAL_S - (time.perf_counter() - started), busy * REST_PER_BUSY)
-            )
+            await self._until_stopped(None, max(UPDATE_INTERVAL_S - (time.perf_counter() - started), busy * self._rest))
 
     def _take(self) -> str:
         """The next batch: pending text up to and with its `lines`-th line break (all when fewer)."""
@@ -338,15 +372,19 @@ class ReplyStream:
 
     async def _apply(self, text: str) -> None:
         view = self.view
-        self.batches += 1
         first, *rest = self._splitter.feed(text)
-        if first:
-            view._segments[-1] += first
-            await (await self._tail()).append(first)
-        for segment in rest:
-            (await self._tail()).live = False
-            view._segments.append(segment)
-            tail = Segment(segment)
+        if first.text:
+            last = view._pieces[-1]
+            view._pieces[-1] = last._replace(text=last.text + first.text)
+            await (await self._tail()).append(first.text)
+        for piece in rest:
+            before = await self._tail()
+            before.live = False
+            if piece.fence:  # cut inside a code block: shown closed here, opened again below
+                await before.append(closing(piece.fence))
+                before.add_class("-fence-cut")
+            view._pieces.append(piece)
+            tail = _segment(piece)
             tail.live = True
             await view.mount(tail)
             if self.on_segment is not None:
