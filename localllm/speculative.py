@@ -47,9 +47,10 @@ __all__ = [
 SPECULATIVE_MODES = ("auto", "prompt-lookup", "off")
 DEFAULT_SPECULATIVE = "auto"
 # Where "auto" drafts: the runtimes benchmarks/bench_speculative.py measured a gain on. llama.cpp
-# on this project's 2-core CPU, 2 threads: replayed (--replay, quiet batch costs) 1.55x on the code
-# edit, 1.0-1.7x on nine other replies, none below 1.0 (geometric mean 1.22); timed on the busy
-# machine, medians of pairs 1.40-1.68x (code) and 1.00-1.07x (a story). With one thread a batch
+# on this project's 2-core CPU, 2 threads: replayed (--replay --threads 2, load ~1.2) 1.32x on the
+# code edit, 1.06-1.33x on seven other replies, 1.00 on two that never draft, none below (mean
+# 1.17); timed on the busy machine, medians of pairs 1.40-1.68x (code) and 1.00-1.07x (a story,
+# whose reply repeats itself a little). With one thread a batch
 # costs nearly its tokens' worth (replayed: 1.14x code, 0.84x at worst, mean 1.02). ONNX Runtime
 # is not measured on a real model yet: off there.
 AUTO_RUNTIMES = frozenset({"llama.cpp"})
