@@ -92,11 +92,8 @@ SETUP = r"""
 import dataclasses, json, sys, time
 import localllm
 path, prompt, mode, n_tokens, ctx, threads, kv_type, chunk = sys.argv[1:9]
-hw = None
-if threads != "0":
-    hw = localllm.probe()
-    hw = dataclasses.replace(hw, cpu=dataclasses.replace(hw.cpu, physical_cores=int(threads), quota_cores=None))
-m = localllm.load(path, context=int(ctx), hardware=hw)
+# a count given is fixed (the plan's adapts to the load before each generation, see cpu_load)
+m = localllm.load(path, context=int(ctx), threads=int(threads) if threads != "0" else None)
 if kv_type:  # the same plan with another KV cache type (the engine is swapped before any use)
     from localllm.runtimes.llamacpp import LlamaCppEngine
     placement = dataclasses.replace(m.info.placement, kv_type=kv_type)
@@ -113,7 +110,7 @@ t = c.timings
 print(json.dumps({"mode": mode, "decode_tps": t.decode_tps, "ttft_s": t.ttft_s, "n": len(c.token_ids),
                   "tokens": list(c.token_ids), "drafted": t.drafted_tokens, "accepted": t.accepted_tokens,
                   "prompt_tokens": t.prompt_tokens, "finish": c.finish_reason,
-                  "placement": dataclasses.asdict(m._engine.placement), "text": c.text}))
+                  "threads": m.info.placement.n_threads, "text": c.text}))
 """
 )
 # --replay: the price of one decode of b tokens with every row's logits (b = 1..DRAFT_MAX+1,
@@ -185,7 +182,7 @@ def bench_prompt(name: str, path: Path, args: argparse.Namespace) -> dict:
             rate = f"accepted {r['accepted']}/{r['drafted']}" if r["drafted"] else "no drafts"
             print(
                 f"  {name} run {i + 1} {mode:13s} decode {r['decode_tps']:7.2f} tok/s  ({r['n']} tokens, "
-                f"prompt {r['prompt_tokens']}, {rate}, load avg {os.getloadavg()[0]:.2f})",
+                f"prompt {r['prompt_tokens']}, {rate}, {r['threads']} threads, load avg {os.getloadavg()[0]:.2f})",
                 file=sys.stderr,
                 flush=True,
             )
@@ -291,7 +288,13 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=400, help="max tokens per reply")
     ap.add_argument("--quick", action="store_true", help="one run each, 200 tokens")
     ap.add_argument("--ctx", type=int, default=2048)
-    ap.add_argument("--threads", type=int, default=None, help="plan with this many cores (default: the machine's)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="this many threads, fixed (default: the plan's, which adapts to the load: on a busy "
+        "machine the two sides may then run at different counts)",
+    )
     ap.add_argument("--kv-type", choices=("f16", "q8_0", "q4_0", "f32"), help="KV cache type (default: the plan's)")
     ap.add_argument("--prompts", default="code,prose", help="comma-separated: code, prose")
     ap.add_argument("--model", help="a GGUF file (default: the tests' SmolLM2)")

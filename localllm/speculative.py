@@ -46,9 +46,13 @@ __all__ = [
 
 SPECULATIVE_MODES = ("auto", "prompt-lookup", "off")
 DEFAULT_SPECULATIVE = "auto"
-# Where "auto" drafts: the runtimes benchmarks/bench_speculative.py measured a gain on (llama.cpp
-# on this project's CPU: 1.4-2x on a code edit, no loss on replies that repeat nothing, since
-# those never reach MIN_MATCH). ONNX Runtime is not measured on a real model yet: off there.
+# Where "auto" drafts: the runtimes benchmarks/bench_speculative.py measured a gain on. llama.cpp
+# on this project's 2-core CPU, 2 threads: replayed (--replay --threads 2, load ~1.2) 1.32x on the
+# code edit, 1.06-1.33x on seven other replies, 1.00 on two that never draft, none below (mean
+# 1.17); timed on the busy machine, medians of pairs 1.40-1.68x (code) and 1.00-1.07x (a story,
+# whose reply repeats itself a little). With one thread a batch
+# costs nearly its tokens' worth (replayed: 1.14x code, 0.84x at worst, mean 1.02). ONNX Runtime
+# is not measured on a real model yet: off there.
 AUTO_RUNTIMES = frozenset({"llama.cpp"})
 _ALLOWED = "'auto', 'prompt-lookup', 'off' or None (off)"
 
@@ -65,7 +69,9 @@ MATCH_CAP = 32  # how far back a match is measured
 MIN_MATCH = 12
 DRAFT_MIN = 2  # a 1-token draft costs a 2-token decode, twice a plain one, to save at most one
 DRAFT_START = 8
-DRAFT_MAX = 16  # past 16 a batch's cost per token is flat, and a miss throws away more
+# past 16 a batch's cost per token is flat and a miss throws away more; and llama.cpp's rows of
+# 17 tokens were checked bit-identical to one-token decodes (1 thread), a prompt chunk of 48 not
+DRAFT_MAX = 16
 DRAFT_FLOOR = 4  # the smallest cap K shrinks to after a rejection
 
 

@@ -185,7 +185,12 @@ def run(args) -> int:
                 print(
                     f"[{last.finish_reason}] {len(ids)} tokens; prompt {timings.prompt_tokens} tokens "
                     f"at {timings.prompt_tps:.1f} tok/s, first token {timings.ttft_s * 1000:.0f} ms, "
-                    f"decode {timings.decode_tps:.1f} tok/s",
+                    f"decode {timings.decode_tps:.1f} tok/s"
+                    + (
+                        f", drafts accepted {timings.accepted_tokens}/{timings.drafted_tokens}"
+                        if timings.drafted_tokens
+                        else ""
+                    ),
                     file=sys.stderr,
                 )
     return 0
