@@ -49,14 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_llamacpp import PROMPT, build_model  # noqa: E402 - the same model and prompt
 
-HOG = r"""
-import os, sys, time
-end, parent = time.monotonic() + float(sys.argv[1]), int(sys.argv[2])
-while time.monotonic() < end and os.getppid() == parent:
-    t = time.monotonic() + 0.01
-    while time.monotonic() < t:
-        pass
-"""
+from localllm.testing.hogs import start_hog  # noqa: E402
 
 CHILD = r"""
 import ctypes, json, os, sys, time
@@ -123,7 +116,7 @@ print(json.dumps({"decode_tps": decode_tps, "threads": used, "why": why, "load_a
 
 
 def start_hogs(n: int, seconds: float) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", HOG, str(seconds), str(os.getpid())]) for _ in range(n)]
+    return [start_hog(seconds) for _ in range(n)]
 
 
 def stop_hogs(hogs: list[subprocess.Popen]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -15,16 +14,8 @@ import localllm
 from localllm.hardware.cpu_load import MIN_WINDOW_S, choose_threads
 from localllm.placement import Placement
 from localllm.runtimes.llamacpp import LlamaCppEngine
+from localllm.testing.hogs import start_hog
 
-# A process that spins on one core until its deadline, or until the test process is gone.
-HOG = r"""
-import os, sys, time
-end, parent = time.monotonic() + float(sys.argv[1]), int(sys.argv[2])
-while time.monotonic() < end and os.getppid() == parent:
-    t = time.monotonic() + 0.01
-    while time.monotonic() < t:
-        pass
-"""
 HOG_SECONDS = 120  # a bound far above any test here; the fixture kills them at once anyway
 
 
@@ -41,7 +32,7 @@ def hogs():
 
     def start(n: int) -> None:
         for _ in range(n):
-            procs.append(subprocess.Popen([sys.executable, "-c", HOG, str(HOG_SECONDS), str(os.getpid())]))
+            procs.append(start_hog(HOG_SECONDS))
 
     yield start
     for p in procs:
