@@ -13,6 +13,7 @@ numpy is imported by the engine, never here: `import localllm` stays light.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -34,7 +35,7 @@ from localllm.generation import (
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-__all__ = ["BatchItem", "run_batch"]
+__all__ = ["BatchFeed", "BatchItem", "QueueFullError", "run_batch", "run_live"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,142 @@ def run_batch(
         engine.reset_batch()
 
 
+class QueueFullError(GenerationError):
+    """A BatchFeed already holds its limit of waiting items: try again later (a server's 429/503)."""
+
+    def __init__(self, message: str, *, waiting: int, limit: int) -> None:
+        super().__init__(message)
+        self.waiting = waiting
+        self.limit = limit
+
+
+class BatchFeed:
+    """Items that arrive while a batch runs (a server's requests), for `run_live`.
+
+    `submit(item, cancel)` from any thread returns the item's id, the index its chunks carry;
+    setting `cancel` ends that item alone ("cancelled"), waiting or going. At most `max_waiting`
+    items wait for a sequence; one more raises QueueFullError. `close()` lets the items already
+    taken finish and ends `run_live` once they have; items still waiting end "cancelled".
+    """
+
+    def __init__(self, max_waiting: int = 64) -> None:
+        if max_waiting < 1:
+            raise InvalidOptionError(
+                f"max_waiting must be >= 1, got {max_waiting!r}",
+                option="max_waiting",
+                value=max_waiting,
+                allowed="an integer >= 1",
+            )
+        self.max_waiting = max_waiting
+        self._cv = threading.Condition()
+        self._new: deque[tuple[int, BatchItem, threading.Event | None]] = deque()
+        self._ids = itertools.count()
+        self._closed = False
+
+    @property
+    def waiting(self) -> int:
+        """Items submitted and not yet taken by the scheduler."""
+        with self._cv:
+            return len(self._new)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def submit(self, item: BatchItem, cancel: threading.Event | None = None) -> int:
+        """Queue one item; its id. Raises QueueFullError (full) or GenerationError (closed)."""
+        with self._cv:
+            if self._closed:
+                raise GenerationError("this model is shutting down and takes no new requests; send it again")
+            if len(self._new) >= self.max_waiting:
+                raise QueueFullError(
+                    f"{len(self._new)} requests already wait for this model (the limit is {self.max_waiting}); "
+                    "retry shortly, or start the server with a larger --queue",
+                    waiting=len(self._new),
+                    limit=self.max_waiting,
+                )
+            index = next(self._ids)
+            self._new.append((index, item, cancel))
+            self._cv.notify_all()
+            return index
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+    def wake(self) -> None:
+        """Wake a scheduler waiting for items (an item's cancel event was set)."""
+        with self._cv:
+            self._cv.notify_all()
+
+    def _take(self, limit: int, wait_s: float) -> list[tuple[int, BatchItem, threading.Event | None]]:
+        with self._cv:
+            if not self._new and wait_s > 0 and not self._closed:
+                self._cv.wait(wait_s)
+            taken: list[tuple[int, BatchItem, threading.Event | None]] = []
+            while self._new and len(taken) < limit:
+                taken.append(self._new.popleft())
+            return taken
+
+    def _drain(self) -> list[tuple[int, BatchItem, threading.Event | None]]:
+        with self._cv:
+            taken = list(self._new)
+            self._new.clear()
+            return taken
+
+
+# How long an idle run_live waits for a new item before it looks at its stop event again.
+IDLE_WAIT_S = 0.25
+
+
+def run_live(engine: Any, feed: BatchFeed, stop_event: threading.Event | None = None) -> Iterator[tuple[int, Chunk]]:
+    """`run_batch` over items that keep arriving: yields (item id, Chunk) until `feed` is closed and
+    every item taken has finished, or `stop_event` is set (every item then ends "cancelled").
+
+    A new item joins at the next step, as a waiting one does in run_batch, so requests that
+    arrive while others decode share their steps (continuous batching). An item whose cancel
+    event is set ends alone. The engine's sequences are freed at the end.
+    """
+    if not hasattr(engine, "eval_batch"):  # a single-sequence engine: one item after another
+        yield from _live_one_by_one(engine, feed, stop_event)
+        return
+    engine.reset_batch()
+    try:
+        yield from _LiveScheduler(engine, feed, stop_event, engine.n_seq_max).run()
+    finally:
+        engine.reset_batch()
+
+
+def _live_one_by_one(engine: Any, feed: BatchFeed, stop_event: threading.Event | None) -> Iterator[tuple[int, Chunk]]:
+    while not (feed.closed and feed.waiting == 0):
+        if stop_event is not None and stop_event.is_set():
+            break
+        for index, item, cancel in feed._take(1, IDLE_WAIT_S):
+            stop = _Any(stop_event, cancel)
+            if stop.is_set():
+                yield index, Chunk("", (), "cancelled", Timings(load_s=engine.load_seconds))
+                continue
+            try:
+                for chunk in run(engine, item.prompt_tokens, item.options, stop, stop_tokens=item.stop_tokens):
+                    yield index, chunk
+            except LocalLLMError as exc:
+                yield index, _error_chunk(engine, exc, len(item.prompt_tokens))
+    for index, _, _ in feed._drain():
+        yield index, Chunk("", (), "cancelled", Timings(load_s=engine.load_seconds))
+
+
+class _Any(threading.Event):
+    """Set when any of the given events is (generation.run asks only is_set())."""
+
+    def __init__(self, *events: threading.Event | None) -> None:
+        super().__init__()
+        self._events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
+
+
 def _error_chunk(engine: Any, error: Exception, n_prompt: int) -> Chunk:
     return Chunk("", (), "error", Timings(load_s=engine.load_seconds, prompt_tokens=n_prompt), error=error)
 
@@ -128,22 +265,26 @@ class _Scheduler:
                 yield from self._cancel_all()
                 return
             yield from self._admit()
-            if not self.active:
-                continue
-            calls = self._plan_step()
-            if not calls:  # followers only, their leaders gone: they read their prompts themselves
-                for slot in self.active:
-                    slot.follow = None
-                continue
-            try:
-                logits = self.engine.eval_batch([(s.seq, tokens) for s, tokens in calls])
-            except (ContextOverflowError, GenerationError) as exc:
-                for slot, _ in calls:  # the engine put their sequences back; they fail, the rest go on
-                    yield slot.index, slot.state.failed(exc)
-                    self._release(slot)
-                continue
-            for (slot, _), row in zip(calls, logits, strict=True):
-                yield from self._advance(slot, row)
+            yield from self._step()
+
+    def _step(self) -> Iterator[tuple[int, Chunk]]:
+        """One eval_batch of every going sequence (nothing when none is going)."""
+        if not self.active:
+            return
+        calls = self._plan_step()
+        if not calls:  # followers only, their leaders gone: they read their prompts themselves
+            for slot in self.active:
+                slot.follow = None
+            return
+        try:
+            logits = self.engine.eval_batch([(s.seq, tokens) for s, tokens in calls])
+        except (ContextOverflowError, GenerationError) as exc:
+            for slot, _ in calls:  # the engine put their sequences back; they fail, the rest go on
+                yield slot.index, slot.state.failed(exc)
+                self._release(slot)
+            return
+        for (slot, _), row in zip(calls, logits, strict=True):
+            yield from self._advance(slot, row)
 
     def _admit(self) -> Iterator[tuple[int, Chunk]]:
         while self.waiting and self.free:
@@ -224,13 +365,72 @@ class _Scheduler:
 
     def _cancel_all(self) -> Iterator[tuple[int, Chunk]]:
         for slot in sorted(self.active, key=lambda s: s.index):
-            state = slot.state
-            if slot.n_done < len(slot.prompt):
-                yield slot.index, state.cancelled_in_prompt(slot.n_done)
-            else:
-                for chunk in state.end("cancelled"):
-                    yield slot.index, chunk
+            yield from self._cancelled(slot)
         self.active.clear()
         for index in self.waiting:
             yield index, Chunk("", (), "cancelled", Timings(load_s=self.engine.load_seconds))
         self.waiting.clear()
+
+    def _cancelled(self, slot: _Slot) -> Iterator[tuple[int, Chunk]]:
+        """The last chunks of a slot stopped now (what its stop strings held back is released)."""
+        if slot.n_done < len(slot.prompt):
+            yield slot.index, slot.state.cancelled_in_prompt(slot.n_done)
+        else:
+            for chunk in slot.state.end("cancelled"):
+                yield slot.index, chunk
+
+
+class _LiveScheduler(_Scheduler):
+    """The scheduler fed by a BatchFeed: items join between steps, and each may be cancelled alone."""
+
+    def __init__(self, engine: Any, feed: BatchFeed, stop: threading.Event | None, n_slots: int) -> None:
+        self.feed = feed
+        self.live: dict[int, BatchItem] = {}
+        self.cancels: dict[int, threading.Event] = {}
+        super().__init__(engine, self.live, stop, n_slots)  # type: ignore[arg-type]  # a dict by id
+
+    def run(self) -> Iterator[tuple[int, Chunk]]:
+        while True:
+            if self.stop is not None and self.stop.is_set():
+                yield from self._cancel_all()
+                for index, _, _ in self.feed._drain():
+                    yield index, Chunk("", (), "cancelled", Timings(load_s=self.engine.load_seconds))
+                return
+            room = len(self.free) - len(self.waiting)
+            idle = not self.active and not self.waiting
+            if idle and self.feed.closed and self.feed.waiting == 0:
+                return
+            for index, item, cancel in self.feed._take(room, IDLE_WAIT_S if idle else 0.0):
+                self.live[index] = item
+                if cancel is not None:
+                    self.cancels[index] = cancel
+                self.waiting.append(index)
+            yield from self._drop_cancelled()
+            yield from self._admit()
+            yield from self._step()
+
+    def _drop_cancelled(self) -> Iterator[tuple[int, Chunk]]:
+        for slot in [s for s in self.active if self._is_cancelled(s.index)]:
+            yield from self._cancelled(slot)
+            self._release(slot)
+        for index in [i for i in self.waiting if self._is_cancelled(i)]:
+            self.waiting.remove(index)
+            self._forget(index)
+            yield index, Chunk("", (), "cancelled", Timings(load_s=self.engine.load_seconds))
+
+    def _is_cancelled(self, index: int) -> bool:
+        cancel = self.cancels.get(index)
+        return cancel is not None and cancel.is_set()
+
+    def _admit(self) -> Iterator[tuple[int, Chunk]]:
+        for index, chunk in super()._admit():  # an item refused before it starts ends here
+            self._forget(index)
+            yield index, chunk
+
+    def _release(self, slot: _Slot) -> None:
+        super()._release(slot)
+        self._forget(slot.index)
+
+    def _forget(self, index: int) -> None:
+        self.live.pop(index, None)
+        self.cancels.pop(index, None)

@@ -72,7 +72,9 @@ class SamplingOptions:
     `speculative` "prompt-lookup" drafts tokens from n-gram matches in the context and verifies
     them in one batched evaluation (`localllm.speculative`): faster when the reply repeats the
     prompt, each token still sampled from its own logits; "off" or None disables it; "auto" (the
-    default) is prompt-lookup on the runtimes the benchmark found faster with it (llama.cpp).
+    default) is prompt-lookup on the runtimes the benchmark found faster with it (llama.cpp), where
+    a batch's logits are bit-identical to one-token ones (a q8_0 KV cache, or one thread), so
+    greedy output never changes.
     `localllm.batching.run_batch` ignores it (its steps already batch several sequences).
 
     Raises:

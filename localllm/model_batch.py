@@ -34,7 +34,7 @@ from localllm.errors import (
 from localllm.generation import Chunk, Completion, SamplingOptions, Timings, check_text, join
 
 if TYPE_CHECKING:  # pragma: no cover
-    from localllm.batching import BatchItem
+    from localllm.batching import BatchFeed, BatchItem
     from localllm.chat_template import ChatFormatter
     from localllm.hardware import Hardware
     from localllm.model import Model, ModelInfo
@@ -186,6 +186,64 @@ class BatchMixin:
         if not inputs:
             return iter(())
         return self._batch_locked(failed, items, index, dropped, stop_event)
+
+    # --- items that keep arriving (a server) -----------------------------------------
+    def prepare_item(
+        self, prompt_or_messages: str | Sequence[Message], *, overflow: str = "error", **options: Any
+    ) -> tuple[BatchItem, int]:
+        """One request as a batch item for `run_feed`, checked now: (item, turns dropped).
+
+        A str is a raw prompt (as `generate`); a list of messages goes through the chat template
+        (as `chat`, with `overflow`). Options are those of `generate`.
+
+        Raises:
+            InvalidOptionError, InvalidOptionTypeError: a bad option, an empty prompt, a message
+                list of the wrong shape.
+            ChatTemplateError: the template failed on these messages.
+            ContextOverflowError: the prompt leaves no room in a sequence's context.
+        """
+        self._require_open()
+        if overflow not in ("error", "truncate"):
+            raise InvalidOptionError(
+                f"overflow must be 'error' or 'truncate', got {overflow!r}",
+                option="overflow",
+                value=overflow,
+                allowed="'error' or 'truncate'",
+            )
+        opts = SamplingOptions.from_kwargs(**options)
+        chat = not isinstance(prompt_or_messages, str)
+        dropped = 0
+        if chat:
+            tokens, opts, dropped = self._batch_chat_tokens(
+                0, prompt_or_messages, opts, truncate=overflow == "truncate"
+            )
+        else:
+            tokens = self._batch_prompt_tokens(0, prompt_or_messages)
+        self._batch_check_fits(0, tokens, opts, chat=chat)
+        return _batch_item(tokens, opts, self._turn_end_tokens if chat else frozenset()), dropped
+
+    def run_feed(self, feed: BatchFeed, *, stop_event: threading.Event | None = None) -> Iterator[tuple[int, Chunk]]:
+        """Run the items of `feed` (from `prepare_item`) as they arrive, many at once on a model
+        loaded with `parallel=N`: yields (item id, Chunk) until the feed is closed and drained,
+        `stop_event` is set, or the model is closed or cancelled. Holds the model's lock all the
+        while: a server's one worker thread per model runs this.
+        """
+        from localllm.batching import run_live
+        from localllm.model import _AnyEvent
+
+        with self._lock:
+            if self._closing:
+                raise GenerationError("the model was closed before its feed ran; load it again")
+            self._require_open()
+            self._fit_threads()
+            cancel = self._running_cancel = threading.Event()
+            try:
+                yield from run_live(self._engine, feed, _AnyEvent(self, cancel, stop_event))  # type: ignore[arg-type]
+            finally:
+                self._running_cancel = None
+            if not self._load_recorded:
+                self._load_recorded = True
+                self._record_load()
 
     # --- internals -------------------------------------------------------------------
     def _fit_threads(self) -> None:

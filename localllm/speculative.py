@@ -52,7 +52,9 @@ DEFAULT_SPECULATIVE = "auto"
 # 1.17); timed on the busy machine, medians of pairs 1.40-1.68x (code) and 1.00-1.07x (a story,
 # whose reply repeats itself a little). With one thread a batch
 # costs nearly its tokens' worth (replayed: 1.14x code, 0.84x at worst, mean 1.02). ONNX Runtime
-# is not measured on a real model yet: off there.
+# is not measured on a real model yet: off there. On a quiet machine (--runs 5, code): 1.44x
+# with a q8_0 KV cache at 2 threads, 1.10x with f16 at 1 thread, both identical; 1.39x with f16
+# at 2 threads but not identical, so "auto" stays off there (engine.batch_logits_exact).
 AUTO_RUNTIMES = frozenset({"llama.cpp"})
 _ALLOWED = "'auto', 'prompt-lookup', 'off' or None (off)"
 
@@ -103,9 +105,12 @@ def check_speculative(value: object) -> str:
 
 def drafter_for(mode: str, engine: object, prompt: Sequence[int]) -> PromptLookup | None:
     """The drafter for one request, or None: speculation off ("auto" on a runtime outside
-    AUTO_RUNTIMES), or the engine cannot evaluate a batch with every position's logits (`eval_all`)."""
-    if mode == "auto":
-        mode = "prompt-lookup" if getattr(engine, "runtime", None) in AUTO_RUNTIMES else "off"
+    AUTO_RUNTIMES, or on an engine whose batch logits are not bit-identical to one-token ones,
+    `batch_logits_exact`), or the engine cannot evaluate a batch with every position's logits
+    (`eval_all`)."""
+    if mode == "auto":  # where it was measured faster and cannot change the output
+        gains = getattr(engine, "runtime", None) in AUTO_RUNTIMES
+        mode = "prompt-lookup" if gains and getattr(engine, "batch_logits_exact", False) else "off"
     if mode != "prompt-lookup" or not callable(getattr(engine, "eval_all", None)):
         return None
     return PromptLookup(prompt)

@@ -93,8 +93,9 @@ def test_drafter_for_needs_the_mode_and_an_engine_with_eval_all():
         pass
 
     class WithEvalAll:
-        def __init__(self, runtime):
+        def __init__(self, runtime, exact=True):
             self.runtime = runtime
+            self.batch_logits_exact = exact
 
         def eval_all(self, tokens):  # pragma: no cover - never called here
             raise AssertionError
@@ -105,6 +106,9 @@ def test_drafter_for_needs_the_mode_and_an_engine_with_eval_all():
     # "auto": where the benchmark measured a gain
     assert isinstance(drafter_for("auto", WithEvalAll("llama.cpp"), [1, 2]), PromptLookup)
     assert drafter_for("auto", WithEvalAll("onnxruntime"), [1, 2]) is None
+    # and only where a verified draft cannot change the output
+    assert drafter_for("auto", WithEvalAll("llama.cpp", exact=False), [1, 2]) is None
+    assert isinstance(drafter_for("prompt-lookup", WithEvalAll("llama.cpp", exact=False), [1, 2]), PromptLookup)
 
 
 # --- on SmolLM2 through llama.cpp -------------------------------------------------------

@@ -497,6 +497,15 @@ class LlamaCppEngine(LlamaCppBatch, CachedTokens):
         """Threads reading prompt batches now."""
         return int(self._require().llama_n_threads_batch(self._ctx))
 
+    @property
+    def batch_logits_exact(self) -> bool:
+        """Whether a batch's logits are bit-identical to one-token evaluations, so a verified draft
+        never changes greedy output (localllm.speculative's "auto" drafts only then). Measured on
+        SmolLM2 (benchmarks/bench_speculative.py): a q8_0 KV cache at 2 threads and an f16 one at
+        1 thread were identical over 400 tokens; f16 at 2 threads first differed at token 82 (its
+        batched attention sums in another order past 256 cells)."""
+        return self.placement.kv_type == "q8_0" or self.n_threads == 1
+
     # --- facts -----------------------------------------------------------------------
     def _read_metadata(self) -> dict[str, str]:
         lib = self._lib

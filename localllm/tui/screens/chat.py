@@ -280,7 +280,8 @@ class ChatScreen(ConversationView):
         conv.anchor()  # to the latest message, once laid out, and while replies stream in
         self.call_after_refresh(conv.scroll_end, animate=False)
         self._fit_soon()
-        self.query_one(ChatList).mark(chat_id)
+        for lst in self.query(ChatList):  # none while the screen is torn down
+            lst.mark(chat_id)
         self._code_index = 0
         self._last_timings = None
         self._ctx_used = None

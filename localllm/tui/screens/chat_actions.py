@@ -49,7 +49,10 @@ class ChatActions(Screen):
     # -- the sidebar: which chat is open ----------------------------------------
 
     def refresh_chat_list(self) -> None:
-        lst = self.query_one(ChatList)
+        lists = self.query(ChatList)
+        if not lists:  # the screen is being torn down (the app quit while ctrl+n's work ran)
+            return
+        lst = lists.first()
         current = self.chat.id if self.chat else None
         lst.show_chats([(c.id, c.title) for c in self.context.history.chats()], current)
 
