@@ -85,6 +85,9 @@ def start(side: str, model: str, args: argparse.Namespace) -> tuple[subprocess.P
             str(args.threads),
             "--n_threads_batch",
             str(args.threads),
+            # by default a new request interrupts the one streaming: every request should finish
+            "--interrupt_requests",
+            "False",
         ]
         name = model
     env = dict(os.environ, LOCALLLM_OFFLINE="1")

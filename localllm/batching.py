@@ -27,7 +27,9 @@ from localllm.generation import (
     SequenceState,
     Timings,
     check_prompt,
+    chunk_end,
     common_prefix,
+    last_edge,
     prompt_chunk,
     run,
 )
@@ -304,14 +306,16 @@ class _Scheduler:
     def _share_prefix(self, slot: _Slot) -> None:
         """Copy the longest shared prefix another sequence holds (whole prompt chunks, so the rest is
         cut where run() cuts it); or follow one that is still reading it."""
-        limit = (len(slot.prompt) - 1) // self.chunk * self.chunk  # at least one token left to evaluate
+        limit = last_edge(len(slot.prompt), self.chunk)  # where its own last chunk starts: a token is left
         best: tuple[int, _Slot] | None = None
         for other in self.active:
             if other.follow is not None:
                 continue
-            will = min(common_prefix(other.prompt, slot.prompt), limit) // self.chunk * self.chunk
+            # the other's cache holds whole chunks below the start of its own last chunk
+            cap = min(limit, last_edge(len(other.prompt), self.chunk))
+            will = min(common_prefix(other.prompt, slot.prompt), cap) // self.chunk * self.chunk
             held = common_prefix(self.engine.seq_tokens(other.seq), slot.prompt)
-            n = max(will, min(held, limit) // self.chunk * self.chunk)
+            n = max(will, min(held, cap) // self.chunk * self.chunk)
             if n >= self.chunk and (best is None or n > best[0]):
                 best = (n, other)
         if best is None:
@@ -339,7 +343,7 @@ class _Scheduler:
                 else:
                     continue
             if slot.n_done < len(slot.prompt):
-                slot.end = min(len(slot.prompt), (slot.n_done // self.chunk + 1) * self.chunk)
+                slot.end = chunk_end(slot.n_done, len(slot.prompt), self.chunk)
                 calls.append((slot, slot.prompt[slot.n_done : slot.end]))
             else:
                 calls.append((slot, [slot.state.next_token]))

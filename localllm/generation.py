@@ -562,12 +562,29 @@ def prompt_chunk(engine: object) -> int:
     return max(1, int(getattr(engine, "prompt_chunk", PROMPT_CHUNK)))
 
 
+def chunk_end(done: int, total: int, chunk: int) -> int:
+    """Where the prompt chunk starting at `done` ends: the next multiple of `chunk`, or the prompt's
+    end when no more than half a chunk would be left after it. A short tail read alone costs a
+    graph of its own at the slow small-batch kernels: a 96-token prompt read as 64 + 32 reached
+    its first token 0.075-0.15 s after raw llama.cpp's one batch of 96 (benchmarks/bench_llamacpp.py,
+    1B Q4_K_M, 2 cores). So the last chunk may be up to 1.5 chunks long."""
+    end = min(total, (done // chunk + 1) * chunk)
+    return total if total - end <= chunk // 2 else end
+
+
+def last_edge(total: int, chunk: int) -> int:
+    """Where a fresh read of a `total`-token prompt starts its last chunk (a multiple of `chunk`):
+    the cache below it was filled in whole chunks, so a prefix up to it can be shared exactly."""
+    return max(0, -(-(total - chunk - chunk // 2) // chunk)) * chunk
+
+
 def _eval_prompt(
     engine: Engine, prompt: list[int], done: int, stop: threading.Event | None, progress: PromptProgress | None
 ) -> tuple[int, np.ndarray | None]:
     """Evaluate prompt[done:] a chunk at a time; returns the prompt tokens now in the cache and the
-    last one's logits (None: stopped first). Chunk edges fall on multiples of the chunk size, so a
-    prompt read again after a stop is cut as a fresh one is (llama.cpp's logits depend on the edges)."""
+    last one's logits (None: stopped first). Chunk edges fall on multiples of the chunk size (the
+    last chunk takes a short tail, `chunk_end`), so a prompt read again after a stop is cut as a
+    fresh one is (llama.cpp's logits depend on the edges)."""
     chunk, total, logits = prompt_chunk(engine), len(prompt), None
     while True:  # report, then stop or evaluate the next chunk
         if progress is not None:
@@ -580,6 +597,6 @@ def _eval_prompt(
                 ) from exc
         if done >= total or (stop is not None and stop.is_set()):
             return done, logits if done >= total else None
-        end = min(total, (done // chunk + 1) * chunk)
+        end = chunk_end(done, total, chunk)
         logits = engine.eval(prompt[done:end])
         done = end

@@ -8,7 +8,7 @@ import pytest
 
 from localllm.batching import BatchItem, run_batch
 from localllm.errors import ContextOverflowError, InvalidOptionError
-from localllm.generation import Chunk, SamplingOptions, join, run
+from localllm.generation import Chunk, SamplingOptions, join, last_edge, run
 from localllm.placement import Placement
 from localllm.runtimes.llamacpp import LlamaCppEngine
 
@@ -115,15 +115,16 @@ def test_greedy_batch_equals_each_item_alone_tiny_model_with_stop_strings(tiny_p
 
 def test_a_shared_prefix_is_evaluated_once(smollm2_gguf):
     engine = Counting(_load(smollm2_gguf, 4))
-    system = engine.tokenize("You are a helpful assistant who answers in one sentence. " * 6)
+    system = engine.tokenize("You are a helpful assistant who answers in one sentence. " * 16)
     tails = [" What is the sun?", " Name a fruit.", " Why is the sky blue?", " Count to three.", " Say hi."]
     items = [BatchItem(tuple(system + engine.tokenize(t, add_bos=False)), _greedy(12)) for t in tails]
     got = _collect(run_batch(engine, items))
     want = _alone(smollm2_gguf, items)
     for i in range(len(items)):
         assert join(got[i]).token_ids == join(want[i]).token_ids, f"item {i}"
-    shared = len(system) // 64 * 64  # copied in whole prompt chunks
-    assert shared >= 64
+    # copied in whole prompt chunks, below where each prompt's own last chunk starts (chunk_end)
+    shared = min([len(system) // 64 * 64] + [last_edge(len(it.prompt_tokens), 64) for it in items])
+    assert shared >= 128
     prompt_total = sum(len(it.prompt_tokens) for it in items)
     decoded = sum(len(join(c).token_ids) for c in got.values())  # eos/length tokens need no evaluation after
     assert engine.evaluated <= prompt_total - (len(items) - 1) * shared + decoded

@@ -61,7 +61,8 @@ def test_progress_is_monotonic_chunked_and_ends_at_total(tiny):
     assert dones[0] == c.timings.cached_tokens == 0  # a fresh cache: nothing reused
     assert dones[-1] == total and dones == sorted(dones) and len(set(dones)) == len(dones)
     steps = [b - a for a, b in zip(dones, dones[1:], strict=False)]
-    assert len(steps) >= 5 and max(steps) <= PROMPT_CHUNK  # read in chunks, each reported
+    # read in chunks, each reported; the last takes a tail of up to half a chunk (chunk_end)
+    assert len(steps) >= 4 and max(steps[:-1]) == PROMPT_CHUNK and steps[-1] <= PROMPT_CHUNK + PROMPT_CHUNK // 2
     # the same prompt again: the first call says what the cache gave, the last is still total
     again = Recorder()
     tiny.generate(prompt, on_prompt_progress=again, **GREEDY)
@@ -178,6 +179,7 @@ def test_a_stop_event_from_another_thread_is_seen_within_a_chunk(smollm2):
     helper.join(10)
     (at_stop,) = seen_at_stop
     assert c.finish_reason == "cancelled" and c.completion_tokens == 0
-    assert c.prompt_tokens <= at_stop + PROMPT_CHUNK  # at most the chunk in flight when it was set
+    # at most the chunk in flight when it was set (the last may be 1.5 chunks: chunk_end)
+    assert c.prompt_tokens <= at_stop + PROMPT_CHUNK + PROMPT_CHUNK // 2
     assert c.prompt_tokens < total
     assert rec.calls[-1][0] == c.prompt_tokens
