@@ -10,7 +10,11 @@ each client count C sends `--requests` streamed chat completions from C concurre
   ttft        time from a request's send to its first content event (p50, p95)
 Both servers get the same model, context per request (--ctx), threads (--threads) and
 temperature 0 with max_tokens --tokens; llama-cpp-python's server runs one request at a
-time, localllm's decodes up to --parallel together (continuous batching).
+time (started with --interrupt_requests False: by default a new request cuts off the one
+streaming, which would count as throughput lost), localllm's decodes up to --parallel
+together (continuous batching). Each side counts its own usage.completion_tokens; the two
+sample differently at temperature 0 (llama-cpp-python keeps its repeat penalty of 1.1), so
+replies end at slightly different lengths.
 
 Target (issue 17): localllm ahead in throughput at 4 and 8 clients, within 10 % at 1.
 """
