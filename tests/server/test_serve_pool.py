@@ -144,3 +144,31 @@ def test_a_full_queue_answers_429_and_the_rest_are_served(smollm2_gguf, env):
         assert 429 in statuses and 200 in statuses, statuses
         assert set(statuses) <= {200, 429}
         assert _chat(server, str(link)).status_code == 200  # and it goes on
+
+
+def test_sigterm_lets_the_request_in_flight_finish_then_exits_cleanly(smollm2_gguf, env):
+    import signal
+
+    link = env / "m.gguf"
+    link.symlink_to(smollm2_gguf)
+    with running_server(env, str(link), "--ctx", str(CTX)) as server:
+        body = {
+            "model": str(link),
+            "messages": [{"role": "user", "content": "Count to a hundred."}],
+            "max_tokens": 48,
+            "temperature": 0,
+            "stream": True,
+        }
+        with httpx.stream("POST", server.v1 + "/chat/completions", json=body, timeout=120) as response:
+            lines = response.iter_lines()
+            assert next(lines).startswith("data: {")
+            server.process.send_signal(signal.SIGTERM)
+            rest = list(lines)
+        events = [line for line in rest if line]
+        assert events[-1] == "data: [DONE]" and len(events) > 3, events[-3:]  # the reply went on to its end
+        # uvicorn re-raises the SIGTERM it caught once it has shut down, so the parent sees it
+        assert server.process.wait(timeout=40) in (0, -signal.SIGTERM)
+        log = server.output()
+        assert "Application shutdown complete" in log and "Traceback" not in log
+        with pytest.raises(httpx.ConnectError):  # and it listens no more
+            httpx.get(server.url + "/health", timeout=2)
