@@ -563,11 +563,9 @@ def prompt_chunk(engine: object) -> int:
 
 
 def chunk_end(done: int, total: int, chunk: int) -> int:
-    """Where the prompt chunk starting at `done` ends: the next multiple of `chunk`, or the prompt's
-    end when no more than half a chunk would be left after it. A short tail read alone costs a
-    graph of its own at the slow small-batch kernels: a 96-token prompt read as 64 + 32 reached
-    its first token 0.075-0.15 s after raw llama.cpp's one batch of 96 (benchmarks/bench_llamacpp.py,
-    1B Q4_K_M, 2 cores). So the last chunk may be up to 1.5 chunks long."""
+    """Where the chunk from `done` ends: the next multiple of `chunk`, or the prompt's end when at most
+    half a chunk would be left (a tail read alone runs the slow small-batch kernels: 96 tokens as
+    64 + 32 reached the first token 0.08-0.15 s after one batch of 96, bench_llamacpp.py, 1B)."""
     end = min(total, (done // chunk + 1) * chunk)
     return total if total - end <= chunk // 2 else end
 

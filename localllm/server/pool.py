@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from localllm.hardware import Hardware
     from localllm.model import Model
 
-__all__ = ["DEFAULT_KEEP_ALIVE_S", "DEFAULT_QUEUE", "PoolConfig", "ModelPool", "ServedModel", "parse_keep_alive"]
+__all__ = ["DEFAULT_KEEP_ALIVE_S", "DEFAULT_QUEUE", "ModelPool", "PoolConfig", "ServedModel", "parse_keep_alive"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class ServedModel:
         self.feed = BatchFeed(max_waiting=queue)
         self.active = 0  # requests submitted and not finished
         self.last_used = time.monotonic()
+        self.keep_alive_s = float("inf")  # the last request's keep-alive: counted from its end
         self.expires_at = float("inf")
         self.loaded_at = time.time()
         self._sinks: dict[int, Callable[[Chunk], None]] = {}
@@ -126,6 +127,7 @@ class ServedModel:
                         self._sinks.pop(index, None)
                         self.active -= 1
                         self.last_used = time.monotonic()
+                        self.expires_at = self.last_used + self.keep_alive_s  # as Ollama: from the end
                 if sink is not None:
                     sink(chunk)
         except Exception as exc:  # the engine failed: every request still waiting ends with it
@@ -198,8 +200,8 @@ class ModelPool:
                     served = await asyncio.to_thread(self._load_fitting, name)
                     self.models[name] = served
         served.last_used = time.monotonic()
-        ka = self.config.keep_alive_s if keep_alive is None else keep_alive
-        served.expires_at = served.last_used + ka
+        served.keep_alive_s = self.config.keep_alive_s if keep_alive is None else keep_alive
+        served.expires_at = served.last_used + served.keep_alive_s
         return served
 
     def _load_fitting(self, name: str) -> ServedModel:
@@ -249,20 +251,16 @@ class ModelPool:
         served.close()
         return True
 
-    def reap(self, now: float | None = None) -> list[str]:
-        """Unload the idle models whose keep-alive ran out; their names."""
+    def expired(self, now: float | None = None) -> list[str]:
+        """The idle models whose keep-alive ran out."""
         now = time.monotonic() if now is None else now
-        gone = [k for k, m in self.models.items() if m.active == 0 and now >= m.expires_at]
-        for key in gone:
-            log.info("unloading %s: idle past its keep-alive", key)
-            self.unload(key)
-        return gone
+        return [k for k, m in self.models.items() if m.active == 0 and now >= m.expires_at]
 
     async def reap_forever(self) -> None:
+        """Unload expired models, every REAP_EVERY_S (on the event loop; each close in a thread)."""
         while True:
             await asyncio.sleep(REAP_EVERY_S)
-            gone = [k for k, m in self.models.items() if m.active == 0 and time.monotonic() >= m.expires_at]
-            for key in gone:
+            for key in self.expired():
                 served = self.models.pop(key, None)
                 if served is not None:
                     log.info("unloading %s: idle past its keep-alive", key)
