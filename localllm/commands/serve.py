@@ -12,7 +12,7 @@ import sys
 
 from localllm.commands.plan import MODEL_HELP, context_arg
 from localllm.commands.run import _positive
-from localllm.errors import RuntimeUnavailableError
+from localllm.errors import LocalLLMError, RuntimeUnavailableError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -74,10 +74,43 @@ def run(args: argparse.Namespace) -> int:
         queue=args.queue,
         offline=args.offline,
     )
-    app = create_app(
-        ModelPool(config), api_key=args.api_key, max_body=args.max_body, timeout_s=args.timeout, preload=args.models
-    )
+    _check_port(args.host, args.port)  # before any model loads: a port in use fails at once
+    pool = ModelPool(config)
+    try:
+        for name in args.models:  # before listening: a model that cannot load is this command's error
+            print(f"loading {name} ...", file=sys.stderr, flush=True)
+            served = pool.preload(name)
+            info = served.model.info
+            print(
+                f"loaded {name}: {info.runtime}, context {info.n_ctx} x {info.placement.n_seq} sequences",
+                file=sys.stderr,
+            )
+        app = create_app(
+            pool, api_key=args.api_key, max_body=args.max_body, timeout_s=args.timeout, preload=args.models
+        )
+    except BaseException:
+        pool.close()
+        raise
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     print(f"localllm serve: http://{args.host}:{args.port}/v1 (OpenAI) and /api (Ollama)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise LocalLLMError(f"cannot serve on {host}: {exc}; pass --host with an address of this machine") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as exc:
+            raise LocalLLMError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); another server may hold it: "
+                "pass --port N, or stop the other one"
+            ) from None

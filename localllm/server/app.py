@@ -101,9 +101,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for name in state.preload:  # a model that cannot load stops the server before it listens
-            served = await state.pool.get(name, float("inf"))
-            log.info("loaded %s from %s", name, served.model.info.path)
+        for name in state.preload:  # loaded already by `localllm serve`; a caller of create_app: now
+            if name not in state.pool.models:
+                served = await state.pool.get(name, float("inf"))
+                log.info("loaded %s from %s", name, served.model.info.path)
         reaper = asyncio.create_task(state.pool.reap_forever())
         try:
             yield

@@ -204,6 +204,13 @@ class ModelPool:
         served.expires_at = served.last_used + served.keep_alive_s
         return served
 
+    def preload(self, name: str) -> ServedModel:
+        """Load `name` now and keep it (no keep-alive): `localllm serve MODEL`, before it listens,
+        so a model that cannot load is an error on the command line, not in the server's log."""
+        served = self.models.get(name) or self._load_fitting(name)
+        self.models[name] = served
+        return served
+
     def _load_fitting(self, name: str) -> ServedModel:
         while True:
             try:
