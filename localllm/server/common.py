@@ -176,7 +176,8 @@ def start_runs(served: ServedModel, items: list[Any]) -> list[Run]:
     return runs
 
 
-def usage(runs: list[Run]) -> dict[str, int]:
-    prompt = runs[0].timings.prompt_tokens if runs and runs[0].timings is not None else 0
+def usage(runs: list[Run], n: int = 1) -> dict[str, int]:
+    """OpenAI's usage: each prompt counted once (runs come n per prompt), every choice's tokens."""
+    prompt = sum(r.timings.prompt_tokens for r in runs[::n] if r.timings is not None)
     completion = sum(r.n_tokens for r in runs)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

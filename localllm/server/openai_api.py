@@ -175,7 +175,9 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         created = int(time.time())
         deadline = asyncio.get_running_loop().time() + state.timeout_s
         if stream:
-            body = _stream(request, runs, rid, created, name, chat=chat, include_usage=include_usage, deadline=deadline)
+            body = _stream(
+                request, runs, rid, created, name, chat=chat, include_usage=include_usage, deadline=deadline, n=n
+            )
             return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             await _wait_all(request, runs, deadline)
@@ -185,7 +187,7 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         choices = [_choice(i, run, chat=chat) for i, run in enumerate(runs)]
         obj = "chat.completion" if chat else "text_completion"
         return JSONResponse(
-            {"id": rid, "object": obj, "created": created, "model": name, "choices": choices, "usage": usage(runs)}
+            {"id": rid, "object": obj, "created": created, "model": name, "choices": choices, "usage": usage(runs, n)}
         )
 
 
@@ -231,6 +233,7 @@ async def _stream(
     chat: bool,
     include_usage: bool,
     deadline: float,
+    n: int = 1,
 ) -> AsyncIterator[str]:
     """Server-sent events: the choices' chunks interleaved as they come, then usage, then [DONE].
     Leaving early (the client went away) cancels every choice."""
@@ -282,7 +285,7 @@ async def _stream(
                 "created": created,
                 "model": model,
                 "choices": [],
-                "usage": usage(runs),
+                "usage": usage(runs, n),
             }
             yield f"data: {json.dumps(payload)}\n\n"
         yield "data: [DONE]\n\n"

@@ -212,3 +212,15 @@ def test_oversized_and_malformed_bodies(served_smollm2):
     assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
     ollama_bad = httpx.post(served_smollm2.url + "/api/chat", json={"model": served_smollm2.model, "options": 3})
     assert ollama_bad.status_code == 400 and "'options' must be an object" in ollama_bad.json()["error"]
+
+
+def test_completions_take_a_list_of_prompts_and_count_each_prompt_once(served_smollm2, client):
+    prompts = ["The sun is", "Two plus two is"]
+    each = [
+        client.completions.create(model=served_smollm2.model, prompt=p, temperature=0, max_tokens=6) for p in prompts
+    ]
+    both = client.completions.create(model=served_smollm2.model, prompt=prompts, temperature=0, max_tokens=6, n=2)
+    assert [c.index for c in both.choices] == [0, 1, 2, 3]  # n per prompt, in prompt order
+    assert [c.text for c in both.choices] == [each[0].choices[0].text] * 2 + [each[1].choices[0].text] * 2
+    assert both.usage.prompt_tokens == sum(e.usage.prompt_tokens for e in each)
+    assert both.usage.completion_tokens == 2 * sum(e.usage.completion_tokens for e in each)
