@@ -113,8 +113,9 @@ class BatchFeed:
 
     `submit(item, cancel)` from any thread returns the item's id, the index its chunks carry;
     setting `cancel` ends that item alone ("cancelled"), waiting or going. At most `max_waiting`
-    items wait for a sequence; one more raises QueueFullError. `close()` lets the items already
-    taken finish and ends `run_live` once they have; items still waiting end "cancelled".
+    items wait for a sequence; one more raises QueueFullError. `close()` refuses new items; those
+    already submitted still run to their end, and then `run_live` returns (its stop event set
+    instead ends them all "cancelled").
     """
 
     def __init__(self, max_waiting: int = 64) -> None:
