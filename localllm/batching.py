@@ -212,17 +212,9 @@ def _live_one_by_one(engine: Any, feed: BatchFeed, stop_event: threading.Event |
         if stop_event is not None and stop_event.is_set():
             break
         for index, item, cancel in feed._take(1, IDLE_WAIT_S):
-            stop = _Any(stop_event, cancel)
-            if stop.is_set():
-                yield index, Chunk("", (), "cancelled", Timings(load_s=engine.load_seconds))
-                continue
-            try:
-                for chunk in run(engine, item.prompt_tokens, item.options, stop, stop_tokens=item.stop_tokens):
-                    yield index, chunk
-            except LocalLLMError as exc:
-                yield index, _error_chunk(engine, exc, len(item.prompt_tokens))
+            yield from _alone(engine, index, item, _Any(stop_event, cancel))
     for index, _, _ in feed._drain():
-        yield index, Chunk("", (), "cancelled", Timings(load_s=engine.load_seconds))
+        yield index, _cancelled_chunk(engine)
 
 
 class _Any(threading.Event):
@@ -236,6 +228,11 @@ class _Any(threading.Event):
         return any(e.is_set() for e in self._events)
 
 
+def _cancelled_chunk(engine: Any) -> Chunk:
+    """The one chunk of an item that never started."""
+    return Chunk("", (), "cancelled", Timings(load_s=engine.load_seconds))
+
+
 def _error_chunk(engine: Any, error: Exception, n_prompt: int) -> Chunk:
     return Chunk("", (), "error", Timings(load_s=engine.load_seconds, prompt_tokens=n_prompt), error=error)
 
@@ -244,14 +241,19 @@ def _one_by_one(
     engine: Any, items: Sequence[BatchItem], stop_event: threading.Event | None
 ) -> Iterator[tuple[int, Chunk]]:
     for index, item in enumerate(items):
-        if stop_event is not None and stop_event.is_set():
-            yield index, Chunk("", (), "cancelled", Timings(load_s=engine.load_seconds))
-            continue
-        try:
-            for chunk in run(engine, item.prompt_tokens, item.options, stop_event, stop_tokens=item.stop_tokens):
-                yield index, chunk
-        except LocalLLMError as exc:
-            yield index, _error_chunk(engine, exc, len(item.prompt_tokens))
+        yield from _alone(engine, index, item, stop_event)
+
+
+def _alone(engine: Any, index: int, item: BatchItem, stop: threading.Event | None) -> Iterator[tuple[int, Chunk]]:
+    """One item through run(), on an engine of one sequence; a failure ends it alone."""
+    if stop is not None and stop.is_set():
+        yield index, _cancelled_chunk(engine)
+        return
+    try:
+        for chunk in run(engine, item.prompt_tokens, item.options, stop, stop_tokens=item.stop_tokens):
+            yield index, chunk
+    except LocalLLMError as exc:
+        yield index, _error_chunk(engine, exc, len(item.prompt_tokens))
 
 
 class _Scheduler:
@@ -373,7 +375,7 @@ class _Scheduler:
             yield from self._cancelled(slot)
         self.active.clear()
         for index in self.waiting:
-            yield index, Chunk("", (), "cancelled", Timings(load_s=self.engine.load_seconds))
+            yield index, _cancelled_chunk(self.engine)
         self.waiting.clear()
 
     def _cancelled(self, slot: _Slot) -> Iterator[tuple[int, Chunk]]:
@@ -399,7 +401,7 @@ class _LiveScheduler(_Scheduler):
             if self.stop is not None and self.stop.is_set():
                 yield from self._cancel_all()
                 for index, _, _ in self.feed._drain():
-                    yield index, Chunk("", (), "cancelled", Timings(load_s=self.engine.load_seconds))
+                    yield index, _cancelled_chunk(self.engine)
                 return
             room = len(self.free) - len(self.waiting)
             idle = not self.active and not self.waiting
@@ -421,7 +423,7 @@ class _LiveScheduler(_Scheduler):
         for index in [i for i in self.waiting if self._is_cancelled(i)]:
             self.waiting.remove(index)
             self._forget(index)
-            yield index, Chunk("", (), "cancelled", Timings(load_s=self.engine.load_seconds))
+            yield index, _cancelled_chunk(self.engine)
 
     def _is_cancelled(self, index: int) -> bool:
         cancel = self.cancels.get(index)

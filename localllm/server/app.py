@@ -10,7 +10,7 @@ import contextlib
 import hmac
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from localllm.errors import (
@@ -40,7 +40,6 @@ class ServerState:
     max_body: int = DEFAULT_MAX_BODY
     timeout_s: float = DEFAULT_TIMEOUT_S
     preload: Sequence[str] = ()
-    listed: list[str] = field(default_factory=list)  # names asked for once, kept for /v1/models
 
     def model_names(self) -> list[str]:
         return list(dict.fromkeys([*self.preload, *self.pool.models]))

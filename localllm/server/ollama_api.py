@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -132,7 +133,7 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         models = []
         for name, served in list(state.pool.models.items()):
             d = describe(served)
-            expires = datetime.now(timezone.utc).timestamp() + max(0.0, min(d["expires_at"] - _mono(), 10**9))
+            expires = datetime.now(timezone.utc).timestamp() + max(0.0, min(d["expires_at"] - time.monotonic(), 10**9))
             models.append(
                 {
                     "name": name,
@@ -234,12 +235,6 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
 
 def _user(text: str) -> dict[str, str]:
     return {"role": "user", "content": text}
-
-
-def _mono() -> float:
-    import time
-
-    return time.monotonic()
 
 
 async def _ndjson(run: Run, model: str, served: Any, piece: Any, deadline: float) -> AsyncIterator[str]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request  # at run time: FastAPI reads the routes' annotations
 
-from localllm.errors import InvalidOptionError
+from localllm.errors import InvalidOptionError, ModelNotFoundError
 from localllm.server.common import Run, field_of, is_tick, read_json, start_runs, usage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,8 +135,6 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/v1/models/{name:path}")
     async def get_model(name: str) -> Any:
         if name not in state.model_names():
-            from localllm.errors import ModelNotFoundError
-
             raise ModelNotFoundError(f"model {name!r} is not loaded or listed here; GET /v1/models lists them")
         return _model_card(name, state)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -156,9 +157,8 @@ class ServedModel:
 class ModelPool:
     """The models a server holds, by the name requests gave them."""
 
-    def __init__(self, config: PoolConfig | None = None, *, load: Callable[..., Model] | None = None) -> None:
+    def __init__(self, config: PoolConfig | None = None) -> None:
         self.config = config or PoolConfig()
-        self._load_fn = load
         self.models: dict[str, ServedModel] = {}
         self._loading = asyncio.Lock()
         self._base: Hardware | None = None
@@ -233,9 +233,8 @@ class ModelPool:
     def _load(self, name: str) -> ServedModel:
         import localllm
 
-        load = self._load_fn or localllm.load
         cfg = self.config
-        model = load(
+        model = localllm.load(
             name,
             context=cfg.context,
             hardware=self.budget(),
@@ -279,8 +278,6 @@ class ModelPool:
 
 
 def _file_size(path: str) -> int:
-    import os
-
     try:
         if os.path.isdir(path):
             return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
