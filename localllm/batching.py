@@ -37,7 +37,7 @@ from localllm.generation import (
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-__all__ = ["BatchFeed", "BatchItem", "QueueFullError", "run_batch", "run_live"]
+__all__ = ["AnyEvent", "BatchFeed", "BatchItem", "QueueFullError", "run_batch", "run_live"]
 
 
 @dataclass(frozen=True)
@@ -212,20 +212,21 @@ def _live_one_by_one(engine: Any, feed: BatchFeed, stop_event: threading.Event |
         if stop_event is not None and stop_event.is_set():
             break
         for index, item, cancel in feed._take(1, IDLE_WAIT_S):
-            yield from _alone(engine, index, item, _Any(stop_event, cancel))
+            yield from _alone(engine, index, item, AnyEvent(stop_event, cancel))
     for index, _, _ in feed._drain():
         yield index, _cancelled_chunk(engine)
 
 
-class _Any(threading.Event):
-    """Set when any of the given events is (generation.run asks only is_set())."""
+class AnyEvent(threading.Event):
+    """Set when it is set itself or any of the given events is: an Event, as generation.run takes,
+    which only asks is_set()."""
 
     def __init__(self, *events: threading.Event | None) -> None:
         super().__init__()
         self._events = [e for e in events if e is not None]
 
     def is_set(self) -> bool:
-        return any(e.is_set() for e in self._events)
+        return super().is_set() or any(e.is_set() for e in self._events)
 
 
 def _cancelled_chunk(engine: Any) -> Chunk:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localllm import store
+from localllm.batching import AnyEvent
 from localllm.calibration import LoadRecord, save_load
 from localllm.chat_template import chat_formatter, split_turns
 from localllm.errors import (
@@ -81,17 +82,16 @@ class ModelInfo:
     metadata: Mapping[str, object] = field(default_factory=dict, compare=False)
 
 
-class _AnyEvent(threading.Event):
+class _AnyEvent(AnyEvent):
     """Set when any of the given events is set (this generation's cancel, a caller's stop_event),
-    or once the model is closing. An Event, as generation.run takes; it only asks is_set()."""
+    or once the model is closing."""
 
     def __init__(self, model: Model, *events: threading.Event | None) -> None:
-        super().__init__()
+        super().__init__(*events)
         self._model = model
-        self._events = [e for e in events if e is not None]
 
     def is_set(self) -> bool:
-        return super().is_set() or self._model._closing or any(e.is_set() for e in self._events)
+        return self._model._closing or super().is_set()
 
 
 class Model(BatchMixin):
