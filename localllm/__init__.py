@@ -50,7 +50,7 @@ _EXPORTS = {
     # running
     "Chunk": "localllm.generation",
     "Completion": "localllm.generation",
-    "SamplingOptions": "localllm.generation",
+    "SamplingOptions": "localllm.options",
     "Timings": "localllm.generation",
     "load": "localllm.model",
     "Model": "localllm.model",
@@ -183,7 +183,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; `X as X` mar
     from localllm.generation import (
         Chunk as Chunk,
         Completion as Completion,
-        SamplingOptions as SamplingOptions,
         Timings as Timings,
     )
     from localllm.hardware import (
@@ -202,6 +201,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; `X as X` mar
         ModelInfo as ModelInfo,
         load as load,
     )
+    from localllm.options import SamplingOptions as SamplingOptions
     from localllm.placement import (
         Placement as Placement,
     )

@@ -10,23 +10,24 @@ numpy is imported inside functions so that `import localllm` stays light.
 
 from __future__ import annotations
 
-import math
-import numbers
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from localllm.constraints import Capture, Guide
 from localllm.errors import ContextOverflowError, GenerationError, InvalidOptionError, InvalidOptionTypeError
+from localllm.options import SamplingOptions
 from localllm.runtimes.base import PROMPT_CHUNK
 from localllm.sampling import Sampler, StopMatcher, Utf8Decoder
-from localllm.speculative import DEFAULT_SPECULATIVE, check_speculative, drafter_for
+from localllm.speculative import drafter_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from localllm.runtimes.base import Engine
+    from localllm.tools import ToolCall
 
 __all__ = [
     "Chunk",
@@ -43,173 +44,12 @@ __all__ = [
     "run",
 ]
 
-# Sampling defaults: llama.cpp's `common_params_sampling` (common/common.h), which the
-# llama.cpp CLI and server use, so a model behaves here as it does there.
-DEFAULT_TEMPERATURE = 0.8  # llama.cpp temp
-DEFAULT_TOP_K = 40  # llama.cpp top_k
-DEFAULT_TOP_P = 0.95  # llama.cpp top_p
-DEFAULT_MIN_P = 0.05  # llama.cpp min_p
-DEFAULT_REPEAT_PENALTY = 1.0  # llama.cpp penalty_repeat (1.0 = off)
-DEFAULT_REPEAT_LAST_N = 64  # llama.cpp penalty_last_n
-# llama.cpp's n_predict is -1 (unbounded); a library call needs a bound. mlx-lm uses
-# 256, Ollama's API effectively runs to the context; 512 covers a typical reply.
-DEFAULT_MAX_TOKENS = 512
-
-# "stop" | "length" | "cancelled" | "eos" | "error" (a batch item that failed alone: Chunk.error says why)
+# "stop" | "length" | "cancelled" | "eos" | "error" (a batch item that failed alone, or an output that
+# did not parse: Chunk.error says why) | "tool_calls" (a chat with tools called one)
 FinishReason = str
 # on_prompt_progress(done, total): prompt tokens in the cache so far, of the prompt's total
 PromptProgress = Callable[[int, int], None]
-FINISH_REASONS = ("stop", "length", "cancelled", "eos", "error")
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """How to pick tokens. temperature 0 is greedy; top_k 0, top_p 1, min_p 0 disable those filters.
-
-    `seed` None draws a fresh seed per request; an int in [0, 2**32-1] makes sampling reproducible.
-    `max_tokens` None generates until an end-of-generation token or a full context.
-    `stop` is one string, a sequence of strings, or None (no stop strings).
-    `speculative` "prompt-lookup" drafts tokens from n-gram matches in the context and verifies
-    them in one batched evaluation (`localllm.speculative`): faster when the reply repeats the
-    prompt, each token still sampled from its own logits; "off" or None disables it; "auto" (the
-    default) is prompt-lookup on the runtimes the benchmark found faster with it (llama.cpp), where
-    a batch's logits are bit-identical to one-token ones (a q8_0 KV cache, or one thread), so
-    greedy output never changes.
-    `localllm.batching.run_batch` ignores it (its steps already batch several sequences).
-
-    Raises:
-        InvalidOptionError: a value out of its range (a ValueError too).
-        InvalidOptionTypeError: a value of the wrong type (a TypeError too).
-    """
-
-    temperature: float = DEFAULT_TEMPERATURE
-    top_k: int = DEFAULT_TOP_K
-    top_p: float = DEFAULT_TOP_P
-    min_p: float = DEFAULT_MIN_P
-    repeat_penalty: float = DEFAULT_REPEAT_PENALTY
-    repeat_last_n: int = DEFAULT_REPEAT_LAST_N
-    seed: int | None = None
-    max_tokens: int | None = DEFAULT_MAX_TOKENS
-    stop: tuple[str, ...] = ()
-    speculative: str | None = DEFAULT_SPECULATIVE
-
-    def __post_init__(self) -> None:
-        # the first bad option raises: its error carries that option's name, value and range
-        for name, kind, ok, allowed in _OPTION_RULES:
-            value = getattr(self, name)
-            if value is None and name in _MAY_BE_NONE:
-                continue
-            if kind is int:
-                if not _is_int(value):
-                    _bad_type(name, value, allowed)
-                value = int(value)  # a numpy integer becomes a plain one
-            elif not _is_number(value):
-                _bad_type(name, value, allowed)
-            if not ok(value):
-                raise InvalidOptionError(
-                    f"invalid sampling option: {name} must be {allowed}, got {value!r}",
-                    option=name,
-                    value=value,
-                    allowed=allowed,
-                )
-            object.__setattr__(self, name, value)
-        object.__setattr__(self, "stop", _check_stop(self.stop))
-        object.__setattr__(self, "speculative", check_speculative(self.speculative))
-
-    @classmethod
-    def from_kwargs(cls, base: SamplingOptions | None = None, **options: Any) -> SamplingOptions:
-        """Options from keyword arguments; an unknown name raises InvalidOptionTypeError (a TypeError)
-        listing the valid ones."""
-        # Any, not object: callers pass whatever they were given; __post_init__ checks each value's type
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            valid = ", ".join(sorted(known))
-            raise InvalidOptionTypeError(
-                f"unknown sampling option(s) {', '.join(unknown)}; valid options are: {valid}",
-                option=", ".join(unknown),
-                value=options[unknown[0]] if len(unknown) == 1 else {k: options[k] for k in unknown},
-                allowed=valid,
-            )
-        return replace(base or cls(), **options)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-
-# The top of llama.cpp's seed range (uint32; its LLAMA_DEFAULT_SEED is 0xFFFFFFFF).
-MAX_SEED = 2**32 - 1
-# llama.cpp sets no top; past 2 a reply soon runs out of words it may use again (the common
-# ones are in every window of repeat_last_n), so a larger value is taken for a slip of the keyboard.
-MAX_REPEAT_PENALTY = 2.0
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _finite(value: float) -> bool:
-    return math.isfinite(value)
-
-
-# (option, int or float, the check, what is allowed), in field order
-_OPTION_RULES: tuple[tuple[str, type, Callable[[float], bool], str], ...] = (
-    ("temperature", float, lambda v: _finite(v) and v >= 0, "a number >= 0 and finite (0 is greedy)"),
-    ("top_k", int, lambda v: v >= 0, "an integer >= 0 (0 disables it)"),
-    ("top_p", float, lambda v: 0 < v <= 1, "a number in (0, 1] (1 disables it)"),
-    ("min_p", float, lambda v: 0 <= v < 1, "a number in [0, 1) (0 disables it)"),
-    ("repeat_penalty", float, lambda v: 0 < v <= MAX_REPEAT_PENALTY, "a number in (0, 2] (1 disables it)"),
-    ("repeat_last_n", int, lambda v: v >= 0, "an integer >= 0 (0 disables the penalty)"),
-    ("seed", int, lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}] or None (a fresh seed)"),
-    ("max_tokens", int, lambda v: v >= 1, "an integer >= 1 or None (until end of text or a full context)"),
-)
-_MAY_BE_NONE = frozenset({"seed", "max_tokens"})
-_STOP_ALLOWED = "a non-empty string, a sequence of non-empty strings, or None"
-
-
-def _bad_type(name: str, value: object, allowed: str) -> NoReturn:
-    raise InvalidOptionTypeError(
-        f"invalid sampling option: {name} must be {allowed}, got {value!r} ({type(value).__name__})",
-        option=name,
-        value=value,
-        allowed=allowed,
-    )
-
-
-def _check_stop(stop: object) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    if isinstance(stop, str):  # a lone string is one stop string, not its characters
-        return (stop,) if stop else _empty_stop(stop)
-    if isinstance(stop, (bytes, bytearray, Mapping)) or not isinstance(stop, Iterable):
-        _bad_type("stop", stop, _STOP_ALLOWED)
-    out = tuple(stop)
-    for s in out:
-        if not isinstance(s, str):
-            raise InvalidOptionTypeError(
-                f"invalid sampling option: stop must be {_STOP_ALLOWED}, got {stop!r} "
-                f"(its item {s!r} is of type {type(s).__name__})",
-                option="stop",
-                value=stop,
-                allowed=_STOP_ALLOWED,
-            )
-        if not s:
-            _empty_stop(stop)
-    return out
-
-
-def _empty_stop(stop: object) -> NoReturn:
-    raise InvalidOptionError(
-        f"invalid sampling option: stop must be {_STOP_ALLOWED}, got {stop!r} (an empty string would stop at once)",
-        option="stop",
-        value=stop,
-        allowed=_STOP_ALLOWED,
-    )
+FINISH_REASONS = ("stop", "length", "cancelled", "eos", "error", "tool_calls")
 
 
 def first_surrogate(text: str) -> int | None:
@@ -281,6 +121,9 @@ class Chunk:
     timings: Timings | None = None
     dropped_messages: int = 0  # chat(overflow="truncate"): oldest messages left out to fit the context
     error: Exception | None = None  # finish_reason "error": what failed (a LocalLLMError)
+    parsed: Any = None  # last chunk, with a constraint: as Completion.parsed
+    incomplete: bool = False  # last chunk, with a constraint: as Completion.incomplete
+    tool_calls: tuple[ToolCall, ...] = ()  # last chunk of a chat with tools: the calls it made
 
     def __str__(self) -> str:
         return self.text
@@ -292,6 +135,13 @@ class Completion:
 
     `completion_tokens` counts the tokens of `text`; those that only spelled a stop
     string are not counted.
+
+    Structured output (json_schema=, regex=, choices=, grammar=): `parsed` is the JSON value of a
+    complete output (the Pydantic instance for a model class, the choice for choices; None for a
+    regex or grammar: `text` is the value). `incomplete` is True when max_tokens, the context, a
+    stop string or a cancel cut the output before the grammar was complete: `text` is then a
+    prefix of a valid output and `parsed` is None, never a half object. A chat with tools:
+    `tool_calls` holds the calls (finish_reason "tool_calls"), `text` the reply's other text.
     """
 
     text: str
@@ -302,6 +152,9 @@ class Completion:
     timings: Timings = field(default_factory=Timings)
     dropped_messages: int = 0  # chat(overflow="truncate"): oldest messages left out to fit the context
     error: Exception | None = None  # finish_reason "error": what failed (a LocalLLMError)
+    parsed: Any = None
+    incomplete: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def __str__(self) -> str:
         return self.text
@@ -328,6 +181,9 @@ def join(chunks: Iterable[Chunk]) -> Completion:
         timings=timings,
         dropped_messages=last.dropped_messages,
         error=last.error,
+        parsed=last.parsed,
+        incomplete=last.incomplete,
+        tool_calls=last.tool_calls,
     )
 
 
@@ -401,6 +257,10 @@ class SequenceState:
         self.done = False
         self.next_token = -1  # the token sampled last, to evaluate next (while not done)
         self.drafted = self.accepted = 0  # speculative drafts, for Timings
+        c = options.constraint
+        self.guide = Guide(engine, c) if c is not None else None  # structured output: the token mask
+        self.capture = Capture(c.tool_format.trigger) if c is not None and c.kind == "tools" else None
+        self.sent_text: list[str] = []  # with a constraint: the text sent, parsed at the end
 
     def prompt_read(self, n_done: int) -> None:
         """The prompt is in the cache up to n_done tokens (all of it, or as far as a stop let it)."""
@@ -428,6 +288,8 @@ class SequenceState:
     def _take(self, text: str) -> tuple[int, ...]:
         """The pending tokens whose text starts before the end of `text`, which is sent now."""
         self.sent += len(text)
+        if self.guide is not None:
+            self.sent_text.append(text)
         n = 0
         while n < len(self.pending) and self.pending[n][1] < self.sent:
             n += 1
@@ -452,23 +314,31 @@ class SequenceState:
             return self.end("cancelled")
         if self.n_prompt + len(self.generated) >= self.n_ctx:  # prompt + output never exceed the window
             return self.end("length")
+        if self.guide is not None:
+            logits = self.guide.apply(logits)
         token = self.sampler.sample(logits, self.history)
         self.accepted += token == guess
         if self.t_first is None:
             self.t_first = time.perf_counter()
         if token in self.stop_tokens or self.engine.is_eog(token):
             return self.end("eos")
+        if self.guide is not None:
+            self.guide.consume(token)
         self.generated.append(token)
         if self.penalise:
             self.history.append(token)
         piece = self.decoder.feed(self.engine.token_bytes(token))
+        if self.capture is not None:  # a tool call's text is held for tool_calls, not streamed
+            piece = self.capture.feed(piece)
         self.pending.append((token, self.decoded))
         self.decoded += len(piece)
         text, stopped = self.stopper.feed(piece)
         if stopped:
             self.done = True
-            return [Chunk(text, self._take(text), "stop", self.timings())]
+            return [self._last(text, self._take(text), "stop")]
         out = [Chunk(text, self._take(text))] if text else []
+        if self.guide is not None and self.guide.stopped:  # the grammar is complete: nothing may follow
+            return out + self.end("stop")
         if self.options.max_tokens is not None and len(self.generated) >= self.options.max_tokens:
             return out + self.end("length")
         # no room to evaluate the token just sampled (the cache holds n_prompt + generated - 1)
@@ -480,10 +350,34 @@ class SequenceState:
     def end(self, finish: FinishReason) -> list[Chunk]:
         """The stream ends without a stop string: release what was held back."""
         self.done = True
-        tail, stopped = self.stopper.feed(self.decoder.flush())
+        tail = self.decoder.flush()
+        if self.capture is not None:
+            tail = self.capture.feed(tail) + self.capture.flush()
+        tail, stopped = self.stopper.feed(tail)
         if stopped:
-            return [Chunk(tail, self._take(tail), "stop", self.timings())]
-        return [Chunk(tail + self.stopper.flush(), tuple(t for t, _ in self.pending), finish, self.timings())]
+            return [self._last(tail, self._take(tail), "stop")]
+        tail += self.stopper.flush()
+        if self.guide is not None:
+            self.sent_text.append(tail)
+        return [self._last(tail, tuple(t for t, _ in self.pending), finish)]
+
+    def _last(self, text: str, tokens: tuple[int, ...], finish: FinishReason) -> Chunk:
+        """The finishing chunk; with a constraint, what the output parses to (or that it is cut)."""
+        guide = self.guide
+        if guide is None:
+            return Chunk(text, tokens, finish, self.timings())
+        if not guide.accepting:  # cut inside the structure: no value, and say so
+            return Chunk(text, tokens, finish, self.timings(), incomplete=True)
+        try:
+            if self.capture is not None:
+                content, calls = self.capture.calls(guide.constraint.tool_format)
+                return Chunk(
+                    text + content, tokens, "tool_calls" if calls else finish, self.timings(), tool_calls=calls
+                )
+            parsed = guide.constraint.parse("".join(self.sent_text))
+        except GenerationError as exc:  # the text stays; the error says why it has no value
+            return Chunk(text, tokens, "error", self.timings(), error=exc)
+        return Chunk(text, tokens, finish, self.timings(), parsed=parsed)
 
 
 def run(

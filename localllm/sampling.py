@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from localllm.generation import SamplingOptions
+    from localllm.options import SamplingOptions
 
 __all__ = ["Sampler", "StopMatcher", "Utf8Decoder"]
 

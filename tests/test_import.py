@@ -20,6 +20,8 @@ HEAVY = (
     "tokenizers",
     "jinja2",
     "gguf",
+    "llguidance",
+    "pydantic",
 )
 
 

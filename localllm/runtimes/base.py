@@ -77,6 +77,10 @@ class Engine(Protocol):
     def is_eog(self, token: int) -> bool:
         """True for end-of-generation tokens (EOS, EOT, <|im_end|>...)."""
 
+    def vocab_bytes(self) -> list[bytes]:
+        """Every token's bytes, id by id (n_vocab of them), control tokens as b"\\xff" + their text:
+        the vocabulary as llguidance reads it (localllm.constraints)."""
+
     def has_token(self, text: str) -> bool:
         """True if `text` is a single special/control token of the vocabulary (e.g. "<|im_start|>")."""
 

@@ -387,6 +387,17 @@ class LlamaCppEngine(LlamaCppBatch, CachedTokens):
             self._piece_cache[token] = piece
         return piece
 
+    def vocab_bytes(self) -> list[bytes]:
+        lib = self._require()
+        control = lib.LLAMA_TOKEN_ATTR_CONTROL
+        # control tokens have no text in token_bytes (special=False); llguidance wants them marked
+        return [
+            b"\xff" + (self._token_text(t) or "").encode("utf-8")
+            if lib.llama_vocab_get_attr(self._vocab, t) & control
+            else self.token_bytes(t)
+            for t in range(self.n_vocab)
+        ]
+
     def is_eog(self, token: int) -> bool:
         eog = self._eog_cache.get(token)
         if eog is None:

@@ -412,6 +412,12 @@ class OnnxEngine(OnnxBatch, CachedTokens):
     def token_bytes(self, token: int) -> bytes:
         return self._token_bytes(token)
 
+    def vocab_bytes(self) -> list[bytes]:
+        special = {t["id"]: t["content"] for t in self._added.values() if t.get("special")}
+        return [
+            b"\xff" + special[t].encode("utf-8") if t in special else self._token_bytes(t) for t in range(self.n_vocab)
+        ]
+
     def is_eog(self, token: int) -> bool:
         return token in self._eog
 
