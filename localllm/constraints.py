@@ -272,10 +272,19 @@ _TOKENIZERS_LOCK = threading.Lock()
 
 
 class _Vocabulary:
-    """What llguidance's TokenizerWrapper reads: each token's bytes, EOS, and a tokenizer."""
+    """What llguidance's TokenizerWrapper reads: each token's bytes, EOS, and a tokenizer.
+
+    llguidance tokenizes the text a grammar forces and allows the tokens that spell it, so the
+    tokenizer must give exactly the bytes it was given. A SentencePiece vocabulary (Llama-2,
+    Mistral, Gemma) puts a space before the text: "{" came back as " {", which the JSON grammar
+    then refused. As llguidance's own llama.cpp binding does, such a vocabulary tokenizes
+    SENTINEL + text and drops the sentinel's tokens.
+    """
+
+    SENTINEL = "\x02"  # a byte token in SentencePiece vocabularies: it merges with nothing
 
     def __init__(self, engine: Engine) -> None:
-        self.tokens: list[bytes] = engine.vocab_bytes()  # type: ignore[attr-defined]
+        self.tokens: list[bytes] = engine.vocab_bytes()
         eog = [t for t in range(len(self.tokens)) if engine.is_eog(t)]
         self.eos_token_id = eog[0] if eog else len(self.tokens)  # a vocabulary without EOS: none allowed
         self.eog = eog
@@ -283,12 +292,30 @@ class _Vocabulary:
         self.special_token_ids = [t for t, b in enumerate(self.tokens) if b[:1] == b"\xff"]
         # weak: the tokenizer is the value of a WeakKeyDictionary keyed by the engine
         self._engine = weakref.ref(engine)
+        self._prefix: list[int] | None = None
+        if self._spell(self._tokenize(engine, "a")) != b"a":
+            self._prefix = self._tokenize(engine, self.SENTINEL)
+
+    @staticmethod
+    def _tokenize(engine: Engine, text: str) -> list[int]:
+        return engine.tokenize(text, add_bos=False, special=False)
+
+    def _spell(self, ids: list[int]) -> bytes:
+        return b"".join(self.tokens[t] for t in ids if 0 <= t < len(self.tokens))
 
     def __call__(self, data: bytes) -> list[int]:
         engine = self._engine()
         if engine is None:
             raise GenerationError("the model this tokenizer belonged to is gone; load it again")
-        return engine.tokenize(data.decode("utf-8", "replace"), add_bos=False, special=False)
+        text = data.decode("utf-8", "replace")
+        if self._prefix is None:
+            return self._tokenize(engine, text)
+        ids = self._tokenize(engine, self.SENTINEL + text)
+        n = len(self._prefix)
+        if ids[:n] == self._prefix:
+            return ids[n:]
+        ids = self._tokenize(engine, text)  # the sentinel merged: drop a leading space token if that spells it
+        return ids[1:] if ids and self._spell(ids[1:]) == data else ids
 
 
 def tokenizer_for(engine: Engine) -> Any:
