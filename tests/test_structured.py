@@ -175,3 +175,15 @@ def test_onnx_runtime_is_constrained_by_the_same_loop(tiny_onnx):
             jsonschema.validate(json.loads(c.text), schema)
         c = m.generate("hello", choices=["alpha", "beta"], temperature=1.0, seed=3)
         assert c.text in ("alpha", "beta")
+
+
+def test_a_sentencepiece_vocabulary_spells_forced_text_without_its_space(tiny_gguf):
+    """SentencePiece tokenizers put a space before text: "{" must not come back as " {" (the
+    JSON grammar would refuse the very token its mask allowed)."""
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    with localllm.load(tiny_gguf) as m:
+        for seed in range(4):
+            c = m.generate("hello", json_schema=schema, temperature=1.0, seed=seed, max_tokens=60)
+            assert c.finish_reason in ("stop", "eos") or c.incomplete, (c.finish_reason, c.text)
+            if not c.incomplete:
+                assert json.loads(c.text) == c.parsed and isinstance(c.parsed["ok"], bool)
