@@ -179,14 +179,10 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
 
     async def _run(request: Request, data: dict[str, Any], *, chat: bool) -> Any:
         name = field_of(data, "model", str)
-        if data.get("format"):
-            raise InvalidOptionError(
-                "'format' (structured output) is not supported by this server yet",
-                option="format",
-                value=data["format"],
-                allowed="absent",
-            )
         options = ollama_options(data.get("options"))
+        schema = _format_schema(data.get("format"))
+        if schema is not None:
+            options["json_schema"] = schema
         keep_alive = parse_keep_alive(data.get("keep_alive"), state.pool.config.keep_alive_s)
         stream = bool(field_of(data, "stream", bool, True))
         if chat:
@@ -231,6 +227,22 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
             await state.pool.get(name, keep_alive)
             reason = "load"
         return {"model": name, "created_at": _now(), **extra, "done": True, "done_reason": reason}
+
+
+def _format_schema(fmt: object) -> dict[str, Any] | None:
+    """Ollama's `format`: "json" is any JSON object (as Ollama's JSON grammar), a dict is a schema."""
+    if fmt in (None, ""):
+        return None
+    if fmt == "json":
+        return {"type": "object"}
+    if isinstance(fmt, dict):
+        return fmt
+    raise InvalidOptionError(
+        f"'format' must be \"json\" or a JSON schema (an object), got {fmt!r:.80}",
+        option="format",
+        value=fmt,
+        allowed='"json" or a JSON schema',
+    )
 
 
 def _user(text: str) -> dict[str, str]:

@@ -42,15 +42,10 @@ def sampling_options(data: dict[str, Any]) -> dict[str, Any]:
                 value=value,
                 allowed="absent",
             )
-    rf = data.get("response_format")
-    if rf is not None and not (isinstance(rf, dict) and rf.get("type") == "text"):
-        raise InvalidOptionError(
-            "'response_format' other than {'type': 'text'} is not supported by this server yet",
-            option="response_format",
-            value=rf,
-            allowed="absent or {'type': 'text'}",
-        )
     options: dict[str, Any] = {}
+    schema = response_schema(data.get("response_format"))
+    if schema is not None:
+        options["json_schema"] = schema
     if data.get("temperature") is not None:
         options["temperature"] = field_of(data, "temperature", (int, float))
     if data.get("top_p") is not None:
@@ -75,6 +70,24 @@ def sampling_options(data: dict[str, Any]) -> dict[str, Any]:
             )
         options["stop"] = stop
     return options
+
+
+def response_schema(rf: object) -> dict[str, Any] | None:
+    """The JSON schema an OpenAI `response_format` asks for: None for text, any object for
+    "json_object" (JSON mode), the given schema for "json_schema" (strict or not: the grammar
+    always holds the output to it)."""
+    if rf is None or (isinstance(rf, dict) and rf.get("type") == "text"):
+        return None
+    allowed = "{'type': 'text'}, {'type': 'json_object'} or {'type': 'json_schema', 'json_schema': {'name', 'schema'}}"
+    if isinstance(rf, dict) and rf.get("type") == "json_object":
+        return {"type": "object"}
+    if isinstance(rf, dict) and rf.get("type") == "json_schema" and isinstance(rf.get("json_schema"), dict):
+        schema = rf["json_schema"].get("schema", {"type": "object"})
+        if isinstance(schema, dict):
+            return schema
+    raise InvalidOptionError(
+        f"'response_format' must be {allowed}, got {rf!r:.120}", option="response_format", value=rf, allowed=allowed
+    )
 
 
 def _n(data: dict[str, Any]) -> int:
