@@ -52,6 +52,8 @@ _EXPORTS = {
     "Completion": "localllm.generation",
     "SamplingOptions": "localllm.options",
     "Timings": "localllm.generation",
+    "Constraint": "localllm.constraints",
+    "ToolCall": "localllm.tools",
     "load": "localllm.model",
     "Model": "localllm.model",
     "ModelInfo": "localllm.model",
@@ -86,6 +88,7 @@ __all__ = [
     "ChecksumMismatchError",
     "Chunk",
     "Completion",
+    "Constraint",
     "ContextOverflowError",
     "DeviceBudget",
     "DeviceMemory",
@@ -117,6 +120,7 @@ __all__ = [
     "RuntimeUnavailableError",
     "SamplingOptions",
     "Timings",
+    "ToolCall",
     "Variant",
     "VariantFit",
     "__version__",
@@ -155,6 +159,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; `X as X` mar
         family_from_gguf_metadata as family_from_gguf_metadata,
         load_catalog as load_catalog,
     )
+    from localllm.constraints import Constraint as Constraint
     from localllm.errors import (
         CatalogError as CatalogError,
         ChatTemplateError as ChatTemplateError,
@@ -218,3 +223,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; `X as X` mar
         local_model_path as local_model_path,
         plan_for as plan_for,
     )
+    from localllm.tools import ToolCall as ToolCall

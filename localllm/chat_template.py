@@ -137,8 +137,23 @@ class ChatFormatter:
         """Stop strings the format needs beyond the model's end-of-generation tokens."""
         return _FALLBACK_STOPS.get(self.source, ())
 
-    def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True) -> str:
+    @property
+    def takes_tools(self) -> bool:
+        """True if the template writes tools into the prompt: a test conversation renders
+        differently with a tool than without (what `{% if tools %}` alone cannot show)."""
+        return _takes_tools(self)
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
         """The prompt text for messages, rendered under the sandbox's limits.
+
+        `tools` (OpenAI's form, see `localllm.tools`) is passed to the template as `tools` when
+        given; without it the template sees no `tools` variable at all.
 
         Raises:
             ChatTemplateError: messages are malformed, the template rejects them, fails, goes over
@@ -146,7 +161,7 @@ class ChatFormatter:
             InvalidOptionError: a lone surrogate in a message (which one, and where).
         """
         try:
-            return self._render(_check_messages(messages), add_generation_prompt)
+            return self._render(_check_messages(messages), add_generation_prompt, tools)
         except _Unusable as exc:
             raise ChatTemplateError(
                 f"the model's chat template ({self.source}) {exc}; use generate() with a prompt you format yourself",
@@ -154,12 +169,19 @@ class ChatFormatter:
                 maximum=exc.maximum,
             ) from None
 
-    def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+    def _render(
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
         # template_sandbox imports jinja2 at its top: it loads at the first render, not with localllm
         from localllm.template_sandbox import RenderLimits, TemplateLimitError, render_bounded
 
         bos, eos = self.bos_token or "", self.eos_token or ""
-        limits = RenderLimits.for_input(_text_size(messages) + len(bos) + len(eos))
+        limits = RenderLimits.for_input(_text_size(messages) + _text_size(tools) + len(bos) + len(eos))
+        # only when given: templates tell "no tools" by `tools is defined` as well as by `if tools`
+        extra = {} if tools is None else {"tools": [dict(t) for t in tools]}
         try:
             text = render_bounded(
                 _compile(self.template),
@@ -169,6 +191,7 @@ class ChatFormatter:
                 bos_token=bos,
                 eos_token=eos,
                 enable_thinking=ENABLE_THINKING,
+                **extra,
             )
         except ChatTemplateError:  # raise_exception(): the template refused the messages
             raise
@@ -200,6 +223,25 @@ class _Unusable(Exception):
 
 # What the template renders at load: it must work on a conversation this short.
 _TEST_CONVERSATION = ({"role": "user", "content": "hi"},)
+# What takes_tools renders the test conversation with.
+_TEST_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The current time in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@lru_cache(maxsize=16)
+def _takes_tools(formatter: ChatFormatter) -> bool:
+    try:
+        plain = formatter._render([dict(m) for m in _TEST_CONVERSATION], True)
+        with_tool = formatter._render([dict(m) for m in _TEST_CONVERSATION], True, [_TEST_TOOL])
+    except Exception:  # a template that fails on tools does not take them
+        return False
+    return with_tool != plain
 
 
 def chat_formatter(

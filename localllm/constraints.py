@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from localllm.runtimes.base import Engine
 
-__all__ = ["CONSTRAINT_OPTIONS", "Constraint", "Guide", "make_constraint"]
+__all__ = ["CONSTRAINT_OPTIONS", "Capture", "Constraint", "Guide", "capture_for", "closed_schema", "make_constraint"]
 
 # the keyword options that ask for structured output; at most one per request
 CONSTRAINT_OPTIONS = ("json_schema", "regex", "choices", "grammar")
@@ -179,7 +179,7 @@ def _llguidance() -> Any:
 
 def _schema_of(value: object) -> tuple[dict[str, Any], type | None]:
     if isinstance(value, type) and hasattr(value, "model_json_schema"):  # a Pydantic model class
-        return _closed(value.model_json_schema()), value
+        return closed_schema(value.model_json_schema()), value
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -195,10 +195,10 @@ def _schema_of(value: object) -> tuple[dict[str, Any], type | None]:
             value=value,
             allowed="a dict, a JSON string or a Pydantic model class",
         )
-    return _closed(dict(value)), None
+    return closed_schema(dict(value)), None
 
 
-def _closed(schema: Any) -> Any:
+def closed_schema(schema: Any) -> Any:
     """The schema with objects that list their properties closed (additionalProperties false) unless
     it says otherwise, as llama.cpp's json-schema-to-grammar does: a small model given an open
     object goes on writing keys of its own (SmolLM2 repeated an "address" until max_tokens)."""
@@ -207,11 +207,11 @@ def _closed(schema: Any) -> Any:
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key in _SCHEMA_MAPS and isinstance(value, Mapping):  # name -> schema
-            out[key] = {name: _closed(v) for name, v in value.items()}
+            out[key] = {name: closed_schema(v) for name, v in value.items()}
         elif key in _SCHEMA_LISTS and isinstance(value, list):
-            out[key] = [_closed(v) for v in value]
+            out[key] = [closed_schema(v) for v in value]
         elif key in _SCHEMA_ONE:
-            out[key] = _closed(value)
+            out[key] = closed_schema(value)
         else:
             out[key] = value
     if "properties" in out and "additionalProperties" not in out and "patternProperties" not in out:
@@ -389,26 +389,52 @@ class Guide:
 class Capture:
     """Holds a chat's tool calls out of the streamed text: from the format's trigger (e.g.
     "<tool_call>") on, text is kept for `calls` instead of passed on; text that may be the start
-    of the trigger is held back until the next piece shows whether it is."""
+    of the trigger (and whitespace, which would only lay out a call) is held back until the next
+    piece shows whether it is. A format whose call is
+    the whole reply (llama3's JSON) captures only a reply that starts with its trigger. Markers that
+    are control tokens have no text in the stream: `markers` maps their ids to the text to keep.
+    """
 
-    def __init__(self, trigger: str) -> None:
-        self.trigger = trigger
+    def __init__(self, tool_format: Any, markers: Mapping[int, str] | None = None) -> None:
+        self.trigger: str = tool_format.trigger
+        self.at_start = tool_format.shape == "json"
+        self.markers = dict(markers or {})
         self.text = ""  # from the trigger on
         self._held = ""
+        self._free = False  # at_start: the reply began with other text, so it holds no call
 
-    def feed(self, piece: str) -> str:
-        """The part of piece to stream."""
+    def feed(self, piece: str, token: int = -1) -> str:
+        """The part of piece to stream (`token`: the token it came from)."""
+        if token in self.markers:
+            piece = self.markers[token]
+            if not self.text and not self._free and piece == self.trigger:
+                self.text, held, self._held = piece, self._held, ""
+                return held
         if self.text:
             self.text += piece
             return ""
+        if self._free:
+            return piece
         buf = self._held + piece
+        if self.at_start:
+            rest = buf.lstrip()
+            if not rest:
+                self._held = buf
+                return ""
+            if rest.startswith(self.trigger):
+                self.text, self._held = rest, ""
+                return ""
+            self._free, self._held = True, ""
+            return buf
         i = buf.find(self.trigger)
-        if i != -1:
+        if i != -1:  # whitespace before a call is layout, not content
             self.text, self._held = buf[i:], ""
-            return buf[:i]
+            return buf[:i].rstrip()
         n = next((n for n in range(min(len(self.trigger) - 1, len(buf)), 0, -1) if buf.endswith(self.trigger[:n])), 0)
-        self._held = buf[len(buf) - n :]
-        return buf[: len(buf) - n]
+        out = buf[: len(buf) - n]
+        keep = len(out) - len(out.rstrip())  # trailing whitespace waits: a call may follow it
+        self._held = buf[len(out) - keep :]
+        return out[: len(out) - keep]
 
     def flush(self) -> str:
         """Text held back as a possible trigger when the stream ended."""
@@ -427,3 +453,16 @@ class Capture:
 
         content, calls = parse_tool_calls(self.text, tool_format)
         return content, tuple(calls)
+
+
+def capture_for(engine: Engine, constraint: Constraint) -> Capture | None:
+    """The Capture a constrained sequence needs: one for a chat with tools, else None."""
+    if constraint.kind != "tools":
+        return None
+    fmt = constraint.tool_format
+    markers = {}
+    for marker, _ in fmt.special:  # control tokens: their ids, to see them in a stream without their text
+        ids = engine.tokenize(marker, add_bos=False, special=True)
+        if len(ids) == 1:
+            markers[ids[0]] = marker
+    return Capture(fmt, markers)

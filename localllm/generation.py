@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from localllm.constraints import Capture, Guide
+from localllm.constraints import Guide, capture_for
 from localllm.errors import ContextOverflowError, GenerationError, InvalidOptionError, InvalidOptionTypeError
 from localllm.options import SamplingOptions
 from localllm.runtimes.base import PROMPT_CHUNK
@@ -259,7 +259,7 @@ class SequenceState:
         self.drafted = self.accepted = 0  # speculative drafts, for Timings
         c = options.constraint
         self.guide = Guide(engine, c) if c is not None else None  # structured output: the token mask
-        self.capture = Capture(c.tool_format.trigger) if c is not None and c.kind == "tools" else None
+        self.capture = capture_for(engine, c) if c is not None else None  # a chat with tools: its calls
         self.sent_text: list[str] = []  # with a constraint: the text sent, parsed at the end
 
     def prompt_read(self, n_done: int) -> None:
@@ -329,7 +329,7 @@ class SequenceState:
             self.history.append(token)
         piece = self.decoder.feed(self.engine.token_bytes(token))
         if self.capture is not None:  # a tool call's text is held for tool_calls, not streamed
-            piece = self.capture.feed(piece)
+            piece = self.capture.feed(piece, token)
         self.pending.append((token, self.decoded))
         self.decoded += len(piece)
         text, stopped = self.stopper.feed(piece)

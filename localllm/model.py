@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from localllm import store
 from localllm.batching import AnyEvent
 from localllm.calibration import LoadRecord, save_load
-from localllm.chat_template import chat_formatter, split_turns
+from localllm.chat_template import chat_formatter
 from localllm.errors import (
     ContextOverflowError,
     GenerationError,
@@ -36,6 +36,7 @@ from localllm.errors import (
 from localllm.generation import Chunk, Completion, PromptProgress, SamplingOptions, check_text, join, run
 from localllm.hardware.detect import probe
 from localllm.model_batch import BatchMixin, check_parallel, reopen_for
+from localllm.model_chat import _LARGER_CONTEXT, ChatMixin
 from localllm.placement import Placement
 from localllm.resolve import is_auto, resolve
 from localllm.runtimes import load_engine
@@ -55,14 +56,6 @@ Message = Mapping[str, Any]
 # close() cancels the running generation, which then ends within a token; a stream that
 # is held but not iterated (same thread, or abandoned) would block forever without a bound.
 _CLOSE_WAIT_S = 30.0
-# What chat() does with a conversation longer than the context window.
-OVERFLOW_MODES = ("error", "truncate")
-# chat(overflow="truncate") keeps room for a reply of max_tokens, but never more than this
-# share of the window, so a huge (or unbounded) max_tokens cannot crowd out the whole
-# conversation: 1/4 is 512 tokens at n_ctx 2048 (the default max_tokens), 1024 at 4096.
-_REPLY_ROOM_SHARE = 4
-# Advice every context error ends with: usable from Python and from the command line.
-_LARGER_CONTEXT = "load with a larger context (context=N in load(), --ctx N on the command line)"
 
 
 @dataclass(frozen=True)
@@ -94,7 +87,7 @@ class _AnyEvent(AnyEvent):
         return self._model._closing or super().is_set()
 
 
-class Model(BatchMixin):
+class Model(ChatMixin, BatchMixin):
     """A loaded model. Build it with `localllm.load()`. Many prompts at once: `generate_batch`,
     `chat_batch`, `stream_batch` (localllm.model_batch), on a model loaded with `parallel=N`."""
 
@@ -207,71 +200,6 @@ class Model(BatchMixin):
         tokens = self._tokenize_prompt(prompt)
         return self._run(tokens, opts, stop_event, progress=on_prompt_progress)
 
-    def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        overflow: str = "error",
-        stop_event: threading.Event | None = None,
-        on_prompt_progress: PromptProgress | None = None,
-        **options: Any,
-    ) -> Completion:
-        """Reply to a conversation (list of {"role", "content"} dicts) with the model's chat template.
-
-        Args:
-            messages: the conversation, oldest first.
-            overflow: "error" raises ContextOverflowError when the conversation does not fit the
-                context window; "truncate" drops whole turns (a user message and the replies
-                after it) from the oldest until it fits with room for the reply (max_tokens, at
-                most a quarter of the window), keeping the leading system message(s) and the
-                last user message. `Completion.dropped_messages` says how many were dropped.
-            stop_event, on_prompt_progress, **options: as for `generate`.
-
-        Raises:
-            ChatTemplateError: malformed messages, or the template rejects them, fails on them or
-                goes over a render limit (time, output size; see localllm.template_sandbox).
-            InvalidOptionError: a bad option or overflow value, a lone surrogate in a message (the
-                message says which message and where).
-            ContextOverflowError: the conversation does not fit ("error"), or even the system
-                message(s) and the last user message do not ("truncate").
-        """
-        return join(
-            self.chat_stream(
-                messages, overflow=overflow, stop_event=stop_event, on_prompt_progress=on_prompt_progress, **options
-            )
-        )
-
-    def chat_stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        overflow: str = "error",
-        stop_event: threading.Event | None = None,
-        on_prompt_progress: PromptProgress | None = None,
-        **options: Any,
-    ) -> Iterator[Chunk]:
-        """Like `chat`, yielding Chunks; the last carries `dropped_messages`."""
-        if overflow not in OVERFLOW_MODES:
-            allowed = "one of " + ", ".join(map(repr, OVERFLOW_MODES))
-            raise InvalidOptionError(
-                f"overflow must be {allowed}, got {overflow!r}", option="overflow", value=overflow, allowed=allowed
-            )
-        opts = SamplingOptions.from_kwargs(**options)
-        if self._formatter.stop:  # a fallback format needs its own stop strings
-            opts = SamplingOptions.from_kwargs(opts, stop=tuple(dict.fromkeys((*opts.stop, *self._formatter.stop))))
-        tokens, dropped = self._fit_chat(messages, opts, truncate=overflow == "truncate")
-        return self._run(
-            tokens, opts, stop_event, self._turn_end_tokens, chat=True, dropped=dropped, progress=on_prompt_progress
-        )
-
-    def render_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
-        """The prompt text the chat template makes of messages.
-
-        Raises:
-            ChatTemplateError: as for `chat`. InvalidOptionError: a lone surrogate in a message.
-        """
-        return self._formatter.render(messages, add_generation_prompt=add_generation_prompt)
-
     # --- tokens ----------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
         """Token ids of text (no BOS unless asked)."""
@@ -283,17 +211,6 @@ class Model(BatchMixin):
         self._require_open()
         prompt = check_text(text, "text") if isinstance(text, str) else self.render_chat(text)
         return len(self._tokenize_prompt(prompt))
-
-    def fit_chat(self, messages: Sequence[Message], **options: Any) -> tuple[int, int]:
-        """(prompt tokens, messages dropped): what `chat(messages, overflow="truncate", **options)`
-        would send, without generating (a UI's context figure before the next reply).
-
-        Raises:
-            as for `chat` with overflow="truncate".
-        """
-        self._require_open()
-        tokens, dropped = self._fit_chat(messages, SamplingOptions.from_kwargs(**options), truncate=True)
-        return len(tokens), dropped
 
     # --- control ---------------------------------------------------------------------
     def cancel(self) -> None:
@@ -353,46 +270,6 @@ class Model(BatchMixin):
         # a template that writes the BOS text itself must not get a second BOS
         add_bos = not (bos and prompt.startswith(bos))
         return self._engine.tokenize(prompt, add_bos=add_bos, special=True)
-
-    def _fit_chat(self, messages: Sequence[Message], opts: SamplingOptions, *, truncate: bool) -> tuple[list[int], int]:
-        """The prompt tokens of messages and how many messages were dropped to fit the window."""
-        tokens = self._tokenize_prompt(self.render_chat(messages))
-        n_ctx = self._engine.n_ctx
-        room = n_ctx // _REPLY_ROOM_SHARE
-        if opts.max_tokens is not None:
-            room = min(room, opts.max_tokens)
-        if not truncate or len(tokens) + room <= n_ctx:
-            return tokens, 0
-        head, turns, tail = split_turns(messages)
-        tried: dict[int, list[int]] = {0: tokens}
-
-        def without(n_turns: int) -> list[int]:  # the prompt with the oldest n_turns dropped
-            if n_turns not in tried:
-                kept = [m for turn in turns[n_turns:] for m in turn]
-                tried[n_turns] = self._tokenize_prompt(self.render_chat([*head, *kept, *tail]))
-            return tried[n_turns]
-
-        # fewest turns to drop so the reply has its room (dropping more never lengthens the prompt)
-        lo, hi = 1, len(turns)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if len(without(mid)) + room <= n_ctx else (mid + 1, hi)
-        n_drop = min(lo, len(turns))
-        tokens = without(n_drop)
-        if len(tokens) >= n_ctx:  # even the kept messages alone leave no room for a token
-            kept = "the last user message"
-            if head:
-                kept = f"the system message{'s' if len(head) > 1 else ''} and {kept}"
-            raise ContextOverflowError(
-                f"{kept} alone {'are' if head else 'is'} {len(tokens)} tokens, but the context window of "
-                f"{self.info.name} is {n_ctx} tokens (max_tokens {opts.max_tokens}); shorten "
-                f"{'them' if head else 'it'}, or {_LARGER_CONTEXT}",
-                n_prompt=len(tokens),
-                n_ctx=n_ctx,
-                max_tokens=opts.max_tokens,
-            )
-        # too little room for a whole reply, but room: it runs until the window is full
-        return tokens, sum(len(turn) for turn in turns[:n_drop])
 
     def _run(
         self,

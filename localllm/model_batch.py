@@ -32,6 +32,7 @@ from localllm.errors import (
     LocalLLMError,
 )
 from localllm.generation import Chunk, Completion, SamplingOptions, Timings, check_text, join
+from localllm.model_chat import NO_TOOLS, ToolRequest
 
 if TYPE_CHECKING:  # pragma: no cover
     from localllm.batching import BatchFeed, BatchItem
@@ -64,9 +65,9 @@ class BatchMixin:
 
         def _require_open(self) -> None: ...
         def _tokenize_prompt(self, prompt: str) -> list[int]: ...
-        def _fit_chat(
-            self, messages: Sequence[Message], opts: SamplingOptions, *, truncate: bool
-        ) -> tuple[list[int], int]: ...
+        def _chat_prompt(
+            self, messages: Sequence[Message], opts: SamplingOptions, *, truncate: bool, tools: ToolRequest = ...
+        ) -> tuple[list[int], SamplingOptions, int]: ...
         def _record_load(self) -> None: ...
 
     def generate_batch(
@@ -102,6 +103,9 @@ class BatchMixin:
         conversations: Sequence[Sequence[Message]],
         *,
         overflow: str = "error",
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        parallel_tool_calls: bool = False,
         stop_event: threading.Event | None = None,
         **options: Any,
     ) -> list[Completion]:
@@ -112,13 +116,23 @@ class BatchMixin:
             overflow: as for `chat`: "error" fails an item whose conversation does not fit its
                 sequence's context (finish_reason "error", ContextOverflowError on `.error`);
                 "truncate" drops its oldest turns (`Completion.dropped_messages`).
+            tools, tool_choice, parallel_tool_calls: as for `chat`, the same for every item.
             stop_event, **options: as for `generate_batch`.
 
         Raises:
             as for `generate_batch`; InvalidOptionError for a bad overflow value. A template
             error or an overflow fails only its item.
         """
-        pairs = self.stream_batch(conversations, chat=True, overflow=overflow, stop_event=stop_event, **options)
+        pairs = self.stream_batch(
+            conversations,
+            chat=True,
+            overflow=overflow,
+            tools=tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            stop_event=stop_event,
+            **options,
+        )
         return _collect(len(conversations), pairs)
 
     def stream_batch(
@@ -127,6 +141,9 @@ class BatchMixin:
         *,
         chat: bool = False,
         overflow: str = "error",
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        parallel_tool_calls: bool = False,
         stop_event: threading.Event | None = None,
         **options: Any,
     ) -> Iterator[tuple[int, Chunk]]:
@@ -162,6 +179,13 @@ class BatchMixin:
                 value=overflow,
                 allowed="'error' or 'truncate' with chat=True",
             )
+        if not chat and (tools is not None or tool_choice is not None):
+            raise InvalidOptionError(
+                "tools are for conversations (chat=True, chat_batch), not raw prompts",
+                option="tools",
+                value=tools,
+                allowed="conversations with tools, or prompts without",
+            )
         self._require_open()
         opts = item_options(len(inputs), options)
         failed: list[tuple[int, LocalLLMError, int]] = []  # (index, error, prompt tokens)
@@ -172,7 +196,9 @@ class BatchMixin:
             tokens: list[int] = []
             try:
                 if chat:
-                    tokens, o, n_dropped = self._batch_chat_tokens(i, item, o, truncate=overflow == "truncate")
+                    tokens, o, n_dropped = self._batch_chat_tokens(
+                        i, item, o, truncate=overflow == "truncate", tools=(tools, tool_choice, parallel_tool_calls)
+                    )
                     if n_dropped:
                         dropped[i] = n_dropped
                 else:
@@ -189,12 +215,19 @@ class BatchMixin:
 
     # --- items that keep arriving (a server) -----------------------------------------
     def prepare_item(
-        self, prompt_or_messages: str | Sequence[Message], *, overflow: str = "error", **options: Any
+        self,
+        prompt_or_messages: str | Sequence[Message],
+        *,
+        overflow: str = "error",
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        parallel_tool_calls: bool = False,
+        **options: Any,
     ) -> tuple[BatchItem, int]:
         """One request as a batch item for `run_feed`, checked now: (item, turns dropped).
 
         A str is a raw prompt (as `generate`); a list of messages goes through the chat template
-        (as `chat`, with `overflow`). Options are those of `generate`.
+        (as `chat`, with `overflow` and the tools). Options are those of `generate`.
 
         Raises:
             InvalidOptionError, InvalidOptionTypeError: a bad option, an empty prompt, a message
@@ -215,9 +248,20 @@ class BatchMixin:
         dropped = 0
         if chat:
             tokens, opts, dropped = self._batch_chat_tokens(
-                0, prompt_or_messages, opts, truncate=overflow == "truncate"
+                0,
+                prompt_or_messages,
+                opts,
+                truncate=overflow == "truncate",
+                tools=(tools, tool_choice, parallel_tool_calls),
             )
         else:
+            if tools is not None or tool_choice is not None:
+                raise InvalidOptionError(
+                    "tools are for conversations (a list of messages), not a raw prompt",
+                    option="tools",
+                    value=tools,
+                    allowed="messages with tools, or a prompt without",
+                )
             tokens = self._batch_prompt_tokens(0, prompt_or_messages)
         self._batch_check_fits(0, tokens, opts, chat=chat)
         return _batch_item(tokens, opts, self._turn_end_tokens if chat else frozenset()), dropped
@@ -276,10 +320,8 @@ class BatchMixin:
         return self._tokenize_prompt(text)
 
     def _batch_chat_tokens(
-        self, i: int, messages: object, opts: SamplingOptions, *, truncate: bool
+        self, i: int, messages: object, opts: SamplingOptions, *, truncate: bool, tools: ToolRequest = NO_TOOLS
     ) -> tuple[list[int], SamplingOptions, int]:
-        if self._formatter.stop:  # a fallback format needs its own stop strings, as chat_stream adds them
-            opts = SamplingOptions.from_kwargs(opts, stop=tuple(dict.fromkeys((*opts.stop, *self._formatter.stop))))
         if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
             raise InvalidOptionTypeError(
                 f"conversation {i} must be a list of messages, got {type(messages).__name__} {messages!r:.60}",
@@ -287,8 +329,7 @@ class BatchMixin:
                 value=messages,
                 allowed="a list of {'role', 'content'} dicts",
             )
-        tokens, n_dropped = self._fit_chat(messages, opts, truncate=truncate)
-        return tokens, opts, n_dropped
+        return self._chat_prompt(messages, opts, truncate=truncate, tools=tools)
 
     def _batch_check_fits(self, i: int, tokens: list[int], opts: SamplingOptions, *, chat: bool) -> None:
         n_ctx = self._engine.n_ctx  # each sequence's own context
