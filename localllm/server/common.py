@@ -113,6 +113,7 @@ class Run:
     finish: str | None = None
     timings: Timings | None = None
     dropped: int = 0
+    tool_calls: tuple[Any, ...] = ()  # the last chunk's ToolCalls (a chat with tools)
 
     def stop(self) -> None:
         """Cancel the item (a client gone, a timeout); the worker ends it at its next step."""
@@ -137,6 +138,7 @@ class Run:
             self.n_tokens += len(chunk.token_ids)
             if chunk.finish_reason is not None:
                 self.finish, self.timings, self.dropped = chunk.finish_reason, chunk.timings, chunk.dropped_messages
+                self.tool_calls = chunk.tool_calls
                 if chunk.error is not None:
                     raise chunk.error
             yield chunk

@@ -164,7 +164,7 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
             "template": str(getattr(served.model._engine, "chat_template", None) or ""),
             "details": _details(served),
             "model_info": {str(k): v for k, v in info.metadata.items() if isinstance(v, (str, int, float, bool))},
-            "capabilities": ["completion"],
+            "capabilities": ["completion", "tools"],
         }
 
     @app.post("/api/chat")
@@ -187,10 +187,7 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         stream = bool(field_of(data, "stream", bool, True))
         if chat:
             messages = field_of(data, "messages", list)
-            what: Any = [
-                {"role": m.get("role"), "content": m.get("content") or ""} if isinstance(m, dict) else m
-                for m in messages
-            ]
+            what: Any = [_message(m) for m in messages]
             if not what:  # Ollama: an empty chat loads (or, keep_alive 0, unloads) the model
                 return await _load_only(name, keep_alive, {"message": {"role": "assistant", "content": ""}})
         else:
@@ -200,6 +197,8 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
             raw = bool(field_of(data, "raw", bool, False))
             system = field_of(data, "system", str, "")
             what = prompt if raw else [*([{"role": "system", "content": system}] if system else []), _user(prompt)]
+        if chat and data.get("tools"):  # Ollama calls when the model chooses to ("auto"); tool_choice is ours
+            options.update(tools=field_of(data, "tools", list), tool_choice=data.get("tool_choice", "auto"))
         served = await state.pool.get(name, keep_alive)
         item, _ = served.model.prepare_item(what, **options)
         (run,) = start_runs(served, [item])
@@ -217,7 +216,10 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
                     break
         finally:
             run.stop()
-        return JSONResponse(_final(run, name, served, piece("".join(run.text))))
+        done = piece("".join(run.text))
+        if run.tool_calls:
+            done["message"]["tool_calls"] = _calls(run.tool_calls)
+        return JSONResponse(_final(run, name, served, done))
 
     async def _load_only(name: str, keep_alive: float, extra: dict[str, Any]) -> Any:
         if keep_alive == 0:
@@ -245,6 +247,27 @@ def _format_schema(fmt: object) -> dict[str, Any] | None:
     )
 
 
+def _message(m: Any) -> Any:
+    """An Ollama chat message as Model.chat takes it: calls as OpenAI writes them, a tool result's
+    `tool_name` as its `name`."""
+    if not isinstance(m, dict):
+        return m  # prepare_item says what is wrong with it
+    out = {"role": m.get("role"), "content": m.get("content") or ""}
+    if isinstance(m.get("tool_calls"), list):
+        out["tool_calls"] = [
+            {"type": "function", "function": c.get("function", c)} if isinstance(c, dict) else c
+            for c in m["tool_calls"]
+        ]
+    if m.get("tool_name") or m.get("name"):
+        out["name"] = m.get("tool_name") or m.get("name")
+    return out
+
+
+def _calls(calls: Any) -> list[dict[str, Any]]:
+    """ToolCalls as Ollama writes them: the arguments as an object."""
+    return [{"function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+
+
 def _user(text: str) -> dict[str, str]:
     return {"role": "user", "content": text}
 
@@ -254,6 +277,10 @@ async def _ndjson(run: Run, model: str, served: Any, piece: Any, deadline: float
         async for chunk in run.chunks(deadline):
             if not is_tick(chunk) and chunk.text:
                 yield json.dumps({"model": model, "created_at": _now(), **piece(chunk.text), "done": False}) + "\n"
+            if not is_tick(chunk) and chunk.tool_calls:  # the calls, whole, in one part before the last
+                part = piece("")
+                part["message"]["tool_calls"] = _calls(chunk.tool_calls)
+                yield json.dumps({"model": model, "created_at": _now(), **part, "done": False}) + "\n"
         yield json.dumps(_final(run, model, served, piece(""))) + "\n"
     except Exception as exc:
         yield json.dumps({"error": str(exc)}) + "\n"

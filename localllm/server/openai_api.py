@@ -23,12 +23,19 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["add_routes", "sampling_options"]
 
 # OpenAI's finish reasons: an end-of-generation token and a stop string are both "stop"
-FINISH = {"stop": "stop", "eos": "stop", "length": "length", "cancelled": "stop", "error": "error"}
+FINISH = {
+    "stop": "stop",
+    "eos": "stop",
+    "length": "length",
+    "cancelled": "stop",
+    "error": "error",
+    "tool_calls": "tool_calls",
+}
 MAX_N = 16  # choices per request: each is one more sequence of the batch
 # fields taken and ignored, as llama-server does: they change nothing here yet
-IGNORED = ("user", "logit_bias", "frequency_penalty", "presence_penalty", "store", "metadata", "parallel_tool_calls")
+IGNORED = ("user", "logit_bias", "frequency_penalty", "presence_penalty", "store", "metadata")
 # fields that would change the answer and are not supported: refused, not silently dropped
-UNSUPPORTED = ("logprobs", "top_logprobs", "echo", "suffix", "best_of", "tools", "tool_choice", "functions")
+UNSUPPORTED = ("logprobs", "top_logprobs", "echo", "suffix", "best_of", "functions", "function_call")
 
 
 def sampling_options(data: dict[str, Any]) -> dict[str, Any]:
@@ -97,14 +104,29 @@ def _n(data: dict[str, Any]) -> int:
     return int(n)
 
 
-def _items(served: Any, what: str | list[dict[str, Any]], n: int, options: dict[str, Any]) -> list[Any]:
+def tool_options(data: dict[str, Any]) -> dict[str, Any]:
+    """prepare_item's tools, tool_choice and parallel_tool_calls from a chat request. A client that
+    does not say gets one call per reply (llama.cpp's server default): OpenAI's own default, parallel
+    calls, makes small models repeat a call until max_tokens."""
+    if data.get("tools") in (None, []):
+        return {} if data.get("tool_choice") in (None, "none", "auto") else {"tool_choice": data["tool_choice"]}
+    return {
+        "tools": field_of(data, "tools", list),
+        "tool_choice": data.get("tool_choice"),
+        "parallel_tool_calls": bool(field_of(data, "parallel_tool_calls", bool, False)),
+    }
+
+
+def _items(
+    served: Any, what: str | list[dict[str, Any]], n: int, options: dict[str, Any], tools: dict[str, Any]
+) -> list[Any]:
     """n items for one input: the seeds differ (seed, seed+1, ...) so n > 1 gives n answers."""
     items = []
     for i in range(n):
         opts = dict(options)
         if n > 1 and opts.get("seed") is not None:
             opts["seed"] = (opts["seed"] + i) % 2**32
-        item, _ = served.model.prepare_item(what, **opts)
+        item, _ = served.model.prepare_item(what, **tools, **opts)
         items.append(item)
     return items
 
@@ -134,7 +156,11 @@ def _messages(data: dict[str, Any]) -> list[dict[str, Any]]:
                     )
                 texts.append(part["text"])
             content = "".join(texts)
-        out.append({"role": m["role"], "content": "" if content is None else content})
+        message = {"role": m["role"], "content": "" if content is None else content}
+        for key in ("tool_calls", "tool_call_id", "name"):  # earlier calls and their results
+            if m.get(key) is not None:
+                message[key] = m[key]
+        out.append(message)
     return out
 
 
@@ -167,8 +193,10 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         n = _n(data)
         stream = bool(field_of(data, "stream", bool, False))
         include_usage = bool((data.get("stream_options") or {}).get("include_usage")) if stream else False
+        tools: dict[str, Any] = {}
         if chat:
             inputs: list[Any] = [_messages(data)]
+            tools = tool_options(data)
         else:
             prompt = data.get("prompt")
             inputs = prompt if isinstance(prompt, list) else [field_of(data, "prompt", str)]
@@ -180,7 +208,7 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
                     allowed="a string or a list of strings",
                 )
         served = await state.pool.get(name)
-        items = [it for what in inputs for it in _items(served, what, n, options)]
+        items = [it for what in inputs for it in _items(served, what, n, options, tools)]
         runs = start_runs(served, items)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
@@ -212,12 +240,11 @@ def _choice(i: int, run: Run, *, chat: bool) -> dict[str, Any]:
     text = "".join(run.text)
     finish = FINISH.get(run.finish or "stop", "stop")
     if chat:
-        return {
-            "index": i,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": finish,
-            "logprobs": None,
-        }
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if run.tool_calls:
+            message["tool_calls"] = [c.to_openai() for c in run.tool_calls]
+            message["content"] = text or None  # OpenAI: no content beside calls is null
+        return {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
     return {"index": i, "text": text, "finish_reason": finish, "logprobs": None}
 
 
@@ -283,6 +310,13 @@ async def _stream(
                 yield f"data: {json.dumps(openai_error(chunk)[1])}\n\n"
                 continue
             finish = FINISH.get(chunk.finish_reason) if chunk.finish_reason else None
+            if chat and chunk.tool_calls:  # the calls, whole, in one delta before the finish
+                calls = [{"index": k, **c.to_openai()} for k, c in enumerate(chunk.tool_calls)]
+                if chunk.text:
+                    yield event({"index": i, "delta": {"content": chunk.text}, "finish_reason": None})
+                yield event({"index": i, "delta": {"tool_calls": calls}, "finish_reason": None})
+                yield event({"index": i, "delta": {}, "finish_reason": finish, "logprobs": None})
+                continue
             if chunk.text or finish:
                 if chat:
                     delta = {"content": chunk.text} if chunk.text else {}

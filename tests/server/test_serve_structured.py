@@ -92,3 +92,52 @@ def test_bad_formats_are_400s(served_smollm2, path, extra, needle):
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert needle in (error["message"] if isinstance(error, dict) else error)
+
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}}, "required": ["city"]}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now", "parameters": WEATHER}}]
+WEATHER_ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def test_openai_tool_calls_plain_and_streamed_and_a_result_round_trip(served_smollm2, client):
+    kw = {"model": served_smollm2.model, "tools": TOOLS, "tool_choice": "required", "temperature": 0}
+    done = client.chat.completions.create(messages=WEATHER_ASK, **kw)
+    choice = done.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER)
+
+    parts = list(client.chat.completions.create(messages=WEATHER_ASK, stream=True, **kw))
+    deltas = [d for p in parts if p.choices for d in (p.choices[0].delta.tool_calls or [])]
+    assert [d.function.name for d in deltas] == ["get_weather"]
+    assert json.loads(deltas[0].function.arguments) == json.loads(call.function.arguments)
+    assert parts[-1].choices[0].finish_reason == "tool_calls"
+    assert not any(p.choices[0].delta.content for p in parts if p.choices)  # the markup is never streamed
+
+    history = [
+        *WEATHER_ASK,
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'},
+    ]
+    reply = client.chat.completions.create(
+        model=served_smollm2.model, messages=history, tools=TOOLS, tool_choice="none", temperature=0, max_tokens=20
+    )
+    assert reply.choices[0].message.content and not reply.choices[0].message.tool_calls
+
+
+def test_ollama_tool_calls_in_its_own_shape(served_smollm2):
+    body = {"model": served_smollm2.model, "messages": WEATHER_ASK, "tools": TOOLS, "stream": False}
+    r = httpx.post(served_smollm2.url + "/api/chat", json={**body, "tool_choice": "required"}, timeout=60)
+    reply = ollama.ChatResponse.model_validate(r.json())  # what the official client makes of it
+    (call,) = reply.message.tool_calls
+    assert call.function.name == "get_weather"
+    jsonschema.validate(dict(call.function.arguments), WEATHER)
+    c = ollama.Client(host=served_smollm2.url, timeout=120)
+    history = [
+        *WEATHER_ASK,
+        {"role": "assistant", "content": "", "tool_calls": [call.model_dump()]},
+        {"role": "tool", "content": '{"temp_c": 21}', "tool_name": "get_weather"},
+    ]
+    answer = c.chat(model=served_smollm2.model, messages=history, tools=TOOLS, options={"num_predict": 20})
+    assert answer.message.content or answer.message.tool_calls
