@@ -151,3 +151,17 @@ def test_onnx_runtime_calls_tools_through_the_same_loop(tiny_onnx):
         forced = {"type": "function", "function": {"name": "add"}}
         c = m.chat(ASK, tools=TOOLS, tool_choice=forced, temperature=0, max_tokens=200)
         assert c.incomplete or (c.finish_reason == "tool_calls" and c.tool_calls[0].name == "add")
+
+
+def test_llama3s_json_call_is_the_whole_reply(tmp_path):
+    path = _template_gguf(tmp_path, "llama-3.2-instruct.jinja")
+    with localllm.load(path) as m:
+        assert '"parameters": dictionary' in m.render_chat(ASK, tools=TOOLS)  # Meta's own instructions
+        done = 0
+        for seed in range(4):
+            c = m.chat(ASK, tools=TOOLS, tool_choice="required", temperature=1.0, seed=seed, max_tokens=200)
+            if not c.incomplete:
+                assert c.finish_reason == "tool_calls" and c.text == ""
+                _valid(c.tool_calls[0])
+                done += 1
+        assert done
