@@ -265,6 +265,10 @@ def _run_group(llm, group: list[Record], chat: bool, writer: OrderedWriter, prog
         else:
             t = chunk.timings
             row = _row(rec, "".join(texts[j]), chunk.finish_reason, t.prompt_tokens if t else 0, n_ids[j], chunk.error)
+            if chunk.parsed is not None:
+                row["parsed"] = chunk.parsed.model_dump() if hasattr(chunk.parsed, "model_dump") else chunk.parsed
+            if chunk.incomplete:
+                row["incomplete"] = True
             writer.put(rec, row)
         progress.item()
 

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from localllm.commands.plan import MODEL_HELP, context_arg
 from localllm.errors import InvalidOptionError, LocalLLMError
@@ -53,6 +54,13 @@ def add_sampling_options(p, *, each: str = "") -> None:
     seed_help = "make sampling reproducible" + (" (a line's own seed wins)" if each else "")
     p.add_argument("--seed", type=int, metavar="N", help=seed_help)
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    g = p.add_argument_group("structured output (one of these; the reply is held to it token by token)")
+    g.add_argument("--json-schema", metavar="SCHEMA", help="a JSON schema: a file, or the JSON itself ('{...}')")
+    g.add_argument("--regex", metavar="RE", help="a regular expression the whole reply matches")
+    g.add_argument("--choice", action="append", metavar="TEXT", help="the reply is exactly one of these (repeatable)")
+    g.add_argument(
+        "--grammar", metavar="FILE", help="a grammar file: Lark (start: ...) or llama.cpp's GBNF (root ::= ...)"
+    )
     if not each:  # batch steps many sequences at once and does not speculate (run_batch)
         p.add_argument(
             "--speculative",
@@ -97,8 +105,26 @@ def _options(args) -> dict:
         "seed": args.seed,
         "stop": tuple(args.stop) if args.stop else None,
         "speculative": getattr(args, "speculative", None),
+        "json_schema": _schema_arg(args.json_schema) if getattr(args, "json_schema", None) else None,
+        "regex": getattr(args, "regex", None),
+        "choices": getattr(args, "choice", None),
+        "grammar": _read_arg("--grammar", args.grammar) if getattr(args, "grammar", None) else None,
     }
     return {k: v for k, v in pairs.items() if v is not None}
+
+
+def _schema_arg(value: str) -> str:
+    """--json-schema: the JSON itself, or a file of it (make_constraint checks the JSON)."""
+    return value if value.lstrip().startswith(("{", "[", "true", "false")) else _read_arg("--json-schema", value)
+
+
+def _read_arg(flag: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LocalLLMError(
+            f"{flag} {path}: cannot read it ({exc.__class__.__name__}: {exc}); give a readable text file"
+        ) from None
 
 
 def _progress(done: int, total: int | None = None, *_: object) -> None:
@@ -177,13 +203,19 @@ def run(args) -> int:
                 "completion_tokens": len(ids),
                 "timings": asdict(timings) if timings else None,
             }
+            if last is not None and last.parsed is not None:
+                parsed = last.parsed
+                result["parsed"] = parsed.model_dump() if hasattr(parsed, "model_dump") else parsed
+            if last is not None and last.incomplete:
+                result["incomplete"] = True
             json.dump(result, sys.stdout, ensure_ascii=False, indent=2)
             sys.stdout.write("\n")
         else:
             sys.stdout.write("\n")
             if last is not None and timings is not None:
+                cut = " (cut inside the structure: incomplete)" if last.incomplete else ""
                 print(
-                    f"[{last.finish_reason}] {len(ids)} tokens; prompt {timings.prompt_tokens} tokens "
+                    f"[{last.finish_reason}]{cut} {len(ids)} tokens; prompt {timings.prompt_tokens} tokens "
                     f"at {timings.prompt_tps:.1f} tok/s, first token {timings.ttft_s * 1000:.0f} ms, "
                     f"decode {timings.decode_tps:.1f} tok/s"
                     + (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -157,3 +158,44 @@ def test_bad_options_and_an_empty_prompt_fail_before_the_model_loads(capsys):
     assert main(["run", "no-such-file.gguf", "   "]) == 1
     err = capsys.readouterr().err
     assert "the prompt is empty" in err and "loading" not in err
+
+
+def test_structured_output_flags(tmp_path):
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    done = run_cli(
+        str(starter_gguf()), "What is 23+19?", "--json-schema", json.dumps(schema), "--json", *GREEDY, *ONE_THREAD
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert json.loads(data["text"]) == data["parsed"] and isinstance(data["parsed"]["answer"], int)
+    (tmp_path / "s.json").write_text(json.dumps(schema))
+    from_file = run_cli(
+        str(starter_gguf()), "What is 23+19?", "--json-schema", str(tmp_path / "s.json"), "--json", *GREEDY, *ONE_THREAD
+    )
+    assert json.loads(from_file.stdout)["parsed"] == data["parsed"]
+    picked = run_cli(str(starter_gguf()), "Is 42 even?", "--choice", "yes", "--choice", "no", *GREEDY, *ONE_THREAD)
+    assert picked.returncode == 0 and picked.stdout.strip() in ("yes", "no"), picked.stderr
+    (tmp_path / "g.gbnf").write_text('root ::= [0-9]+ " apples"')
+    counted = run_cli(
+        str(starter_gguf()),
+        "How many?",
+        "--grammar",
+        str(tmp_path / "g.gbnf"),
+        "--max-tokens",
+        "12",
+        "--json",
+        *GREEDY,
+        *ONE_THREAD,
+    )
+    assert counted.returncode == 0, counted.stderr
+    data = json.loads(counted.stdout)
+    assert data.get("incomplete") or re.fullmatch(r"[0-9]+ apples", data["text"]), data
+
+
+def test_bad_structured_output_flags_fail_before_loading(tmp_path):
+    missing = run_cli(str(starter_gguf()), "hi", "--grammar", str(tmp_path / "nope.lark"))
+    assert missing.returncode == 1 and "--grammar" in missing.stderr and "cannot read it" in missing.stderr
+    bad = run_cli(str(starter_gguf()), "hi", "--regex", "(")
+    assert bad.returncode == 1 and "invalid regex" in bad.stderr and "loading" not in bad.stderr
+    both = run_cli(str(starter_gguf()), "hi", "--regex", "a", "--choice", "a")
+    assert both.returncode == 1 and "were all given" in both.stderr
