@@ -110,7 +110,8 @@ def test_a_missing_input_file_is_an_error_not_a_crash(tiny_gguf, tmp_path, capsy
 def test_batch_holds_every_line_to_the_schema_and_writes_parsed(tiny_gguf, tmp_path):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_lines(src, [{"prompt": p} for p in ("hello world", "the cat", "moon")])
-    schema = json.dumps({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["n"]})
+    n = {"type": "integer", "minimum": 0, "maximum": 99}
+    schema = json.dumps({"type": "object", "properties": {"n": n}, "required": ["n"]})
     args = ("--raw", "--temperature", "1", "--max-tokens", "40", "--ctx", "128", "--parallel", "2", *ONE_THREAD)
     assert main(["batch", str(tiny_gguf), str(src), "-o", str(out), "--json-schema", schema, *args]) == 0
     rows = read_out(out)
