@@ -38,7 +38,9 @@ def test_options_defaults_follow_llama_cpp():
 
 
 def test_unknown_option_raises_with_valid_names():
-    with pytest.raises(InvalidOptionTypeError, match="temprature.*valid options are: choices, grammar, json_schema, max_tokens") as err:
+    with pytest.raises(
+        InvalidOptionTypeError, match="temprature.*valid options are: choices, grammar, json_schema, max_tokens"
+    ) as err:
         SamplingOptions.from_kwargs(temprature=0.5)
     assert isinstance(err.value, TypeError)
 
