@@ -302,7 +302,11 @@ class _Scheduler:
             except LocalLLMError as exc:
                 yield index, _error_chunk(self.engine, exc, len(prompt))
                 continue
-            state = SequenceState(self.engine, prompt, item.options, stop_tokens=item.stop_tokens)
+            try:  # a grammar that cannot start fails its item alone
+                state = SequenceState(self.engine, prompt, item.options, stop_tokens=item.stop_tokens)
+            except LocalLLMError as exc:
+                yield index, _error_chunk(self.engine, exc, len(prompt))
+                continue
             slot = _Slot(index, self.free.pop(0), prompt, state)
             self._share_prefix(slot)
             self.active.append(slot)
@@ -360,7 +364,11 @@ class _Scheduler:
             if slot.n_done < len(slot.prompt):
                 return
             state.prompt_read(slot.n_done)
-        for chunk in state.step(logits, self.stop):
+        try:
+            chunks = state.step(logits, self.stop)
+        except GenerationError as exc:  # its grammar failed (localllm.constraints): it ends, the rest go on
+            chunks = [state.failed(exc)]
+        for chunk in chunks:
             yield slot.index, chunk
         if state.done:
             self._release(slot)

@@ -343,7 +343,10 @@ class Guide:
         self.n_vocab = engine.n_vocab
         self._matcher = llg.LLMatcher(tokenizer_for(engine), constraint.grammar, log_level=0)
         if self._matcher.is_error():
-            raise GenerationError(f"the {constraint.kind} constraint failed to start: {self._matcher.get_error()}")
+            raise GenerationError(
+                f"the {constraint.kind} constraint cannot run on this model's vocabulary: "
+                f"{self._matcher.get_error().strip()[:600]}; fix it (a special token it names may not exist here)"
+            )
         self._mask = np.full((self.n_vocab + 31) // 32, -1, dtype=np.int32)
         self._neg = np.float32(-np.inf)
 

@@ -300,7 +300,8 @@ class SequenceState:
         """The one chunk of a stream stopped while reading its prompt: nothing decoded or held back."""
         self.prompt_read(n_done)
         self.done = True
-        return Chunk("", (), "cancelled", self.timings())
+        cut = self.guide is not None and not self.guide.accepting  # a structure with no token of it
+        return Chunk("", (), "cancelled", self.timings(), incomplete=cut)
 
     def failed(self, error: Exception) -> Chunk:
         """The last chunk of a sequence the engine failed (batch work: the others go on)."""

@@ -187,3 +187,13 @@ def test_a_sentencepiece_vocabulary_spells_forced_text_without_its_space(tiny_gg
             assert c.finish_reason in ("stop", "eos") or c.incomplete, (c.finish_reason, c.text)
             if not c.incomplete:
                 assert json.loads(c.text) == c.parsed and isinstance(c.parsed["ok"], bool)
+
+
+def test_a_grammar_that_cannot_run_on_this_vocabulary_fails_its_items_alone(smol):
+    bad = "start: <[999999]>"  # a token id past the vocabulary: only the model's tokenizer can tell
+    with pytest.raises(localllm.GenerationError, match="cannot run on this model's vocabulary"):
+        smol.generate("hi", grammar=bad)
+    outs = smol.generate_batch(["hi", "there"], grammar=bad, max_tokens=5)
+    assert [c.finish_reason for c in outs] == ["error", "error"]
+    assert all("Token range" in str(c.error) for c in outs)
+    assert smol.generate("hi", choices=["ok"]).text == "ok"  # the model is fine after
