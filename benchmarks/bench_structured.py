@@ -1,6 +1,7 @@
 """Decode speed with and without a JSON schema (structured output, localllm.constraints).
 
     python benchmarks/bench_structured.py [--runs 5] [--tokens 128] [--threads N] [--shape llama-3.2-1b]
+                                          [--speculative auto --kv-type q8_0]
 
 The same chat request ("describe a user as JSON"), at temperature 0, either free or with
 json_schema=SCHEMA (nested objects, an array, an enum, number bounds, a pattern). Each run is a
@@ -52,14 +53,22 @@ CHILD = r"""
 import json, sys
 import localllm
 path, mode, n_tokens, threads, schema = sys.argv[1:6]
+speculative, kv_type = sys.argv[7], sys.argv[8]
 kw = {"threads": int(threads)} if int(threads) else {}
 m = localllm.load(path, context=1024, **kw)
+if kv_type:  # the same plan with another KV cache type (the engine is swapped before any use)
+    import dataclasses
+    from localllm.runtimes.llamacpp import LlamaCppEngine
+    placement = dataclasses.replace(m.info.placement, kv_type=kv_type)
+    m._engine.close()
+    m._engine = LlamaCppEngine(m.info.path, placement)
 opts = {"json_schema": json.loads(schema)} if mode == "schema" else {}
 ask = [{"role": "user", "content": sys.argv[6]}]
 m.chat(ask, temperature=0, max_tokens=16, **opts)  # warm-up: the first constrained call builds the vocabulary view
-c = m.chat(ask, temperature=0, max_tokens=int(n_tokens), speculative="off", **opts)
+c = m.chat(ask, temperature=0, max_tokens=int(n_tokens), speculative=speculative, **opts)
 print(json.dumps({"mode": mode, "decode_tps": c.timings.decode_tps, "n": c.completion_tokens,
-                  "finish": c.finish_reason, "threads": m.info.placement.n_threads, "text": c.text[:80]}))
+                  "finish": c.finish_reason, "threads": m.info.placement.n_threads, "text": c.text[:80],
+                  "accepted": c.timings.accepted_tokens}))
 """
 
 
@@ -77,6 +86,7 @@ def model_path(shape: str | None) -> Path:
 
 def child(path: Path, mode: str, args: argparse.Namespace) -> dict:
     argv = [str(path), mode, str(args.tokens), str(args.threads or 0), json.dumps(SCHEMA), PROMPT]
+    argv += [args.speculative, args.kv_type or ""]
     out = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         raise SystemExit(f"{mode} run failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -91,6 +101,7 @@ def bench(path: Path, args: argparse.Namespace) -> dict:
             runs[mode].append(r)
             print(
                 f"  run {i + 1} {mode:6s} decode {r['decode_tps']:7.2f} tok/s ({r['n']} tokens, {r['finish']}, "
+                f"drafts accepted {r['accepted']}, "
                 f"{r['threads']} threads, load avg {os.getloadavg()[0]:.2f})",
                 file=sys.stderr,
                 flush=True,
@@ -113,6 +124,13 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=128, help="max_tokens of the measured reply")
     ap.add_argument("--threads", type=int, default=0, help="0: the plan's")
     ap.add_argument("--shape", help="also a random-weight model of this shape (e.g. llama-3.2-1b)")
+    ap.add_argument(
+        "--speculative",
+        default="off",
+        help="off (the default: the mask's cost alone), auto or prompt-lookup: drafts, with the text the "
+        "grammar forces drafted first (where the engine's batch logits are exact: q8_0 KV, or one thread)",
+    )
+    ap.add_argument("--kv-type", help="another KV cache type than the plan's (q8_0: drafting is exact at 2 threads)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
     import platform

@@ -378,6 +378,11 @@ class Guide:
                 f"the {self.constraint.kind} constraint refused token {token}: {self._matcher.get_error()}"
             )
 
+    def forced(self, limit: int) -> list[int]:
+        """Up to `limit` tokens the grammar forces next (JSON keys, punctuation): drafts every
+        sample confirms, evaluated in one batch (`localllm.generation.run` with a drafter)."""
+        return list(self._matcher.compute_ff_tokens()[: max(0, limit)]) if limit > 0 else []
+
     @property
     def stopped(self) -> bool:
         """The output is complete and nothing may follow: generation ends here ("stop")."""

@@ -423,7 +423,7 @@ def run(
     # rows[i]: logits to sample from, in order; draft[i]: the token guessed for rows[i]'s sample
     rows: Any = [logits]
     draft: list[int] = []
-    n_before = 0
+    n_before, forced = 0, False
     while True:
         accepted = state.accepted
         for i, row in enumerate(rows):  # the same step as without drafts, token by token
@@ -432,13 +432,19 @@ def run(
                 break
         if drafter is not None and draft:  # keep what the samples confirmed; the last one is evaluated next
             engine.rewind(n_before + i + 1)
-            drafter.feedback(len(draft), state.accepted - accepted)
+            if not forced:  # the grammar's tokens say nothing of how well the lookup drafts
+                drafter.feedback(len(draft), state.accepted - accepted)
         if state.done:
             return
         if stop_event is not None and stop_event.is_set():  # looked at after the caller saw the chunk
             yield from state.end("cancelled")
             return
-        draft = drafter.propose(state.generated, _draft_room(state, engine)) if drafter is not None else []
+        draft, forced = [], False
+        if drafter is not None:  # text a grammar forces (a schema's keys) is the surest draft
+            room = _draft_room(state, engine)
+            draft = state.guide.forced(room) if state.guide is not None else []
+            forced = bool(draft)
+            draft = draft or drafter.propose(state.generated, room)
         n_before, state.drafted = engine.n_past, state.drafted + len(draft)
         rows = engine.eval_all([state.next_token, *draft]) if draft else [engine.eval([state.next_token])]
 

@@ -197,3 +197,16 @@ def test_a_grammar_that_cannot_run_on_this_vocabulary_fails_its_items_alone(smol
     assert [c.finish_reason for c in outs] == ["error", "error"]
     assert all("Token range" in str(c.error) for c in outs)
     assert smol.generate("hi", choices=["ok"]).text == "ok"  # the model is fine after
+
+
+def test_text_the_grammar_forces_is_drafted_and_always_accepted(smol):
+    keys = ("first_name", "last_name", "email_address", "home_city")
+    schema = {
+        "type": "object",
+        "properties": {k: {"type": "string", "maxLength": 12} for k in keys},
+        "required": list(keys),
+    }
+    off = smol.chat(ASK, json_schema=schema, temperature=0, speculative="off", max_tokens=120)
+    on = smol.chat(ASK, json_schema=schema, temperature=0, speculative="prompt-lookup", max_tokens=120)
+    assert on.text == off.text and on.parsed == off.parsed
+    assert on.timings.accepted_tokens >= 10  # the keys and their punctuation, evaluated in batches
