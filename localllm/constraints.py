@@ -7,7 +7,8 @@ sample `apply(logits)` sets the logits of tokens the grammar does not allow to -
 `consume(token)` advances the matcher. The sampler is unchanged (greedy, top-k/p, min-p and the
 penalties all see the masked logits), so a constraint works the same on llama.cpp and ONNX
 Runtime, in `run`, in batches and with speculative drafts (a draft token is only kept when the
-masked sample equals it).
+masked sample equals it); where drafting runs, the tokens the grammar forces (`Guide.forced`) are
+the first drafts.
 
 Why llguidance (benchmarks/bench_constraints.py): it takes JSON schema, regex, Lark and GBNF
 grammars with recursion, builds its token trie from the model's own vocabulary in ~0.1 s
