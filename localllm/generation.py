@@ -362,12 +362,18 @@ class SequenceState:
             self.sent_text.append(tail)
         return [self._last(tail, tuple(t for t, _ in self.pending), finish)]
 
+    def _spelled(self) -> str:
+        """The text of every token generated (what the grammar saw)."""
+        return b"".join(self.engine.token_bytes(t) for t in self.generated).decode("utf-8", "replace")
+
     def _last(self, text: str, tokens: tuple[int, ...], finish: FinishReason) -> Chunk:
         """The finishing chunk; with a constraint, what the output parses to (or that it is cut)."""
         guide = self.guide
         if guide is None:
             return Chunk(text, tokens, finish, self.timings())
-        if not guide.accepting:  # cut inside the structure: no value, and say so
+        sent = "".join(self.sent_text)
+        cut = self.capture is None and sent != self._spelled()  # a stop string took part of it
+        if cut or not guide.accepting:  # cut inside the structure: no value, and say so
             return Chunk(text, tokens, finish, self.timings(), incomplete=True)
         try:
             if self.capture is not None:
@@ -375,7 +381,7 @@ class SequenceState:
                 return Chunk(
                     text + content, tokens, "tool_calls" if calls else finish, self.timings(), tool_calls=calls
                 )
-            parsed = guide.constraint.parse("".join(self.sent_text))
+            parsed = guide.constraint.parse(sent)
         except GenerationError as exc:  # the text stays; the error says why it has no value
             return Chunk(text, tokens, "error", self.timings(), error=exc)
         return Chunk(text, tokens, finish, self.timings(), parsed=parsed)

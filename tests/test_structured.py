@@ -210,3 +210,13 @@ def test_text_the_grammar_forces_is_drafted_and_always_accepted(smol):
     on = smol.chat(ASK, json_schema=schema, temperature=0, speculative="prompt-lookup", max_tokens=120)
     assert on.text == off.text and on.parsed == off.parsed
     assert on.timings.accepted_tokens >= 10  # the keys and their punctuation, evaluated in batches
+
+
+def test_a_stop_string_inside_the_value_makes_it_incomplete_not_a_shorter_value(smol):
+    whole = smol.generate("Digits:", regex=r"[0-9]{6}", temperature=0)
+    assert re.fullmatch("[0-9]{6}", whole.text) and not whole.incomplete
+    cut = smol.generate("Digits:", regex=r"[0-9]{6}", temperature=0, stop=[whole.text[3]])
+    assert len(cut.text) < 6 and cut.incomplete and cut.parsed is None
+    done = smol.chat(ASK, choices=["alpha beta", "gamma"], temperature=0)
+    cut = smol.chat(ASK, choices=["alpha beta", "gamma"], temperature=0, stop=[done.text[-2:]])
+    assert cut.incomplete and cut.parsed is None and cut.finish_reason == "stop"
