@@ -326,9 +326,15 @@ def tokenizer_for(engine: Engine) -> Any:
         if tok is None:
             llg = _llguidance()
             vocab = _Vocabulary(engine)
-            tok = llg.LLTokenizer(
-                llg.TokenizerWrapper(vocab), n_vocab=engine.n_vocab, eos_token=vocab.eog or [vocab.eos_token_id]
-            )
+            try:
+                tok = llg.LLTokenizer(
+                    llg.TokenizerWrapper(vocab), n_vocab=engine.n_vocab, eos_token=vocab.eog or [vocab.eos_token_id]
+                )
+            except Exception as exc:  # the library's own check of the vocabulary (sizes, EOS)
+                raise GenerationError(
+                    f"llguidance cannot read this model's vocabulary ({type(exc).__name__}: {exc}); "
+                    "generate without structured output or tools"
+                ) from exc
             _TOKENIZERS[engine] = tok
         return tok
 
