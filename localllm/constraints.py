@@ -145,8 +145,7 @@ def checked(constraint: Constraint) -> Constraint:
     """
     error = _llguidance().LLMatcher.validate_grammar(constraint.grammar)
     if error and not error.startswith("WARNING"):
-        option = "tools" if constraint.kind == "tools" else constraint.kind
-        _invalid(option, constraint.source, error, _ALLOWED[option])
+        _invalid(constraint.kind, constraint.source, error, _ALLOWED[constraint.kind])
     return constraint
 
 
@@ -155,7 +154,6 @@ _ALLOWED = {
     "regex": "a regular expression in Rust regex syntax",
     "choices": "a non-empty sequence of non-empty strings",
     "grammar": "a Lark grammar with a start rule, or a GBNF grammar with a root rule",
-    "tools": "tools whose parameters are JSON schemas llguidance supports",
 }
 
 

@@ -196,7 +196,7 @@ class ChatMixin:
         """(messages to render, the template's `tools`, the reply's grammar) for a chat with tools."""
         if tools is None and tool_choice is None and not _has_tool_turns(messages):
             return messages, None, None
-        from localllm.constraints import Constraint, checked
+        from localllm.constraints import Constraint
         from localllm.tools import check_tool_choice, check_tools, tool_grammar, tool_messages
 
         checked_tools = check_tools(tools)
@@ -211,7 +211,8 @@ class ChatMixin:
             return msgs, template_tools, None
         names = tuple(t["function"]["name"] for t in checked_tools)
         source = json.dumps({"tools": names, "tool_choice": choice.mode, "name": choice.name})
-        return msgs, template_tools, checked(Constraint("tools", grammar, source, tool_format=fmt, tools=names))
+        # tool_grammar compiled the grammar already
+        return msgs, template_tools, Constraint("tools", grammar, source, tool_format=fmt, tools=names)
 
     def _tool_format(self) -> ToolFormat:
         """How this model writes calls (its template's format, or the generic one); made once."""

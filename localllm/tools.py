@@ -483,7 +483,8 @@ def _start_rules(fmt: ToolFormat, mode: str) -> list[str]:
 def _check_grammar(grammar: str, chosen: list[Any], tools: tuple[Any, ...], fmt: ToolFormat) -> None:
     from llguidance import LLMatcher
 
-    if not LLMatcher.validate_grammar_with_warnings(grammar)[0]:
+    broken, errors = LLMatcher.validate_grammar_with_warnings(grammar)
+    if not broken:
         return
     index = {t["function"]["name"]: i for i, t in enumerate(tools)}
     for tool in chosen:  # which tool's schema is it? (the rest of the grammar is this module's)
@@ -495,6 +496,7 @@ def _check_grammar(grammar: str, chosen: list[Any], tools: tuple[Any, ...], fmt:
                 f"({reason}); simplify the schema, or pass tool_choice='none' to call no tools"
             )
             raise _bad("tools", message, tool["function"]["parameters"], "a JSON schema llguidance supports")
+    raise GenerationError(f"the tool-call grammar ({fmt.name}) does not compile: {errors[0].strip()[:400]}")
 
 
 def parse_tool_calls(text: str, fmt: ToolFormat) -> tuple[str, tuple[ToolCall, ...]]:

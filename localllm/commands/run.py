@@ -105,10 +105,10 @@ def _options(args) -> dict:
         "seed": args.seed,
         "stop": tuple(args.stop) if args.stop else None,
         "speculative": getattr(args, "speculative", None),
-        "json_schema": _schema_arg(args.json_schema) if getattr(args, "json_schema", None) else None,
-        "regex": getattr(args, "regex", None),
-        "choices": getattr(args, "choice", None),
-        "grammar": _read_arg("--grammar", args.grammar) if getattr(args, "grammar", None) else None,
+        "json_schema": _schema_arg(args.json_schema) if args.json_schema else None,  # run and batch both have these
+        "regex": args.regex,
+        "choices": args.choice,
+        "grammar": _read_arg("--grammar", args.grammar) if args.grammar else None,
     }
     return {k: v for k, v in pairs.items() if v is not None}
 
