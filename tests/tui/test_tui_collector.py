@@ -19,8 +19,24 @@ class Node:
 @pytest.fixture
 def collector_state(monkeypatch):
     monkeypatch.setattr(collector, "_last_full", 0)
+    thresholds = gc.get_threshold()
     yield
+    collector.reply_ended()
+    gc.set_threshold(*thresholds)
     gc.unfreeze()
+
+
+def test_no_full_collection_of_its_own_while_a_reply_streams(collector_state):
+    """CPython counts only unfrozen objects as long-lived, so after a freeze its own rule for full
+    collections fires often: they are held from a reply's start to its end."""
+    thresholds = gc.get_threshold()
+    collector.reply_started()
+    assert gc.get_threshold()[:2] == thresholds[:2] and gc.get_threshold()[2] >= 1 << 30
+    collector.reply_started()  # a second start (a reply continued) keeps what to put back
+    collector.reply_ended()
+    assert gc.get_threshold() == thresholds
+    collector.reply_ended()  # ending twice (quitting after the reply ended) changes nothing
+    assert gc.get_threshold() == thresholds
 
 
 def test_a_reply_start_freezes_what_is_alive(collector_state):
