@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
@@ -19,7 +19,7 @@ from textual.theme import Theme
 from textual.widgets import Input, TextArea
 
 import localllm
-from localllm.tui import library
+from localllm.tui import collector, library
 from localllm.tui.context import ChatContext, ModelSlot
 from localllm.tui.keymap import keymap_path, load_keymap
 from localllm.tui.library import Progress, StartupReport
@@ -169,7 +169,14 @@ class ChatApp(App):
     def _remember_theme(self, theme: Theme) -> None:
         self.history.set_pref("theme", theme.name)
 
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.Paste)):  # every key from the terminal comes through here
+            self.chat_context.input.pressed()
+        await super().on_event(event)
+
     async def on_unmount(self) -> None:
+        if self.PACE_GC:
+            collector.reply_ended()  # a reply cut short by quitting
         model, self.model = self.model, None
         if model is not None:
             model.cancel()

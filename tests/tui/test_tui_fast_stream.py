@@ -8,6 +8,8 @@ The model is localllm.testing.FakeChatModel: a real model this fast does not run
 from __future__ import annotations
 
 import asyncio
+import gc
+import statistics
 import threading
 import time
 
@@ -19,10 +21,11 @@ from tuihelp import post_key, send, wait_for, wait_ready
 
 from localllm.testing import FakeChatModel, markdown_reply, split_tokens
 from localllm.tui.app import ChatApp
+from localllm.tui.context import TYPING_S, InputClock
 from localllm.tui.reply import FLUSH_INTERVAL_S, ReplyDelta
 from localllm.tui.store import History
 from localllm.tui.widgets import MessageView, PromptArea, ReplyStream, code_blocks
-from localllm.tui.widgets.message import MAX_BATCH_LINES, UPDATE_INTERVAL_S, Segment
+from localllm.tui.widgets.message import MAX_BATCH_LINES, TYPING_INTERVAL_S, UPDATE_INTERVAL_S, Segment
 
 SIZE = (80, 30)  # under NARROW_COLUMNS: no sidebar, the conversation is the whole width
 
@@ -76,6 +79,7 @@ def test_a_fast_long_reply_shows_whole_as_when_the_chat_is_opened_again(tiny_ggu
             await send(pilot, "write a lot")
             view = reply_view(app)
             assert stored_reply(app) == reply and view.source == reply
+            assert gc.get_threshold()[2] < 1 << 30, "full collections still held after the reply (tui.collector)"
             assert len(view.query(Segment)) >= 3
             assert shown_code(view) == code_blocks(reply)  # none left blank or stale
             await pilot.pause()
@@ -332,5 +336,63 @@ def test_a_long_code_block_streams_in_segments_and_shows_whole(tiny_gguf, tui_db
             assert view.source == reply
             assert len([s for s in view.query(Segment) if s.has_class("-fence-continued")]) >= 5
             assert shown_code(view) == [code]
+            for segment in view.query(Segment):  # the cut fences are marked for the seamless CSS
+                first, last = segment.children[0], segment.children[-1]
+                for fence in segment.query(MarkdownFence):
+                    assert fence.has_class("-cut-above") == (fence is first and segment.has_class("-fence-continued"))
+                    assert fence.has_class("-cut-below") == (fence is last and segment.has_class("-fence-cut"))
+            # by class, not :first-child / :last-child: Textual restyles a node with an order rule
+            # at every mount into its parent, and a restyled fence highlights its code again
+            assert not [node for node in view.query("*") if node._has_order_style]
 
     run(body())
+
+
+def test_while_the_user_types_a_fast_reply_is_drawn_between_their_keys(tiny_gguf, tui_db, monkeypatch):
+    """While keys come, a batch of reply text waits TYPING_INTERVAL_S from the one before and then
+    for a key, so that the batch and its frame fall in the gap before the next key; once typing
+    stops (TYPING_S), batches come at the usual pace again. Every key still lands in order."""
+    applied: list[float] = []
+    apply = ReplyStream._apply
+
+    async def spy(self, text):
+        applied.append(time.monotonic())
+        await apply(self, text)
+
+    monkeypatch.setattr(ReplyStream, "_apply", spy)
+    keys: list[float] = []
+    pressed = InputClock.pressed
+
+    def spy_pressed(self):
+        pressed(self)
+        keys.append(self.last_input_at)
+
+    monkeypatch.setattr(InputClock, "pressed", spy_pressed)
+    model = FakeChatModel(markdown_reply(4000, seed=8), tokens_per_s=5_000)
+
+    async def body():
+        app = fast_app(tiny_gguf, tui_db, model)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_ready(pilot)
+            screen = app.chat_screen
+            prompt = screen.query_one(PromptArea)
+            await send(pilot, "go", finish=False)
+            await wait_for(pilot, lambda: reply_view(app).source != "", what="the first text")
+            before = len(keys)
+            with Typist(app, keys=30, interval=0.05) as typist:
+                await wait_for(pilot, lambda: typist.done, what="the keys to be typed")
+            assert screen.generating, "the reply was shown before the keys were typed"
+            await wait_for(pilot, lambda: not screen.generating, timeout=120, what="the reply to be shown")
+            await wait_for(pilot, lambda: len(prompt.text) == 30, what="the last keys")
+            assert prompt.text == typist.typed
+            return keys[before], keys[-1]
+
+    first, last = run(body())
+    typing = [t for t in applied if first <= t <= last + TYPING_S]
+    gaps = [b - a for a, b in zip(typing, typing[1:], strict=False)]
+    assert len(typing) >= 3 and min(gaps) >= TYPING_INTERVAL_S * 0.99, gaps
+    for a, b in zip(typing, typing[1:], strict=False):  # each one just after a key that came after the wait
+        assert any(a + TYPING_INTERVAL_S <= k <= b for k in keys), (a, b)
+    after = [t for t in applied if t > last + TYPING_S + 0.1]
+    gaps = [b - a for a, b in zip(after, after[1:], strict=False)]
+    assert len(after) >= 3 and statistics.median(gaps) < TYPING_INTERVAL_S, gaps

@@ -422,7 +422,7 @@ class ChatScreen(ConversationView):
                 text = continue_joiner(gen.base.content, text) + text
             await self._set_label(gen.view, "")
             if gen.view.is_attached:  # not after a switch to another chat
-                gen.stream = gen.view.get_stream(self._segment_started)
+                gen.stream = gen.view.get_stream(self._segment_started, keys=self.context.input)
             self.update_status()
         gen.parts.append(text)
         if gen.view.is_attached and gen.stream is not None:
@@ -464,6 +464,8 @@ class ChatScreen(ConversationView):
             if self.chat is not None:
                 self.chat = self.context.history.chat(gen.chat_id)
         self._gen = None
+        if self.context.pace_gc:
+            collector.reply_ended()
         self.update_status()
         self.post_message(self.ReplyFinished(msg.finish_reason, msg.error))
         if msg.error and not text:

@@ -8,6 +8,7 @@ of text however long the reply grows.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from textual.widget import Widget
 from textual.widgets import Label, Markdown, Static
 from textual.widgets.markdown import MarkdownFence
 
+from localllm.tui.context import TYPING_S, InputClock
 from localllm.tui.segments import Piece, SegmentSplitter, closing, opening, split_segments
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,6 +34,7 @@ __all__ = [
     "BATCH_APPLY_S",
     "REST_PER_BUSY",
     "UPDATE_INTERVAL_S",
+    "TYPING_INTERVAL_S",
     "MessageView",
     "ReplyStream",
     "Segment",
@@ -53,6 +56,14 @@ BATCH_APPLY_S = 0.02
 # Lines in the first batch, and the most in one (the batch size adapts between 1 and this).
 FIRST_BATCH_LINES = 4
 MAX_BATCH_LINES = 64
+# While the user types (localllm.tui.context.InputClock), a streaming reply is drawn just after a
+# key has been drawn, at most this often. Each batch and the frame after it hold the UI thread
+# 20-60 ms (a layout of the whole screen, which scrolls), and a key typed meanwhile waits for
+# both: at 20 batches a second most keys did (bench_tui.py: echo p95 100-150 ms at 1,000
+# tokens/s). Right after a key, a batch falls in the gap before the next one. The text keeps
+# coming, and is drawn at the usual pace again once typing stops.
+TYPING_INTERVAL_S = 0.25
+KEY_SETTLE_S = 0.005  # from a key's arrival to the prompt asking for the frame that shows it
 # The longest a batch waits to be drawn (the message may have been removed meanwhile).
 DRAWN_TIMEOUT_S = 1.0
 
@@ -90,6 +101,26 @@ class Segment(Markdown):
                 await self.append(markdown)
 
         return AwaitComplete(show())
+
+    def append(self, markdown: str) -> AwaitComplete:
+        appended = super().append(markdown)
+
+        async def then() -> None:
+            await appended
+            self.mark_cuts()
+
+        return AwaitComplete(then())
+
+    def mark_cuts(self) -> None:
+        """Mark the code blocks cut at this segment's edges (-fence-continued: its first block;
+        -fence-cut: its last), for the CSS that joins them to the next segment's without a seam."""
+        blocks = [child for child in self.children if isinstance(child, MarkdownFence)]
+        for block in blocks:
+            above = block is self.children[0] and self.has_class("-fence-continued")
+            below = block is self.children[-1] and self.has_class("-fence-cut")
+            if block.has_class("-cut-above") != above or block.has_class("-cut-below") != below:
+                block.set_class(above, "-cut-above")
+                block.set_class(below, "-cut-below")
 
     def fold(self) -> None:
         """Hide the blocks, keeping the height. Textual lays out every widget of the screen at each
@@ -164,20 +195,24 @@ class MessageView(Widget):
     # The view has the padding and the colour of its role (styles.tcss); a segment is bare. A
     # code block cut between segments is one box: no margin or padding where it is cut (whole
     # margins and paddings, MarkdownFence's own but for the cut side, as one side alone resets
-    # the others: margin 1 0 and padding 1 2, or 0 and 1 0 in ANSI colour).
+    # the others: margin 1 0 and padding 1 2, or 0 and 1 0 in ANSI colour). The cut fences are
+    # marked by class (Segment.mark_cuts), not picked by :first-child / :last-child: Textual
+    # restyles every child with an order rule at each mount into its parent, and a restyled
+    # fence highlights its code again and lays out the screen (bench_tui.py: 45 of 160 layouts
+    # in a 4,000-token reply, while the user typed).
     DEFAULT_CSS = """
     MessageView { height: auto; layout: vertical; }
     MessageView > Markdown { padding: 0; margin: 0; }
     MessageView > .verbatim { margin: 0 0 1 0; }
-    MessageView > Segment.-fence-cut > MarkdownFence:last-child {
+    MessageView > Segment > MarkdownFence.-cut-below {
         margin: 1 0 0 0; & > Label { padding: 1 2 0 2; }
         &:ansi { margin: 0; & > Label { padding: 1 0 0 0; } }
     }
-    MessageView > Segment.-fence-continued > MarkdownFence:first-child {
+    MessageView > Segment > MarkdownFence.-cut-above {
         margin: 0 0 1 0; & > Label { padding: 0 2 1 2; }
         &:ansi { margin: 0; & > Label { padding: 0 0 1 0; } }
     }
-    MessageView > Segment.-fence-continued.-fence-cut > MarkdownFence:first-child:last-child {
+    MessageView > Segment > MarkdownFence.-cut-above.-cut-below {
         margin: 0; & > Label { padding: 0 2; }
         &:ansi { & > Label { padding: 0; } }
     }
@@ -214,9 +249,12 @@ class MessageView(Widget):
 
         return AwaitComplete(show())
 
-    def get_stream(self, on_segment: Callable[[], object] | None = None) -> ReplyStream:
-        """A stream that appends to this message (a reply being written, or one growing in place)."""
-        return ReplyStream(self, on_segment)
+    def get_stream(
+        self, on_segment: Callable[[], object] | None = None, *, keys: InputClock | None = None
+    ) -> ReplyStream:
+        """A stream that appends to this message (a reply being written, or one growing in place);
+        while `keys` says the user types, it is drawn between their keys (TYPING_INTERVAL_S)."""
+        return ReplyStream(self, on_segment, keys=keys)
 
     def finish(self) -> AwaitComplete:
         """After a stream: render again each segment with a code fence that shows other code than
@@ -268,12 +306,17 @@ class ReplyStream:
     meanwhile waits for one batch and one frame, however fast the text comes; text that comes
     faster than the machine can show it waits its turn (`backlog`). Text goes into the last
     segment (Markdown.append parses only the last block again); where localllm.tui.segments
-    cuts, a new segment is mounted with its text and `on_segment` called.
+    cuts, a new segment is mounted with its text and `on_segment` called. While `keys` says the
+    user types, a batch waits for the frame after a key, TYPING_INTERVAL_S at least from the one
+    before, also once all text has come.
     """
 
-    def __init__(self, view: MessageView, on_segment: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self, view: MessageView, on_segment: Callable[[], object] | None = None, *, keys: InputClock | None = None
+    ) -> None:
         self.view = view
         self.on_segment = on_segment
+        self.keys = keys
         self.lines = FIRST_BATCH_LINES
         last = view._pieces[-1]
         self._splitter = SegmentSplitter(last.text, fence=last.fence)
@@ -338,7 +381,7 @@ class ReplyStream:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
-            started, cpu = time.perf_counter(), time.thread_time()
+            started, cpu, clock = time.perf_counter(), time.thread_time(), time.monotonic()
             self._applying = True
             try:
                 await self._apply(self._take())
@@ -358,6 +401,27 @@ class ReplyStream:
             await self._until_stopped(drawn, DRAWN_TIMEOUT_S)
             busy = time.thread_time() - cpu  # applying and drawing, on the UI thread
             await self._until_stopped(None, max(UPDATE_INTERVAL_S - (time.perf_counter() - started), busy * self._rest))
+            await self._between_keys(clock)
+
+    async def _between_keys(self, since: float) -> None:
+        """While the user types: wait TYPING_INTERVAL_S from `since` (time.monotonic()), then for the
+        next key and the frame that shows it. Returns at once when they stop typing."""
+        keys = self.keys
+        while keys is not None and keys.typing() and not self._stopped.is_set():
+            left = TYPING_INTERVAL_S - (time.monotonic() - since)
+            if left > 0:
+                await self._until_stopped(None, left)
+                continue
+            loop = asyncio.get_running_loop()
+            key: asyncio.Future[None] = loop.create_future()
+            keys.on_next_key(functools.partial(_resolve, key))
+            await self._until_stopped(key, TYPING_S)  # no key for that long: no longer typing
+            if key.done():
+                await self._until_stopped(None, KEY_SETTLE_S)
+                drawn = loop.create_future()
+                self.view.call_after_refresh(_resolve, drawn)
+                await self._until_stopped(drawn, DRAWN_TIMEOUT_S)
+                return
 
     def _take(self) -> str:
         """The next batch: pending text up to and with its `lines`-th line break (all when fewer)."""
@@ -383,6 +447,7 @@ class ReplyStream:
             if piece.fence:  # cut inside a code block: shown closed here, opened again below
                 await before.append(closing(piece.fence))
                 before.add_class("-fence-cut")
+                before.mark_cuts()
             view._pieces.append(piece)
             tail = _segment(piece)
             tail.live = True
