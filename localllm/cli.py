@@ -16,7 +16,7 @@ from localllm import __version__
 from localllm.errors import LocalLLMError
 
 # Order is the order shown in --help.
-COMMANDS = ("probe", "plan", "models", "pull", "run", "chat", "batch", "serve", "bench")
+COMMANDS = ("probe", "plan", "models", "pull", "run", "chat", "batch", "serve", "worker", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,171 @@
+"""Workers: llama.cpp RPC servers attached as devices of the llama.cpp this process drives (issue 19).
+
+A worker is `ggml-rpc-server` (localllm.runtimes.rpc_build; `localllm worker` runs it) on this
+or another machine. Attaching one:
+
+1. `check_worker` opens a TCP connection and speaks the protocol's HELLO itself (command 14,
+   24 bytes of capabilities, answered by major.minor.patch): a worker that does not answer, or
+   speaks another version, is refused here with a LocalLLMError. llama.cpp's own client aborts
+   the whole process on either (GGML_ABORT in ggml-rpc.cpp), so it must never meet one.
+2. `attach` loads the RPC backend (libggml-rpc.so, built as a dynamic backend from the same
+   source) into llama-cpp-python's ggml with `ggml_backend_load`, adds each worker with the
+   backend's `ggml_backend_rpc_add_server` and registers it: llama.cpp then sees one device of
+   type GPU per worker, puts RPC devices first when a model is loaded with n_gpu_layers > 0, and
+   splits the layers by their free memory (or by a tensor split).
+
+The library is reached by its soname, libggml.so.0, as libllama.so loaded it: the wheel holds
+libggml.so, libggml.so.0 and libggml.so.0.x.y as three copies of one file (wheels keep no
+symbolic links), and loading another copy makes a second ggml with a device registry that
+llama.cpp never reads.
+
+Not handled yet (issue 19): a worker lost while a model uses it still aborts this process in
+llama.cpp's client; running such a model in a child process is the way out.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+
+from localllm.errors import InvalidOptionError, LocalLLMError
+
+__all__ = ["Worker", "WorkerUnavailableError", "WorkerVersionError", "attach", "check_worker", "parse_endpoint"]
+
+HELLO = 14  # RPC_CMD_HELLO, fixed for all versions ("must be always 14")
+CAPS_SIZE = 24  # RPC_CONN_CAPS_SIZE: the request's capabilities; the answer is 4 bytes more
+HELLO_TIMEOUT_S = 3.0
+
+
+class WorkerUnavailableError(LocalLLMError, ConnectionError):
+    """A worker did not answer."""
+
+
+class WorkerVersionError(LocalLLMError):
+    """A worker speaks another version of llama.cpp's RPC protocol."""
+
+
+@dataclass(frozen=True)
+class Worker:
+    """An attached worker: one device of the llama.cpp in this process."""
+
+    endpoint: str
+    device: str  # llama.cpp's name for it (RPC0, RPC1, ...)
+    free: int  # bytes, as the worker reported when attached
+    total: int
+    protocol: tuple[int, int, int]
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """ "host:port" -> (host, port)."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidOptionError(
+            f"worker {text!r} is not host:port (for example 127.0.0.1:50052)",
+            option="workers",
+            value=text,
+            allowed="host:port",
+        )
+    return host, int(port)
+
+
+def hello(endpoint: str, *, timeout: float = HELLO_TIMEOUT_S) -> tuple[int, int, int]:
+    """The RPC protocol version a worker speaks."""
+    host, port = parse_endpoint(endpoint)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(bytes([HELLO]) + struct.pack("<Q", CAPS_SIZE) + bytes(CAPS_SIZE))
+            (size,) = struct.unpack("<Q", _read(sock, 8))
+            if size < 3 or size > 4096:
+                raise WorkerUnavailableError(
+                    f"worker {endpoint} answered HELLO with {size} bytes: not a llama.cpp RPC server this knows"
+                )
+            body = _read(sock, size)
+    except TimeoutError:
+        raise WorkerUnavailableError(
+            f"worker {endpoint} did not answer within {timeout:.0f} s; is `localllm worker` running there?"
+        ) from None
+    except OSError as exc:
+        raise WorkerUnavailableError(
+            f"worker {endpoint} cannot be reached ({exc.strerror or exc}); start it there with "
+            f"`localllm worker --port {port}`"
+        ) from None
+    return body[0], body[1], body[2]
+
+
+def _read(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("the worker closed the connection")
+        data += chunk
+    return data
+
+
+def check_worker(
+    endpoint: str, protocol: tuple[int, int, int], *, timeout: float = HELLO_TIMEOUT_S
+) -> tuple[int, int, int]:
+    """The worker's version if this process can use it (ggml's rule: same major, minor not newer)."""
+    theirs = hello(endpoint, timeout=timeout)
+    if theirs[0] != protocol[0] or theirs[1] > protocol[1]:
+        raise WorkerVersionError(
+            f"worker {endpoint} speaks RPC protocol {'.'.join(map(str, theirs))} and this llama.cpp "
+            f"{'.'.join(map(str, protocol))}: run the worker from the same localllm and llama-cpp-python "
+            "on both machines (`localllm worker` builds it from the installed llama-cpp-python's source)"
+        )
+    return theirs
+
+
+_lock = threading.Lock()
+_attached: dict[str, Worker] = {}
+_rpc_reg: int | None = None
+
+
+def attach(endpoints: list[str], build) -> list[Worker]:  # build: localllm.runtimes.rpc_build.RpcBuild
+    """Check each worker, then make it a device of this process's llama.cpp (once per endpoint)."""
+    versions = {ep: check_worker(ep, build.protocol) for ep in endpoints if ep not in _attached}
+    with _lock:
+        ggml, base = _libraries()
+        global _rpc_reg
+        if _rpc_reg is None:
+            reg = ggml.ggml_backend_load(str(build.backend).encode())
+            if not reg:
+                raise LocalLLMError(f"llama.cpp could not load its RPC backend from {build.backend}")
+            _rpc_reg = reg
+        address = base.ggml_backend_reg_get_proc_address(_rpc_reg, b"ggml_backend_rpc_add_server")
+        if not address:
+            raise LocalLLMError(f"{build.backend} has no ggml_backend_rpc_add_server")
+        add_server = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(address)
+        for endpoint, version in versions.items():
+            reg = add_server(endpoint.encode())
+            if not reg:
+                raise WorkerUnavailableError(f"llama.cpp could not add worker {endpoint}")
+            ggml.ggml_backend_register(reg)
+            for i in range(base.ggml_backend_reg_dev_count(reg)):
+                dev = base.ggml_backend_reg_dev_get(reg, i)
+                free, total = ctypes.c_size_t(), ctypes.c_size_t()
+                base.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+                name = base.ggml_backend_dev_name(dev).decode()
+                _attached[endpoint] = Worker(endpoint, name, free.value, total.value, version)
+        return [_attached[ep] for ep in endpoints]
+
+
+def _libraries() -> tuple[ctypes.CDLL, ctypes.CDLL]:
+    import llama_cpp  # noqa: F401 - loads libllama.so, and with it libggml.so.0 and libggml-base.so.0
+
+    ggml, base = ctypes.CDLL("libggml.so.0"), ctypes.CDLL("libggml-base.so.0")  # by soname: those very copies
+    vp = ctypes.c_void_p
+    ggml.ggml_backend_load.restype, ggml.ggml_backend_load.argtypes = vp, [ctypes.c_char_p]
+    ggml.ggml_backend_register.restype, ggml.ggml_backend_register.argtypes = None, [vp]
+    base.ggml_backend_reg_get_proc_address.restype = vp
+    base.ggml_backend_reg_get_proc_address.argtypes = [vp, ctypes.c_char_p]
+    base.ggml_backend_reg_dev_count.restype, base.ggml_backend_reg_dev_count.argtypes = ctypes.c_size_t, [vp]
+    base.ggml_backend_reg_dev_get.restype, base.ggml_backend_reg_dev_get.argtypes = vp, [vp, ctypes.c_size_t]
+    base.ggml_backend_dev_name.restype, base.ggml_backend_dev_name.argtypes = ctypes.c_char_p, [vp]
+    size_p = ctypes.POINTER(ctypes.c_size_t)
+    base.ggml_backend_dev_memory.restype, base.ggml_backend_dev_memory.argtypes = None, [vp, size_p, size_p]
+    return ggml, base

@@ -1,0 +1,189 @@
+"""llama.cpp's RPC worker and backend, built from the llama.cpp that llama-cpp-python ships (issue 19).
+
+llama-cpp-python's wheels carry no RPC backend, and the RPC protocol changes between llama.cpp
+versions, so both ends must come from the very source the installed llama-cpp-python was built
+from: its sdist on the package index, whose vendor/llama.cpp is that source. `build_rpc()`
+downloads it (`pip download --no-binary`), builds three targets with CMake and keeps them in a
+folder named by the llama-cpp-python version:
+
+  ggml-rpc-server    the worker (`localllm worker` runs it)
+  libggml-rpc.so     the RPC backend as a loadable module (GGML_BACKEND_DL): the main process
+                     loads it into llama-cpp-python's own ggml (localllm.runtimes.rpc)
+  libggml-cpu.so     the worker's CPU device (with GGML_BACKEND_DL the worker loads it too)
+
+The CPU code is built for AVX2/FMA/F16C rather than for this CPU (GGML_NATIVE is not allowed
+with dynamic backends, and the folder may be shared by machines of different CPUs): on an
+AVX-512 machine a worker computes a little slower than the main process would.
+
+Building takes about a minute on 2 cores, after a 75 MB download; a finished build is found
+again by its stamp file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from localllm.errors import RuntimeUnavailableError
+
+__all__ = ["RpcBuild", "build_rpc", "find_rpc_build", "rpc_build_dir"]
+
+log = logging.getLogger(__name__)
+
+STAMP = "localllm-rpc.json"
+BUILD_ENV = "LOCALLLM_RPC_DIR"  # a folder holding a build (or where to make one)
+TARGETS = ("ggml-rpc-server", "ggml-rpc", "ggml-cpu")
+CMAKE_FLAGS = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=ON",
+    "-DGGML_BACKEND_DL=ON",
+    "-DGGML_RPC=ON",
+    "-DGGML_NATIVE=OFF",
+    "-DGGML_AVX=ON",
+    "-DGGML_AVX2=ON",
+    "-DGGML_FMA=ON",
+    "-DGGML_F16C=ON",
+    "-DGGML_BMI2=ON",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+)
+BUILD_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class RpcBuild:
+    """A finished build: where its files are, and what it speaks."""
+
+    folder: Path
+    llama_cpp_version: str  # of the llama-cpp-python whose source it was built from
+    protocol: tuple[int, int, int]  # RPC_PROTO_{MAJOR,MINOR,PATCH}_VERSION of that source
+
+    @property
+    def server(self) -> Path:
+        return self.folder / "ggml-rpc-server"
+
+    @property
+    def backend(self) -> Path:
+        return self.folder / "libggml-rpc.so"
+
+
+def installed_llama_cpp_version() -> str:
+    try:
+        return metadata.version("llama_cpp_python")
+    except metadata.PackageNotFoundError:
+        raise RuntimeUnavailableError(
+            "llama-cpp-python is not installed, and the RPC worker is built from its source: "
+            "pip install llama-cpp-python"
+        ) from None
+
+
+def rpc_build_dir(version: str | None = None) -> Path:
+    """Where the build for `version` (default: the installed llama-cpp-python's) lives."""
+    if os.environ.get(BUILD_ENV):
+        return Path(os.environ[BUILD_ENV]).expanduser()
+    from localllm.paths import home
+
+    return home() / "rpc" / f"llama-cpp-python-{version or installed_llama_cpp_version()}"
+
+
+def find_rpc_build(folder: Path | None = None) -> RpcBuild | None:
+    """The build in `folder` (default rpc_build_dir()) if it is whole and for the installed llama-cpp-python."""
+    version = installed_llama_cpp_version()
+    folder = folder or rpc_build_dir(version)
+    try:
+        stamp = json.loads((folder / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        major, minor, patch = (int(part) for part in stamp.get("protocol", ()))
+    except (TypeError, ValueError):
+        return None
+    build = RpcBuild(folder, str(stamp.get("llama_cpp_version")), (major, minor, patch))
+    if build.llama_cpp_version != version or not build.server.is_file() or not build.backend.is_file():
+        return None
+    return build
+
+
+def protocol_version(header: str) -> tuple[int, int, int]:
+    """RPC_PROTO_{MAJOR,MINOR,PATCH}_VERSION from ggml-rpc.h's text."""
+    parts = []
+    for name in ("MAJOR", "MINOR", "PATCH"):
+        m = re.search(rf"#define\s+RPC_PROTO_{name}_VERSION\s+(\d+)", header)
+        if m is None:
+            raise RuntimeUnavailableError(f"ggml-rpc.h has no RPC_PROTO_{name}_VERSION: not a llama.cpp this knows")
+        parts.append(int(m.group(1)))
+    return (parts[0], parts[1], parts[2])
+
+
+def build_rpc(folder: Path | None = None, *, progress: Callable[[str], object] | None = None) -> RpcBuild:
+    """The RPC worker and backend for the installed llama-cpp-python: found, or built (about a minute)."""
+    found = find_rpc_build(folder)
+    if found is not None:
+        return found
+    version = installed_llama_cpp_version()
+    folder = folder or rpc_build_dir(version)
+    say = progress or (lambda text: None)
+    for tool in ("cmake", "c++"):
+        if shutil.which(tool) is None:
+            raise RuntimeUnavailableError(f"building llama.cpp's RPC worker needs {tool}, which is not on PATH")
+    with tempfile.TemporaryDirectory(prefix="localllm-rpc-") as tmp:
+        work = Path(tmp)
+        say(f"downloading the source of llama-cpp-python {version}")
+        _run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet"]
+            + ["-d", str(work), f"llama-cpp-python=={version}"],
+            "downloading llama-cpp-python's source",
+        )
+        sdist = next(work.glob("llama_cpp_python-*.tar.gz"), None)
+        if sdist is None:
+            raise RuntimeUnavailableError(f"pip found no source archive of llama-cpp-python {version}")
+        with tarfile.open(sdist) as archive:
+            archive.extractall(work, filter="data")
+        source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"), None)
+        if source is None:
+            raise RuntimeUnavailableError(f"{sdist.name} has no vendor/llama.cpp")
+        protocol = protocol_version((source / "ggml/include/ggml-rpc.h").read_text())
+        build = work / "build"
+        say("configuring llama.cpp with the RPC backend")
+        _run(["cmake", "-S", str(source), "-B", str(build), *CMAKE_FLAGS], "configuring llama.cpp")
+        say("building llama.cpp's RPC worker and backend (about a minute)")
+        jobs = str(max(1, os.cpu_count() or 1))
+        _run(["cmake", "--build", str(build), "-j", jobs, "--target", *TARGETS], "building llama.cpp")
+        staging = folder.with_name(folder.name + ".part")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for item in (build / "bin").iterdir():  # the worker, the modules and the base libraries they need
+            if item.name == "ggml-rpc-server" or ".so" in item.name:
+                shutil.copy2(item, staging / item.name, follow_symlinks=True)
+        stamp = {"llama_cpp_version": version, "protocol": list(protocol), "cmake": list(CMAKE_FLAGS)}
+        (staging / STAMP).write_text(json.dumps(stamp, indent=1))
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    result = find_rpc_build(folder)
+    if result is None:  # pragma: no cover - the files were just written
+        raise RuntimeUnavailableError(f"the RPC build in {folder} is incomplete")
+    return result
+
+
+def _run(cmd: list[str], what: str) -> None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeUnavailableError(f"{what} took longer than {BUILD_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeUnavailableError(f"{what} failed (exit {proc.returncode}): " + " | ".join(tail))

@@ -1,0 +1,210 @@
+"""llama.cpp RPC workers (issue 19, first part): the worker built from the installed llama-cpp-python's
+own source, its protocol checked before llama.cpp's client meets it, and a real model split across two
+real workers on 127.0.0.1 writing what it writes alone.
+
+The build (about a minute on 2 cores, after a 75 MB download) is kept outside the repository and
+the per-test LOCALLLM_HOME, like the real model, and found again by its stamp. Anything that
+loads the RPC backend runs in a child process: it changes that process's llama.cpp device list
+for good, and llama.cpp's client aborts its process when a worker goes away.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from localllm.cli import main
+from localllm.errors import InvalidOptionError
+from localllm.runtimes import rpc
+from localllm.runtimes.rpc_build import BUILD_ENV, build_rpc, installed_llama_cpp_version, protocol_version
+
+# the first test here builds the worker when no build is kept yet: minutes, in its setup
+pytestmark = pytest.mark.timeout(1800)
+
+
+@pytest.fixture(scope="session")
+def rpc_build():
+    from platformdirs import user_cache_dir
+
+    root = Path(os.environ.get("LOCALLLM_TEST_RPC") or user_cache_dir("localllm-test-rpc"))
+    return build_rpc(root / f"llama-cpp-python-{installed_llama_cpp_version()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_worker(build, port: int) -> subprocess.Popen:
+    env = {**os.environ, "LD_LIBRARY_PATH": str(build.folder)}
+    cmd = [str(build.server), "--host", "127.0.0.1", "--port", str(port), "--threads", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            rpc.hello(f"127.0.0.1:{port}", timeout=1.0)
+            return proc
+        except rpc.WorkerUnavailableError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def workers(rpc_build):
+    procs, endpoints = [], []
+    try:
+        for _ in range(2):
+            port = free_port()
+            procs.append(start_worker(rpc_build, port))
+            endpoints.append(f"127.0.0.1:{port}")
+        yield endpoints
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_the_build_speaks_the_protocol_of_its_source(rpc_build, workers):
+    header = (
+        "#define RPC_PROTO_MAJOR_VERSION    7\n#define RPC_PROTO_MINOR_VERSION 1\n#define RPC_PROTO_PATCH_VERSION 2\n"
+    )
+    assert protocol_version(header) == (7, 1, 2)
+    assert rpc_build.protocol[0] >= 1
+    for endpoint in workers:  # what the running worker says is what the build's header said
+        assert rpc.check_worker(endpoint, rpc_build.protocol) == rpc_build.protocol
+
+
+def test_a_worker_that_is_not_there_is_refused_at_once_with_what_to_do():
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(rpc.WorkerUnavailableError, match=rf"127.0.0.1:{port} cannot be reached.*--port {port}"):
+        rpc.check_worker(f"127.0.0.1:{port}", (7, 0, 0))
+    assert time.monotonic() - started < 5
+    with pytest.raises(InvalidOptionError, match="not host:port"):
+        rpc.check_worker("no-port-here", (7, 0, 0))
+
+
+class FakePeer:
+    """A TCP peer on 127.0.0.1 that answers HELLO with `version`, or never answers (None)."""
+
+    def __init__(self, version: tuple[int, int, int] | None) -> None:
+        self.version = version
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            request = conn.recv(1 + 8 + rpc.CAPS_SIZE)
+            self.requests.append(request)
+            if self.version is None:
+                time.sleep(5)
+                return
+            conn.sendall(struct.pack("<Q", 4 + rpc.CAPS_SIZE) + bytes([*self.version, 0]) + bytes(rpc.CAPS_SIZE))
+
+
+def test_a_worker_of_another_protocol_version_is_refused_before_llama_cpp_meets_it():
+    peer = FakePeer((99, 0, 0))
+    with pytest.raises(rpc.WorkerVersionError, match=r"protocol 99\.0\.0 and this llama.cpp 7\.0\.0"):
+        rpc.check_worker(peer.endpoint, (7, 0, 0))
+    assert peer.requests[0][0] == rpc.HELLO  # the HELLO command, the request size, the capabilities
+    assert struct.unpack("<Q", peer.requests[0][1:9]) == (rpc.CAPS_SIZE,)
+    newer_minor = FakePeer((7, 3, 0))
+    with pytest.raises(rpc.WorkerVersionError):
+        rpc.check_worker(newer_minor.endpoint, (7, 0, 0))
+    older_patch = FakePeer((7, 0, 0))
+    assert rpc.check_worker(older_patch.endpoint, (7, 0, 1)) == (7, 0, 0)
+
+
+def test_a_peer_that_never_answers_is_refused_after_the_timeout_not_waited_on():
+    peer = FakePeer(None)
+    started = time.monotonic()
+    with pytest.raises(rpc.WorkerUnavailableError, match="did not answer within 1 s"):
+        rpc.check_worker(peer.endpoint, (7, 0, 0), timeout=1.0)
+    assert time.monotonic() - started < 3
+
+
+SPLIT = textwrap.dedent(
+    """
+    import json, sys
+    import llama_cpp
+    from localllm.runtimes import rpc
+    from localllm.runtimes.rpc_build import find_rpc_build
+    from pathlib import Path
+    model, folder, endpoints = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    def write(**kw):
+        llm = llama_cpp.Llama(model, n_ctx=256, seed=0, **kw)
+        text = llm.create_completion("The capital of France is", max_tokens=24, temperature=0)["choices"][0]["text"]
+        llm.close()
+        return text
+    alone = write(n_gpu_layers=0, verbose=False)
+    workers = rpc.attach(endpoints, find_rpc_build(folder))
+    split = write(n_gpu_layers=99, verbose=True)  # llama.cpp logs where each buffer went
+    print(json.dumps({"alone": alone, "split": split, "workers": [w.__dict__ for w in workers]}))
+    """
+)
+
+
+def test_a_real_model_split_across_two_workers_writes_what_it_writes_alone(rpc_build, workers, smollm2_gguf):
+    proc = subprocess.run(
+        [sys.executable, "-c", SPLIT, str(smollm2_gguf), str(rpc_build.folder), *workers],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["alone"].strip() and out["split"] == out["alone"]
+    assert [w["endpoint"] for w in out["workers"]] == workers
+    assert all(w["total"] > 0 and w["free"] > 0 for w in out["workers"])
+    for endpoint in workers:  # each worker holds part of the weights and of the KV cache
+        assert f"[{endpoint}] model buffer size" in proc.stderr
+        assert f"[{endpoint}] KV buffer size" in proc.stderr
+
+
+def test_localllm_worker_builds_once_and_warns_when_bound_beyond_this_machine(rpc_build, monkeypatch, capsys):
+    monkeypatch.setenv(BUILD_ENV, str(rpc_build.folder))
+    assert main(["worker", "--build-only"]) == 0
+    assert capsys.readouterr().out.strip() == str(rpc_build.server)
+    port = free_port()
+    env = {**os.environ, BUILD_ENV: str(rpc_build.folder)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localllm", "worker", "--host", "0.0.0.0", "--port", str(port), "--threads", "1"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "RPC protocol" in line:
+                break
+        assert any("WARNING" in line and "no authentication" in line for line in lines), lines
+        deadline = time.monotonic() + 30
+        while True:  # and it serves: the protocol the build speaks
+            try:
+                assert rpc.hello(f"127.0.0.1:{port}", timeout=1.0) == rpc_build.protocol
+                break
+            except rpc.WorkerUnavailableError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
