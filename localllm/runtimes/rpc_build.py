@@ -152,7 +152,10 @@ def build_rpc(folder: Path | None = None, *, progress: Callable[[str], object] |
         if sdist is None:
             raise RuntimeUnavailableError(f"pip found no source archive of llama-cpp-python {version}")
         with tarfile.open(sdist) as archive:
-            archive.extractall(work, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python 3.10.12+ / 3.11.4+: no links or paths out of `work`
+                archive.extractall(work, filter="data")
+            else:  # pragma: no cover - older patch releases
+                archive.extractall(work)
         source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"), None)
         if source is None:
             raise RuntimeUnavailableError(f"{sdist.name} has no vendor/llama.cpp")
