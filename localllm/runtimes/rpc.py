@@ -32,9 +32,20 @@ from dataclasses import dataclass
 
 from localllm.errors import InvalidOptionError, LocalLLMError
 
-__all__ = ["Worker", "WorkerUnavailableError", "WorkerVersionError", "attach", "check_worker", "parse_endpoint"]
+__all__ = [
+    "Worker",
+    "WorkerInfo",
+    "WorkerUnavailableError",
+    "WorkerVersionError",
+    "attach",
+    "check_worker",
+    "describe",
+    "parse_endpoint",
+]
 
+GET_DEVICE_MEMORY = 11  # RPC_CMD_GET_DEVICE_MEMORY (protocol 7): {uint32 device} -> {uint64 free, total}
 HELLO = 14  # RPC_CMD_HELLO, fixed for all versions ("must be always 14")
+DEVICE_COUNT = 15  # RPC_CMD_DEVICE_COUNT (protocol 7): {} -> {uint32 count}
 CAPS_SIZE = 24  # RPC_CONN_CAPS_SIZE: the request's capabilities; the answer is 4 bytes more
 HELLO_TIMEOUT_S = 3.0
 
@@ -58,6 +69,15 @@ class Worker:
     protocol: tuple[int, int, int]
 
 
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker offers, asked over the protocol itself (no llama.cpp in this process involved)."""
+
+    endpoint: str
+    protocol: tuple[int, int, int]
+    memory: tuple[tuple[int, int], ...]  # (free, total) bytes of each of its devices
+
+
 def parse_endpoint(text: str) -> tuple[str, int]:
     """ "host:port" -> (host, port)."""
     host, sep, port = text.strip().rpartition(":")
@@ -73,17 +93,33 @@ def parse_endpoint(text: str) -> tuple[str, int]:
 
 def hello(endpoint: str, *, timeout: float = HELLO_TIMEOUT_S) -> tuple[int, int, int]:
     """The RPC protocol version a worker speaks."""
+    return _session(endpoint, None, timeout).protocol
+
+
+def describe(endpoint: str, protocol: tuple[int, int, int], *, timeout: float = HELLO_TIMEOUT_S) -> WorkerInfo:
+    """A worker's version (checked as `check_worker` does) and its devices' free and total memory."""
+    return _session(endpoint, protocol, timeout)
+
+
+def _session(endpoint: str, protocol: tuple[int, int, int] | None, timeout: float) -> WorkerInfo:
+    """HELLO, then (with `protocol`, once the version is checked) the devices' memory, on one connection."""
     host, port = parse_endpoint(endpoint)
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.settimeout(timeout)
-            sock.sendall(bytes([HELLO]) + struct.pack("<Q", CAPS_SIZE) + bytes(CAPS_SIZE))
-            (size,) = struct.unpack("<Q", _read(sock, 8))
-            if size < 3 or size > 4096:
-                raise WorkerUnavailableError(
-                    f"worker {endpoint} answered HELLO with {size} bytes: not a llama.cpp RPC server this knows"
+            body = _call(sock, endpoint, HELLO, bytes(CAPS_SIZE), at_least=3)
+            version = (body[0], body[1], body[2])
+            if protocol is None:
+                return WorkerInfo(endpoint, version, ())
+            _check_version(endpoint, version, protocol)
+            (count,) = struct.unpack("<I", _call(sock, endpoint, DEVICE_COUNT, b"", at_least=4)[:4])
+            memory = []
+            for device in range(min(count, 64)):
+                free, total = struct.unpack(
+                    "<QQ", _call(sock, endpoint, GET_DEVICE_MEMORY, struct.pack("<I", device), at_least=16)[:16]
                 )
-            body = _read(sock, size)
+                memory.append((free, total))
+            return WorkerInfo(endpoint, version, tuple(memory))
     except TimeoutError:
         raise WorkerUnavailableError(
             f"worker {endpoint} did not answer within {timeout:.0f} s; is `localllm worker` running there?"
@@ -93,7 +129,17 @@ def hello(endpoint: str, *, timeout: float = HELLO_TIMEOUT_S) -> tuple[int, int,
             f"worker {endpoint} cannot be reached ({exc.strerror or exc}); start it there with "
             f"`localllm worker --port {port}`"
         ) from None
-    return body[0], body[1], body[2]
+
+
+def _call(sock: socket.socket, endpoint: str, cmd: int, payload: bytes, *, at_least: int) -> bytes:
+    """One request (command byte, 8-byte size, payload) and its answer (8-byte size, body)."""
+    sock.sendall(bytes([cmd]) + struct.pack("<Q", len(payload)) + payload)
+    (size,) = struct.unpack("<Q", _read(sock, 8))
+    if size < at_least or size > 4096:
+        raise WorkerUnavailableError(
+            f"worker {endpoint} answered command {cmd} with {size} bytes: not a llama.cpp RPC server this knows"
+        )
+    return _read(sock, size)
 
 
 def _read(sock: socket.socket, n: int) -> bytes:
@@ -111,13 +157,17 @@ def check_worker(
 ) -> tuple[int, int, int]:
     """The worker's version if this process can use it (ggml's rule: same major, minor not newer)."""
     theirs = hello(endpoint, timeout=timeout)
+    _check_version(endpoint, theirs, protocol)
+    return theirs
+
+
+def _check_version(endpoint: str, theirs: tuple[int, int, int], protocol: tuple[int, int, int]) -> None:
     if theirs[0] != protocol[0] or theirs[1] > protocol[1]:
         raise WorkerVersionError(
             f"worker {endpoint} speaks RPC protocol {'.'.join(map(str, theirs))} and this llama.cpp "
             f"{'.'.join(map(str, protocol))}: run the worker from the same localllm and llama-cpp-python "
             "on both machines (`localllm worker` builds it from the installed llama-cpp-python's source)"
         )
-    return theirs
 
 
 _lock = threading.Lock()

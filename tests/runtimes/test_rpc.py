@@ -85,6 +85,10 @@ def test_the_build_speaks_the_protocol_of_its_source(rpc_build, workers):
     assert rpc_build.protocol[0] >= 1
     for endpoint in workers:  # what the running worker says is what the build's header said
         assert rpc.check_worker(endpoint, rpc_build.protocol) == rpc_build.protocol
+        info = rpc.describe(endpoint, rpc_build.protocol)  # and what it offers, asked over the protocol
+        assert info.protocol == rpc_build.protocol
+        ((free, total),) = info.memory  # one CPU device
+        assert 0 < free <= total
 
 
 def test_a_worker_that_is_not_there_is_refused_at_once_with_what_to_do():
@@ -126,7 +130,7 @@ def test_a_worker_of_another_protocol_version_is_refused_before_llama_cpp_meets_
     assert struct.unpack("<Q", peer.requests[0][1:9]) == (rpc.CAPS_SIZE,)
     newer_minor = FakePeer((7, 3, 0))
     with pytest.raises(rpc.WorkerVersionError):
-        rpc.check_worker(newer_minor.endpoint, (7, 0, 0))
+        rpc.describe(newer_minor.endpoint, (7, 0, 0))  # refused before it is asked anything else
     older_patch = FakePeer((7, 0, 0))
     assert rpc.check_worker(older_patch.endpoint, (7, 0, 1)) == (7, 0, 0)
 
@@ -153,9 +157,12 @@ SPLIT = textwrap.dedent(
         llm.close()
         return text
     alone = write(n_gpu_layers=0, verbose=False)
-    workers = rpc.attach(endpoints, find_rpc_build(folder))
+    build = find_rpc_build(folder)
+    described = [rpc.describe(ep, build.protocol).memory[0][1] for ep in endpoints]
+    workers = rpc.attach(endpoints, build)
     split = write(n_gpu_layers=99, verbose=True)  # llama.cpp logs where each buffer went
-    print(json.dumps({"alone": alone, "split": split, "workers": [w.__dict__ for w in workers]}))
+    out = {"alone": alone, "split": split, "workers": [w.__dict__ for w in workers], "described": described}
+    print(json.dumps(out))
     """
 )
 
@@ -175,6 +182,8 @@ def test_a_real_model_split_across_two_workers_writes_what_it_writes_alone(rpc_b
     assert out["alone"].strip() and out["split"] == out["alone"]
     assert [w["endpoint"] for w in out["workers"]] == workers
     assert all(w["total"] > 0 and w["free"] > 0 for w in out["workers"])
+    # the memory read over the protocol in Python is what llama.cpp's own client reads
+    assert [w["total"] for w in out["workers"]] == out["described"]
     for endpoint in workers:  # each worker holds part of the weights and of the KV cache
         assert f"[{endpoint}] model buffer size" in proc.stderr
         assert f"[{endpoint}] KV buffer size" in proc.stderr
