@@ -120,6 +120,8 @@ def _session(endpoint: str, protocol: tuple[int, int, int] | None, timeout: floa
                 )
                 memory.append((free, total))
             return WorkerInfo(endpoint, version, tuple(memory))
+    except WorkerUnavailableError:  # a ConnectionError too: already says what happened
+        raise
     except TimeoutError:
         raise WorkerUnavailableError(
             f"worker {endpoint} did not answer within {timeout:.0f} s; is `localllm worker` running there?"

@@ -104,8 +104,8 @@ def test_a_worker_that_is_not_there_is_refused_at_once_with_what_to_do():
 class FakePeer:
     """A TCP peer on 127.0.0.1 that answers HELLO with `version`, or never answers (None)."""
 
-    def __init__(self, version: tuple[int, int, int] | None) -> None:
-        self.version = version
+    def __init__(self, version: tuple[int, int, int] | None, answer: bytes | None = None) -> None:
+        self.version, self.answer = version, answer
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.requests: list[bytes] = []
@@ -116,6 +116,9 @@ class FakePeer:
         with conn:
             request = conn.recv(1 + 8 + rpc.CAPS_SIZE)
             self.requests.append(request)
+            if self.answer is not None:
+                conn.sendall(self.answer)
+                return
             if self.version is None:
                 time.sleep(5)
                 return
@@ -133,6 +136,12 @@ def test_a_worker_of_another_protocol_version_is_refused_before_llama_cpp_meets_
         rpc.describe(newer_minor.endpoint, (7, 0, 0))  # refused before it is asked anything else
     older_patch = FakePeer((7, 0, 0))
     assert rpc.check_worker(older_patch.endpoint, (7, 0, 1)) == (7, 0, 0)
+
+
+def test_a_peer_that_answers_something_else_is_refused_saying_so():
+    peer = FakePeer(None, answer=struct.pack("<Q", 1) + b"x")  # one byte where a version takes 28
+    with pytest.raises(rpc.WorkerUnavailableError, match="answered command 14 with 1 bytes: not a llama.cpp RPC"):
+        rpc.check_worker(peer.endpoint, (7, 0, 0))
 
 
 def test_a_peer_that_never_answers_is_refused_after_the_timeout_not_waited_on():
