@@ -123,6 +123,22 @@ class Typist:
         return not self._thread.is_alive()
 
 
+async def type_while_it_replies(pilot, app, keys: int, interval: float = 0.01) -> None:
+    """Send a message, type `keys` letters from another thread once the reply's first text shows
+    (the reply must still be streaming after the last), then wait for the reply to be shown and
+    check that every key landed in the prompt, in order."""
+    screen = app.chat_screen
+    prompt = screen.query_one(PromptArea)
+    await send(pilot, "go", finish=False)
+    await wait_for(pilot, lambda: reply_view(app).source != "", what="the first text")
+    with Typist(app, keys=keys, interval=interval) as typist:
+        await wait_for(pilot, lambda: typist.done, what="the keys to be typed")
+    assert screen.generating, "the reply ended before the keys did"
+    await wait_for(pilot, lambda: not screen.generating, timeout=120, what="the reply to be shown")
+    await wait_for(pilot, lambda: len(prompt.text) == keys, what="the last keys")
+    assert prompt.text == typist.typed
+
+
 def test_keys_typed_while_a_fast_reply_streams_all_land_in_order(tiny_gguf, tui_db):
     model = FakeChatModel(markdown_reply(3000, seed=8), tokens_per_s=5_000)
 
@@ -130,16 +146,7 @@ def test_keys_typed_while_a_fast_reply_streams_all_land_in_order(tiny_gguf, tui_
         app = fast_app(tiny_gguf, tui_db, model)
         async with app.run_test(size=SIZE) as pilot:
             await wait_ready(pilot)
-            screen = app.chat_screen
-            prompt = screen.query_one(PromptArea)
-            await send(pilot, "go", finish=False)
-            await wait_for(pilot, lambda: reply_view(app).source != "", what="the first text")
-            with Typist(app, keys=40) as typist:
-                await wait_for(pilot, lambda: typist.done, what="the keys to be typed")
-                assert screen.generating, "the reply ended before the keys did"
-            await wait_for(pilot, lambda: not screen.generating, timeout=120, what="the reply to be shown")
-            await wait_for(pilot, lambda: len(prompt.text) == 40, what="the last keys")
-            assert prompt.text == typist.typed
+            await type_while_it_replies(pilot, app, keys=40)
 
     run(body())
 
@@ -374,20 +381,10 @@ def test_while_the_user_types_a_fast_reply_is_drawn_between_their_keys(tiny_gguf
         app = fast_app(tiny_gguf, tui_db, model)
         async with app.run_test(size=SIZE) as pilot:
             await wait_ready(pilot)
-            screen = app.chat_screen
-            prompt = screen.query_one(PromptArea)
-            await send(pilot, "go", finish=False)
-            await wait_for(pilot, lambda: reply_view(app).source != "", what="the first text")
-            before = len(keys)
-            with Typist(app, keys=30, interval=0.05) as typist:
-                await wait_for(pilot, lambda: typist.done, what="the keys to be typed")
-            assert screen.generating, "the reply was shown before the keys were typed"
-            await wait_for(pilot, lambda: not screen.generating, timeout=120, what="the reply to be shown")
-            await wait_for(pilot, lambda: len(prompt.text) == 30, what="the last keys")
-            assert prompt.text == typist.typed
-            return keys[before], keys[-1]
+            await type_while_it_replies(pilot, app, keys=30, interval=0.05)
 
-    first, last = run(body())
+    run(body())
+    first, last = keys[-30], keys[-1]  # the typist's keys: the last 30 the app was given
     typing = [t for t in applied if first <= t <= last + TYPING_S]
     gaps = [b - a for a, b in zip(typing, typing[1:], strict=False)]
     assert len(typing) >= 3 and min(gaps) >= TYPING_INTERVAL_S * 0.99, gaps
