@@ -40,3 +40,7 @@ class Placement:
     # free (localllm.hardware.cpu_load); False: exactly n_threads (the caller fixed it, or a
     # placement built by hand)
     adapt_threads: bool = False
+    # llama.cpp RPC workers ("host:port") holding layers as devices of their own, in the order
+    # of `tensor_split` (localllm.runtimes.rpc); () for a plan on this machine alone. llama.cpp
+    # offloads the last n_gpu_layers layers to them; the layers before stay on this machine's CPU.
+    workers: tuple[str, ...] = ()
