@@ -2,7 +2,8 @@
 
 `load_engine(path, placement)` is the one dispatch point from a local model to an
 engine (see `base.Engine`). A `.gguf` file goes to llama.cpp; a folder is an ONNX
-model for ONNX Runtime.
+model for ONNX Runtime. A llama.cpp placement with workers (RPC servers holding layers) runs in
+a child process (`hosted.HostedEngine`), so that a lost worker cannot abort this one.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def load_engine(path: str | os.PathLike[str], placement: Placement, *, hardware:
     if placement.runtime == "llama.cpp":
         if path.is_dir():
             raise InvalidModelError(f"{path} is a folder; llama.cpp loads a single .gguf file", path=str(path))
+        if placement.workers:  # llama.cpp's RPC client aborts its process when a worker is lost
+            from localllm.runtimes.hosted import HostedEngine
+
+            return HostedEngine(path, placement)
         from localllm.runtimes.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(path, placement)
