@@ -19,62 +19,20 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from localllm.cli import main
 from localllm.errors import InvalidOptionError
 from localllm.runtimes import rpc
-from localllm.runtimes.rpc_build import BUILD_ENV, build_rpc, installed_llama_cpp_version, protocol_version
+from localllm.runtimes.rpc_build import BUILD_ENV, protocol_version
+from tests.runtimes import rpchelp
+from tests.runtimes.rpchelp import free_port
+
+rpc_build, worker_procs, workers = rpchelp.rpc_build, rpchelp.worker_procs, rpchelp.workers  # fixtures
 
 # the first test here builds the worker when no build is kept yet: minutes, in its setup
 pytestmark = pytest.mark.timeout(1800)
-
-
-@pytest.fixture(scope="session")
-def rpc_build():
-    from platformdirs import user_cache_dir
-
-    root = Path(os.environ.get("LOCALLLM_TEST_RPC") or user_cache_dir("localllm-test-rpc"))
-    return build_rpc(root / f"llama-cpp-python-{installed_llama_cpp_version()}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_worker(build, port: int) -> subprocess.Popen:
-    env = {**os.environ, "LD_LIBRARY_PATH": str(build.folder)}
-    cmd = [str(build.server), "--host", "127.0.0.1", "--port", str(port), "--threads", "1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            rpc.hello(f"127.0.0.1:{port}", timeout=1.0)
-            return proc
-        except rpc.WorkerUnavailableError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.1)
-
-
-@pytest.fixture
-def workers(rpc_build):
-    procs, endpoints = [], []
-    try:
-        for _ in range(2):
-            port = free_port()
-            procs.append(start_worker(rpc_build, port))
-            endpoints.append(f"127.0.0.1:{port}")
-        yield endpoints
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def test_the_build_speaks_the_protocol_of_its_source(rpc_build, workers):
