@@ -28,6 +28,8 @@ import ctypes
 import socket
 import struct
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from localllm.errors import InvalidOptionError, LocalLLMError
@@ -40,6 +42,7 @@ __all__ = [
     "attach",
     "check_worker",
     "describe",
+    "find_workers",
     "parse_endpoint",
 ]
 
@@ -48,6 +51,7 @@ HELLO = 14  # RPC_CMD_HELLO, fixed for all versions ("must be always 14")
 DEVICE_COUNT = 15  # RPC_CMD_DEVICE_COUNT (protocol 7): {} -> {uint32 count}
 CAPS_SIZE = 24  # RPC_CONN_CAPS_SIZE: the request's capabilities; the answer is 4 bytes more
 HELLO_TIMEOUT_S = 3.0
+RTT_PINGS = 5
 
 
 class WorkerUnavailableError(LocalLLMError, ConnectionError):
@@ -76,6 +80,17 @@ class WorkerInfo:
     endpoint: str
     protocol: tuple[int, int, int]
     memory: tuple[tuple[int, int], ...]  # (free, total) bytes of each of its devices
+    rtt_s: float | None = None  # the quickest of a few round trips on the open connection
+    error: str | None = None  # why it cannot be used (find_workers): a plan leaves it out, saying so
+
+    @property
+    def free(self) -> int:
+        """Bytes its devices offer (a worker caps them at its --mem)."""
+        return sum(free for free, _ in self.memory)
+
+    @property
+    def total(self) -> int:
+        return sum(total for _, total in self.memory)
 
 
 def parse_endpoint(text: str) -> tuple[str, int]:
@@ -101,6 +116,36 @@ def describe(endpoint: str, protocol: tuple[int, int, int], *, timeout: float = 
     return _session(endpoint, protocol, timeout)
 
 
+def find_workers(endpoints: Sequence[str], *, timeout: float = HELLO_TIMEOUT_S) -> tuple[WorkerInfo, ...]:
+    """What each worker offers, asked over the protocol (for a plan), each endpoint once, in order.
+
+    A worker that does not answer, answers wrongly or speaks another protocol version comes back
+    with `error` saying why (a plan leaves it out and says so); so does every worker when this
+    machine has no RPC backend built. A malformed endpoint raises InvalidOptionError.
+    """
+    from localllm.runtimes.rpc_build import find_rpc_build
+
+    unique = list(dict.fromkeys(e.strip() for e in endpoints))
+    for endpoint in unique:  # a typo is the caller's to fix, not a worker to leave out
+        parse_endpoint(endpoint)
+    if not unique:
+        return ()
+    try:
+        build = find_rpc_build()
+    except LocalLLMError as exc:  # no llama-cpp-python here
+        return tuple(WorkerInfo(ep, (0, 0, 0), (), error=f"worker {ep} left out: {exc}") for ep in unique)
+    if build is None:
+        why = "this machine has no llama.cpp RPC backend built yet: run `localllm worker --build-only` here once"
+        return tuple(WorkerInfo(ep, (0, 0, 0), (), error=f"worker {ep} left out: {why}") for ep in unique)
+    found = []
+    for endpoint in unique:
+        try:
+            found.append(describe(endpoint, build.protocol, timeout=timeout))
+        except LocalLLMError as exc:
+            found.append(WorkerInfo(endpoint, (0, 0, 0), (), error=f"{exc} (left out of the plan)"))
+    return tuple(found)
+
+
 def _session(endpoint: str, protocol: tuple[int, int, int] | None, timeout: float) -> WorkerInfo:
     """HELLO, then (with `protocol`, once the version is checked) the devices' memory, on one connection."""
     host, port = parse_endpoint(endpoint)
@@ -119,7 +164,12 @@ def _session(endpoint: str, protocol: tuple[int, int, int] | None, timeout: floa
                     "<QQ", _call(sock, endpoint, GET_DEVICE_MEMORY, struct.pack("<I", device), at_least=16)[:16]
                 )
                 memory.append((free, total))
-            return WorkerInfo(endpoint, version, tuple(memory))
+            rtts = []
+            for _ in range(RTT_PINGS):  # the link's latency, for the plan's network cost
+                started = time.perf_counter()
+                _call(sock, endpoint, DEVICE_COUNT, b"", at_least=4)
+                rtts.append(time.perf_counter() - started)
+            return WorkerInfo(endpoint, version, tuple(memory), min(rtts))
     except WorkerUnavailableError:  # a ConnectionError too: already says what happened
         raise
     except TimeoutError:

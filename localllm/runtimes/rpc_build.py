@@ -42,6 +42,26 @@ __all__ = ["RpcBuild", "build_rpc", "find_rpc_build", "rpc_build_dir"]
 log = logging.getLogger(__name__)
 
 STAMP = "localllm-rpc.json"
+# the worker's memory cap (bytes), read by the patched server from its environment (see MEM_PATCH)
+MEM_ENV = "LOCALLLM_RPC_MEM"
+# What ggml-rpc-server reports as a device's memory is what the device says, and llama.cpp's CPU
+# device says all of the machine's physical RAM is free (ggml-cpu.cpp: '"free" system memory is
+# ill-defined'), whatever else runs there or a cgroup allows; rpc-server has no --mem option any
+# more. So the build adds one line to the server's GET_DEVICE_MEMORY answer: free and total are
+# capped at LOCALLLM_RPC_MEM bytes when it is set (`localllm worker` sets it from --mem, or from
+# the memory localllm's probe finds usable there). Applied to the source before CMake; a source
+# where the anchor line is missing is refused rather than built without the cap.
+MEM_PATCH_FILE = "ggml/src/ggml-rpc/ggml-rpc.cpp"
+MEM_PATCH_ANCHOR = "    ggml_backend_dev_memory(dev, &free, &total);\n    response.free_mem = free;"
+MEM_PATCH = (
+    "    ggml_backend_dev_memory(dev, &free, &total);\n"
+    '    if (const char * cap_text = std::getenv("' + MEM_ENV + "\")) {  // localllm: the worker's --mem\n"
+    "        const size_t cap = (size_t) std::strtoull(cap_text, nullptr, 10);\n"
+    "        if (cap > 0) { free = std::min(free, cap); total = std::min(total, cap); }\n"
+    "    }\n"
+    "    response.free_mem = free;"
+)
+PATCH_LEVEL = 1  # in the stamp: a build made before the patch is built again
 BUILD_ENV = "LOCALLLM_RPC_DIR"  # a folder holding a build (or where to make one)
 TARGETS = ("ggml-rpc-server", "ggml-rpc", "ggml-cpu")
 CMAKE_FLAGS = (
@@ -115,6 +135,8 @@ def find_rpc_build(folder: Path | None = None) -> RpcBuild | None:
     build = RpcBuild(folder, str(stamp.get("llama_cpp_version")), (major, minor, patch))
     if build.llama_cpp_version != version or not build.server.is_file() or not build.backend.is_file():
         return None
+    if stamp.get("patch") != PATCH_LEVEL:
+        return None
     return build
 
 
@@ -160,6 +182,7 @@ def build_rpc(folder: Path | None = None, *, progress: Callable[[str], object] |
         if source is None:
             raise RuntimeUnavailableError(f"{sdist.name} has no vendor/llama.cpp")
         protocol = protocol_version((source / "ggml/include/ggml-rpc.h").read_text())
+        patch_memory_cap(source / MEM_PATCH_FILE)
         build = work / "build"
         say("configuring llama.cpp with the RPC backend")
         _run(["cmake", "-S", str(source), "-B", str(build), *CMAKE_FLAGS], "configuring llama.cpp")
@@ -172,7 +195,12 @@ def build_rpc(folder: Path | None = None, *, progress: Callable[[str], object] |
         for item in (build / "bin").iterdir():  # the worker, the modules and the base libraries they need
             if item.name == "ggml-rpc-server" or ".so" in item.name:
                 shutil.copy2(item, staging / item.name, follow_symlinks=True)
-        stamp = {"llama_cpp_version": version, "protocol": list(protocol), "cmake": list(CMAKE_FLAGS)}
+        stamp = {
+            "llama_cpp_version": version,
+            "protocol": list(protocol),
+            "patch": PATCH_LEVEL,
+            "cmake": list(CMAKE_FLAGS),
+        }
         (staging / STAMP).write_text(json.dumps(stamp, indent=1))
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
@@ -180,6 +208,19 @@ def build_rpc(folder: Path | None = None, *, progress: Callable[[str], object] |
     if result is None:  # pragma: no cover - the files were just written
         raise RuntimeUnavailableError(f"the RPC build in {folder} is incomplete")
     return result
+
+
+def patch_memory_cap(path: Path) -> None:
+    """Add the LOCALLLM_RPC_MEM cap to the server's memory answer (see MEM_PATCH)."""
+    text = path.read_text()
+    if text.count(MEM_PATCH_ANCHOR) != 1:
+        raise RuntimeUnavailableError(
+            f"{path.name} of this llama.cpp has no single place to add the worker's memory cap; "
+            "this localllm does not know how to build its worker: upgrade localllm"
+        )
+    text = text.replace(MEM_PATCH_ANCHOR, MEM_PATCH)
+    text = "#include <algorithm>\n#include <cstdlib>\n" + text  # std::min, std::getenv
+    path.write_text(text)
 
 
 def _run(cmd: list[str], what: str) -> None:
