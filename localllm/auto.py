@@ -288,11 +288,13 @@ def load_auto(
     threads: int | None,
     workload: str = "interactive",
     parallel: int | None = None,
+    workers: Sequence[Any] | None = None,
 ) -> Model:
     """The best-ranked model that fits and is on disk or can be fetched now; the built-in
-    starter when none can be had (`info.note` says why, and what to get). `workload` and
-    `parallel` as for localllm.planner.plan (batch work: sequences decoded together)."""
+    starter when none can be had (`info.note` says why, and what to get). `workload`,
+    `parallel` and `workers` as for localllm.planner.plan (workers asked once here)."""
     from localllm.model import _open
+    from localllm.planner.api import ask_workers
     from localllm.validate import validate_model_path
 
     options: dict[str, Any] = {
@@ -303,6 +305,7 @@ def load_auto(
         "workload": workload,
         "parallel": parallel,
     }
+    options["workers"] = ask_workers(workers)  # asked once, however many candidates are planned
     try:
         plan, path = obtain(candidates(), plan_options=options, offline=offline, progress=progress)
     except ModelUnavailableError as exc:

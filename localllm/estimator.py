@@ -89,6 +89,7 @@ GPU_RUNTIME_OVERHEAD = {
     "vulkan": 160 * MIB,
     "sycl": 320 * MIB,
     "metal": 0,
+    "rpc": 0,  # a llama.cpp RPC worker: its own process (planner.workers keeps a margin there)
 }  # Metal shares the process's own memory: counted on the host
 
 # Fraction of peak memory bandwidth llama.cpp's decode loop reaches; Apple Silicon and

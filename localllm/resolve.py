@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -24,6 +25,7 @@ from localllm.errors import CatalogError, InvalidModelError, ModelNotFoundError,
 from localllm.hardware.detect import probe
 from localllm.placement import KVType, Placement
 from localllm.planner import RUNTIME_ALIASES, plan, plan_among, plan_local, plan_local_onnx
+from localllm.planner.api import ask_workers
 from localllm.quantmix import gguf_weights
 from localllm.validate import PICKLE_SUFFIXES, GGUFInfo, OnnxFolderInfo, validate_model_path
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from localllm.hardware import Hardware
     from localllm.hub import HubRef
     from localllm.planner import Plan
+    from localllm.runtimes.rpc import WorkerInfo
     from localllm.store.discover import LocalModel
 
 __all__ = ["Resolved", "check", "is_auto", "local_model_path", "plan_for", "resolve"]
@@ -111,9 +114,11 @@ def resolve(
     kv_type: str | None = None,
     threads: int | None = None,
     parallel: int | None = None,
+    workers: Sequence[str | WorkerInfo] | None = None,
 ) -> Resolved:
     """Resolve and plan a MODEL argument; does no download. `parallel`: batch work's sequences
-    decoded together (localllm.planner.plan; with workload="batch").
+    decoded together (localllm.planner.plan; with workload="batch"). `workers`: llama.cpp RPC
+    workers the plan may use (localllm.planner.plan), asked once here.
 
     Raises:
         ModelNotFoundError: a path that does not exist, or a name the catalog lacks.
@@ -128,6 +133,8 @@ def resolve(
         "threads": threads,
         "parallel": parallel,
     }
+    # asked once, whatever the plans below try (a Hub model is planned up to twice)
+    options["workers"] = ask_workers(workers)
     if is_auto(model):
         return _resolve_auto(hardware=hardware, **options)
     named = _named_elsewhere(model)
@@ -247,6 +254,7 @@ def plan_for(
     kv_type: str | None = None,
     threads: int | None = None,
     parallel: int | None = None,
+    workers: Sequence[str | WorkerInfo] | None = None,
 ) -> Plan:
     """The Plan for any MODEL form: "auto", a catalog name or "name:quant", a .gguf file or an ONNX folder.
 
@@ -268,6 +276,7 @@ def plan_for(
         kv_type=kv_type,
         threads=threads,
         parallel=parallel,
+        workers=workers,
     )
     if r.plan is None:
         raise InvalidModelError(r.note, path=str(r.path))
@@ -295,8 +304,10 @@ def _plan_local(
     kv_type: str | None,
     threads: int | None,
     parallel: int | None = None,
+    workers: Sequence[str | WorkerInfo] | None = None,
 ) -> Resolved:
-    """A plan and placement for a validated local file: the planner's, sized from the file itself."""
+    """A plan and placement for a validated local file: the planner's, sized from the file itself
+    (an ONNX folder never uses `workers`: they are llama.cpp's)."""
     wanted = RUNTIME_ALIASES.get(runtime.strip().lower(), runtime.strip().lower()) if runtime else None
     if isinstance(info, OnnxFolderInfo):  # an ONNX folder or .onnx file
         if wanted not in (None, "onnxruntime"):
@@ -342,6 +353,7 @@ def _plan_local(
             hardware=hardware,
             weights=gguf_weights(info.tensors),
             parallel=parallel,
+            workers=workers,
         )
         return Resolved(path=path, plan=gguf_plan, placement=gguf_plan.placement, info=info)
     # an architecture the planner cannot size: a CPU placement from probe() facts

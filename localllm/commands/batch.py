@@ -220,6 +220,7 @@ def _run_records(args, load, records: list[Record], writer: OrderedWriter, base:
         progress=_progress,
         force=args.force,
         threads=args.threads,
+        workers=args.workers,
         parallel=args.parallel,
         workload="batch",
     ) as llm:

@@ -45,6 +45,7 @@ def register(sub) -> None:
     )
     p.add_argument("--kv-type", choices=KV_TYPES, default=None, help="KV cache type")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_worker_options(p)
     p.set_defaults(func=run)
 
 
@@ -55,6 +56,21 @@ def add_hardware_options(p) -> None:
         default=None,
         help="plan for a hardware profile (`localllm probe --list-profiles`) instead of this machine",
     )
+
+
+def add_worker_options(p) -> None:
+    p.add_argument(
+        "--workers",
+        type=_endpoints,
+        metavar="HOST:PORT,...",
+        default=None,
+        help="llama.cpp RPC workers (`localllm worker` there) whose memory the plan may use when the model "
+        "does not fit here (default: $LOCALLLM_WORKERS)",
+    )
+
+
+def _endpoints(text: str) -> list[str]:
+    return [e.strip() for e in text.split(",") if e.strip()]
 
 
 def hardware_from(args):
@@ -78,6 +94,7 @@ def run(args) -> int:
         workload=args.workload,
         runtime=args.runtime,
         kv_type=args.kv_type,
+        workers=args.workers,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

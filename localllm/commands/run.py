@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from localllm.commands.plan import MODEL_HELP, context_arg
+from localllm.commands.plan import MODEL_HELP, add_worker_options, context_arg
 from localllm.errors import InvalidOptionError, LocalLLMError
 from localllm.speculative import SPECULATIVE_MODES
 
@@ -82,6 +82,7 @@ def add_load_options(p, *, ctx_help: str = "context window in tokens") -> None:
     p.add_argument("--runtime", choices=("llama.cpp", "onnxruntime"), help="override the planner's runtime")
     p.add_argument("--offline", action="store_true", default=None, help="never touch the network")
     p.add_argument("--force", action="store_true", help="load even if the plan predicts it will not fit")
+    add_worker_options(p)
 
 
 def _positive(text: str) -> int:
@@ -164,6 +165,7 @@ def run(args) -> int:
         progress=_progress,
         force=args.force,
         threads=args.threads,
+        workers=args.workers,
     ) as llm:
         print(
             f"loaded {llm.info.name} ({llm.info.runtime}, n_ctx {llm.info.n_ctx}, {llm.info.load_seconds:.2f}s)",

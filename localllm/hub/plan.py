@@ -183,6 +183,7 @@ def plan_hub(
     threads: int | None = None,
     offline: bool | None = None,
     parallel: int | None = None,
+    workers=None,
 ):
     """The plan for a Hub model: the best of the ref's models that fits, planned from its header.
 
@@ -203,6 +204,7 @@ def plan_hub(
         kv_type=kv_type,
         threads=threads,
         parallel=parallel,
+        workers=workers,
     )
     for _ in range(len(found)):
         plan = plan_among(_ranked(found), auto=False, **kw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from localllm.calibration import Calibration
 from localllm.catalog import Catalog, Family, Variant, load_catalog, local_variant
@@ -17,8 +18,12 @@ from localllm.planner.rank import choose
 from localllm.planner.runtime import onnx_may_accelerate, pick_runtime, runtime_for, runtime_name
 from localllm.planner.search import where_of
 from localllm.planner.values import Plan, VariantFit
+from localllm.planner.workers import workers_from_env
 
-__all__ = ["fit_table", "plan", "plan_among", "plan_local"]
+if TYPE_CHECKING:  # pragma: no cover
+    from localllm.runtimes.rpc import WorkerInfo
+
+__all__ = ["ask_workers", "find_workers", "fit_table", "plan", "plan_among", "plan_local"]
 
 
 def plan(
@@ -34,6 +39,7 @@ def plan(
     calibration: Calibration | None = None,
     threads: int | None = None,
     parallel: int | None = None,
+    workers: Sequence[str | WorkerInfo] | None = None,
 ) -> Plan:
     """Choose what to run and where.
 
@@ -58,6 +64,10 @@ def plan(
             instead unless given, and a plan that still does not fit has `fits` False). None
             for batch work: the most that fit, up to MAX_PARALLEL, capped where predicted
             throughput stops rising (planner.batch). Only 1 (or None) for interactive work.
+        workers: llama.cpp RPC workers ("host:port", or rpc.WorkerInfo already asked) whose
+            memory the plan may use when the model does not fit here (planner.workers); each is
+            asked what it offers (network I/O, a few ms each); one that does not answer is left
+            out, with the reason in `warnings`. None: LOCALLLM_WORKERS, else none.
 
     Returns a Plan; for a named model that does not fit, `fits` is False (the caller
     decides). Raises:
@@ -82,6 +92,7 @@ def plan(
         calibration=calibration,
         threads=threads,
         parallel=parallel,
+        workers=workers,
     )
 
 
@@ -98,6 +109,7 @@ def plan_among(
     calibration: Calibration | None = None,
     threads: int | None = None,
     parallel: int | None = None,
+    workers: Sequence[str | WorkerInfo] | None = None,
 ) -> Plan:
     """The best of `variants`: the files of a Hub repository, models already on disk, or the
     catalog less what could not be had. Arguments as for `plan`.
@@ -131,6 +143,7 @@ def plan_among(
         calibration=calibration,
         threads=threads,
         parallel=parallel,
+        workers=workers,
     )
 
 
@@ -148,8 +161,10 @@ def _plan_pools(
     calibration: Calibration | None,
     threads: int | None,
     parallel: int | None,
+    workers: Sequence[str | WorkerInfo] | None,
 ) -> Plan:
     """The plan for the best variant of each runtime's pool, then the better runtime."""
+    found, left_out = find_workers(workers) if "llama.cpp" in pools else ((), ())
     if hardware is None:
         hardware = probe()
         if "onnxruntime" in pools and (runtime == "onnxruntime" or onnx_may_accelerate(hardware)):
@@ -167,6 +182,8 @@ def _plan_pools(
             calibration=calibration,
             threads=threads,
             parallel=parallel,
+            workers=found,
+            left_out=left_out,
         )
         try:
             plans[pool_rt] = choose(pool, m, req, pool_rt, auto=auto, catalog=catalog)
@@ -228,15 +245,18 @@ def plan_local(
     threads: int | None = None,
     weights: tuple = (),
     parallel: int | None = None,
+    workers: Sequence[str | WorkerInfo] | None = None,
 ) -> Plan:
     """Plan a local GGUF file: `family` from its header (catalog.family_from_gguf_metadata),
     `weight_bytes` its exact tensor bytes, `weights` its tensor table (quantmix.gguf_weights:
     which weights the CPU backend repacks). `calibration`, `threads` and `parallel` as for `plan`; a
     measured load of the same file (calibration.LoadRecord) corrects the memory estimate.
+    `workers` as for `plan`.
     (A local ONNX folder: `plan_local_onnx`.)"""
     variant = local_variant(family, weight_bytes=weight_bytes, path=path, quant=quant, weights=weights)
     hardware = hardware if hardware is not None else probe()
     calibration = calibration_for(hardware, calibration)
+    found, left_out = find_workers(workers)
     req, m, rt = prepare(
         hardware,
         context=context,
@@ -247,10 +267,33 @@ def plan_local(
         calibration=calibration,
         threads=threads,
         parallel=parallel,
+        workers=found,
+        left_out=left_out,
     )
     if path is not None and calibration is not None and calibration.loads:
         m = replace(m, loads=loads_of(path, calibration))
     return choose([variant], m, req, rt, auto=False, catalog=None)
+
+
+def ask_workers(workers: Sequence[str | WorkerInfo] | None) -> list[WorkerInfo]:
+    """The workers a plan may use (those given, else LOCALLLM_WORKERS), each asked what it offers
+    unless already asked (rpc.find_workers; one that cannot be used carries its `error`)."""
+    given = list(workers_from_env() if workers is None else workers)
+    asked = [w for w in given if not isinstance(w, str)]
+    names = [w for w in given if isinstance(w, str)]
+    if names:
+        from localllm.runtimes import rpc  # sockets: only for a plan with workers
+
+        asked += rpc.find_workers(names)
+    return asked
+
+
+def find_workers(
+    workers: Sequence[str | WorkerInfo] | None,
+) -> tuple[tuple[WorkerInfo, ...], tuple[str, ...]]:
+    """`ask_workers`, split: the usable ones, and why any was left out."""
+    asked = ask_workers(workers)
+    return tuple(w for w in asked if w.error is None), tuple(w.error for w in asked if w.error is not None)
 
 
 def fit_table(

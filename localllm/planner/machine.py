@@ -5,17 +5,24 @@ can use, threads, llama.cpp's weight-repacking facts, the ONNX Runtime provider)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from localllm.calibration import BatchRecord, Calibration, LoadRecord, load_calibration
 from localllm.errors import InvalidOptionError, InvalidOptionTypeError
+from localllm.estimator import BANDWIDTH_EFFICIENCY, CPU_THREAD_BANDWIDTH_GBS
 from localllm.hardware import GPUInfo, Hardware
 from localllm.placement import KV_TYPES, KVType, Runtime
 from localllm.planner.runtime import runtime_name
 from localllm.planner.values import MAX_SEQ, WORKLOADS, DeviceBudget, Workload
+from localllm.planner.workers import worker_devices
 from localllm.providers import GPU_VENDORS, provider_for
 from localllm.repack import EXTRA_BUFFERS_ENV, features_from_cpu_flags, repack_rule
 from localllm.units import MIB, file_size
+
+if TYPE_CHECKING:  # pragma: no cover
+    from localllm.runtimes.rpc import WorkerInfo
 
 __all__ = [
     "APPLE_WORKING_SET_FRACTION",
@@ -78,6 +85,12 @@ class Machine:
     amx_usable: bool = True
     repack_basis: str = ""
     loads: tuple[LoadRecord, ...] = ()  # measured loads of the local file being planned
+    # llama.cpp RPC workers (planner.workers): the devices after the GPUs, if any, in `gpus`
+    workers: tuple[WorkerInfo, ...] = ()
+
+    @property
+    def worker_rtts(self) -> tuple[float | None, ...]:
+        return tuple(w.rtt_s for w in self.workers)
 
     def budgets(self, *, with_gpus: bool) -> tuple[DeviceBudget, ...]:
         out = [
@@ -118,8 +131,11 @@ def prepare(
     calibration: Calibration | None = None,
     threads: int | None = None,
     parallel: int | None = None,
+    workers: Sequence[WorkerInfo] = (),
+    left_out: Sequence[str] = (),
 ) -> tuple[Request, Machine, Runtime]:
-    """Check the options (ValueError / ModelNotFoundError) and describe the machine for `runtime`."""
+    """Check the options (ValueError / ModelNotFoundError) and describe the machine for `runtime`;
+    `workers` (llama.cpp only) as found by rpc.find_workers, `left_out` the reasons it gave."""
     if workload not in WORKLOADS:
         raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}, got {workload!r}")
     n_seq = _parallel(parallel, workload)
@@ -148,7 +164,26 @@ def prepare(
         n_seq=n_seq,
     )
     m = _machine(hw, runtime=rt, headroom=headroom or 0, calibration=calibration, threads=threads)
+    if rt == "llama.cpp" and (workers or left_out):
+        m = _with_workers(m, tuple(workers), tuple(left_out))
     return req, m, rt
+
+
+def _with_workers(m: Machine, workers: tuple[WorkerInfo, ...], left_out: tuple[str, ...]) -> Machine:
+    """`m` with the workers as devices. A local GPU is left out of such a plan: llama.cpp orders
+    its devices by registration, and this version plans workers on a CPU-only main machine."""
+    notes = list(m.notes) + list(left_out)
+    if not workers:
+        return replace(m, notes=tuple(notes))
+    if m.gpus:
+        notes.append(f"the local GPU ({m.gpus[0].name}) is not used in a plan across workers (not supported yet)")
+    # a worker does not say how fast it computes: taken as this machine's CPU with as many threads
+    threads_bw = m.threads * CPU_THREAD_BANDWIDTH_GBS / BANDWIDTH_EFFICIENCY
+    bw = min(m.hw.memory.bandwidth_gbs or threads_bw, threads_bw)
+    gpus, budgets, bases = worker_devices(workers, start=0, bandwidth_gbs=bw)
+    return replace(
+        m, gpus=gpus, gpu_budgets=budgets, gpu_bases=bases, unified=False, workers=workers, notes=tuple(notes)
+    )
 
 
 def _parallel(parallel: object, workload: str) -> int | None:

@@ -291,9 +291,10 @@ def _placement(c: Candidate, m: Machine, req: Request, runtime: Runtime) -> Plac
     L = c.variant.family.n_layer
     ngl = c.est.n_gpu_layers
     tensor_split: tuple[float, ...] = ()
-    if ngl and len(m.gpus) > 1:
+    if ngl and (len(m.gpus) > 1 or m.workers):
         total = sum(m.gpu_budgets) or 1
         tensor_split = tuple(round(b / total, 4) for b in m.gpu_budgets)
+    workers = tuple(w.endpoint for w in m.workers) if ngl else ()
     provider, kv = None, req.kv_type
     if runtime == "onnxruntime":  # an ONNX graph fixes its own cache type
         provider, kv = c.provider or m.provider or CPU, c.est.kv_type
@@ -311,6 +312,7 @@ def _placement(c: Candidate, m: Machine, req: Request, runtime: Runtime) -> Plac
         main_gpu=0,
         tensor_split=tensor_split,
         provider=provider,
+        workers=workers,
         n_seq=c.n_seq,
         # ONNX Runtime fixes its threads per session (its engine checks the load once, at load)
         adapt_threads=runtime == "llama.cpp" and not m.threads_explicit,

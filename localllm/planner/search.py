@@ -19,6 +19,7 @@ from localllm.estimator import HOST_RUNTIME_OVERHEAD, MemoryEstimate, decode_tok
 from localllm.placement import Where
 from localllm.planner.machine import Machine, Request, gpu_api
 from localllm.planner.values import BATCH_CONTEXT, BATCH_CONTEXT_FLOOR
+from localllm.planner.workers import link_seconds
 from localllm.providers import CPU
 from localllm.units import file_size
 
@@ -45,7 +46,7 @@ DEFAULT_CONTEXT = 4096
 CONTEXT_FLOOR = 2048
 
 # GPU APIs whose llama.cpp backend runs flash attention with an f16 cache
-_FLASH_ATTN_GPU_APIS = ("cuda", "metal")
+_FLASH_ATTN_GPU_APIS = ("cuda", "metal", "rpc")  # rpc: a worker's CPU device, as fa_cpu below
 
 # tiers, best first
 TIER_GPU, TIER_GPU_SHRUNK, TIER_PARTIAL, TIER_CPU, TIER_CPU_SHRUNK = range(5)
@@ -246,16 +247,24 @@ def _assess_gguf(v: Variant, m: Machine, req: Request, ctxs: list[int]) -> Candi
         return measured(est, v, m)
 
     gpu_failed: list[_Step] = []
+    if m.workers:  # a split only adds link time: here alone when the target context fits here
+        alone = replace(m, gpus=(), gpu_budgets=(), gpu_bases=())
+        here = _Step(ctxs[0], on_cpu(ctxs[0]), check(on_cpu(ctxs[0]), alone), shrunk=False)
+        if here.fit.ok:
+            why = "fits in RAM here: the workers are not needed (a layer split adds memory, not speed)"
+            return _candidate(v, alone, TIER_CPU, here, why)
     if m.gpus and v.format == "gguf":
         fit, gpu_failed = _ladder(ctxs, m, lambda ctx: on_gpu(ctx, L + 1))
         if fit is not None:
             tier = TIER_GPU_SHRUNK if fit.shrunk else TIER_GPU
-            return _candidate(v, m, tier, fit, "fits fully on the GPU" + fit.shrunk_note)
+            on = f"on the {len(m.workers)} workers" if m.workers else "on the GPU"
+            return _candidate(v, m, tier, fit, f"fits fully {on}" + fit.shrunk_note + _here_note(m))
         for ngl in range(L, 0, -1):  # partial offload, at the target context
             est = on_gpu(ctxs[0], ngl)
             step = _Step(ctxs[0], est, check(est, m), shrunk=False)
             if step.fit.ok:
-                why = f"{ngl} of {L} layers fit on the GPU ({gpu_failed[0].fit.why} for all)"
+                on = f"the {len(m.workers)} workers" if m.workers else "the GPU"
+                why = f"{ngl} of {L} layers fit on {on} ({gpu_failed[0].fit.why} for all)" + _here_note(m)
                 return _candidate(v, m, TIER_PARTIAL, step, why)
     fit, cpu_failed = _ladder(ctxs, m, on_cpu)
     if fit is not None:
@@ -264,6 +273,11 @@ def _assess_gguf(v: Variant, m: Machine, req: Request, ctxs: list[int]) -> Candi
         return _candidate(v, m, tier, fit, "fits in RAM" + fit.shrunk_note + gpu_note)
     last = cpu_failed[-1]
     return _candidate(v, m, None, last, last.fit.why)
+
+
+def _here_note(m: Machine) -> str:
+    """Why a plan across workers does not run here alone."""
+    return "; it does not fit in RAM here alone" if m.workers else ""
 
 
 def _assess_onnx(v: Variant, m: Machine, req: Request, ctxs: list[int]) -> Candidate:
@@ -372,4 +386,8 @@ def speed(v: Variant, est: MemoryEstimate, m: Machine, threads: int | None = Non
         )
     if basis and tps:
         basis = "estimated from bandwidth: " + basis
+    link, how = link_seconds(v, est, m.gpus, m.worker_rtts) if m.workers else (0.0, "")
+    if tps and link:  # the layers run one after another: the link adds to every token
+        tps = 1.0 / (1.0 / tps + link)
+        basis += f"; {how}"
     return tps, basis

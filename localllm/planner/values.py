@@ -123,6 +123,16 @@ class Plan:
         return self.variant.family
 
     @property
+    def where_words(self) -> str:
+        """Where it runs, in words ("fully on the GPU", "split between 2 workers and this CPU"...)."""
+        n = len(self.placement.workers)
+        if n and self.where == "gpu":
+            return f"across {n} llama.cpp RPC worker{'s' if n != 1 else ''}"
+        if n and self.where == "partial":
+            return f"split between {n} llama.cpp RPC worker{'s' if n != 1 else ''} and this CPU"
+        return WHERE_WORDS[self.where]
+
+    @property
     def runtime(self) -> Runtime:
         return self.placement.runtime
 
@@ -133,7 +143,7 @@ class Plan:
         with_rt = f"{p.runtime} ({p.provider})" if p.provider else p.runtime
         lines = [
             f"{v.name}  ({v.family.display_name}, {v.quant}, {file_size(v.size)}{est}) "
-            f"{WHERE_WORDS[self.where]} with {with_rt}"
+            f"{self.where_words} with {with_rt}"
         ]
         if self.hardware_name:
             lines[0] += f"  [profile {self.hardware_name}]"
@@ -146,6 +156,11 @@ class Plan:
             f"batch={p.n_batch}/{p.n_ubatch}, kv={p.kv_type}, flash_attn={'on' if p.flash_attn else 'off'}"
             f"{split}"
         )
+        if p.workers:
+            lines.append(
+                f"  workers: {', '.join(p.workers)} (llama.cpp RPC; the layers run one after another, so the "
+                "workers add memory, not speed)"
+            )
         if self.workload == "batch":
             lines.append(_batch_line(self))
         lines.append("  memory:")
@@ -159,8 +174,9 @@ class Plan:
             repacked = f" + repacked {file_size(d.repacked)}" if d.repacked else ""
             if d.measured:
                 repacked += f" {'+' if d.measured > 0 else '-'} measured {file_size(abs(d.measured))}"
+            device = f"rpc{d.device[3:]}" if p.workers and d.device.startswith("gpu") else d.device
             lines.append(
-                f"    {d.device:5} weights {file_size(d.weights)}{repacked} + KV {file_size(d.kv_cache)} + compute "
+                f"    {device:5} weights {file_size(d.weights)}{repacked} + KV {file_size(d.kv_cache)} + compute "
                 f"{file_size(d.compute)} + runtime {file_size(d.overhead)} = {file_size(d.total)}{layers}{of}"
             )
         if "pool" in budgets:
