@@ -18,7 +18,7 @@ from localllm.hardware.detect import load_profile, probe
 from localllm.placement import Placement
 from localllm.planner import plan
 from localllm.runtimes import llamacpp
-from localllm.runtimes.llamacpp import LlamaCppEngine, trial_extra_buffers, trial_outcome
+from localllm.runtimes.llamacpp import LlamaCppEngine, trial_extra_buffers, trial_outcome, use_extra_buffers
 from localllm.testing import Shape, quantize_gguf, write_llama_gguf
 from localllm.validate import validate_gguf
 
@@ -119,7 +119,10 @@ def test_predicted_repack_equals_llama_cpps_repack_buffer(quantized, quant, capl
 
     fam = family_from_gguf_metadata(info.metadata, name="t", tied_embeddings=False)
     v = local_variant(fam, weight_bytes=info.tensor_bytes, path=str(path), weights=weights)
-    predicted = estimate(v, n_ctx=256, repack_features=feats).host.repacked
+    # the engine's own choice: an AMX build whose trial faulted on this machine loads without
+    # extra buffers (runtimes.llamacpp.use_extra_buffers), and the planner predicts it so
+    extra = use_extra_buffers()
+    predicted = estimate(v, n_ctx=256, repack_features=feats if extra else frozenset()).host.repacked
     caplog.set_level(logging.DEBUG, logger="localllm.runtimes.llamacpp.native")
     e = LlamaCppEngine(path, Placement(n_ctx=256, n_threads=1, n_batch=32, n_ubatch=32))
     try:
@@ -128,13 +131,19 @@ def test_predicted_repack_equals_llama_cpps_repack_buffer(quantized, quant, capl
         e.close()
     measured = _buffer_mib(caplog.records, "CPU_REPACK") * 2**20
     assert measured == pytest.approx(predicted, rel=0.02, abs=64 * 1024), (quant, sorted(feats))
-    if "AVX2" in feats and quant != "Q8_0":
+    if extra and "AVX2" in feats and quant != "Q8_0":
         assert predicted > 0  # this build repacks these types: the comparison is not 0 == 0
 
 
 def test_extra_buffers_trial_runs_for_real_and_reads_signals():
+    import llama_cpp.llama_cpp as lib
+
     ok, detail = trial_extra_buffers()
-    assert ok, detail  # this machine runs its own build's kernels
+    if not ok:  # seen on a Xeon VM that reports and grants AMX: its kernels fault (SIGSEGV)
+        assert "AMX_INT8 = 1" in lib.llama_print_system_info().decode()  # only an AMX build runs it for real
+        assert re.fullmatch(r"the trial was killed by SIG[A-Z]+", detail), detail
+    else:
+        assert detail
     assert trial_outcome(-4, "", "") == (False, "the trial was killed by SIGILL")
     assert trial_outcome(1, "", "Traceback\nRuntimeError: boom") == (
         False,
@@ -182,6 +191,9 @@ def test_a_load_keeps_its_measured_memory_and_the_next_plan_of_that_file_uses_it
     """Close the loop: after a load the resident growth is kept per (file, placement); a later
     plan of the same file corrects its estimate with it and says so."""
     monkeypatch.delenv(repack.EXTRA_BUFFERS_ENV, raising=False)
+    extra = use_extra_buffers()
+    if not extra:  # an AMX build whose trial faulted here: the one-core profile's plans must know it too
+        monkeypatch.setenv(repack.EXTRA_BUFFERS_ENV, "0")
     hw = one_core
     path = quantized["Q4_K_M"]
     before = localllm.plan_for(path, hardware=hw, context=256)
@@ -191,7 +203,7 @@ def test_a_load_keeps_its_measured_memory_and_the_next_plan_of_that_file_uses_it
         growth = m._engine.resident_growth
     assert growth and growth > 0
     (rec,) = load_calibration(hw).loads
-    assert rec.resident_bytes == growth and rec.n_ctx == 256 and rec.extra_buffers is True
+    assert rec.resident_bytes == growth and rec.n_ctx == 256 and rec.extra_buffers is extra
     assert rec.file_size == path.stat().st_size
     after = localllm.plan_for(path, hardware=hw, context=256)
     # the host figure is now the measured growth plus the interpreter's share
@@ -199,8 +211,9 @@ def test_a_load_keeps_its_measured_memory_and_the_next_plan_of_that_file_uses_it
     assert after.memory.host.total == growth + HOST_RUNTIME_OVERHEAD
     assert after.memory.host.measured == after.memory.host.total - before.memory.host.total
     assert any("measured at the last load of this file" in r for r in after.reasons)
-    # another context of the same file keeps the correction; another placement (repacking off) does not
+    # another context of the same file keeps the correction; another placement (repacking the other
+    # way) does not
     longer = localllm.plan_for(path, hardware=hw, context=512)
     assert longer.memory.host.measured == after.memory.host.measured
-    monkeypatch.setenv(repack.EXTRA_BUFFERS_ENV, "0")
+    monkeypatch.setenv(repack.EXTRA_BUFFERS_ENV, "0" if extra else "1")
     assert not localllm.plan_for(path, hardware=hw, context=256).memory.host.measured
