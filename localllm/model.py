@@ -406,6 +406,12 @@ def load(
         ModelNotFoundError: a path that does not exist, or a name the catalog lacks.
         DownloadError, RuntimeUnavailableError.
     """
+    from localllm.runtimes.remote import is_remote, open_remote  # "openai+http://HOST:PORT/v1#MODEL"
+
+    if is_remote(model):  # a server on another machine, behind the same API
+        return open_remote(
+            model, context=context, runtime=runtime, threads=threads, parallel=parallel, hardware=hardware
+        )
     workload = "batch" if check_parallel(parallel) is not None else workload
     if is_auto(model):  # the best model that fits and can be had now; the starter when none can
         from localllm.auto import load_auto
