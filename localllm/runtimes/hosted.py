@@ -152,6 +152,8 @@ class HostedEngine(CachedTokens):
         self._mm: mmap.mmap | None = None
         self._logits_fd = -1
         self._rows = 0  # logits rows the shared file holds (sized once n_vocab is known)
+        self._flat: Any = None  # float32 view of the whole shared file; _row0 its first row
+        self._row0: Any = None
         self._lock = threading.Lock()
         self._pending: tuple[str, tuple] | None = None  # a call whose answer was not read (interrupted)
         self._seqs: list[list[int]] = [[] for _ in range(max(1, placement.n_seq))]
@@ -167,18 +169,11 @@ class HostedEngine(CachedTokens):
         self._eog: dict[int, bool] = {}
         self._special: dict[str, bool] = {}
         self._growth: int | None = None
-        from localllm.runtimes.rpc_build import find_rpc_build
-
-        build = find_rpc_build()
-        if build is None:
-            self._closed = True
-            raise RuntimeUnavailableError(
-                "llama.cpp's RPC backend is not built for the installed llama-cpp-python, and a model "
-                "split across workers needs it; build it once with `localllm worker --build-only`"
-            )
         self._start()
         try:
-            facts = self._call("load", self.path, placement, str(build.folder))
+            # the child finds the RPC build (reading which CPU the installed llama.cpp was built for
+            # imports it: not here)
+            facts = self._call("load", self.path, placement)
         except BaseException:
             self._closed = True
             self._shutdown(polite=False)
@@ -328,6 +323,10 @@ class HostedEngine(CachedTokens):
         self._kill()
         if self._relay_thread is not None:  # its last lines (llama.cpp's abort message) are read
             self._relay_thread.join(timeout=2.0)
+        self._pending = None
+        if self._closed:  # close() from another thread ended the child under this call
+            self._release()
+            raise GenerationError("this model was closed during the call; load it again")
         assert self._proc is not None
         code = self._proc.returncode
         lost = {**hosted_watch.unanswered(list(self.endpoints)), **(frozen or {})}
@@ -351,7 +350,6 @@ class HostedEngine(CachedTokens):
         message = f"{head}. {cause}" + (f" (llama.cpp: {said})" if said else "")
         self._dead = message
         self._dead_error = EngineProcessError(message, lost_workers=tuple(lost), returncode=code)
-        self._pending = None
         raise self._dead_error
 
     def _require(self) -> None:
@@ -474,12 +472,15 @@ class HostedEngine(CachedTokens):
             return
         self._closed = True
         _live.discard(self)
-        locked = self._lock.acquire(timeout=CLOSE_WAIT_S)  # a call in flight: the child is killed under it
+        # a call in flight past CLOSE_WAIT_S: the child is killed under it, and that call, seeing
+        # the model closed, lets go of the rest
+        if not self._lock.acquire(timeout=CLOSE_WAIT_S):
+            self._kill()
+            return
         try:
-            self._shutdown(polite=locked and self._dead is None and self._pending is None)
+            self._shutdown(polite=self._dead is None and self._pending is None)
         finally:
-            if locked:
-                self._lock.release()
+            self._lock.release()
 
     def _shutdown(self, *, polite: bool) -> None:
         proc, conn = self._proc, self._conn
@@ -490,10 +491,16 @@ class HostedEngine(CachedTokens):
         self._kill()
         if self._relay_thread is not None:
             self._relay_thread.join(timeout=2.0)
+        self._release()
+
+    def _release(self) -> None:
+        """Close this end of the socket pair and the shared file (the child has ended)."""
+        conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+        self._flat = self._row0 = None  # our own views of the map, so that it can close
         if self._mm is not None:
-            with contextlib.suppress(BufferError):  # a view the caller still holds keeps it
+            with contextlib.suppress(BufferError):  # a view the caller still holds keeps it open
                 self._mm.close()
         if self._logits_fd >= 0:
             os.close(self._logits_fd)

@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 __all__ = ["RECORD", "arm_keepalive", "main"]
@@ -161,17 +160,17 @@ class _Server:
             return None
         return tuple(len(tokens) for tokens in self.engine._seqs)
 
-    def _load(self, path: str, placement: Any, folder: str | None) -> dict[str, Any]:
+    def _load(self, path: str, placement: Any) -> dict[str, Any]:
         from localllm.errors import RuntimeUnavailableError
         from localllm.runtimes import rpc
         from localllm.runtimes.llamacpp import LlamaCppEngine
         from localllm.runtimes.rpc_build import find_rpc_build
 
-        build = find_rpc_build(Path(folder) if folder else None)
+        build = find_rpc_build()
         if build is None:
             raise RuntimeUnavailableError(
-                "llama.cpp's RPC backend is not built for the installed llama-cpp-python; "
-                "build it once with `localllm worker --build-only`"
+                "llama.cpp's RPC backend is not built for the installed llama-cpp-python, and a model "
+                "split across workers needs it; build it once with `localllm worker --build-only`"
             )
         endpoints = list(placement.workers)
         workers = rpc.attach(endpoints, build)

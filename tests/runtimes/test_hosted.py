@@ -21,7 +21,7 @@ import time
 import psutil
 import pytest
 
-from localllm.errors import GenerationError, InvalidModelError
+from localllm.errors import GenerationError, InvalidModelError, RuntimeUnavailableError
 from localllm.model import Model
 from localllm.placement import Placement
 from localllm.runtimes import hosted, load_engine, rpc
@@ -38,9 +38,11 @@ pytestmark = pytest.mark.timeout(600)  # the build, when none is kept yet, is ma
 PROMPT = "The capital of France is"
 
 
-@pytest.fixture(autouse=True)
-def _the_build(rpc_build, monkeypatch):
-    monkeypatch.setenv(BUILD_ENV, str(rpc_build.folder))  # the child finds the build there
+@pytest.fixture
+def workers_here(rpc_build, worker_procs, monkeypatch):
+    """Two real workers [(endpoint, process)], and the build where the child finds it."""
+    monkeypatch.setenv(BUILD_ENV, str(rpc_build.folder))
+    return worker_procs
 
 
 def split(endpoints, n_ctx=256) -> Placement:
@@ -83,9 +85,9 @@ class InterruptOnce:
 
 
 def test_a_model_on_two_workers_in_a_child_writes_what_an_in_process_engine_writes(
-    worker_procs, smollm2_gguf, monkeypatch
+    workers_here, smollm2_gguf, monkeypatch
 ):
-    endpoints = [ep for ep, _ in worker_procs]
+    endpoints = [ep for ep, _ in workers_here]
     alone = LlamaCppEngine(smollm2_gguf, Placement(n_ctx=256, n_threads=1))
     try:
         expected = greedy(alone)
@@ -124,8 +126,8 @@ def test_a_model_on_two_workers_in_a_child_writes_what_an_in_process_engine_writ
         engine.close()
 
 
-def test_a_worker_killed_mid_generation_ends_it_with_a_generation_error_saying_which(worker_procs, smollm2_gguf):
-    (alive, alive_proc), (dead, dead_proc) = worker_procs
+def test_a_worker_killed_mid_generation_ends_it_with_a_generation_error_saying_which(workers_here, smollm2_gguf):
+    (alive, alive_proc), (dead, dead_proc) = workers_here
     engine = load_engine(smollm2_gguf, split([alive, dead], n_ctx=512))
     llm = Model(engine, name="smol", path=smollm2_gguf, placement=engine.placement)
     chunks, killed = 0, None
@@ -158,8 +160,8 @@ def test_a_worker_killed_mid_generation_ends_it_with_a_generation_error_saying_w
     assert not children()
 
 
-def test_a_worker_that_stops_answering_mid_generation_ends_it_within_seconds(worker_procs, smollm2_gguf):
-    (stopped, stopped_proc), (other, _) = worker_procs
+def test_a_worker_that_stops_answering_mid_generation_ends_it_within_seconds(workers_here, smollm2_gguf):
+    (stopped, stopped_proc), (other, _) = workers_here
     engine = load_engine(smollm2_gguf, split([stopped, other], n_ctx=512))
     llm = Model(engine, name="smol", path=smollm2_gguf, placement=engine.placement)
     chunks, since = 0, None
@@ -187,13 +189,13 @@ def test_a_worker_that_stops_answering_mid_generation_ends_it_within_seconds(wor
     assert not children()
 
 
-def test_a_load_error_in_the_child_comes_back_as_its_own_class_quickly(worker_procs, smollm2_gguf, tmp_path):
+def test_a_load_error_in_the_child_comes_back_as_its_own_class_quickly(workers_here, smollm2_gguf, tmp_path):
     nobody = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.raises(rpc.WorkerUnavailableError, match=rf"{nobody} cannot be reached.*--port {nobody[10:]}"):
         load_engine(smollm2_gguf, split([nobody, nobody]))
     assert time.monotonic() - started < 15
-    endpoints = [ep for ep, _ in worker_procs]
+    endpoints = [ep for ep, _ in workers_here]
     garbage = tmp_path / "not-a-model.gguf"
     garbage.write_bytes(b"GGUF" + bytes(200))
     with pytest.raises(InvalidModelError, match="llama.cpp could not load") as info:
@@ -218,8 +220,8 @@ ORPHAN = textwrap.dedent(
 )
 
 
-def test_close_and_collection_and_a_killed_parent_leave_no_child(worker_procs, smollm2_gguf):
-    endpoints = [ep for ep, _ in worker_procs]
+def test_close_and_collection_and_a_killed_parent_leave_no_child(workers_here, smollm2_gguf):
+    endpoints = [ep for ep, _ in workers_here]
     engine = load_engine(smollm2_gguf, split(endpoints))
     pid = engine.child_pid
     assert [p.pid for p in children()] == [pid]
@@ -254,3 +256,10 @@ def test_close_and_collection_and_a_killed_parent_leave_no_child(worker_procs, s
             break
         assert time.monotonic() < deadline, "the child outlived its killed parent"
         time.sleep(0.1)
+
+
+def test_without_the_rpc_build_the_load_says_how_to_make_it(smollm2_gguf, monkeypatch, tmp_path):
+    monkeypatch.setenv(BUILD_ENV, str(tmp_path / "no-build-here"))
+    with pytest.raises(RuntimeUnavailableError, match="localllm worker --build-only"):
+        load_engine(smollm2_gguf, split([f"127.0.0.1:{free_port()}"] * 2))
+    assert not children()
