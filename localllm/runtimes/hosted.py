@@ -13,9 +13,17 @@ child writes them into a shared file both map (a memfd on Linux), and `eval` ret
 it, valid until the next call, as the in-process engine returns a view of llama.cpp's buffer.
 Token pieces and end-of-generation flags are kept here once asked for.
 
-No hang: a call with no answer for STALL_S seconds looks at the workers (`hosted_watch`: which
-checks can be made while a model holds a worker, and which cannot), and again every STALL_S;
-a worker found lost ends the child. Otherwise it waits: a long prompt may take minutes.
+No hang (measured with two workers on 127.0.0.1, SmolLM2):
+- a worker killed: its reset makes llama.cpp abort the child at once; the error comes 0.03 s
+  after the kill (the workers are then asked who is gone: the others answer again);
+- a worker stopped on this machine (SIGSTOP): a call with no answer for STALL_S seconds looks
+  at the workers (`hosted_watch`), finds its process stopped and ends the child: about 6 s;
+- a worker's machine gone without a reset (loopback taken down in a network namespace): the
+  kernel keepalive the child arms on its worker connections fails them, llama.cpp aborts: 21 s.
+  Without that keepalive the call had not ended after 90 s (llama.cpp sets no timeout).
+A worker process stuck on a machine that still answers TCP cannot be told from a long
+computation (a worker serves one client at a time, so nothing else can ask it): that is waited
+for, as a long prompt, which may take minutes, must be.
 """
 
 from __future__ import annotations
@@ -131,10 +139,13 @@ class _RemoteThreads:
     """`adaptive_threads` of the child's engine: it measures the CPU where llama.cpp runs."""
 
     def __init__(self, engine: HostedEngine) -> None:
-        self._engine = engine
+        self._engine = weakref.ref(engine)  # no cycle: an engine dropped unclosed is collected at once
 
     def choose(self) -> Any:
-        return self._engine._call("adaptive_choose")
+        engine = self._engine()
+        if engine is None:
+            raise GenerationError("this model has been closed; load it again")
+        return engine._call("adaptive_choose")
 
 
 class HostedEngine(CachedTokens):
@@ -251,6 +262,23 @@ class HostedEngine(CachedTokens):
             if kind == "ok":
                 return rest[0]
             raise _decode_error(*rest[:4])
+
+    def _settle(self) -> None:
+        """Read the answer of an interrupted call, so the tokens copied here are the child's."""
+        if self._pending is not None:
+            with self._lock:
+                if self._pending is not None and not self._closed and self._dead is None:
+                    self._answer(*self._pending)
+
+    @property
+    def cached_tokens(self) -> Sequence[int]:
+        self._settle()
+        return tuple(self._tokens)
+
+    @property
+    def n_past(self) -> int:
+        self._settle()
+        return len(self._tokens)
 
     def _answer(self, op: str, args: tuple) -> tuple:
         self._pending = (op, args)
@@ -419,6 +447,7 @@ class HostedEngine(CachedTokens):
         return [self._flat[i * v : (i + 1) * v].copy() for i in range(n)]
 
     def rewind(self, n_keep: int) -> None:
+        self._settle()
         if max(0, n_keep) >= len(self._tokens):
             self._require()
             return
@@ -427,6 +456,7 @@ class HostedEngine(CachedTokens):
     def seq_tokens(self, seq: int) -> Sequence[int]:
         if not 0 <= seq < self.n_seq_max:
             raise ValueError(f"no sequence {seq}: this engine holds {self.n_seq_max} (0 to {self.n_seq_max - 1})")
+        self._settle()
         return tuple(self._seqs[seq])
 
     def seq_keep(self, seq: int, n_keep: int) -> None:

@@ -36,8 +36,10 @@ __all__ = ["RECORD", "arm_keepalive", "main"]
 RECORD = "\x1elocalllm\x1f"
 # Kernel keepalive on the connections to the workers (llama.cpp sets none): a worker whose machine
 # vanishes without a reset is then noticed by the kernel about USER_TIMEOUT_S after it last sent
-# anything, and llama.cpp's client fails (and aborts) instead of waiting forever. A live kernel
-# answers keepalives whatever its worker process is doing, so a long computation is never cut.
+# anything, and llama.cpp's client fails (and aborts) instead of waiting forever (measured: 21 s
+# after loopback went down in a network namespace; with no keepalive, still waiting after 90 s).
+# A live kernel answers keepalives whatever its worker process is doing, so a long computation is
+# never cut.
 KEEPIDLE_S, KEEPINTVL_S, KEEPCNT = 5, 2, 3
 USER_TIMEOUT_S = 20
 _PARENT_CHECK_S = 1.0  # how often the child looks whether its parent is still there

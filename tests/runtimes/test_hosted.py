@@ -113,7 +113,8 @@ def test_a_model_on_two_workers_in_a_child_writes_what_an_in_process_engine_writ
         engine._conn = InterruptOnce(engine._conn)  # Ctrl-C while the child evaluates the prompt
         with pytest.raises(KeyboardInterrupt):
             engine.eval(prompt)
-        logits = engine.eval([expected[0]])  # the interrupted call's answer is read first: the prompt is in
+        assert engine.n_past == len(prompt)  # its answer is read first: the prompt is in the cache
+        logits = engine.eval([expected[0]])
         assert engine.n_past == len(prompt) + 1 and int(logits.argmax()) == expected[1]
         llm = Model(engine, name="smol", path=smollm2_gguf, placement=engine.placement)
         monkeypatch.setattr(hosted, "STALL_S", 0.002)  # the workers are looked at all the time: found alive
