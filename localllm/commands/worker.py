@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 
 from localllm.commands.run import _positive
@@ -99,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    try:
-        return subprocess.run(cmd, env=env).returncode
-    except KeyboardInterrupt:
-        return 130
+    # the server takes this process's place (its pid, signals and exit status): killing the
+    # worker kills the server, and nothing is left listening behind a wrapper that is gone
+    os.execve(cmd[0], cmd, env)
+    return 1  # pragma: no cover - execve does not return

@@ -11,11 +11,12 @@ folder named by the llama-cpp-python version:
                      loads it into llama-cpp-python's own ggml (localllm.runtimes.rpc)
   libggml-cpu.so     the worker's CPU device (with GGML_BACKEND_DL the worker loads it too)
 
-The CPU code is built for AVX2/FMA/F16C rather than for this CPU (GGML_NATIVE is not allowed
-with dynamic backends, and the folder may be shared by machines of different CPUs): on an
-AVX-512 machine a worker computes a little slower than the main process would.
+The CPU code is built for the instruction sets the installed llama-cpp-python has (GGML_NATIVE
+is not allowed with dynamic backends): a worker then runs the kernels llama-cpp-python runs on
+its machine, and a split model writes what it writes in one process. The stamp records them;
+a build for other ones (a folder shared by machines of different CPUs) is made again.
 
-Building takes about a minute on 2 cores, after a 75 MB download; a finished build is found
+Building takes about two minutes on 2 cores, after a 75 MB download; a finished build is found
 again by its stamp file.
 """
 
@@ -70,17 +71,19 @@ CMAKE_FLAGS = (
     "-DGGML_BACKEND_DL=ON",
     "-DGGML_RPC=ON",
     "-DGGML_NATIVE=OFF",
-    "-DGGML_AVX=ON",
-    "-DGGML_AVX2=ON",
-    "-DGGML_FMA=ON",
-    "-DGGML_F16C=ON",
-    "-DGGML_BMI2=ON",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DLLAMA_BUILD_SERVER=OFF",
     "-DLLAMA_CURL=OFF",
     "-DLLAMA_OPENSSL=OFF",
 )
+# The worker's CPU code uses the instruction sets the installed llama-cpp-python was built with
+# (its llama_print_system_info), each ON or OFF: its kernels are this process's kernels, so a
+# model split across workers computes what it computes here (llama-cpp-python is built from
+# source on the machine it runs on, so that is this CPU's). AMX is left out: ggml uses it only
+# through an extra buffer type, which an RPC server never allocates from.
+X86_ISA = ("AVX", "AVX_VNNI", "AVX2", "BMI2", "FMA", "F16C", "AVX512", "AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16")
+GENERIC_X86 = frozenset({"AVX", "AVX2", "BMI2", "FMA", "F16C"})  # when the features cannot be read
 BUILD_TIMEOUT_S = 1800
 
 
@@ -99,6 +102,34 @@ class RpcBuild:
     @property
     def backend(self) -> Path:
         return self.folder / "libggml-rpc.so"
+
+
+def cpu_flags(features: frozenset[str] | None = None) -> tuple[str, ...]:
+    """CMake options for the worker's CPU code: the installed llama.cpp's features (`features`,
+    default read from it), as ON/OFF switches on x86; none elsewhere (ggml's defaults)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return ()
+    if features is None:
+        features = installed_features()
+    flags = [f"-DGGML_{name}={'ON' if name in features else 'OFF'}" for name in X86_ISA]
+    flags.append(f"-DGGML_SSE42={'ON' if 'AVX' in features else 'OFF'}")
+    flags.append(f"-DGGML_LLAMAFILE={'ON' if 'LLAMAFILE' in features else 'OFF'}")
+    return tuple(flags)
+
+
+def installed_features() -> frozenset[str]:
+    """The CPU features the installed llama.cpp was built with (GENERIC_X86 when unreadable)."""
+    from localllm.repack import features_from_system_info
+
+    try:
+        import llama_cpp.llama_cpp as lib
+
+        found = frozenset(features_from_system_info(lib.llama_print_system_info().decode()))
+    except Exception:  # noqa: BLE001 - a broken install: build for the common x86-64-v3
+        found = frozenset()
+    return found or GENERIC_X86
 
 
 def installed_llama_cpp_version() -> str:
@@ -135,8 +166,8 @@ def find_rpc_build(folder: Path | None = None) -> RpcBuild | None:
     build = RpcBuild(folder, str(stamp.get("llama_cpp_version")), (major, minor, patch))
     if build.llama_cpp_version != version or not build.server.is_file() or not build.backend.is_file():
         return None
-    if stamp.get("patch") != PATCH_LEVEL:
-        return None
+    if stamp.get("patch") != PATCH_LEVEL or stamp.get("cpu") != list(cpu_flags()):
+        return None  # made before the memory patch, or for a llama.cpp built for another CPU
     return build
 
 
@@ -185,7 +216,8 @@ def build_rpc(folder: Path | None = None, *, progress: Callable[[str], object] |
         patch_memory_cap(source / MEM_PATCH_FILE)
         build = work / "build"
         say("configuring llama.cpp with the RPC backend")
-        _run(["cmake", "-S", str(source), "-B", str(build), *CMAKE_FLAGS], "configuring llama.cpp")
+        cpu = cpu_flags()
+        _run(["cmake", "-S", str(source), "-B", str(build), *CMAKE_FLAGS, *cpu], "configuring llama.cpp")
         say("building llama.cpp's RPC worker and backend (about a minute)")
         jobs = str(max(1, os.cpu_count() or 1))
         _run(["cmake", "--build", str(build), "-j", jobs, "--target", *TARGETS], "building llama.cpp")
@@ -200,6 +232,7 @@ def build_rpc(folder: Path | None = None, *, progress: Callable[[str], object] |
             "protocol": list(protocol),
             "patch": PATCH_LEVEL,
             "cmake": list(CMAKE_FLAGS),
+            "cpu": list(cpu),
         }
         (staging / STAMP).write_text(json.dumps(stamp, indent=1))
         shutil.rmtree(folder, ignore_errors=True)
