@@ -376,6 +376,7 @@ def load(
     threads: int | None = None,
     parallel: int | None = None,
     workload: str = "interactive",
+    workers: Sequence[str] | None = None,
 ) -> Model:
     """Load a model: "auto", a catalog name (optionally "name:quant"), a Hub reference
     ("hf.co/OWNER/REPO[:QUANT]", "OWNER/REPO/FILE.gguf"), another tool's model by its name there
@@ -399,6 +400,10 @@ def load(
             `chat_batch`; each gets `context` tokens. None: 1, or the planner's choice for
             workload="batch". Without it a batch runs its items one after another.
         workload: "interactive" (real-time) or "batch" (the plan sizes for throughput).
+        workers: llama.cpp RPC workers ("host:port", each started with `localllm worker`) whose
+            memory the plan may use when the model does not fit here; None: LOCALLLM_WORKERS.
+            A plan that uses them runs the model in a child process (runtimes.hosted), so a
+            worker lost mid-generation ends that generation with GenerationError.
 
     Raises:
         InsufficientMemoryError: the plan does not fit (and not force).
@@ -410,7 +415,13 @@ def load(
 
     if is_remote(model):  # a server on another machine, behind the same API
         return open_remote(
-            model, context=context, runtime=runtime, threads=threads, parallel=parallel, hardware=hardware
+            model,
+            context=context,
+            runtime=runtime,
+            threads=threads,
+            parallel=parallel,
+            hardware=hardware,
+            workers=workers,
         )
     workload = "batch" if check_parallel(parallel) is not None else workload
     if is_auto(model):  # the best model that fits and can be had now; the starter when none can
@@ -425,6 +436,7 @@ def load(
             threads=threads,
             workload=workload,
             parallel=parallel,
+            workers=workers,
         )
         return reopen_for(llm, parallel, hardware)  # the starter (no plan) is opened for one sequence
     resolved = resolve(
@@ -435,6 +447,7 @@ def load(
         threads=threads,
         workload=workload,
         parallel=parallel,
+        workers=workers,
     )
     plan, placement = resolved.plan, resolved.placement
     if parallel is not None and placement.n_seq != parallel:  # the planner sized it for fewer (or did not)

@@ -45,7 +45,7 @@ WORKERS_ENV = "LOCALLLM_WORKERS"  # "host:port,host:port"
 WORKER_BACKEND = "rpc"  # GPUInfo.backend of a worker seen as a device
 # Kept free of what a worker offers: its own compute buffers and the rpc-server process beyond
 # the tensors a plan counts (the offer is already 90% of its usable RAM by default).
-WORKER_MARGIN = 128 * MIB
+WORKER_MARGIN = 64 * MIB
 # Round trips per worker per decoded token: llama.cpp's client sets the worker's inputs, runs
 # its graph and reads its output back (set_tensor and graph_compute need no answer in protocol
 # 3+; get_tensor does; a synchronisation may add one).
