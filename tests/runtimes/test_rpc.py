@@ -199,3 +199,21 @@ def test_localllm_worker_builds_once_and_warns_when_bound_beyond_this_machine(rp
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_a_plan_leaves_out_a_worker_of_another_version_or_not_there_saying_why(rpc_build, workers, monkeypatch):
+    from localllm.hardware.detect import load_profile
+    from localllm.planner import plan
+
+    monkeypatch.setenv(BUILD_ENV, str(rpc_build.folder))
+    other = FakePeer((rpc_build.protocol[0] + 1, 0, 0))
+    gone = f"127.0.0.1:{free_port()}"
+    found = rpc.find_workers([workers[0], other.endpoint, gone, workers[0]])
+    assert [w.endpoint for w in found] == [workers[0], other.endpoint, gone]  # each once, in order
+    assert found[0].error is None and found[0].free > 0 and found[0].rtt_s is not None and found[0].rtt_s < 0.1
+    assert "speaks RPC protocol" in (found[1].error or "") and "left out of the plan" in (found[1].error or "")
+    assert f"{gone} cannot be reached" in (found[2].error or "")
+    again = FakePeer((rpc_build.protocol[0] + 1, 0, 0))  # a fake answers one connection
+    p = plan("qwen3-8b:q4_k_m", hardware=load_profile("container-4gib"), workers=[again.endpoint, gone])
+    assert p.placement.workers == () and not p.fits  # nothing usable: the plan is this machine's
+    assert any("speaks RPC protocol" in w for w in p.warnings) and any("cannot be reached" in w for w in p.warnings)
