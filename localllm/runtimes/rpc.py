@@ -18,8 +18,10 @@ libggml.so, libggml.so.0 and libggml.so.0.x.y as three copies of one file (wheel
 symbolic links), and loading another copy makes a second ggml with a device registry that
 llama.cpp never reads.
 
-Not handled yet (issue 19): a worker lost while a model uses it still aborts this process in
-llama.cpp's client; running such a model in a child process is the way out.
+A worker lost while a model uses it makes llama.cpp's client abort its process: a placement
+with workers is therefore loaded in a child process (localllm.runtimes.hosted), and the loss
+ends the call with a GenerationError naming the worker. A worker serves one client at a time:
+while a model holds it, `hello`/`describe` from elsewhere wait (and time out).
 """
 
 from __future__ import annotations
