@@ -189,14 +189,7 @@ class Model(ChatMixin, BatchMixin):
         the model) at the first `next()`.
         """
         opts = SamplingOptions.from_kwargs(**options)
-        check_text(prompt, hint="; use chat() for messages" if isinstance(prompt, (list, tuple)) else "")
-        if not prompt:
-            raise InvalidOptionError(
-                "prompt is empty (''); give at least one character of text",
-                option="prompt",
-                value=prompt,
-                allowed="a non-empty str",
-            )
+        check_prompt(prompt)
         tokens = self._tokenize_prompt(prompt)
         return self._run(tokens, opts, stop_event, progress=on_prompt_progress)
 
@@ -359,6 +352,18 @@ class Model(ChatMixin, BatchMixin):
             )
         except OSError as exc:
             log.warning("could not keep this load's measured memory (%s)", exc)
+
+
+def check_prompt(prompt: object) -> None:
+    """A completion's prompt: non-empty text (messages go to chat()); InvalidOptionError otherwise."""
+    check_text(prompt, hint="; use chat() for messages" if isinstance(prompt, (list, tuple)) else "")
+    if not prompt:
+        raise InvalidOptionError(
+            "prompt is empty (''); give at least one character of text",
+            option="prompt",
+            value=prompt,
+            allowed="a non-empty str",
+        )
 
 
 # --- load ----------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from dataclasses import replace
 from typing import Any, TypeGuard
 
 from localllm.errors import InvalidOptionError, ModelNotFoundError, ModelUnavailableError
-from localllm.generation import Chunk, Completion, PromptProgress, check_text, join
-from localllm.model import Model, ModelInfo
+from localllm.generation import Chunk, Completion, PromptProgress, join
+from localllm.model import Model, ModelInfo, check_prompt
 from localllm.model_chat import OVERFLOW_MODES
 from localllm.placement import Placement
 from localllm.runtimes.remote_http import (
@@ -239,14 +239,7 @@ class RemoteModel(Model):
         **options: Any,
     ) -> Iterator[Chunk]:
         """As Model.stream: options are checked now, the request is sent at the first `next()`."""
-        check_text(prompt, hint="; use chat() for messages" if isinstance(prompt, (list, tuple)) else "")
-        if not prompt:
-            raise InvalidOptionError(
-                "prompt is empty (''); give at least one character of text",
-                option="prompt",
-                value=prompt,
-                allowed="a non-empty str",
-            )
+        check_prompt(prompt)
         self._require_open()
         req = Request.of(options)
         body = {"model": self._served, "prompt": prompt, **req.fields}
