@@ -249,7 +249,8 @@ def _assess_gguf(v: Variant, m: Machine, req: Request, ctxs: list[int]) -> Candi
     gpu_failed: list[_Step] = []
     if m.workers:  # a split only adds link time: here alone when the target context fits here
         alone = replace(m, gpus=(), gpu_budgets=(), gpu_bases=())
-        here = _Step(ctxs[0], on_cpu(ctxs[0]), check(on_cpu(ctxs[0]), alone), shrunk=False)
+        est = on_cpu(ctxs[0])
+        here = _Step(ctxs[0], est, check(est, alone), shrunk=False)
         if here.fit.ok:
             why = "fits in RAM here: the workers are not needed (a layer split adds memory, not speed)"
             return _candidate(v, alone, TIER_CPU, here, why)
